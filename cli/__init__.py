@@ -1,0 +1,1 @@
+"""The `quota` command line: parse, call one library function, render."""

@@ -1,0 +1,63 @@
+"""`quota demo`: the sample district from data/, walked through end to end."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from cli import render
+from quota import audit, db, projects, quota_ops, rulebooks, tallies
+from quota.errors import QuotaError
+
+
+def _fresh_sqlite(url: str) -> None:
+    path = Path(url.removeprefix("sqlite:///"))
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def run_demo(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) -> None:
+    if fresh_default:
+        _fresh_sqlite(url)
+    engine = db.make_engine(url)
+    if db.schema_exists(engine):
+        raise QuotaError(f"{url} already holds a quota ledger; the demo needs a fresh database")
+    render.out.rule(f"quota demo — {url}, today {today}")
+    version = rulebooks.init(engine, str(data / "rules.toml"), actor)["version"]
+    render.out.print(f"$ quota init --rules {data / 'rules.toml'}   → rulebook v{version}")
+    t = tallies.import_tallies(engine, str(data / "tallies.csv"), actor=actor)
+    render.out.print(f"$ quota tally import tallies.csv   → {t['tallies']} tallies credited as {len(t['lots'])} lots")
+    p = projects.import_projects(engine, str(data / "projects.csv"), actor=actor)
+    render.out.print(f"$ quota project import projects.csv   → {p['projects']} projects in the pipeline")
+    render.out.print()
+    render.balances(audit.balance(engine, as_of=None) | {"as_of": today.isoformat()})
+    pid = "P2026-01"
+    r = quota_ops.reserve(engine, pid, actor=actor, date=today, expires=today + dt.timedelta(days=90))
+    render.out.print(f"\n$ quota reserve {pid}   → {len(r['draws'])} draws reserved (transaction {r['txn']})")
+    a = quota_ops.approve(engine, pid, doc="金环审〔2026〕12号", actor=actor, date=today)
+    render.out.print(f"$ quota approve {pid} --doc 金环审〔2026〕12号   → approved (transaction {a['txn']})")
+    try:
+        quota_ops.reserve(engine, "P2026-04", actor=actor, date=today)
+    except QuotaError as exc:
+        render.out.print(f"$ quota reserve P2026-04   → refused: {exc}")
+    render.out.print()
+    render.trace(audit.trace(engine, pid))
+    render.out.print()
+    render.balances(audit.balance(engine, by="zone", pollutant="COD"))
+    _plan(engine, today, actor)
+    summary, problems = audit.verify(engine)
+    status = "verified" if not problems else f"{len(problems)} PROBLEMS"
+    render.out.print(f"\n$ quota verify   → {status}: {summary['transactions']} transactions, "
+                     f"{summary['postings']} postings, head {summary['head'][:16]}…")
+    render.out.print(f"\nThe demo ledger is in {url}; try: quota --db {url} balance --by lot")
+
+
+def _plan(engine, today: dt.date, actor: str) -> None:
+    """Run the planner on the pipeline when it is available (see `quota plan run`)."""
+    try:
+        from quota import planner
+    except ImportError:
+        return
+    from cli.plan import render_plan
+    result = planner.run_plan(engine, as_of=today, actor=actor)
+    render.out.print()
+    render_plan(result)

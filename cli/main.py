@@ -1,0 +1,347 @@
+"""The typer app: global options, and one thin command per library call."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import getpass
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli import render
+from quota import db
+from quota.errors import QuotaError, ValidationFailed
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  help="quota: emissions-quota ledger and environmental-capacity planner.")
+rules_app = typer.Typer(no_args_is_help=True, help="Show or load the rulebook.")
+tally_app = typer.Typer(no_args_is_help=True, help="Import third-party tallies (credits).")
+project_app = typer.Typer(no_args_is_help=True, help="Import and list incoming projects.")
+app.add_typer(rules_app, name="rules")
+app.add_typer(tally_app, name="tally")
+app.add_typer(project_app, name="project")
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+@dataclass
+class State:
+    url: str
+    actor: str
+    url_given: bool
+
+    @property
+    def engine(self):
+        return db.make_engine(self.url)
+
+
+def _date(value: Optional[str]) -> Optional[dt.date]:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (use YYYY-MM-DD)") from None
+
+
+DateOpt = Annotated[Optional[str], typer.Option(help="Effective date YYYY-MM-DD (default: today).")]
+KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Idempotency key: repeating the command with "
+                                               "the same key and content is a no-op that reports the first result.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    url: Annotated[Optional[str], typer.Option("--db", envvar="QUOTA_DB", show_envvar=True,
+                                               help="Database URL (default sqlite:///quota.db; PostgreSQL: "
+                                                    "postgresql+psycopg://user@host/dbname).")] = None,
+    lang: Annotated[str, typer.Option("--lang", envvar="QUOTA_LANG", help="Language of headers: en or zh.")] = "en",
+    actor: Annotated[Optional[str], typer.Option("--actor", envvar="QUOTA_ACTOR",
+                                                 help="Who is acting (recorded on every transaction).")] = None,
+) -> None:
+    """Emissions-quota ledger: credit reductions, reserve and approve quota, plan, audit."""
+    if lang not in ("en", "zh"):
+        raise typer.BadParameter("--lang must be en or zh")
+    render.LANG["lang"] = lang
+    ctx.obj = State(url or db.DEFAULT_URL, actor or _default_actor(), url is not None)
+
+
+def _default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # pragma: no cover - no user database
+        return "unknown"
+
+
+@contextlib.contextmanager
+def failures():
+    """Turn library errors into a message on stderr and exit code 1."""
+    try:
+        yield
+    except ValidationFailed as exc:
+        render.problems(exc.problems)
+        raise typer.Exit(1) from None
+    except QuotaError as exc:
+        render.error(str(exc))
+        raise typer.Exit(1) from None
+
+
+# --------------------------------------------------------------------------- setup
+
+@app.command()
+def init(ctx: typer.Context,
+         rules: Annotated[Path, typer.Option("--rules", help="Rulebook TOML file.")]) -> None:
+    """Create the schema and load the rulebook.  Example: quota init --rules data/rules.toml"""
+    from quota import rulebooks
+    with failures():
+        result = rulebooks.init(ctx.obj.engine, str(rules), ctx.obj.actor)
+    render.note(f"initialised {ctx.obj.url}: rulebook version {result['version']}"
+                + ("" if result["changed"] else " (unchanged)"))
+
+
+@rules_app.command("show")
+def rules_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Show the rulebook in force.  Example: quota rules show --json"""
+    from quota import rulebooks
+    with failures(), db.reading(ctx.obj.engine) as conn:
+        version, book = rulebooks.current(conn)
+    info = {"version": version, **rulebooks.describe(book)}
+    if as_json:
+        return render.emit_json(info)
+    render.out.print(f"Rulebook v{version}: {book.jurisdiction_name} {book.jurisdiction_name_zh} "
+                     f"({book.jurisdiction_code})")
+    render.out.print(render.table("Pollutants", ["Pollutant", "Name", "Unit", "Key"],
+                                  [[p["code"], f"{p['name']} {p['name_zh']}", p["unit"],
+                                    f"{p['medium']} -> {info['matching'][p['medium']]}"] for p in info["pollutants"]]))
+    render.out.print(render.table("Zones", ["Zone", "Name", "Key", "State"],
+                                  [[z["code"], f"{z['name']} {z['name_zh']}", f"{z['watershed']} / {z['airshed']}",
+                                    "non-attainment: " + ", ".join(z["non_attainment"]) if z["non_attainment"] else ""]
+                                   for z in info["zones"]]))
+    r = info["ratios"]
+    render.out.print(f"Ratios: default {r['default']}, non-attainment {r['non_attainment']}; rules: "
+                     + ("; ".join(", ".join(f"{k}={v}" for k, v in x.items() if v) for x in r["rules"]) or "none"))
+    c = info["crediting"]
+    render.out.print(f"Crediting: baseline {c['baseline']}, discount {c['discount']}, life {c['life_years']} years")
+
+
+@rules_app.command("load")
+def rules_load(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Rulebook TOML file.")]) -> None:
+    """Load a new rulebook version.  Example: quota rules load data/rules.toml"""
+    from quota import rulebooks
+    with failures():
+        result = rulebooks.load(ctx.obj.engine, str(file), ctx.obj.actor)
+    render.note(f"rulebook version {result['version']}" + ("" if result["changed"] else " (unchanged)"))
+
+
+# --------------------------------------------------------------------------- imports
+
+@tally_app.command("import")
+def tally_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="CSV or XLSX tally file.")],
+                 dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only; write nothing.")] = False,
+                 key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Validate a tally file and credit every tally as a lot, all or nothing.
+
+    Example: quota tally import data/tallies.csv
+    """
+    from quota import tallies
+    with failures():
+        result = tallies.import_tallies(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run)
+    if as_json:
+        return render.emit_json(result)
+    verb = "would credit" if dry_run else "credited"
+    render.out.print(render.table(f"{result['tallies']} tallies {verb}", ["Pollutant", "Amount", "Unit"],
+                                  [[c["pollutant"], c["amount"], c["unit"]] for c in result["credited"]],
+                                  right={"Amount"}))
+
+
+@project_app.command("import")
+def project_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="CSV or XLSX project file.")],
+                   dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only; write nothing.")] = False,
+                   key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Validate a project file and add its projects to the pipeline, all or nothing.
+
+    Example: quota project import data/projects.csv
+    """
+    from quota import projects
+    with failures():
+        result = projects.import_projects(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run)
+    if as_json:
+        return render.emit_json(result)
+    render.note(f"{'would import' if dry_run else 'imported'} {result['projects']} projects "
+                f"({result['rows']} rows)")
+
+
+@project_app.command("list")
+def project_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List projects with their requirements (ratio applied).  Example: quota project list"""
+    from quota import units
+    from quota.projects import project_rows
+    with failures():
+        rows = project_rows(ctx.obj.engine)
+    if as_json:
+        return render.emit_json({"projects": rows})
+    render.out.print(render.table("Projects", ["Project", "Name", "Zone", "Priority", "Needed by", "State",
+                                               "Pollutant", "Increment", "Ratio", "Required", "Unit"],
+                                  [[p["project_id"], p["name"], p["zone"], p["priority"], p["needed_by"], p["state"],
+                                    n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"],
+                                    units.display(n["required_g"], n["unit"]), n["unit"]]
+                                   for p in rows for n in p["needs"]], right={"Increment", "Required", "Ratio"}))
+
+
+# --------------------------------------------------------------------------- queries
+
+@app.command()
+def balance(ctx: typer.Context,
+            pollutant: Annotated[Optional[str], typer.Option(help="Only this pollutant.")] = None,
+            zone: Annotated[Optional[str], typer.Option(help="Only this zone.")] = None,
+            by: Annotated[str, typer.Option(help="Group by pollutant, zone or lot.")] = "pollutant",
+            as_of: Annotated[Optional[str], typer.Option("--as-of", help="Balances as of this date.")] = None,
+            as_json: JsonOpt = False) -> None:
+    """Available, reserved and allocated quota.  Example: quota balance --by zone --pollutant COD"""
+    from quota import audit
+    if by not in ("pollutant", "zone", "lot"):
+        raise typer.BadParameter("--by must be pollutant, zone or lot")
+    with failures():
+        result = audit.balance(ctx.obj.engine, by=by, pollutant=pollutant, zone=zone, as_of=_date(as_of))
+    if as_json:
+        return render.emit_json(result)
+    render.balances(result)
+
+
+@app.command()
+def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Project id.")],
+          as_json: JsonOpt = False) -> None:
+    """Source statement: lots, tallies, sources and report numbers behind a project.
+
+    Example: quota trace P2026-01
+    """
+    from quota import audit
+    with failures():
+        result = audit.trace(ctx.obj.engine, project)
+    if as_json:
+        return render.emit_json(result)
+    render.trace(result)
+
+
+@app.command()
+def verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Recompute the hash chain and every balance from the postings; exit 1 on any mismatch.
+
+    Example: quota verify
+    """
+    from quota import audit
+    with failures():
+        summary, problems = audit.verify(ctx.obj.engine)
+    if as_json:
+        render.emit_json({**summary, "problems": [p.to_dict() for p in problems]})
+    if problems:
+        render.problems(problems)
+        raise typer.Exit(1)
+    if not as_json:
+        render.out.print(f"ledger verified: {summary['transactions']} transactions, {summary['postings']} postings, "
+                         f"{summary['accounts']} balances; head {summary['head'][:16]}… ({summary['hash_scheme']})")
+
+
+# --------------------------------------------------------------------------- quota operations
+
+def _done(result: dict, message: str, as_json: bool) -> None:
+    if as_json:
+        return render.emit_json(result)
+    render.out.print(message + (" (repeated key: nothing new was written)" if result.get("replayed") else ""))
+
+
+@app.command()
+def reserve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Project id.")],
+            pollutant: Annotated[Optional[str], typer.Option(help="Reserve only this pollutant.")] = None,
+            expires: Annotated[Optional[str], typer.Option(help="The reservation lapses on this date.")] = None,
+            date: DateOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Reserve a project's requirement (ratio applied) from eligible lots, earliest expiry first.
+
+    All pollutants or nothing. Example: quota reserve P2026-01 --expires 2027-03-31
+    """
+    from quota import quota_ops
+    with failures():
+        result = quota_ops.reserve(ctx.obj.engine, project, actor=ctx.obj.actor, pollutant=pollutant,
+                                   expires=_date(expires), date=_date(date), key=key)
+    _done(result, f"reserved {project}: {len(result['draws'])} draw(s), transaction {result['txn']}", as_json)
+
+
+@app.command()
+def approve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Project id.")],
+            doc: Annotated[str, typer.Option("--doc", help="Approval document number.")],
+            date: DateOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Confirm a project's reservations as allocations.  Example: quota approve P2026-01 --doc "金环审[2026]12号" """
+    from quota import quota_ops
+    with failures():
+        result = quota_ops.approve(ctx.obj.engine, project, doc=doc, actor=ctx.obj.actor, date=_date(date), key=key)
+    _done(result, f"approved {project} ({doc}), transaction {result['txn']}", as_json)
+
+
+@app.command()
+def release(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Project id.")],
+            date: DateOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Release a project's reservations back to their lots.  Example: quota release P2026-03"""
+    from quota import quota_ops
+    with failures():
+        result = quota_ops.release(ctx.obj.engine, project, actor=ctx.obj.actor, date=_date(date), key=key)
+    _done(result, f"released {project}, transaction {result['txn']}", as_json)
+
+
+@app.command()
+def cancel(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Project id.")],
+           date: DateOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Withdraw a project: its reserved and allocated quota returns to the lots.  Example: quota cancel P2026-03"""
+    from quota import quota_ops
+    with failures():
+        result = quota_ops.cancel(ctx.obj.engine, project, actor=ctx.obj.actor, date=_date(date), key=key)
+    _done(result, f"cancelled {project}" + (f", transaction {result['txn']}" if result["txn"] else ""), as_json)
+
+
+@app.command()
+def expire(ctx: typer.Context,
+           as_of: Annotated[str, typer.Option("--as-of", help="Expire lots and reservations lapsed by this date.")],
+           key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Post expired lots to expired and release lapsed reservations.  Example: quota expire --as-of 2026-12-31"""
+    from quota import quota_ops
+    with failures():
+        result = quota_ops.expire(ctx.obj.engine, _date(as_of), actor=ctx.obj.actor, key=key)
+    _done(result, f"expired {len(result['expired'])} lot(s); released {len(result['lapsed_reservations'])} "
+                  "lapsed reservation(s)", as_json)
+
+
+@app.command()
+def revoke(ctx: typer.Context, lot: Annotated[str, typer.Argument(help="Lot serial.")],
+           memo: Annotated[str, typer.Option("--memo", help="Why the lot is revoked.")],
+           date: DateOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Revoke the unallocated part of a lot whose tally was found invalid.
+
+    Example: quota revoke COD-2022-00001 --memo "report withdrawn"
+    """
+    from quota import quota_ops
+    with failures():
+        result = quota_ops.revoke(ctx.obj.engine, lot, actor=ctx.obj.actor, memo=memo, date=_date(date), key=key)
+    _done(result, f"revoked {result['revoked_g']} g of {lot}, transaction {result['txn']}", as_json)
+
+
+# --------------------------------------------------------------------------- demo
+
+@app.command()
+def demo(ctx: typer.Context,
+         data: Annotated[Path, typer.Option(help="Folder with rules.toml, tallies.csv, projects.csv.")] = DATA_DIR,
+         today: Annotated[Optional[str], typer.Option(help="Date to run the demo on (default today).")] = None) -> None:
+    """Load the sample data into a fresh database (default quota-demo.db) and walk through the ledger.
+
+    Example: quota demo
+    """
+    from cli.demo import run_demo
+    url = ctx.obj.url if ctx.obj.url_given else "sqlite:///quota-demo.db"
+    with failures():
+        run_demo(url, data, ctx.obj.actor, _date(today) or dt.date.today(), fresh_default=not ctx.obj.url_given)
+
+
+def run() -> None:
+    app(prog_name="quota")

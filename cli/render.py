@@ -1,0 +1,89 @@
+"""All terminal output: rich tables on stdout, diagnostics on stderr, JSON for --json."""
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from quota.errors import Problem
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+HEADERS_ZH = {
+    "Pollutant": "污染物", "Zone": "区域", "Lot": "批次", "Available": "可用", "Reserved": "预留",
+    "Allocated": "已分配", "Lapsed": "已过期未核销", "Unit": "单位", "Expires": "到期", "Tally": "测算编号",
+    "Source": "平衡源", "State": "状态", "Issued": "入库量", "Amount": "数量", "Report": "报告编号",
+    "Project": "项目", "Priority": "优先级", "Needed by": "需求日期", "Increment": "新增量", "Ratio": "替代比例",
+    "Required": "所需指标", "Key": "匹配键", "File": "文件", "Row": "行", "Column": "列", "Problem": "问题",
+    "Name": "名称", "Measure": "措施", "Assessor": "测算单位", "Held": "已持有", "Why": "依据",
+}
+LANG = {"lang": "en"}
+
+
+def h(text: str) -> str:
+    return HEADERS_ZH.get(text, text) if LANG["lang"] == "zh" else text
+
+
+def table(title: str | None, headers: list[str], rows: list[list], right: set[str] = frozenset()) -> Table:
+    t = Table(title=title, title_justify="left", show_lines=False)
+    for name in headers:
+        t.add_column(h(name), justify="right" if name in right else "left", no_wrap=name not in ("Name", "Why", "Source"))
+    for row in rows:
+        t.add_row(*["" if v is None else str(v) for v in row])
+    return t
+
+
+def emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def problems(items: list[Problem]) -> None:
+    err.print(f"[bold red]refused:[/] {len(items)} problem(s); nothing was written", markup=True)
+    t = table(None, ["File", "Row", "Column", "Problem"], [[p.source, p.row or "", p.column, p.message]
+                                                           for p in items])
+    err.print(t)
+
+
+def error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+
+
+def note(message: str) -> None:
+    err.print(message, markup=False, highlight=False)
+
+
+def balances(result: dict) -> None:
+    by = result["by"]
+    if by == "lot":
+        headers = ["Lot", "Pollutant", "Zone", "Tally", "Source", "Expires", "State", "Issued", "Available",
+                   "Reserved", "Allocated", "Unit"]
+        from quota import units
+        rows = [[r["lot"], r["pollutant"], r["zone"], r["tally_id"], r["source_id"], r["expires"] or "never",
+                 r["state"], units.display(r["issued_g"], r["unit"]), r["available"], r["reserved"],
+                 r["allocated"], r["unit"]] for r in result["rows"]]
+    else:
+        from quota import units
+        headers = ["Pollutant"] + (["Zone"] if by == "zone" else []) + ["Available", "Reserved", "Allocated",
+                                                                         "Lapsed", "Unit"]
+        rows = [[r["pollutant"]] + ([r["zone"]] if by == "zone" else []) +
+                [r["available"], r["reserved"], r["allocated"], units.display(r["lapsed_g"], r["unit"]), r["unit"]]
+                for r in result["rows"]]
+    out.print(table(f"Quota balance as of {result['as_of']}", headers, rows,
+                    right={"Available", "Reserved", "Allocated", "Lapsed", "Issued"}))
+
+
+def trace(result: dict) -> None:
+    from quota import units
+    out.print(f"[bold]{result['project_id']}[/] {result['name']} — zone {result['zone']}, "
+              f"industry {result['industry'] or '-'}, state [bold]{result['state']}[/]", markup=True)
+    out.print(table("Requirement", ["Pollutant", "Increment", "Ratio", "Why", "Required", "Held", "Key", "Unit"],
+                    [[n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"], "; ".join(n["why"]),
+                      units.display(n["required_g"], n["unit"]), units.display(n["held_g"], n["unit"]), n["key"],
+                      n["unit"]] for n in result["needs"]], right={"Increment", "Required", "Held", "Ratio"}))
+    out.print(table("Sources of the quota", ["Pollutant", "Lot", "State", "Amount", "Tally", "Source", "Report"],
+                    [[d["pollutant"], d["lot"], d["state"], d["amount"], d["tally_id"],
+                      f"{d['source_id']} {d['source_name']} ({d['measure']})", d["report_no"]]
+                     for d in result["draws"]], right={"Amount"}))

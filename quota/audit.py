@@ -1,0 +1,63 @@
+"""Auditor's views: source statement (trace) of a project, and verification of the ledger."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlalchemy import Engine, text
+
+from . import db, ledger, rulebooks, units
+from .errors import Problem
+from .projects import load_projects
+
+
+def balance(engine: Engine, *, by: str = "pollutant", pollutant: str | None = None, zone: str | None = None,
+            as_of: dt.date | None = None) -> dict:
+    """Available / reserved / allocated quota as DESIGN 5.3 (`quota balance --json`)."""
+    with db.reading(engine) as conn:
+        _, book = rulebooks.current(conn)
+        unit_of = {p.code: p.unit for p in book.pollutants.values()}
+        day = as_of or dt.date.today()
+        rows = ledger.balance_rows(conn, unit_of, by=by, pollutant=pollutant, zone=zone, as_of=as_of, today=day)
+    return {"as_of": day.isoformat(), "by": by, "rows": rows}
+
+
+def trace(engine: Engine, project_id: str) -> dict:
+    """Source statement: every gram a project holds, back to its lot, tally, source and report."""
+    with db.reading(engine) as conn:
+        _, book = rulebooks.current(conn)
+        info = load_projects(conn, book, project_id=project_id)[0]
+        rows = conn.execute(text(
+            "SELECT b.kind, b.lot, b.pollutant, b.amount_g, t.tally_id, t.source_id, s.name, t.measure, "
+            "t.report_no, t.assessor, t.method, l.expires, l.zone, lb.amount_g "
+            "FROM balance b JOIN lot l ON l.serial = b.lot JOIN tally t ON t.tally_id = l.tally_id "
+            "JOIN source s ON s.source_id = t.source_id "
+            "LEFT JOIN balance lb ON lb.account = 'lot:' || l.serial AND lb.lot = l.serial "
+            "WHERE b.project_id = :p AND b.kind IN ('reserved', 'allocated') AND b.amount_g > 0 "
+            "ORDER BY b.pollutant, b.lot, b.kind"), {"p": project_id}).all()
+        history = conn.execute(text("SELECT seq, kind, effective_date, actor, ref, memo, hash FROM txn "
+                                    "WHERE project_id = :p ORDER BY seq"), {"p": project_id}).all()
+    draws = [{"lot": r[1], "pollutant": r[2], "amount_g": int(r[3]), "state": r[0], "tally_id": r[4],
+              "source_id": r[5], "source_name": r[6], "measure": r[7], "report_no": r[8], "assessor": r[9],
+              "method": r[10], "lot_expires": ledger._as_date(r[11]).isoformat() if r[11] else None,
+              "lot_zone": r[12], "lot_remaining_g": int(r[13] or 0),
+              "unit": book.pollutants[r[2]].unit, "amount": units.display(int(r[3]), book.pollutants[r[2]].unit)}
+             for r in rows]
+    needs = [{"pollutant": n.pollutant, "increment_g": n.increment_g, "ratio": str(n.ratio), "why": list(n.reasons),
+              "required_g": n.required_g, "key": n.key, "unit": book.pollutants[n.pollutant].unit,
+              "held_g": sum(d["amount_g"] for d in draws if d["pollutant"] == n.pollutant)}
+             for n in info.needs]
+    return {"project_id": info.project_id, "name": info.name, "zone": info.zone, "industry": info.industry,
+            "state": info.state, "needs": needs, "draws": draws,
+            "history": [{"seq": h[0], "kind": h[1], "date": str(h[2]), "actor": h[3], "ref": h[4], "memo": h[5],
+                         "hash": h[6]} for h in history]}
+
+
+def verify(engine: Engine) -> tuple[dict, list[Problem]]:
+    """Recompute the hash chain and every balance from the postings (errors as data)."""
+    with db.reading(engine) as conn:
+        return ledger.verify(conn)
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=False, default=str)

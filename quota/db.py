@@ -1,0 +1,152 @@
+"""Engine, write transactions (one per operation, retried when locked), schema and triggers."""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from typing import Callable, Iterator, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import SQLModel
+
+from . import model
+from .errors import QuotaError
+
+DEFAULT_URL = "sqlite:///quota.db"
+GENESIS = "0" * 64
+T = TypeVar("T")
+
+
+class NotInitialised(QuotaError):
+    pass
+
+
+def make_engine(url: str = DEFAULT_URL) -> Engine:
+    """An engine for SQLite (WAL, BEGIN IMMEDIATE for writers) or PostgreSQL (psycopg)."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # pragma: no cover - driver hook
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):  # pragma: no cover - driver hook
+            immediate = conn.get_execution_options().get("quota_write")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+def is_sqlite(conn_or_engine) -> bool:
+    return conn_or_engine.dialect.name == "sqlite"
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError) and "locked" in str(exc).lower():
+        return True
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None)
+    return code in ("40001", "40P01")  # serialization failure, deadlock
+
+
+RETRIES: list[str] = []  # human-readable log of automatic retries (reported, not swallowed)
+
+
+def run_write(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8) -> T:
+    """Run `fn(conn)` in one write transaction; retry transient lock/serialization errors.
+
+    The chain head row is locked first, so writers are serialised and balance checks see
+    the latest committed state. Any exception rolls the whole transaction back.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.connect() as conn:
+                conn = conn.execution_options(quota_write=True)
+                with conn.begin():
+                    lock_head(conn)
+                    return fn(conn)
+        except DBAPIError as exc:
+            if attempt < attempts and _transient(exc):
+                RETRIES.append(f"attempt {attempt}: {type(exc.orig).__name__}: {str(exc.orig).strip()[:80]}")
+                time.sleep(random.uniform(0.01, 0.05) * attempt)
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn:
+        with conn.begin():
+            yield conn
+
+
+def lock_head(conn: Connection) -> tuple[int, str]:
+    sql = "SELECT seq, hash FROM chain_head WHERE id = 1"
+    if not is_sqlite(conn):
+        sql += " FOR UPDATE"
+    try:
+        row = conn.execute(text(sql)).one_or_none()
+    except DBAPIError as exc:
+        if _transient(exc):
+            raise
+        raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first") from exc
+    if row is None:
+        raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
+    return int(row[0]), str(row[1])
+
+
+def schema_exists(engine: Engine) -> bool:
+    return inspect(engine).has_table("chain_head")
+
+
+_SQLITE_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS {t}_no_{op} BEFORE {op} ON {t}
+BEGIN SELECT RAISE(ABORT, 'quota ledger is append-only: {op} on {t} refused'); END
+"""
+_PG_FUNCTION = """
+CREATE OR REPLACE FUNCTION quota_append_only() RETURNS trigger AS $$
+BEGIN
+  RAISE EXCEPTION 'quota ledger is append-only: % on % refused', TG_OP, TG_TABLE_NAME;
+END $$ LANGUAGE plpgsql
+"""
+_PG_TRIGGER = """
+CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON {t}
+FOR EACH STATEMENT EXECUTE FUNCTION quota_append_only()
+"""
+
+
+def create_schema(engine: Engine) -> None:
+    """Create all tables, the append-only triggers and the chain head (idempotent)."""
+    SQLModel.metadata.create_all(engine, tables=[m.__table__ for m in model.TABLES])
+    with engine.connect() as conn:
+        conn = conn.execution_options(quota_write=True)
+        with conn.begin():
+            install_triggers(conn)
+            if conn.execute(text("SELECT count(*) FROM chain_head")).scalar_one() == 0:
+                conn.execute(text("INSERT INTO chain_head (id, seq, hash) VALUES (1, 0, :h)"), {"h": GENESIS})
+
+
+def install_triggers(conn: Connection) -> None:
+    if is_sqlite(conn):
+        for t in model.APPEND_ONLY:
+            for op in ("UPDATE", "DELETE"):
+                conn.exec_driver_sql(_SQLITE_TRIGGER.format(t=t, op=op))
+        return
+    conn.exec_driver_sql(_PG_FUNCTION)
+    for t in model.APPEND_ONLY:
+        exists = conn.execute(text("SELECT 1 FROM pg_trigger WHERE tgname = :n AND tgrelid = to_regclass(:t)"),
+                              {"n": f"{t}_append_only", "t": t}).first()
+        if not exists:
+            conn.exec_driver_sql(_PG_TRIGGER.format(t=t))

@@ -1,0 +1,106 @@
+"""Typed reading of one input row's text cells, collecting problems instead of raising."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+
+from . import units
+from .errors import Problem
+
+_DATE_RE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T]00:00:00)?$")
+TRUE = {"true", "yes", "y", "1", "是", "t"}
+FALSE = {"false", "no", "n", "0", "否", "f", ""}
+
+
+class RowReader:
+    """Reads the cells of one row; each bad cell adds a Problem naming file, row and column."""
+
+    def __init__(self, source: str, row: int, cells: dict[str, str], problems: list[Problem]):
+        self.source, self.row, self.cells, self.problems = source, row, cells, problems
+
+    def fail(self, column: str, message: str) -> None:
+        self.problems.append(Problem(self.source, self.row, column, message))
+
+    def text(self, col: str, required: bool = True, max_len: int = 200) -> str:
+        value = self.cells.get(col, "").strip()
+        if not value and required:
+            self.fail(col, "required value is empty")
+        elif len(value) > max_len:
+            self.fail(col, f"longer than {max_len} characters")
+            return value[:max_len]
+        elif any(ord(c) < 32 for c in value):
+            self.fail(col, "contains control characters")
+        return value
+
+    def amount(self, col: str, required: bool = True) -> Decimal | None:
+        raw = self.cells.get(col, "").strip()
+        if not raw:
+            if required:
+                self.fail(col, "required amount is empty")
+            return None
+        try:
+            value = units.parse_decimal(raw)
+        except units.AmountError as exc:
+            self.fail(col, f"{exc}")
+            return None
+        if value < 0:
+            self.fail(col, f"amount must not be negative, got {raw}")
+            return None
+        if value > Decimal("1e9"):
+            self.fail(col, f"amount {raw} is implausibly large (over 1e9)")
+            return None
+        return value
+
+    def date(self, col: str, required: bool = True) -> dt.date | None:
+        raw = self.cells.get(col, "").strip()
+        if not raw:
+            if required:
+                self.fail(col, "required date is empty (use YYYY-MM-DD)")
+            return None
+        m = _DATE_RE.match(raw)
+        try:
+            if not m:
+                raise ValueError
+            value = dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        except ValueError:
+            self.fail(col, f"not a valid date {raw!r} (use YYYY-MM-DD)")
+            return None
+        if not (1950 <= value.year <= 2100):
+            self.fail(col, f"date {raw} is outside 1950-2100")
+            return None
+        return value
+
+    def integer(self, col: str, default: int | None, lo: int, hi: int) -> int | None:
+        raw = self.cells.get(col, "").strip()
+        if not raw:
+            if default is None:
+                self.fail(col, "required whole number is empty")
+            return default
+        try:
+            value = int(Decimal(raw)) if Decimal(raw) == Decimal(raw).to_integral_value() else None
+        except Exception:
+            value = None
+        if value is None or not (lo <= value <= hi):
+            self.fail(col, f"must be a whole number from {lo} to {hi}, got {raw!r}")
+            return default
+        return value
+
+    def boolean(self, col: str) -> bool:
+        raw = self.cells.get(col, "").strip().lower()
+        if raw in TRUE:
+            return True
+        if raw not in FALSE:
+            self.fail(col, f"must be true or false, got {raw!r}")
+        return False
+
+    def choice(self, col: str, options: dict[str, str]) -> str:
+        raw = self.cells.get(col, "").strip()
+        value = options.get(raw) or options.get(raw.lower())
+        if value is None:
+            if not raw:
+                self.fail(col, "required value is empty")
+            else:
+                self.fail(col, f"must be one of {', '.join(sorted(set(options.values())))}, got {raw!r}")
+            return ""
+        return value

@@ -1,0 +1,46 @@
+"""Idempotency keys: a repeated command with the same key and content reports the first result."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Callable
+
+from sqlalchemy import Connection, Engine, text
+
+from . import db
+from .errors import IdempotencyConflict
+from .ledger import canonical, now_iso
+
+
+def request_hash(command: str, request: dict) -> str:
+    return hashlib.sha256(canonical({"command": command, "request": request}).encode()).hexdigest()
+
+
+def run(engine: Engine, key: str | None, command: str, request: dict,
+        fn: Callable[[Connection], dict]) -> dict:
+    """Run `fn` as one write transaction, recording `key`; replay the stored result on repeat.
+
+    The check and the record happen inside the same transaction as the effect, so a client
+    that retries after a timeout gets exactly one effect whether or not the first attempt
+    committed. The same key with different content raises IdempotencyConflict.
+    """
+    digest = request_hash(command, request)
+
+    def work(conn: Connection) -> dict:
+        if key:
+            row = conn.execute(text("SELECT command, request_hash, result FROM operation WHERE key = :k"),
+                               {"k": key}).first()
+            if row is not None:
+                if row[0] != command or row[1] != digest:
+                    raise IdempotencyConflict(
+                        f"key {key!r} was already used for a different request ({row[0]}); use a new key")
+                return {**json.loads(row[2]), "replayed": True}
+        result = fn(conn)
+        if key:
+            conn.execute(text("INSERT INTO operation (key, command, request_hash, result, created_at) "
+                              "VALUES (:k, :c, :h, :r, :t)"),
+                         {"k": key, "c": command, "h": digest, "r": json.dumps(result, default=str),
+                          "t": now_iso()})
+        return {**result, "replayed": False}
+
+    return db.run_write(engine, work)

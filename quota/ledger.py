@@ -1,0 +1,377 @@
+"""Double-entry posting, the hash chain, maintained balances, balance queries and verification."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from sqlalchemy import Connection, bindparam, text
+
+from .db import GENESIS, lock_head
+from .errors import LedgerCorrupt, Problem, Refused
+from . import units
+
+HASH_SCHEME = "quota-chain-v1"
+NONNEG_KINDS = {"lot", "reserved", "allocated"}
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One posting: `amount_g` grams of `pollutant` from lot `lot` into `account`."""
+    account: str
+    lot: str
+    pollutant: str
+    amount_g: int
+    zone: str
+    project_id: str | None = None
+
+
+def lot_account(serial: str) -> str:
+    return f"lot:{serial}"
+
+
+def project_account(project_id: str, part: str) -> str:
+    return f"project:{project_id}:{part}"
+
+
+def account_kind(account: str) -> str:
+    """'lot', 'reserved', 'allocated', 'issued', 'expired', 'revoked' or 'adjustment'."""
+    head, _, rest = account.partition(":")
+    return rest.rsplit(":", 1)[1] if head == "project" else head
+
+
+def canonical(txn: dict) -> str:
+    return json.dumps(txn, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def txn_hash(prev_hash: str, txn: dict) -> str:
+    """sha256(prev_hash + canonical JSON of the transaction) — hash scheme quota-chain-v1."""
+    return hashlib.sha256((prev_hash + canonical(txn)).encode("utf-8")).hexdigest()
+
+
+def txn_body(seq: int, kind: str, effective: dt.date | str, booked_at: str, actor: str, memo: str,
+             ref: str, project_id: str | None, rulebook: int, meta: dict,
+             postings: Iterable[tuple[str, str, str, int]]) -> dict:
+    """The hashed content of a transaction (postings sorted, so order of insertion is irrelevant)."""
+    return {
+        "seq": seq, "kind": kind, "date": str(effective), "booked_at": booked_at, "actor": actor,
+        "memo": memo, "ref": ref, "project": project_id, "rulebook": rulebook, "meta": meta,
+        "postings": sorted([list(p) for p in postings]),
+    }
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class TxnSpec:
+    """A transaction to post: kind, effective date, legs and descriptive fields."""
+    kind: str
+    effective: dt.date
+    legs: list[Leg]
+    memo: str = ""
+    ref: str = ""
+    project_id: str | None = None
+    meta: dict | None = None
+
+
+def post(conn: Connection, kind: str, effective: dt.date, legs: list[Leg], *, actor: str,
+         rulebook: int, memo: str = "", ref: str = "", project_id: str | None = None,
+         meta: dict | None = None) -> int:
+    """Append one balanced transaction; see `post_many`. Returns its seq."""
+    return post_many(conn, [TxnSpec(kind, effective, legs, memo, ref, project_id, meta)],
+                     actor=actor, rulebook=rulebook)[0]
+
+
+def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: int) -> list[int]:
+    """Append balanced transactions to the chain, in order, and update balances.
+
+    Must run inside `db.run_write` (the chain head is locked). Refuses unbalanced legs,
+    zero amounts, a non-negative balance going negative after any transaction, and an
+    effective date earlier than the last posting on a touched (account, lot) pair (so that
+    as-of replays stay consistent). Raises before anything is flushed when a check fails.
+    """
+    seq, prev = lock_head(conn)
+    balances = _load_pairs(conn, {(l.account, l.lot) for s in specs for l in s.legs})
+    txn_rows, post_rows, seqs = [], [], []
+    for spec in specs:
+        totals: dict[str, int] = defaultdict(int)
+        for leg in spec.legs:
+            if not isinstance(leg.amount_g, int) or isinstance(leg.amount_g, bool) or leg.amount_g == 0:
+                raise ValueError(f"posting amount must be a non-zero integer of grams: {leg}")
+            totals[leg.pollutant] += leg.amount_g
+        if any(totals.values()) or not spec.legs:
+            raise ValueError(f"transaction does not balance: {dict(totals)}")
+        _check_and_apply(balances, spec)
+        seq += 1
+        meta = spec.meta or {}
+        booked = now_iso()
+        tuples = [(l.account, l.lot, l.pollutant, l.amount_g) for l in spec.legs]
+        body = txn_body(seq, spec.kind, spec.effective, booked, actor, spec.memo, spec.ref,
+                        spec.project_id, rulebook, meta, tuples)
+        digest = txn_hash(prev, body)
+        txn_rows.append({"seq": seq, "kind": spec.kind, "d": spec.effective, "b": booked, "actor": actor,
+                         "memo": spec.memo, "ref": spec.ref, "project": spec.project_id, "rb": rulebook,
+                         "meta": canonical(meta), "prev": prev, "hash": digest})
+        post_rows.extend({"s": seq, "a": a, "l": l, "p": p, "g": g} for a, l, p, g in tuples)
+        seqs.append(seq)
+        prev = digest
+    conn.execute(text(
+        "INSERT INTO txn (seq, kind, effective_date, booked_at, actor, memo, ref, project_id, "
+        "rulebook_version, meta, prev_hash, hash) VALUES (:seq, :kind, :d, :b, :actor, :memo, :ref, "
+        ":project, :rb, :meta, :prev, :hash)"), txn_rows)
+    conn.execute(text("INSERT INTO posting (txn_seq, account, lot, pollutant, amount_g) "
+                      "VALUES (:s, :a, :l, :p, :g)"), post_rows)
+    _write_pairs(conn, balances)
+    conn.execute(text("UPDATE chain_head SET seq = :s, hash = :h WHERE id = 1"), {"s": seq, "h": prev})
+    return seqs
+
+
+class _Pair:
+    __slots__ = ("leg", "amount", "last", "new", "dirty")
+
+    def __init__(self, leg, amount, last, new):
+        self.leg, self.amount, self.last, self.new, self.dirty = leg, amount, last, new, False
+
+
+def _load_pairs(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], _Pair]:
+    out: dict[tuple[str, str], _Pair] = {}
+    lots = sorted({k[1] for k in keys})
+    for i in range(0, len(lots), 500):
+        rows = conn.execute(text("SELECT account, lot, amount_g, last_date FROM balance WHERE lot IN :lots")
+                            .bindparams(bindparam("lots", expanding=True)), {"lots": lots[i:i + 500]})
+        for a, l, g, last in rows:
+            if (a, l) in keys:
+                out[(a, l)] = _Pair(None, int(g), _as_date(last), False)
+    return out
+
+
+def _check_and_apply(pairs: dict[tuple[str, str], _Pair], spec: TxnSpec) -> None:
+    delta: dict[tuple[str, str], int] = defaultdict(int)
+    for leg in spec.legs:
+        key = (leg.account, leg.lot)
+        delta[key] += leg.amount_g
+        if key not in pairs:
+            pairs[key] = _Pair(leg, 0, None, True)
+        elif pairs[key].leg is None:
+            pairs[key].leg = leg
+    for key in sorted(delta):
+        pair = pairs[key]
+        if pair.last and spec.effective < pair.last:
+            raise Refused(f"effective date {spec.effective} is before the last posting on {key[0]} "
+                          f"({key[1]}) dated {pair.last}; ledger history cannot be rewritten")
+        if account_kind(key[0]) in NONNEG_KINDS and pair.amount + delta[key] < 0:
+            raise Refused(f"{key[0]} ({key[1]}) would go negative: {pair.amount} + {delta[key]} g")
+    for key, d in delta.items():
+        pair = pairs[key]
+        pair.amount += d
+        pair.last = max(pair.last, spec.effective) if pair.last else spec.effective
+        pair.dirty = True
+
+
+def _write_pairs(conn: Connection, pairs: dict[tuple[str, str], _Pair]) -> None:
+    inserts, updates = [], []
+    for (account, lot), pair in sorted(pairs.items()):
+        if not pair.dirty:
+            continue
+        if pair.new:
+            leg = pair.leg
+            kind = account_kind(account)
+            inserts.append({"a": account, "l": lot, "k": kind, "p": leg.pollutant, "z": leg.zone,
+                            "pr": leg.project_id, "n": kind in NONNEG_KINDS, "g": pair.amount,
+                            "e": pair.last})
+        else:
+            updates.append({"a": account, "l": lot, "g": pair.amount, "e": pair.last})
+    if inserts:
+        conn.execute(text(
+            "INSERT INTO balance (account, lot, kind, pollutant, zone, project_id, nonneg, amount_g, "
+            "last_date) VALUES (:a, :l, :k, :p, :z, :pr, :n, :g, :e)"), inserts)
+    if updates:
+        conn.execute(text("UPDATE balance SET amount_g = :g, last_date = :e WHERE account = :a AND lot = :l"),
+                     updates)
+
+
+# --------------------------------------------------------------------------- queries
+
+def holdings(conn: Connection, account: str) -> dict[str, int]:
+    """Positive balance per lot held in one account (e.g. a project's reserved account)."""
+    rows = conn.execute(text("SELECT lot, amount_g FROM balance WHERE account = :a AND amount_g <> 0 "
+                             "ORDER BY lot"), {"a": account}).all()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def pair_balances(conn: Connection, as_of: dt.date | None = None) -> Iterator[tuple]:
+    """(kind, pollutant, zone, account, lot, project_id, amount_g) per pair, now or as of a date."""
+    if as_of is None:
+        yield from conn.execute(text(
+            "SELECT kind, pollutant, zone, account, lot, project_id, amount_g FROM balance"))
+        return
+    yield from conn.execute(text(
+        "SELECT b.kind, b.pollutant, b.zone, b.account, b.lot, b.project_id, SUM(p.amount_g) "
+        "FROM posting p JOIN txn t ON t.seq = p.txn_seq "
+        "JOIN balance b ON b.account = p.account AND b.lot = p.lot "
+        "WHERE t.effective_date <= :d "
+        "GROUP BY b.kind, b.pollutant, b.zone, b.account, b.lot, b.project_id"), {"d": as_of})
+
+
+def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollutant",
+                 pollutant: str | None = None, zone: str | None = None,
+                 as_of: dt.date | None = None, today: dt.date | None = None) -> list[dict]:
+    """Available / reserved / allocated per pollutant (and zone, or lot), as DESIGN 5.3.
+
+    `available_g` excludes lots already past their expiry on the query date; what they
+    still hold is reported as `lapsed_g` until `quota expire` posts it to expired.
+    """
+    day = as_of or today or dt.date.today()
+    lots = {r[0]: r for r in conn.execute(text(
+        "SELECT l.serial, l.zone, l.tally_id, t.source_id, l.issued_g, l.expires, l.effective_date, "
+        "l.pollutant FROM lot l JOIN tally t ON t.tally_id = l.tally_id"))}
+    groups: dict[tuple, dict] = {}
+    for kind, pol, z, account, lot, project, amount in pair_balances(conn, as_of):
+        if pollutant and pol != pollutant:
+            continue
+        if zone and z != zone:
+            continue
+        key = {"pollutant": (pol,), "zone": (pol, z), "lot": (pol, lot)}[by]
+        g = groups.setdefault(key, {"available_g": 0, "reserved_g": 0, "allocated_g": 0,
+                                    "lapsed_g": 0, "expired_g": 0, "revoked_g": 0})
+        expires = _as_date(lots[lot][5]) if lot in lots else None
+        if kind == "lot":
+            if expires is not None and expires <= day and by != "lot":
+                g["lapsed_g"] += int(amount)
+            else:
+                g["available_g"] += int(amount)
+        elif kind in ("reserved", "allocated", "expired", "revoked"):
+            g[f"{kind}_g"] += int(amount)
+    if by == "lot":  # every lot is listed, exhausted, expired and revoked ones included
+        for serial, row in lots.items():
+            if (pollutant and row[7] != pollutant) or (zone and row[1] != zone):
+                continue
+            if as_of and _as_date(row[6]) > day:
+                continue
+            groups.setdefault((row[7], serial), {"available_g": 0, "reserved_g": 0, "allocated_g": 0,
+                                                 "lapsed_g": 0, "expired_g": 0, "revoked_g": 0})
+    out = []
+    for key in sorted(groups):
+        g = groups[key]
+        pol = key[0]
+        unit = units_of.get(pol, "t/a")
+        row = {"pollutant": pol}
+        if by == "zone":
+            row["zone"] = key[1]
+        if by == "lot":
+            lot = lots[key[1]]
+            expires = _as_date(lot[5])
+            row.update({"lot": key[1], "zone": lot[1], "tally_id": lot[2], "source_id": lot[3],
+                        "issued_g": int(lot[4]), "expires": expires.isoformat() if expires else None})
+        row.update({k: g[k] for k in ("available_g", "reserved_g", "allocated_g")})
+        if by == "lot":
+            row.update({"expired_g": g["expired_g"], "revoked_g": g["revoked_g"],
+                        "state": _lot_state(g, expires, day)})
+        else:
+            row["lapsed_g"] = g["lapsed_g"]
+        row.update({"unit": unit, "available": units.display(row["available_g"], unit),
+                    "reserved": units.display(row["reserved_g"], unit),
+                    "allocated": units.display(row["allocated_g"], unit)})
+        out.append(row)
+    return out
+
+
+def _lot_state(g: dict, expires: dt.date | None, day: dt.date) -> str:
+    if g["available_g"] > 0:
+        return "expired" if expires is not None and expires <= day else "active"
+    if g["revoked_g"] > 0 and not (g["reserved_g"] or g["allocated_g"]):
+        return "revoked"
+    if g["expired_g"] > 0 and not (g["reserved_g"] or g["allocated_g"]):
+        return "expired"
+    return "exhausted"
+
+
+def _as_date(value) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))
+
+
+# --------------------------------------------------------------------------- verification
+
+def iter_chain(conn: Connection) -> Iterator[tuple[dict, str, str]]:
+    """Yield (hashed body, prev_hash, hash) per transaction in chain order, streaming."""
+    tconn = conn.execution_options(stream_results=True, yield_per=2000)
+    txns = tconn.execute(text(
+        "SELECT seq, kind, effective_date, booked_at, actor, memo, ref, project_id, rulebook_version, "
+        "meta, prev_hash, hash FROM txn ORDER BY seq"))
+    pconn = conn.engine.connect() if conn.dialect.name != "sqlite" else conn
+    try:
+        posts = pconn.execution_options(stream_results=True, yield_per=5000).execute(text(
+            "SELECT txn_seq, account, lot, pollutant, amount_g FROM posting ORDER BY txn_seq, id"))
+        pending = next(posts, None)
+        for t in txns:
+            legs = []
+            while pending is not None and pending[0] == t[0]:
+                legs.append((pending[1], pending[2], pending[3], int(pending[4])))
+                pending = next(posts, None)
+            body = txn_body(t[0], t[1], _as_date(t[2]), t[3], t[4], t[5], t[6], t[7], t[8],
+                            json.loads(t[9]), legs)
+            yield body, t[10], t[11]
+    finally:
+        if pconn is not conn:
+            pconn.close()
+
+
+def verify(conn: Connection) -> tuple[dict, list[Problem]]:
+    """Recompute the hash chain and every balance from the postings alone.
+
+    Returns (summary, problems); problems is empty when the ledger is intact.
+    """
+    problems: list[Problem] = []
+    replay: dict[tuple[str, str], int] = defaultdict(int)
+    prev, count, npost = GENESIS, 0, 0
+    for body, stored_prev, stored_hash in iter_chain(conn):
+        count += 1
+        seq = body["seq"]
+        if seq != count:
+            problems.append(Problem("txn", seq, "seq", f"expected seq {count}: a transaction is missing or inserted"))
+        if stored_prev != prev:
+            problems.append(Problem("txn", seq, "prev_hash", "does not match the previous transaction's hash"))
+        if txn_hash(stored_prev, body) != stored_hash:
+            problems.append(Problem("txn", seq, "hash", "content does not match its hash (edited?)"))
+        sums: dict[str, int] = defaultdict(int)
+        for account, lot, pol, amount in body["postings"]:
+            sums[pol] += amount
+            replay[(account, lot)] += amount
+            npost += 1
+        if any(sums.values()):
+            problems.append(Problem("txn", seq, "postings", f"does not balance: {dict(sums)}"))
+        prev = stored_hash
+        count = seq
+    head = conn.execute(text("SELECT seq, hash FROM chain_head WHERE id = 1")).one()
+    if (head[0], head[1]) != (count, prev):
+        problems.append(Problem("chain_head", 0, "hash", f"head ({head[0]}) does not match the last transaction ({count})"))
+    stored = {(r[0], r[1]): (int(r[2]), r[3]) for r in conn.execute(
+        text("SELECT account, lot, amount_g, kind FROM balance"))}
+    for key in sorted(set(stored) | set(replay)):
+        want = replay.get(key, 0)
+        have = stored.get(key, (0, None))[0]
+        if want != have:
+            problems.append(Problem("balance", 0, f"{key[0]} {key[1]}", f"stored {have} g, replay of postings gives {want} g"))
+        if account_kind(key[0]) in NONNEG_KINDS and want < 0:
+            problems.append(Problem("balance", 0, f"{key[0]} {key[1]}", f"negative balance {want} g"))
+    per_pol: dict[str, int] = defaultdict(int)
+    for r in conn.execute(text("SELECT pollutant, SUM(amount_g) FROM balance GROUP BY pollutant")):
+        if int(r[1]) != 0:
+            problems.append(Problem("balance", 0, r[0], f"accounts sum to {int(r[1])} g, not zero"))
+    summary = {"hash_scheme": HASH_SCHEME, "transactions": count, "postings": npost,
+               "accounts": len(stored), "head": prev, "ok": not problems}
+    return summary, problems
+
+
+def require_verified(conn: Connection) -> dict:
+    summary, problems = verify(conn)
+    if problems:
+        raise LedgerCorrupt("; ".join(str(p) for p in problems[:5]))
+    return summary

@@ -1,0 +1,160 @@
+"""SQLModel tables: rulebooks, sources, tallies, lots, projects, transactions, postings, balances."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+from sqlalchemy import BigInteger, CheckConstraint, Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+
+class RulebookVersion(SQLModel, table=True):
+    __tablename__ = "rulebook"
+    version: int = Field(primary_key=True)
+    sha256: str
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    loaded_at: str
+    actor: str
+
+
+class Source(SQLModel, table=True):
+    __tablename__ = "source"
+    source_id: str = Field(primary_key=True)
+    name: str
+    zone: str
+
+
+class Tally(SQLModel, table=True):
+    __tablename__ = "tally"
+    tally_id: str = Field(primary_key=True)
+    source_id: str = Field(foreign_key="source.source_id", index=True)
+    measure: str
+    zone: str
+    pollutant: str
+    baseline_actual: str
+    permitted: Optional[str] = None
+    post: Optional[str] = None
+    unit: str
+    baseline_year: Optional[int] = None
+    effective_date: dt.date
+    method: str = ""
+    assessor: str = ""
+    report_no: str = ""
+    creditable_g: int = Field(sa_column=Column(BigInteger, nullable=False))
+    supersedes: Optional[str] = None
+    import_id: int = Field(foreign_key="import_batch.id")
+    row: int = 0
+
+
+class Lot(SQLModel, table=True):
+    __tablename__ = "lot"
+    serial: str = Field(primary_key=True)
+    tally_id: str = Field(foreign_key="tally.tally_id", unique=True)
+    pollutant: str = Field(index=True)
+    zone: str
+    effective_date: dt.date
+    expires: Optional[dt.date] = None
+    issued_g: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "project"
+    project_id: str = Field(primary_key=True)
+    name: str
+    zone: str
+    industry: str = ""
+    priority: int = 1
+    needed_by: Optional[dt.date] = None
+    must_fund: bool = False
+    state: str = Field(default="pipeline", index=True)
+    reserved_until: Optional[dt.date] = None
+    doc: Optional[str] = None
+    import_id: int = Field(foreign_key="import_batch.id")
+
+
+class ProjectNeed(SQLModel, table=True):
+    __tablename__ = "project_need"
+    project_id: str = Field(foreign_key="project.project_id", primary_key=True)
+    pollutant: str = Field(primary_key=True)
+    increment_g: int = Field(sa_column=Column(BigInteger, nullable=False))
+    ratio: Optional[str] = None
+
+
+class ImportBatch(SQLModel, table=True):
+    __tablename__ = "import_batch"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str
+    file_name: str
+    sha256: str = Field(index=True)
+    rows: int
+    imported_at: str
+    actor: str
+
+
+class Txn(SQLModel, table=True):
+    """One ledger transaction; `seq` is its place in the hash chain."""
+    __tablename__ = "txn"
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    kind: str
+    effective_date: dt.date = Field(index=True)
+    booked_at: str
+    actor: str
+    memo: str = ""
+    ref: str = ""
+    project_id: Optional[str] = Field(default=None, index=True)
+    rulebook_version: int
+    meta: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    prev_hash: str
+    hash: str
+
+
+class Posting(SQLModel, table=True):
+    __tablename__ = "posting"
+    __table_args__ = (Index("ix_posting_account_lot", "account", "lot"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    txn_seq: int = Field(foreign_key="txn.seq", index=True)
+    account: str
+    lot: str
+    pollutant: str
+    amount_g: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Balance(SQLModel, table=True):
+    """Maintained balance of one (account, lot) pair; always equal to a replay of postings."""
+    __tablename__ = "balance"
+    __table_args__ = (
+        CheckConstraint("(NOT nonneg) OR amount_g >= 0", name="ck_balance_nonneg"),
+        Index("ix_balance_kind_pollutant", "kind", "pollutant"),
+    )
+    account: str = Field(primary_key=True)
+    lot: str = Field(primary_key=True, index=True)
+    kind: str
+    pollutant: str
+    zone: str
+    project_id: Optional[str] = Field(default=None, index=True)
+    nonneg: bool
+    amount_g: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_date: Optional[dt.date] = None
+
+
+class Operation(SQLModel, table=True):
+    """Idempotency record: one row per --key, with a hash of the request and its result."""
+    __tablename__ = "operation"
+    key: str = Field(primary_key=True)
+    command: str
+    request_hash: str
+    result: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: str
+
+
+class ChainHead(SQLModel, table=True):
+    """The single head of the hash chain; writers lock it, which orders the chain."""
+    __tablename__ = "chain_head"
+    id: int = Field(primary_key=True)
+    seq: int
+    hash: str
+
+
+TABLES = [RulebookVersion, Source, ImportBatch, Tally, Lot, Project, ProjectNeed, Txn, Posting,
+          Balance, Operation, ChainHead]
+APPEND_ONLY = ["txn", "posting", "tally", "lot", "rulebook", "source"]
