@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from sqlalchemy.exc import OperationalError
 
 from cli import render
 from quota import db
 from quota.errors import QuotaError, ValidationFailed
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  pretty_exceptions_show_locals=False,
                   help="quota: emissions-quota ledger and environmental-capacity planner.")
 rules_app = typer.Typer(no_args_is_help=True, help="Show or load the rulebook.")
 tally_app = typer.Typer(no_args_is_help=True, help="Import third-party tallies (credits).")
@@ -87,6 +89,9 @@ def failures():
         raise typer.Exit(1) from None
     except QuotaError as exc:
         render.error(str(exc))
+        raise typer.Exit(1) from None
+    except OperationalError as exc:  # cannot connect, disk full, database locked for too long...
+        render.error(f"database error: {str(exc.orig).strip() if exc.orig else exc}")
         raise typer.Exit(1) from None
 
 
@@ -239,7 +244,7 @@ def verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         render.emit_json({**summary, "problems": [p.to_dict() for p in problems]})
     if problems:
-        render.problems(problems)
+        render.problems(problems, "verification FAILED: {n} problem(s)")
         raise typer.Exit(1)
     if not as_json:
         render.out.print(f"ledger verified: {summary['transactions']} transactions, {summary['postings']} postings, "

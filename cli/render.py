@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from rich.console import Console
@@ -9,8 +10,10 @@ from rich.table import Table
 
 from quota.errors import Problem
 
-out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False)
+# When stdout is a file or a pipe, render wide (COLUMNS or 160) so data is not folded needlessly.
+out = Console(highlight=False, soft_wrap=True,
+              width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 HEADERS_ZH = {
     "Pollutant": "污染物", "Zone": "区域", "Lot": "批次", "Available": "可用", "Reserved": "预留",
@@ -30,7 +33,8 @@ def h(text: str) -> str:
 def table(title: str | None, headers: list[str], rows: list[list], right: set[str] = frozenset()) -> Table:
     t = Table(title=title, title_justify="left", show_lines=False)
     for name in headers:
-        t.add_column(h(name), justify="right" if name in right else "left", no_wrap=name not in ("Name", "Why", "Source"))
+        # cells fold rather than being cut with an ellipsis: a statement never hides data
+        t.add_column(h(name), justify="right" if name in right else "left", overflow="fold")
     for row in rows:
         t.add_row(*["" if v is None else str(v) for v in row])
     return t
@@ -40,11 +44,11 @@ def emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
-def problems(items: list[Problem]) -> None:
-    err.print(f"[bold red]refused:[/] {len(items)} problem(s); nothing was written", markup=True)
-    t = table(None, ["File", "Row", "Column", "Problem"], [[p.source, p.row or "", p.column, p.message]
-                                                           for p in items])
-    err.print(t)
+def problems(items: list[Problem], heading: str = "refused: {n} problem(s); nothing was written") -> None:
+    """One line per problem (file:row [column]: message), easy to read and to grep."""
+    err.print(heading.format(n=len(items)), style="bold red")
+    for p in items:
+        err.print(f"  {p}", markup=False)
 
 
 def error(message: str) -> None:

@@ -118,7 +118,7 @@ BEGIN SELECT RAISE(ABORT, 'quota ledger is append-only: {op} on {t} refused'); E
 _PG_FUNCTION = """
 CREATE OR REPLACE FUNCTION quota_append_only() RETURNS trigger AS $$
 BEGIN
-  RAISE EXCEPTION 'quota ledger is append-only: % on % refused', TG_OP, TG_TABLE_NAME;
+  RAISE EXCEPTION 'quota ledger is append-only: %% on %% refused', TG_OP, TG_TABLE_NAME;
 END $$ LANGUAGE plpgsql
 """
 _PG_TRIGGER = """

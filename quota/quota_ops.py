@@ -58,8 +58,8 @@ def shortfall_message(book: Rulebook, short: list[tuple[Need, int]]) -> str:
     parts = []
     for need, missing in short:
         unit = book.pollutants[need.pollutant].unit
-        parts.append(f"{need.pollutant} short by {units.display(missing, unit)} {unit} in {need.key} "
-                     f"(needs {units.display(need.required_g, unit)} at ratio {need.ratio}, eligible "
+        parts.append(f"{need.pollutant} short by {units.display_up(missing, unit)} {unit} ({missing} g) in "
+                     f"{need.key} (needs {units.display_up(need.required_g, unit)} at ratio {need.ratio}, eligible "
                      f"{units.display(need.required_g - missing, unit)})")
     return "; ".join(parts)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from . import db, ledger
 from .errors import Problem, QuotaError, ValidationFailed
@@ -10,7 +11,12 @@ from .rules import Rulebook, load_rulebook_file, parse_rulebook
 
 def current(conn: Connection) -> tuple[int, Rulebook]:
     """(version, rulebook) in force now."""
-    row = conn.execute(text("SELECT version, text FROM rulebook ORDER BY version DESC LIMIT 1")).first()
+    try:
+        row = conn.execute(text("SELECT version, text FROM rulebook ORDER BY version DESC LIMIT 1")).first()
+    except DBAPIError as exc:
+        if not db.schema_exists(conn.engine):
+            raise db.NotInitialised("the database has no quota schema: run `quota init --rules FILE` first") from None
+        raise exc
     if row is None:
         raise db.NotInitialised("no rulebook loaded: run `quota init --rules FILE` first")
     book, problems = parse_rulebook(row[1], source=f"rulebook v{row[0]}")

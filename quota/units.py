@@ -72,3 +72,10 @@ def exact(grams: int, unit: str) -> str:
     value = from_g(grams, unit)
     places = len(str(GRAMS_PER_UNIT[unit])) - 1
     return str(value.quantize(Decimal(1).scaleb(-places)))
+
+
+def display_up(grams: int, unit: str) -> str:
+    """Like `display` but rounded up: for shortfalls, which must never look smaller than they are."""
+    places = DISPLAY_PLACES[unit]
+    q = Decimal(1).scaleb(-places)
+    return str(from_g(grams, unit).quantize(q, rounding=ROUND_CEILING))

@@ -1,0 +1,132 @@
+"""The command line as a user runs it: exit codes, stdout/stderr, and effects checked through the library."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from cli.main import app
+from quota import audit, db
+from tests.conftest import DATA, TALLY_HEADER, snapshot
+
+runner = CliRunner()
+
+
+def quota(url, *args):
+    return runner.invoke(app, ["--db", url, "--actor", "tester", *args])
+
+
+@pytest.fixture
+def loaded(db_url):
+    assert quota(db_url, "init", "--rules", str(DATA / "rules.toml")).exit_code == 0
+    assert quota(db_url, "tally", "import", str(DATA / "tallies.csv")).exit_code == 0
+    assert quota(db_url, "project", "import", str(DATA / "projects.csv")).exit_code == 0
+    return db_url
+
+
+def test_balance_json_has_the_contract_shape(loaded):
+    result = quota(loaded, "balance", "--json", "--as-of", "2026-11-29")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["as_of"] == "2026-11-29"
+    cod = {r["pollutant"]: r for r in data["rows"]}["COD"]
+    assert cod["available_g"] == 79_100_000 and cod["available"] == "79.1000" and cod["unit"] == "t/a"
+    assert {"reserved_g", "allocated_g"} <= set(cod)
+    lots = json.loads(quota(loaded, "balance", "--by", "lot", "--json").stdout)["rows"]
+    assert len(lots) == 23
+    assert {"lot", "zone", "tally_id", "source_id", "issued_g", "expires"} <= set(lots[0])
+
+
+def test_reserve_approve_trace_verify(loaded):
+    r = quota(loaded, "reserve", "P2026-03", "--date", "2026-11-29", "--key", "r1", "--json")
+    assert r.exit_code == 0, r.output
+    again = quota(loaded, "reserve", "P2026-03", "--date", "2026-11-29", "--key", "r1")
+    assert again.exit_code == 0 and "nothing new was written" in again.stdout
+    assert quota(loaded, "approve", "P2026-03", "--doc", "金环审〔2026〕7号", "--date", "2026-11-30").exit_code == 0
+    trace = json.loads(quota(loaded, "trace", "P2026-03", "--json").stdout)
+    assert trace["project_id"] == "P2026-03"
+    assert {d["state"] for d in trace["draws"]} == {"allocated"}
+    assert {d["pollutant"]: 0 for d in trace["draws"]}.keys() == {"COD", "NOX", "SO2"}
+    assert all(d["report_no"].startswith("JTHB-") and d["tally_id"] and d["source_id"] for d in trace["draws"])
+    assert sum(d["amount_g"] for d in trace["draws"] if d["pollutant"] == "NOX") == 10_000_000
+    human = quota(loaded, "trace", "P2026-03")
+    assert "JTHB-CS-2022-052" in human.stdout
+    v = quota(loaded, "verify")
+    assert v.exit_code == 0 and "ledger verified" in v.stdout
+
+
+def test_refusals_exit_1_with_the_reason_on_stderr(loaded):
+    r = quota(loaded, "reserve", "P2026-04", "--date", "2026-11-29")
+    assert r.exit_code == 1 and "TP short by" in r.stderr and r.stdout == ""
+    r = quota(loaded, "approve", "P2026-05", "--doc", "X")
+    assert r.exit_code == 1 and "reserve it before approving" in r.stderr
+    r = quota(loaded, "trace", "NOPE")
+    assert r.exit_code == 1 and "no project 'NOPE'" in r.stderr
+    r = quota(loaded, "balance", "--as-of", "yesterday")
+    assert r.exit_code == 2
+
+
+def test_bad_tally_file_lists_every_problem_and_writes_nothing(loaded, write_csv):
+    engine = db.make_engine(loaded)
+    before = snapshot(engine)
+    path = write_csv("bad.csv", TALLY_HEADER, [
+        "B1,S91,甲厂,closure,JT-YT,COD,1.5,,0.4,t/a,2020,2024-01-01,m,x,R1",
+        "B2,S92,乙厂,upgrade,JT-YT,SO2,1.5,,2.0,kg/a,2020,2024-02-30,m,x,R2",
+    ])
+    r = quota(loaded, "tally", "import", path)
+    assert r.exit_code == 1
+    for needle in ("bad.csv", "post", "unit", "effective_date", "nothing was written"):
+        assert needle in r.stderr
+    assert snapshot(engine) == before
+    dry = quota(loaded, "tally", "import", path, "--dry-run")
+    assert dry.exit_code == 1 and snapshot(engine) == before
+    engine.dispose()
+
+
+def test_verify_exits_1_when_the_ledger_was_tampered_with(loaded):
+    engine = db.make_engine(loaded)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE balance SET amount_g = amount_g - 1 WHERE kind = 'lot' "
+                          "AND lot = 'COD-2022-00001'"))
+    engine.dispose()
+    r = quota(loaded, "verify")
+    assert r.exit_code == 1 and "replay of postings" in r.stderr
+
+
+def test_rules_show_and_reload(loaded, tmp_path):
+    shown = json.loads(quota(loaded, "rules", "show", "--json").stdout)
+    assert shown["version"] == 1 and shown["ratios"]["non_attainment"] == "2.0"
+    changed = tmp_path / "rules.toml"
+    changed.write_text((DATA / "rules.toml").read_text(encoding="utf-8").replace("life_years = 5", "life_years = 3"),
+                       encoding="utf-8")
+    assert quota(loaded, "rules", "load", str(changed)).exit_code == 0
+    assert json.loads(quota(loaded, "rules", "show", "--json").stdout)["version"] == 2
+    dropped = tmp_path / "dropped.toml"
+    dropped.write_text((DATA / "rules.toml").read_text(encoding="utf-8").replace('code = "PB"', 'code = "HG"'),
+                       encoding="utf-8")
+    r = quota(loaded, "rules", "load", str(dropped))
+    assert r.exit_code == 1 and "'PB' is used in the ledger" in r.stderr
+
+
+@pytest.mark.slow
+def test_quota_demo_runs_as_a_real_process(tmp_path):
+    exe = Path(sys.executable).with_name("quota")
+    env = {k: v for k, v in os.environ.items() if k != "QUOTA_DB"}
+    proc = subprocess.run([str(exe), "demo", "--today", "2026-11-29"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "verified" in proc.stdout and "P2026-01" in proc.stdout
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'quota-demo.db'}")
+    lots = audit.balance(engine, by="lot")["rows"]
+    assert len(lots) == 23
+    assert audit.trace(engine, "P2026-01")["state"] == "approved"
+    assert audit.verify(engine)[1] == []
+    # a second run starts afresh rather than piling onto the first
+    again = subprocess.run([str(exe), "demo", "--today", "2026-11-29"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and len(audit.balance(engine, by="lot")["rows"]) == 23
+    engine.dispose()

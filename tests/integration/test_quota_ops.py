@@ -1,0 +1,153 @@
+"""Reserve / approve / release / cancel / expire / revoke, idempotency, append-only, verify."""
+import datetime as dt
+
+import pytest
+from sqlalchemy import text
+
+from quota import audit, projects, quota_ops, tallies
+from quota.errors import IdempotencyConflict, Refused
+from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
+
+D = dt.date
+
+
+@pytest.fixture
+def sample(engine):
+    tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
+    projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    return engine
+
+
+def totals(engine, **kw):
+    return {r["pollutant"]: r for r in audit.balance(engine, **kw)["rows"]}
+
+
+def test_reserve_takes_ratio_matching_and_earliest_expiry(sample):
+    r = quota_ops.reserve(sample, "P2026-03", actor="clerk", date=D(2026, 11, 29))
+    draws = {(d["pollutant"], d["lot"]): d["amount_g"] for d in r["draws"]}
+    # COD in watershed DJ: the 2021 lot (expires 2026-12-15) is drawn before the 2022 lot
+    assert draws[("COD", "COD-2021-00005")] == 6_000_000
+    # NOX at ratio 2 (non-attainment) in airshed JTN: earliest expiry first = the 2022 boiler lot
+    assert draws[("NOX", "NOX-2022-00009")] == 10_000_000
+    assert sum(g for (p, _), g in draws.items() if p == "SO2") == 6_000_000
+    t = totals(sample, as_of=None)
+    assert t["NOX"]["reserved_g"] == 10_000_000
+    assert audit.verify(sample)[1] == []
+
+
+def test_lots_that_expire_before_needed_by_are_not_drawn(sample):
+    # P2026-01 needs COD in DJ by 2027-06-30: the lot expiring 2026-12-15 must not be used
+    r = quota_ops.reserve(sample, "P2026-01", actor="clerk", date=D(2026, 11, 29))
+    lots = {d["lot"] for d in r["draws"] if d["pollutant"] == "COD"}
+    assert lots == {"COD-2022-00001"}
+
+
+def test_shortfall_is_refused_naming_pollutant_key_and_amount(sample):
+    before = snapshot(sample)
+    with pytest.raises(Refused) as info:
+        quota_ops.reserve(sample, "P2026-04", actor="clerk", date=D(2026, 11, 29))
+    assert "TP short by 0.1000 t/a (100000 g) in CDH" in str(info.value)
+    assert snapshot(sample) == before  # all pollutants or nothing
+
+
+def test_full_lifecycle_keeps_every_gram(sample):
+    day = D(2026, 11, 29)
+    start = totals(sample, as_of=None)
+    quota_ops.reserve(sample, "P2026-02", actor="a", date=day)
+    quota_ops.approve(sample, "P2026-02", doc="金环审〔2026〕1号", actor="b", date=day)
+    t = totals(sample, as_of=None)
+    assert t["VOCS"]["allocated_g"] == 4_000_000 and t["VOCS"]["reserved_g"] == 0
+    assert t["VOCS"]["available_g"] == start["VOCS"]["available_g"] - 4_000_000
+    with pytest.raises(Refused):
+        quota_ops.reserve(sample, "P2026-02", actor="a", date=day)
+    quota_ops.cancel(sample, "P2026-02", actor="b", date=day)
+    assert totals(sample, as_of=None) == start
+    quota_ops.reserve(sample, "P2026-05", actor="a", date=day)
+    quota_ops.release(sample, "P2026-05", actor="a", date=day)
+    assert totals(sample, as_of=None) == start
+    assert projects.project_rows(sample)[4]["state"] == "pipeline"
+    summary, problems = audit.verify(sample)
+    assert problems == [] and summary["transactions"] == 23 + 5
+
+
+def test_expire_moves_lots_and_lapsed_reservations(sample):
+    quota_ops.reserve(sample, "P2026-03", actor="a", date=D(2026, 11, 29), expires=D(2026, 12, 31))
+    result = quota_ops.expire(sample, D(2027, 1, 1), actor="a")
+    assert "P2026-03" in result["lapsed_reservations"]
+    rows = {r["lot"]: r for r in audit.balance(sample, by="lot", as_of=None)["rows"]}
+    cod = rows["COD-2021-00005"]  # expired 2026-12-15: its remaining 20.8 t and the released 6 t
+    assert cod["available_g"] == 0 and cod["state"] == "expired"
+    assert totals(sample, as_of=None)["COD"]["reserved_g"] == 0
+    with sample.connect() as conn:
+        expired = conn.execute(text("SELECT amount_g FROM balance WHERE account = 'expired:COD' "
+                                    "AND lot = 'COD-2021-00005'")).scalar_one()
+    assert expired == 26_800_000
+    assert audit.verify(sample)[1] == []
+
+
+def test_cancel_after_lot_expiry_returns_quota_to_expired(sample):
+    quota_ops.reserve(sample, "P2026-03", actor="a", date=D(2026, 11, 29))
+    quota_ops.approve(sample, "P2026-03", doc="D1", actor="a", date=D(2026, 11, 30))
+    quota_ops.cancel(sample, "P2026-03", actor="a", date=D(2027, 1, 5))
+    rows = {r["lot"]: r for r in audit.balance(sample, by="lot", as_of=D(2027, 1, 5))["rows"]}
+    assert rows["COD-2021-00005"]["expired_g"] == 6_000_000
+    assert rows["COD-2021-00005"]["available_g"] == 20_800_000  # not yet expired by `quota expire`
+
+
+def test_balance_as_of_a_date_replays_history(sample):
+    quota_ops.reserve(sample, "P2026-11", actor="a", date=D(2026, 11, 29))
+    before = totals(sample, as_of=D(2026, 11, 28))
+    assert before["NOX"]["reserved_g"] == 0
+    assert totals(sample, as_of=D(2026, 11, 29))["NOX"]["reserved_g"] == 1_000_000
+    # before any lot existed
+    assert audit.balance(sample, as_of=D(2020, 1, 1))["rows"] == []
+    with pytest.raises(Refused):  # history cannot be rewritten by back-dating
+        quota_ops.release(sample, "P2026-11", actor="a", date=D(2026, 11, 1))
+
+
+def test_revoke_only_the_unallocated_part(sample):
+    quota_ops.reserve(sample, "P2026-06", actor="a", date=D(2026, 11, 29))
+    result = quota_ops.revoke(sample, "PB-2023-00014", actor="auditor", memo="report withdrawn", date=D(2026, 11, 29))
+    assert result["revoked_g"] == 14_200 - 10_000
+    with pytest.raises(Refused):
+        quota_ops.revoke(sample, "PB-2023-00014", actor="auditor", memo="again", date=D(2026, 11, 29))
+
+
+def test_idempotency_key_gives_exactly_one_effect(sample):
+    day = D(2026, 11, 29)
+    first = quota_ops.reserve(sample, "P2026-11", actor="a", date=day, key="k-1")
+    again = quota_ops.reserve(sample, "P2026-11", actor="a", date=day, key="k-1")
+    assert again["replayed"] is True and again["txn"] == first["txn"] and again["draws"] == first["draws"]
+    with pytest.raises(IdempotencyConflict):
+        quota_ops.reserve(sample, "P2026-10", actor="a", date=day, key="k-1")
+    assert totals(sample, as_of=None)["NOX"]["reserved_g"] == 1_000_000
+
+
+@pytest.mark.parametrize("sql", ["UPDATE posting SET amount_g = amount_g + 1",
+                                 "DELETE FROM txn", "UPDATE lot SET issued_g = 1", "DELETE FROM tally"])
+def test_the_database_refuses_edits_to_the_ledger(sample, sql):
+    with pytest.raises(Exception) as info:
+        with sample.begin() as conn:
+            conn.execute(text(sql))
+    assert "append-only" in str(info.value)
+
+
+def test_verify_detects_tampering_below_the_triggers(sample):
+    with sample.begin() as conn:
+        if sample.dialect.name == "sqlite":
+            conn.execute(text("DROP TRIGGER posting_no_UPDATE"))
+        else:
+            conn.execute(text("ALTER TABLE posting DISABLE TRIGGER posting_append_only"))
+        conn.execute(text("UPDATE posting SET amount_g = amount_g + 1 WHERE id = 1"))
+    summary, problems = audit.verify(sample)
+    columns = {(p.source, p.column) for p in problems}
+    assert ("txn", "hash") in columns  # the content no longer matches its hash
+    assert any(p.source == "balance" for p in problems)  # and the balances no longer replay
+    assert summary["ok"] is False
+
+
+def test_verify_detects_an_edited_balance(sample):
+    with sample.begin() as conn:
+        conn.execute(text("UPDATE balance SET amount_g = amount_g + 5 WHERE account = 'lot:COD-2022-00001'"))
+    problems = audit.verify(sample)[1]
+    assert [p.column for p in problems][:1] == ["lot:COD-2022-00001 COD-2022-00001"]
