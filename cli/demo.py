@@ -58,6 +58,8 @@ def _plan(engine, today: dt.date, actor: str) -> None:
     except ImportError:
         return
     from cli.plan import render_plan
-    result = planner.run_plan(engine, as_of=today, actor=actor)
+    from quota import plans
+    del planner
+    result = plans.run_plan(engine, as_of=today, actor=actor)
     render.out.print()
     render_plan(result)

@@ -348,5 +348,10 @@ def demo(ctx: typer.Context,
         run_demo(url, data, ctx.obj.actor, _date(today) or dt.date.today(), fresh_default=not ctx.obj.url_given)
 
 
+from cli.plan import plan_app  # noqa: E402  (after app, to register the sub-command)
+
+app.add_typer(plan_app, name="plan")
+
+
 def run() -> None:
     app(prog_name="quota")

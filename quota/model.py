@@ -158,3 +158,22 @@ class ChainHead(SQLModel, table=True):
 TABLES = [RulebookVersion, Source, ImportBatch, Tally, Lot, Project, ProjectNeed, Txn, Posting,
           Balance, Operation, ChainHead]
 APPEND_ONLY = ["txn", "posting", "tally", "lot", "rulebook", "source"]
+
+
+class Plan(SQLModel, table=True):
+    """A solved allocation scenario (not part of the ledger; `plan apply` turns it into reservations)."""
+    __tablename__ = "plan"
+    plan_id: str = Field(primary_key=True)
+    created_at: str
+    actor: str
+    as_of: dt.date
+    status: str
+    rulebook_version: int
+    head_seq: int
+    scenario_name: str = ""
+    scenario: str = Field(default="", sa_column=Column(Text, nullable=False))
+    result: str = Field(sa_column=Column(Text, nullable=False))
+    applied_at: Optional[str] = None
+
+
+TABLES.append(Plan)

@@ -1,0 +1,115 @@
+"""`quota plan run|apply|show`: thin wrappers around quota.plans, and the plan's rendering."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli import render
+
+plan_app = typer.Typer(no_args_is_help=True, help="Allocation plans: solve, show, apply.")
+
+
+def render_plan(result: dict) -> None:
+    from quota import units
+    unit = result["units"]
+
+    def amount(pol: str, grams: int) -> str:
+        return f"{units.display(grams, unit[pol])} {unit[pol]}"
+
+    status = result["status"]
+    render.out.print(f"[bold]Plan {result['plan_id']}[/] as of {result['as_of']}: {status}, objective "
+                     f"{result['objective']:g} (bound {result['bound']:g}, LP bound {result['lp_bound']:.4g}, "
+                     f"gap {100 * result['gap']:.2f}%), {result['solver']} in {result['seconds']:.2f} s"
+                     + (f", scenario {result['scenario']!r}" if result.get("scenario") else ""), markup=True)
+    if status == "infeasible":
+        render.out.print(render.table("Must-fund projects cannot all be funded: short", ["Pollutant", "Key", "Amount",
+                                                                                          "Unit"],
+                                      [[s["pollutant"], s["key"], s["short"], s["unit"]] for s in result["short"]],
+                                      right={"Amount"}))
+        return
+    rows = []
+    for f in result["funded"]:
+        for d in f["draws"]:
+            rows.append([f["project_id"], f["priority"], d["pollutant"], d["lot"], d["zone"],
+                         amount(d["pollutant"], d["amount_g"])])
+    render.out.print(render.table(f"Funded: {len(result['funded'])} projects", ["Project", "Priority", "Pollutant",
+                                                                               "Lot", "Zone", "Amount"], rows,
+                                  right={"Priority", "Amount"}))
+    if result["unfunded"]:
+        render.out.print(render.table(f"Unfunded: {len(result['unfunded'])} projects", ["Project", "Priority", "Short"],
+                                      [[u["project_id"], u["priority"],
+                                        ", ".join(f"{p} {amount(p, g)}" for p, g in u["shortfall_g"].items()) or "-"]
+                                       for u in result["unfunded"]], right={"Priority"}))
+    if result["shadow_prices"]:
+        render.out.print(render.table("Shadow prices: priority one more unit of quota would add (LP relaxation)",
+                                      ["Pollutant", "Key", "Value"],
+                                      [[s["pollutant"], s["key"], f"{s['value']:.4g} per {s['per']}"]
+                                       for s in result["shadow_prices"]]))
+    if result["binding"]:
+        render.out.print(render.table("Binding: supply that blocks unfunded projects",
+                                      ["Pollutant", "Key", "Expires after", "Supply", "Used", "Blocks"],
+                                      [[b["pollutant"], b["key"], b["after"], amount(b["pollutant"], b["supply_g"]),
+                                        amount(b["pollutant"], b["used_g"]), ", ".join(b["blocks"])]
+                                       for b in result["binding"]], right={"Supply", "Used"}))
+    if result.get("candidates") is not None:
+        render.out.print(render.table(f"Candidate measures (cost of the chosen set: {result.get('cost', 0)})",
+                                      ["Candidate", "Amount", "State"],
+                                      [[c["candidate_id"], c["cost"], "chosen" if c["chosen"] else ""]
+                                       for c in result["candidates"]], right={"Amount"}))
+
+
+@plan_app.command("run")
+def plan_run(ctx: typer.Context,
+             as_of: Annotated[Optional[str], typer.Option("--as-of", help="Plan date (default today).")] = None,
+             scenario: Annotated[Optional[Path], typer.Option(help="Scenario TOML file.")] = None,
+             time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time limit in seconds.")] = 10.0,
+             gap: Annotated[float, typer.Option(help="Relative MIP gap at which to stop (0 = prove optimal).")] = 0.0,
+             solver: Annotated[str, typer.Option(help="auto (HiGHS if installed), highs or cbc.")] = "auto",
+             out: Annotated[Optional[Path], typer.Option(help="Write the plan as CSV and XLSX files here.")] = None,
+             as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
+    """Solve the allocation of pooled credits to all pipeline projects, and store the plan.
+
+    Example: quota plan run --as-of 2026-12-01 --scenario data/scenario.toml
+    """
+    from cli.main import _date, failures
+    from quota import plans
+    with failures():
+        result = plans.run_plan(ctx.obj.engine, as_of=_date(as_of), scenario_path=str(scenario) if scenario else None,
+                                time_limit=time_limit, gap=gap, actor=ctx.obj.actor, solver=solver)
+        if out:
+            plans.write_plan_files(result, str(out))
+    if as_json:
+        return render.emit_json(result)
+    render_plan(result)
+    if out:
+        render.note(f"plan files written to {out}")
+
+
+@plan_app.command("show")
+def plan_show(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="Plan id, e.g. PLAN-0001.")],
+              as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
+    """Show a stored plan.  Example: quota plan show PLAN-0001"""
+    from cli.main import failures
+    from quota import plans
+    with failures():
+        result = plans.get_plan(ctx.obj.engine, plan_id)
+    if as_json:
+        return render.emit_json(result)
+    render_plan(result)
+
+
+@plan_app.command("apply")
+def plan_apply(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="Plan id, e.g. PLAN-0001.")],
+               date: Annotated[Optional[str], typer.Option(help="Effective date (default today).")] = None,
+               key: Annotated[Optional[str], typer.Option("--key", help="Idempotency key.")] = None,
+               as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
+    """Turn a solved plan into reservations, all or nothing.  Example: quota plan apply PLAN-0001"""
+    from cli.main import _date, failures
+    from quota import plans
+    with failures():
+        result = plans.apply_plan(ctx.obj.engine, plan_id, actor=ctx.obj.actor, date=_date(date), key=key)
+    if as_json:
+        return render.emit_json(result)
+    render.out.print(f"applied {plan_id}: reserved {len(result['reserved'])} projects")

@@ -1,0 +1,246 @@
+"""Plans in the database: gather lots and pipeline projects, solve, store, and apply as reservations."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlalchemy import Connection, Engine, text
+
+from . import db, idempotency, ledger, planner, rulebooks, units
+from .errors import NotFound, Refused
+from .planner import PCandidate, PLot, PNeed, PProject
+from .projects import Need, ProjectInfo, load_projects, required_g
+from .quota_ops import LotAvail, _post_reservation
+from .rules import Rulebook
+from .scenario import Scenario, load_scenario
+
+
+def gather(conn: Connection, book: Rulebook, as_of: dt.date, scenario: Scenario | None = None
+           ) -> tuple[list[PLot], list[tuple[ProjectInfo, PProject]], list[PCandidate], dict]:
+    """Active lots (with balance, effective and not expired on `as_of`) and pipeline projects."""
+    lots, zones = [], {}
+    for serial, pol, zone, expires, effective, amount in conn.execute(text(
+            "SELECT l.serial, l.pollutant, l.zone, l.expires, l.effective_date, b.amount_g FROM lot l "
+            "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
+            "WHERE b.amount_g > 0 ORDER BY l.serial")):
+        expires, effective = ledger._as_date(expires), ledger._as_date(effective)
+        if effective > as_of or (expires is not None and expires <= as_of):
+            continue
+        lots.append(PLot(serial, pol, book.matching_key(pol, zone), expires, int(amount)))
+        zones[serial] = zone
+    infos = load_projects(conn, book, state="pipeline")
+    candidates: list[PCandidate] = []
+    if scenario is not None:
+        life = book.lot_expiry(as_of)
+        for x in scenario.lots:
+            serial = f"scenario:{x.lot_id}"
+            lots.append(PLot(serial, x.pollutant, book.matching_key(x.pollutant, x.zone), x.expires or life,
+                             x.amount_g))
+            zones[serial] = x.zone
+        removed = set(scenario.remove_projects) | {p.project_id for p in scenario.projects}
+        infos = [i for i in infos if i.project_id not in removed]
+        for x in scenario.projects:
+            info = ProjectInfo(x.project_id, x.name, x.zone, x.industry, x.priority, x.needed_by, x.must_fund,
+                               "scenario")
+            for pol, inc in sorted(x.needs.items()):
+                ratio, why = book.ratio(pol, x.industry, x.zone, x.ratios.get(pol))
+                info.needs.append(Need(pol, inc, ratio, tuple(why), required_g(inc, ratio),
+                                       book.matching_key(pol, x.zone)))
+            infos.append(info)
+        for c in scenario.candidates:
+            clots = []
+            for pol, g in sorted(c.reductions.items()):
+                serial = f"candidate:{c.candidate_id}:{pol}"
+                clots.append(PLot(serial, pol, book.matching_key(pol, c.zone), life, g, c.candidate_id))
+                zones[serial] = c.zone
+            candidates.append(PCandidate(c.candidate_id, c.cost, tuple(clots)))
+    infos.sort(key=lambda i: i.project_id)
+    projects = []
+    for info in infos:
+        on = max(info.needed_by or as_of, as_of)
+        projects.append((info, PProject(info.project_id, info.priority, info.must_fund, on,
+                                        tuple(PNeed(n.pollutant, n.key, n.required_g) for n in info.needs))))
+    return lots, projects, candidates, zones
+
+
+def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str | None = None,
+             time_limit: float = 10.0, gap: float = 0.0, actor: str = "planner", solver: str = "auto") -> dict:
+    """Solve the allocation for all pipeline projects; store and return the plan (DESIGN 5.3 shape)."""
+    with db.reading(engine) as conn:
+        version, book = rulebooks.current(conn)
+        scenario = load_scenario(scenario_path, book) if scenario_path else None
+        if scenario is not None:
+            book = scenario.apply_rules(book)
+        day = as_of or (scenario.as_of if scenario and scenario.as_of else None) or dt.date.today()
+        lots, pairs, candidates, zones = gather(conn, book, day, scenario)
+        head = conn.execute(text("SELECT seq FROM chain_head WHERE id = 1")).scalar_one()
+    infos = [i for i, _ in pairs]
+    projects = [p for _, p in pairs]
+    all_lots = lots + [l for c in candidates for l in c.lots]
+    sol, rows = planner.solve(projects, lots, candidates, time_limit=time_limit, gap=gap,
+                              mode=scenario.mode if scenario else "priority",
+                              budget=scenario.budget if scenario else None, solver=solver)
+    chosen = {candidates[i].candidate_id for i in sol.chosen}
+    usable = [l for l in all_lots if l.candidate is None or l.candidate in chosen]
+    result = _result(book, infos, projects, usable, rows, sol, candidates, chosen, scenario, zones)
+    result.update({"as_of": day.isoformat(), "rulebook_version": version, "ledger_seq": int(head)})
+
+    def store(conn: Connection) -> dict:
+        n = conn.execute(text("SELECT count(*) FROM plan")).scalar_one() + 1
+        plan_id = f"PLAN-{n:04d}"
+        result["plan_id"] = plan_id
+        conn.execute(text("INSERT INTO plan (plan_id, created_at, actor, as_of, status, rulebook_version, head_seq, "
+                          "scenario_name, scenario, result) VALUES (:i, :c, :a, :d, :s, :v, :h, :n, :t, :r)"),
+                     {"i": plan_id, "c": ledger.now_iso(), "a": actor, "d": day, "s": sol.status, "v": version,
+                      "h": int(head), "n": scenario.name if scenario else "", "t": scenario.text if scenario else "",
+                      "r": json.dumps(result, ensure_ascii=False)})
+        return result
+
+    return db.run_write(engine, store)
+
+
+def _result(book, infos, projects, lots, rows, sol, candidates, chosen, scenario, zones) -> dict:
+    unit = {p: book.pollutants[p].unit for p in book.pollutants}
+    out = {"plan_id": None, "status": sol.status, "objective": sol.objective, "bound": sol.bound,
+           "lp_bound": sol.lp_bound, "gap": planner._gap(sol.objective, sol.bound), "solver": sol.solver,
+           "seconds": round(sol.seconds, 3), "scenario": scenario.name if scenario else None,
+           "funded": [], "unfunded": [], "shadow_prices": [], "binding": [], "short": [],
+           "units": dict(sorted(unit.items()))}
+    if sol.status == "infeasible":
+        out["short"] = [{**s, "unit": unit[s["pollutant"]], "short": units.display_up(s["short_g"], unit[s["pollutant"]])}
+                        for s in planner.must_fund_shortfalls(projects, rows, set(sol.chosen))]
+        out["unfunded"] = [{"project_id": p.project_id, "priority": p.priority, "must_fund": p.must_fund,
+                            "shortfall_g": {}} for p in projects]
+        return out
+    drawn = planner.draws(projects, lots, sol.funded)
+    for pi in sol.funded:
+        out["funded"].append({"project_id": projects[pi].project_id, "name": infos[pi].name,
+                              "priority": projects[pi].priority, "must_fund": projects[pi].must_fund,
+                              "draws": sorted(({"lot": l.serial, "pollutant": pol, "amount_g": g, "zone": zones[l.serial]}
+                                               for l, pol, g in drawn.get(pi, [])),
+                                              key=lambda d: (d["pollutant"], d["lot"]))})
+    short = planner.shortfalls(projects, lots, sol.funded, drawn)
+    for pi, s in sorted(short.items()):
+        out["unfunded"].append({"project_id": projects[pi].project_id, "name": infos[pi].name,
+                                "priority": projects[pi].priority, "must_fund": projects[pi].must_fund,
+                                "shortfall_g": dict(sorted(s.items()))})
+    per_group: dict[tuple, float] = {}
+    for r_i, row in enumerate(rows):
+        per_group[row.group] = per_group.get(row.group, 0.0) + sol.duals.get(f"r{r_i}", 0.0)
+    for (pol, key), value in sorted(per_group.items(), key=lambda kv: (-kv[1], kv[0])):
+        if value > 1e-9:
+            per_unit = value * (1.0 if unit[pol] == "t/a" else 1e-3)  # duals are per tonne
+            out["shadow_prices"].append({"pollutant": pol, "key": key, "value": round(per_unit, 6),
+                                         "per": unit[pol].split("/")[0]})
+    funded = set(sol.funded)
+    for row in rows:
+        cap = row.supply_g + sum(g for ci, g in row.cand_terms if ci in set(sol.chosen))
+        used = sum(g for pi, g in row.terms if pi in funded)
+        blocked = sorted(projects[pi].project_id for pi, g in row.terms if pi not in funded and g > cap - used)
+        if blocked:
+            out["binding"].append({"pollutant": row.group[0], "key": row.group[1], "after": row.threshold.isoformat(),
+                                   "supply_g": cap, "used_g": used, "blocks": blocked})
+    if candidates:
+        out["candidates"] = [{"candidate_id": c.candidate_id, "cost": c.cost, "chosen": c.candidate_id in chosen}
+                             for c in candidates]
+        out["cost"] = sum(c.cost for c in candidates if c.candidate_id in chosen)
+    return out
+
+
+def get_plan(engine: Engine, plan_id: str) -> dict:
+    with db.reading(engine) as conn:
+        row = conn.execute(text("SELECT result, applied_at FROM plan WHERE plan_id = :p"), {"p": plan_id}).first()
+    if row is None:
+        raise NotFound(f"no plan {plan_id!r}")
+    return {**json.loads(row[0]), "applied_at": row[1]}
+
+
+def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None = None,
+               key: str | None = None) -> dict:
+    """Turn a solved plan into reservations, all or nothing; refuse if the ledger no longer fits it."""
+    today = date or dt.date.today()
+
+    def work(conn: Connection) -> dict:
+        row = conn.execute(text("SELECT result, applied_at FROM plan WHERE plan_id = :p"), {"p": plan_id}).first()
+        if row is None:
+            raise NotFound(f"no plan {plan_id!r}")
+        plan = json.loads(row[0])
+        if row[1]:
+            raise Refused(f"plan {plan_id} was already applied at {row[1]}")
+        if plan["status"] == "infeasible":
+            raise Refused(f"plan {plan_id} is infeasible; there is nothing to apply")
+        if plan.get("scenario"):
+            raise Refused(f"plan {plan_id} is a scenario (hypothetical lots, projects or rules); it cannot be applied")
+        version, book = rulebooks.current(conn)
+        problems = []
+        lot_rows = {r[0]: (r[1], ledger._as_date(r[2]), int(r[3])) for r in conn.execute(text(
+            "SELECT l.serial, l.zone, l.expires, b.amount_g FROM lot l JOIN balance b "
+            "ON b.account = 'lot:' || l.serial AND b.lot = l.serial"))}
+        wanted: dict[str, int] = {}
+        for f in plan["funded"]:
+            for d in f["draws"]:
+                wanted[d["lot"]] = wanted.get(d["lot"], 0) + d["amount_g"]
+        for serial, g in sorted(wanted.items()):
+            have = lot_rows.get(serial, (None, None, 0))[2]
+            if have < g:
+                problems.append(f"lot {serial} now holds {have} g, the plan draws {g} g")
+        posted = []
+        for f in plan["funded"]:
+            info = load_projects(conn, book, project_id=f["project_id"])[0]
+            if info.state != "pipeline":
+                problems.append(f"project {info.project_id} is now {info.state}")
+                continue
+            need_by = {n.pollutant: n for n in info.needs}
+            per_pol: dict[str, list] = {}
+            for d in f["draws"]:
+                zone, expires, _ = lot_rows.get(d["lot"], (None, None, 0))
+                if expires is not None and expires <= max(info.needed_by or today, today):
+                    problems.append(f"lot {d['lot']} expires on {expires}, before {info.project_id} needs it")
+                per_pol.setdefault(d["pollutant"], []).append((LotAvail(d["lot"], zone, expires, 0), d["amount_g"]))
+            for pol, need in need_by.items():
+                got = sum(g for _, g in per_pol.get(pol, []))
+                if got != need.required_g:
+                    problems.append(f"project {info.project_id} now needs {need.required_g} g of {pol}, "
+                                    f"the plan gives {got} g")
+            posted.append((info, list(need_by.values()), per_pol))
+        if problems:
+            raise Refused(f"plan {plan_id} no longer fits the ledger: " + "; ".join(problems[:5]) +
+                          (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
+        txns = []
+        for info, needs, per_pol in posted:
+            r = _post_reservation(conn, book, version, info, needs, per_pol, today, None, actor,
+                                  memo=f"reserve for {info.name} (plan {plan_id})")
+            txns.append(r["txn"])
+        conn.execute(text("UPDATE plan SET applied_at = :t WHERE plan_id = :p"), {"t": ledger.now_iso(), "p": plan_id})
+        return {"plan_id": plan_id, "reserved": [f["project_id"] for f in plan["funded"]], "txns": txns}
+
+    return idempotency.run(engine, key, "plan apply", {"plan": plan_id, "date": str(today)}, work)
+
+
+def write_plan_files(result: dict, out_dir: str) -> list[str]:
+    """Write the plan as draws.csv, unfunded.csv, shadow_prices.csv and plan.xlsx (all sheets)."""
+    import pandas as pd
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    draws = pd.DataFrame([{"plan_id": result["plan_id"], "project_id": f["project_id"], "priority": f["priority"],
+                           **d} for f in result["funded"] for d in f["draws"]],
+                         columns=["plan_id", "project_id", "priority", "pollutant", "lot", "zone", "amount_g"])
+    unfunded = pd.DataFrame([{"plan_id": result["plan_id"], "project_id": u["project_id"], "priority": u["priority"],
+                              "pollutant": p, "shortfall_g": g}
+                             for u in result["unfunded"] for p, g in (u["shortfall_g"].items() or [("", 0)])],
+                            columns=["plan_id", "project_id", "priority", "pollutant", "shortfall_g"])
+    prices = pd.DataFrame(result["shadow_prices"], columns=["pollutant", "key", "value", "per"])
+    summary = pd.DataFrame([{k: result.get(k) for k in ("plan_id", "as_of", "status", "objective", "bound",
+                                                         "lp_bound", "gap", "solver", "seconds", "scenario")}])
+    files = []
+    for name, frame in (("draws", draws), ("unfunded", unfunded), ("shadow_prices", prices), ("summary", summary)):
+        path = out / f"{name}.csv"
+        frame.to_csv(path, index=False)
+        files.append(str(path))
+    with pd.ExcelWriter(out / "plan.xlsx", engine="openpyxl") as xl:
+        for name, frame in (("summary", summary), ("draws", draws), ("unfunded", unfunded), ("shadow_prices", prices)):
+            frame.to_excel(xl, sheet_name=name, index=False)
+    files.append(str(out / "plan.xlsx"))
+    return files

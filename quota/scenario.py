@@ -1,0 +1,215 @@
+"""Planning scenarios (TOML): hypothetical lots, project changes, rule overrides, candidate measures."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from . import units
+from .errors import Problem, ValidationFailed
+from .rules import MEDIA, RatioRule, Rulebook
+
+
+@dataclass
+class ExtraLot:
+    lot_id: str
+    zone: str
+    pollutant: str
+    amount_g: int
+    expires: dt.date | None
+
+
+@dataclass
+class ExtraProject:
+    project_id: str
+    name: str
+    zone: str
+    industry: str
+    priority: int
+    needed_by: dt.date | None
+    must_fund: bool
+    needs: dict[str, int]               # pollutant -> increment grams
+    ratios: dict[str, Decimal]          # pollutant -> project's own ratio
+
+
+@dataclass
+class Candidate:
+    candidate_id: str
+    name: str
+    zone: str
+    cost: int
+    reductions: dict[str, int]          # pollutant -> grams
+
+
+@dataclass
+class Scenario:
+    name: str = ""
+    text: str = ""
+    as_of: dt.date | None = None
+    lots: list[ExtraLot] = field(default_factory=list)
+    projects: list[ExtraProject] = field(default_factory=list)
+    remove_projects: list[str] = field(default_factory=list)
+    non_attainment: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ratio_default: Decimal | None = None
+    ratio_non_attainment: Decimal | None = None
+    ratio_rules: list[RatioRule] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+    mode: str = "priority"
+    budget: int | None = None
+
+    def apply_rules(self, book: Rulebook) -> Rulebook:
+        """The rulebook with this scenario's overrides (the stored rulebook is not changed)."""
+        zones = dict(book.zones)
+        for code, media in self.non_attainment.items():
+            zones[code] = dataclasses.replace(zones[code], non_attainment=media)
+        return dataclasses.replace(
+            book, zones=zones,
+            ratio_default=self.ratio_default if self.ratio_default is not None else book.ratio_default,
+            ratio_non_attainment=(self.ratio_non_attainment if self.ratio_non_attainment is not None
+                                  else book.ratio_non_attainment),
+            ratio_rules=tuple(book.ratio_rules) + tuple(self.ratio_rules))
+
+
+def load_scenario(path: str, book: Rulebook) -> Scenario:
+    """Parse and validate a scenario file against the rulebook; raise ValidationFailed with every problem."""
+    name = Path(path).name
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+        data = tomllib.loads(text, parse_float=Decimal)
+    except FileNotFoundError:
+        raise ValidationFailed([Problem(name, 0, "", "file not found")]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationFailed([Problem(name, getattr(exc, "lineno", 0) or 0, "", f"cannot read: {exc}")]) from None
+    p = _Parser(name, book)
+    sc = p.parse(data)
+    sc.text = text
+    if p.problems:
+        raise ValidationFailed(p.problems)
+    return sc
+
+
+class _Parser:
+    def __init__(self, source: str, book: Rulebook):
+        self.source, self.book, self.problems = source, book, []
+
+    def err(self, where: str, message: str) -> None:
+        self.problems.append(Problem(self.source, 0, where, message))
+
+    def date(self, value, where: str) -> dt.date | None:
+        if value is None or value == "":
+            return None
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            self.err(where, f"not a date: {value!r} (use YYYY-MM-DD)")
+            return None
+
+    def amounts(self, table, where: str, zone: str, *, round_up: bool) -> dict[str, int]:
+        out = {}
+        if not isinstance(table, dict) or not table:
+            self.err(where, "must be a table of pollutant = amount")
+            return out
+        for pol, raw in table.items():
+            if pol not in self.book.pollutants:
+                self.err(f"{where}.{pol}", f"unknown pollutant {pol!r}")
+                continue
+            try:
+                value = units.parse_decimal(raw if not isinstance(raw, int) else str(raw))
+            except units.AmountError as exc:
+                self.err(f"{where}.{pol}", str(exc))
+                continue
+            if value <= 0:
+                self.err(f"{where}.{pol}", "amount must be greater than zero")
+                continue
+            unit = self.book.pollutants[pol].unit
+            out[pol] = units.to_requirement_g(value, unit) if round_up else units.to_credit_g(value, unit)
+        return out
+
+    def zone(self, value, where: str) -> str:
+        if value not in self.book.zones:
+            self.err(where, f"unknown zone {value!r}")
+        return str(value)
+
+    def parse(self, data: dict) -> Scenario:
+        sc = Scenario(name=str(data.get("name", "")), as_of=self.date(data.get("as_of"), "as_of"))
+        known = {"name", "as_of", "lots", "projects", "remove_projects", "rules", "candidates", "measures"}
+        for key in sorted(set(data) - known):
+            self.err(key, "unknown key (typo?)")
+        for i, lot in enumerate(data.get("lots", []), 1):
+            w = f"lots[{i}]"
+            zone = self.zone(lot.get("zone"), f"{w}.zone")
+            pol = lot.get("pollutant")
+            amounts = self.amounts({pol: lot.get("amount")}, w, zone, round_up=False) if pol else {}
+            if not pol:
+                self.err(f"{w}.pollutant", "required")
+            sc.lots.append(ExtraLot(str(lot.get("id", f"H{i}")), zone, pol or "", amounts.get(pol, 0),
+                                    self.date(lot.get("expires"), f"{w}.expires")))
+        for i, pr in enumerate(data.get("projects", []), 1):
+            w = f"projects[{i}]"
+            if not pr.get("project_id"):
+                self.err(f"{w}.project_id", "required")
+            zone = self.zone(pr.get("zone"), f"{w}.zone")
+            ratios = {}
+            for pol, r in (pr.get("ratios") or {}).items():
+                r = Decimal(r) if isinstance(r, int) else r
+                if not isinstance(r, Decimal) or not (1 <= r <= 100):
+                    self.err(f"{w}.ratios.{pol}", "ratio must be from 1 to 100")
+                else:
+                    ratios[pol] = r
+            priority = pr.get("priority", 1)
+            if not isinstance(priority, int) or priority < 1:
+                self.err(f"{w}.priority", "must be a whole number >= 1")
+                priority = 1
+            sc.projects.append(ExtraProject(str(pr.get("project_id", "")), str(pr.get("name", "")), zone,
+                                            str(pr.get("industry", "")), priority,
+                                            self.date(pr.get("needed_by"), f"{w}.needed_by"),
+                                            bool(pr.get("must_fund", False)),
+                                            self.amounts(pr.get("needs"), f"{w}.needs", zone, round_up=True), ratios))
+        sc.remove_projects = [str(x) for x in data.get("remove_projects", [])]
+        rules = data.get("rules", {})
+        for zone, media in (rules.get("non_attainment") or {}).items():
+            self.zone(zone, f"rules.non_attainment.{zone}")
+            if not isinstance(media, list) or any(m not in MEDIA for m in media):
+                self.err(f"rules.non_attainment.{zone}", f"must be a list of media from {', '.join(MEDIA)}")
+            else:
+                sc.non_attainment[zone] = tuple(sorted(media))
+        for key in ("ratio_default", "ratio_non_attainment"):
+            if key in rules:
+                value = Decimal(rules[key]) if isinstance(rules[key], int) else rules[key]
+                if not isinstance(value, Decimal) or not (1 <= value <= 100):
+                    self.err(f"rules.{key}", "ratio must be from 1 to 100")
+                else:
+                    setattr(sc, key, value)
+        for i, r in enumerate(rules.get("ratio_rule", []), 1):
+            value = Decimal(r.get("ratio", 0)) if isinstance(r.get("ratio"), int) else r.get("ratio")
+            if not isinstance(value, Decimal) or not (1 <= value <= 100):
+                self.err(f"rules.ratio_rule[{i}].ratio", "ratio must be from 1 to 100")
+                continue
+            sc.ratio_rules.append(RatioRule(value, r.get("pollutant"), r.get("industry"), r.get("zone")))
+        for i, c in enumerate(data.get("candidates", []), 1):
+            w = f"candidates[{i}]"
+            zone = self.zone(c.get("zone"), f"{w}.zone")
+            cost = c.get("cost", 0)
+            if isinstance(cost, Decimal):
+                cost = int(cost)
+            if not isinstance(cost, int) or cost < 0:
+                self.err(f"{w}.cost", "must be a non-negative number")
+                cost = 0
+            sc.candidates.append(Candidate(str(c.get("id", f"C{i}")), str(c.get("name", "")), zone, cost,
+                                           self.amounts(c.get("reductions"), f"{w}.reductions", zone,
+                                                        round_up=False)))
+        measures = data.get("measures", {})
+        sc.mode = measures.get("mode", "priority")
+        if sc.mode not in ("priority", "cheapest"):
+            self.err("measures.mode", "must be 'priority' (most priority within budget) or 'cheapest'")
+        if "budget" in measures:
+            budget = measures["budget"]
+            sc.budget = int(budget) if isinstance(budget, (int, Decimal)) and budget >= 0 else None
+            if sc.budget is None:
+                self.err("measures.budget", "must be a non-negative number")
+        return sc
