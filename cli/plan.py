@@ -15,8 +15,8 @@ def render_plan(result: dict) -> None:
     from quota import units
     unit = result["units"]
 
-    def amount(pol: str, grams: int) -> str:
-        return f"{units.display(grams, unit[pol])} {unit[pol]}"
+    def amount(pol: str, grams: int, up: bool = False) -> str:
+        return f"{(units.display_up if up else units.display)(grams, unit[pol])} {unit[pol]}"
 
     status = result["status"]
     render.out.print(f"[bold]Plan {result['plan_id']}[/] as of {result['as_of']}: {status}, objective "
@@ -40,7 +40,7 @@ def render_plan(result: dict) -> None:
     if result["unfunded"]:
         render.out.print(render.table(f"Unfunded: {len(result['unfunded'])} projects", ["Project", "Priority", "Short"],
                                       [[u["project_id"], u["priority"],
-                                        ", ".join(f"{p} {amount(p, g)}" for p, g in u["shortfall_g"].items()) or "-"]
+                                        ", ".join(f"{p} {amount(p, g, up=True)}" for p, g in u["shortfall_g"].items()) or "-"]
                                        for u in result["unfunded"]], right={"Priority"}))
     if result["shadow_prices"]:
         render.out.print(render.table("Shadow prices: priority one more unit of quota would add (LP relaxation)",
@@ -55,9 +55,9 @@ def render_plan(result: dict) -> None:
                                        for b in result["binding"]], right={"Supply", "Used"}))
     if result.get("candidates") is not None:
         render.out.print(render.table(f"Candidate measures (cost of the chosen set: {result.get('cost', 0)})",
-                                      ["Candidate", "Amount", "State"],
+                                      ["Candidate", "Cost", "State"],
                                       [[c["candidate_id"], c["cost"], "chosen" if c["chosen"] else ""]
-                                       for c in result["candidates"]], right={"Amount"}))
+                                       for c in result["candidates"]], right={"Cost"}))
 
 
 @plan_app.command("run")

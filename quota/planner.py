@@ -86,21 +86,23 @@ class Solution:
 
 @contextlib.contextmanager
 def quiet():
-    """Send anything the solver libraries print (HiGHS prints a banner) to stderr, so stdout
-    stays clean for --json."""
+    """Silence what the solver libraries print (HiGHS prints a banner even with output off),
+    so stdout stays clean for --json and stderr for diagnostics."""
     try:
         sys.stdout.flush()
         saved = os.dup(1)
     except (OSError, ValueError):  # no real stdout (e.g. captured by a test runner)
         yield
         return
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(2, 1)
+        os.dup2(devnull, 1)
         yield
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+        os.close(devnull)
 
 
 def _exp(lot: PLot) -> dt.date:

@@ -135,6 +135,10 @@ class _Parser:
             self.err(where, f"unknown zone {value!r}")
         return str(value)
 
+    def unknown(self, table: dict, allowed: set[str], where: str) -> None:
+        for key in sorted(set(table) - allowed):
+            self.err(f"{where}.{key}", "unknown key (typo, or a top-level key placed after a [[table]]?)")
+
     def parse(self, data: dict) -> Scenario:
         sc = Scenario(name=str(data.get("name", "")), as_of=self.date(data.get("as_of"), "as_of"))
         known = {"name", "as_of", "lots", "projects", "remove_projects", "rules", "candidates", "measures"}
@@ -142,6 +146,7 @@ class _Parser:
             self.err(key, "unknown key (typo?)")
         for i, lot in enumerate(data.get("lots", []), 1):
             w = f"lots[{i}]"
+            self.unknown(lot, {"id", "zone", "pollutant", "amount", "expires"}, w)
             zone = self.zone(lot.get("zone"), f"{w}.zone")
             pol = lot.get("pollutant")
             amounts = self.amounts({pol: lot.get("amount")}, w, zone, round_up=False) if pol else {}
@@ -151,6 +156,8 @@ class _Parser:
                                     self.date(lot.get("expires"), f"{w}.expires")))
         for i, pr in enumerate(data.get("projects", []), 1):
             w = f"projects[{i}]"
+            self.unknown(pr, {"project_id", "name", "zone", "industry", "priority", "needed_by", "must_fund",
+                              "needs", "ratios"}, w)
             if not pr.get("project_id"):
                 self.err(f"{w}.project_id", "required")
             zone = self.zone(pr.get("zone"), f"{w}.zone")
@@ -172,6 +179,7 @@ class _Parser:
                                             self.amounts(pr.get("needs"), f"{w}.needs", zone, round_up=True), ratios))
         sc.remove_projects = [str(x) for x in data.get("remove_projects", [])]
         rules = data.get("rules", {})
+        self.unknown(rules, {"non_attainment", "ratio_default", "ratio_non_attainment", "ratio_rule"}, "rules")
         for zone, media in (rules.get("non_attainment") or {}).items():
             self.zone(zone, f"rules.non_attainment.{zone}")
             if not isinstance(media, list) or any(m not in MEDIA for m in media):
@@ -193,6 +201,7 @@ class _Parser:
             sc.ratio_rules.append(RatioRule(value, r.get("pollutant"), r.get("industry"), r.get("zone")))
         for i, c in enumerate(data.get("candidates", []), 1):
             w = f"candidates[{i}]"
+            self.unknown(c, {"id", "name", "zone", "cost", "reductions"}, w)
             zone = self.zone(c.get("zone"), f"{w}.zone")
             cost = c.get("cost", 0)
             if isinstance(cost, Decimal):
@@ -204,6 +213,7 @@ class _Parser:
                                            self.amounts(c.get("reductions"), f"{w}.reductions", zone,
                                                         round_up=False)))
         measures = data.get("measures", {})
+        self.unknown(measures, {"mode", "budget"}, "measures")
         sc.mode = measures.get("mode", "priority")
         if sc.mode not in ("priority", "cheapest"):
             self.err("measures.mode", "must be 'priority' (most priority within budget) or 'cheapest'")
