@@ -176,6 +176,29 @@ def greedy(projects: list[PProject], rows: list[Row], start: set[int], chosen: s
     return funded
 
 
+def lp_rounding(projects: list[PProject], rows: list[Row], must: set[int], chosen: set[int],
+                lp: dict[int, float]) -> set[int]:
+    """LP-guided rounding and repair: keep what the LP funds fully, then add the rest in order of
+    LP value (then priority density) while every row holds; better of that and the plain greedy."""
+    whole = {i for i, v in lp.items() if v > 1 - 1e-6} | must
+    whole = _repair(projects, rows, whole, chosen, must)
+    cap = {id(r): r.supply_g + sum(g for ci, g in r.cand_terms if ci in chosen) for r in rows}
+    use = {id(r): sum(g for pi, g in r.terms if pi in whole) for r in rows}
+    rows_of: dict[int, list[tuple[Row, int]]] = defaultdict(list)
+    for r in rows:
+        for pi, g in r.terms:
+            rows_of[pi].append((r, g))
+    funded = set(whole)
+    for pi in sorted((i for i in range(len(projects)) if i not in funded),
+                     key=lambda i: (-lp.get(i, 0.0), -projects[i].priority, projects[i].project_id)):
+        if all(use[id(r)] + g <= cap[id(r)] for r, g in rows_of[pi]):
+            for r, g in rows_of[pi]:
+                use[id(r)] += g
+            funded.add(pi)
+    plain = greedy(projects, rows, must, chosen)
+    return funded if _value(projects, funded) >= _value(projects, plain) else plain
+
+
 def must_fund_shortfalls(projects: list[PProject], rows: list[Row], chosen: set[int]) -> list[dict]:
     """For must-fund projects alone: which (pollutant, key) is short and by how much (max over dates)."""
     must = {i for i, p in enumerate(projects) if p.must_fund}
@@ -210,8 +233,10 @@ def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidat
     relaxed, ry, rz = _model(projects, rows, candidates, budget, chosen_fixed)  # a separate copy for the LP
     lp_bound, duals = _lp_relaxation(relaxed, ry, rz, solver)
     prob, y, z = _model(projects, rows, candidates, budget, chosen_fixed)
-    start = greedy(projects, rows, must, chosen_fixed or set()) if (not candidates or chosen_fixed is not None) else None
-    remaining = max(0.5, time_limit - (time.perf_counter() - t0))
+    start = None
+    if not candidates or chosen_fixed is not None:
+        start = lp_rounding(projects, rows, must, chosen_fixed or set(), {i: v.varValue or 0.0 for i, v in ry.items()})
+    remaining = max(0.5, time_limit - (time.perf_counter() - t0) - 0.2)
     engine = _solver(solver, remaining, gap, start, y)
     with quiet():
         status = prob.solve(engine)
@@ -317,7 +342,7 @@ def _mip_bound(engine, lp_bound: float) -> float:
 
 
 def _lp_relaxation(prob, y, z, solver: str) -> tuple[float, dict[str, float]]:
-    """Bound and duals (per row name) of the LP relaxation."""
+    """Bound and duals (per row name) of the LP relaxation; the y values stay on `y`."""
     import pulp
     relaxed = prob  # mip=False relaxes integrality without touching the (shared) variables
     highs = solver in ("auto", "highs") and "HiGHS" in pulp.listSolvers(onlyAvailable=True)
