@@ -217,40 +217,6 @@ def balance(ctx: typer.Context,
     render.balances(result)
 
 
-@app.command()
-def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Project id.")],
-          as_json: JsonOpt = False) -> None:
-    """Source statement: lots, tallies, sources and report numbers behind a project.
-
-    Example: quota trace P2026-01
-    """
-    from quota import audit
-    with failures():
-        result = audit.trace(ctx.obj.engine, project)
-    if as_json:
-        return render.emit_json(result)
-    render.trace(result)
-
-
-@app.command()
-def verify(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Recompute the hash chain and every balance from the postings; exit 1 on any mismatch.
-
-    Example: quota verify
-    """
-    from quota import audit
-    with failures():
-        summary, problems = audit.verify(ctx.obj.engine)
-    if as_json:
-        render.emit_json({**summary, "problems": [p.to_dict() for p in problems]})
-    if problems:
-        render.problems(problems, "verification FAILED: {n} problem(s)")
-        raise typer.Exit(1)
-    if not as_json:
-        render.out.print(f"ledger verified: {summary['transactions']} transactions, {summary['postings']} postings, "
-                         f"{summary['accounts']} balances; head {summary['head'][:16]}… ({summary['hash_scheme']})")
-
-
 # --------------------------------------------------------------------------- quota operations
 
 def _done(result: dict, message: str, as_json: bool) -> None:
@@ -348,7 +314,8 @@ def demo(ctx: typer.Context,
         run_demo(url, data, ctx.obj.actor, _date(today) or dt.date.today(), fresh_default=not ctx.obj.url_given)
 
 
-from cli.plan import plan_app  # noqa: E402  (after app, to register the sub-command)
+from cli.plan import plan_app  # noqa: E402  (after app, to register the sub-commands)
+from cli import audit as _audit  # noqa: E402,F401  (registers trace, verify, export)
 
 app.add_typer(plan_app, name="plan")
 

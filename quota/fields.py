@@ -22,14 +22,16 @@ class RowReader:
     def fail(self, column: str, message: str) -> None:
         self.problems.append(Problem(self.source, self.row, column, message))
 
-    def text(self, col: str, required: bool = True, max_len: int = 200) -> str:
+    def text(self, col: str, required: bool = True, max_len: int = 200, multiline: bool = False) -> str:
+        """A text cell; `multiline` names may hold line breaks and tabs (Alt+Enter in a spreadsheet)."""
         value = self.cells.get(col, "").strip()
+        allowed = "\n\r\t" if multiline else ""
         if not value and required:
             self.fail(col, "required value is empty")
         elif len(value) > max_len:
             self.fail(col, f"longer than {max_len} characters")
             return value[:max_len]
-        elif any(ord(c) < 32 for c in value):
+        elif any(ord(c) < 32 and c not in allowed for c in value):
             self.fail(col, "contains control characters")
         return value
 

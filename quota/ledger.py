@@ -300,27 +300,30 @@ def _as_date(value) -> dt.date | None:
 # --------------------------------------------------------------------------- verification
 
 def iter_chain(conn: Connection) -> Iterator[tuple[dict, str, str]]:
-    """Yield (hashed body, prev_hash, hash) per transaction in chain order, streaming."""
-    tconn = conn.execution_options(stream_results=True, yield_per=2000)
-    txns = tconn.execute(text(
-        "SELECT seq, kind, effective_date, booked_at, actor, memo, ref, project_id, rulebook_version, "
-        "meta, prev_hash, hash FROM txn ORDER BY seq"))
-    pconn = conn.engine.connect() if conn.dialect.name != "sqlite" else conn
-    try:
-        posts = pconn.execution_options(stream_results=True, yield_per=5000).execute(text(
-            "SELECT txn_seq, account, lot, pollutant, amount_g FROM posting ORDER BY txn_seq, id"))
-        pending = next(posts, None)
-        for t in txns:
+    """Yield (hashed body, prev_hash, hash) per transaction in chain order.
+
+    One streamed query (transactions joined to their postings) on the caller's connection, so
+    the whole walk sees the caller's snapshot and memory stays flat.
+    """
+    rows = conn.execution_options(stream_results=True, yield_per=5000).execute(text(
+        "SELECT t.seq, t.kind, t.effective_date, t.booked_at, t.actor, t.memo, t.ref, t.project_id, "
+        "t.rulebook_version, t.meta, t.prev_hash, t.hash, p.account, p.lot, p.pollutant, p.amount_g "
+        "FROM txn t LEFT JOIN posting p ON p.txn_seq = t.seq ORDER BY t.seq, p.id"))
+    current, legs = None, []
+    for r in rows:
+        if current is not None and r[0] != current[0]:
+            yield _body(current, legs)
             legs = []
-            while pending is not None and pending[0] == t[0]:
-                legs.append((pending[1], pending[2], pending[3], int(pending[4])))
-                pending = next(posts, None)
-            body = txn_body(t[0], t[1], _as_date(t[2]), t[3], t[4], t[5], t[6], t[7], t[8],
-                            json.loads(t[9]), legs)
-            yield body, t[10], t[11]
-    finally:
-        if pconn is not conn:
-            pconn.close()
+        current = r
+        if r[12] is not None:
+            legs.append((r[12], r[13], r[14], int(r[15])))
+    if current is not None:
+        yield _body(current, legs)
+
+
+def _body(t, legs) -> tuple[dict, str, str]:
+    body = txn_body(t[0], t[1], _as_date(t[2]), t[3], t[4], t[5], t[6], t[7], t[8], json.loads(t[9]), legs)
+    return body, t[10], t[11]
 
 
 def verify(conn: Connection) -> tuple[dict, list[Problem]]:

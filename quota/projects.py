@@ -62,7 +62,7 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[dict], list[Problem]]
         before = len(problems)
         r = RowReader(name, rowno, cells, problems)
         pid = r.text("project_id", max_len=64)
-        pname = r.text("name")
+        pname = r.text("name", multiline=True)
         zone = r.text("zone")
         if zone and zone not in book.zones:
             r.fail("zone", f"unknown zone {zone!r} (rulebook has {', '.join(sorted(book.zones))})")

@@ -76,7 +76,7 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[TallyRecord], list[Pr
         r = RowReader(name, rowno, cells, problems)
         tally_id = r.text("tally_id", max_len=64)
         source_id = r.text("source_id", max_len=64)
-        source_name = r.text("source_name")
+        source_name = r.text("source_name", multiline=True)
         measure = r.choice("measure", MEASURES)
         zone = r.text("zone")
         if zone and zone not in book.zones:

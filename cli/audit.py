@@ -1,0 +1,96 @@
+"""Auditor commands: trace (source statement), verify (database or export file), export."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli import render
+from cli.main import JsonOpt, _date, app, failures
+
+FORMATS = ("jsonl", "csv", "xlsx", "parquet", "beancount")
+
+
+@app.command()
+def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Project id.")],
+          fmt: Annotated[Optional[str], typer.Option("--format", help="Source statement as md, html or xlsx.")] = None,
+          out: Annotated[Optional[Path], typer.Option(help="Write the statement to this file.")] = None,
+          as_json: JsonOpt = False) -> None:
+    """Source statement: lots, tallies, sources and report numbers behind a project.
+
+    Example: quota trace P2026-01 --format html --out P2026-01.html
+    """
+    from quota import audit, statement
+    if fmt is not None and fmt not in ("md", "html", "xlsx"):
+        raise typer.BadParameter("--format must be md, html or xlsx")
+    if fmt == "xlsx" and out is None:
+        raise typer.BadParameter("--format xlsx needs --out FILE")
+    with failures():
+        if fmt:
+            statement.write_statement(ctx.obj.engine, project, fmt, sys.stdout, str(out) if out else None,
+                                      lang=render.LANG["lang"])
+            if out:
+                render.note(f"source statement written to {out}")
+            return
+        result = audit.trace(ctx.obj.engine, project)
+    if as_json:
+        return render.emit_json(result)
+    render.trace(result)
+
+
+@app.command()
+def verify(ctx: typer.Context,
+           export: Annotated[Optional[Path], typer.Option("--export", help="Verify this JSONL export offline "
+                                                                           "(no database).")] = None,
+           as_json: JsonOpt = False) -> None:
+    """Recompute the hash chain and every balance; exit 1 on any mismatch.
+
+    Example: quota verify --export ledger.jsonl
+    """
+    from quota import audit
+    from quota import export as exp
+    with failures():
+        if export is not None:
+            summary, problems = exp.verify_export(str(export))
+        else:
+            summary, problems = audit.verify(ctx.obj.engine)
+    if as_json:
+        render.emit_json({**summary, "problems": [p.to_dict() for p in problems]})
+    if problems:
+        render.problems(problems, "verification FAILED: {n} problem(s)")
+        raise typer.Exit(1)
+    if not as_json:
+        what = f"export {export}" if export else "ledger"
+        render.out.print(f"{what} verified: {summary['transactions']} transactions, {summary['postings']} postings, "
+                         f"{summary['accounts']} balances; head {summary.get('head') or summary.get('final_hash')} "
+                         f"({summary['hash_scheme']})")
+
+
+@app.command()
+def export(ctx: typer.Context,
+           fmt: Annotated[str, typer.Option("--format", help="jsonl, csv, xlsx, parquet or beancount.")],
+           out: Annotated[Path, typer.Option(help="Output file (jsonl, xlsx, beancount) or folder (csv, parquet).")],
+           as_of: Annotated[Optional[str], typer.Option("--as-of", help="The ledger as it stood on this date.")] = None
+           ) -> None:
+    """Export the ledger for auditors.  Example: quota export --format jsonl --out ledger.jsonl"""
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
+    from quota import beancount_export, export as exp, table_export
+    day = _date(as_of)
+    with failures():
+        if fmt == "jsonl":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with open(out, "w", encoding="utf-8") as fh:
+                end = exp.write_jsonl(ctx.obj.engine, fh, day)
+            render.note(f"exported {end['transactions']} transactions, {end['postings']} postings to {out}")
+        elif fmt == "beancount":
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with open(out, "w", encoding="utf-8") as fh:
+                info = beancount_export.write_beancount(ctx.obj.engine, fh, day)
+            render.note(f"exported {info['transactions']} transactions on {info['accounts']} accounts to {out} "
+                        f"(balance assertions dated the day after {info['date']})")
+        else:
+            files = table_export.write_tables(ctx.obj.engine, fmt, str(out), day, lang=render.LANG["lang"])
+            render.note(f"exported {len(files)} file(s) to {out}")

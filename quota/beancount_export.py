@@ -1,0 +1,98 @@
+"""Beancount export (DESIGN 5.4): bean-check accepts it and its balance assertions hold exactly."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+from typing import IO
+
+from sqlalchemy import Engine, text
+
+from . import export, ledger, units
+
+_BAD = re.compile(r"[^A-Za-z0-9-]")
+
+
+def component(code: str) -> str:
+    """A valid Beancount account component from a code: ASCII letters, digits and '-', starting
+    with a capital letter or digit (e.g. 'JT-YT', 'COD-2022-00001', 'P2026-01')."""
+    s = _BAD.sub("-", code).strip("-") or "X"
+    s = s[0].upper() + s[1:]
+    return s if re.match(r"[A-Z0-9]", s) else "X" + s
+
+
+def account_name(account: str, lot_zone: dict[str, str], lot: str) -> str:
+    kind = ledger.account_kind(account)
+    if kind == "lot":
+        return f"Assets:Lots:{component(lot_zone.get(lot, 'UNKNOWN'))}:{component(lot)}"
+    if kind in ("reserved", "allocated"):
+        project = account.split(":")[1]
+        return f"Assets:{kind.capitalize()}:{component(project)}"
+    return f"Equity:{kind.capitalize()}"
+
+
+def _quote(s: str) -> str:
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+
+
+def write_beancount(engine: Engine, out: IO[str], as_of: dt.date | None = None,
+                    today: dt.date | None = None) -> dict:
+    """Write the ledger as a Beancount file; returns {"accounts", "transactions", "date"}."""
+    with engine.connect() as conn:
+        lot_zone = dict(conn.execute(text("SELECT serial, zone FROM lot")).all())
+        sources = {r[0]: (r[1], r[2]) for r in conn.execute(text(
+            "SELECT l.serial, s.name, t.report_no FROM lot l JOIN tally t ON t.tally_id = l.tally_id "
+            "JOIN source s ON s.source_id = t.source_id"))}
+        names = dict(conn.execute(text("SELECT project_id, name FROM project")).all())
+    header, entries = None, []
+    opened: dict[str, tuple[str, set[str]]] = {}
+    totals: dict[tuple[str, str], int] = defaultdict(int)
+    last_date = dt.date.min
+    for rec in export.export_lines(engine, as_of):
+        if rec["type"] == "header":
+            header = rec
+        if rec["type"] != "txn":
+            continue
+        date = rec["date"]
+        last_date = max(last_date, dt.date.fromisoformat(date))
+        payee = rec["project"] or ""
+        if rec["project"] and rec["project"] in names:
+            payee = f"{rec['project']} {names[rec['project']]}"
+        elif rec["kind"] == "issue":
+            payee = sources.get(rec["postings"][0][1], ("", ""))[0]
+        lines = [f'{date} * {_quote(payee)} {_quote(rec["memo"] or rec["kind"])} ^txn-{rec["seq"]}',
+                 f'  seq: {rec["seq"]}', f'  kind: {_quote(rec["kind"])}', f'  actor: {_quote(rec["actor"])}',
+                 f'  hash: {_quote(rec["hash"])}']
+        if rec["ref"]:
+            lines.append(f'  ref: {_quote(rec["ref"])}')
+        for account, lot, pol, amount in rec["postings"]:
+            name = account_name(account, lot_zone, lot)
+            unit = header["units"][pol]
+            first = opened.get(name)
+            opened[name] = (min(first[0], date) if first else date, (first[1] if first else set()) | {pol})
+            totals[(name, pol)] += amount
+            lines.append(f"  {name}  {units.exact(amount, unit)} {pol}")
+            lines.append(f'    lot: {_quote(lot)}')
+        entries.append((date, rec["seq"], "\n".join(lines)))
+    day = as_of or max(today or dt.date.today(), last_date if last_date != dt.date.min else dt.date.min)
+    check_day = (day + dt.timedelta(days=1)).isoformat()
+    out.write(f'option "title" {_quote("quota ledger " + header["jurisdiction"]["code"] + " " + header["jurisdiction"]["name"])}\n')
+    pols = sorted(header["units"])
+    if pols:
+        out.write(f'option "operating_currency" {_quote(pols[0])}\n')
+    out.write('option "tolerance_multiplier" "0"\n')
+    out.write('plugin "beancount.plugins.check_commodity"\n')
+    out.write(f'; exported {header["exported_at"]}, as of {day}, hash scheme {header["hash_scheme"]}, '
+              f'final hash {header["final_hash"]}\n\n')
+    first_day = min([e[0] for e in entries], default=day.isoformat())
+    for pol in pols:
+        out.write(f'{first_day} commodity {pol}\n  unit: {_quote(header["units"][pol])}\n')
+    out.write("\n")
+    for name, (date, commodities) in sorted(opened.items()):
+        out.write(f"{date} open {name} {','.join(sorted(commodities))}\n")
+    out.write("\n")
+    for date, seq, entry in sorted(entries):
+        out.write(entry + "\n\n")
+    for (name, pol), amount in sorted(totals.items()):
+        out.write(f"{check_day} balance {name}  {units.exact(amount, header['units'][pol])} {pol}\n")
+    return {"accounts": len(opened), "transactions": len(entries), "date": day.isoformat()}
