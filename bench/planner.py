@@ -137,7 +137,8 @@ def main() -> None:
     print(f"{'first come, first served':<34}{'':>8}{f:>11.0f}{100 * f / lp:>11.2f}%")
     if args.scaling:
         print("\nscaling (same generator, lots and zones scaled with projects):")
-        print(f"{'projects':>9}{'rows':>8}{'lots':>7}{'build s':>9}{'solve s':>9}{'/ LP bound':>12}")
+        print(f"{'projects':>9}{'rows':>8}{'lots':>7}{'build s':>9}{'solve s':>9}{'/ LP bound':>12}"
+              f"{'/ proven bound':>16}  status")
         for n in (200, 2000, 10000):
             ps, ls = instance(n, max(8, args.zones * n // 2000), max(60, args.lots * n // 2000), args.tightness,
                               args.seed)
@@ -149,7 +150,7 @@ def main() -> None:
             s, _ = planner.solve(ps, ls, time_limit=args.time_limit, gap=0.0)
             total = time.perf_counter() - t0
             print(f"{n:>9}{sum(len(p.needs) for p in ps):>8}{len(ls):>7}{build:>9.2f}{total:>9.2f}"
-                  f"{100 * s.objective / s.lp_bound:>11.2f}%")
+                  f"{100 * s.objective / s.lp_bound:>11.2f}%{100 * s.objective / s.bound:>15.2f}%  {s.status}")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from sqlalchemy import Engine, text
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    "transactions": ("SELECT seq, kind, effective_date, booked_at, actor, memo, ref, project_id, rulebook_version, "
-                     "meta, prev_hash, hash FROM txn {where} ORDER BY seq",
+    "transactions": ("SELECT t.seq, t.kind, t.effective_date, t.booked_at, t.actor, t.memo, t.ref, t.project_id, "
+                     "t.rulebook_version, t.meta, t.prev_hash, t.hash FROM txn t {where} ORDER BY t.seq",
                      [("seq", "序号"), ("kind", "类型"), ("effective_date", "生效日期"), ("booked_at", "记账时间"),
                       ("actor", "经办人"), ("memo", "摘要"), ("ref", "文号"), ("project_id", "项目编号"),
                       ("rulebook_version", "规则版本"), ("meta", "元数据"), ("prev_hash", "前一哈希"), ("hash", "哈希")]),

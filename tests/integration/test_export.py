@@ -109,7 +109,14 @@ def test_every_kind_of_tampering_is_detected_at_the_right_line(busy, tmp_path, t
 
 @pytest.mark.parametrize("day", [D(2020, 1, 1), D(2022, 6, 30), D(2026, 12, 2), D(2030, 1, 1)])
 def test_as_of_exports_verify_and_reproduce_the_ledger_of_that_day(busy, tmp_path, day):
+    for fmt in ("csv", "xlsx", "parquet"):
+        table_export.write_tables(busy, fmt, str(tmp_path / f"t-{fmt}" / ("l.xlsx" if fmt == "xlsx" else "")), day)
+    with open(tmp_path / "t-csv" / "balances.csv", encoding="utf-8-sig", newline="") as fh:
+        table_balances = {(r["account"], r["lot"]): int(r["amount_g"]) for r in csv.DictReader(fh)}
+    with open(tmp_path / "t-csv" / "transactions.csv", encoding="utf-8-sig", newline="") as fh:
+        assert all(r["effective_date"] <= day.isoformat() for r in csv.DictReader(fh))
     path = jsonl(busy, tmp_path, day)
+    assert stated_balances(path) == table_balances
     summary, problems = export.verify_export(str(path))
     assert problems == []
     by_lot = {r["lot"]: r for r in audit.balance(busy, by="lot", as_of=day)["rows"]}
