@@ -41,4 +41,6 @@ def test_readme_shows_only_real_commands():
     known = {name for name, _ in _commands()}
     for line in re.findall(r"^\$ quota (.+)$", README, flags=re.M):
         words = line.split()
+        while words and words[0].startswith("--"):  # global options before the command
+            words = words[2:]
         assert words[0] in known or " ".join(words[:2]) in known, line
