@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from cli import render
 from quota import db
@@ -69,10 +69,17 @@ def main(
     if lang not in ("en", "zh"):
         raise typer.BadParameter("--lang must be en or zh")
     render.LANG["lang"] = lang
-    ctx.obj = State(url or db.DEFAULT_URL, actor or _default_actor(), url is not None)
+    url = url or db.DEFAULT_URL
+    ctx.obj = State(url, actor or _default_actor(url), url != db.DEFAULT_URL)
 
 
-def _default_actor() -> str:
+def _default_actor(url: str) -> str:
+    """--actor, else the database user of a PostgreSQL URL, else the operating-system user."""
+    if url.startswith("postgresql"):
+        from sqlalchemy.engine import make_url
+        user = make_url(url).username
+        if user:
+            return user
     try:
         return getpass.getuser()
     except Exception:  # pragma: no cover - no user database
@@ -90,7 +97,7 @@ def failures():
     except QuotaError as exc:
         render.error(str(exc))
         raise typer.Exit(1) from None
-    except OperationalError as exc:  # cannot connect, disk full, database locked for too long...
+    except DBAPIError as exc:  # cannot connect, permission denied, disk full, locked for too long...
         render.error(f"database error: {str(exc.orig).strip() if exc.orig else exc}")
         raise typer.Exit(1) from None
 
@@ -312,6 +319,41 @@ def demo(ctx: typer.Context,
     url = ctx.obj.url if ctx.obj.url_given else "sqlite:///quota-demo.db"
     with failures():
         run_demo(url, data, ctx.obj.actor, _date(today) or dt.date.today(), fresh_default=not ctx.obj.url_given)
+
+
+db_app = typer.Typer(no_args_is_help=True, help="Database administration: migrations and roles.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply schema migrations (Alembic) to the database.  Example: quota db upgrade"""
+    from quota import migrate
+    with failures():
+        result = migrate.upgrade(ctx.obj.engine)
+    render.note(f"schema at revision {result['to']} (was {result['from'] or 'empty'})")
+
+
+@db_app.command("roles")
+def db_roles(ctx: typer.Context,
+             print_only: Annotated[bool, typer.Option("--print", help="Print the SQL instead of running it.")] = False,
+             schema: Annotated[str, typer.Option(help="Schema to grant on (with --print).")] = "public") -> None:
+    """Create PostgreSQL roles quota_auditor, quota_clerk and quota_planner with least privilege.
+
+    Example: quota --db postgresql+psycopg://admin@db/quota db roles
+    """
+    from quota import roles
+    if print_only:
+        for sql in roles.roles_sql(schema):
+            render.out.print(sql + ";", markup=False)
+        return
+    with failures():
+        try:
+            stmts = roles.create_roles(ctx.obj.engine)
+        except ValueError as exc:
+            render.error(str(exc))
+            raise typer.Exit(1) from None
+    render.note(f"created/granted {', '.join(roles.ROLES)} ({len(stmts)} statements)")
 
 
 from cli.plan import plan_app  # noqa: E402  (after app, to register the sub-commands)

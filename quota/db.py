@@ -7,7 +7,7 @@ import time
 from typing import Callable, Iterator, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlmodel import SQLModel
 
 from . import model
@@ -63,21 +63,23 @@ def _transient(exc: BaseException) -> bool:
 RETRIES: list[str] = []  # human-readable log of automatic retries (reported, not swallowed)
 
 
-def run_write(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8) -> T:
+def run_write(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8, lock: bool = True) -> T:
     """Run `fn(conn)` in one write transaction; retry transient lock/serialization errors.
 
-    The chain head row is locked first, so writers are serialised and balance checks see
-    the latest committed state. Any exception rolls the whole transaction back.
+    The chain head row is locked first (unless `lock` is false: writes outside the ledger,
+    such as storing a plan), so ledger writers are serialised and balance checks see the
+    latest committed state. Any exception rolls the whole transaction back.
     """
     for attempt in range(1, attempts + 1):
         try:
             with engine.connect() as conn:
                 conn = conn.execution_options(quota_write=True)
                 with conn.begin():
-                    lock_head(conn)
+                    if lock:
+                        lock_head(conn)
                     return fn(conn)
         except DBAPIError as exc:
-            if attempt < attempts and _transient(exc):
+            if attempt < attempts and (_transient(exc) or (not lock and isinstance(exc, IntegrityError))):
                 RETRIES.append(f"attempt {attempt}: {type(exc.orig).__name__}: {str(exc.orig).strip()[:80]}")
                 time.sleep(random.uniform(0.01, 0.05) * attempt)
                 continue
@@ -99,9 +101,10 @@ def lock_head(conn: Connection) -> tuple[int, str]:
     try:
         row = conn.execute(text(sql)).one_or_none()
     except DBAPIError as exc:
-        if _transient(exc):
-            raise
-        raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first") from exc
+        message = str(exc.orig).lower()
+        if "no such table" in message or "does not exist" in message:
+            raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first") from exc
+        raise
     if row is None:
         raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
     return int(row[0]), str(row[1])
@@ -125,17 +128,6 @@ _PG_TRIGGER = """
 CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON {t}
 FOR EACH STATEMENT EXECUTE FUNCTION quota_append_only()
 """
-
-
-def create_schema(engine: Engine) -> None:
-    """Create all tables, the append-only triggers and the chain head (idempotent)."""
-    SQLModel.metadata.create_all(engine, tables=[m.__table__ for m in model.TABLES])
-    with engine.connect() as conn:
-        conn = conn.execution_options(quota_write=True)
-        with conn.begin():
-            install_triggers(conn)
-            if conn.execute(text("SELECT count(*) FROM chain_head")).scalar_one() == 0:
-                conn.execute(text("INSERT INTO chain_head (id, seq, hash) VALUES (1, 0, :h)"), {"h": GENESIS})
 
 
 def install_triggers(conn: Connection) -> None:

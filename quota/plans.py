@@ -96,7 +96,7 @@ def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str
                       "r": json.dumps(result, ensure_ascii=False)})
         return result
 
-    return db.run_write(engine, store)
+    return db.run_write(engine, store, lock=False)  # not a ledger write; a clashing id is retried
 
 
 def _result(book, infos, projects, lots, rows, sol, candidates, chosen, scenario, zones) -> dict:

@@ -27,8 +27,9 @@ def current(conn: Connection) -> tuple[int, Rulebook]:
 
 def init(engine: Engine, rules_path: str, actor: str) -> dict:
     """Create the schema (if needed) and load the rulebook as version 1 (or a new version)."""
+    from . import migrate
     book = load_rulebook_file(rules_path)
-    db.create_schema(engine)
+    migrate.upgrade(engine)
     return db.run_write(engine, lambda conn: _store(conn, book, rules_path, actor))
 
 
