@@ -88,7 +88,7 @@ def _default_actor(url: str) -> str:
 
 @contextlib.contextmanager
 def failures():
-    """Turn library errors into a message on stderr and exit code 1."""
+    """Turn library errors into a message on stderr and exit code 1; report automatic retries."""
     try:
         yield
     except ValidationFailed as exc:
@@ -100,6 +100,10 @@ def failures():
     except DBAPIError as exc:  # cannot connect, permission denied, disk full, locked for too long...
         render.error(f"database error: {str(exc.orig).strip() if exc.orig else exc}")
         raise typer.Exit(1) from None
+    finally:
+        if db.RETRIES:
+            render.note(f"note: retried {len(db.RETRIES)} time(s) after transient database errors: "
+                        + "; ".join(db.RETRIES[:3]))
 
 
 # --------------------------------------------------------------------------- setup

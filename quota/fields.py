@@ -80,7 +80,9 @@ class RowReader:
                 self.fail(col, "required whole number is empty")
             return default
         try:
-            value = int(Decimal(raw)) if Decimal(raw) == Decimal(raw).to_integral_value() else None
+            d = Decimal(raw)
+            # bound the exponent first: int(Decimal("1e999999999")) would build a billion-digit number
+            value = int(d) if d.is_finite() and d.adjusted() < 18 and d == d.to_integral_value() else None
         except Exception:
             value = None
         if value is None or not (lo <= value <= hi):

@@ -131,7 +131,51 @@ def parse_rulebook(text: str, source: str = "rules.toml") -> tuple[Rulebook | No
         return None, [Problem(source, line, "", f"TOML syntax error: {exc}")]
     v = _Validator(source)
     book = v.build(data, text)
-    return (None, v.problems) if v.problems else (book, [])
+    if v.problems:
+        return None, [Problem(p.source, p.row or locate(text, p.column), p.column, p.message) for p in v.problems]
+    return book, []
+
+
+def locate(text: str, column: str) -> int:
+    """Best-effort line of a rulebook key path such as 'zones[2].code' or 'crediting.discount'."""
+    lines = text.splitlines()
+    m = re.match(r"^([a-z_.]+?)(?:\[(\d+)\])?(?:\.([A-Za-z_-]+))?$", column or "")
+    if not m:
+        return 0
+    table, index, key = m.group(1), m.group(2), m.group(3)
+    start = 0
+    if index is not None:
+        header = f"[[{table}]]"
+        seen = 0
+        for i, line in enumerate(lines):
+            if line.strip() == header:
+                seen += 1
+                if seen == int(index):
+                    start = i
+                    break
+        else:
+            return 0
+    else:
+        parts = table.split(".")
+        if len(parts) > 1 or key is None:
+            section, key = (".".join(parts[:-1]), parts[-1]) if key is None else (table, key)
+        else:
+            section = table
+        for i, line in enumerate(lines):
+            if line.strip() == f"[{section}]":
+                start = i
+                break
+        else:
+            return 0
+    if key is None:
+        return start + 1
+    for i in range(start + 1, len(lines)):
+        stripped = lines[i].strip()
+        if stripped.startswith("["):
+            break
+        if re.match(rf"^{re.escape(key)}\s*=", stripped):
+            return i + 1
+    return start + 1
 
 
 def _line_of(message: str) -> int:
@@ -270,7 +314,13 @@ class _Validator:
                 self.err(f"{where}.zone", f"unknown zone {zone!r}")
             for key in sorted(set(r) - {"ratio", "pollutant", "zone", "industry"}):
                 self.err(f"{where}.{key}", "unknown key")
-            rules.append(RatioRule(ratio, pol, self._str(r, "industry", where, False) or None, zone))
+            rule = RatioRule(ratio, pol, self._str(r, "industry", where, False) or None, zone)
+            for j, other in enumerate(rules, 1):
+                if (other.pollutant, other.industry, other.zone) == (rule.pollutant, rule.industry, rule.zone) \
+                        and other.ratio != rule.ratio:
+                    self.err(f"{where}.ratio", f"contradicts ratios.rule[{j}]: same pollutant/industry/zone with "
+                             f"ratio {other.ratio}, here {rule.ratio}")
+            rules.append(rule)
         return tuple(rules)
 
     def _crediting(self, c: object) -> tuple[str, Decimal, int]:

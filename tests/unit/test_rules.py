@@ -72,6 +72,21 @@ def test_malformed_rulebook_is_refused_with_the_key(edit, column, words):
     assert any(p.column == column and words in p.message for p in problems), problems
 
 
+def test_problems_name_the_line_of_the_key():
+    book, problems = parse_rulebook(SAMPLE.replace("discount = 0.0", "discount = 2", 1), "bad.toml")
+    assert SAMPLE.splitlines()[problems[0].row - 1].startswith("discount")
+    book, problems = parse_rulebook(SAMPLE.replace('code = "JT-YT"', 'code = "JT-JC"', 1), "bad.toml")
+    assert problems[0].column == "zones[2].code" and SAMPLE.splitlines()[problems[0].row - 1] == 'code = "JT-YT"'
+
+
+def test_contradictory_ratio_rules_are_refused():
+    text = SAMPLE.replace('[[ratios.rule]]\npollutant = "TP"',
+                          '[[ratios.rule]]\npollutant = "VOCS"\nratio = 3.0\n\n[[ratios.rule]]\npollutant = "TP"', 1)
+    book, problems = parse_rulebook(text, "bad.toml")
+    assert book is None and "contradicts ratios.rule[1]" in problems[0].message
+    assert text.splitlines()[problems[0].row - 1] == "ratio = 3.0"
+
+
 def test_toml_syntax_error_names_the_line():
     text = SAMPLE.replace('name_zh = "金坛区"', 'name_zh = "金坛区', 1)
     book, problems = parse_rulebook(text, "bad.toml")

@@ -1,0 +1,180 @@
+"""Reliability on SQLite and PostgreSQL: concurrent clerks, retried keys, SIGKILL mid-operation."""
+import datetime as dt
+import multiprocessing as mp
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from quota import audit, db, plans, projects, tallies
+from tests.conftest import PROJECT_HEADER, TALLY_HEADER, snapshot
+
+DAY = dt.date(2026, 3, 1)
+WORKERS = 8
+OPS = int(os.environ.get("QUOTA_STRESS_OPS", "25"))  # bench/reliability.py runs 200
+
+
+def _worker(url: str, seed: int, n_projects: int, ops: int, barrier, results) -> None:
+    from quota import db as qdb
+    from quota import quota_ops
+    from quota.errors import NotFound, Refused
+    rng = random.Random(seed)
+    engine = qdb.make_engine(url)
+    done = {"ok": 0, "refused": 0, "errors": []}
+    barrier.wait()
+    for _ in range(ops):
+        pid = f"P{rng.randrange(n_projects):02d}"
+        op = rng.choices(["reserve", "approve", "release", "cancel"], weights=[5, 3, 3, 1])[0]
+        try:
+            if op == "reserve":
+                quota_ops.reserve(engine, pid, actor=f"w{seed}", date=DAY)
+            elif op == "approve":
+                quota_ops.approve(engine, pid, doc=f"D-{seed}", actor=f"w{seed}", date=DAY)
+            elif op == "release":
+                quota_ops.release(engine, pid, actor=f"w{seed}", date=DAY)
+            else:
+                quota_ops.cancel(engine, pid, actor=f"w{seed}", date=DAY)
+            done["ok"] += 1
+        except (Refused, NotFound):
+            done["refused"] += 1
+        except Exception as exc:  # anything else fails the test
+            done["errors"].append(f"{op} {pid}: {type(exc).__name__}: {exc}")
+    done["retries"] = list(qdb.RETRIES)
+    results.put(done)
+    engine.dispose()
+
+
+def _setup_contention(engine, write_csv, n_lots=4, n_projects=20):
+    tallies.import_tallies(engine, write_csv("t.csv", TALLY_HEADER, [
+        f"C{i},S{i},源{i},closure,JT-YT,COD,{3 + i},,,t/a,2020,2025-0{i + 1}-01,m,x,R{i}" for i in range(n_lots)]),
+        actor="setup")
+    projects.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
+        f"P{i:02d},项目{i},JT-DC,food,COD,{1 + (i % 4) * 0.75},t/a,1,,false," for i in range(n_projects)]),
+        actor="setup")
+
+
+def _all_or_nothing(engine):
+    """Every project's state agrees with its holdings: reserved/approved projects hold their whole
+    requirement in the right account; others hold nothing."""
+    rows = {p["project_id"]: p for p in projects.project_rows(engine)}
+    with engine.connect() as conn:
+        held = {}
+        for account, amount in conn.execute(text("SELECT account, SUM(amount_g) FROM balance "
+                                                 "WHERE kind IN ('reserved', 'allocated') GROUP BY account")):
+            if amount:
+                held[account] = int(amount)
+    for pid, p in rows.items():
+        need = sum(n["required_g"] for n in p["needs"])
+        reserved = held.get(f"project:{pid}:reserved", 0)
+        allocated = held.get(f"project:{pid}:allocated", 0)
+        expect = {"reserved": (need, 0), "approved": (0, need)}.get(p["state"], (0, 0))
+        assert (reserved, allocated) == expect, (pid, p["state"], reserved, allocated)
+
+
+@pytest.mark.slow
+def test_eight_clerks_on_overlapping_lots_never_break_the_ledger(db_url, engine, write_csv):
+    _setup_contention(engine, write_csv)
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(WORKERS), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(db_url, s, 20, OPS, barrier, results)) for s in range(WORKERS)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    errors = [e for o in outcomes for e in o["errors"]]
+    assert errors == []
+    assert sum(o["ok"] for o in outcomes) > 0
+    assert sum(o["ok"] + o["refused"] for o in outcomes) == WORKERS * OPS
+    summary, problems = audit.verify(engine)
+    assert problems == []
+    _all_or_nothing(engine)
+    with engine.connect() as conn:
+        txns = conn.execute(text("SELECT count(*) FROM txn WHERE kind <> 'issue'")).scalar_one()
+    assert txns == sum(o["ok"] for o in outcomes) - _cancels_without_txn(engine)
+
+
+def _cancels_without_txn(engine) -> int:
+    """Cancelling a pipeline project holding nothing changes its state but posts no transaction."""
+    with engine.connect() as conn:
+        cancelled = {r[0] for r in conn.execute(text("SELECT project_id FROM project WHERE state = 'cancelled'"))}
+        with_txn = {r[0] for r in conn.execute(text("SELECT DISTINCT project_id FROM txn WHERE kind = 'cancel'"))}
+    return len(cancelled - with_txn)
+
+
+def _same_key(url: str, barrier, results) -> None:
+    from quota import db as qdb
+    from quota import quota_ops
+    engine = qdb.make_engine(url)
+    barrier.wait()
+    r = quota_ops.reserve(engine, "P00", actor="retry", date=DAY, key="clerk-7:req-42")
+    results.put((r["txn"], r["replayed"]))
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_retried_key_has_exactly_one_effect_even_when_sent_twice_at_once(db_url, engine, write_csv):
+    _setup_contention(engine, write_csv)
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_same_key, args=(db_url, barrier, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert len({t for t, _ in got}) == 1 and sorted(r for _, r in got) == [False, True, True]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM txn WHERE kind = 'reserve'")).scalar_one() == 1
+
+
+def _quota(*args, url):
+    exe = Path(sys.executable).with_name("quota")
+    return subprocess.Popen([str(exe), "--db", url, "--actor", "crash", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def _kill_at_random(args, url, rng, timeout=120):
+    proc = _quota(*args, url=url)
+    time.sleep(rng.uniform(0.3, 2.5))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=timeout)
+    return proc.returncode
+
+
+@pytest.mark.slow
+def test_sigkill_in_a_large_import_and_in_a_plan_apply_leaves_the_database_as_it_was(db_url, engine, tmp_path,
+                                                                                     write_csv):
+    rng = random.Random(7)
+    rows = [f"K{i},S{i},源{i},closure,JT-YT,COD,{1 + i % 7}.5,,,t/a,2020,2025-01-01,m,x,R{i}" for i in range(20_000)]
+    big = write_csv("big.csv", TALLY_HEADER, rows)
+    before = snapshot(engine)
+    killed = 0
+    for _ in range(2):
+        rc = _kill_at_random(["tally", "import", big], db_url, rng)
+        killed += rc == -signal.SIGKILL
+        assert snapshot(engine) == before
+        assert audit.verify(engine)[1] == []
+    assert killed >= 1, "the import finished before it could be killed; make it bigger"
+    # a plan apply over many projects, killed mid-way
+    small = write_csv("lots.csv", TALLY_HEADER, [
+        f"L{i},T{i},源{i},closure,JT-YT,COD,2,,,t/a,2020,2025-01-01,m,x,R{i}" for i in range(300)])
+    tallies.import_tallies(engine, small, actor="setup")
+    projects.import_projects(engine, write_csv("pp.csv", PROJECT_HEADER, [
+        f"Q{i:03d},项目{i},JT-DC,food,COD,1.5,t/a,1,,false," for i in range(300)]), actor="setup")
+    plan = plans.run_plan(engine, as_of=DAY)
+    before = snapshot(engine)
+    rc = _kill_at_random(["plan", "apply", plan["plan_id"], "--date", DAY.isoformat()], db_url,
+                         random.Random(3))
+    after = snapshot(engine)
+    if rc == -signal.SIGKILL:
+        assert after == before
+    else:  # it finished first: then it must have applied completely
+        assert len(after["txn"]) == len(before["txn"]) + len(plan["funded"])
+    assert audit.verify(engine)[1] == []
