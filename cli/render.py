@@ -5,15 +5,26 @@ import json
 import os
 import sys
 
-from rich.console import Console
-from rich.table import Table
-
 from quota.errors import Problem
 
+
+class _LazyConsole:
+    """A rich Console created on first use, so `--json` commands never import rich.console."""
+
+    def __init__(self, **options):
+        self._options, self._console = options, None
+
+    def __getattr__(self, name):
+        if self._console is None:
+            from rich.console import Console
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
 # When stdout is a file or a pipe, render wide (COLUMNS or 160) so data is not folded needlessly.
-out = Console(highlight=False, soft_wrap=True,
-              width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = _LazyConsole(highlight=False, soft_wrap=True,
+                   width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
+err = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 HEADERS_ZH = {
     "Pollutant": "污染物", "Zone": "区域", "Lot": "批次", "Available": "可用", "Reserved": "预留",
@@ -32,7 +43,8 @@ def h(text: str) -> str:
     return HEADERS_ZH.get(text, text) if LANG["lang"] == "zh" else text
 
 
-def table(title: str | None, headers: list[str], rows: list[list], right: set[str] = frozenset()) -> Table:
+def table(title: str | None, headers: list[str], rows: list[list], right: set[str] = frozenset()):
+    from rich.table import Table
     t = Table(title=title, title_justify="left", show_lines=False)
     for name in headers:
         # cells fold rather than being cut with an ellipsis: a statement never hides data

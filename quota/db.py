@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import random
 import time
 from typing import Callable, Iterator, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlmodel import SQLModel
 
-from . import model
 from .errors import QuotaError
 
 DEFAULT_URL = "sqlite:///quota.db"
@@ -110,6 +109,26 @@ def lock_head(conn: Connection) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
+def insert_many(conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
+    """Bulk INSERT of positional rows straight through the driver's executemany (no per-row
+    SQLAlchemy parameter processing): the fast path for imports and batched postings."""
+    if not rows:
+        return
+    if is_sqlite(conn):  # store dates as ISO text ourselves (sqlite3's default adapter is deprecated)
+        rows = [tuple(v.isoformat() if isinstance(v, dt.date) else v for v in r) for r in rows]
+    ph = "?" if is_sqlite(conn) else "%s"
+    conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))})",
+                         rows)
+
+
+def update_many(conn: Connection, sql_qmark: str, rows: list[tuple]) -> None:
+    """Bulk UPDATE with '?' placeholders (rewritten for psycopg) through the driver."""
+    if rows and is_sqlite(conn):
+        rows = [tuple(v.isoformat() if isinstance(v, dt.date) else v for v in r) for r in rows]
+    if rows:
+        conn.exec_driver_sql(sql_qmark if is_sqlite(conn) else sql_qmark.replace("?", "%s"), rows)
+
+
 def schema_exists(engine: Engine) -> bool:
     return inspect(engine).has_table("chain_head")
 
@@ -130,14 +149,18 @@ FOR EACH STATEMENT EXECUTE FUNCTION quota_append_only()
 """
 
 
+APPEND_ONLY = ["txn", "posting", "tally", "lot", "rulebook", "source"]
+
+
 def install_triggers(conn: Connection) -> None:
+    """Refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL) on the ledger tables, for everyone."""
     if is_sqlite(conn):
-        for t in model.APPEND_ONLY:
+        for t in APPEND_ONLY:
             for op in ("UPDATE", "DELETE"):
                 conn.exec_driver_sql(_SQLITE_TRIGGER.format(t=t, op=op))
         return
     conn.exec_driver_sql(_PG_FUNCTION)
-    for t in model.APPEND_ONLY:
+    for t in APPEND_ONLY:
         exists = conn.execute(text("SELECT 1 FROM pg_trigger WHERE tgname = :n AND tgrelid = to_regclass(:t)"),
                               {"n": f"{t}_append_only", "t": t}).first()
         if not exists:

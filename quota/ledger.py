@@ -10,7 +10,7 @@ from typing import Iterable, Iterator
 
 from sqlalchemy import Connection, bindparam, text
 
-from .db import GENESIS, lock_head
+from .db import GENESIS, insert_many, lock_head, update_many
 from .errors import LedgerCorrupt, Problem, Refused
 from . import units
 
@@ -114,18 +114,14 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
         body = txn_body(seq, spec.kind, spec.effective, booked, actor, spec.memo, spec.ref,
                         spec.project_id, rulebook, meta, tuples)
         digest = txn_hash(prev, body)
-        txn_rows.append({"seq": seq, "kind": spec.kind, "d": spec.effective, "b": booked, "actor": actor,
-                         "memo": spec.memo, "ref": spec.ref, "project": spec.project_id, "rb": rulebook,
-                         "meta": canonical(meta), "prev": prev, "hash": digest})
-        post_rows.extend({"s": seq, "a": a, "l": l, "p": p, "g": g} for a, l, p, g in tuples)
+        txn_rows.append((seq, spec.kind, spec.effective, booked, actor, spec.memo, spec.ref, spec.project_id,
+                         rulebook, canonical(meta), prev, digest))
+        post_rows.extend((seq, a, l, p, g) for a, l, p, g in tuples)
         seqs.append(seq)
         prev = digest
-    conn.execute(text(
-        "INSERT INTO txn (seq, kind, effective_date, booked_at, actor, memo, ref, project_id, "
-        "rulebook_version, meta, prev_hash, hash) VALUES (:seq, :kind, :d, :b, :actor, :memo, :ref, "
-        ":project, :rb, :meta, :prev, :hash)"), txn_rows)
-    conn.execute(text("INSERT INTO posting (txn_seq, account, lot, pollutant, amount_g) "
-                      "VALUES (:s, :a, :l, :p, :g)"), post_rows)
+    insert_many(conn, "txn", ["seq", "kind", "effective_date", "booked_at", "actor", "memo", "ref", "project_id",
+                              "rulebook_version", "meta", "prev_hash", "hash"], txn_rows)
+    insert_many(conn, "posting", ["txn_seq", "account", "lot", "pollutant", "amount_g"], post_rows)
     _write_pairs(conn, balances)
     conn.execute(text("UPDATE chain_head SET seq = :s, hash = :h WHERE id = 1"), {"s": seq, "h": prev})
     return seqs
@@ -181,18 +177,13 @@ def _write_pairs(conn: Connection, pairs: dict[tuple[str, str], _Pair]) -> None:
         if pair.new:
             leg = pair.leg
             kind = account_kind(account)
-            inserts.append({"a": account, "l": lot, "k": kind, "p": leg.pollutant, "z": leg.zone,
-                            "pr": leg.project_id, "n": kind in NONNEG_KINDS, "g": pair.amount,
-                            "e": pair.last})
+            inserts.append((account, lot, kind, leg.pollutant, leg.zone, leg.project_id, kind in NONNEG_KINDS,
+                            pair.amount, pair.last))
         else:
-            updates.append({"a": account, "l": lot, "g": pair.amount, "e": pair.last})
-    if inserts:
-        conn.execute(text(
-            "INSERT INTO balance (account, lot, kind, pollutant, zone, project_id, nonneg, amount_g, "
-            "last_date) VALUES (:a, :l, :k, :p, :z, :pr, :n, :g, :e)"), inserts)
-    if updates:
-        conn.execute(text("UPDATE balance SET amount_g = :g, last_date = :e WHERE account = :a AND lot = :l"),
-                     updates)
+            updates.append((pair.amount, pair.last, account, lot))
+    insert_many(conn, "balance", ["account", "lot", "kind", "pollutant", "zone", "project_id", "nonneg", "amount_g",
+                                  "last_date"], inserts)
+    update_many(conn, "UPDATE balance SET amount_g = ?, last_date = ? WHERE account = ? AND lot = ?", updates)
 
 
 # --------------------------------------------------------------------------- queries
@@ -227,6 +218,8 @@ def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollu
     still hold is reported as `lapsed_g` until `quota expire` posts it to expired.
     """
     day = as_of or today or dt.date.today()
+    if as_of is None and by in ("pollutant", "zone"):
+        return _current_totals(conn, units_of, by, pollutant, zone, day)
     lots = {r[0]: r for r in conn.execute(text(
         "SELECT l.serial, l.zone, l.tally_id, t.source_id, l.issued_g, l.expires, l.effective_date, "
         "l.pollutant FROM lot l JOIN tally t ON t.tally_id = l.tally_id"))}
@@ -277,6 +270,42 @@ def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollu
         row.update({"unit": unit, "available": units.display(row["available_g"], unit),
                     "reserved": units.display(row["reserved_g"], unit),
                     "allocated": units.display(row["allocated_g"], unit)})
+        out.append(row)
+    return out
+
+
+def _current_totals(conn: Connection, units_of: dict[str, str], by: str, pollutant: str | None,
+                    zone: str | None, day: dt.date) -> list[dict]:
+    """Current totals aggregated in SQL from the maintained balances (fast on large ledgers)."""
+    group = "b.pollutant" + (", b.zone" if by == "zone" else "")
+    where, args = ["b.kind IN ('lot', 'reserved', 'allocated')"], {"d": day}
+    if pollutant:
+        where.append("b.pollutant = :p")
+        args["p"] = pollutant
+    if zone:
+        where.append("b.zone = :z")
+        args["z"] = zone
+    rows = conn.execute(text(
+        f"SELECT {group}, b.kind, CASE WHEN b.kind = 'lot' AND l.expires IS NOT NULL AND l.expires <= :d "
+        f"THEN 1 ELSE 0 END AS lapsed, SUM(b.amount_g) FROM balance b "
+        f"LEFT JOIN lot l ON b.kind = 'lot' AND l.serial = b.lot WHERE {' AND '.join(where)} "
+        f"GROUP BY {group}, b.kind, lapsed"), args)
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        key = tuple(r[:2]) if by == "zone" else (r[0],)
+        kind, lapsed, amount = r[-3], r[-2], int(r[-1] or 0)
+        g = groups.setdefault(key, {"available_g": 0, "reserved_g": 0, "allocated_g": 0, "lapsed_g": 0})
+        if kind == "lot":
+            g["lapsed_g" if lapsed else "available_g"] += amount
+        else:
+            g[f"{kind}_g"] += amount
+    out = []
+    for key in sorted(groups):
+        g, pol = groups[key], key[0]
+        unit = units_of.get(pol, "t/a")
+        row = {"pollutant": pol, **({"zone": key[1]} if by == "zone" else {}), **g, "unit": unit,
+               "available": units.display(g["available_g"], unit), "reserved": units.display(g["reserved_g"], unit),
+               "allocated": units.display(g["allocated_g"], unit)}
         out.append(row)
     return out
 

@@ -9,10 +9,16 @@ from .errors import Problem, QuotaError, ValidationFailed
 from .rules import Rulebook, load_rulebook_file, parse_rulebook
 
 
+_CACHE: dict[tuple[int, str], Rulebook] = {}
+
+
 def current(conn: Connection) -> tuple[int, Rulebook]:
-    """(version, rulebook) in force now."""
+    """(version, rulebook) in force now; parsed once per (version, sha256) and cached."""
     try:
-        row = conn.execute(text("SELECT version, text FROM rulebook ORDER BY version DESC LIMIT 1")).first()
+        head = conn.execute(text("SELECT version, sha256 FROM rulebook ORDER BY version DESC LIMIT 1")).first()
+        if head is not None and (int(head[0]), head[1]) in _CACHE:
+            return int(head[0]), _CACHE[(int(head[0]), head[1])]
+        row = conn.execute(text("SELECT version, text, sha256 FROM rulebook ORDER BY version DESC LIMIT 1")).first()
     except DBAPIError as exc:
         if not db.schema_exists(conn.engine):
             raise db.NotInitialised("the database has no quota schema: run `quota init --rules FILE` first") from None
@@ -22,6 +28,7 @@ def current(conn: Connection) -> tuple[int, Rulebook]:
     book, problems = parse_rulebook(row[1], source=f"rulebook v{row[0]}")
     if problems:  # pragma: no cover - it was validated when loaded
         raise ValidationFailed(problems)
+    _CACHE[(int(row[0]), row[2])] = book
     return int(row[0]), book
 
 

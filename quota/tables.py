@@ -60,8 +60,9 @@ def read_rows(path: str, aliases: dict[str, str], required: list[str], optional:
     if problems:
         return [], problems
     rows = []
-    for i, record in enumerate(frame.to_dict("records")):
-        row = {canon: str(record[col]).strip() for col, canon in mapping.items()}
+    positions = [(list(frame.columns).index(col), canon) for col, canon in mapping.items()]
+    for i, record in enumerate(frame.to_numpy(dtype=object).tolist()):
+        row = {canon: str(record[pos]).strip() for pos, canon in positions}
         for col in optional:
             row.setdefault(col, "")
         if not any(row.values()):

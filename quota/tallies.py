@@ -205,9 +205,8 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
     for r in records:
         if r.source_id not in known:
             new_sources.setdefault(r.source_id, {"i": r.source_id, "n": r.source_name, "z": r.zone})
-    if new_sources:
-        conn.execute(text("INSERT INTO source (source_id, name, zone) VALUES (:i, :n, :z)"),
-                     [new_sources[k] for k in sorted(new_sources)])
+    db.insert_many(conn, "source", ["source_id", "name", "zone"],
+                   [(new_sources[k]["i"], new_sources[k]["n"], new_sources[k]["z"]) for k in sorted(new_sources)])
     nlots = conn.execute(text("SELECT count(*) FROM lot")).scalar_one()
     tallies, lots, specs, serials = [], [], [], []
     revokes = _supersede(conn, records, book)
@@ -219,16 +218,11 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
             raise ValidationFailed([Problem(name, r.row, "baseline_actual",
                                             f"superseding tally credits {r.creditable_g} g but "
                                             f"{revokes[r.tally_id][0]} g of the old lot are already used")])
-        tallies.append({"tally_id": r.tally_id, "source_id": r.source_id, "measure": r.measure, "zone": r.zone,
-                        "pollutant": r.pollutant, "baseline_actual": str(r.baseline_actual),
-                        "permitted": None if r.permitted is None else str(r.permitted),
-                        "post": None if r.post is None else str(r.post), "unit": r.unit,
-                        "baseline_year": r.baseline_year, "effective_date": r.effective_date,
-                        "method": r.method, "assessor": r.assessor, "report_no": r.report_no,
-                        "creditable_g": r.creditable_g, "supersedes": r.supersedes or None,
-                        "import_id": batch, "row": r.row})
-        lots.append({"serial": serial, "tally_id": r.tally_id, "pollutant": r.pollutant, "zone": r.zone,
-                     "effective_date": r.effective_date, "expires": expires, "issued_g": amount})
+        tallies.append((r.tally_id, r.source_id, r.measure, r.zone, r.pollutant, str(r.baseline_actual),
+                        None if r.permitted is None else str(r.permitted), None if r.post is None else str(r.post),
+                        r.unit, r.baseline_year, r.effective_date, r.method, r.assessor, r.report_no,
+                        r.creditable_g, r.supersedes or None, batch, r.row))
+        lots.append((serial, r.tally_id, r.pollutant, r.zone, r.effective_date, expires, amount))
         legs = [ledger.Leg(ledger.lot_account(serial), serial, r.pollutant, amount, r.zone),
                 ledger.Leg(f"issued:{r.pollutant}", serial, r.pollutant, -amount, r.zone)]
         meta = {"tally_id": r.tally_id, "source_id": r.source_id, "report_no": r.report_no,
@@ -237,14 +231,11 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
         specs.append(ledger.TxnSpec("issue", r.effective_date, legs, f"{r.measure} {r.source_name}",
                                     r.report_no, None, meta))
         serials.append(serial)
-    conn.execute(text(
-        "INSERT INTO tally (tally_id, source_id, measure, zone, pollutant, baseline_actual, permitted, post, unit, "
-        "baseline_year, effective_date, method, assessor, report_no, creditable_g, supersedes, import_id, row) "
-        "VALUES (:tally_id, :source_id, :measure, :zone, :pollutant, :baseline_actual, :permitted, :post, :unit, "
-        ":baseline_year, :effective_date, :method, :assessor, :report_no, :creditable_g, :supersedes, "
-        ":import_id, :row)"), tallies)
-    conn.execute(text("INSERT INTO lot (serial, tally_id, pollutant, zone, effective_date, expires, issued_g) "
-                      "VALUES (:serial, :tally_id, :pollutant, :zone, :effective_date, :expires, :issued_g)"), lots)
+    db.insert_many(conn, "tally", ["tally_id", "source_id", "measure", "zone", "pollutant", "baseline_actual",
+                                   "permitted", "post", "unit", "baseline_year", "effective_date", "method",
+                                   "assessor", "report_no", "creditable_g", "supersedes", "import_id", "row"], tallies)
+    db.insert_many(conn, "lot", ["serial", "tally_id", "pollutant", "zone", "effective_date", "expires", "issued_g"],
+                   lots)
     revoke_specs = [spec for _, spec in sorted((v for v in revokes.values() if v[1]), key=lambda v: v[1].ref)]
     ledger.post_many(conn, revoke_specs + specs, actor=actor, rulebook=version)
     result = _summary(records, book, serials)
