@@ -49,23 +49,24 @@ def verify(ctx: typer.Context,
 
     Example: quota verify --export ledger.jsonl
     """
+    from cli.progress import reporter
     from quota import audit
     from quota import export as exp
-    with failures():
+    with failures(), reporter() as progress:
         if export is not None:
-            summary, problems = exp.verify_export(str(export))
+            summary, problems = exp.verify_export(str(export), progress)
         else:
-            summary, problems = audit.verify(ctx.obj.engine)
+            summary, problems = audit.verify(ctx.obj.engine, progress)
     if as_json:
         render.emit_json({**summary, "problems": [p.to_dict() for p in problems]})
     if problems:
-        render.problems(problems, "verification FAILED: {n} problem(s)")
+        render.problems(problems, "verify_failed")
         raise typer.Exit(1)
     if not as_json:
-        what = f"export {export}" if export else "ledger"
-        render.out.print(f"{what} verified: {summary['transactions']} transactions, {summary['postings']} postings, "
-                         f"{summary['accounts']} balances; head {summary.get('head') or summary.get('final_hash')} "
-                         f"({summary['hash_scheme']})")
+        what = render.msg("export_file", path=export) if export else render.msg("ledger")
+        render.out.print(render.msg("verified", what=what, txns=summary["transactions"], posts=summary["postings"],
+                                    accts=summary["accounts"], head=summary.get("head") or summary.get("final_hash"),
+                                    scheme=summary["hash_scheme"]))
 
 
 @app.command()
@@ -78,12 +79,13 @@ def export(ctx: typer.Context,
     if fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
     from quota import beancount_export, export as exp, table_export
+    from cli.progress import reporter
     day = _date(as_of)
-    with failures():
+    with failures(), reporter() as progress:
         if fmt == "jsonl":
             out.parent.mkdir(parents=True, exist_ok=True)
             with open(out, "w", encoding="utf-8") as fh:
-                end = exp.write_jsonl(ctx.obj.engine, fh, day)
+                end = exp.write_jsonl(ctx.obj.engine, fh, day, progress)
             render.note(f"exported {end['transactions']} transactions, {end['postings']} postings to {out}")
         elif fmt == "beancount":
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -102,8 +102,7 @@ def failures():
         raise typer.Exit(1) from None
     finally:
         if db.RETRIES:
-            render.note(f"note: retried {len(db.RETRIES)} time(s) after transient database errors: "
-                        + "; ".join(db.RETRIES[:3]))
+            render.note(render.msg("retried", n=len(db.RETRIES), what="; ".join(db.RETRIES[:3])))
 
 
 # --------------------------------------------------------------------------- setup
@@ -163,13 +162,15 @@ def tally_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="
 
     Example: quota tally import data/tallies.csv
     """
+    from cli.progress import reporter
     from quota import tallies
-    with failures():
-        result = tallies.import_tallies(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run)
+    with failures(), reporter() as progress:
+        result = tallies.import_tallies(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run,
+                                        progress=progress)
     if as_json:
         return render.emit_json(result)
-    verb = "would credit" if dry_run else "credited"
-    render.out.print(render.table(f"{result['tallies']} tallies {verb}", ["Pollutant", "Amount", "Unit"],
+    title = render.msg("would_credit" if dry_run else "credited", n=result["tallies"])
+    render.out.print(render.table(title, ["Pollutant", "Amount", "Unit"],
                                   [[c["pollutant"], c["amount"], c["unit"]] for c in result["credited"]],
                                   right={"Amount"}))
 
@@ -187,8 +188,8 @@ def project_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help
         result = projects.import_projects(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run)
     if as_json:
         return render.emit_json(result)
-    render.note(f"{'would import' if dry_run else 'imported'} {result['projects']} projects "
-                f"({result['rows']} rows)")
+    render.note(render.msg("would_import_projects" if dry_run else "imported_projects", n=result["projects"],
+                           rows=result["rows"]))
 
 
 @project_app.command("list")
@@ -233,7 +234,7 @@ def balance(ctx: typer.Context,
 def _done(result: dict, message: str, as_json: bool) -> None:
     if as_json:
         return render.emit_json(result)
-    render.out.print(message + (" (repeated key: nothing new was written)" if result.get("replayed") else ""))
+    render.out.print(message + (render.msg("replayed") if result.get("replayed") else ""))
 
 
 @app.command()
@@ -249,7 +250,7 @@ def reserve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
     with failures():
         result = quota_ops.reserve(ctx.obj.engine, project, actor=ctx.obj.actor, pollutant=pollutant,
                                    expires=_date(expires), date=_date(date), key=key)
-    _done(result, f"reserved {project}: {len(result['draws'])} draw(s), transaction {result['txn']}", as_json)
+    _done(result, render.msg("reserved", project=project, n=len(result["draws"]), txn=result["txn"]), as_json)
 
 
 @app.command()
@@ -260,7 +261,7 @@ def approve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
     from quota import quota_ops
     with failures():
         result = quota_ops.approve(ctx.obj.engine, project, doc=doc, actor=ctx.obj.actor, date=_date(date), key=key)
-    _done(result, f"approved {project} ({doc}), transaction {result['txn']}", as_json)
+    _done(result, render.msg("approved", project=project, doc=doc, txn=result["txn"]), as_json)
 
 
 @app.command()
@@ -270,7 +271,7 @@ def release(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
     from quota import quota_ops
     with failures():
         result = quota_ops.release(ctx.obj.engine, project, actor=ctx.obj.actor, date=_date(date), key=key)
-    _done(result, f"released {project}, transaction {result['txn']}", as_json)
+    _done(result, render.msg("released", project=project, txn=result["txn"]), as_json)
 
 
 @app.command()
@@ -280,7 +281,8 @@ def cancel(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proj
     from quota import quota_ops
     with failures():
         result = quota_ops.cancel(ctx.obj.engine, project, actor=ctx.obj.actor, date=_date(date), key=key)
-    _done(result, f"cancelled {project}" + (f", transaction {result['txn']}" if result["txn"] else ""), as_json)
+    _done(result, render.msg("cancelled", project=project) + (f", txn {result['txn']}" if result["txn"] else ""),
+          as_json)
 
 
 @app.command()
@@ -291,8 +293,8 @@ def expire(ctx: typer.Context,
     from quota import quota_ops
     with failures():
         result = quota_ops.expire(ctx.obj.engine, _date(as_of), actor=ctx.obj.actor, key=key)
-    _done(result, f"expired {len(result['expired'])} lot(s); released {len(result['lapsed_reservations'])} "
-                  "lapsed reservation(s)", as_json)
+    _done(result, render.msg("expired", lots=len(result["expired"]), res=len(result["lapsed_reservations"])),
+          as_json)
 
 
 @app.command()
@@ -306,7 +308,7 @@ def revoke(ctx: typer.Context, lot: Annotated[str, typer.Argument(help="Lot seri
     from quota import quota_ops
     with failures():
         result = quota_ops.revoke(ctx.obj.engine, lot, actor=ctx.obj.actor, memo=memo, date=_date(date), key=key)
-    _done(result, f"revoked {result['revoked_g']} g of {lot}, transaction {result['txn']}", as_json)
+    _done(result, render.msg("revoked", g=result["revoked_g"], lot=lot, txn=result["txn"]), as_json)
 
 
 # --------------------------------------------------------------------------- demo
@@ -358,6 +360,23 @@ def db_roles(ctx: typer.Context,
             render.error(str(exc))
             raise typer.Exit(1) from None
     render.note(f"created/granted {', '.join(roles.ROLES)} ({len(stmts)} statements)")
+
+
+@app.command()
+def report(ctx: typer.Context,
+           html: Annotated[Path, typer.Option("--html", help="Write the report to this HTML file.")],
+           plan: Annotated[Optional[str], typer.Option(help="Include this plan (e.g. PLAN-0001).")] = None,
+           as_of: Annotated[Optional[str], typer.Option("--as-of", help="Balances as of this date.")] = None) -> None:
+    """A self-contained HTML page with tables and charts for staff and planners.
+
+    Example: quota --lang zh report --html report.html --plan PLAN-0001
+    """
+    from quota import report as rep
+    with failures():
+        page = rep.build(ctx.obj.engine, plan_id=plan, as_of=_date(as_of), lang=render.LANG["lang"])
+    html.parent.mkdir(parents=True, exist_ok=True)
+    html.write_text(page, encoding="utf-8")
+    render.note(render.msg("report_written", path=html))
 
 
 from cli.plan import plan_app  # noqa: E402  (after app, to register the sub-commands)

@@ -19,12 +19,13 @@ def render_plan(result: dict) -> None:
         return f"{(units.display_up if up else units.display)(grams, unit[pol])} {unit[pol]}"
 
     status = result["status"]
-    render.out.print(f"[bold]Plan {result['plan_id']}[/] as of {result['as_of']}: {status}, objective "
-                     f"{result['objective']:g} (bound {result['bound']:g}, LP bound {result['lp_bound']:.4g}, "
-                     f"gap {100 * result['gap']:.2f}%), {result['solver']} in {result['seconds']:.2f} s"
-                     + (f", scenario {result['scenario']!r}" if result.get("scenario") else ""), markup=True)
+    render.out.print(render.msg("plan_head", id=result["plan_id"], day=result["as_of"], status=status,
+                                obj=f"{result['objective']:g}", bound=f"{result['bound']:g}",
+                                lp=f"{result['lp_bound']:.4g}", gap=f"{100 * result['gap']:.2f}%",
+                                solver=result["solver"], secs=f"{result['seconds']:.2f}")
+                     + (f", scenario {result['scenario']!r}" if result.get("scenario") else ""), markup=False)
     if status == "infeasible":
-        render.out.print(render.table("Must-fund projects cannot all be funded: short", ["Pollutant", "Key", "Amount",
+        render.out.print(render.table(render.msg("infeasible"), ["Pollutant", "Key", "Amount",
                                                                                           "Unit"],
                                       [[s["pollutant"], s["key"], s["short"], s["unit"]] for s in result["short"]],
                                       right={"Amount"}))
@@ -34,29 +35,29 @@ def render_plan(result: dict) -> None:
         for d in f["draws"]:
             rows.append([f["project_id"], f["priority"], d["pollutant"], d["lot"], d["zone"],
                          amount(d["pollutant"], d["amount_g"])])
-    render.out.print(render.table(f"Funded: {len(result['funded'])} projects", ["Project", "Priority", "Pollutant",
+    render.out.print(render.table(render.msg("funded", n=len(result["funded"])), ["Project", "Priority", "Pollutant",
                                                                                "Lot", "Zone", "Amount"], rows,
                                   right={"Priority", "Amount"}))
     if result["unfunded"]:
-        render.out.print(render.table(f"Unfunded: {len(result['unfunded'])} projects", ["Project", "Priority", "Short"],
+        render.out.print(render.table(render.msg("unfunded", n=len(result["unfunded"])), ["Project", "Priority", "Short"],
                                       [[u["project_id"], u["priority"],
                                         ", ".join(f"{p} {amount(p, g, up=True)}" for p, g in u["shortfall_g"].items()) or "-"]
                                        for u in result["unfunded"]], right={"Priority"}))
     if result["shadow_prices"]:
-        render.out.print(render.table("Shadow prices: priority one more unit of quota would add (LP relaxation)",
+        render.out.print(render.table(render.msg("shadow"),
                                       ["Pollutant", "Key", "Value"],
                                       [[s["pollutant"], s["key"], f"{s['value']:.4g} per {s['per']}"]
                                        for s in result["shadow_prices"]]))
     if result["binding"]:
-        render.out.print(render.table("Binding: supply that blocks unfunded projects",
+        render.out.print(render.table(render.msg("binding"),
                                       ["Pollutant", "Key", "Expires after", "Supply", "Used", "Blocks"],
                                       [[b["pollutant"], b["key"], b["after"], amount(b["pollutant"], b["supply_g"]),
                                         amount(b["pollutant"], b["used_g"]), ", ".join(b["blocks"])]
                                        for b in result["binding"]], right={"Supply", "Used"}))
     if result.get("candidates") is not None:
-        render.out.print(render.table(f"Candidate measures (cost of the chosen set: {result.get('cost', 0)})",
+        render.out.print(render.table(render.msg("candidates", cost=result.get("cost", 0)),
                                       ["Candidate", "Cost", "State"],
-                                      [[c["candidate_id"], c["cost"], "chosen" if c["chosen"] else ""]
+                                      [[c["candidate_id"], c["cost"], render.msg("chosen") if c["chosen"] else ""]
                                        for c in result["candidates"]], right={"Cost"}))
 
 
@@ -74,8 +75,11 @@ def plan_run(ctx: typer.Context,
     Example: quota plan run --as-of 2026-12-01 --scenario data/scenario.toml
     """
     from cli.main import _date, failures
+    from cli.progress import reporter
     from quota import plans
-    with failures():
+    with failures(), reporter() as progress:
+        if progress:
+            progress(f"solving (up to {time_limit:g} s)", 0, None)
         result = plans.run_plan(ctx.obj.engine, as_of=_date(as_of), scenario_path=str(scenario) if scenario else None,
                                 time_limit=time_limit, gap=gap, actor=ctx.obj.actor, solver=solver)
         if out:
@@ -112,4 +116,4 @@ def plan_apply(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="
         result = plans.apply_plan(ctx.obj.engine, plan_id, actor=ctx.obj.actor, date=_date(date), key=key)
     if as_json:
         return render.emit_json(result)
-    render.out.print(f"applied {plan_id}: reserved {len(result['reserved'])} projects")
+    render.out.print(render.msg("applied", id=plan_id, n=len(result["reserved"])))

@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+from quota import i18n
 from quota.errors import Problem
 
 
@@ -26,21 +27,16 @@ out = _LazyConsole(highlight=False, soft_wrap=True,
                    width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
 err = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
-HEADERS_ZH = {
-    "Pollutant": "污染物", "Zone": "区域", "Lot": "批次", "Available": "可用", "Reserved": "预留",
-    "Allocated": "已分配", "Lapsed": "已过期未核销", "Unit": "单位", "Expires": "到期", "Tally": "测算编号",
-    "Source": "平衡源", "State": "状态", "Issued": "入库量", "Amount": "数量", "Report": "报告编号",
-    "Project": "项目", "Priority": "优先级", "Needed by": "需求日期", "Increment": "新增量", "Ratio": "替代比例",
-    "Required": "所需指标", "Key": "匹配键", "File": "文件", "Row": "行", "Column": "列", "Problem": "问题",
-    "Name": "名称", "Measure": "措施", "Assessor": "测算单位", "Held": "已持有", "Why": "依据",
-    "Cost": "费用", "Candidate": "候选措施", "Short": "缺口", "Supply": "供给", "Used": "已用", "Blocks": "受限项目",
-    "Expires after": "到期晚于", "Value": "影子价格",
-}
 LANG = {"lang": "en"}
 
 
 def h(text: str) -> str:
-    return HEADERS_ZH.get(text, text) if LANG["lang"] == "zh" else text
+    return i18n.header(text, LANG["lang"])
+
+
+def msg(key: str, **params) -> str:
+    """A catalogue message in the current language."""
+    return i18n.t(key, LANG["lang"], **params)
 
 
 def table(title: str | None, headers: list[str], rows: list[list], right: set[str] = frozenset()):
@@ -58,15 +54,18 @@ def emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
-def problems(items: list[Problem], heading: str = "refused: {n} problem(s); nothing was written") -> None:
+def problems(items: list[Problem], heading: str = "refused") -> None:
     """One line per problem (file:row [column]: message), easy to read and to grep."""
-    err.print(heading.format(n=len(items)), style="bold red")
+    err.print(msg(heading, n=len(items)), style="bold red")
+    lang = LANG["lang"]
     for p in items:
-        err.print(f"  {p}", markup=False)
+        shown = Problem(p.source, p.row, p.column, i18n.translate_error(p.message, lang)) if lang == "zh" else p
+        err.print(f"  {shown}", markup=False)
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    err.print(f"[bold red]{msg('error')}:[/] ", markup=True, highlight=False, end="")
+    err.print(i18n.translate_error(message, LANG["lang"]), markup=False, highlight=False)
 
 
 def note(message: str) -> None:
@@ -89,7 +88,7 @@ def balances(result: dict) -> None:
         rows = [[r["pollutant"]] + ([r["zone"]] if by == "zone" else []) +
                 [r["available"], r["reserved"], r["allocated"], units.display(r["lapsed_g"], r["unit"]), r["unit"]]
                 for r in result["rows"]]
-    out.print(table(f"Quota balance as of {result['as_of']}", headers, rows,
+    out.print(table(msg("balance_title", day=result["as_of"]), headers, rows,
                     right={"Available", "Reserved", "Allocated", "Lapsed", "Issued"}))
 
 
@@ -97,11 +96,11 @@ def trace(result: dict) -> None:
     from quota import units
     out.print(f"[bold]{result['project_id']}[/] {result['name']} — zone {result['zone']}, "
               f"industry {result['industry'] or '-'}, state [bold]{result['state']}[/]", markup=True)
-    out.print(table("Requirement", ["Pollutant", "Increment", "Ratio", "Why", "Required", "Held", "Key", "Unit"],
+    out.print(table(h("Requirement"), ["Pollutant", "Increment", "Ratio", "Why", "Required", "Held", "Key", "Unit"],
                     [[n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"], "; ".join(n["why"]),
                       units.display(n["required_g"], n["unit"]), units.display(n["held_g"], n["unit"]), n["key"],
                       n["unit"]] for n in result["needs"]], right={"Increment", "Required", "Held", "Ratio"}))
-    out.print(table("Sources of the quota", ["Pollutant", "Lot", "State", "Amount", "Tally", "Source", "Report"],
+    out.print(table(h("Sources of the quota"), ["Pollutant", "Lot", "State", "Amount", "Tally", "Source", "Report"],
                     [[d["pollutant"], d["lot"], d["state"], d["amount"], d["tally_id"],
                       f"{d['source_id']} {d['source_name']} ({d['measure']})", d["report_no"]]
                      for d in result["draws"]], right={"Amount"}))

@@ -53,10 +53,10 @@ def trace(engine: Engine, project_id: str) -> dict:
                          "hash": h[6]} for h in history]}
 
 
-def verify(engine: Engine) -> tuple[dict, list[Problem]]:
+def verify(engine: Engine, progress=None) -> tuple[dict, list[Problem]]:
     """Recompute the hash chain and every balance from the postings (errors as data)."""
     with db.reading(engine) as conn:
-        return ledger.verify(conn)
+        return ledger.verify(conn, progress)
 
 
 def dumps(obj) -> str:

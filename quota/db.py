@@ -74,9 +74,13 @@ def run_write(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8, 
             with engine.connect() as conn:
                 conn = conn.execution_options(quota_write=True)
                 with conn.begin():
-                    if lock:
-                        lock_head(conn)
-                    return fn(conn)
+                    conn.info.pop("quota_head", None)
+                    if lock:  # the locked head is kept for ledger.post_many in this transaction
+                        conn.info["quota_head"] = lock_head(conn)
+                    try:
+                        return fn(conn)
+                    finally:
+                        conn.info.pop("quota_head", None)
         except DBAPIError as exc:
             if attempt < attempts and (_transient(exc) or (not lock and isinstance(exc, IntegrityError))):
                 RETRIES.append(f"attempt {attempt}: {type(exc.orig).__name__}: {str(exc.orig).strip()[:80]}")

@@ -67,16 +67,22 @@ def export_lines(engine: Engine, as_of: dt.date | None = None) -> Iterator[dict]
         conn.close()
 
 
-def write_jsonl(engine: Engine, out: IO[str], as_of: dt.date | None = None) -> dict:
+def write_jsonl(engine: Engine, out: IO[str], as_of: dt.date | None = None, progress=None) -> dict:
     """Write the JSONL export to `out`; return the end record."""
-    last = {}
+    last, total, n = {}, None, 0
     for record in export_lines(engine, as_of):
         out.write(json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n")
         last = record
+        if record["type"] == "header":
+            total = record["counts"]["transactions"]
+        elif record["type"] in ("txn", "stub"):
+            n += 1
+            if progress and n % 5000 == 0:
+                progress("export", n, total)
     return last
 
 
-def verify_export(path: str) -> tuple[dict, list[Problem]]:
+def verify_export(path: str, progress=None) -> tuple[dict, list[Problem]]:
     """Recompute the hash chain and every balance from an export file alone.
 
     Returns (summary, problems); the first problem names the first bad line.
@@ -132,6 +138,8 @@ def verify_export(path: str) -> tuple[dict, list[Problem]]:
                     if any(sums.values()):
                         bad(lineno, "postings", f"does not balance: {dict(sums)}")
                     n_txn += 1
+                    if progress and n_txn % 5000 == 0:
+                        progress("verify", n_txn, header["counts"]["transactions"] if header else None)
                 prev = rec.get("hash")
                 expected_seq = (seq if isinstance(seq, int) else expected_seq) + 1
             elif kind == "balance":

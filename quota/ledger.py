@@ -95,7 +95,7 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
     effective date earlier than the last posting on a touched (account, lot) pair (so that
     as-of replays stay consistent). Raises before anything is flushed when a check fails.
     """
-    seq, prev = lock_head(conn)
+    seq, prev = conn.info.get("quota_head") or lock_head(conn)
     balances = _load_pairs(conn, {(l.account, l.lot) for s in specs for l in s.legs})
     txn_rows, post_rows, seqs = [], [], []
     for spec in specs:
@@ -123,8 +123,51 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
                               "rulebook_version", "meta", "prev_hash", "hash"], txn_rows)
     insert_many(conn, "posting", ["txn_seq", "account", "lot", "pollutant", "amount_g"], post_rows)
     _write_pairs(conn, balances)
+    _write_totals(conn, specs)
     conn.execute(text("UPDATE chain_head SET seq = :s, hash = :h WHERE id = 1"), {"s": seq, "h": prev})
+    conn.info["quota_head"] = (seq, prev)
     return seqs
+
+
+NEVER = dt.date(9999, 12, 31)
+TOTAL_KINDS = ("lot", "reserved", "allocated")
+
+
+def _write_totals(conn: Connection, specs: list["TxnSpec"]) -> None:
+    """Add the batch's movements to balance_total (kind, pollutant, zone, lot expiry)."""
+    delta: dict[tuple, int] = defaultdict(int)
+    lot_serials = {l.lot for s in specs for l in s.legs if account_kind(l.account) == "lot"}
+    expiry: dict[str, dt.date] = {}
+    serials = sorted(lot_serials)
+    for i in range(0, len(serials), 500):
+        for serial, exp in conn.execute(text("SELECT serial, expires FROM lot WHERE serial IN :s")
+                                        .bindparams(bindparam("s", expanding=True)), {"s": serials[i:i + 500]}):
+            expiry[serial] = _as_date(exp) or NEVER
+    for spec in specs:
+        for leg in spec.legs:
+            kind = account_kind(leg.account)
+            if kind in TOTAL_KINDS:
+                exp = expiry.get(leg.lot, NEVER) if kind == "lot" else NEVER
+                delta[(kind, leg.pollutant, leg.zone, exp)] += leg.amount_g
+    if not delta:
+        return
+    if len(delta) <= 8:  # an ordinary operation: update each key, insert the ones that were not there
+        update = text("UPDATE balance_total SET amount_g = amount_g + :g WHERE kind = :k AND pollutant = :p "
+                      "AND zone = :z AND expires = :e")
+        for (kind, pol, zone, exp), g in sorted(delta.items()):
+            if conn.execute(update, {"g": g, "k": kind, "p": pol, "z": zone, "e": exp}).rowcount == 0:
+                insert_many(conn, "balance_total", ["kind", "pollutant", "zone", "expires", "amount_g"],
+                            [(kind, pol, zone, exp, g)])
+        return
+    pols = sorted({k[1] for k in delta})
+    existing = {(r[0], r[1], r[2], _as_date(r[3])) for r in conn.execute(
+        text("SELECT kind, pollutant, zone, expires FROM balance_total WHERE pollutant IN :p")
+        .bindparams(bindparam("p", expanding=True)), {"p": pols})}
+    inserts = [(k[0], k[1], k[2], k[3], g) for k, g in sorted(delta.items()) if k not in existing]
+    updates = [(g, k[0], k[1], k[2], k[3]) for k, g in sorted(delta.items()) if k in existing and g]
+    insert_many(conn, "balance_total", ["kind", "pollutant", "zone", "expires", "amount_g"], inserts)
+    update_many(conn, "UPDATE balance_total SET amount_g = amount_g + ? WHERE kind = ? AND pollutant = ? "
+                      "AND zone = ? AND expires = ?", updates)
 
 
 class _Pair:
@@ -135,14 +178,24 @@ class _Pair:
 
 
 def _load_pairs(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], _Pair]:
+    """The stored balances of exactly these (account, lot) pairs."""
     out: dict[tuple[str, str], _Pair] = {}
     lots = sorted({k[1] for k in keys})
-    for i in range(0, len(lots), 500):
-        rows = conn.execute(text("SELECT account, lot, amount_g, last_date FROM balance WHERE lot IN :lots")
-                            .bindparams(bindparam("lots", expanding=True)), {"lots": lots[i:i + 500]})
-        for a, l, g, last in rows:
-            if (a, l) in keys:
-                out[(a, l)] = _Pair(None, int(g), _as_date(last), False)
+    accounts = sorted({k[0] for k in keys})
+    if len(accounts) > 500:  # large batches (imports): by lot, then filtered
+        for i in range(0, len(lots), 500):
+            rows = conn.execute(text("SELECT account, lot, amount_g, last_date FROM balance WHERE lot IN :lots")
+                                .bindparams(bindparam("lots", expanding=True)), {"lots": lots[i:i + 500]})
+            for a, l, g, last in rows:
+                if (a, l) in keys:
+                    out[(a, l)] = _Pair(None, int(g), _as_date(last), False)
+        return out
+    rows = conn.execute(text("SELECT account, lot, amount_g, last_date FROM balance WHERE account IN :a AND lot IN :l")
+                        .bindparams(bindparam("a", expanding=True), bindparam("l", expanding=True)),
+                        {"a": accounts, "l": lots})
+    for a, l, g, last in rows:
+        if (a, l) in keys:
+            out[(a, l)] = _Pair(None, int(g), _as_date(last), False)
     return out
 
 
@@ -276,7 +329,7 @@ def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollu
 
 def _current_totals(conn: Connection, units_of: dict[str, str], by: str, pollutant: str | None,
                     zone: str | None, day: dt.date) -> list[dict]:
-    """Current totals aggregated in SQL from the maintained balances (fast on large ledgers)."""
+    """Current totals from balance_total, a small table maintained with the postings (fast at any size)."""
     group = "b.pollutant" + (", b.zone" if by == "zone" else "")
     where, args = ["b.kind IN ('lot', 'reserved', 'allocated')"], {"d": day}
     if pollutant:
@@ -286,10 +339,8 @@ def _current_totals(conn: Connection, units_of: dict[str, str], by: str, polluta
         where.append("b.zone = :z")
         args["z"] = zone
     rows = conn.execute(text(
-        f"SELECT {group}, b.kind, CASE WHEN b.kind = 'lot' AND l.expires IS NOT NULL AND l.expires <= :d "
-        f"THEN 1 ELSE 0 END AS lapsed, SUM(b.amount_g) FROM balance b "
-        f"LEFT JOIN lot l ON b.kind = 'lot' AND l.serial = b.lot WHERE {' AND '.join(where)} "
-        f"GROUP BY {group}, b.kind, lapsed"), args)
+        f"SELECT {group}, b.kind, CASE WHEN b.kind = 'lot' AND b.expires <= :d THEN 1 ELSE 0 END AS lapsed, "
+        f"SUM(b.amount_g) FROM balance_total b WHERE {' AND '.join(where)} GROUP BY {group}, b.kind, lapsed"), args)
     groups: dict[tuple, dict] = {}
     for r in rows:
         key = tuple(r[:2]) if by == "zone" else (r[0],)
@@ -355,11 +406,12 @@ def _body(t, legs) -> tuple[dict, str, str]:
     return body, t[10], t[11]
 
 
-def verify(conn: Connection) -> tuple[dict, list[Problem]]:
+def verify(conn: Connection, progress=None) -> tuple[dict, list[Problem]]:
     """Recompute the hash chain and every balance from the postings alone.
 
     Returns (summary, problems); problems is empty when the ledger is intact.
     """
+    total = conn.execute(text("SELECT count(*) FROM txn")).scalar_one() if progress else None
     problems: list[Problem] = []
     replay: dict[tuple[str, str], int] = defaultdict(int)
     prev, count, npost = GENESIS, 0, 0
@@ -381,11 +433,16 @@ def verify(conn: Connection) -> tuple[dict, list[Problem]]:
             problems.append(Problem("txn", seq, "postings", f"does not balance: {dict(sums)}"))
         prev = stored_hash
         count = seq
+        if progress and count % 5000 == 0:
+            progress("verify", count, total)
     head = conn.execute(text("SELECT seq, hash FROM chain_head WHERE id = 1")).one()
     if (head[0], head[1]) != (count, prev):
         problems.append(Problem("chain_head", 0, "hash", f"head ({head[0]}) does not match the last transaction ({count})"))
-    stored = {(r[0], r[1]): (int(r[2]), r[3]) for r in conn.execute(
-        text("SELECT account, lot, amount_g, kind FROM balance"))}
+    stored, stored_zone, stored_pol = {}, {}, {}
+    for r in conn.execute(text("SELECT account, lot, amount_g, kind, zone, pollutant FROM balance")):
+        stored[(r[0], r[1])] = (int(r[2]), r[3])
+        stored_zone[(r[0], r[1])] = r[4]
+        stored_pol[(r[0], r[1])] = r[5]
     for key in sorted(set(stored) | set(replay)):
         want = replay.get(key, 0)
         have = stored.get(key, (0, None))[0]
@@ -393,6 +450,19 @@ def verify(conn: Connection) -> tuple[dict, list[Problem]]:
             problems.append(Problem("balance", 0, f"{key[0]} {key[1]}", f"stored {have} g, replay of postings gives {want} g"))
         if account_kind(key[0]) in NONNEG_KINDS and want < 0:
             problems.append(Problem("balance", 0, f"{key[0]} {key[1]}", f"negative balance {want} g"))
+    expiry = {r[0]: (_as_date(r[1]) or NEVER) for r in conn.execute(text("SELECT serial, expires FROM lot"))}
+    want_totals: dict[tuple, int] = defaultdict(int)
+    for (account, lot), amount in replay.items():
+        kind = account_kind(account)
+        if kind in TOTAL_KINDS and amount:
+            zone = stored_zone.get((account, lot))
+            want_totals[(kind, _pollutant_of(account, lot, stored_pol), zone,
+                         expiry.get(lot, NEVER) if kind == "lot" else NEVER)] += amount
+    have_totals = {(r[0], r[1], r[2], _as_date(r[3])): int(r[4]) for r in conn.execute(
+        text("SELECT kind, pollutant, zone, expires, amount_g FROM balance_total")) if r[4]}
+    if dict(want_totals) != {k: v for k, v in have_totals.items()}:
+        diff = sorted(set(want_totals.items()) ^ set(have_totals.items()))[:3]
+        problems.append(Problem("balance_total", 0, "", f"totals do not match the replay of postings: {diff}"))
     per_pol: dict[str, int] = defaultdict(int)
     for r in conn.execute(text("SELECT pollutant, SUM(amount_g) FROM balance GROUP BY pollutant")):
         if int(r[1]) != 0:
@@ -400,6 +470,10 @@ def verify(conn: Connection) -> tuple[dict, list[Problem]]:
     summary = {"hash_scheme": HASH_SCHEME, "transactions": count, "postings": npost,
                "accounts": len(stored), "head": prev, "ok": not problems}
     return summary, problems
+
+
+def _pollutant_of(account: str, lot: str, stored_pol: dict) -> str:
+    return stored_pol.get((account, lot), "")
 
 
 def require_verified(conn: Connection) -> dict:

@@ -36,7 +36,7 @@ def upgrade(engine: Engine, revision: str = HEAD) -> dict:
         if before is None:
             tables = set(inspect(conn).get_table_names())
             if "chain_head" in tables:
-                before = "0002" if "plan" in tables else "0001"
+                before = "0003" if "balance_total" in tables else "0002" if "plan" in tables else "0001"
                 command.stamp(cfg, before)
         command.upgrade(cfg, revision)
         after = MigrationContext.configure(conn).get_current_revision()

@@ -177,3 +177,17 @@ class Plan(SQLModel, table=True):
 
 
 TABLES.append(Plan)
+
+
+class BalanceTotal(SQLModel, table=True):
+    """Totals of lot, reserved and allocated balances per (kind, pollutant, zone, lot expiry), maintained
+    with the postings so balance queries read a small table (NEVER stands for 'does not expire')."""
+    __tablename__ = "balance_total"
+    kind: str = Field(primary_key=True)
+    pollutant: str = Field(primary_key=True)
+    zone: str = Field(primary_key=True)
+    expires: dt.date = Field(primary_key=True)
+    amount_g: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+TABLES.append(BalanceTotal)

@@ -106,6 +106,15 @@ def _result(book, infos, projects, lots, rows, sol, candidates, chosen, scenario
            "seconds": round(sol.seconds, 3), "scenario": scenario.name if scenario else None,
            "funded": [], "unfunded": [], "shadow_prices": [], "binding": [], "short": [],
            "units": dict(sorted(unit.items()))}
+    supply: dict[tuple, int] = {}
+    for lot in lots:
+        supply[(lot.pollutant, lot.key)] = supply.get((lot.pollutant, lot.key), 0) + lot.available_g
+    demand: dict[tuple, int] = {}
+    for p in projects:
+        for n in p.needs:
+            demand[(n.pollutant, n.key)] = demand.get((n.pollutant, n.key), 0) + n.required_g
+    out["groups"] = [{"pollutant": g[0], "key": g[1], "supply_g": supply.get(g, 0), "demand_g": demand.get(g, 0)}
+                     for g in sorted(set(supply) | set(demand))]
     if sol.status == "infeasible":
         out["short"] = [{**s, "unit": unit[s["pollutant"]], "short": units.display_up(s["short_g"], unit[s["pollutant"]])}
                         for s in planner.must_fund_shortfalls(projects, rows, set(sol.chosen))]

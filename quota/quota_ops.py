@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, bindparam, text
 
 from . import idempotency, ledger, rulebooks, units
 from .errors import NotFound, Refused
@@ -24,10 +24,12 @@ def eligible_lots(conn: Connection, book: Rulebook, pollutant: str, key: str, on
                   today: dt.date) -> list[LotAvail]:
     """Active lots of `pollutant` with matching key `key`, effective by `today` and not expired
     on `on`, with a positive balance, earliest expiry first (never-expiring last), then serial."""
+    zones = sorted(z for z in book.zones if book.matching_key(pollutant, z) == key)
     rows = conn.execute(text(
         "SELECT l.serial, l.zone, l.expires, b.amount_g, l.effective_date FROM lot l "
         "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
-        "WHERE l.pollutant = :p AND b.amount_g > 0"), {"p": pollutant})
+        "WHERE l.pollutant = :p AND l.zone IN :z AND b.amount_g > 0").bindparams(bindparam("z", expanding=True)),
+        {"p": pollutant, "z": zones or [""]})
     out = []
     for serial, zone, expires, amount, effective in rows:
         expires = ledger._as_date(expires)

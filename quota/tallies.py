@@ -165,7 +165,7 @@ def check_ledger(conn: Connection, name: str, sha: str, records: list[TallyRecor
 
 
 def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = None,
-                   dry_run: bool = False) -> dict:
+                   dry_run: bool = False, progress=None) -> dict:
     """Validate a tally file and, if every row is valid, credit each tally as a lot.
 
     All or nothing: any problem raises ValidationFailed listing every problem, and nothing
@@ -174,7 +174,11 @@ def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = N
     name = Path(path).name
     with db.reading(engine) as conn:
         version, book = rulebooks.current(conn)
+    if progress:
+        progress("validate", 0, 2)
     records, problems = validate_rows(path, book)
+    if progress:
+        progress("validate", 1, 2)
     if problems:
         raise ValidationFailed(problems)
     sha = file_sha256(path)
@@ -189,13 +193,15 @@ def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = N
         found = check_ledger(conn, name, sha, records)
         if found:
             raise ValidationFailed(found)
-        return _register(conn, records, book, version, name, sha, actor)
+        if progress:
+            progress("validate", 2, 2)
+        return _register(conn, records, book, version, name, sha, actor, progress)
 
     return idempotency.run(engine, key, "tally import", {"sha256": sha}, work)
 
 
 def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, version: int, name: str,
-              sha: str, actor: str) -> dict:
+              sha: str, actor: str, progress=None) -> dict:
     now = ledger.now_iso()
     batch = conn.execute(text("INSERT INTO import_batch (kind, file_name, sha256, rows, imported_at, actor) "
                               "VALUES ('tally', :f, :s, :n, :t, :a) RETURNING id"),
@@ -237,7 +243,12 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
     db.insert_many(conn, "lot", ["serial", "tally_id", "pollutant", "zone", "effective_date", "expires", "issued_g"],
                    lots)
     revoke_specs = [spec for _, spec in sorted((v for v in revokes.values() if v[1]), key=lambda v: v[1].ref)]
-    ledger.post_many(conn, revoke_specs + specs, actor=actor, rulebook=version)
+    all_specs = revoke_specs + specs
+    step = 20_000
+    for i in range(0, len(all_specs), step):  # batches, so progress can be shown; still one transaction
+        ledger.post_many(conn, all_specs[i:i + step], actor=actor, rulebook=version)
+        if progress:
+            progress("write", min(i + step, len(all_specs)), len(all_specs))
     result = _summary(records, book, serials)
     result["import_id"] = int(batch)
     return result

@@ -44,3 +44,15 @@ def test_readme_shows_only_real_commands():
         while words and words[0].startswith("--"):  # global options before the command
             words = words[2:]
         assert words[0] in known or " ".join(words[:2]) in known, line
+
+
+def test_readme_command_reference_is_generated_from_the_cli():
+    from cli import docs
+    assert docs.START in README and docs.END in README, "README lacks the generated reference markers"
+    assert docs.current_readme_block(README) == docs.reference(), \
+        "README command reference is stale: run `.venv/bin/python -m cli.docs --write`"
+
+
+def test_every_command_help_has_an_example():
+    for name, cmd in _commands():
+        assert "Example:" in (cmd.help or ""), f"quota {name} --help has no example"

@@ -11,23 +11,31 @@ from tests.conftest import DATA, snapshot
 
 
 def test_baseline_database_with_data_upgrades_without_loss(db_url):
+    """Data written at the baseline schema (0001) survives the upgrade to head, and the new
+    balance totals are backfilled from it. The baseline database is made by loading data and
+    downgrading to 0001: the tables that remain are exactly those of a baseline install."""
     engine = db.make_engine(db_url)
-    assert migrate.upgrade(engine, "0001") == {"from": None, "to": "0001"}
-    assert "plan" not in inspect(engine).get_table_names()
-    with engine.begin() as conn:  # load the rulebook as v1 of a baseline install would
-        conn.execute(text("INSERT INTO rulebook (version, sha256, text, loaded_at, actor) VALUES (1, 'x', :t, 'now', 'a')"),
-                     {"t": (DATA / "rules.toml").read_text(encoding="utf-8")})
+    rulebooks.init(engine, str(DATA / "rules.toml"), "admin")
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
     projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
     quota_ops.reserve(engine, "P2026-01", actor="clerk", date=dt.date(2026, 11, 29))
-    before = {k: v for k, v in snapshot_without_plan(engine).items()}
-    assert migrate.upgrade(engine) == {"from": "0001", "to": "0002"}
-    after = snapshot_without_plan(engine)
-    assert after == before
+    quota_ops.approve(engine, "P2026-01", doc="D", actor="clerk", date=dt.date(2026, 11, 30))
+    quota_ops.reserve(engine, "P2026-03", actor="clerk", date=dt.date(2026, 11, 30))
+    balances = audit.balance(engine)["rows"]
+    zones = audit.balance(engine, by="zone")["rows"]
+    before = snapshot_without_plan(engine)
+    from alembic import command
+    with engine.begin() as conn:
+        command.downgrade(migrate._config(conn), "0001")
+    assert migrate.current_revision(engine) == "0001"
+    assert not {"plan", "balance_total"} & set(inspect(engine).get_table_names())
+    assert migrate.upgrade(engine) == {"from": "0001", "to": "0003"}
+    assert snapshot_without_plan(engine) == before
+    assert audit.balance(engine)["rows"] == balances and audit.balance(engine, by="zone")["rows"] == zones
     assert audit.verify(engine)[1] == []
-    plan = plans.run_plan(engine, as_of=dt.date(2026, 11, 29))  # the new table works
+    plan = plans.run_plan(engine, as_of=dt.date(2026, 11, 29))  # the new tables work
     assert plan["plan_id"] == "PLAN-0001"
-    assert migrate.upgrade(engine) == {"from": "0002", "to": "0002"}  # idempotent
+    assert migrate.upgrade(engine) == {"from": "0003", "to": "0003"}  # idempotent
     engine.dispose()
 
 
@@ -36,7 +44,7 @@ def snapshot_without_plan(engine):
     out = {}
     with engine.connect() as conn:
         for m in model.TABLES:
-            if m.__tablename__ == "plan":
+            if m.__tablename__ in ("plan", "balance_total"):
                 continue
             rows = conn.execute(text(f"SELECT * FROM {m.__tablename__}")).all()
             out[m.__tablename__] = sorted(tuple(str(v) for v in r) for r in rows)
@@ -54,6 +62,6 @@ def test_a_database_made_before_migrations_is_stamped_then_upgraded(db_url):
     migrate.upgrade(engine, "0001")
     with engine.begin() as conn:  # forget the version, as a pre-Alembic install would have none
         conn.execute(text("DROP TABLE alembic_version"))
-    assert migrate.upgrade(engine) == {"from": "0001", "to": "0002"}
-    assert "plan" in inspect(engine).get_table_names()
+    assert migrate.upgrade(engine) == {"from": "0001", "to": "0003"}
+    assert {"plan", "balance_total"} <= set(inspect(engine).get_table_names())
     engine.dispose()

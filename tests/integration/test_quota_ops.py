@@ -151,3 +151,10 @@ def test_verify_detects_an_edited_balance(sample):
         conn.execute(text("UPDATE balance SET amount_g = amount_g + 5 WHERE account = 'lot:COD-2022-00001'"))
     problems = audit.verify(sample)[1]
     assert [p.column for p in problems][:1] == ["lot:COD-2022-00001 COD-2022-00001"]
+
+
+def test_verify_detects_edited_balance_totals(sample):
+    with sample.begin() as conn:
+        conn.execute(text("UPDATE balance_total SET amount_g = amount_g + 1 WHERE kind = 'lot' AND pollutant = 'COD'"))
+    problems = audit.verify(sample)[1]
+    assert [p.source for p in problems] == ["balance_total"]
