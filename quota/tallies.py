@@ -140,10 +140,12 @@ def check_ledger(conn: Connection, name: str, sha: str, records: list[TallyRecor
         existing |= {row[0] for row in conn.execute(
             text("SELECT tally_id FROM tally WHERE tally_id IN :ids").bindparams(bindparam("ids", expanding=True)),
             {"ids": ids[i:i + 500]})}
-    measures = {}
-    for row in conn.execute(text("SELECT source_id, pollutant, measure, tally_id FROM tally t WHERE NOT EXISTS "
-                                 "(SELECT 1 FROM tally s WHERE s.supersedes = t.tally_id)")):
-        measures[(row[0], row[1], row[2])] = row[3]
+    # the current tally of each (source, pollutant, measure): one that no other tally supersedes
+    wanted = {(r.source_id, r.pollutant, r.measure) for r in records}
+    rows = conn.execute(text("SELECT source_id, pollutant, measure, tally_id, supersedes FROM tally")).all()
+    superseded = {r[4] for r in rows if r[4]}
+    measures = {(r[0], r[1], r[2]): r[3] for r in rows
+                if (r[0], r[1], r[2]) in wanted and r[3] not in superseded}
     zones = dict(conn.execute(text("SELECT source_id, zone FROM source")).all())
     for r in records:
         if r.tally_id in existing:
