@@ -201,7 +201,7 @@ def _raw_worker(kind: str, dsn: str, ids: list[str], barrier, q) -> None:
         import sqlite3
         conn = sqlite3.connect(dsn, timeout=60, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA synchronous=FULL")  # same durability as the library
         ph, begin, lock = "?", "BEGIN IMMEDIATE", ""
     else:
         import psycopg

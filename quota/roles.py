@@ -5,8 +5,8 @@ from sqlalchemy import Engine, text
 
 ROLES = ("quota_auditor", "quota_clerk", "quota_planner")
 CLERK_INSERT = ("txn", "posting", "tally", "lot", "source", "import_batch", "project", "project_need", "operation",
-                "balance")
-CLERK_UPDATE = ("balance", "chain_head", "project", "plan")
+                "balance", "balance_total")
+CLERK_UPDATE = ("balance", "balance_total", "chain_head", "project", "plan")
 
 
 def roles_sql(schema: str) -> list[str]:
