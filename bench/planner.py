@@ -58,18 +58,8 @@ def plain(projects, lots, solver, time_limit):
     return time.perf_counter() - t0, sum(projects[j].priority for j in funded), ok
 
 
-def fcfs(projects, lots):
-    """The spreadsheet way: projects in order of arrival (id), funded if they still fit."""
-    rows = planner.build_rows(projects, lots, [])
-    funded = set()
-    for j in range(len(projects)):
-        if not planner.feasible(rows, funded | {j}, set()):
-            continue
-        funded.add(j)
-    return sum(projects[j].priority for j in funded)
-
-
-def fcfs_fast(projects, lots):
+def fund_in_order(projects, lots, order) -> int:
+    """Fund projects in the given order whenever they still fit; returns the priority funded."""
     rows = planner.build_rows(projects, lots, [])
     cap = [r.supply_g for r in rows]
     use = [0] * len(rows)
@@ -77,26 +67,6 @@ def fcfs_fast(projects, lots):
     for r_i, r in enumerate(rows):
         for pi, g in r.terms:
             rows_of.setdefault(pi, []).append((r_i, g))
-    must = [j for j, p in enumerate(projects) if p.must_fund]
-    funded = set()
-    for j in must + [j for j in range(len(projects)) if j not in set(must)]:
-        if all(use[r] + g <= cap[r] for r, g in rows_of.get(j, [])):
-            for r, g in rows_of.get(j, []):
-                use[r] += g
-            funded.add(j)
-    return sum(projects[j].priority for j in funded)
-
-
-def priority_greedy(projects, lots):
-    """A greedy pass by priority (highest first), funded if they still fit."""
-    rows = planner.build_rows(projects, lots, [])
-    cap = [r.supply_g for r in rows]
-    use = [0] * len(rows)
-    rows_of = {}
-    for r_i, r in enumerate(rows):
-        for pi, g in r.terms:
-            rows_of.setdefault(pi, []).append((r_i, g))
-    order = sorted(range(len(projects)), key=lambda j: (not projects[j].must_fund, -projects[j].priority, j))
     value = 0
     for j in order:
         if all(use[r] + g <= cap[r] for r, g in rows_of.get(j, [])):
@@ -104,6 +74,18 @@ def priority_greedy(projects, lots):
                 use[r] += g
             value += projects[j].priority
     return value
+
+
+def fcfs(projects, lots) -> int:
+    """The spreadsheet way: must-fund first, then projects in order of arrival (id), if they still fit."""
+    must = [j for j, p in enumerate(projects) if p.must_fund]
+    return fund_in_order(projects, lots, must + [j for j in range(len(projects)) if j not in set(must)])
+
+
+def priority_greedy(projects, lots) -> int:
+    """A greedy pass by priority (highest first), funded if they still fit."""
+    return fund_in_order(projects, lots, sorted(range(len(projects)),
+                                                key=lambda j: (not projects[j].must_fund, -projects[j].priority, j)))
 
 
 def main() -> None:
@@ -133,7 +115,7 @@ def main() -> None:
             print(f"{name:<34}{secs:>8.2f}{value:>11.0f}{100 * value / lp:>11.2f}%" + ("" if ok else "  (INVALID)"))
     g = priority_greedy(projects, lots)
     print(f"{'greedy by priority':<34}{'':>8}{g:>11.0f}{100 * g / lp:>11.2f}%")
-    f = fcfs_fast(projects, lots)
+    f = fcfs(projects, lots)
     print(f"{'first come, first served':<34}{'':>8}{f:>11.0f}{100 * f / lp:>11.2f}%")
     if args.scaling:
         print("\nscaling (same generator, lots and zones scaled with projects):")

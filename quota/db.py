@@ -120,6 +120,12 @@ def insert_many(conn: Connection, table: str, columns: list[str], rows: list[tup
         return
     if is_sqlite(conn):  # store dates as ISO text ourselves (sqlite3's default adapter is deprecated)
         rows = [tuple(v.isoformat() if isinstance(v, dt.date) else v for v in r) for r in rows]
+    elif len(rows) >= 1000:  # PostgreSQL: COPY, in this same transaction, is far faster than executemany
+        with conn.connection.dbapi_connection.cursor() as cur:
+            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(r)
+        return
     ph = "?" if is_sqlite(conn) else "%s"
     conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))})",
                          rows)

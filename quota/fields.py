@@ -8,6 +8,8 @@ from decimal import Decimal
 from . import units
 from .errors import Problem
 
+_CONTROL = re.compile(r"[\x00-\x1f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # allows \t \n \r
 _DATE_RE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T]00:00:00)?$")
 TRUE = {"true", "yes", "y", "1", "是", "t"}
 FALSE = {"false", "no", "n", "0", "否", "f", ""}
@@ -25,13 +27,13 @@ class RowReader:
     def text(self, col: str, required: bool = True, max_len: int = 200, multiline: bool = False) -> str:
         """A text cell; `multiline` names may hold line breaks and tabs (Alt+Enter in a spreadsheet)."""
         value = self.cells.get(col, "").strip()
-        allowed = "\n\r\t" if multiline else ""
-        if not value and required:
-            self.fail(col, "required value is empty")
+        if not value:
+            if required:
+                self.fail(col, "required value is empty")
         elif len(value) > max_len:
             self.fail(col, f"longer than {max_len} characters")
             return value[:max_len]
-        elif any(ord(c) < 32 and c not in allowed for c in value):
+        elif (_CONTROL_BUT_LINES if multiline else _CONTROL).search(value):
             self.fail(col, "contains control characters")
         return value
 

@@ -87,7 +87,8 @@ def post(conn: Connection, kind: str, effective: dt.date, legs: list[Leg], *, ac
                      actor=actor, rulebook=rulebook)[0]
 
 
-def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: int) -> list[int]:
+def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: int,
+              lot_expiry: dict[str, dt.date | None] | None = None) -> list[int]:
     """Append balanced transactions to the chain, in order, and update balances.
 
     Must run inside `db.run_write` (the chain head is locked). Refuses unbalanced legs,
@@ -123,7 +124,7 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
                               "rulebook_version", "meta", "prev_hash", "hash"], txn_rows)
     insert_many(conn, "posting", ["txn_seq", "account", "lot", "pollutant", "amount_g"], post_rows)
     _write_pairs(conn, balances)
-    _write_totals(conn, specs)
+    _write_totals(conn, specs, lot_expiry or {})
     conn.execute(text("UPDATE chain_head SET seq = :s, hash = :h WHERE id = 1"), {"s": seq, "h": prev})
     conn.info["quota_head"] = (seq, prev)
     return seqs
@@ -133,12 +134,13 @@ NEVER = dt.date(9999, 12, 31)
 TOTAL_KINDS = ("lot", "reserved", "allocated")
 
 
-def _write_totals(conn: Connection, specs: list["TxnSpec"]) -> None:
-    """Add the batch's movements to balance_total (kind, pollutant, zone, lot expiry)."""
+def _write_totals(conn: Connection, specs: list["TxnSpec"], known: dict[str, dt.date | None]) -> None:
+    """Add the batch's movements to balance_total (kind, pollutant, zone, lot expiry); lot expiries the
+    caller already knows (`known`, e.g. lots being issued) are not looked up."""
     delta: dict[tuple, int] = defaultdict(int)
     lot_serials = {l.lot for s in specs for l in s.legs if account_kind(l.account) == "lot"}
-    expiry: dict[str, dt.date] = {}
-    serials = sorted(lot_serials)
+    expiry: dict[str, dt.date] = {k: (v or NEVER) for k, v in known.items()}
+    serials = sorted(lot_serials - set(known))
     for i in range(0, len(serials), 500):
         for serial, exp in conn.execute(text("SELECT serial, expires FROM lot WHERE serial IN :s")
                                         .bindparams(bindparam("s", expanding=True)), {"s": serials[i:i + 500]}):

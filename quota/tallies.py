@@ -246,9 +246,10 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
                    lots)
     revoke_specs = [spec for _, spec in sorted((v for v in revokes.values() if v[1]), key=lambda v: v[1].ref)]
     all_specs = revoke_specs + specs
+    expiry = {lot[0]: lot[5] for lot in lots}  # serial -> expires, for the balance totals
     step = 20_000
     for i in range(0, len(all_specs), step):  # batches, so progress can be shown; still one transaction
-        ledger.post_many(conn, all_specs[i:i + step], actor=actor, rulebook=version)
+        ledger.post_many(conn, all_specs[i:i + step], actor=actor, rulebook=version, lot_expiry=expiry)
         if progress:
             progress("write", min(i + step, len(all_specs)), len(all_specs))
     result = _summary(records, book, serials)
