@@ -100,6 +100,21 @@ class RowReader:
             self.fail(col, f"must be true or false, got {raw!r}")
         return False
 
+    def zone_pollutant_unit(self, book) -> tuple[str, str, str]:
+        """The zone, pollutant and unit cells, checked against the rulebook (the unit must be the
+        pollutant's own)."""
+        zone = self.text("zone")
+        if zone and zone not in book.zones:
+            self.fail("zone", f"unknown zone {zone!r} (rulebook has {', '.join(sorted(book.zones))})")
+        pollutant = self.text("pollutant").upper()
+        unit = self.text("unit")
+        if pollutant and pollutant not in book.pollutants:
+            self.fail("pollutant", f"unknown pollutant {pollutant!r} (rulebook has "
+                      f"{', '.join(sorted(book.pollutants))})")
+        elif pollutant and unit and unit != book.pollutants[pollutant].unit:
+            self.fail("unit", f"unit {unit!r} is not {pollutant}'s unit {book.pollutants[pollutant].unit!r}")
+        return zone, pollutant, unit
+
     def choice(self, col: str, options: dict[str, str]) -> str:
         raw = self.cells.get(col, "").strip()
         value = options.get(raw) or options.get(raw.lower())

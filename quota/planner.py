@@ -153,22 +153,17 @@ def feasible(rows: list[Row], funded: set[int], chosen: set[int]) -> list[tuple[
     return bad
 
 
-def greedy(projects: list[PProject], rows: list[Row], start: set[int], chosen: set[int]) -> set[int]:
-    """Add projects to `start` by priority per unit of scarce resource while every row still holds."""
+def _fill(projects: list[PProject], rows: list[Row], start: set[int], chosen: set[int], order) -> set[int]:
+    """Add projects to `start`, in the order given by the key function `order(pi, cap)`, while every
+    row still holds in integer grams."""
     cap = {id(r): r.supply_g + sum(g for ci, g in r.cand_terms if ci in chosen) for r in rows}
     use = {id(r): sum(g for pi, g in r.terms if pi in start) for r in rows}
     rows_of: dict[int, list[tuple[Row, int]]] = defaultdict(list)
     for r in rows:
         for pi, g in r.terms:
             rows_of[pi].append((r, g))
-
-    def weight(pi: int) -> float:
-        load = sum(g / max(cap[id(r)], 1) for r, g in rows_of[pi])
-        return projects[pi].priority / (load + 1e-9)
-
     funded = set(start)
-    for pi in sorted((i for i in range(len(projects)) if i not in funded),
-                     key=lambda i: (-weight(i), projects[i].project_id)):
+    for pi in sorted((i for i in range(len(projects)) if i not in funded), key=lambda i: order(i, cap, rows_of)):
         if all(use[id(r)] + g <= cap[id(r)] for r, g in rows_of[pi]):
             for r, g in rows_of[pi]:
                 use[id(r)] += g
@@ -176,25 +171,21 @@ def greedy(projects: list[PProject], rows: list[Row], start: set[int], chosen: s
     return funded
 
 
+def greedy(projects: list[PProject], rows: list[Row], start: set[int], chosen: set[int]) -> set[int]:
+    """Add projects to `start` by priority per unit of scarce resource while every row still holds."""
+    def density(i, cap, rows_of):
+        load = sum(g / max(cap[id(r)], 1) for r, g in rows_of[i])
+        return (-projects[i].priority / (load + 1e-9), projects[i].project_id)
+    return _fill(projects, rows, start, chosen, density)
+
+
 def lp_rounding(projects: list[PProject], rows: list[Row], must: set[int], chosen: set[int],
                 lp: dict[int, float]) -> set[int]:
     """LP-guided rounding and repair: keep what the LP funds fully, then add the rest in order of
-    LP value (then priority density) while every row holds; better of that and the plain greedy."""
-    whole = {i for i, v in lp.items() if v > 1 - 1e-6} | must
-    whole = _repair(projects, rows, whole, chosen, must)
-    cap = {id(r): r.supply_g + sum(g for ci, g in r.cand_terms if ci in chosen) for r in rows}
-    use = {id(r): sum(g for pi, g in r.terms if pi in whole) for r in rows}
-    rows_of: dict[int, list[tuple[Row, int]]] = defaultdict(list)
-    for r in rows:
-        for pi, g in r.terms:
-            rows_of[pi].append((r, g))
-    funded = set(whole)
-    for pi in sorted((i for i in range(len(projects)) if i not in funded),
-                     key=lambda i: (-lp.get(i, 0.0), -projects[i].priority, projects[i].project_id)):
-        if all(use[id(r)] + g <= cap[id(r)] for r, g in rows_of[pi]):
-            for r, g in rows_of[pi]:
-                use[id(r)] += g
-            funded.add(pi)
+    LP value (then priority) while every row holds; the better of that and the plain greedy."""
+    whole = _repair(projects, rows, {i for i, v in lp.items() if v > 1 - 1e-6} | must, chosen, must)
+    funded = _fill(projects, rows, whole, chosen,
+                   lambda i, cap, rows_of: (-lp.get(i, 0.0), -projects[i].priority, projects[i].project_id))
     plain = greedy(projects, rows, must, chosen)
     return funded if _value(projects, funded) >= _value(projects, plain) else plain
 

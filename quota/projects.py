@@ -63,15 +63,7 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[dict], list[Problem]]
         r = RowReader(name, rowno, cells, problems)
         pid = r.text("project_id", max_len=64)
         pname = r.text("name", multiline=True)
-        zone = r.text("zone")
-        if zone and zone not in book.zones:
-            r.fail("zone", f"unknown zone {zone!r} (rulebook has {', '.join(sorted(book.zones))})")
-        pollutant = r.text("pollutant").upper()
-        unit = r.text("unit")
-        if pollutant and pollutant not in book.pollutants:
-            r.fail("pollutant", f"unknown pollutant {pollutant!r} (rulebook has {', '.join(sorted(book.pollutants))})")
-        elif pollutant and unit and unit != book.pollutants[pollutant].unit:
-            r.fail("unit", f"unit {unit!r} is not {pollutant}'s unit {book.pollutants[pollutant].unit!r}")
+        zone, pollutant, unit = r.zone_pollutant_unit(book)
         increment = r.amount("increment")
         if increment is not None and increment == 0:
             r.fail("increment", "increment must be greater than zero")

@@ -78,15 +78,7 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[TallyRecord], list[Pr
         source_id = r.text("source_id", max_len=64)
         source_name = r.text("source_name", multiline=True)
         measure = r.choice("measure", MEASURES)
-        zone = r.text("zone")
-        if zone and zone not in book.zones:
-            r.fail("zone", f"unknown zone {zone!r} (rulebook has {', '.join(sorted(book.zones))})")
-        pollutant = r.text("pollutant").upper()
-        unit = r.text("unit")
-        if pollutant and pollutant not in book.pollutants:
-            r.fail("pollutant", f"unknown pollutant {pollutant!r} (rulebook has {', '.join(sorted(book.pollutants))})")
-        elif pollutant and unit and unit != book.pollutants[pollutant].unit:
-            r.fail("unit", f"unit {unit!r} is not {pollutant}'s unit {book.pollutants[pollutant].unit!r}")
+        zone, pollutant, unit = r.zone_pollutant_unit(book)
         actual = r.amount("baseline_actual")
         permitted = r.amount("permitted", required=False)
         post = r.amount("post", required=False)
