@@ -11,6 +11,7 @@ from typing import Iterable, Iterator
 from sqlalchemy import Connection, bindparam, text
 
 from .db import GENESIS, insert_many, lock_head, update_many
+from .db import is_sqlite as is_sqlite_conn
 from .errors import LedgerCorrupt, Problem, Refused
 from . import units
 
@@ -153,23 +154,15 @@ def _write_totals(conn: Connection, specs: list["TxnSpec"], known: dict[str, dt.
                 delta[(kind, leg.pollutant, leg.zone, exp)] += leg.amount_g
     if not delta:
         return
-    if len(delta) <= 8:  # an ordinary operation: update each key, insert the ones that were not there
-        update = text("UPDATE balance_total SET amount_g = amount_g + :g WHERE kind = :k AND pollutant = :p "
-                      "AND zone = :z AND expires = :e")
-        for (kind, pol, zone, exp), g in sorted(delta.items()):
-            if conn.execute(update, {"g": g, "k": kind, "p": pol, "z": zone, "e": exp}).rowcount == 0:
-                insert_many(conn, "balance_total", ["kind", "pollutant", "zone", "expires", "amount_g"],
-                            [(kind, pol, zone, exp, g)])
-        return
-    pols = sorted({k[1] for k in delta})
-    existing = {(r[0], r[1], r[2], _as_date(r[3])) for r in conn.execute(
-        text("SELECT kind, pollutant, zone, expires FROM balance_total WHERE pollutant IN :p")
-        .bindparams(bindparam("p", expanding=True)), {"p": pols})}
-    inserts = [(k[0], k[1], k[2], k[3], g) for k, g in sorted(delta.items()) if k not in existing]
-    updates = [(g, k[0], k[1], k[2], k[3]) for k, g in sorted(delta.items()) if k in existing and g]
-    insert_many(conn, "balance_total", ["kind", "pollutant", "zone", "expires", "amount_g"], inserts)
-    update_many(conn, "UPDATE balance_total SET amount_g = amount_g + ? WHERE kind = ? AND pollutant = ? "
-                      "AND zone = ? AND expires = ?", updates)
+    # one upsert per key, sent as one batch: new keys are inserted, existing ones incremented
+    rows = [(k[0], k[1], k[2], k[3].isoformat() if is_sqlite_conn(conn) else k[3], g)
+            for k, g in sorted(delta.items()) if g]
+    if rows:
+        ph = "?" if is_sqlite_conn(conn) else "%s"
+        conn.exec_driver_sql(
+            f"INSERT INTO balance_total (kind, pollutant, zone, expires, amount_g) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}) "
+            "ON CONFLICT (kind, pollutant, zone, expires) DO UPDATE SET amount_g = balance_total.amount_g + "
+            "excluded.amount_g", rows)
 
 
 class _Pair:
@@ -229,16 +222,26 @@ def _write_pairs(conn: Connection, pairs: dict[tuple[str, str], _Pair]) -> None:
     for (account, lot), pair in sorted(pairs.items()):
         if not pair.dirty:
             continue
+        leg, kind = pair.leg, account_kind(account)
+        full = (account, lot, kind, leg.pollutant, leg.zone, leg.project_id, kind in NONNEG_KINDS, pair.amount,
+                pair.last)
         if pair.new:
-            leg = pair.leg
-            kind = account_kind(account)
-            inserts.append((account, lot, kind, leg.pollutant, leg.zone, leg.project_id, kind in NONNEG_KINDS,
-                            pair.amount, pair.last))
+            inserts.append(full)
         else:
-            updates.append((pair.amount, pair.last, account, lot))
-    insert_many(conn, "balance", ["account", "lot", "kind", "pollutant", "zone", "project_id", "nonneg", "amount_g",
-                                  "last_date"], inserts)
-    update_many(conn, "UPDATE balance SET amount_g = ?, last_date = ? WHERE account = ? AND lot = ?", updates)
+            updates.append(full)
+    columns = ["account", "lot", "kind", "pollutant", "zone", "project_id", "nonneg", "amount_g", "last_date"]
+    if len(inserts) + len(updates) < 1000:  # an ordinary operation: one upsert batch (one round trip)
+        rows = inserts + updates
+        if is_sqlite_conn(conn):
+            rows = [r[:8] + (r[8].isoformat() if r[8] else None,) for r in rows]
+        ph = ", ".join(["?" if is_sqlite_conn(conn) else "%s"] * len(columns))
+        conn.exec_driver_sql(
+            f"INSERT INTO balance ({', '.join(columns)}) VALUES ({ph}) ON CONFLICT (account, lot) DO UPDATE "
+            "SET amount_g = excluded.amount_g, last_date = excluded.last_date", rows)
+        return
+    insert_many(conn, "balance", columns, inserts)
+    update_many(conn, "UPDATE balance SET amount_g = ?, last_date = ? WHERE account = ? AND lot = ?",
+                [(r[7], r[8], r[0], r[1]) for r in updates])
 
 
 # --------------------------------------------------------------------------- queries

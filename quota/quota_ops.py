@@ -124,8 +124,10 @@ def _post_reservation(conn, book, version, info, needs, draws, today, expires, a
                                            "why": list(n.reasons), "required_g": n.required_g, "key": n.key}
                              for n in needs},
             "expires": expires.isoformat() if expires else None}
-    seq = ledger.post(conn, "reserve", today, legs, actor=actor, rulebook=version, project_id=info.project_id,
-                      memo=memo or f"reserve for {info.name}", meta=meta)
+    expiry = {lot.serial: lot.expires for n in needs for lot, _ in draws[n.pollutant]}
+    seq = ledger.post_many(conn, [ledger.TxnSpec("reserve", today, legs, memo or f"reserve for {info.name}", "",
+                                                 info.project_id, meta)],
+                           actor=actor, rulebook=version, lot_expiry=expiry)[0]
     conn.execute(text("UPDATE project SET state = 'reserved', reserved_until = :u WHERE project_id = :p"),
                  {"u": expires, "p": info.project_id})
     return {"project_id": info.project_id, "txn": seq, "state": "reserved",
