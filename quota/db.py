@@ -43,7 +43,8 @@ def make_engine(url: str = DEFAULT_URL) -> Engine:
             immediate = conn.get_execution_options().get("quota_write")
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        # no pool_pre_ping: each command is a short process, and a ping costs a round trip per operation
+        engine = create_engine(url)
     return engine
 
 
@@ -126,9 +127,17 @@ def insert_many(conn: Connection, table: str, columns: list[str], rows: list[tup
                 for r in rows:
                     copy.write_row(r)
         return
+    conn.exec_driver_sql(*values_statement(conn, f"INSERT INTO {table} ({', '.join(columns)})", len(columns), rows))
+
+
+def values_statement(conn: Connection, head: str, width: int, rows: list[tuple], tail: str = "") -> tuple:
+    """(sql, params) for `head VALUES (...), (...) tail`: small batches as one multi-row statement
+    (one round trip), large ones through executemany."""
     ph = "?" if is_sqlite(conn) else "%s"
-    conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([ph] * len(columns))})",
-                         rows)
+    one = "(" + ", ".join([ph] * width) + ")"
+    if len(rows) <= 50:
+        return f"{head} VALUES {', '.join([one] * len(rows))} {tail}", tuple(v for r in rows for v in r)
+    return f"{head} VALUES {one} {tail}", rows
 
 
 def update_many(conn: Connection, sql_qmark: str, rows: list[tuple]) -> None:

@@ -10,7 +10,7 @@ from typing import Iterable, Iterator
 
 from sqlalchemy import Connection, bindparam, text
 
-from .db import GENESIS, insert_many, lock_head, update_many
+from .db import GENESIS, insert_many, lock_head, update_many, values_statement
 from .db import is_sqlite as is_sqlite_conn
 from .errors import LedgerCorrupt, Problem, Refused
 from . import units
@@ -158,11 +158,10 @@ def _write_totals(conn: Connection, specs: list["TxnSpec"], known: dict[str, dt.
     rows = [(k[0], k[1], k[2], k[3].isoformat() if is_sqlite_conn(conn) else k[3], g)
             for k, g in sorted(delta.items()) if g]
     if rows:
-        ph = "?" if is_sqlite_conn(conn) else "%s"
-        conn.exec_driver_sql(
-            f"INSERT INTO balance_total (kind, pollutant, zone, expires, amount_g) VALUES ({ph}, {ph}, {ph}, {ph}, {ph}) "
+        conn.exec_driver_sql(*values_statement(
+            conn, "INSERT INTO balance_total (kind, pollutant, zone, expires, amount_g)", 5, rows,
             "ON CONFLICT (kind, pollutant, zone, expires) DO UPDATE SET amount_g = balance_total.amount_g + "
-            "excluded.amount_g", rows)
+            "excluded.amount_g"))
 
 
 class _Pair:
@@ -234,10 +233,9 @@ def _write_pairs(conn: Connection, pairs: dict[tuple[str, str], _Pair]) -> None:
         rows = inserts + updates
         if is_sqlite_conn(conn):
             rows = [r[:8] + (r[8].isoformat() if r[8] else None,) for r in rows]
-        ph = ", ".join(["?" if is_sqlite_conn(conn) else "%s"] * len(columns))
-        conn.exec_driver_sql(
-            f"INSERT INTO balance ({', '.join(columns)}) VALUES ({ph}) ON CONFLICT (account, lot) DO UPDATE "
-            "SET amount_g = excluded.amount_g, last_date = excluded.last_date", rows)
+        conn.exec_driver_sql(*values_statement(
+            conn, f"INSERT INTO balance ({', '.join(columns)})", len(columns), rows,
+            "ON CONFLICT (account, lot) DO UPDATE SET amount_g = excluded.amount_g, last_date = excluded.last_date"))
         return
     insert_many(conn, "balance", columns, inserts)
     update_many(conn, "UPDATE balance SET amount_g = ?, last_date = ? WHERE account = ? AND lot = ?",

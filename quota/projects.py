@@ -141,28 +141,27 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
 def load_projects(conn: Connection, book: Rulebook, *, project_id: str | None = None,
                   state: str | None = None) -> list[ProjectInfo]:
     """Projects with their needs (ratio and matching key from the current rulebook), sorted by id."""
-    sql = ("SELECT project_id, name, zone, industry, priority, needed_by, must_fund, state FROM project")
+    sql = ("SELECT p.project_id, p.name, p.zone, p.industry, p.priority, p.needed_by, p.must_fund, p.state, "
+           "n.pollutant, n.increment_g, n.ratio FROM project p LEFT JOIN project_need n ON n.project_id = p.project_id")
     args = {}
     if project_id is not None:
-        sql += " WHERE project_id = :p"
+        sql += " WHERE p.project_id = :p"
         args["p"] = project_id
     elif state is not None:
-        sql += " WHERE state = :s"
+        sql += " WHERE p.state = :s"
         args["s"] = state
-    infos = {r[0]: ProjectInfo(r[0], r[1], r[2], r[3] or "", int(r[4]), ledger._as_date(r[5]), bool(r[6]), r[7])
-             for r in conn.execute(text(sql + " ORDER BY project_id"), args)}
+    infos: dict[str, ProjectInfo] = {}
+    for r in conn.execute(text(sql + " ORDER BY p.project_id, n.pollutant"), args):
+        info = infos.get(r[0])
+        if info is None:
+            info = infos[r[0]] = ProjectInfo(r[0], r[1], r[2], r[3] or "", int(r[4]), ledger._as_date(r[5]),
+                                             bool(r[6]), r[7])
+        if r[8] is not None:
+            ratio, reasons = book.ratio(r[8], info.industry, info.zone, Decimal(r[10]) if r[10] else None)
+            info.needs.append(Need(r[8], int(r[9]), ratio, tuple(reasons), required_g(int(r[9]), ratio),
+                                   book.matching_key(r[8], info.zone)))
     if project_id is not None and not infos:
         raise NotFound(f"no project {project_id!r}")
-    needs_sql = "SELECT project_id, pollutant, increment_g, ratio FROM project_need"
-    if project_id is not None:
-        needs_sql += " WHERE project_id = :p"
-    for pid, pol, inc, own in conn.execute(text(needs_sql + " ORDER BY project_id, pollutant"), args):
-        info = infos.get(pid)
-        if info is None:
-            continue
-        ratio, reasons = book.ratio(pol, info.industry, info.zone, Decimal(own) if own else None)
-        info.needs.append(Need(pol, int(inc), ratio, tuple(reasons), required_g(int(inc), ratio),
-                               book.matching_key(pol, info.zone)))
     return list(infos.values())
 
 

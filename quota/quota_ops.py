@@ -99,7 +99,8 @@ def reserve(engine: Engine, project_id: str, *, actor: str, pollutant: str | Non
         info = _project(conn, book, project_id)
         if info.state not in ("pipeline", "reserved"):
             raise Refused(f"project {project_id} is {info.state}; only pipeline projects can be reserved")
-        held = set(_held(conn, project_id, "reserved"))
+        # a pipeline project holds nothing (release, cancel and lapse empty it), so only look when reserved
+        held = set(_held(conn, project_id, "reserved")) if info.state == "reserved" else set()
         needs = [n for n in info.needs if n.pollutant not in held and (pollutant is None or n.pollutant == pollutant)]
         if pollutant is not None and pollutant not in {n.pollutant for n in info.needs}:
             raise Refused(f"project {project_id} has no {pollutant} increment")
