@@ -315,7 +315,8 @@ def revoke(ctx: typer.Context, lot: Annotated[str, typer.Argument(help="Lot seri
 
 @app.command()
 def demo(ctx: typer.Context,
-         data: Annotated[Path, typer.Option(help="Folder with rules.toml, tallies.csv, projects.csv.")] = DATA_DIR,
+         data: Annotated[Optional[Path], typer.Option(help="Folder with rules.toml, tallies.csv, projects.csv "
+                                                           "(default: the installation's data/ folder).")] = None,
          today: Annotated[Optional[str], typer.Option(help="Date to run the demo on (default today).")] = None) -> None:
     """Load the sample data into a fresh database (default quota-demo.db) and walk through the ledger.
 
@@ -324,7 +325,8 @@ def demo(ctx: typer.Context,
     from cli.demo import run_demo
     url = ctx.obj.url if ctx.obj.url_given else "sqlite:///quota-demo.db"
     with failures():
-        run_demo(url, data, ctx.obj.actor, _date(today) or dt.date.today(), fresh_default=not ctx.obj.url_given)
+        run_demo(url, data or DATA_DIR, ctx.obj.actor, _date(today) or dt.date.today(),
+                 fresh_default=not ctx.obj.url_given)
 
 
 db_app = typer.Typer(no_args_is_help=True, help="Database administration: migrations and roles.")
