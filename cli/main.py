@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import getpass
 import os
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ class State:
     actor: str
     url_given: bool
 
-    @property
+    @functools.cached_property
     def engine(self):
         return db.make_engine(self.url)
 

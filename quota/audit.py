@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 from sqlalchemy import Engine, text
 
@@ -57,7 +56,3 @@ def verify(engine: Engine, progress=None) -> tuple[dict, list[Problem]]:
     """Recompute the hash chain and every balance from the postings (errors as data)."""
     with db.reading(engine) as conn:
         return ledger.verify(conn, progress)
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, sort_keys=False, default=str)

@@ -53,7 +53,3 @@ class NotFound(QuotaError):
 
 class IdempotencyConflict(QuotaError):
     """The same --key was used before with different content."""
-
-
-class LedgerCorrupt(QuotaError):
-    """Verification found a mismatch (hash chain or balances)."""

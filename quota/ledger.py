@@ -12,7 +12,7 @@ from sqlalchemy import Connection, bindparam, text
 
 from .db import GENESIS, insert_many, lock_head, update_many, values_statement
 from .db import is_sqlite as is_sqlite_conn
-from .errors import LedgerCorrupt, Problem, Refused
+from .errors import Problem, Refused
 from . import units
 
 HASH_SCHEME = "quota-chain-v1"
@@ -244,13 +244,6 @@ def _write_pairs(conn: Connection, pairs: dict[tuple[str, str], _Pair]) -> None:
 
 # --------------------------------------------------------------------------- queries
 
-def holdings(conn: Connection, account: str) -> dict[str, int]:
-    """Positive balance per lot held in one account (e.g. a project's reserved account)."""
-    rows = conn.execute(text("SELECT lot, amount_g FROM balance WHERE account = :a AND amount_g <> 0 "
-                             "ORDER BY lot"), {"a": account}).all()
-    return {r[0]: int(r[1]) for r in rows}
-
-
 def pair_balances(conn: Connection, as_of: dt.date | None = None) -> Iterator[tuple]:
     """(kind, pollutant, zone, account, lot, project_id, amount_g) per pair, now or as of a date."""
     if as_of is None:
@@ -459,7 +452,7 @@ def verify(conn: Connection, progress=None) -> tuple[dict, list[Problem]]:
         kind = account_kind(account)
         if kind in TOTAL_KINDS and amount:
             zone = stored_zone.get((account, lot))
-            want_totals[(kind, _pollutant_of(account, lot, stored_pol), zone,
+            want_totals[(kind, stored_pol.get((account, lot), ""), zone,
                          expiry.get(lot, NEVER) if kind == "lot" else NEVER)] += amount
     have_totals = {(r[0], r[1], r[2], _as_date(r[3])): int(r[4]) for r in conn.execute(
         text("SELECT kind, pollutant, zone, expires, amount_g FROM balance_total")) if r[4]}
@@ -473,14 +466,3 @@ def verify(conn: Connection, progress=None) -> tuple[dict, list[Problem]]:
     summary = {"hash_scheme": HASH_SCHEME, "transactions": count, "postings": npost,
                "accounts": len(stored), "head": prev, "ok": not problems}
     return summary, problems
-
-
-def _pollutant_of(account: str, lot: str, stored_pol: dict) -> str:
-    return stored_pol.get((account, lot), "")
-
-
-def require_verified(conn: Connection) -> dict:
-    summary, problems = verify(conn)
-    if problems:
-        raise LedgerCorrupt("; ".join(str(p) for p in problems[:5]))
-    return summary

@@ -41,9 +41,3 @@ def upgrade(engine: Engine, revision: str = HEAD) -> dict:
         command.upgrade(cfg, revision)
         after = MigrationContext.configure(conn).get_current_revision()
     return {"from": before, "to": after}
-
-
-def heads() -> list[str]:
-    from alembic.script import ScriptDirectory
-    cfg = _config(None)
-    return list(ScriptDirectory.from_config(cfg).get_heads())

@@ -76,7 +76,7 @@ def _plan_section(engine, plan_id, lang, unit, pname, sources, live, book) -> li
            "<p>" + e(f"{plan['status']}, objective {plan['objective']:g}, bound {plan['bound']:g}") + "</p>",
            _legend([(t("supply", lang), COLORS["supply"]), (t("demand", lang), COLORS["demand"])]),
            _grouped_bars([(f"{pname(p)} · {k}", unit[p], supply.get((p, k), 0), demand.get((p, k), 0))
-                          for p, k in sorted(set(supply) | set(demand)) if demand.get((p, k))], lang)]
+                          for p, k in sorted(set(supply) | set(demand)) if demand.get((p, k))])]
     out.append(f"<h2>{e(t('report_projects', lang))}</h2>")
     rows = [[f["project_id"], f.get("name", ""), f["priority"], t("funded_word", lang), ""] for f in plan["funded"]]
     rows += [[u["project_id"], u.get("name", ""), u["priority"], t("unfunded_word", lang),
@@ -139,11 +139,10 @@ def _stacked_bars(items) -> str:
     return "".join(svg)
 
 
-def _grouped_bars(items, lang) -> str:
+def _grouped_bars(items) -> str:
     row_h, label_w, width = 30, 210, 520
-    top = max([max(s, d) for _, _, s, d in items] + [1])
     svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{label_w + width + 220}' height='{row_h * len(items) + 10}'>"]
-    for i, (label, unit, s, d) in enumerate(items):
+    for i, (label, unit, s, d) in enumerate(items):  # each pair scaled to its own larger bar
         y = 5 + i * row_h
         scale = width / max(s, d, 1)
         svg.append(f"<text x='0' y='{y + 16}' font-size='12'>{e(label)}</text>")
@@ -151,7 +150,6 @@ def _grouped_bars(items, lang) -> str:
         svg.append(f"<rect x='{label_w}' y='{y + 12}' width='{d * scale:.1f}' height='11' fill='{COLORS['demand']}'/>")
         svg.append(f"<text x='{label_w + width + 6}' y='{y + 16}' font-size='12'>{e(units.display(s, unit))} / "
                    f"{e(units.display(d, unit))} {e(unit)}</text>")
-    del top
     svg.append("</svg>")
     return "".join(svg)
 

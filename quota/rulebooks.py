@@ -5,7 +5,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from . import db, ledger
-from .errors import Problem, QuotaError, ValidationFailed
+from .errors import Problem, ValidationFailed
 from .rules import Rulebook, load_rulebook_file, parse_rulebook
 
 
@@ -82,7 +82,3 @@ def describe(book: Rulebook) -> dict:
         "crediting": {"baseline": book.baseline, "discount": str(book.discount),
                       "life_years": book.life_years},
     }
-
-
-class RulebookError(QuotaError):
-    pass
