@@ -29,8 +29,8 @@ def _worker(url: str, seed: int, n_projects: int, ops: int, barrier, results) ->
     done = {"ok": 0, "refused": 0, "errors": []}
     barrier.wait()
     for _ in range(ops):
-        pid = f"P{rng.randrange(n_projects):02d}"
-        op = rng.choices(["reserve", "approve", "release", "cancel"], weights=[5, 3, 3, 1])[0]
+        pid = f"P{rng.randrange(n_projects):03d}"
+        op = rng.choices(["reserve", "approve", "release", "cancel"], weights=[6, 3, 3, 0.3])[0]
         try:
             if op == "reserve":
                 quota_ops.reserve(engine, pid, actor=f"w{seed}", date=DAY)
@@ -50,12 +50,13 @@ def _worker(url: str, seed: int, n_projects: int, ops: int, barrier, results) ->
     engine.dispose()
 
 
-def _setup_contention(engine, write_csv, n_lots=4, n_projects=20):
+def _setup_contention(engine, write_csv, n_lots=8, n_projects=200):
+    """Lots enough for about a quarter of the projects at once, so clerks compete for them."""
     tallies.import_tallies(engine, write_csv("t.csv", TALLY_HEADER, [
-        f"C{i},S{i},源{i},closure,JT-YT,COD,{3 + i},,,t/a,2020,2025-0{i + 1}-01,m,x,R{i}" for i in range(n_lots)]),
+        f"C{i},S{i},源{i},closure,JT-YT,COD,{10 + i},,,t/a,2020,2025-0{i + 1}-01,m,x,R{i}" for i in range(n_lots)]),
         actor="setup")
     projects.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
-        f"P{i:02d},项目{i},JT-DC,food,COD,{1 + (i % 4) * 0.75},t/a,1,,false," for i in range(n_projects)]),
+        f"P{i:03d},项目{i},JT-DC,food,COD,{1 + (i % 4) * 0.75},t/a,1,,false," for i in range(n_projects)]),
         actor="setup")
 
 
@@ -82,13 +83,15 @@ def test_eight_clerks_on_overlapping_lots_never_break_the_ledger(db_url, engine,
     _setup_contention(engine, write_csv)
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(WORKERS), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(db_url, s, 20, OPS, barrier, results)) for s in range(WORKERS)]
+    procs = [ctx.Process(target=_worker, args=(db_url, s, 200, OPS, barrier, results)) for s in range(WORKERS)]
     for p in procs:
         p.start()
     outcomes = [results.get(timeout=600) for _ in procs]
     for p in procs:
         p.join(timeout=60)
     errors = [e for o in outcomes for e in o["errors"]]
+    print(f"\n{engine.dialect.name}: {WORKERS} x {OPS} operations: {sum(o['ok'] for o in outcomes)} done, "
+          f"{sum(o['refused'] for o in outcomes)} refused, {sum(len(o['retries']) for o in outcomes)} automatic retries")
     assert errors == []
     assert sum(o["ok"] for o in outcomes) > 0
     assert sum(o["ok"] + o["refused"] for o in outcomes) == WORKERS * OPS
@@ -113,7 +116,7 @@ def _same_key(url: str, barrier, results) -> None:
     from quota import quota_ops
     engine = qdb.make_engine(url)
     barrier.wait()
-    r = quota_ops.reserve(engine, "P00", actor="retry", date=DAY, key="clerk-7:req-42")
+    r = quota_ops.reserve(engine, "P000", actor="retry", date=DAY, key="clerk-7:req-42")
     results.put((r["txn"], r["replayed"]))
     engine.dispose()
 
@@ -182,3 +185,28 @@ def test_sigkill_in_a_large_import_and_in_a_plan_apply_leaves_the_database_as_it
     if after != before:
         assert len(after["txn"]) == len(before["txn"]) + len(plan["funded"])
     assert audit.verify(engine)[1] == []
+
+
+def test_transient_errors_are_retried_and_reported_others_are_not(engine):
+    from sqlalchemy.exc import OperationalError
+    db.RETRIES.clear()
+    calls = []
+
+    def flaky(conn):
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("UPDATE chain_head", {}, Exception("database is locked"))
+        return "done"
+
+    assert db.run_write(engine, flaky) == "done" and len(calls) == 3
+    assert len(db.RETRIES) == 2 and "database is locked" in db.RETRIES[0]
+
+    def broken(conn):
+        calls.append(1)
+        raise OperationalError("SELECT", {}, Exception("no such column: x"))
+
+    calls.clear()
+    with pytest.raises(OperationalError):
+        db.run_write(engine, broken)
+    assert len(calls) == 1  # not transient: no retry
+    db.RETRIES.clear()
