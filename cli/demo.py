@@ -43,7 +43,11 @@ def run_demo(url: str, data: Path, actor: str, today: dt.date, fresh_default: bo
     render.trace(audit.trace(engine, pid))
     render.out.print()
     render.balances(audit.balance(engine, by="zone", pollutant="COD"))
-    _plan(engine, today, actor)
+    plan_id = _plan(engine, today, actor)
+    from quota import report
+    page = Path("quota-demo-report.html")
+    page.write_text(report.build(engine, plan_id=plan_id, as_of=today, lang=render.LANG["lang"]), encoding="utf-8")
+    render.out.print(f"\n$ quota report --html {page} --plan {plan_id}   → open it in a browser")
     summary, problems = audit.verify(engine)
     status = "verified" if not problems else f"{len(problems)} PROBLEMS"
     render.out.print(f"\n$ quota verify   → {status}: {summary['transactions']} transactions, "
@@ -51,15 +55,11 @@ def run_demo(url: str, data: Path, actor: str, today: dt.date, fresh_default: bo
     render.out.print(f"\nThe demo ledger is in {url}; try: quota --db {url} balance --by lot")
 
 
-def _plan(engine, today: dt.date, actor: str) -> None:
-    """Run the planner on the pipeline when it is available (see `quota plan run`)."""
-    try:
-        from quota import planner
-    except ImportError:
-        return
+def _plan(engine, today: dt.date, actor: str) -> str:
+    """Run the planner on the pipeline (as `quota plan run`) and print the plan; returns its id."""
     from cli.plan import render_plan
     from quota import plans
-    del planner
     result = plans.run_plan(engine, as_of=today, actor=actor)
-    render.out.print()
+    render.out.print(f"\n$ quota plan run --as-of {today}")
     render_plan(result)
+    return result["plan_id"]

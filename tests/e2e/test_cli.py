@@ -119,7 +119,8 @@ def test_quota_demo_runs_as_a_real_process(tmp_path):
     proc = subprocess.run([str(exe), "demo", "--today", "2026-11-29"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "verified" in proc.stdout and "P2026-01" in proc.stdout
+    assert "verified" in proc.stdout and "P2026-01" in proc.stdout and "PLAN-0001" in proc.stdout
+    assert "<svg" in (tmp_path / "quota-demo-report.html").read_text(encoding="utf-8")
     engine = db.make_engine(f"sqlite:///{tmp_path / 'quota-demo.db'}")
     lots = audit.balance(engine, by="lot")["rows"]
     assert len(lots) == 23
