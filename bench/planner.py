@@ -8,7 +8,6 @@ model build and solve times grow from 200 to 2,000 to 10,000 projects with --sca
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import time
 
 import pulp

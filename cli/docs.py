@@ -26,7 +26,7 @@ def commands():
             yield name, cmd
 
 
-def _param(p: click.Parameter) -> str:
+def _param(p) -> str:
     if getattr(p, "param_type_name", "") == "argument":
         return f"| `{p.name.upper()}` | argument | {(getattr(p, 'help', None) or '').strip()} |"
     opts = ", ".join(f"`{o}`" for o in p.opts)

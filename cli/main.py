@@ -5,7 +5,6 @@ import contextlib
 import datetime as dt
 import functools
 import getpass
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional

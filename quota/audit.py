@@ -5,7 +5,7 @@ import datetime as dt
 
 from sqlalchemy import Engine, text
 
-from . import db, ledger, rulebooks, units
+from . import balances, db, ledger, rulebooks, units
 from .errors import Problem
 from .projects import load_projects
 
@@ -17,7 +17,7 @@ def balance(engine: Engine, *, by: str = "pollutant", pollutant: str | None = No
         _, book = rulebooks.current(conn)
         unit_of = {p.code: p.unit for p in book.pollutants.values()}
         day = as_of or dt.date.today()
-        rows = ledger.balance_rows(conn, unit_of, by=by, pollutant=pollutant, zone=zone, as_of=as_of, today=day)
+        rows = balances.balance_rows(conn, unit_of, by=by, pollutant=pollutant, zone=zone, as_of=as_of, today=day)
     return {"as_of": day.isoformat(), "by": by, "rows": rows}
 
 

@@ -14,7 +14,7 @@ from typing import IO, Iterator
 
 from sqlalchemy import Engine, text
 
-from . import db, ledger, rulebooks
+from . import ledger, rulebooks
 from .errors import Problem
 
 FORMAT = "quota-export"

@@ -157,7 +157,6 @@ class ChainHead(SQLModel, table=True):
 
 TABLES = [RulebookVersion, Source, ImportBatch, Tally, Lot, Project, ProjectNeed, Txn, Posting,
           Balance, Operation, ChainHead]
-from .db import APPEND_ONLY  # noqa: E402,F401  (one list, owned by db.py)
 
 
 class Plan(SQLModel, table=True):

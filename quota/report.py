@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from sqlalchemy import Engine, text
 
-from . import audit, db, ledger, plans, rulebooks, units
+from . import balances, db, plans, rulebooks, units
 from .i18n import header as H, t
 
 COLORS = {"available": "#2e7d32", "reserved": "#f9a825", "allocated": "#1565c0", "supply": "#2e7d32",
@@ -20,9 +20,9 @@ def build(engine: Engine, *, plan_id: str | None = None, as_of: dt.date | None =
     day = as_of or dt.date.today()
     with db.reading(engine) as conn:
         _, book = rulebooks.current(conn)
-        lot_rows = ledger.balance_rows(conn, {p: book.pollutants[p].unit for p in book.pollutants}, by="lot",
+        lot_rows = balances.balance_rows(conn, {p: book.pollutants[p].unit for p in book.pollutants}, by="lot",
                                        as_of=as_of, today=day)
-        by_zone = ledger.balance_rows(conn, {p: book.pollutants[p].unit for p in book.pollutants}, by="zone",
+        by_zone = balances.balance_rows(conn, {p: book.pollutants[p].unit for p in book.pollutants}, by="zone",
                                       as_of=as_of, today=day)
         sources = {r[0]: (r[1], r[2]) for r in conn.execute(text(
             "SELECT l.serial, s.source_id, s.name FROM lot l JOIN tally t ON t.tally_id = l.tally_id "

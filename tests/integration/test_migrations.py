@@ -7,7 +7,7 @@ from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 from quota import audit, db, migrate, plans, projects, quota_ops, rulebooks, tallies
-from tests.conftest import DATA, snapshot
+from tests.conftest import DATA
 
 
 def test_baseline_database_with_data_upgrades_without_loss(db_url):

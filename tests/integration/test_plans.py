@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from quota import audit, plans, projects, quota_ops, tallies
 from quota.errors import Refused, ValidationFailed
-from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
+from tests.conftest import DATA, PROJECT_HEADER, snapshot
 
 DAY = dt.date(2026, 11, 29)
 

@@ -6,7 +6,7 @@ from sqlalchemy import text
 
 from quota import audit, projects, quota_ops, tallies
 from quota.errors import IdempotencyConflict, Refused
-from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
+from tests.conftest import DATA, snapshot
 
 D = dt.date
 

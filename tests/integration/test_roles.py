@@ -6,7 +6,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from quota import audit, db, plans, projects, quota_ops, roles, tallies
-from quota.errors import QuotaError
 from tests.conftest import DATA, ENGINES
 
 
