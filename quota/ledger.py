@@ -175,20 +175,18 @@ def _load_pairs(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str,
     out: dict[tuple[str, str], _Pair] = {}
     lots = sorted({k[1] for k in keys})
     accounts = sorted({k[0] for k in keys})
-    if len(accounts) > 500:  # large batches (imports): by lot, then filtered
-        for i in range(0, len(lots), 500):
-            rows = conn.execute(text("SELECT account, lot, amount_g, last_date FROM balance WHERE lot IN :lots")
-                                .bindparams(bindparam("lots", expanding=True)), {"lots": lots[i:i + 500]})
-            for a, l, g, last in rows:
-                if (a, l) in keys:
-                    out[(a, l)] = _Pair(None, int(g), _as_date(last), False)
-        return out
-    rows = conn.execute(text("SELECT account, lot, amount_g, last_date FROM balance WHERE account IN :a AND lot IN :l")
-                        .bindparams(bindparam("a", expanding=True), bindparam("l", expanding=True)),
-                        {"a": accounts, "l": lots})
-    for a, l, g, last in rows:
-        if (a, l) in keys:
-            out[(a, l)] = _Pair(None, int(g), _as_date(last), False)
+    select = "SELECT account, lot, amount_g, last_date FROM balance WHERE lot IN :l"
+    if len(accounts) > 500:  # large batches (imports): by lot, 500 at a time, then filtered
+        queries = [(text(select).bindparams(bindparam("l", expanding=True)), {"l": lots[i:i + 500]})
+                   for i in range(0, len(lots), 500)]
+    else:
+        queries = [(text(select + " AND account IN :a").bindparams(bindparam("l", expanding=True),
+                                                                   bindparam("a", expanding=True)),
+                    {"l": lots, "a": accounts})]
+    for sql, params in queries:
+        for a, l, g, last in conn.execute(sql, params):
+            if (a, l) in keys:
+                out[(a, l)] = _Pair(None, int(g), _as_date(last), False)
     return out
 
 

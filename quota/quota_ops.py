@@ -177,7 +177,10 @@ def _return_legs(conn: Connection, info: ProjectInfo, part: str, held: dict[str,
                  on: dt.date) -> list[ledger.Leg]:
     """Legs returning held grams to their lots, or to expired:<P> when the lot has expired."""
     legs = []
-    lots = {r[0]: (r[1], ledger._as_date(r[2])) for r in conn.execute(text("SELECT serial, zone, expires FROM lot"))}
+    serials = sorted({lot for by_lot in held.values() for lot in by_lot})
+    lots = {r[0]: (r[1], ledger._as_date(r[2])) for r in conn.execute(
+        text("SELECT serial, zone, expires FROM lot WHERE serial IN :s").bindparams(bindparam("s", expanding=True)),
+        {"s": serials or [""]})}
     for pol, by_lot in sorted(held.items()):
         for lot, amount in sorted(by_lot.items()):
             zone, expires = lots[lot]

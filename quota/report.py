@@ -20,14 +20,12 @@ def build(engine: Engine, *, plan_id: str | None = None, as_of: dt.date | None =
     day = as_of or dt.date.today()
     with db.reading(engine) as conn:
         _, book = rulebooks.current(conn)
-        lot_rows = balances.balance_rows(conn, {p: book.pollutants[p].unit for p in book.pollutants}, by="lot",
-                                       as_of=as_of, today=day)
-        by_zone = balances.balance_rows(conn, {p: book.pollutants[p].unit for p in book.pollutants}, by="zone",
-                                      as_of=as_of, today=day)
+        unit = {p: book.pollutants[p].unit for p in book.pollutants}
+        lot_rows = balances.balance_rows(conn, unit, by="lot", as_of=as_of, today=day)
+        by_zone = balances.balance_rows(conn, unit, by="zone", as_of=as_of, today=day)
         sources = {r[0]: (r[1], r[2]) for r in conn.execute(text(
             "SELECT l.serial, s.source_id, s.name FROM lot l JOIN tally t ON t.tally_id = l.tally_id "
             "JOIN source s ON s.source_id = t.source_id"))}
-    unit = {p: book.pollutants[p].unit for p in book.pollutants}
 
     def pname(code: str) -> str:
         p = book.pollutants.get(code)
@@ -62,12 +60,12 @@ def build(engine: Engine, *, plan_id: str | None = None, as_of: dt.date | None =
                          for r in sorted(soon, key=lambda r: (r["expires"], r["lot"]))]) if soon
                  else f"<p>{e(t('report_none', lang))}</p>")
     if plan_id:
-        parts += _plan_section(engine, plan_id, lang, unit, pname, sources, live, book)
+        parts += _plan_section(engine, plan_id, lang, unit, pname, sources)
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _plan_section(engine, plan_id, lang, unit, pname, sources, live, book) -> list[str]:
+def _plan_section(engine, plan_id, lang, unit, pname, sources) -> list[str]:
     """Supply and demand as the plan saw them, funded/unfunded projects, shadow prices, flows."""
     plan = plans.get_plan(engine, plan_id)
     supply = {(g["pollutant"], g["key"]): g["supply_g"] for g in plan.get("groups", [])}
