@@ -10,6 +10,7 @@ from typing import Callable, Iterator, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from . import driver
 from .errors import QuotaError
 
 DEFAULT_URL = "sqlite:///quota.db"
@@ -45,6 +46,7 @@ def make_engine(url: str = DEFAULT_URL) -> Engine:
     else:
         # no pool_pre_ping: each command is a short process, and a ping costs a round trip per operation
         engine = create_engine(url)
+        driver.install(engine)
     return engine
 
 
@@ -75,13 +77,15 @@ def run_write(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8, 
             with engine.connect() as conn:
                 conn = conn.execution_options(quota_write=True)
                 with conn.begin():
-                    conn.info.pop("quota_head", None)
-                    if lock:  # the locked head is kept for ledger.post_many in this transaction
-                        conn.info["quota_head"] = lock_head(conn)
                     try:
-                        return fn(conn)
+                        if lock:  # the locked head is kept for ledger.post_many in this transaction
+                            conn.info["quota_head"] = lock_head(conn)
+                        result = fn(conn)
+                        driver.flush(conn)  # queued writes go out (and may fail) before the commit
+                        return result
                     finally:
-                        conn.info.pop("quota_head", None)
+                        for k in ("quota_head", "quota_rulebook", driver.PENDING):
+                            conn.info.pop(k, None)
         except DBAPIError as exc:
             if attempt < attempts and (_transient(exc) or (not lock and isinstance(exc, IntegrityError))):
                 RETRIES.append(f"attempt {attempt}: {type(exc.orig).__name__}: {str(exc.orig).strip()[:80]}")
@@ -99,19 +103,24 @@ def reading(engine: Engine) -> Iterator[Connection]:
 
 
 def lock_head(conn: Connection) -> tuple[int, str]:
+    """Lock the chain head row (PostgreSQL: FOR UPDATE) and return (seq, hash); the current rulebook's
+    (version, sha256), read in the same round trip after the lock, is kept in conn.info."""
     sql = "SELECT seq, hash FROM chain_head WHERE id = 1"
     if not is_sqlite(conn):
         sql += " FOR UPDATE"
     try:
-        row = conn.execute(text(sql)).one_or_none()
+        head, book = driver.select(conn, (sql, ()),
+                                   ("SELECT version, sha256 FROM rulebook ORDER BY version DESC LIMIT 1", ()))
     except DBAPIError as exc:
         message = str(exc.orig).lower()
         if "no such table" in message or "does not exist" in message:
             raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first") from exc
         raise
-    if row is None:
+    if not head:
         raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
-    return int(row[0]), str(row[1])
+    if book:
+        conn.info["quota_rulebook"] = (int(book[0][0]), book[0][1])
+    return int(head[0][0]), str(head[0][1])
 
 
 def insert_many(conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
@@ -122,6 +131,7 @@ def insert_many(conn: Connection, table: str, columns: list[str], rows: list[tup
     if is_sqlite(conn):  # store dates as ISO text ourselves (sqlite3's default adapter is deprecated)
         rows = [tuple(v.isoformat() if isinstance(v, dt.date) else v for v in r) for r in rows]
     elif len(rows) >= 1000:  # PostgreSQL: COPY, in this same transaction, is far faster than executemany
+        driver.flush(conn)  # COPY goes straight to the driver: queued writes first
         with conn.connection.dbapi_connection.cursor() as cur:
             with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 for r in rows:

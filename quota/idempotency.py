@@ -5,9 +5,9 @@ import hashlib
 import json
 from typing import Callable
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
-from . import db
+from . import db, driver
 from .errors import IdempotencyConflict
 from .ledger import canonical, now_iso
 
@@ -28,8 +28,8 @@ def run(engine: Engine, key: str | None, command: str, request: dict,
 
     def work(conn: Connection) -> dict:
         if key:
-            row = conn.execute(text("SELECT command, request_hash, result FROM operation WHERE key = :k"),
-                               {"k": key}).first()
+            rows = driver.select(conn, ("SELECT command, request_hash, result FROM operation WHERE key = ?", (key,)))[0]
+            row = rows[0] if rows else None
             if row is not None:
                 if row[0] != command or row[1] != digest:
                     raise IdempotencyConflict(
@@ -37,10 +37,8 @@ def run(engine: Engine, key: str | None, command: str, request: dict,
                 return {**json.loads(row[2]), "replayed": True}
         result = fn(conn)
         if key:
-            conn.execute(text("INSERT INTO operation (key, command, request_hash, result, created_at) "
-                              "VALUES (:k, :c, :h, :r, :t)"),
-                         {"k": key, "c": command, "h": digest, "r": json.dumps(result, default=str),
-                          "t": now_iso()})
+            driver.write(conn, "INSERT INTO operation (key, command, request_hash, result, created_at) "
+                         "VALUES (?, ?, ?, ?, ?)", (key, command, digest, json.dumps(result, default=str), now_iso()))
         return {**result, "replayed": False}
 
     return db.run_write(engine, work)

@@ -10,6 +10,7 @@ from typing import Iterable, Iterator
 
 from sqlalchemy import Connection, bindparam, text
 
+from . import driver
 from .db import GENESIS, insert_many, lock_head, update_many, values_statement
 from .db import is_sqlite as is_sqlite_conn
 from .errors import Problem, Refused
@@ -88,16 +89,19 @@ def post(conn: Connection, kind: str, effective: dt.date, legs: list[Leg], *, ac
 
 
 def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: int,
-              lot_expiry: dict[str, dt.date | None] | None = None) -> list[int]:
+              lot_expiry: dict[str, dt.date | None] | None = None,
+              known: dict[str, dict[str, tuple[int, dt.date | None]]] | None = None) -> list[int]:
     """Append balanced transactions to the chain, in order, and update balances.
 
     Must run inside `db.run_write` (the chain head is locked). Refuses unbalanced legs,
     zero amounts, a non-negative balance going negative after any transaction, and an
     effective date earlier than the last posting on a touched (account, lot) pair (so that
-    as-of replays stay consistent). Raises before anything is flushed when a check fails.
+    as-of replays stay consistent). Raises before anything is written when a check fails.
+    `known` gives, for some accounts, every stored (lot: (grams, last date)) pair the caller
+    has already read in this transaction; those are not read again.
     """
     seq, prev = conn.info.get("quota_head") or lock_head(conn)
-    balances = _load_pairs(conn, {(l.account, l.lot) for s in specs for l in s.legs})
+    balances = _load_pairs(conn, {(l.account, l.lot) for s in specs for l in s.legs}, known or {})
     txn_rows, post_rows, seqs = [], [], []
     for spec in specs:
         totals: dict[str, int] = defaultdict(int)
@@ -120,22 +124,55 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
         post_rows.extend((seq, a, l, p, g) for a, l, p, g in tuples)
         seqs.append(seq)
         prev = digest
-    insert_many(conn, "txn", ["seq", "kind", "effective_date", "booked_at", "actor", "memo", "ref", "project_id",
-                              "rulebook_version", "meta", "prev_hash", "hash"], txn_rows)
-    insert_many(conn, "posting", ["txn_seq", "account", "lot", "pollutant", "amount_g"], post_rows)
-    _write_pairs(conn, balances)
-    _write_totals(conn, specs, lot_expiry or {})
-    conn.execute(text("UPDATE chain_head SET seq = :s, hash = :h WHERE id = 1"), {"s": seq, "h": prev})
+    pair_rows = _pair_rows(balances)
+    total_rows = _total_rows(conn, specs, lot_expiry or {})
+    if len(post_rows) <= SMALL and len(pair_rows[0]) + len(pair_rows[1]) <= SMALL:
+        _write_small(conn, txn_rows, post_rows, pair_rows[0] + pair_rows[1], total_rows, (seq, prev))
+    else:
+        insert_many(conn, "txn", TXN_COLUMNS, txn_rows)
+        insert_many(conn, "posting", POSTING_COLUMNS, post_rows)
+        _write_pairs(conn, *pair_rows)
+        if total_rows:
+            conn.exec_driver_sql(*values_statement(conn, TOTAL_INSERT, 5, total_rows, TOTAL_UPSERT))
+        conn.execute(text("UPDATE chain_head SET seq = :s, hash = :h WHERE id = 1"), {"s": seq, "h": prev})
     conn.info["quota_head"] = (seq, prev)
     return seqs
+
+
+SMALL = 50  # rows per statement below which an operation's writes go out as one batch (driver.write)
+TXN_COLUMNS = ["seq", "kind", "effective_date", "booked_at", "actor", "memo", "ref", "project_id",
+               "rulebook_version", "meta", "prev_hash", "hash"]
+POSTING_COLUMNS = ["txn_seq", "account", "lot", "pollutant", "amount_g"]
+PAIR_COLUMNS = ["account", "lot", "kind", "pollutant", "zone", "project_id", "nonneg", "amount_g", "last_date"]
+PAIR_UPSERT = "ON CONFLICT (account, lot) DO UPDATE SET amount_g = excluded.amount_g, last_date = excluded.last_date"
+TOTAL_INSERT = "INSERT INTO balance_total (kind, pollutant, zone, expires, amount_g)"
+TOTAL_UPSERT = ("ON CONFLICT (kind, pollutant, zone, expires) DO UPDATE SET amount_g = balance_total.amount_g + "
+                "excluded.amount_g")
+
+
+def _values(head: str, width: int, rows: list[tuple], tail: str = "") -> tuple[str, tuple]:
+    one = "(" + ", ".join(["?"] * width) + ")"
+    return f"{head} VALUES {', '.join([one] * len(rows))} {tail}", tuple(v for r in rows for v in r)
+
+
+def _write_small(conn: Connection, txn_rows, post_rows, pair_rows, total_rows, head) -> None:
+    """An ordinary operation's writes: one statement per table, queued as one batch (driver.write)."""
+    driver.write(conn, *_values(f"INSERT INTO txn ({', '.join(TXN_COLUMNS)})", len(TXN_COLUMNS), txn_rows))
+    driver.write(conn, *_values(f"INSERT INTO posting ({', '.join(POSTING_COLUMNS)})", 5, post_rows))
+    if pair_rows:
+        driver.write(conn, *_values(f"INSERT INTO balance ({', '.join(PAIR_COLUMNS)})", len(PAIR_COLUMNS),
+                                    pair_rows, PAIR_UPSERT))
+    if total_rows:
+        driver.write(conn, *_values(TOTAL_INSERT, 5, total_rows, TOTAL_UPSERT))
+    driver.write(conn, "UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", head)
 
 
 NEVER = dt.date(9999, 12, 31)
 TOTAL_KINDS = ("lot", "reserved", "allocated")
 
 
-def _write_totals(conn: Connection, specs: list["TxnSpec"], known: dict[str, dt.date | None]) -> None:
-    """Add the batch's movements to balance_total (kind, pollutant, zone, lot expiry); lot expiries the
+def _total_rows(conn: Connection, specs: list["TxnSpec"], known: dict[str, dt.date | None]) -> list[tuple]:
+    """The batch's movements of balance_total (kind, pollutant, zone, lot expiry, grams); lot expiries the
     caller already knows (`known`, e.g. lots being issued) are not looked up."""
     delta: dict[tuple, int] = defaultdict(int)
     lot_serials = {l.lot for s in specs for l in s.legs if account_kind(l.account) == "lot"}
@@ -151,16 +188,9 @@ def _write_totals(conn: Connection, specs: list["TxnSpec"], known: dict[str, dt.
             if kind in TOTAL_KINDS:
                 exp = expiry.get(leg.lot, NEVER) if kind == "lot" else NEVER
                 delta[(kind, leg.pollutant, leg.zone, exp)] += leg.amount_g
-    if not delta:
-        return
-    # one upsert per key, sent as one batch: new keys are inserted, existing ones incremented
-    rows = [(k[0], k[1], k[2], k[3].isoformat() if is_sqlite_conn(conn) else k[3], g)
-            for k, g in sorted(delta.items()) if g]
-    if rows:
-        conn.exec_driver_sql(*values_statement(
-            conn, "INSERT INTO balance_total (kind, pollutant, zone, expires, amount_g)", 5, rows,
-            "ON CONFLICT (kind, pollutant, zone, expires) DO UPDATE SET amount_g = balance_total.amount_g + "
-            "excluded.amount_g"))
+    # one upsert per key: new keys are inserted, existing ones incremented
+    sqlite = is_sqlite_conn(conn)
+    return [(k[0], k[1], k[2], k[3].isoformat() if sqlite else k[3], g) for k, g in sorted(delta.items()) if g]
 
 
 class _Pair:
@@ -170,9 +200,17 @@ class _Pair:
         self.leg, self.amount, self.last, self.new, self.dirty = leg, amount, last, new, False
 
 
-def _load_pairs(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], _Pair]:
-    """The stored balances of exactly these (account, lot) pairs."""
+def _load_pairs(conn: Connection, keys: set[tuple[str, str]],
+                known: dict[str, dict[str, tuple[int, dt.date | None]]]) -> dict[tuple[str, str], _Pair]:
+    """The stored balances of exactly these (account, lot) pairs; accounts in `known` are not read."""
     out: dict[tuple[str, str], _Pair] = {}
+    for account, lot in keys:
+        if account in known and lot in known[account]:
+            amount, last = known[account][lot]
+            out[(account, lot)] = _Pair(None, int(amount), _as_date(last), False)
+    keys = {k for k in keys if k[0] not in known}
+    if not keys:
+        return out
     lots = sorted({k[1] for k in keys})
     accounts = sorted({k[0] for k in keys})
     select = "SELECT account, lot, amount_g, last_date FROM balance WHERE lot IN :l"
@@ -213,7 +251,8 @@ def _check_and_apply(pairs: dict[tuple[str, str], _Pair], spec: TxnSpec) -> None
         pair.dirty = True
 
 
-def _write_pairs(conn: Connection, pairs: dict[tuple[str, str], _Pair]) -> None:
+def _pair_rows(pairs: dict[tuple[str, str], _Pair]) -> tuple[list[tuple], list[tuple]]:
+    """(new rows, changed rows) of the balance table, full width (PAIR_COLUMNS)."""
     inserts, updates = [], []
     for (account, lot), pair in sorted(pairs.items()):
         if not pair.dirty:
@@ -221,20 +260,19 @@ def _write_pairs(conn: Connection, pairs: dict[tuple[str, str], _Pair]) -> None:
         leg, kind = pair.leg, account_kind(account)
         full = (account, lot, kind, leg.pollutant, leg.zone, leg.project_id, kind in NONNEG_KINDS, pair.amount,
                 pair.last)
-        if pair.new:
-            inserts.append(full)
-        else:
-            updates.append(full)
-    columns = ["account", "lot", "kind", "pollutant", "zone", "project_id", "nonneg", "amount_g", "last_date"]
-    if len(inserts) + len(updates) < 1000:  # an ordinary operation: one upsert batch (one round trip)
+        (inserts if pair.new else updates).append(full)
+    return inserts, updates
+
+
+def _write_pairs(conn: Connection, inserts: list[tuple], updates: list[tuple]) -> None:
+    if len(inserts) + len(updates) < 1000:  # one upsert batch (one round trip)
         rows = inserts + updates
         if is_sqlite_conn(conn):
             rows = [r[:8] + (r[8].isoformat() if r[8] else None,) for r in rows]
-        conn.exec_driver_sql(*values_statement(
-            conn, f"INSERT INTO balance ({', '.join(columns)})", len(columns), rows,
-            "ON CONFLICT (account, lot) DO UPDATE SET amount_g = excluded.amount_g, last_date = excluded.last_date"))
+        conn.exec_driver_sql(*values_statement(conn, f"INSERT INTO balance ({', '.join(PAIR_COLUMNS)})",
+                                               len(PAIR_COLUMNS), rows, PAIR_UPSERT))
         return
-    insert_many(conn, "balance", columns, inserts)
+    insert_many(conn, "balance", PAIR_COLUMNS, inserts)
     update_many(conn, "UPDATE balance SET amount_g = ?, last_date = ? WHERE account = ? AND lot = ?",
                 [(r[7], r[8], r[0], r[1]) for r in updates])
 

@@ -138,20 +138,31 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
     return idempotency.run(engine, key, "project import", {"sha256": sha}, work)
 
 
+PROJECT_SQL = ("SELECT p.project_id, p.name, p.zone, p.industry, p.priority, p.needed_by, p.must_fund, p.state, "
+               "n.pollutant, n.increment_g, n.ratio FROM project p "
+               "LEFT JOIN project_need n ON n.project_id = p.project_id")
+
+
 def load_projects(conn: Connection, book: Rulebook, *, project_id: str | None = None,
                   state: str | None = None) -> list[ProjectInfo]:
     """Projects with their needs (ratio and matching key from the current rulebook), sorted by id."""
-    sql = ("SELECT p.project_id, p.name, p.zone, p.industry, p.priority, p.needed_by, p.must_fund, p.state, "
-           "n.pollutant, n.increment_g, n.ratio FROM project p LEFT JOIN project_need n ON n.project_id = p.project_id")
-    args = {}
+    sql, args = PROJECT_SQL, {}
     if project_id is not None:
         sql += " WHERE p.project_id = :p"
         args["p"] = project_id
     elif state is not None:
         sql += " WHERE p.state = :s"
         args["s"] = state
+    infos = projects_from_rows(book, conn.execute(text(sql + " ORDER BY p.project_id, n.pollutant"), args))
+    if project_id is not None and not infos:
+        raise NotFound(f"no project {project_id!r}")
+    return infos
+
+
+def projects_from_rows(book: Rulebook, rows) -> list[ProjectInfo]:
+    """ProjectInfo per project from PROJECT_SQL rows ordered by project and pollutant."""
     infos: dict[str, ProjectInfo] = {}
-    for r in conn.execute(text(sql + " ORDER BY p.project_id, n.pollutant"), args):
+    for r in rows:
         info = infos.get(r[0])
         if info is None:
             info = infos[r[0]] = ProjectInfo(r[0], r[1], r[2], r[3] or "", int(r[4]), ledger._as_date(r[5]),
@@ -160,8 +171,6 @@ def load_projects(conn: Connection, book: Rulebook, *, project_id: str | None = 
             ratio, reasons = book.ratio(r[8], info.industry, info.zone, Decimal(r[10]) if r[10] else None)
             info.needs.append(Need(r[8], int(r[9]), ratio, tuple(reasons), required_g(int(r[9]), ratio),
                                    book.matching_key(r[8], info.zone)))
-    if project_id is not None and not infos:
-        raise NotFound(f"no project {project_id!r}")
     return list(infos.values())
 
 

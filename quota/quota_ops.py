@@ -4,11 +4,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy import Connection, Engine, text
 
-from . import idempotency, ledger, rulebooks, units
+from . import driver, idempotency, ledger, rulebooks, units
 from .errors import NotFound, Refused
-from .projects import Need, ProjectInfo, load_projects
+from .projects import PROJECT_SQL, Need, ProjectInfo, projects_from_rows
 from .rules import Rulebook
 
 
@@ -20,39 +20,74 @@ class LotAvail:
     available_g: int
 
 
-def eligible_lots(conn: Connection, book: Rulebook, pollutant: str, key: str, on: dt.date,
-                  today: dt.date) -> list[LotAvail]:
-    """Active lots of `pollutant` with matching key `key`, effective by `today` and not expired
-    on `on`, with a positive balance, earliest expiry first (never-expiring last), then serial."""
-    zones = sorted(z for z in book.zones if book.matching_key(pollutant, z) == key)
-    rows = conn.execute(text(
-        "SELECT l.serial, l.zone, l.expires, b.amount_g, l.effective_date FROM lot l "
-        "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
-        "WHERE l.pollutant = :p AND l.zone IN :z AND b.amount_g > 0").bindparams(bindparam("z", expanding=True)),
-        {"p": pollutant, "z": zones or [""]})
+LOT_SQL = ("SELECT l.serial, l.zone, l.expires, b.amount_g, l.effective_date, l.pollutant, b.last_date FROM lot l "
+           "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial WHERE b.amount_g > 0 AND ")
+
+
+@dataclass
+class Snapshot:
+    """What one operation on a project reads, in one round trip: the project and its needs, every balance
+    row of its accounts (with the lot's zone, expiry and own balance), and for a reservation the
+    positive lots of its pollutants."""
+    info: ProjectInfo
+    rows: list[tuple]  # account, lot, pollutant, grams, last date, lot zone, lot expiry, lot grams, lot last date
+    lots: list[tuple]  # LOT_SQL rows
+
+    def held(self, part: str) -> dict[str, dict[str, int]]:
+        """{pollutant: {lot: grams}} held by the project's reserved or allocated account."""
+        account = ledger.project_account(self.info.project_id, part)
+        out: dict[str, dict[str, int]] = {}
+        for r in sorted(self.rows, key=lambda r: r[1]):
+            if r[0] == account and r[3] > 0:
+                out.setdefault(r[2], {})[r[1]] = int(r[3])
+        return out
+
+    def known(self) -> dict[str, dict[str, tuple[int, dt.date | None]]]:
+        """Balance pairs read here, for ledger.post_many: the project's accounts and the lots' own."""
+        out: dict[str, dict[str, tuple[int, dt.date | None]]] = {}
+        for account in ("reserved", "allocated"):
+            out[ledger.project_account(self.info.project_id, account)] = {}
+        for r in self.rows:
+            out.setdefault(r[0], {})[r[1]] = (int(r[3]), r[4])
+            if r[7] is not None:
+                out[ledger.lot_account(r[1])] = {r[1]: (int(r[7]), r[8])}
+        for r in self.lots:
+            out[ledger.lot_account(r[0])] = {r[0]: (int(r[3]), r[6])}
+        return out
+
+    def lot_info(self) -> dict[str, tuple[str, dt.date | None]]:
+        """{serial: (zone, expiry)} of the lots the project holds."""
+        return {r[1]: (r[5], ledger._as_date(r[6])) for r in self.rows}
+
+
+def snapshot(conn: Connection, book: Rulebook, project_id: str, with_lots: bool = False) -> Snapshot:
+    queries = [(PROJECT_SQL + " WHERE p.project_id = ? ORDER BY n.pollutant", (project_id,)),
+               ("SELECT b.account, b.lot, b.pollutant, b.amount_g, b.last_date, l.zone, l.expires, lb.amount_g, "
+                "lb.last_date FROM balance b JOIN lot l ON l.serial = b.lot LEFT JOIN balance lb "
+                "ON lb.account = 'lot:' || b.lot AND lb.lot = b.lot WHERE b.project_id = ? ORDER BY b.account, b.lot",
+                (project_id,))]
+    if with_lots:
+        queries.append((LOT_SQL + "l.pollutant IN (SELECT pollutant FROM project_need WHERE project_id = ?)",
+                        (project_id,)))
+    found = driver.select(conn, *queries)
+    infos = projects_from_rows(book, found[0])
+    if not infos:
+        raise NotFound(f"no project {project_id!r}")
+    return Snapshot(infos[0], found[1], found[2] if with_lots else [])
+
+
+def filter_lots(rows, book: Rulebook, pollutant: str, key: str, on: dt.date, today: dt.date) -> list[LotAvail]:
+    """Of LOT_SQL rows: the lots of `pollutant` with matching key `key`, effective by `today` and not expired
+    on `on`, earliest expiry first (never-expiring last), then serial."""
     out = []
-    for serial, zone, expires, amount, effective in rows:
+    for serial, zone, expires, amount, effective, pol, _ in rows:
         expires = ledger._as_date(expires)
-        if ledger._as_date(effective) > today or (expires is not None and expires <= on):
+        if pol != pollutant or ledger._as_date(effective) > today or (expires is not None and expires <= on):
             continue
         if zone not in book.zones or book.matching_key(pollutant, zone) != key:
             continue
         out.append(LotAvail(serial, zone, expires, int(amount)))
     out.sort(key=lambda l: (l.expires is None, l.expires or dt.date.max, l.serial))
-    return out
-
-
-def _project(conn: Connection, book: Rulebook, project_id: str) -> ProjectInfo:
-    return load_projects(conn, book, project_id=project_id)[0]
-
-
-def _held(conn: Connection, project_id: str, part: str) -> dict[str, dict[str, int]]:
-    """{pollutant: {lot: grams}} held by the project's reserved or allocated account."""
-    out: dict[str, dict[str, int]] = {}
-    for lot, pol, amount in conn.execute(text(
-            "SELECT lot, pollutant, amount_g FROM balance WHERE account = :a AND amount_g > 0 ORDER BY lot"),
-            {"a": ledger.project_account(project_id, part)}):
-        out.setdefault(pol, {})[lot] = int(amount)
     return out
 
 
@@ -66,15 +101,15 @@ def shortfall_message(book: Rulebook, short: list[tuple[Need, int]]) -> str:
     return "; ".join(parts)
 
 
-def plan_draws(conn: Connection, book: Rulebook, info: ProjectInfo, needs: list[Need], on: dt.date,
+def plan_draws(book: Rulebook, info: ProjectInfo, needs: list[Need], lots: list[tuple], on: dt.date,
                today: dt.date) -> dict[str, list[tuple[LotAvail, int]]]:
-    """Draw each need from eligible lots, earliest expiry first; refuse with every shortfall."""
+    """Draw each need from eligible lots (LOT_SQL rows), earliest expiry first; refuse with every shortfall."""
     draws: dict[str, list[tuple[LotAvail, int]]] = {}
     short: list[tuple[Need, int]] = []
     for need in needs:
         left = need.required_g
         picks = []
-        for lot in eligible_lots(conn, book, need.pollutant, need.key, on, today):
+        for lot in filter_lots(lots, book, need.pollutant, need.key, on, today):
             if left == 0:
                 break
             take = min(left, lot.available_g)
@@ -96,11 +131,11 @@ def reserve(engine: Engine, project_id: str, *, actor: str, pollutant: str | Non
 
     def work(conn: Connection) -> dict:
         version, book = rulebooks.current(conn)
-        info = _project(conn, book, project_id)
+        snap = snapshot(conn, book, project_id, with_lots=True)
+        info = snap.info
         if info.state not in ("pipeline", "reserved"):
             raise Refused(f"project {project_id} is {info.state}; only pipeline projects can be reserved")
-        # a pipeline project holds nothing (release, cancel and lapse empty it), so only look when reserved
-        held = set(_held(conn, project_id, "reserved")) if info.state == "reserved" else set()
+        held = set(snap.held("reserved"))
         needs = [n for n in info.needs if n.pollutant not in held and (pollutant is None or n.pollutant == pollutant)]
         if pollutant is not None and pollutant not in {n.pollutant for n in info.needs}:
             raise Refused(f"project {project_id} has no {pollutant} increment")
@@ -108,13 +143,13 @@ def reserve(engine: Engine, project_id: str, *, actor: str, pollutant: str | Non
             raise Refused(f"project {project_id} is already reserved for "
                           f"{pollutant or ', '.join(sorted(held))}")
         on = info.needed_by or today
-        draws = plan_draws(conn, book, info, needs, on, today)
-        return _post_reservation(conn, book, version, info, needs, draws, today, expires, actor)
+        draws = plan_draws(book, info, needs, snap.lots, on, today)
+        return _post_reservation(conn, book, version, info, needs, draws, today, expires, actor, known=snap.known())
 
     return idempotency.run(engine, key, "reserve", request, work)
 
 
-def _post_reservation(conn, book, version, info, needs, draws, today, expires, actor, memo="") -> dict:
+def _post_reservation(conn, book, version, info, needs, draws, today, expires, actor, memo="", known=None) -> dict:
     legs = []
     for need in needs:
         for lot, amount in draws[need.pollutant]:
@@ -128,9 +163,9 @@ def _post_reservation(conn, book, version, info, needs, draws, today, expires, a
     expiry = {lot.serial: lot.expires for n in needs for lot, _ in draws[n.pollutant]}
     seq = ledger.post_many(conn, [ledger.TxnSpec("reserve", today, legs, memo or f"reserve for {info.name}", "",
                                                  info.project_id, meta)],
-                           actor=actor, rulebook=version, lot_expiry=expiry)[0]
-    conn.execute(text("UPDATE project SET state = 'reserved', reserved_until = :u WHERE project_id = :p"),
-                 {"u": expires, "p": info.project_id})
+                           actor=actor, rulebook=version, lot_expiry=expiry, known=known)[0]
+    driver.write(conn, "UPDATE project SET state = 'reserved', reserved_until = ? WHERE project_id = ?",
+                 (expires, info.project_id))
     return {"project_id": info.project_id, "txn": seq, "state": "reserved",
             "draws": [{"lot": lot.serial, "pollutant": n.pollutant, "amount_g": amount}
                       for n in needs for lot, amount in draws[n.pollutant]]}
@@ -145,18 +180,20 @@ def approve(engine: Engine, project_id: str, *, doc: str, actor: str, date: dt.d
 
     def work(conn: Connection) -> dict:
         version, book = rulebooks.current(conn)
-        info = _project(conn, book, project_id)
+        snap = snapshot(conn, book, project_id)
+        info = snap.info
         if info.state != "reserved":
             raise Refused(f"project {project_id} is {info.state}; reserve it before approving")
-        held = _held(conn, project_id, "reserved")
+        held = snap.held("reserved")
         missing = sorted({n.pollutant for n in info.needs} - set(held))
         if missing:
             raise Refused(f"project {project_id} has no reservation for {', '.join(missing)}; reserve it first")
         legs = _move(held, info, "reserved", "allocated")
-        seq = ledger.post(conn, "approve", today, legs, actor=actor, rulebook=version, project_id=project_id,
-                          ref=doc, memo=f"approved {info.name}")
-        conn.execute(text("UPDATE project SET state = 'approved', doc = :d, reserved_until = NULL "
-                          "WHERE project_id = :p"), {"d": doc, "p": project_id})
+        seq = ledger.post_many(conn, [ledger.TxnSpec("approve", today, legs, f"approved {info.name}", doc,
+                                                     project_id)],
+                               actor=actor, rulebook=version, known=snap.known())[0]
+        driver.write(conn, "UPDATE project SET state = 'approved', doc = ?, reserved_until = NULL "
+                     "WHERE project_id = ?", (doc, project_id))
         return {"project_id": project_id, "txn": seq, "state": "approved", "doc": doc}
 
     return idempotency.run(engine, key, "approve", {"project": project_id, "doc": doc, "date": str(today)}, work)
@@ -173,15 +210,10 @@ def _move(held: dict[str, dict[str, int]], info: ProjectInfo, src: str, dst: str
     return legs
 
 
-def _return_legs(conn: Connection, info: ProjectInfo, part: str, held: dict[str, dict[str, int]],
-                 on: dt.date) -> list[ledger.Leg]:
+def _return_legs(snap: Snapshot, part: str, on: dt.date) -> list[ledger.Leg]:
     """Legs returning held grams to their lots, or to expired:<P> when the lot has expired."""
-    legs = []
-    serials = sorted({lot for by_lot in held.values() for lot in by_lot})
-    lots = {r[0]: (r[1], ledger._as_date(r[2])) for r in conn.execute(
-        text("SELECT serial, zone, expires FROM lot WHERE serial IN :s").bindparams(bindparam("s", expanding=True)),
-        {"s": serials or [""]})}
-    for pol, by_lot in sorted(held.items()):
+    legs, info, lots = [], snap.info, snap.lot_info()
+    for pol, by_lot in sorted(snap.held(part).items()):
         for lot, amount in sorted(by_lot.items()):
             zone, expires = lots[lot]
             dest = f"expired:{pol}" if expires is not None and expires <= on else ledger.lot_account(lot)
@@ -191,6 +223,17 @@ def _return_legs(conn: Connection, info: ProjectInfo, part: str, held: dict[str,
     return legs
 
 
+def _post_return(conn: Connection, snap: Snapshot, kind: str, legs: list[ledger.Leg], on: dt.date, actor: str,
+                 version: int, memo: str) -> int:
+    expiry = {lot: exp for lot, (_, exp) in snap.lot_info().items()}
+    return ledger.post_many(conn, [ledger.TxnSpec(kind, on, legs, memo, "", snap.info.project_id)], actor=actor,
+                            rulebook=version, lot_expiry=expiry, known=snap.known())[0]
+
+
+def _set_state(conn: Connection, project_id: str, state: str) -> None:
+    driver.write(conn, "UPDATE project SET state = ?, reserved_until = NULL WHERE project_id = ?", (state, project_id))
+
+
 def release(engine: Engine, project_id: str, *, actor: str, date: dt.date | None = None,
             key: str | None = None) -> dict:
     """Return a project's reservations to their lots; the project goes back to the pipeline."""
@@ -198,14 +241,13 @@ def release(engine: Engine, project_id: str, *, actor: str, date: dt.date | None
 
     def work(conn: Connection) -> dict:
         version, book = rulebooks.current(conn)
-        info = _project(conn, book, project_id)
-        held = _held(conn, project_id, "reserved")
-        if info.state != "reserved" or not held:
+        snap = snapshot(conn, book, project_id)
+        info = snap.info
+        if info.state != "reserved" or not snap.held("reserved"):
             raise Refused(f"project {project_id} is {info.state} and holds no reservation to release")
-        seq = ledger.post(conn, "release", today, _return_legs(conn, info, "reserved", held, today), actor=actor,
-                          rulebook=version, project_id=project_id, memo=f"release {info.name}")
-        conn.execute(text("UPDATE project SET state = 'pipeline', reserved_until = NULL WHERE project_id = :p"),
-                     {"p": project_id})
+        seq = _post_return(conn, snap, "release", _return_legs(snap, "reserved", today), today, actor, version,
+                           f"release {info.name}")
+        _set_state(conn, project_id, "pipeline")
         return {"project_id": project_id, "txn": seq, "state": "pipeline"}
 
     return idempotency.run(engine, key, "release", {"project": project_id, "date": str(today)}, work)
@@ -218,17 +260,15 @@ def cancel(engine: Engine, project_id: str, *, actor: str, date: dt.date | None 
 
     def work(conn: Connection) -> dict:
         version, book = rulebooks.current(conn)
-        info = _project(conn, book, project_id)
+        snap = snapshot(conn, book, project_id)
+        info = snap.info
         if info.state == "cancelled":
             raise Refused(f"project {project_id} is already cancelled")
-        legs = (_return_legs(conn, info, "reserved", _held(conn, project_id, "reserved"), today)
-                + _return_legs(conn, info, "allocated", _held(conn, project_id, "allocated"), today))
+        legs = _return_legs(snap, "reserved", today) + _return_legs(snap, "allocated", today)
         seq = None
         if legs:
-            seq = ledger.post(conn, "cancel", today, legs, actor=actor, rulebook=version, project_id=project_id,
-                              memo=f"cancel {info.name}")
-        conn.execute(text("UPDATE project SET state = 'cancelled', reserved_until = NULL WHERE project_id = :p"),
-                     {"p": project_id})
+            seq = _post_return(conn, snap, "cancel", legs, today, actor, version, f"cancel {info.name}")
+        _set_state(conn, project_id, "cancelled")
         return {"project_id": project_id, "txn": seq, "state": "cancelled"}
 
     return idempotency.run(engine, key, "cancel", {"project": project_id, "date": str(today)}, work)
@@ -253,13 +293,11 @@ def expire(engine: Engine, as_of: dt.date, *, actor: str, key: str | None = None
         for (pid,) in conn.execute(text("SELECT project_id FROM project WHERE state = 'reserved' AND "
                                         "reserved_until IS NOT NULL AND reserved_until <= :d ORDER BY project_id"),
                                    {"d": as_of}).all():
-            info = _project(conn, book, pid)
-            held = _held(conn, pid, "reserved")
-            if held:
-                ledger.post(conn, "release", as_of, _return_legs(conn, info, "reserved", held, as_of), actor=actor,
-                            rulebook=version, project_id=pid, memo="reservation lapsed")
-            conn.execute(text("UPDATE project SET state = 'pipeline', reserved_until = NULL WHERE project_id = :p"),
-                         {"p": pid})
+            snap = snapshot(conn, book, pid)
+            if snap.held("reserved"):
+                _post_return(conn, snap, "release", _return_legs(snap, "reserved", as_of), as_of, actor, version,
+                             "reservation lapsed")
+            _set_state(conn, pid, "pipeline")
             lapsed.append(pid)
         seq = None
         if legs:

@@ -15,7 +15,9 @@ _CACHE: dict[tuple[int, str], Rulebook] = {}
 def current(conn: Connection) -> tuple[int, Rulebook]:
     """(version, rulebook) in force now; parsed once per (version, sha256) and cached."""
     try:
-        head = conn.execute(text("SELECT version, sha256 FROM rulebook ORDER BY version DESC LIMIT 1")).first()
+        head = conn.info.get("quota_rulebook")  # read with the chain head lock (db.lock_head)
+        if head is None:
+            head = conn.execute(text("SELECT version, sha256 FROM rulebook ORDER BY version DESC LIMIT 1")).first()
         if head is not None and (int(head[0]), head[1]) in _CACHE:
             return int(head[0]), _CACHE[(int(head[0]), head[1])]
         row = conn.execute(text("SELECT version, text, sha256 FROM rulebook ORDER BY version DESC LIMIT 1")).first()
@@ -61,6 +63,7 @@ def _store(conn: Connection, book: Rulebook, path: str, actor: str) -> dict:
     if problems:
         raise ValidationFailed(problems)
     version = (int(row[0]) if row else 0) + 1
+    conn.info.pop("quota_rulebook", None)
     conn.execute(text("INSERT INTO rulebook (version, sha256, text, loaded_at, actor) "
                       "VALUES (:v, :s, :t, :b, :a)"),
                  {"v": version, "s": book.sha256, "t": book.text, "b": ledger.now_iso(), "a": actor})
