@@ -34,8 +34,12 @@ def trace(engine: Engine, project_id: str) -> dict:
             "LEFT JOIN balance lb ON lb.account = 'lot:' || l.serial AND lb.lot = l.serial "
             "WHERE b.project_id = :p AND b.kind IN ('reserved', 'allocated') AND b.amount_g > 0 "
             "ORDER BY b.pollutant, b.lot, b.kind"), {"p": project_id}).all()
-        history = conn.execute(text("SELECT seq, kind, effective_date, actor, ref, memo, hash FROM txn "
-                                    "WHERE project_id = :p ORDER BY seq"), {"p": project_id}).all()
+        # the project's transactions, found through its accounts' postings (indexed by account)
+        history = conn.execute(text(
+            "SELECT seq, kind, effective_date, actor, ref, memo, hash FROM txn WHERE project_id = :p "
+            "AND seq IN (SELECT txn_seq FROM posting WHERE account IN (:r, :a)) ORDER BY seq"),
+            {"p": project_id, "r": ledger.project_account(project_id, "reserved"),
+             "a": ledger.project_account(project_id, "allocated")}).all()
     draws = [{"lot": r[1], "pollutant": r[2], "amount_g": int(r[3]), "state": r[0], "tally_id": r[4],
               "source_id": r[5], "source_name": r[6], "measure": r[7], "report_no": r[8], "assessor": r[9],
               "method": r[10], "lot_expires": ledger._as_date(r[11]).isoformat() if r[11] else None,

@@ -5,7 +5,7 @@ import contextlib
 import datetime as dt
 import random
 import time
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -42,7 +42,7 @@ def make_engine(url: str = DEFAULT_URL) -> Engine:
         @event.listens_for(engine, "begin")
         def _on_begin(conn):  # pragma: no cover - driver hook
             immediate = conn.get_execution_options().get("quota_write")
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
     else:
         # no pool_pre_ping: each command is a short process, and a ping costs a round trip per operation
         engine = create_engine(url)
@@ -65,12 +65,14 @@ def _transient(exc: BaseException) -> bool:
 RETRIES: list[str] = []  # human-readable log of automatic retries (reported, not swallowed)
 
 
-def run_write(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8, lock: bool = True) -> T:
+def run_write(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8, lock: bool = True,
+              reads: Sequence[driver.Query] = ()) -> T:
     """Run `fn(conn)` in one write transaction; retry transient lock/serialization errors.
 
     The chain head row is locked first (unless `lock` is false: writes outside the ledger,
     such as storing a plan), so ledger writers are serialised and balance checks see the
-    latest committed state. Any exception rolls the whole transaction back.
+    latest committed state. `reads` are queries `fn` will make through driver.select, read
+    ahead in the same round trip as the lock. Any exception rolls the whole transaction back.
     """
     for attempt in range(1, attempts + 1):
         try:
@@ -79,13 +81,14 @@ def run_write(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8, 
                 with conn.begin():
                     try:
                         if lock:  # the locked head is kept for ledger.post_many in this transaction
-                            conn.info["quota_head"] = lock_head(conn)
+                            conn.info["quota_head"] = lock_head(conn, list(reads))
                         result = fn(conn)
-                        driver.flush(conn)  # queued writes go out (and may fail) before the commit
+                        driver.flush(conn, commit=True)  # queued writes go out (and may fail) with the commit
                         return result
                     finally:
-                        for k in ("quota_head", "quota_rulebook", driver.PENDING):
-                            conn.info.pop(k, None)
+                        conn.info.pop("quota_head", None)
+                        conn.info.pop("quota_rulebook", None)
+                        driver.reset(conn)
         except DBAPIError as exc:
             if attempt < attempts and (_transient(exc) or (not lock and isinstance(exc, IntegrityError))):
                 RETRIES.append(f"attempt {attempt}: {type(exc.orig).__name__}: {str(exc.orig).strip()[:80]}")
@@ -102,15 +105,15 @@ def reading(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
-def lock_head(conn: Connection) -> tuple[int, str]:
+def lock_head(conn: Connection, reads: list[driver.Query] | None = None) -> tuple[int, str]:
     """Lock the chain head row (PostgreSQL: FOR UPDATE) and return (seq, hash); the current rulebook's
     (version, sha256), read in the same round trip after the lock, is kept in conn.info."""
     sql = "SELECT seq, hash FROM chain_head WHERE id = 1"
     if not is_sqlite(conn):
         sql += " FOR UPDATE"
     try:
-        head, book = driver.select(conn, (sql, ()),
-                                   ("SELECT version, sha256 FROM rulebook ORDER BY version DESC LIMIT 1", ()))
+        head, book = driver.prefetch(conn, [(sql, ()), ("SELECT version, sha256 FROM rulebook "
+                                                        "ORDER BY version DESC LIMIT 1", ())], reads or [])
     except DBAPIError as exc:
         message = str(exc.orig).lower()
         if "no such table" in message or "does not exist" in message:

@@ -9,43 +9,68 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
 
 PENDING = "quota_pending"
+PREFETCHED = "quota_prefetched"
 Query = tuple[str, Sequence]
 
 
 def select(conn: Connection, *queries: Query) -> list[list[tuple]]:
     """The rows of each `(sql, params)` query, in order. Queued writes are sent first (in the same
-    round trip on PostgreSQL), so a read always sees this transaction's own writes."""
+    round trip on PostgreSQL), so a read always sees this transaction's own writes. Queries read ahead
+    with `prefetch` (and not invalidated by a write since) are answered without a round trip."""
+    cache = conn.info.get(PREFETCHED)
+    if cache and all(_key(q) in cache for q in queries):
+        return [cache.pop(_key(q)) for q in queries]
     return _run(conn, conn.info.pop(PENDING, []), list(queries))
+
+
+def prefetch(conn: Connection, first: list[Query], ahead: list[Query]) -> list[list[tuple]]:
+    """Run `first` and return its rows; on PostgreSQL `ahead` goes out in the same round trip and its
+    rows are kept for the `select` calls that ask for them (SQLite has no round trips to save)."""
+    if conn.dialect.name == "sqlite" or not ahead:
+        return select(conn, *first)
+    rows = select(conn, *first, *ahead)
+    conn.info[PREFETCHED] = {_key(q): r for q, r in zip(ahead, rows[len(first):])}
+    return rows[:len(first)]
+
+
+def _key(query: Query) -> tuple:
+    return query[0], tuple(query[1])
 
 
 def write(conn: Connection, sql: str, params: Sequence = ()) -> None:
     """Run a write in this transaction: at once on SQLite; on PostgreSQL queued until the next read,
     the next SQLAlchemy statement or `flush` (db.run_write flushes before it commits)."""
+    conn.info.pop(PREFETCHED, None)
     if conn.dialect.name == "sqlite":
         _run(conn, [(sql, params)], [])
     else:
         conn.info.setdefault(PENDING, []).append((sql, params))
 
 
-def flush(conn: Connection) -> None:
-    """Send the queued writes now (one round trip); a failure raises here, inside the transaction."""
+def flush(conn: Connection, commit: bool = False) -> None:
+    """Send the queued writes now (one round trip); a failure raises here, inside the transaction.
+    With `commit` on PostgreSQL the COMMIT goes in the same round trip (the caller's own commit that
+    follows is then a no-op)."""
     pending = conn.info.pop(PENDING, None)
     if pending:
-        _run(conn, pending, [])
+        _run(conn, pending, [], commit)
 
 
-def discard(conn: Connection) -> None:
-    """Forget queued writes (the transaction is being rolled back)."""
+def reset(conn: Connection) -> None:
+    """Forget queued writes and read-ahead rows (the transaction has ended)."""
     conn.info.pop(PENDING, None)
+    conn.info.pop(PREFETCHED, None)
 
 
 def install(engine: Engine) -> None:
-    """Flush queued writes before any SQLAlchemy statement on the same connection (PostgreSQL)."""
+    """Flush queued writes (and drop read-ahead rows) before any SQLAlchemy statement on the same
+    connection (PostgreSQL)."""
     if engine.dialect.name == "sqlite":
         return
 
     @event.listens_for(engine, "before_execute")
     def _before(conn, *_args):  # pragma: no cover - driver hook
+        conn.info.pop(PREFETCHED, None)  # the statement may write
         if conn.info.get(PENDING):
             flush(conn)
 
@@ -56,7 +81,7 @@ def _params(sqlite: bool, params: Sequence) -> tuple:
     return tuple(params)
 
 
-def _run(conn: Connection, writes: list[Query], reads: list[Query]) -> list[list[tuple]]:
+def _run(conn: Connection, writes: list[Query], reads: list[Query], commit: bool = False) -> list[list[tuple]]:
     sqlite = conn.dialect.name == "sqlite"
     raw = conn.connection.driver_connection
     sql, params = "", ()
@@ -77,6 +102,8 @@ def _run(conn: Connection, writes: list[Query], reads: list[Query]) -> list[list
                 cur = raw.cursor()
                 cur.execute(sql.replace("?", "%s"), tuple(params))
                 cursors.append(cur)
+            if commit:
+                raw.commit()
         return [cur.fetchall() for cur in cursors]
     except conn.dialect.loaded_dbapi.Error as exc:  # the same exception types as SQLAlchemy statements raise
         raise DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error,

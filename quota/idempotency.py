@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Callable
+from typing import Callable, Sequence
 
 from sqlalchemy import Connection, Engine
 
@@ -17,18 +17,20 @@ def request_hash(command: str, request: dict) -> str:
 
 
 def run(engine: Engine, key: str | None, command: str, request: dict,
-        fn: Callable[[Connection], dict]) -> dict:
+        fn: Callable[[Connection], dict], reads: Sequence[driver.Query] = ()) -> dict:
     """Run `fn` as one write transaction, recording `key`; replay the stored result on repeat.
 
     The check and the record happen inside the same transaction as the effect, so a client
     that retries after a timeout gets exactly one effect whether or not the first attempt
-    committed. The same key with different content raises IdempotencyConflict.
+    committed. The same key with different content raises IdempotencyConflict. `reads` are
+    the queries `fn` will make (see db.run_write).
     """
-    digest = request_hash(command, request)
+    digest = request_hash(command, request) if key else ""
+    lookup = ("SELECT command, request_hash, result FROM operation WHERE key = ?", (key,))
 
     def work(conn: Connection) -> dict:
         if key:
-            rows = driver.select(conn, ("SELECT command, request_hash, result FROM operation WHERE key = ?", (key,)))[0]
+            rows = driver.select(conn, lookup)[0]
             row = rows[0] if rows else None
             if row is not None:
                 if row[0] != command or row[1] != digest:
@@ -41,4 +43,4 @@ def run(engine: Engine, key: str | None, command: str, request: dict,
                          "VALUES (?, ?, ?, ?, ?)", (key, command, digest, json.dumps(result, default=str), now_iso()))
         return {**result, "replayed": False}
 
-    return db.run_write(engine, work)
+    return db.run_write(engine, work, reads=([lookup] if key else []) + list(reads))

@@ -211,16 +211,15 @@ def _load_pairs(conn: Connection, keys: set[tuple[str, str]],
     keys = {k for k in keys if k[0] not in known}
     if not keys:
         return out
-    lots = sorted({k[1] for k in keys})
     accounts = sorted({k[0] for k in keys})
-    select = "SELECT account, lot, amount_g, last_date FROM balance WHERE lot IN :l"
-    if len(accounts) > 500:  # large batches (imports): by lot, 500 at a time, then filtered
-        queries = [(text(select).bindparams(bindparam("l", expanding=True)), {"l": lots[i:i + 500]})
-                   for i in range(0, len(lots), 500)]
+    if len(accounts) > 500:  # large batches (imports): 500 accounts at a time, then filtered
+        queries = [(text("SELECT account, lot, amount_g, last_date FROM balance WHERE account IN :a")
+                    .bindparams(bindparam("a", expanding=True)), {"a": accounts[i:i + 500]})
+                   for i in range(0, len(accounts), 500)]
     else:
-        queries = [(text(select + " AND account IN :a").bindparams(bindparam("l", expanding=True),
-                                                                   bindparam("a", expanding=True)),
-                    {"l": lots, "a": accounts})]
+        queries = [(text("SELECT account, lot, amount_g, last_date FROM balance WHERE account IN :a AND lot IN :l")
+                    .bindparams(bindparam("a", expanding=True), bindparam("l", expanding=True)),
+                    {"a": accounts, "l": sorted({k[1] for k in keys})})]
     for sql, params in queries:
         for a, l, g, last in conn.execute(sql, params):
             if (a, l) in keys:

@@ -66,7 +66,7 @@ class Project(SQLModel, table=True):
     priority: int = 1
     needed_by: Optional[dt.date] = None
     must_fund: bool = False
-    state: str = Field(default="pipeline", index=True)
+    state: str = "pipeline"
     reserved_until: Optional[dt.date] = None
     doc: Optional[str] = None
     import_id: int = Field(foreign_key="import_batch.id")
@@ -96,12 +96,12 @@ class Txn(SQLModel, table=True):
     __tablename__ = "txn"
     seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     kind: str
-    effective_date: dt.date = Field(index=True)
+    effective_date: dt.date
     booked_at: str
     actor: str
     memo: str = ""
     ref: str = ""
-    project_id: Optional[str] = Field(default=None, index=True)
+    project_id: Optional[str] = None
     rulebook_version: int
     meta: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     prev_hash: str
@@ -124,10 +124,9 @@ class Balance(SQLModel, table=True):
     __tablename__ = "balance"
     __table_args__ = (
         CheckConstraint("(NOT nonneg) OR amount_g >= 0", name="ck_balance_nonneg"),
-        Index("ix_balance_kind_pollutant", "kind", "pollutant"),
     )
     account: str = Field(primary_key=True)
-    lot: str = Field(primary_key=True, index=True)
+    lot: str = Field(primary_key=True)
     kind: str
     pollutant: str
     zone: str

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Iterator
 
 from sqlalchemy import Connection, Engine, text
 
@@ -18,17 +19,24 @@ class LotAvail:
     zone: str
     expires: dt.date | None
     available_g: int
+    last_date: dt.date | None = None  # of the lot's own balance, when read with it
 
 
-LOT_SQL = ("SELECT l.serial, l.zone, l.expires, b.amount_g, l.effective_date, l.pollutant, b.last_date FROM lot l "
-           "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial WHERE b.amount_g > 0 AND ")
+# a project's candidate lots: positive, of its pollutants, effective by the date and not expired on the day
+# the project needs them; earliest expiry first (never-expiring last), then serial
+LOT_SQL = ("SELECT l.serial, l.zone, l.expires, b.amount_g, l.pollutant, b.last_date FROM project_need n "
+           "JOIN project p ON p.project_id = n.project_id JOIN lot l ON l.pollutant = n.pollutant "
+           "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
+           "WHERE n.project_id = ? AND b.amount_g > 0 AND l.effective_date <= ? "
+           "AND (l.expires IS NULL OR l.expires > COALESCE(p.needed_by, ?)) "
+           "ORDER BY l.pollutant, l.expires IS NULL, l.expires, l.serial")
 
 
 @dataclass
 class Snapshot:
     """What one operation on a project reads, in one round trip: the project and its needs, every balance
     row of its accounts (with the lot's zone, expiry and own balance), and for a reservation the
-    positive lots of its pollutants."""
+    candidate lots (LOT_SQL)."""
     info: ProjectInfo
     rows: list[tuple]  # account, lot, pollutant, grams, last date, lot zone, lot expiry, lot grams, lot last date
     lots: list[tuple]  # LOT_SQL rows
@@ -42,8 +50,9 @@ class Snapshot:
                 out.setdefault(r[2], {})[r[1]] = int(r[3])
         return out
 
-    def known(self) -> dict[str, dict[str, tuple[int, dt.date | None]]]:
-        """Balance pairs read here, for ledger.post_many: the project's accounts and the lots' own."""
+    def known(self, drawn: list[LotAvail] = ()) -> dict[str, dict[str, tuple[int, dt.date | None]]]:
+        """Balance pairs read here, for ledger.post_many: the project's accounts, the held lots' own
+        and those of the `drawn` lots."""
         out: dict[str, dict[str, tuple[int, dt.date | None]]] = {}
         for account in ("reserved", "allocated"):
             out[ledger.project_account(self.info.project_id, account)] = {}
@@ -51,8 +60,8 @@ class Snapshot:
             out.setdefault(r[0], {})[r[1]] = (int(r[3]), r[4])
             if r[7] is not None:
                 out[ledger.lot_account(r[1])] = {r[1]: (int(r[7]), r[8])}
-        for r in self.lots:
-            out[ledger.lot_account(r[0])] = {r[0]: (int(r[3]), r[6])}
+        for lot in drawn:
+            out[ledger.lot_account(lot.serial)] = {lot.serial: (lot.available_g, lot.last_date)}
         return out
 
     def lot_info(self) -> dict[str, tuple[str, dt.date | None]]:
@@ -60,35 +69,32 @@ class Snapshot:
         return {r[1]: (r[5], ledger._as_date(r[6])) for r in self.rows}
 
 
-def snapshot(conn: Connection, book: Rulebook, project_id: str, with_lots: bool = False) -> Snapshot:
+def snapshot_reads(project_id: str, lots_on: dt.date | None = None) -> list[tuple[str, tuple]]:
+    """The queries of `snapshot` (so db.run_write can read them ahead with the chain-head lock); with
+    `lots_on`, also the candidate lots for a reservation made that day."""
     queries = [(PROJECT_SQL + " WHERE p.project_id = ? ORDER BY n.pollutant", (project_id,)),
                ("SELECT b.account, b.lot, b.pollutant, b.amount_g, b.last_date, l.zone, l.expires, lb.amount_g, "
                 "lb.last_date FROM balance b JOIN lot l ON l.serial = b.lot LEFT JOIN balance lb "
                 "ON lb.account = 'lot:' || b.lot AND lb.lot = b.lot WHERE b.project_id = ? ORDER BY b.account, b.lot",
                 (project_id,))]
-    if with_lots:
-        queries.append((LOT_SQL + "l.pollutant IN (SELECT pollutant FROM project_need WHERE project_id = ?)",
-                        (project_id,)))
-    found = driver.select(conn, *queries)
+    if lots_on is not None:
+        queries.append((LOT_SQL, (project_id, lots_on, lots_on)))
+    return queries
+
+
+def snapshot(conn: Connection, book: Rulebook, project_id: str, lots_on: dt.date | None = None) -> Snapshot:
+    found = driver.select(conn, *snapshot_reads(project_id, lots_on))
     infos = projects_from_rows(book, found[0])
     if not infos:
         raise NotFound(f"no project {project_id!r}")
-    return Snapshot(infos[0], found[1], found[2] if with_lots else [])
+    return Snapshot(infos[0], found[1], found[2] if lots_on is not None else [])
 
 
-def filter_lots(rows, book: Rulebook, pollutant: str, key: str, on: dt.date, today: dt.date) -> list[LotAvail]:
-    """Of LOT_SQL rows: the lots of `pollutant` with matching key `key`, effective by `today` and not expired
-    on `on`, earliest expiry first (never-expiring last), then serial."""
-    out = []
-    for serial, zone, expires, amount, effective, pol, _ in rows:
-        expires = ledger._as_date(expires)
-        if pol != pollutant or ledger._as_date(effective) > today or (expires is not None and expires <= on):
-            continue
-        if zone not in book.zones or book.matching_key(pollutant, zone) != key:
-            continue
-        out.append(LotAvail(serial, zone, expires, int(amount)))
-    out.sort(key=lambda l: (l.expires is None, l.expires or dt.date.max, l.serial))
-    return out
+def filter_lots(rows: list[tuple], book: Rulebook, pollutant: str, key: str) -> Iterator[LotAvail]:
+    """Of LOT_SQL rows (already in drawing order): the lots of `pollutant` with matching key `key`."""
+    for serial, zone, expires, amount, pol, last in rows:
+        if pol == pollutant and zone in book.zones and book.matching_key(pollutant, zone) == key:
+            yield LotAvail(serial, zone, ledger._as_date(expires), int(amount), ledger._as_date(last))
 
 
 def shortfall_message(book: Rulebook, short: list[tuple[Need, int]]) -> str:
@@ -101,15 +107,15 @@ def shortfall_message(book: Rulebook, short: list[tuple[Need, int]]) -> str:
     return "; ".join(parts)
 
 
-def plan_draws(book: Rulebook, info: ProjectInfo, needs: list[Need], lots: list[tuple], on: dt.date,
-               today: dt.date) -> dict[str, list[tuple[LotAvail, int]]]:
+def plan_draws(book: Rulebook, info: ProjectInfo, needs: list[Need],
+               lots: list[tuple]) -> dict[str, list[tuple[LotAvail, int]]]:
     """Draw each need from eligible lots (LOT_SQL rows), earliest expiry first; refuse with every shortfall."""
     draws: dict[str, list[tuple[LotAvail, int]]] = {}
     short: list[tuple[Need, int]] = []
     for need in needs:
         left = need.required_g
         picks = []
-        for lot in filter_lots(lots, book, need.pollutant, need.key, on, today):
+        for lot in filter_lots(lots, book, need.pollutant, need.key):
             if left == 0:
                 break
             take = min(left, lot.available_g)
@@ -131,7 +137,7 @@ def reserve(engine: Engine, project_id: str, *, actor: str, pollutant: str | Non
 
     def work(conn: Connection) -> dict:
         version, book = rulebooks.current(conn)
-        snap = snapshot(conn, book, project_id, with_lots=True)
+        snap = snapshot(conn, book, project_id, lots_on=today)
         info = snap.info
         if info.state not in ("pipeline", "reserved"):
             raise Refused(f"project {project_id} is {info.state}; only pipeline projects can be reserved")
@@ -142,11 +148,12 @@ def reserve(engine: Engine, project_id: str, *, actor: str, pollutant: str | Non
         if not needs:
             raise Refused(f"project {project_id} is already reserved for "
                           f"{pollutant or ', '.join(sorted(held))}")
-        on = info.needed_by or today
-        draws = plan_draws(book, info, needs, snap.lots, on, today)
-        return _post_reservation(conn, book, version, info, needs, draws, today, expires, actor, known=snap.known())
+        draws = plan_draws(book, info, needs, snap.lots)
+        drawn = [lot for picks in draws.values() for lot, _ in picks]
+        return _post_reservation(conn, book, version, info, needs, draws, today, expires, actor,
+                                 known=snap.known(drawn))
 
-    return idempotency.run(engine, key, "reserve", request, work)
+    return idempotency.run(engine, key, "reserve", request, work, snapshot_reads(project_id, lots_on=today))
 
 
 def _post_reservation(conn, book, version, info, needs, draws, today, expires, actor, memo="", known=None) -> dict:
@@ -196,7 +203,8 @@ def approve(engine: Engine, project_id: str, *, doc: str, actor: str, date: dt.d
                      "WHERE project_id = ?", (doc, project_id))
         return {"project_id": project_id, "txn": seq, "state": "approved", "doc": doc}
 
-    return idempotency.run(engine, key, "approve", {"project": project_id, "doc": doc, "date": str(today)}, work)
+    return idempotency.run(engine, key, "approve", {"project": project_id, "doc": doc, "date": str(today)}, work,
+                           snapshot_reads(project_id))
 
 
 def _move(held: dict[str, dict[str, int]], info: ProjectInfo, src: str, dst: str) -> list[ledger.Leg]:
@@ -250,7 +258,8 @@ def release(engine: Engine, project_id: str, *, actor: str, date: dt.date | None
         _set_state(conn, project_id, "pipeline")
         return {"project_id": project_id, "txn": seq, "state": "pipeline"}
 
-    return idempotency.run(engine, key, "release", {"project": project_id, "date": str(today)}, work)
+    return idempotency.run(engine, key, "release", {"project": project_id, "date": str(today)}, work,
+                           snapshot_reads(project_id))
 
 
 def cancel(engine: Engine, project_id: str, *, actor: str, date: dt.date | None = None,
@@ -271,7 +280,8 @@ def cancel(engine: Engine, project_id: str, *, actor: str, date: dt.date | None 
         _set_state(conn, project_id, "cancelled")
         return {"project_id": project_id, "txn": seq, "state": "cancelled"}
 
-    return idempotency.run(engine, key, "cancel", {"project": project_id, "date": str(today)}, work)
+    return idempotency.run(engine, key, "cancel", {"project": project_id, "date": str(today)}, work,
+                           snapshot_reads(project_id))
 
 
 def expire(engine: Engine, as_of: dt.date, *, actor: str, key: str | None = None) -> dict:
