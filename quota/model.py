@@ -48,9 +48,10 @@ class Tally(SQLModel, table=True):
 
 class Lot(SQLModel, table=True):
     __tablename__ = "lot"
+    __table_args__ = (Index("ix_lot_draw", "pollutant", "expires", "serial"),)  # lots in drawing order
     serial: str = Field(primary_key=True)
     tally_id: str = Field(foreign_key="tally.tally_id", unique=True)
-    pollutant: str = Field(index=True)
+    pollutant: str
     zone: str
     effective_date: dt.date
     expires: Optional[dt.date] = None

@@ -22,14 +22,32 @@ class LotAvail:
     last_date: dt.date | None = None  # of the lot's own balance, when read with it
 
 
-# a project's candidate lots: positive, of its pollutants, effective by the date and not expired on the day
-# the project needs them; earliest expiry first (never-expiring last), then serial
+# A project's candidate lots: positive, of its pollutants, effective by the date and not expired on the day
+# the project needs them; per pollutant earliest expiry first (never-expiring last), then serial.
+# SQLite: every candidate (no round trips to save). PostgreSQL: the first DRAW_LIMIT per pollutant, walked in
+# order along ix_lot_draw with one primary-key probe of the lot's balance each (OFFSET 0 keeps the probe a
+# nested loop); a draw the first rows do not cover reads again without the limit.
 LOT_SQL = ("SELECT l.serial, l.zone, l.expires, b.amount_g, l.pollutant, b.last_date FROM project_need n "
            "JOIN project p ON p.project_id = n.project_id JOIN lot l ON l.pollutant = n.pollutant "
            "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
            "WHERE n.project_id = ? AND b.amount_g > 0 AND l.effective_date <= ? "
            "AND (l.expires IS NULL OR l.expires > COALESCE(p.needed_by, ?)) "
            "ORDER BY l.pollutant, l.expires IS NULL, l.expires, l.serial")
+LOT_SQL_PG = ("SELECT x.serial, x.zone, x.expires, x.amount_g, x.pollutant, x.last_date FROM project_need n "
+              "JOIN project p ON p.project_id = n.project_id CROSS JOIN LATERAL ("
+              "SELECT l.serial, l.zone, l.expires, b.amount_g, l.pollutant, b.last_date FROM lot l CROSS JOIN LATERAL "
+              "(SELECT amount_g, last_date FROM balance WHERE account = 'lot:' || l.serial AND lot = l.serial "
+              "OFFSET 0) b WHERE l.pollutant = n.pollutant AND b.amount_g > 0 AND l.effective_date <= ? "
+              "AND (l.expires IS NULL OR l.expires > COALESCE(p.needed_by, ?)) ORDER BY l.expires, l.serial "
+              "LIMIT ?) x WHERE n.project_id = ? ORDER BY x.pollutant, x.expires, x.serial")
+DRAW_LIMIT = 16
+NO_LIMIT = 2 ** 62
+
+
+def lot_query(dialect: str, project_id: str, on: dt.date, limit: int | None = None) -> tuple[str, tuple]:
+    if dialect == "sqlite":
+        return LOT_SQL, (project_id, on, on)
+    return LOT_SQL_PG, (on, on, limit or DRAW_LIMIT, project_id)
 
 
 @dataclass
@@ -40,6 +58,7 @@ class Snapshot:
     info: ProjectInfo
     rows: list[tuple]  # account, lot, pollutant, grams, last date, lot zone, lot expiry, lot grams, lot last date
     lots: list[tuple]  # LOT_SQL rows
+    truncated: bool = False  # some pollutant's lots were cut at DRAW_LIMIT
 
     def held(self, part: str) -> dict[str, dict[str, int]]:
         """{pollutant: {lot: grams}} held by the project's reserved or allocated account."""
@@ -69,7 +88,7 @@ class Snapshot:
         return {r[1]: (r[5], ledger._as_date(r[6])) for r in self.rows}
 
 
-def snapshot_reads(project_id: str, lots_on: dt.date | None = None) -> list[tuple[str, tuple]]:
+def snapshot_reads(dialect: str, project_id: str, lots_on: dt.date | None = None) -> list[tuple[str, tuple]]:
     """The queries of `snapshot` (so db.run_write can read them ahead with the chain-head lock); with
     `lots_on`, also the candidate lots for a reservation made that day."""
     queries = [(PROJECT_SQL + " WHERE p.project_id = ? ORDER BY n.pollutant", (project_id,)),
@@ -78,16 +97,21 @@ def snapshot_reads(project_id: str, lots_on: dt.date | None = None) -> list[tupl
                 "ON lb.account = 'lot:' || b.lot AND lb.lot = b.lot WHERE b.project_id = ? ORDER BY b.account, b.lot",
                 (project_id,))]
     if lots_on is not None:
-        queries.append((LOT_SQL, (project_id, lots_on, lots_on)))
+        queries.append(lot_query(dialect, project_id, lots_on))
     return queries
 
 
 def snapshot(conn: Connection, book: Rulebook, project_id: str, lots_on: dt.date | None = None) -> Snapshot:
-    found = driver.select(conn, *snapshot_reads(project_id, lots_on))
+    found = driver.select(conn, *snapshot_reads(conn.dialect.name, project_id, lots_on))
     infos = projects_from_rows(book, found[0])
     if not infos:
         raise NotFound(f"no project {project_id!r}")
-    return Snapshot(infos[0], found[1], found[2] if lots_on is not None else [])
+    lots = found[2] if lots_on is not None else []
+    counts: dict[str, int] = {}
+    for r in lots:
+        counts[r[4]] = counts.get(r[4], 0) + 1
+    truncated = conn.dialect.name != "sqlite" and any(n >= DRAW_LIMIT for n in counts.values())
+    return Snapshot(infos[0], found[1], lots, truncated)
 
 
 def filter_lots(rows: list[tuple], book: Rulebook, pollutant: str, key: str) -> Iterator[LotAvail]:
@@ -148,12 +172,18 @@ def reserve(engine: Engine, project_id: str, *, actor: str, pollutant: str | Non
         if not needs:
             raise Refused(f"project {project_id} is already reserved for "
                           f"{pollutant or ', '.join(sorted(held))}")
-        draws = plan_draws(book, info, needs, snap.lots)
+        try:
+            draws = plan_draws(book, info, needs, snap.lots)
+        except Refused:
+            if not snap.truncated:
+                raise
+            snap.lots = driver.select(conn, lot_query(conn.dialect.name, project_id, today, NO_LIMIT))[0]
+            draws = plan_draws(book, info, needs, snap.lots)
         drawn = [lot for picks in draws.values() for lot, _ in picks]
         return _post_reservation(conn, book, version, info, needs, draws, today, expires, actor,
                                  known=snap.known(drawn))
 
-    return idempotency.run(engine, key, "reserve", request, work, snapshot_reads(project_id, lots_on=today))
+    return idempotency.run(engine, key, "reserve", request, work, snapshot_reads(engine.dialect.name, project_id, lots_on=today))
 
 
 def _post_reservation(conn, book, version, info, needs, draws, today, expires, actor, memo="", known=None) -> dict:
@@ -204,7 +234,7 @@ def approve(engine: Engine, project_id: str, *, doc: str, actor: str, date: dt.d
         return {"project_id": project_id, "txn": seq, "state": "approved", "doc": doc}
 
     return idempotency.run(engine, key, "approve", {"project": project_id, "doc": doc, "date": str(today)}, work,
-                           snapshot_reads(project_id))
+                           snapshot_reads(engine.dialect.name, project_id))
 
 
 def _move(held: dict[str, dict[str, int]], info: ProjectInfo, src: str, dst: str) -> list[ledger.Leg]:
@@ -259,7 +289,7 @@ def release(engine: Engine, project_id: str, *, actor: str, date: dt.date | None
         return {"project_id": project_id, "txn": seq, "state": "pipeline"}
 
     return idempotency.run(engine, key, "release", {"project": project_id, "date": str(today)}, work,
-                           snapshot_reads(project_id))
+                           snapshot_reads(engine.dialect.name, project_id))
 
 
 def cancel(engine: Engine, project_id: str, *, actor: str, date: dt.date | None = None,
@@ -281,7 +311,7 @@ def cancel(engine: Engine, project_id: str, *, actor: str, date: dt.date | None 
         return {"project_id": project_id, "txn": seq, "state": "cancelled"}
 
     return idempotency.run(engine, key, "cancel", {"project": project_id, "date": str(today)}, work,
-                           snapshot_reads(project_id))
+                           snapshot_reads(engine.dialect.name, project_id))
 
 
 def expire(engine: Engine, as_of: dt.date, *, actor: str, key: str | None = None) -> dict:

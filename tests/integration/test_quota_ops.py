@@ -22,7 +22,11 @@ def totals(engine, **kw):
     return {r["pollutant"]: r for r in audit.balance(engine, **kw)["rows"]}
 
 
-def test_reserve_takes_ratio_matching_and_earliest_expiry(sample):
+@pytest.mark.parametrize("first_rows", [quota_ops.DRAW_LIMIT, 1])
+def test_reserve_takes_ratio_matching_and_earliest_expiry(sample, monkeypatch, first_rows):
+    """With first_rows=1, PostgreSQL's first read of each pollutant's lots (one row) cannot cover the
+    draws, so the reservation reads them again in full and must draw exactly the same."""
+    monkeypatch.setattr(quota_ops, "DRAW_LIMIT", first_rows)
     r = quota_ops.reserve(sample, "P2026-03", actor="clerk", date=D(2026, 11, 29))
     draws = {(d["pollutant"], d["lot"]): d["amount_g"] for d in r["draws"]}
     # COD in watershed DJ: the 2021 lot (expires 2026-12-15) is drawn before the 2022 lot
@@ -158,3 +162,23 @@ def test_verify_detects_edited_balance_totals(sample):
         conn.execute(text("UPDATE balance_total SET amount_g = amount_g + 1 WHERE kind = 'lot' AND pollutant = 'COD'"))
     problems = audit.verify(sample)[1]
     assert [p.source for p in problems] == ["balance_total"]
+
+
+def test_a_draw_over_many_lots_reads_past_the_first_rows(engine, write_csv, monkeypatch):
+    """A need that takes four of five lots: on PostgreSQL, with the first read cut at two lots per
+    pollutant, the reservation reads the lots again in full and draws them, earliest expiry first."""
+    header = ("tally_id,source_id,source_name,measure,zone,pollutant,baseline_actual,permitted,post,unit,"
+              "baseline_year,effective_date,method,assessor,report_no")
+    rows = [f"T{i},S{i},源{i},closure,JT-YT,COD,1.0,,,t/a,2020,2025-0{i + 1}-01,m,x,R{i}" for i in range(5)]
+    tallies.import_tallies(engine, write_csv("t.csv", header, rows), actor="clerk")
+    projects.import_projects(engine, write_csv(
+        "p.csv", "project_id,name,zone,industry,pollutant,increment,unit,priority,needed_by,must_fund,ratio",
+        ["PX,项目,JT-YT,x,COD,3.5,t/a,1,,false,1"]), actor="clerk")
+    lots = {r["lot"]: r for r in audit.balance(engine, by="lot")["rows"]}
+    order = sorted(lots, key=lambda s: lots[s]["expires"])
+    monkeypatch.setattr(quota_ops, "DRAW_LIMIT", 2)
+    r = quota_ops.reserve(engine, "PX", actor="clerk", date=D(2026, 11, 29))
+    drawn = [d["lot"] for d in r["draws"]]
+    assert drawn == order[:len(drawn)] and len(drawn) > 2
+    assert sum(d["amount_g"] for d in r["draws"]) == 3_500_000
+    assert all(d["amount_g"] == lots[d["lot"]]["available_g"] for d in r["draws"][:-1])  # emptied in order
