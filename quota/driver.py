@@ -94,6 +94,11 @@ def _run(conn: Connection, writes: list[Query], reads: list[Query], commit: bool
             for sql, params in reads:
                 out.append(cur.execute(sql, _params(True, params)).fetchall())
             return out
+        if len(writes) + len(reads) == 1 and not commit:  # one statement: no pipeline to set up
+            sql, params = (writes or reads)[0]
+            cur = raw.cursor()
+            cur.execute(sql.replace("?", "%s"), tuple(params))
+            return [cur.fetchall()] if reads else []
         cursors = []
         with raw.pipeline():
             for sql, params in writes:

@@ -22,43 +22,39 @@ class LotAvail:
     last_date: dt.date | None = None  # of the lot's own balance, when read with it
 
 
-# A project's candidate lots: positive, of its pollutants, effective by the date and not expired on the day
-# the project needs them; per pollutant earliest expiry first (never-expiring last), then serial.
-# SQLite: every candidate (no round trips to save). PostgreSQL: the first DRAW_LIMIT per pollutant, walked in
-# order along ix_lot_draw with one primary-key probe of the lot's balance each (OFFSET 0 keeps the probe a
-# nested loop); a draw the first rows do not cover reads again without the limit.
-LOT_SQL = ("SELECT l.serial, l.zone, l.expires, b.amount_g, l.pollutant, b.last_date FROM project_need n "
-           "JOIN project p ON p.project_id = n.project_id JOIN lot l ON l.pollutant = n.pollutant "
-           "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
-           "WHERE n.project_id = ? AND b.amount_g > 0 AND l.effective_date <= ? "
-           "AND (l.expires IS NULL OR l.expires > COALESCE(p.needed_by, ?)) "
-           "ORDER BY l.pollutant, l.expires IS NULL, l.expires, l.serial")
-LOT_SQL_PG = ("SELECT x.serial, x.zone, x.expires, x.amount_g, x.pollutant, x.last_date FROM project_need n "
-              "JOIN project p ON p.project_id = n.project_id CROSS JOIN LATERAL ("
-              "SELECT l.serial, l.zone, l.expires, b.amount_g, l.pollutant, b.last_date FROM lot l CROSS JOIN LATERAL "
-              "(SELECT amount_g, last_date FROM balance WHERE account = 'lot:' || l.serial AND lot = l.serial "
-              "OFFSET 0) b WHERE l.pollutant = n.pollutant AND b.amount_g > 0 AND l.effective_date <= ? "
-              "AND (l.expires IS NULL OR l.expires > COALESCE(p.needed_by, ?)) ORDER BY l.expires, l.serial "
-              "LIMIT ?) x WHERE n.project_id = ? ORDER BY x.pollutant, x.expires, x.serial")
+# One need's candidate lots: positive, of its pollutant, in a zone with its matching key, effective by the
+# date and not expired on the day the project needs them; earliest expiry first (never-expiring last), then
+# serial; the first DRAW_LIMIT of them (a need they do not cover reads again without the limit). The lots are
+# walked in that order along ix_lot_draw with one primary-key probe of each lot's balance (on PostgreSQL a
+# LATERAL probe with OFFSET 0, so the planner cannot turn it into a scan of the balance table).
+LOT_SELECT = "SELECT l.serial, l.zone, l.expires, b.amount_g, l.pollutant, b.last_date FROM lot l "
+LOT_JOIN = {"sqlite": "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial ",
+            "postgresql": "CROSS JOIN LATERAL (SELECT amount_g, last_date FROM balance "
+                          "WHERE account = 'lot:' || l.serial AND lot = l.serial OFFSET 0) b "}
+LOT_WHERE = ("WHERE l.pollutant = ? AND l.zone IN ({zones}) AND b.amount_g > 0 AND l.effective_date <= ? "
+             "AND (l.expires IS NULL OR l.expires > ?) ")
+LOT_ORDER = {"sqlite": "ORDER BY l.expires IS NULL, l.expires, l.serial LIMIT ?",
+             "postgresql": "ORDER BY l.expires, l.serial LIMIT ?"}  # PostgreSQL sorts NULL last
 DRAW_LIMIT = 16
 NO_LIMIT = 2 ** 62
 
 
-def lot_query(dialect: str, project_id: str, on: dt.date, limit: int | None = None) -> tuple[str, tuple]:
-    if dialect == "sqlite":
-        return LOT_SQL, (project_id, on, on)
-    return LOT_SQL_PG, (on, on, limit or DRAW_LIMIT, project_id)
+def lot_query(dialect: str, book: Rulebook, need: Need, on: dt.date, today: dt.date,
+              limit: int | None = None) -> tuple[str, tuple]:
+    """The query of `need`'s candidate lots for a project needing them on `on`."""
+    zones = sorted(z for z in book.zones if book.matching_key(need.pollutant, z) == need.key) or [""]
+    sql = (LOT_SELECT + LOT_JOIN[dialect] + LOT_WHERE.format(zones=", ".join("?" * len(zones)))
+           + LOT_ORDER[dialect])
+    return sql, (need.pollutant, *zones, today, on, limit or DRAW_LIMIT)
 
 
 @dataclass
 class Snapshot:
     """What one operation on a project reads, in one round trip: the project and its needs, every balance
     row of its accounts (with the lot's zone, expiry and own balance), and for a reservation the
-    candidate lots (LOT_SQL)."""
+    """
     info: ProjectInfo
     rows: list[tuple]  # account, lot, pollutant, grams, last date, lot zone, lot expiry, lot grams, lot last date
-    lots: list[tuple]  # LOT_SQL rows
-    truncated: bool = False  # some pollutant's lots were cut at DRAW_LIMIT
 
     def held(self, part: str) -> dict[str, dict[str, int]]:
         """{pollutant: {lot: grams}} held by the project's reserved or allocated account."""
@@ -88,37 +84,34 @@ class Snapshot:
         return {r[1]: (r[5], ledger._as_date(r[6])) for r in self.rows}
 
 
-def snapshot_reads(dialect: str, project_id: str, lots_on: dt.date | None = None) -> list[tuple[str, tuple]]:
-    """The queries of `snapshot` (so db.run_write can read them ahead with the chain-head lock); with
-    `lots_on`, also the candidate lots for a reservation made that day."""
+def snapshot_reads(project_id: str) -> list[tuple[str, tuple]]:
+    """The queries of `snapshot` (so db.run_write can read them ahead with the chain-head lock)."""
     queries = [(PROJECT_SQL + " WHERE p.project_id = ? ORDER BY n.pollutant", (project_id,)),
                ("SELECT b.account, b.lot, b.pollutant, b.amount_g, b.last_date, l.zone, l.expires, lb.amount_g, "
                 "lb.last_date FROM balance b JOIN lot l ON l.serial = b.lot LEFT JOIN balance lb "
                 "ON lb.account = 'lot:' || b.lot AND lb.lot = b.lot WHERE b.project_id = ? ORDER BY b.account, b.lot",
                 (project_id,))]
-    if lots_on is not None:
-        queries.append(lot_query(dialect, project_id, lots_on))
     return queries
 
 
-def snapshot(conn: Connection, book: Rulebook, project_id: str, lots_on: dt.date | None = None) -> Snapshot:
-    found = driver.select(conn, *snapshot_reads(conn.dialect.name, project_id, lots_on))
+def snapshot(conn: Connection, book: Rulebook, project_id: str) -> Snapshot:
+    found = driver.select(conn, *snapshot_reads(project_id))
     infos = projects_from_rows(book, found[0])
     if not infos:
         raise NotFound(f"no project {project_id!r}")
-    lots = found[2] if lots_on is not None else []
-    counts: dict[str, int] = {}
-    for r in lots:
-        counts[r[4]] = counts.get(r[4], 0) + 1
-    truncated = conn.dialect.name != "sqlite" and any(n >= DRAW_LIMIT for n in counts.values())
-    return Snapshot(infos[0], found[1], lots, truncated)
+    return Snapshot(infos[0], found[1])
 
 
-def filter_lots(rows: list[tuple], book: Rulebook, pollutant: str, key: str) -> Iterator[LotAvail]:
-    """Of LOT_SQL rows (already in drawing order): the lots of `pollutant` with matching key `key`."""
-    for serial, zone, expires, amount, pol, last in rows:
-        if pol == pollutant and zone in book.zones and book.matching_key(pollutant, zone) == key:
-            yield LotAvail(serial, zone, ledger._as_date(expires), int(amount), ledger._as_date(last))
+def candidate_lots(conn: Connection, book: Rulebook, needs: list[Need], on: dt.date, today: dt.date,
+                   limit: int | None = None) -> dict[str, list[tuple]]:
+    """{pollutant: LOT_SELECT rows} for each need, all in one round trip."""
+    found = driver.select(conn, *[lot_query(conn.dialect.name, book, n, on, today, limit) for n in needs])
+    return {n.pollutant: rows for n, rows in zip(needs, found)}
+
+
+def as_lots(rows: list[tuple]) -> Iterator[LotAvail]:
+    for serial, zone, expires, amount, _, last in rows:
+        yield LotAvail(serial, zone, ledger._as_date(expires), int(amount), ledger._as_date(last))
 
 
 def shortfall_message(book: Rulebook, short: list[tuple[Need, int]]) -> str:
@@ -131,26 +124,28 @@ def shortfall_message(book: Rulebook, short: list[tuple[Need, int]]) -> str:
     return "; ".join(parts)
 
 
-def plan_draws(book: Rulebook, info: ProjectInfo, needs: list[Need],
-               lots: list[tuple]) -> dict[str, list[tuple[LotAvail, int]]]:
-    """Draw each need from eligible lots (LOT_SQL rows), earliest expiry first; refuse with every shortfall."""
-    draws: dict[str, list[tuple[LotAvail, int]]] = {}
+Draws = dict[str, list[tuple[LotAvail, int]]]
+
+
+def plan_draws(needs: list[Need], lots: dict[str, list[tuple]],
+               cut: int | None = None) -> tuple[Draws, list[tuple[Need, int]]]:
+    """Draw each need from its candidate lots (in drawing order); returns (draws, shortfalls). With `cut`,
+    a need whose lots were cut at that many rows is not a shortfall yet: it is returned with -1."""
+    draws: Draws = {}
     short: list[tuple[Need, int]] = []
     for need in needs:
         left = need.required_g
         picks = []
-        for lot in filter_lots(lots, book, need.pollutant, need.key):
+        for lot in as_lots(lots[need.pollutant]):
             if left == 0:
                 break
             take = min(left, lot.available_g)
             picks.append((lot, take))
             left -= take
         if left:
-            short.append((need, left))
+            short.append((need, -1 if cut and len(lots[need.pollutant]) >= cut else left))
         draws[need.pollutant] = picks
-    if short:
-        raise Refused(f"cannot reserve {info.project_id}: " + shortfall_message(book, short))
-    return draws
+    return draws, short
 
 
 def reserve(engine: Engine, project_id: str, *, actor: str, pollutant: str | None = None,
@@ -161,7 +156,7 @@ def reserve(engine: Engine, project_id: str, *, actor: str, pollutant: str | Non
 
     def work(conn: Connection) -> dict:
         version, book = rulebooks.current(conn)
-        snap = snapshot(conn, book, project_id, lots_on=today)
+        snap = snapshot(conn, book, project_id)
         info = snap.info
         if info.state not in ("pipeline", "reserved"):
             raise Refused(f"project {project_id} is {info.state}; only pipeline projects can be reserved")
@@ -172,18 +167,19 @@ def reserve(engine: Engine, project_id: str, *, actor: str, pollutant: str | Non
         if not needs:
             raise Refused(f"project {project_id} is already reserved for "
                           f"{pollutant or ', '.join(sorted(held))}")
-        try:
-            draws = plan_draws(book, info, needs, snap.lots)
-        except Refused:
-            if not snap.truncated:
-                raise
-            snap.lots = driver.select(conn, lot_query(conn.dialect.name, project_id, today, NO_LIMIT))[0]
-            draws = plan_draws(book, info, needs, snap.lots)
+        on = info.needed_by or today
+        lots = candidate_lots(conn, book, needs, on, today)
+        draws, short = plan_draws(needs, lots, cut=DRAW_LIMIT)
+        if any(missing < 0 for _, missing in short):  # the first rows did not cover a need: read them all
+            lots.update(candidate_lots(conn, book, [n for n, m in short if m < 0], on, today, NO_LIMIT))
+            draws, short = plan_draws(needs, lots)
+        if short:
+            raise Refused(f"cannot reserve {info.project_id}: " + shortfall_message(book, short))
         drawn = [lot for picks in draws.values() for lot, _ in picks]
         return _post_reservation(conn, book, version, info, needs, draws, today, expires, actor,
                                  known=snap.known(drawn))
 
-    return idempotency.run(engine, key, "reserve", request, work, snapshot_reads(engine.dialect.name, project_id, lots_on=today))
+    return idempotency.run(engine, key, "reserve", request, work, snapshot_reads(project_id))
 
 
 def _post_reservation(conn, book, version, info, needs, draws, today, expires, actor, memo="", known=None) -> dict:
@@ -234,7 +230,7 @@ def approve(engine: Engine, project_id: str, *, doc: str, actor: str, date: dt.d
         return {"project_id": project_id, "txn": seq, "state": "approved", "doc": doc}
 
     return idempotency.run(engine, key, "approve", {"project": project_id, "doc": doc, "date": str(today)}, work,
-                           snapshot_reads(engine.dialect.name, project_id))
+                           snapshot_reads(project_id))
 
 
 def _move(held: dict[str, dict[str, int]], info: ProjectInfo, src: str, dst: str) -> list[ledger.Leg]:
@@ -289,7 +285,7 @@ def release(engine: Engine, project_id: str, *, actor: str, date: dt.date | None
         return {"project_id": project_id, "txn": seq, "state": "pipeline"}
 
     return idempotency.run(engine, key, "release", {"project": project_id, "date": str(today)}, work,
-                           snapshot_reads(engine.dialect.name, project_id))
+                           snapshot_reads(project_id))
 
 
 def cancel(engine: Engine, project_id: str, *, actor: str, date: dt.date | None = None,
@@ -311,7 +307,7 @@ def cancel(engine: Engine, project_id: str, *, actor: str, date: dt.date | None 
         return {"project_id": project_id, "txn": seq, "state": "cancelled"}
 
     return idempotency.run(engine, key, "cancel", {"project": project_id, "date": str(today)}, work,
-                           snapshot_reads(engine.dialect.name, project_id))
+                           snapshot_reads(project_id))
 
 
 def expire(engine: Engine, as_of: dt.date, *, actor: str, key: str | None = None) -> dict:
