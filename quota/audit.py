@@ -57,6 +57,9 @@ def trace(engine: Engine, project_id: str) -> dict:
 
 
 def verify(engine: Engine, progress=None) -> tuple[dict, list[Problem]]:
-    """Recompute the hash chain and every balance from the postings (errors as data)."""
+    """Recompute the hash chain and every balance from the postings, and the matching keys from the
+    rulebooks (errors as data)."""
     with db.reading(engine) as conn:
-        return ledger.verify(conn, progress)
+        summary, problems = ledger.verify(conn, progress)
+        problems += rulebooks.check_matching(conn)
+    return {**summary, "ok": not problems}, problems

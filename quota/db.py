@@ -184,15 +184,15 @@ FOR EACH STATEMENT EXECUTE FUNCTION quota_append_only()
 APPEND_ONLY = ["txn", "posting", "tally", "lot", "rulebook", "source"]
 
 
-def install_triggers(conn: Connection) -> None:
+def install_triggers(conn: Connection, tables: list[str] | None = None) -> None:
     """Refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL) on the ledger tables, for everyone."""
     if is_sqlite(conn):
-        for t in APPEND_ONLY:
+        for t in tables or APPEND_ONLY:
             for op in ("UPDATE", "DELETE"):
                 conn.exec_driver_sql(_SQLITE_TRIGGER.format(t=t, op=op))
         return
     conn.exec_driver_sql(_PG_FUNCTION)
-    for t in APPEND_ONLY:
+    for t in tables or APPEND_ONLY:
         exists = conn.execute(text("SELECT 1 FROM pg_trigger WHERE tgname = :n AND tgrelid = to_regclass(:t)"),
                               {"n": f"{t}_append_only", "t": t}).first()
         if not exists:

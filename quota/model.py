@@ -190,3 +190,16 @@ class BalanceTotal(SQLModel, table=True):
 
 
 TABLES.append(BalanceTotal)
+
+
+class Matching(SQLModel, table=True):
+    """Each rulebook version's matching key per (pollutant, zone), written with the version (append-only),
+    so SQL can pick a project's candidate lots without the rulebook in hand."""
+    __tablename__ = "matching"
+    version: int = Field(primary_key=True)
+    pollutant: str = Field(primary_key=True)
+    zone: str = Field(primary_key=True)
+    key: str
+
+
+TABLES.append(Matching)

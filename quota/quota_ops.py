@@ -35,8 +35,23 @@ LOT_WHERE = ("WHERE l.pollutant = ? AND l.zone IN ({zones}) AND b.amount_g > 0 A
              "AND (l.expires IS NULL OR l.expires > ?) ")
 LOT_ORDER = {"sqlite": "ORDER BY l.expires IS NULL, l.expires, l.serial LIMIT ?",
              "postgresql": "ORDER BY l.expires, l.serial LIMIT ?"}  # PostgreSQL sorts NULL last
+# PostgreSQL reads every need's first lots with the chain-head lock, in one round trip: the matching keys
+# come from the matching table of the current rulebook version.
+PROJECT_LOTS_PG = (
+    "SELECT x.serial, x.zone, x.expires, x.amount_g, x.pollutant, x.last_date FROM project_need n "
+    "JOIN project p ON p.project_id = n.project_id JOIN matching pm ON pm.version = "
+    "(SELECT max(version) FROM rulebook) AND pm.pollutant = n.pollutant AND pm.zone = p.zone CROSS JOIN LATERAL ("
+    + LOT_SELECT + LOT_JOIN["postgresql"]
+    + "WHERE l.pollutant = n.pollutant AND l.zone = ANY (ARRAY(SELECT zone FROM matching WHERE version = "
+      "pm.version AND pollutant = n.pollutant AND key = pm.key)) AND b.amount_g > 0 AND l.effective_date <= ? "
+      "AND (l.expires IS NULL OR l.expires > COALESCE(p.needed_by, ?)) ORDER BY l.expires, l.serial LIMIT ?) x "
+      "WHERE n.project_id = ? ORDER BY x.pollutant, x.expires, x.serial")
 DRAW_LIMIT = 16
 NO_LIMIT = 2 ** 62
+
+
+def project_lots_query(project_id: str, today: dt.date) -> tuple[str, tuple]:
+    return PROJECT_LOTS_PG, (today, today, DRAW_LIMIT, project_id)
 
 
 def lot_query(dialect: str, book: Rulebook, need: Need, on: dt.date, today: dt.date,
@@ -102,9 +117,14 @@ def snapshot(conn: Connection, book: Rulebook, project_id: str) -> Snapshot:
     return Snapshot(infos[0], found[1])
 
 
-def candidate_lots(conn: Connection, book: Rulebook, needs: list[Need], on: dt.date, today: dt.date,
-                   limit: int | None = None) -> dict[str, list[tuple]]:
-    """{pollutant: LOT_SELECT rows} for each need, all in one round trip."""
+def candidate_lots(conn: Connection, book: Rulebook, project_id: str, needs: list[Need], on: dt.date,
+                   today: dt.date, limit: int | None = None) -> dict[str, list[tuple]]:
+    """{pollutant: LOT_SELECT rows} for each need, all in one round trip. On PostgreSQL the first rows
+    of every need were read ahead with the chain-head lock (PROJECT_LOTS_PG)."""
+    if conn.dialect.name != "sqlite" and limit is None:
+        rows = driver.select(conn, project_lots_query(project_id, today))[0]
+        return {n.pollutant: [r for r in rows if r[4] == n.pollutant and book.matching_key(n.pollutant, r[1]) == n.key]
+                for n in needs}
     found = driver.select(conn, *[lot_query(conn.dialect.name, book, n, on, today, limit) for n in needs])
     return {n.pollutant: rows for n, rows in zip(needs, found)}
 
@@ -168,10 +188,10 @@ def reserve(engine: Engine, project_id: str, *, actor: str, pollutant: str | Non
             raise Refused(f"project {project_id} is already reserved for "
                           f"{pollutant or ', '.join(sorted(held))}")
         on = info.needed_by or today
-        lots = candidate_lots(conn, book, needs, on, today)
+        lots = candidate_lots(conn, book, project_id, needs, on, today)
         draws, short = plan_draws(needs, lots, cut=DRAW_LIMIT)
         if any(missing < 0 for _, missing in short):  # the first rows did not cover a need: read them all
-            lots.update(candidate_lots(conn, book, [n for n, m in short if m < 0], on, today, NO_LIMIT))
+            lots.update(candidate_lots(conn, book, project_id, [n for n, m in short if m < 0], on, today, NO_LIMIT))
             draws, short = plan_draws(needs, lots)
         if short:
             raise Refused(f"cannot reserve {info.project_id}: " + shortfall_message(book, short))
@@ -179,7 +199,9 @@ def reserve(engine: Engine, project_id: str, *, actor: str, pollutant: str | Non
         return _post_reservation(conn, book, version, info, needs, draws, today, expires, actor,
                                  known=snap.known(drawn))
 
-    return idempotency.run(engine, key, "reserve", request, work, snapshot_reads(project_id))
+    ahead = snapshot_reads(project_id) + ([project_lots_query(project_id, today)]
+                                          if engine.dialect.name != "sqlite" else [])
+    return idempotency.run(engine, key, "reserve", request, work, ahead)
 
 
 def _post_reservation(conn, book, version, info, needs, draws, today, expires, actor, memo="", known=None) -> dict:

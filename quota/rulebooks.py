@@ -67,7 +67,27 @@ def _store(conn: Connection, book: Rulebook, path: str, actor: str) -> dict:
     conn.execute(text("INSERT INTO rulebook (version, sha256, text, loaded_at, actor) "
                       "VALUES (:v, :s, :t, :b, :a)"),
                  {"v": version, "s": book.sha256, "t": book.text, "b": ledger.now_iso(), "a": actor})
+    conn.execute(text("INSERT INTO matching (version, pollutant, zone, key) VALUES (:v, :p, :z, :k)"),
+                 [dict(zip("vpzk", r)) for r in matching_rows(version, book)])
     return {"version": version, "sha256": book.sha256, "changed": True}
+
+
+def matching_rows(version: int, book: Rulebook) -> list[tuple[int, str, str, str]]:
+    """(version, pollutant, zone, matching key) for every pollutant and zone of the rulebook."""
+    return [(version, p, z, book.matching_key(p, z)) for p in sorted(book.pollutants) for z in sorted(book.zones)]
+
+
+def check_matching(conn: Connection) -> list[Problem]:
+    """The stored matching keys must be exactly those each rulebook version gives."""
+    stored = sorted(tuple(r) for r in conn.execute(text("SELECT version, pollutant, zone, key FROM matching")))
+    want = []
+    for version, body in conn.execute(text("SELECT version, text FROM rulebook ORDER BY version")):
+        book, _ = parse_rulebook(body, source=f"rulebook v{version}")
+        want += matching_rows(int(version), book)
+    if stored == sorted(want):
+        return []
+    diff = sorted(set(stored) ^ set(want))[:3]
+    return [Problem("matching", 0, "key", f"matching keys differ from the rulebooks: {diff}")]
 
 
 def describe(book: Rulebook) -> dict:

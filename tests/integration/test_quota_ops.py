@@ -128,7 +128,8 @@ def test_idempotency_key_gives_exactly_one_effect(sample):
 
 
 @pytest.mark.parametrize("sql", ["UPDATE posting SET amount_g = amount_g + 1",
-                                 "DELETE FROM txn", "UPDATE lot SET issued_g = 1", "DELETE FROM tally"])
+                                 "DELETE FROM txn", "UPDATE lot SET issued_g = 1", "DELETE FROM tally",
+                                 "UPDATE matching SET key = 'X'", "DELETE FROM matching"])
 def test_the_database_refuses_edits_to_the_ledger(sample, sql):
     with pytest.raises(Exception) as info:
         with sample.begin() as conn:
@@ -162,6 +163,15 @@ def test_verify_detects_edited_balance_totals(sample):
         conn.execute(text("UPDATE balance_total SET amount_g = amount_g + 1 WHERE kind = 'lot' AND pollutant = 'COD'"))
     problems = audit.verify(sample)[1]
     assert [p.source for p in problems] == ["balance_total"]
+
+
+def test_verify_detects_a_forged_matching_key(sample):
+    """A matching row added for a zone the rulebook maps elsewhere would let a reservation draw across
+    watersheds: verify compares the stored keys with the rulebooks."""
+    with sample.begin() as conn:
+        conn.execute(text("INSERT INTO matching (version, pollutant, zone, key) VALUES (1, 'COD', 'JT-NEW', 'DJ')"))
+    problems = audit.verify(sample)[1]
+    assert [p.source for p in problems] == ["matching"] and "JT-NEW" in problems[0].message
 
 
 def test_a_draw_over_many_lots_reads_past_the_first_rows(engine, write_csv, monkeypatch):
