@@ -1,13 +1,15 @@
 """Ledger benchmark on SQLite and PostgreSQL (DESIGN 9): prints figures and ratios, asserts nothing.
 
-    .venv/bin/python -m bench.ledger [--engine sqlite|postgresql|both] [--postings 1000000] [--quick]
+    .venv/bin/python -m bench.ledger [--engine sqlite|postgresql|both] [--postings 1000000] [--per-client 300]
+        [--rounds 3] [--skip import,ledger,throughput]
 
 - tally import of 100,000 rows (target < 30 s)
 - a ledger of N postings: balance query in the library (median of 100, target < 20 ms) and the whole
   `quota balance --json` process against `python -c "import sqlmodel, typer, rich"` (target <= 1.2x)
 - verify (target < 60 s), JSONL export and offline verify --export (targets < 60 s, < 500 MB peak)
 - reservation throughput with 1 and 8 clients, beside a raw-SQL double-entry reservation
-  (lock the lot, check, move, one transaction row, two postings, hash-chain head; target >= 0.5x)
+  (lock the lot, check, move, one transaction row, two postings, hash-chain head; target >= 0.5x),
+  alternated --rounds times on one database; the median ratio is the figure
 """
 from __future__ import annotations
 
