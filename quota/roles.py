@@ -24,6 +24,8 @@ def roles_sql(schema: str) -> list[str]:
     everyone = ", ".join(ROLES)
     stmts += [f"GRANT USAGE ON SCHEMA {q} TO {everyone}",
               f"GRANT SELECT ON ALL TABLES IN SCHEMA {q} TO {everyone}",
+              # tables that later migrations add (run by this same owner) are readable too
+              f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q} GRANT SELECT ON TABLES TO {everyone}",
               f"GRANT INSERT ON {', '.join(f'{q}.{t}' for t in CLERK_INSERT)} TO quota_clerk",
               f"GRANT UPDATE ON {', '.join(f'{q}.{t}' for t in CLERK_UPDATE)} TO quota_clerk",
               f"GRANT INSERT ON {q}.plan, {q}.operation TO quota_planner",

@@ -72,6 +72,27 @@ def test_planner_plans_but_cannot_reserve(pg):
     planner.dispose()
 
 
+@pytest.mark.skipif("postgresql" not in ENGINES, reason="PostgreSQL skipped")
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_roles_made_before_an_upgrade_can_read_the_tables_it_adds(engine):
+    """Roles granted at revision 0004, then `quota db upgrade`: the clerk reads the new matching table."""
+    from alembic import command
+    from quota import migrate
+    with engine.begin() as conn:
+        command.downgrade(migrate._config(conn), "0004")
+    tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="admin")
+    projects.import_projects(engine, str(DATA / "projects.csv"), actor="admin")
+    with engine.begin() as conn:  # roles as an earlier quota granted them (no default privileges)
+        for sql in roles.roles_sql(roles.current_schema(engine)):
+            if not sql.startswith("ALTER DEFAULT"):
+                conn.exec_driver_sql(sql.replace("%", "%%"))
+    migrate.upgrade(engine)
+    clerk = as_role(engine, "quota_clerk")
+    r = quota_ops.reserve(clerk, "P2026-03", actor="quota_clerk", date=dt.date(2026, 11, 29))
+    assert r["state"] == "reserved"
+    clerk.dispose()
+
+
 def test_owner_cannot_update_or_delete_ledger_rows_either(engine):
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="admin")
     for sql in ("UPDATE posting SET amount_g = 0", "DELETE FROM posting", "UPDATE tally SET report_no = 'x'",

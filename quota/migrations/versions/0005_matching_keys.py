@@ -32,7 +32,12 @@ def upgrade() -> None:
     if rows:
         op.bulk_insert(table, rows)
     from quota import db
+    from quota.roles import ROLES
     db.install_triggers(op.get_bind(), ["matching"])  # written once per version, never changed
+    if op.get_bind().dialect.name == "postgresql":  # roles made before this table existed read it too
+        for role in ROLES:
+            op.execute(f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') "
+                       f"THEN GRANT SELECT ON matching TO {role}; END IF; END $$")
 
 
 def downgrade() -> None:
