@@ -10,7 +10,8 @@ from . import db, idempotency, ledger, planner, rulebooks, units
 from .errors import NotFound, Refused
 from .planner import PCandidate, PLot, PNeed, PProject
 from .projects import Need, ProjectInfo, load_projects, required_g
-from .quota_ops import LotAvail, _post_reservation
+from .drawing import LotAvail
+from .quota_ops import _post_reservation
 from .rules import Rulebook
 from .scenario import Scenario, load_scenario
 

@@ -4,7 +4,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import text
 
-from quota import audit, projects, quota_ops, tallies
+from quota import audit, drawing, projects, quota_ops, tallies
 from quota.errors import IdempotencyConflict, Refused
 from tests.conftest import DATA, snapshot
 
@@ -22,11 +22,11 @@ def totals(engine, **kw):
     return {r["pollutant"]: r for r in audit.balance(engine, **kw)["rows"]}
 
 
-@pytest.mark.parametrize("first_rows", [quota_ops.DRAW_LIMIT, 1])
+@pytest.mark.parametrize("first_rows", [drawing.DRAW_LIMIT, 1])
 def test_reserve_takes_ratio_matching_and_earliest_expiry(sample, monkeypatch, first_rows):
     """With first_rows=1, PostgreSQL's first read of each pollutant's lots (one row) cannot cover the
     draws, so the reservation reads them again in full and must draw exactly the same."""
-    monkeypatch.setattr(quota_ops, "DRAW_LIMIT", first_rows)
+    monkeypatch.setattr(drawing, "DRAW_LIMIT", first_rows)
     r = quota_ops.reserve(sample, "P2026-03", actor="clerk", date=D(2026, 11, 29))
     draws = {(d["pollutant"], d["lot"]): d["amount_g"] for d in r["draws"]}
     # COD in watershed DJ: the 2021 lot (expires 2026-12-15) is drawn before the 2022 lot
@@ -186,7 +186,7 @@ def test_a_draw_over_many_lots_reads_past_the_first_rows(engine, write_csv, monk
         ["PX,项目,JT-YT,x,COD,3.5,t/a,1,,false,1"]), actor="clerk")
     lots = {r["lot"]: r for r in audit.balance(engine, by="lot")["rows"]}
     order = sorted(lots, key=lambda s: lots[s]["expires"])
-    monkeypatch.setattr(quota_ops, "DRAW_LIMIT", 2)
+    monkeypatch.setattr(drawing, "DRAW_LIMIT", 2)
     r = quota_ops.reserve(engine, "PX", actor="clerk", date=D(2026, 11, 29))
     drawn = [d["lot"] for d in r["draws"]]
     assert drawn == order[:len(drawn)] and len(drawn) > 2

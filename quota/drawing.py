@@ -1,0 +1,171 @@
+"""What a quota operation reads: a project's snapshot, and its candidate lots in drawing order."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterator
+
+from sqlalchemy import Connection
+
+from . import driver, ledger, units
+from .errors import NotFound
+from .projects import PROJECT_SQL, Need, ProjectInfo, projects_from_rows
+from .rules import Rulebook
+
+
+@dataclass(frozen=True)
+class LotAvail:
+    serial: str
+    zone: str
+    expires: dt.date | None
+    available_g: int
+    last_date: dt.date | None = None  # of the lot's own balance, when read with it
+
+
+# One need's candidate lots: positive, of its pollutant, in a zone with its matching key, effective by the
+# date and not expired on the day the project needs them; earliest expiry first (never-expiring last), then
+# serial; the first DRAW_LIMIT of them (a need they do not cover reads again without the limit). The lots are
+# walked in that order along ix_lot_draw with one primary-key probe of each lot's balance (on PostgreSQL a
+# LATERAL probe with OFFSET 0, so the planner cannot turn it into a scan of the balance table).
+LOT_SELECT = "SELECT l.serial, l.zone, l.expires, b.amount_g, l.pollutant, b.last_date FROM lot l "
+LOT_JOIN = {"sqlite": "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial ",
+            "postgresql": "CROSS JOIN LATERAL (SELECT amount_g, last_date FROM balance "
+                          "WHERE account = 'lot:' || l.serial AND lot = l.serial OFFSET 0) b "}
+LOT_WHERE = ("WHERE l.pollutant = ? AND l.zone IN ({zones}) AND b.amount_g > 0 AND l.effective_date <= ? "
+             "AND (l.expires IS NULL OR l.expires > ?) ")
+LOT_ORDER = {"sqlite": "ORDER BY l.expires IS NULL, l.expires, l.serial LIMIT ?",
+             "postgresql": "ORDER BY l.expires, l.serial LIMIT ?"}  # PostgreSQL sorts NULL last
+# PostgreSQL reads every need's first lots with the chain-head lock, in one round trip: the matching keys
+# come from the matching table of the current rulebook version.
+PROJECT_LOTS_PG = (
+    "SELECT x.serial, x.zone, x.expires, x.amount_g, x.pollutant, x.last_date FROM project_need n "
+    "JOIN project p ON p.project_id = n.project_id JOIN matching pm ON pm.version = "
+    "(SELECT max(version) FROM rulebook) AND pm.pollutant = n.pollutant AND pm.zone = p.zone CROSS JOIN LATERAL ("
+    + LOT_SELECT + LOT_JOIN["postgresql"]
+    + "WHERE l.pollutant = n.pollutant AND l.zone = ANY (ARRAY(SELECT zone FROM matching WHERE version = "
+      "pm.version AND pollutant = n.pollutant AND key = pm.key)) AND b.amount_g > 0 AND l.effective_date <= ? "
+      "AND (l.expires IS NULL OR l.expires > COALESCE(p.needed_by, ?)) ORDER BY l.expires, l.serial LIMIT ?) x "
+      "WHERE n.project_id = ? ORDER BY x.pollutant, x.expires, x.serial")
+DRAW_LIMIT = 16
+NO_LIMIT = 2 ** 62
+
+
+def project_lots_query(project_id: str, today: dt.date) -> tuple[str, tuple]:
+    """PROJECT_LOTS_PG for a reservation made on `today`."""
+    return PROJECT_LOTS_PG, (today, today, DRAW_LIMIT, project_id)
+
+
+def lot_query(dialect: str, book: Rulebook, need: Need, on: dt.date, today: dt.date,
+              limit: int | None = None) -> tuple[str, tuple]:
+    """The query of `need`'s candidate lots for a project needing them on `on`."""
+    zones = sorted(z for z in book.zones if book.matching_key(need.pollutant, z) == need.key) or [""]
+    sql = (LOT_SELECT + LOT_JOIN[dialect] + LOT_WHERE.format(zones=", ".join("?" * len(zones)))
+           + LOT_ORDER[dialect])
+    return sql, (need.pollutant, *zones, today, on, limit or DRAW_LIMIT)
+
+
+@dataclass
+class Snapshot:
+    """What one operation on a project reads, in one round trip: the project and its needs, and every
+    balance row of its accounts (with the lot's zone, expiry and own balance)."""
+    info: ProjectInfo
+    rows: list[tuple]  # account, lot, pollutant, grams, last date, lot zone, lot expiry, lot grams, lot last date
+
+    def held(self, part: str) -> dict[str, dict[str, int]]:
+        """{pollutant: {lot: grams}} held by the project's reserved or allocated account."""
+        account = ledger.project_account(self.info.project_id, part)
+        out: dict[str, dict[str, int]] = {}
+        for r in sorted(self.rows, key=lambda r: r[1]):
+            if r[0] == account and r[3] > 0:
+                out.setdefault(r[2], {})[r[1]] = int(r[3])
+        return out
+
+    def known(self, drawn: list[LotAvail] = ()) -> dict[str, dict[str, tuple[int, dt.date | None]]]:
+        """Balance pairs read here, for ledger.post_many: the project's accounts, the held lots' own
+        and those of the `drawn` lots."""
+        out: dict[str, dict[str, tuple[int, dt.date | None]]] = {}
+        for account in ("reserved", "allocated"):
+            out[ledger.project_account(self.info.project_id, account)] = {}
+        for r in self.rows:
+            out.setdefault(r[0], {})[r[1]] = (int(r[3]), r[4])
+            if r[7] is not None:
+                out[ledger.lot_account(r[1])] = {r[1]: (int(r[7]), r[8])}
+        for lot in drawn:
+            out[ledger.lot_account(lot.serial)] = {lot.serial: (lot.available_g, lot.last_date)}
+        return out
+
+    def lot_info(self) -> dict[str, tuple[str, dt.date | None]]:
+        """{serial: (zone, expiry)} of the lots the project holds."""
+        return {r[1]: (r[5], ledger._as_date(r[6])) for r in self.rows}
+
+
+def snapshot_reads(project_id: str) -> list[tuple[str, tuple]]:
+    """The queries of `snapshot` (so db.run_write can read them ahead with the chain-head lock)."""
+    queries = [(PROJECT_SQL + " WHERE p.project_id = ? ORDER BY n.pollutant", (project_id,)),
+               ("SELECT b.account, b.lot, b.pollutant, b.amount_g, b.last_date, l.zone, l.expires, lb.amount_g, "
+                "lb.last_date FROM balance b JOIN lot l ON l.serial = b.lot LEFT JOIN balance lb "
+                "ON lb.account = 'lot:' || b.lot AND lb.lot = b.lot WHERE b.project_id = ? ORDER BY b.account, b.lot",
+                (project_id,))]
+    return queries
+
+
+def snapshot(conn: Connection, book: Rulebook, project_id: str) -> Snapshot:
+    """The project's Snapshot, with its needs under `book` (NotFound if there is no such project)."""
+    found = driver.select(conn, *snapshot_reads(project_id))
+    infos = projects_from_rows(book, found[0])
+    if not infos:
+        raise NotFound(f"no project {project_id!r}")
+    return Snapshot(infos[0], found[1])
+
+
+def candidate_lots(conn: Connection, book: Rulebook, project_id: str, needs: list[Need], on: dt.date,
+                   today: dt.date, limit: int | None = None) -> dict[str, list[tuple]]:
+    """{pollutant: LOT_SELECT rows} for each need, all in one round trip. On PostgreSQL the first rows
+    of every need were read ahead with the chain-head lock (PROJECT_LOTS_PG)."""
+    if conn.dialect.name != "sqlite" and limit is None:
+        rows = driver.select(conn, project_lots_query(project_id, today))[0]
+        return {n.pollutant: [r for r in rows if r[4] == n.pollutant and book.matching_key(n.pollutant, r[1]) == n.key]
+                for n in needs}
+    found = driver.select(conn, *[lot_query(conn.dialect.name, book, n, on, today, limit) for n in needs])
+    return {n.pollutant: rows for n, rows in zip(needs, found)}
+
+
+def as_lots(rows: list[tuple]) -> Iterator[LotAvail]:
+    """LotAvail per LOT_SELECT row, in the rows' (drawing) order."""
+    for serial, zone, expires, amount, _, last in rows:
+        yield LotAvail(serial, zone, ledger._as_date(expires), int(amount), ledger._as_date(last))
+
+
+def shortfall_message(book: Rulebook, short: list[tuple[Need, int]]) -> str:
+    """One clause per short need: pollutant, grams missing, matching key, requirement and ratio."""
+    parts = []
+    for need, missing in short:
+        unit = book.pollutants[need.pollutant].unit
+        parts.append(f"{need.pollutant} short by {units.display_up(missing, unit)} {unit} ({missing} g) in "
+                     f"{need.key} (needs {units.display_up(need.required_g, unit)} at ratio {need.ratio}, eligible "
+                     f"{units.display(need.required_g - missing, unit)})")
+    return "; ".join(parts)
+
+
+Draws = dict[str, list[tuple[LotAvail, int]]]
+
+
+def plan_draws(needs: list[Need], lots: dict[str, list[tuple]],
+               cut: int | None = None) -> tuple[Draws, list[tuple[Need, int]]]:
+    """Draw each need from its candidate lots (in drawing order); returns (draws, shortfalls). With `cut`,
+    a need whose lots were cut at that many rows is not a shortfall yet: it is returned with -1."""
+    draws: Draws = {}
+    short: list[tuple[Need, int]] = []
+    for need in needs:
+        left = need.required_g
+        picks = []
+        for lot in as_lots(lots[need.pollutant]):
+            if left == 0:
+                break
+            take = min(left, lot.available_g)
+            picks.append((lot, take))
+            left -= take
+        if left:
+            short.append((need, -1 if cut and len(lots[need.pollutant]) >= cut else left))
+        draws[need.pollutant] = picks
+    return draws, short
