@@ -99,17 +99,14 @@ def _run(conn: Connection, writes: list[Query], reads: list[Query], commit: bool
             cur = raw.cursor()
             cur.execute(sql.replace("?", "%s"), tuple(params))
             return [cur.fetchall()] if reads else []
-        cursors = []
+        cursors = []  # one per statement, kept until the pipeline has synced
         with raw.pipeline():
-            for sql, params in writes:
-                raw.cursor().execute(sql.replace("?", "%s"), tuple(params))
-            for sql, params in reads:
-                cur = raw.cursor()
-                cur.execute(sql.replace("?", "%s"), tuple(params))
-                cursors.append(cur)
+            for sql, params in writes + reads:
+                cursors.append(raw.cursor())
+                cursors[-1].execute(sql.replace("?", "%s"), tuple(params))
             if commit:
                 raw.commit()
-        return [cur.fetchall() for cur in cursors]
+        return [cur.fetchall() for cur in cursors[len(writes):]]
     except conn.dialect.loaded_dbapi.Error as exc:  # the same exception types as SQLAlchemy statements raise
         raise DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error,
                                   dialect=conn.dialect) from exc
