@@ -15,6 +15,7 @@ from .rules import Rulebook
 
 @dataclass(frozen=True)
 class LotAvail:
+    """A lot that can serve a need: its zone, expiry and the grams it has available."""
     serial: str
     zone: str
     expires: dt.date | None
