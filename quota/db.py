@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import random
 import time
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -132,7 +131,7 @@ def insert_many(conn: Connection, table: str, columns: list[str], rows: list[tup
     if not rows:
         return
     if is_sqlite(conn):  # store dates as ISO text ourselves (sqlite3's default adapter is deprecated)
-        rows = [tuple(v.isoformat() if isinstance(v, dt.date) else v for v in r) for r in rows]
+        rows = [driver.sqlite_row(r) for r in rows]
     elif len(rows) >= 1000:  # PostgreSQL: COPY, in this same transaction, is far faster than executemany
         driver.flush(conn)  # COPY goes straight to the driver: queued writes first
         with conn.connection.dbapi_connection.cursor() as cur:
@@ -146,17 +145,17 @@ def insert_many(conn: Connection, table: str, columns: list[str], rows: list[tup
 def values_statement(conn: Connection, head: str, width: int, rows: list[tuple], tail: str = "") -> tuple:
     """(sql, params) for `head VALUES (...), (...) tail`: small batches as one multi-row statement
     (one round trip), large ones through executemany."""
-    ph = "?" if is_sqlite(conn) else "%s"
-    one = "(" + ", ".join([ph] * width) + ")"
     if len(rows) <= 50:
-        return f"{head} VALUES {', '.join([one] * len(rows))} {tail}", tuple(v for r in rows for v in r)
-    return f"{head} VALUES {one} {tail}", rows
+        sql, params = driver.values(head, width, rows, tail)
+    else:
+        sql, params = driver.values(head, width, rows[:1], tail)[0], rows
+    return (sql if is_sqlite(conn) else sql.replace("?", "%s")), params
 
 
 def update_many(conn: Connection, sql_qmark: str, rows: list[tuple]) -> None:
     """Bulk UPDATE with '?' placeholders (rewritten for psycopg) through the driver."""
     if rows and is_sqlite(conn):
-        rows = [tuple(v.isoformat() if isinstance(v, dt.date) else v for v in r) for r in rows]
+        rows = [driver.sqlite_row(r) for r in rows]
     if rows:
         conn.exec_driver_sql(sql_qmark if is_sqlite(conn) else sql_qmark.replace("?", "%s"), rows)
 

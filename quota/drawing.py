@@ -125,6 +125,7 @@ def candidate_lots(conn: Connection, book: Rulebook, project_id: str, needs: lis
     of every need were read ahead with the chain-head lock (PROJECT_LOTS_PG)."""
     if conn.dialect.name != "sqlite" and limit is None:
         rows = driver.select(conn, project_lots_query(project_id, today))[0]
+        # the rulebook has the last word on matching, whatever the matching table says (verify checks it too)
         return {n.pollutant: [r for r in rows if r[4] == n.pollutant and book.matching_key(n.pollutant, r[1]) == n.key]
                 for n in needs}
     found = driver.select(conn, *[lot_query(conn.dialect.name, book, n, on, today, limit) for n in needs])

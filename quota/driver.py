@@ -75,10 +75,15 @@ def install(engine: Engine) -> None:
             flush(conn)
 
 
-def _params(sqlite: bool, params: Sequence) -> tuple:
-    if sqlite:  # dates as ISO text (sqlite3's default date adapter is deprecated)
-        return tuple(v.isoformat() if isinstance(v, dt.date) else v for v in params)
-    return tuple(params)
+def sqlite_row(params: Sequence) -> tuple:
+    """Parameters for sqlite3: dates as ISO text (sqlite3's default date adapter is deprecated)."""
+    return tuple(v.isoformat() if isinstance(v, dt.date) else v for v in params)
+
+
+def values(head: str, width: int, rows: list[tuple], tail: str = "") -> tuple[str, tuple]:
+    """`head VALUES (?, ...), (?, ...) tail` for `rows` of `width` values, with the flattened parameters."""
+    one = "(" + ", ".join(["?"] * width) + ")"
+    return f"{head} VALUES {', '.join([one] * len(rows))} {tail}", tuple(v for r in rows for v in r)
 
 
 def _run(conn: Connection, writes: list[Query], reads: list[Query], commit: bool = False) -> list[list[tuple]]:
@@ -89,10 +94,10 @@ def _run(conn: Connection, writes: list[Query], reads: list[Query], commit: bool
         if sqlite:
             cur = raw.cursor()
             for sql, params in writes:
-                cur.execute(sql, _params(True, params))
+                cur.execute(sql, sqlite_row(params))
             out = []
             for sql, params in reads:
-                out.append(cur.execute(sql, _params(True, params)).fetchall())
+                out.append(cur.execute(sql, sqlite_row(params)).fetchall())
             return out
         if len(writes) + len(reads) == 1 and not commit:  # one statement: no pipeline to set up
             sql, params = (writes or reads)[0]

@@ -150,20 +150,16 @@ TOTAL_UPSERT = ("ON CONFLICT (kind, pollutant, zone, expires) DO UPDATE SET amou
                 "excluded.amount_g")
 
 
-def _values(head: str, width: int, rows: list[tuple], tail: str = "") -> tuple[str, tuple]:
-    one = "(" + ", ".join(["?"] * width) + ")"
-    return f"{head} VALUES {', '.join([one] * len(rows))} {tail}", tuple(v for r in rows for v in r)
-
-
 def _write_small(conn: Connection, txn_rows, post_rows, pair_rows, total_rows, head) -> None:
     """An ordinary operation's writes: one statement per table, queued as one batch (driver.write)."""
-    driver.write(conn, *_values(f"INSERT INTO txn ({', '.join(TXN_COLUMNS)})", len(TXN_COLUMNS), txn_rows))
-    driver.write(conn, *_values(f"INSERT INTO posting ({', '.join(POSTING_COLUMNS)})", 5, post_rows))
+    driver.write(conn, *driver.values(f"INSERT INTO txn ({', '.join(TXN_COLUMNS)})", len(TXN_COLUMNS),
+                                      txn_rows))
+    driver.write(conn, *driver.values(f"INSERT INTO posting ({', '.join(POSTING_COLUMNS)})", 5, post_rows))
     if pair_rows:
-        driver.write(conn, *_values(f"INSERT INTO balance ({', '.join(PAIR_COLUMNS)})", len(PAIR_COLUMNS),
-                                    pair_rows, PAIR_UPSERT))
+        driver.write(conn, *driver.values(f"INSERT INTO balance ({', '.join(PAIR_COLUMNS)})", len(PAIR_COLUMNS),
+                                          pair_rows, PAIR_UPSERT))
     if total_rows:
-        driver.write(conn, *_values(TOTAL_INSERT, 5, total_rows, TOTAL_UPSERT))
+        driver.write(conn, *driver.values(TOTAL_INSERT, 5, total_rows, TOTAL_UPSERT))
     driver.write(conn, "UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", head)
 
 
