@@ -16,21 +16,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import multiprocessing as mp
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from quota import audit, db, ledger, projects, rulebooks, tallies
+from tests.databases import fresh_url
 
 ROOT = Path(__file__).resolve().parent.parent
-PG = os.environ.get("QUOTA_TEST_PG", "postgresql+psycopg://root@127.0.0.1:5432/test")
 QUOTA = str(Path(sys.executable).with_name("quota"))
 T_HEADER = ("tally_id,source_id,source_name,measure,zone,pollutant,baseline_actual,permitted,post,unit,"
             "baseline_year,effective_date,method,assessor,report_no")
@@ -40,18 +38,8 @@ POLS = ["COD", "NH3-N", "TN", "SO2", "NOX", "PM"]
 
 
 def fresh(kind: str, tmp: Path) -> tuple[str, callable]:
-    if kind == "sqlite":
-        name = tmp / f"bench-{uuid.uuid4().hex[:6]}.db"
-        return f"sqlite:///{name}", lambda: None
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG)
-    with admin.begin() as c:
-        c.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop():
-        with admin.begin() as c:
-            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    return f"{PG}?options=-csearch_path%3D{schema}", drop
+    """An empty database (SQLite file in `tmp`, or a fresh PostgreSQL schema) and its drop function."""
+    return fresh_url(kind, tmp, prefix="bench")
 
 
 def tally_csv(path: Path, n: int, start: int = 0) -> None:

@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from quota import db, rulebooks
+from tests.databases import fresh_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
-PG_BASE = os.environ.get("QUOTA_TEST_PG", "postgresql+psycopg://root@127.0.0.1:5432/test")
 ENGINES = ["sqlite", "postgresql"]
 if os.environ.get("QUOTA_SKIP_PG") == "1":  # for a quick local run only; CI runs both
     ENGINES = ["sqlite"]
@@ -20,23 +19,6 @@ if os.environ.get("QUOTA_SKIP_PG") == "1":  # for a quick local run only; CI run
 TALLY_HEADER = ("tally_id,source_id,source_name,measure,zone,pollutant,baseline_actual,permitted,post,unit,"
                 "baseline_year,effective_date,method,assessor,report_no")
 PROJECT_HEADER = "project_id,name,zone,industry,pollutant,increment,unit,priority,needed_by,must_fund,ratio"
-
-
-def fresh_url(kind: str, tmp_path: Path) -> tuple[str, callable]:
-    """A URL of an empty database and a function that drops it afterwards."""
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'quota-test.db'}", lambda: None
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(PG_BASE)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop():
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    return f"{PG_BASE}?options=-csearch_path%3D{schema}", drop
 
 
 @pytest.fixture(params=ENGINES)

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from quota import beancount_export, db, export, projects, quota_ops, rulebooks, tallies
 from quota.errors import Refused
-from tests.conftest import DATA, ENGINES, PROJECT_HEADER, TALLY_HEADER, fresh_url
+from tests.conftest import DATA, ENGINES, PROJECT_HEADER, TALLY_HEADER
+from tests.databases import fresh_url
 from tests.integration.test_export import bean_check
 
 POLS = [("COD", "JT-YT", "t/a"), ("NOX", "JT-ZL", "t/a"), ("PB", "JT-XB", "kg/a"), ("VOCS", "JT-DC", "t/a")]

@@ -12,7 +12,8 @@ from sqlalchemy import text
 
 from quota import audit, db, projects, quota_ops, rulebooks, tallies
 from quota.errors import Refused
-from tests.conftest import DATA, ENGINES, PROJECT_HEADER, TALLY_HEADER, fresh_url
+from tests.conftest import DATA, ENGINES, PROJECT_HEADER, TALLY_HEADER
+from tests.databases import fresh_url
 
 # pollutant -> (zone of lots and projects, ratio applied by the sample rulebook there)
 SETUP = {"COD": ("JT-YT", 1), "VOCS": ("JT-DC", 2)}
