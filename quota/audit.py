@@ -32,8 +32,9 @@ def trace(engine: Engine, project_id: str) -> dict:
             "FROM balance b JOIN lot l ON l.serial = b.lot JOIN tally t ON t.tally_id = l.tally_id "
             "JOIN source s ON s.source_id = t.source_id "
             "LEFT JOIN balance lb ON lb.account = 'lot:' || l.serial AND lb.lot = l.serial "
-            "WHERE b.project_id = :p AND b.kind IN ('reserved', 'allocated') AND b.amount_g > 0 "
-            "ORDER BY b.pollutant, b.lot, b.kind"), {"p": project_id}).all()
+            "WHERE b.account IN (:r, :a) AND b.amount_g > 0 ORDER BY b.pollutant, b.lot, b.kind"),
+            {"r": ledger.project_account(project_id, "reserved"),
+             "a": ledger.project_account(project_id, "allocated")}).all()
         # the project's transactions, found through its accounts' postings (indexed by account)
         history = conn.execute(text(
             "SELECT seq, kind, effective_date, actor, ref, memo, hash FROM txn WHERE project_id = :p "

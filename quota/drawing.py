@@ -26,16 +26,21 @@ class LotAvail:
 # One need's candidate lots: positive, of its pollutant, in a zone with its matching key, effective by the
 # date and not expired on the day the project needs them; earliest expiry first (never-expiring last), then
 # serial; the first DRAW_LIMIT of them (a need they do not cover reads again without the limit). The lots are
-# walked in that order along ix_lot_draw with one primary-key probe of each lot's balance (on PostgreSQL a
-# LATERAL probe with OFFSET 0, so the planner cannot turn it into a scan of the balance table).
+# walked in that order along ix_lot_draw (pollutant, expires, serial) with one primary-key probe of each lot's
+# balance, and the walk stops at the limit. PostgreSQL keeps NULL last in the index and in ORDER BY, and
+# probes with LATERAL ... OFFSET 0 so the planner cannot turn the probe into a scan of the balance table.
+# SQLite keeps NULL first, so it walks the expiring lots, and only when they are fewer than the limit the
+# never-expiring ones after them (two statements; a sort of the union cost more than the second walk).
 LOT_SELECT = "SELECT l.serial, l.zone, l.expires, b.amount_g, l.pollutant, b.last_date FROM lot l "
 LOT_JOIN = {"sqlite": "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial ",
             "postgresql": "CROSS JOIN LATERAL (SELECT amount_g, last_date FROM balance "
                           "WHERE account = 'lot:' || l.serial AND lot = l.serial OFFSET 0) b "}
-LOT_WHERE = ("WHERE l.pollutant = ? AND l.zone IN ({zones}) AND b.amount_g > 0 AND l.effective_date <= ? "
-             "AND (l.expires IS NULL OR l.expires > ?) ")
-LOT_ORDER = {"sqlite": "ORDER BY l.expires IS NULL, l.expires, l.serial LIMIT ?",
-             "postgresql": "ORDER BY l.expires, l.serial LIMIT ?"}  # PostgreSQL sorts NULL last
+LOT_WHERE = "WHERE l.pollutant = ? AND l.zone IN ({zones}) AND b.amount_g > 0 AND l.effective_date <= ? "
+LOT_PG = LOT_SELECT + LOT_JOIN["postgresql"] + LOT_WHERE + ("AND (l.expires IS NULL OR l.expires > ?) "
+                                                            "ORDER BY l.expires, l.serial LIMIT ?")
+LOT_SQLITE = LOT_SELECT + LOT_JOIN["sqlite"] + LOT_WHERE + "AND l.expires > ? ORDER BY l.expires, l.serial LIMIT ?"
+LOT_SQLITE_NEVER = (LOT_SELECT + LOT_JOIN["sqlite"] + LOT_WHERE
+                    + "AND l.expires IS NULL ORDER BY l.serial LIMIT ?")
 # PostgreSQL reads every need's first lots with the chain-head lock, in one round trip: the matching keys
 # come from the matching table of the current rulebook version.
 PROJECT_LOTS_PG = (
@@ -47,7 +52,7 @@ PROJECT_LOTS_PG = (
       "pm.version AND pollutant = n.pollutant AND key = pm.key)) AND b.amount_g > 0 AND l.effective_date <= ? "
       "AND (l.expires IS NULL OR l.expires > COALESCE(p.needed_by, ?)) ORDER BY l.expires, l.serial LIMIT ?) x "
       "WHERE n.project_id = ? ORDER BY x.pollutant, x.expires, x.serial")
-DRAW_LIMIT = 16
+DRAW_LIMIT = 4  # most needs are met by one or two lots; a need the first 4 do not cover reads all
 NO_LIMIT = 2 ** 62
 
 
@@ -56,13 +61,16 @@ def project_lots_query(project_id: str, today: dt.date) -> tuple[str, tuple]:
     return PROJECT_LOTS_PG, (today, today, DRAW_LIMIT, project_id)
 
 
-def lot_query(dialect: str, book: Rulebook, need: Need, on: dt.date, today: dt.date,
-              limit: int | None = None) -> tuple[str, tuple]:
-    """The query of `need`'s candidate lots for a project needing them on `on`."""
+def lot_query(dialect: str, book: Rulebook, need: Need, on: dt.date, today: dt.date, limit: int,
+              never: bool = False) -> tuple[str, tuple]:
+    """The query of `need`'s first `limit` candidate lots for a project needing them on `on` (on SQLite:
+    the expiring ones, or with `never` the never-expiring ones)."""
     zones = sorted(z for z in book.zones if book.matching_key(need.pollutant, z) == need.key) or [""]
-    sql = (LOT_SELECT + LOT_JOIN[dialect] + LOT_WHERE.format(zones=", ".join("?" * len(zones)))
-           + LOT_ORDER[dialect])
-    return sql, (need.pollutant, *zones, today, on, limit or DRAW_LIMIT)
+    marks = ", ".join("?" * len(zones))
+    if never:
+        return LOT_SQLITE_NEVER.format(zones=marks), (need.pollutant, *zones, today, limit)
+    sql = LOT_SQLITE if dialect == "sqlite" else LOT_PG
+    return sql.format(zones=marks), (need.pollutant, *zones, today, on, limit)
 
 
 @dataclass
@@ -105,8 +113,8 @@ def snapshot_reads(project_id: str) -> list[tuple[str, tuple]]:
     queries = [(PROJECT_SQL + " WHERE p.project_id = ? ORDER BY n.pollutant", (project_id,)),
                ("SELECT b.account, b.lot, b.pollutant, b.amount_g, b.last_date, l.zone, l.expires, lb.amount_g, "
                 "lb.last_date FROM balance b JOIN lot l ON l.serial = b.lot LEFT JOIN balance lb "
-                "ON lb.account = 'lot:' || b.lot AND lb.lot = b.lot WHERE b.project_id = ? ORDER BY b.account, b.lot",
-                (project_id,))]
+                "ON lb.account = 'lot:' || b.lot AND lb.lot = b.lot WHERE b.account IN (?, ?) ORDER BY b.account, b.lot",
+                (ledger.project_account(project_id, "reserved"), ledger.project_account(project_id, "allocated")))]
     return queries
 
 
@@ -121,15 +129,24 @@ def snapshot(conn: Connection, book: Rulebook, project_id: str) -> Snapshot:
 
 def candidate_lots(conn: Connection, book: Rulebook, project_id: str, needs: list[Need], on: dt.date,
                    today: dt.date, limit: int | None = None) -> dict[str, list[tuple]]:
-    """{pollutant: LOT_SELECT rows} for each need, all in one round trip. On PostgreSQL the first rows
-    of every need were read ahead with the chain-head lock (PROJECT_LOTS_PG)."""
+    """{pollutant: LOT_SELECT rows}, the first `limit` (DRAW_LIMIT) of each need, all needs in one round
+    trip. On PostgreSQL the first rows of every need were read ahead with the chain-head lock
+    (PROJECT_LOTS_PG)."""
     if conn.dialect.name != "sqlite" and limit is None:
         rows = driver.select(conn, project_lots_query(project_id, today))[0]
         # the rulebook has the last word on matching, whatever the matching table says (verify checks it too)
         return {n.pollutant: [r for r in rows if r[4] == n.pollutant and book.matching_key(n.pollutant, r[1]) == n.key]
                 for n in needs}
-    found = driver.select(conn, *[lot_query(conn.dialect.name, book, n, on, today, limit) for n in needs])
-    return {n.pollutant: rows for n, rows in zip(needs, found)}
+    dialect, limit = conn.dialect.name, limit or DRAW_LIMIT
+    found = driver.select(conn, *[lot_query(dialect, book, n, on, today, limit) for n in needs])
+    out = {n.pollutant: rows for n, rows in zip(needs, found)}
+    if dialect == "sqlite":  # never-expiring lots come after all the expiring ones
+        more = [n for n in needs if len(out[n.pollutant]) < limit]
+        found = driver.select(conn, *[lot_query(dialect, book, n, on, today, limit - len(out[n.pollutant]), True)
+                                      for n in more]) if more else []
+        for n, rows in zip(more, found):
+            out[n.pollutant] = out[n.pollutant] + rows
+    return out
 
 
 def as_lots(rows: list[tuple]) -> Iterator[LotAvail]:

@@ -131,7 +131,7 @@ class Balance(SQLModel, table=True):
     kind: str
     pollutant: str
     zone: str
-    project_id: Optional[str] = Field(default=None, index=True)
+    project_id: Optional[str] = None  # a project's pairs are found by account (the key's prefix)
     nonneg: bool
     amount_g: int = Field(sa_column=Column(BigInteger, nullable=False))
     last_date: Optional[dt.date] = None

@@ -30,14 +30,14 @@ def test_baseline_database_with_data_upgrades_without_loss(db_url):
     assert migrate.current_revision(engine) == "0001"
     assert not {"plan", "balance_total"} & set(inspect(engine).get_table_names())
     assert "ix_balance_lot" in {i["name"] for i in inspect(engine).get_indexes("balance")}
-    assert migrate.upgrade(engine) == {"from": "0001", "to": "0005"}
-    assert {i["name"] for i in inspect(engine).get_indexes("balance")} == {"ix_balance_project_id"}  # 0004
+    assert migrate.upgrade(engine) == {"from": "0001", "to": "0006"}
+    assert {i["name"] for i in inspect(engine).get_indexes("balance")} == set()  # 0004, 0006
     assert snapshot_without_plan(engine) == before
     assert audit.balance(engine)["rows"] == balances and audit.balance(engine, by="zone")["rows"] == zones
     assert audit.verify(engine)[1] == []
     plan = plans.run_plan(engine, as_of=dt.date(2026, 11, 29))  # the new tables work
     assert plan["plan_id"] == "PLAN-0001"
-    assert migrate.upgrade(engine) == {"from": "0005", "to": "0005"}  # idempotent
+    assert migrate.upgrade(engine) == {"from": "0006", "to": "0006"}  # idempotent
     engine.dispose()
 
 
@@ -64,6 +64,6 @@ def test_a_database_made_before_migrations_is_stamped_then_upgraded(db_url):
     migrate.upgrade(engine, "0001")
     with engine.begin() as conn:  # forget the version, as a pre-Alembic install would have none
         conn.execute(text("DROP TABLE alembic_version"))
-    assert migrate.upgrade(engine) == {"from": "0001", "to": "0005"}
+    assert migrate.upgrade(engine) == {"from": "0001", "to": "0006"}
     assert {"plan", "balance_total"} <= set(inspect(engine).get_table_names())
     engine.dispose()

@@ -4,7 +4,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import text
 
-from quota import audit, drawing, projects, quota_ops, tallies
+from quota import audit, drawing, projects, quota_ops, rulebooks, tallies
 from quota.errors import IdempotencyConflict, Refused
 from tests.conftest import DATA, snapshot
 
@@ -192,3 +192,34 @@ def test_a_draw_over_many_lots_reads_past_the_first_rows(engine, write_csv, monk
     assert drawn == order[:len(drawn)] and len(drawn) > 2
     assert sum(d["amount_g"] for d in r["draws"]) == 3_500_000
     assert all(d["amount_g"] == lots[d["lot"]]["available_g"] for d in r["draws"][:-1])  # emptied in order
+
+
+@pytest.mark.parametrize("first_rows", [3, 8])
+def test_never_expiring_lots_are_drawn_after_every_expiring_one(engine, write_csv, monkeypatch, tmp_path,
+                                                               first_rows):
+    """Lots issued under a rulebook with life_years = 0 never expire: they come after every lot that
+    expires, in serial order, also when the first read of lots is cut between the two kinds (3)."""
+    header = ("tally_id,source_id,source_name,measure,zone,pollutant,baseline_actual,permitted,post,unit,"
+              "baseline_year,effective_date,method,assessor,report_no")
+    tallies.import_tallies(engine, write_csv("t1.csv", header, [
+        f"E{i},SE{i},源{i},closure,JT-YT,COD,1.0,,,t/a,2020,2025-0{5 - i}-01,m,x,RE{i}" for i in range(2)]),
+        actor="clerk")
+    never = tmp_path / "rules-never.toml"
+    never.write_text((DATA / "rules.toml").read_text(encoding="utf-8").replace("life_years = 5", "life_years = 0"),
+                     encoding="utf-8")
+    rulebooks.load(engine, str(never), "admin")
+    tallies.import_tallies(engine, write_csv("t2.csv", header, [
+        f"N{i},SN{i},源{i},closure,JT-YT,COD,1.0,,,t/a,2020,2024-0{5 - i}-01,m,x,RN{i}" for i in range(2)]),
+        actor="clerk")
+    projects.import_projects(engine, write_csv(
+        "p.csv", "project_id,name,zone,industry,pollutant,increment,unit,priority,needed_by,must_fund,ratio",
+        ["PX,项目,JT-YT,x,COD,3.5,t/a,1,,false,1"]), actor="clerk")
+    lots = {r["lot"]: r for r in audit.balance(engine, by="lot")["rows"]}
+    expiring = sorted((lots[s]["expires"], s) for s in lots if lots[s]["expires"])
+    forever = sorted(s for s in lots if not lots[s]["expires"])
+    assert len(expiring) == 2 and len(forever) == 2 and expiring[0][0] < expiring[1][0]
+    monkeypatch.setattr(drawing, "DRAW_LIMIT", first_rows)
+    r = quota_ops.reserve(engine, "PX", actor="clerk", date=D(2026, 11, 29))
+    assert [d["lot"] for d in r["draws"]] == [s for _, s in expiring] + forever
+    assert [d["amount_g"] for d in r["draws"]] == [1_000_000, 1_000_000, 1_000_000, 500_000]
+    assert audit.verify(engine)[1] == []
