@@ -35,22 +35,33 @@ def _quote(s: str) -> str:
     return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
 
 
-def write_beancount(engine: Engine, out: IO[str], as_of: dt.date | None = None,
-                    today: dt.date | None = None) -> dict:
-    """Write the ledger as a Beancount file; returns {"accounts", "transactions", "date"}."""
+def _names(engine: Engine) -> tuple[dict[str, str], dict[str, tuple[str, str]], dict[str, str]]:
+    """Lot zones, lot sources and project names. Read once the export's snapshot is taken: lots,
+    tallies, sources and projects are never deleted, so this read covers every lot and project the
+    snapshot holds, also one issued while the export was starting."""
     with engine.connect() as conn:
         lot_zone = dict(conn.execute(text("SELECT serial, zone FROM lot")).all())
         sources = {r[0]: (r[1], r[2]) for r in conn.execute(text(
             "SELECT l.serial, s.name, t.report_no FROM lot l JOIN tally t ON t.tally_id = l.tally_id "
             "JOIN source s ON s.source_id = t.source_id"))}
         names = dict(conn.execute(text("SELECT project_id, name FROM project")).all())
+    return lot_zone, sources, names
+
+
+def write_beancount(engine: Engine, out: IO[str], as_of: dt.date | None = None,
+                    today: dt.date | None = None) -> dict:
+    """Write the ledger as a Beancount file; returns {"accounts", "transactions", "date"}."""
     header, entries = None, []
+    lot_zone: dict[str, str] = {}
+    sources: dict[str, tuple[str, str]] = {}
+    names: dict[str, str] = {}
     opened: dict[str, tuple[str, set[str]]] = {}
     totals: dict[tuple[str, str], int] = defaultdict(int)
     last_date = dt.date.min
     for rec in export.export_lines(engine, as_of):
         if rec["type"] == "header":
             header = rec
+            lot_zone, sources, names = _names(engine)
         if rec["type"] != "txn":
             continue
         date = rec["date"]

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from quota import audit, beancount_export, export, projects, quota_ops, statement, table_export, tallies
 from tests.conftest import DATA, TALLY_HEADER
@@ -212,3 +213,26 @@ def test_source_statement_in_markdown_html_and_chinese(busy, tmp_path):
     from openpyxl import load_workbook
     cells = [c.value for row in load_workbook(xlsx).active.iter_rows() for c in row if c.value]
     assert "JTHB-CS-2023-004" in cells
+
+
+def test_beancount_export_names_a_lot_issued_while_the_export_starts(busy, tmp_path, write_csv, monkeypatch):
+    """A lot issued after the Beancount export began but before its ledger snapshot was taken is in
+    the snapshot: its account must carry the lot's zone, not UNKNOWN (the zones are read after the
+    snapshot)."""
+    late = write_csv("late.csv", TALLY_HEADER, ["TL1,SL1,迟到源,closure,JT-ZL,COD,2.0,,,t/a,2020,2026-12-01,m,x,RL1"])
+    real = export.export_lines
+
+    def racing(engine, as_of=None):
+        tallies.import_tallies(engine, late, actor="clerk")  # commits before the snapshot begins
+        yield from real(engine, as_of)
+
+    monkeypatch.setattr(export, "export_lines", racing)
+    path = tmp_path / "ledger.beancount"
+    with open(path, "w", encoding="utf-8") as fh:
+        beancount_export.write_beancount(busy, fh, today=D(2027, 1, 1))
+    with busy.connect() as conn:
+        serial = conn.execute(sa.text("SELECT serial FROM lot WHERE tally_id = 'TL1'")).scalar_one()
+    written = path.read_text(encoding="utf-8")
+    assert "UNKNOWN" not in written and f"Assets:Lots:JT-ZL:{serial}" in written
+    assert '"迟到源"' in written  # the issue transaction's payee: the new lot's source
+    assert bean_check(path).returncode == 0
