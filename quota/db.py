@@ -26,6 +26,7 @@ def make_engine(url: str = DEFAULT_URL) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("sqlite"):
+        driver.sqlite_adapters()  # dates bound through the driver are stored as ISO text
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -130,9 +131,7 @@ def insert_many(conn: Connection, table: str, columns: list[str], rows: list[tup
     SQLAlchemy parameter processing): the fast path for imports and batched postings."""
     if not rows:
         return
-    if is_sqlite(conn):  # store dates as ISO text ourselves (sqlite3's default adapter is deprecated)
-        rows = [driver.sqlite_row(r) for r in rows]
-    elif len(rows) >= 1000:  # PostgreSQL: COPY, in this same transaction, is far faster than executemany
+    if not is_sqlite(conn) and len(rows) >= 1000:  # PostgreSQL: COPY, in this transaction, beats executemany
         driver.flush(conn)  # COPY goes straight to the driver: queued writes first
         with conn.connection.dbapi_connection.cursor() as cur:
             with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
@@ -154,8 +153,6 @@ def values_statement(conn: Connection, head: str, width: int, rows: list[tuple],
 
 def update_many(conn: Connection, sql_qmark: str, rows: list[tuple]) -> None:
     """Bulk UPDATE with '?' placeholders (rewritten for psycopg) through the driver."""
-    if rows and is_sqlite(conn):
-        rows = [driver.sqlite_row(r) for r in rows]
     if rows:
         conn.exec_driver_sql(sql_qmark if is_sqlite(conn) else sql_qmark.replace("?", "%s"), rows)
 

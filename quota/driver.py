@@ -75,9 +75,12 @@ def install(engine: Engine) -> None:
             flush(conn)
 
 
-def sqlite_row(params: Sequence) -> tuple:
-    """Parameters for sqlite3: dates as ISO text (sqlite3's default date adapter is deprecated)."""
-    return tuple(v.isoformat() if isinstance(v, dt.date) else v for v in params)
+def sqlite_adapters() -> None:
+    """Let sqlite3 store dates and datetimes as ISO text, as its default adapters did (they are deprecated
+    from Python 3.12): registered once, they convert in the driver instead of row by row in Python."""
+    import sqlite3
+    sqlite3.register_adapter(dt.date, dt.date.isoformat)
+    sqlite3.register_adapter(dt.datetime, dt.datetime.isoformat)
 
 
 def values(head: str, width: int, rows: list[tuple], tail: str = "") -> tuple[str, tuple]:
@@ -94,10 +97,10 @@ def _run(conn: Connection, writes: list[Query], reads: list[Query], commit: bool
         if sqlite:
             cur = raw.cursor()
             for sql, params in writes:
-                cur.execute(sql, sqlite_row(params))
+                cur.execute(sql, params)
             out = []
             for sql, params in reads:
-                out.append(cur.execute(sql, sqlite_row(params)).fetchall())
+                out.append(cur.execute(sql, params).fetchall())
             return out
         if len(writes) + len(reads) == 1 and not commit:  # one statement: no pipeline to set up
             sql, params = (writes or reads)[0]

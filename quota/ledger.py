@@ -12,7 +12,6 @@ from sqlalchemy import Connection, bindparam, text
 
 from . import driver
 from .db import GENESIS, insert_many, lock_head, update_many, values_statement
-from .db import is_sqlite as is_sqlite_conn
 from .errors import Problem, Refused
 
 HASH_SCHEME = "quota-chain-v1"
@@ -90,7 +89,8 @@ def post(conn: Connection, kind: str, effective: dt.date, legs: list[Leg], *, ac
 
 def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: int,
               lot_expiry: dict[str, dt.date | None] | None = None,
-              known: dict[str, dict[str, tuple[int, dt.date | None]]] | None = None) -> list[int]:
+              known: dict[str, dict[str, tuple[int, dt.date | None]]] | None = None,
+              new_lots: set[str] | frozenset = frozenset()) -> list[int]:
     """Append balanced transactions to the chain, in order, and update balances.
 
     Must run inside `db.run_write` (the chain head is locked). Refuses unbalanced legs,
@@ -98,11 +98,14 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
     effective date earlier than the last posting on a touched (account, lot) pair (so that
     as-of replays stay consistent). Raises before anything is written when a check fails.
     `known` gives, for some accounts, every stored (lot: (grams, last date)) pair the caller
-    has already read in this transaction; those are not read again.
+    has already read in this transaction; those are not read again. `new_lots` are lots created in
+    this transaction: no stored pair can hold them, so none is looked up.
     """
     seq, prev = conn.info.get("quota_head") or lock_head(conn)
-    balances = _load_pairs(conn, {(l.account, l.lot) for s in specs for l in s.legs}, known or {})
+    balances = _load_pairs(conn, {(l.account, l.lot) for s in specs for l in s.legs if l.lot not in new_lots},
+                           known or {})
     txn_rows, post_rows, seqs = [], [], []
+    booked = now_iso()  # one operation, one booking time (an import books all its lots at once)
     for spec in specs:
         totals: dict[str, int] = defaultdict(int)
         for leg in spec.legs:
@@ -114,7 +117,6 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
         _check_and_apply(balances, spec)
         seq += 1
         meta = spec.meta or {}
-        booked = now_iso()
         tuples = [(l.account, l.lot, l.pollutant, l.amount_g) for l in spec.legs]
         body = txn_body(seq, spec.kind, spec.effective, booked, actor, spec.memo, spec.ref,
                         spec.project_id, rulebook, meta, tuples)
@@ -185,8 +187,7 @@ def _total_rows(conn: Connection, specs: list["TxnSpec"], known: dict[str, dt.da
                 exp = expiry.get(leg.lot, NEVER) if kind == "lot" else NEVER
                 delta[(kind, leg.pollutant, leg.zone, exp)] += leg.amount_g
     # one upsert per key: new keys are inserted, existing ones incremented
-    sqlite = is_sqlite_conn(conn)
-    return [(k[0], k[1], k[2], k[3].isoformat() if sqlite else k[3], g) for k, g in sorted(delta.items()) if g]
+    return [(*k, g) for k, g in sorted(delta.items()) if g]
 
 
 class _Pair:
@@ -262,8 +263,6 @@ def _pair_rows(pairs: dict[tuple[str, str], _Pair]) -> tuple[list[tuple], list[t
 def _write_pairs(conn: Connection, inserts: list[tuple], updates: list[tuple]) -> None:
     if len(inserts) + len(updates) < 1000:  # one upsert batch (one round trip)
         rows = inserts + updates
-        if is_sqlite_conn(conn):
-            rows = [r[:8] + (r[8].isoformat() if r[8] else None,) for r in rows]
         conn.exec_driver_sql(*values_statement(conn, f"INSERT INTO balance ({', '.join(PAIR_COLUMNS)})",
                                                len(PAIR_COLUMNS), rows, PAIR_UPSERT))
         return

@@ -239,9 +239,11 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
     revoke_specs = [spec for _, spec in sorted((v for v in revokes.values() if v[1]), key=lambda v: v[1].ref)]
     all_specs = revoke_specs + specs
     expiry = {lot[0]: lot[5] for lot in lots}  # serial -> expires, for the balance totals
+    new = set(expiry)  # the lots issued here: no balance pair holds them yet
     step = 20_000
     for i in range(0, len(all_specs), step):  # batches, so progress can be shown; still one transaction
-        ledger.post_many(conn, all_specs[i:i + step], actor=actor, rulebook=version, lot_expiry=expiry)
+        ledger.post_many(conn, all_specs[i:i + step], actor=actor, rulebook=version, lot_expiry=expiry,
+                         new_lots=new)
         if progress:
             progress("write", min(i + step, len(all_specs)), len(all_specs))
     result = _summary(records, book, serials)
