@@ -38,9 +38,9 @@ LOT_JOIN = {"sqlite": "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lo
 LOT_WHERE = "WHERE l.pollutant = ? AND l.zone IN ({zones}) AND b.amount_g > 0 AND l.effective_date <= ? "
 LOT_PG = LOT_SELECT + LOT_JOIN["postgresql"] + LOT_WHERE + ("AND (l.expires IS NULL OR l.expires > ?) "
                                                             "ORDER BY l.expires, l.serial LIMIT ?")
-LOT_SQLITE = LOT_SELECT + LOT_JOIN["sqlite"] + LOT_WHERE + "AND l.expires > ? ORDER BY l.expires, l.serial LIMIT ?"
-LOT_SQLITE_NEVER = (LOT_SELECT + LOT_JOIN["sqlite"] + LOT_WHERE
-                    + "AND l.expires IS NULL ORDER BY l.serial LIMIT ?")
+_SQLITE_WALK = LOT_SELECT + LOT_JOIN["sqlite"] + LOT_WHERE
+LOT_SQLITE = _SQLITE_WALK + "AND l.expires > ? ORDER BY l.expires, l.serial LIMIT ?"
+LOT_SQLITE_NEVER = _SQLITE_WALK + "AND l.expires IS NULL ORDER BY l.serial LIMIT ?"
 # PostgreSQL reads every need's first lots with the chain-head lock, in one round trip: the matching keys
 # come from the matching table of the current rulebook version.
 PROJECT_LOTS_PG = (
@@ -66,11 +66,12 @@ def lot_query(dialect: str, book: Rulebook, need: Need, on: dt.date, today: dt.d
     """The query of `need`'s first `limit` candidate lots for a project needing them on `on` (on SQLite:
     the expiring ones, or with `never` the never-expiring ones)."""
     zones = sorted(z for z in book.zones if book.matching_key(need.pollutant, z) == need.key) or [""]
-    marks = ", ".join("?" * len(zones))
+    marks, head = ", ".join("?" * len(zones)), (need.pollutant, *zones, today)
+    if dialect != "sqlite":
+        return LOT_PG.format(zones=marks), (*head, on, limit)
     if never:
-        return LOT_SQLITE_NEVER.format(zones=marks), (need.pollutant, *zones, today, limit)
-    sql = LOT_SQLITE if dialect == "sqlite" else LOT_PG
-    return sql.format(zones=marks), (need.pollutant, *zones, today, on, limit)
+        return LOT_SQLITE_NEVER.format(zones=marks), (*head, limit)
+    return LOT_SQLITE.format(zones=marks), (*head, on, limit)
 
 
 @dataclass
