@@ -26,21 +26,20 @@ def trace(engine: Engine, project_id: str) -> dict:
     with db.reading(engine) as conn:
         _, book = rulebooks.current(conn)
         info = load_projects(conn, book, project_id=project_id)[0]
+        accounts = {"r": ledger.project_account(project_id, "reserved"),
+                    "a": ledger.project_account(project_id, "allocated")}
         rows = conn.execute(text(
             "SELECT b.kind, b.lot, b.pollutant, b.amount_g, t.tally_id, t.source_id, s.name, t.measure, "
             "t.report_no, t.assessor, t.method, l.expires, l.zone, lb.amount_g "
             "FROM balance b JOIN lot l ON l.serial = b.lot JOIN tally t ON t.tally_id = l.tally_id "
             "JOIN source s ON s.source_id = t.source_id "
             "LEFT JOIN balance lb ON lb.account = 'lot:' || l.serial AND lb.lot = l.serial "
-            "WHERE b.account IN (:r, :a) AND b.amount_g > 0 ORDER BY b.pollutant, b.lot, b.kind"),
-            {"r": ledger.project_account(project_id, "reserved"),
-             "a": ledger.project_account(project_id, "allocated")}).all()
+            "WHERE b.account IN (:r, :a) AND b.amount_g > 0 ORDER BY b.pollutant, b.lot, b.kind"), accounts).all()
         # the project's transactions, found through its accounts' postings (indexed by account)
         history = conn.execute(text(
             "SELECT seq, kind, effective_date, actor, ref, memo, hash FROM txn WHERE project_id = :p "
             "AND seq IN (SELECT txn_seq FROM posting WHERE account IN (:r, :a)) ORDER BY seq"),
-            {"p": project_id, "r": ledger.project_account(project_id, "reserved"),
-             "a": ledger.project_account(project_id, "allocated")}).all()
+            {"p": project_id, **accounts}).all()
     draws = [{"lot": r[1], "pollutant": r[2], "amount_g": int(r[3]), "state": r[0], "tally_id": r[4],
               "source_id": r[5], "source_name": r[6], "measure": r[7], "report_no": r[8], "assessor": r[9],
               "method": r[10], "lot_expires": ledger._as_date(r[11]).isoformat() if r[11] else None,
