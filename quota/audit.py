@@ -35,11 +35,10 @@ def trace(engine: Engine, project_id: str) -> dict:
             "JOIN source s ON s.source_id = t.source_id "
             "LEFT JOIN balance lb ON lb.account = 'lot:' || l.serial AND lb.lot = l.serial "
             "WHERE b.account IN (:r, :a) AND b.amount_g > 0 ORDER BY b.pollutant, b.lot, b.kind"), accounts).all()
-        # the project's transactions, found through its accounts' postings (indexed by account)
+        # the project's transactions (every transaction that moves a project's grams names the project)
         history = conn.execute(text(
-            "SELECT seq, kind, effective_date, actor, ref, memo, hash FROM txn WHERE project_id = :p "
-            "AND seq IN (SELECT txn_seq FROM posting WHERE account IN (:r, :a)) ORDER BY seq"),
-            {"p": project_id, **accounts}).all()
+            "SELECT seq, kind, effective_date, actor, ref, memo, hash FROM txn WHERE project_id = :p ORDER BY seq"),
+            {"p": project_id}).all()
     draws = [{"lot": r[1], "pollutant": r[2], "amount_g": int(r[3]), "state": r[0], "tally_id": r[4],
               "source_id": r[5], "source_name": r[6], "measure": r[7], "report_no": r[8], "assessor": r[9],
               "method": r[10], "lot_expires": ledger._as_date(r[11]).isoformat() if r[11] else None,

@@ -102,7 +102,7 @@ class Txn(SQLModel, table=True):
     actor: str
     memo: str = ""
     ref: str = ""
-    project_id: Optional[str] = None
+    project_id: Optional[str] = Field(default=None, index=True)  # a project's history (trace)
     rulebook_version: int
     meta: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     prev_hash: str
@@ -111,9 +111,8 @@ class Txn(SQLModel, table=True):
 
 class Posting(SQLModel, table=True):
     __tablename__ = "posting"
-    __table_args__ = (Index("ix_posting_account_lot", "account", "lot"),)
     id: Optional[int] = Field(default=None, primary_key=True)
-    txn_seq: int = Field(foreign_key="txn.seq", index=True)
+    txn_seq: int = Field(foreign_key="txn.seq")  # no index: postings are read with the whole ledger
     account: str
     lot: str
     pollutant: str
@@ -125,6 +124,7 @@ class Balance(SQLModel, table=True):
     __tablename__ = "balance"
     __table_args__ = (
         CheckConstraint("(NOT nonneg) OR amount_g >= 0", name="ck_balance_nonneg"),
+        {"sqlite_with_rowid": False},  # SQLite keeps the pairs in their key's B-tree (one tree per write)
     )
     account: str = Field(primary_key=True)
     lot: str = Field(primary_key=True)
