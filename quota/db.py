@@ -6,7 +6,9 @@ import random
 import time
 from typing import Callable, Iterator, Sequence, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from . import driver
@@ -21,28 +23,39 @@ class NotInitialised(QuotaError):
     pass
 
 
+class SQLiteDialect(SQLiteDialect_pysqlite):
+    """pysqlite, with BEGIN issued by us: the driver runs in autocommit mode (isolation_level None) so a
+    transaction starts at BEGIN, not at the first write, and a reader sees one snapshot throughout. A
+    dialect method rather than a "begin" event listener: with no connection events on the engine,
+    SQLAlchemy skips its event dispatch on every begin, commit and statement."""
+    supports_statement_cache = True
+
+    def do_begin(self, dbapi_connection) -> None:
+        if not dbapi_connection.in_transaction:  # run_write has begun its own (BEGIN IMMEDIATE)
+            dbapi_connection.execute("BEGIN")
+
+
+registry.register("sqlite.quota", __name__, "SQLiteDialect")
+
+
 def make_engine(url: str = DEFAULT_URL) -> Engine:
     """An engine for SQLite (WAL, BEGIN IMMEDIATE for writers) or PostgreSQL (psycopg)."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("sqlite"):
         driver.sqlite_adapters()  # dates bound through the driver are stored as ISO text
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = create_engine(make_url(url).set(drivername="sqlite+quota"),
+                               connect_args={"timeout": 60, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):  # pragma: no cover - driver hook
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (SQLiteDialect.do_begin)
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")  # a ledger: every commit is durable
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn):  # pragma: no cover - driver hook
-            immediate = conn.get_execution_options().get("quota_write")
-            conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
     else:
         # no pool_pre_ping: each command is a short process, and a ping costs a round trip per operation
         engine = create_engine(url)
@@ -74,10 +87,12 @@ def run_write(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8, 
     latest committed state. `reads` are queries `fn` will make through driver.select, read
     ahead in the same round trip as the lock. Any exception rolls the whole transaction back.
     """
+    sqlite = is_sqlite(engine)
     for attempt in range(1, attempts + 1):
         try:
             with engine.connect() as conn:
-                conn = conn.execution_options(quota_write=True)
+                if sqlite:  # a writer takes SQLite's write lock first (waiting up to busy_timeout)
+                    driver.write(conn, ("BEGIN IMMEDIATE", ()))
                 with conn.begin():
                     try:
                         if lock:  # the locked head is kept for ledger.post_many in this transaction

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from sqlalchemy import Connection
 
@@ -13,8 +13,7 @@ from .projects import PROJECT_SQL, Need, ProjectInfo, projects_from_rows
 from .rules import Rulebook
 
 
-@dataclass(frozen=True)
-class LotAvail:
+class LotAvail(NamedTuple):
     """A lot that can serve a need: its zone, expiry and the grams it has available."""
     serial: str
     zone: str
@@ -65,7 +64,7 @@ def lot_query(dialect: str, book: Rulebook, need: Need, on: dt.date, today: dt.d
               never: bool = False) -> tuple[str, tuple]:
     """The query of `need`'s first `limit` candidate lots for a project needing them on `on` (on SQLite:
     the expiring ones, or with `never` the never-expiring ones)."""
-    zones = sorted(z for z in book.zones if book.matching_key(need.pollutant, z) == need.key) or [""]
+    zones = book.zones_with_key(need.pollutant, need.key) or ("",)
     marks, head = ", ".join("?" * len(zones)), (need.pollutant, *zones, today)
     if dialect != "sqlite":
         return LOT_PG.format(zones=marks), (*head, on, limit)

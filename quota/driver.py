@@ -8,8 +8,7 @@ from typing import Sequence
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
 
-PENDING = "quota_pending"
-PREFETCHED = "quota_prefetched"
+STATE = "quota_driver"
 Query = tuple[str, Sequence]
 
 
@@ -17,19 +16,44 @@ def select(conn: Connection, *queries: Query) -> list[list[tuple]]:
     """The rows of each `(sql, params)` query, in order. Queued writes are sent first (in the same
     round trip on PostgreSQL), so a read always sees this transaction's own writes. Queries read ahead
     with `prefetch` (and not invalidated by a write since) are answered without a round trip."""
-    cache = conn.info.get(PREFETCHED)
+    st = state(conn)
+    cache = st.prefetched
     if cache and all(_key(q) in cache for q in queries):
         return [cache.pop(_key(q)) for q in queries]
-    return _run(conn, conn.info.pop(PENDING, []), list(queries))
+    pending, st.pending = st.pending, []
+    return _run(conn, st, pending, list(queries))
+
+
+class State:
+    """What the driver keeps per database connection: its dialect, its DBAPI connection and (SQLite) one
+    cursor; and per transaction the queued writes and the rows read ahead (cleared by `reset`)."""
+    __slots__ = ("sqlite", "raw", "cur", "pending", "prefetched")
+
+    def __init__(self, conn: Connection):
+        self.sqlite = conn.dialect.name == "sqlite"
+        self.raw = conn.connection.driver_connection
+        self.cur = self.raw.cursor() if self.sqlite else None
+        self.pending: list[Query] = []
+        self.prefetched: dict | None = None
+
+
+def state(conn: Connection) -> State:
+    """The driver's State of this connection, kept in the info of its DBAPI connection (which SQLAlchemy
+    clears when it replaces that connection)."""
+    info = conn.info
+    st = info.get(STATE)
+    if st is None:
+        st = info[STATE] = State(conn)
+    return st
 
 
 def prefetch(conn: Connection, first: list[Query], ahead: list[Query]) -> list[list[tuple]]:
     """Run `first` and return its rows; on PostgreSQL `ahead` goes out in the same round trip and its
     rows are kept for the `select` calls that ask for them (SQLite has no round trips to save)."""
-    if conn.dialect.name == "sqlite" or not ahead:
+    if not ahead or state(conn).sqlite:
         return select(conn, *first)
     rows = select(conn, *first, *ahead)
-    conn.info[PREFETCHED] = {_key(q): r for q, r in zip(ahead, rows[len(first):])}
+    state(conn).prefetched = {_key(q): r for q, r in zip(ahead, rows[len(first):])}
     return rows[:len(first)]
 
 
@@ -37,29 +61,32 @@ def _key(query: Query) -> tuple:
     return query[0], tuple(query[1])
 
 
-def write(conn: Connection, sql: str, params: Sequence = ()) -> None:
-    """Run a write in this transaction: at once on SQLite; on PostgreSQL queued until the next read,
-    the next SQLAlchemy statement or `flush` (db.run_write flushes before it commits)."""
-    conn.info.pop(PREFETCHED, None)
-    if conn.dialect.name == "sqlite":
-        _run(conn, [(sql, params)], [])
+def write(conn: Connection, *writes: Query) -> None:
+    """Run writes `(sql, params)` in this transaction: at once on SQLite; on PostgreSQL queued until the
+    next read, the next SQLAlchemy statement or `flush` (db.run_write flushes before it commits)."""
+    st = state(conn)
+    st.prefetched = None
+    if st.sqlite:
+        _run(conn, st, writes, [])
     else:
-        conn.info.setdefault(PENDING, []).append((sql, params))
+        st.pending.extend(writes)
 
 
 def flush(conn: Connection, commit: bool = False) -> None:
     """Send the queued writes now (one round trip); a failure raises here, inside the transaction.
     With `commit` on PostgreSQL the COMMIT goes in the same round trip (the caller's own commit that
     follows is then a no-op)."""
-    pending = conn.info.pop(PENDING, None)
-    if pending:
-        _run(conn, pending, [], commit)
+    st = state(conn)
+    if st.pending:
+        pending, st.pending = st.pending, []
+        _run(conn, st, pending, [], commit)
 
 
 def reset(conn: Connection) -> None:
     """Forget queued writes and read-ahead rows (the transaction has ended)."""
-    conn.info.pop(PENDING, None)
-    conn.info.pop(PREFETCHED, None)
+    st = conn.info.get(STATE)
+    if st is not None:
+        st.pending, st.prefetched = [], None
 
 
 def install(engine: Engine) -> None:
@@ -70,9 +97,11 @@ def install(engine: Engine) -> None:
 
     @event.listens_for(engine, "before_execute")
     def _before(conn, *_args):  # pragma: no cover - driver hook
-        conn.info.pop(PREFETCHED, None)  # the statement may write
-        if conn.info.get(PENDING):
-            flush(conn)
+        st = conn.info.get(STATE)
+        if st is not None:
+            st.prefetched = None  # the statement may write
+            if st.pending:
+                flush(conn)
 
 
 def sqlite_adapters() -> None:
@@ -83,25 +112,36 @@ def sqlite_adapters() -> None:
     sqlite3.register_adapter(dt.datetime, dt.datetime.isoformat)
 
 
+_VALUES: dict[tuple, str] = {}
+
+
 def values(head: str, width: int, rows: list[tuple], tail: str = "") -> tuple[str, tuple]:
     """`head VALUES (?, ...), (?, ...) tail` for `rows` of `width` values, with the flattened parameters."""
-    one = "(" + ", ".join(["?"] * width) + ")"
-    return f"{head} VALUES {', '.join([one] * len(rows))} {tail}", tuple(v for r in rows for v in r)
+    key = (head, width, len(rows), tail)
+    sql = _VALUES.get(key)
+    if sql is None:
+        one = "(" + ", ".join(["?"] * width) + ")"
+        sql = f"{head} VALUES {', '.join([one] * len(rows))} {tail}"
+        if len(_VALUES) < 1000:
+            _VALUES[key] = sql
+    return sql, tuple([v for r in rows for v in r])
 
 
-def _run(conn: Connection, writes: list[Query], reads: list[Query], commit: bool = False) -> list[list[tuple]]:
-    sqlite = conn.dialect.name == "sqlite"
-    raw = conn.connection.driver_connection
+def _wrap(conn: Connection, sql: str, params, exc: Exception) -> DBAPIError:
+    """The DBAPI error as SQLAlchemy raises it for its own statements (IntegrityError, OperationalError...)."""
+    return DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect)
+
+
+def _run(conn: Connection, st: State, writes: list[Query], reads: list[Query],
+         commit: bool = False) -> list[list[tuple]]:
     sql, params = "", ()
     try:
-        if sqlite:
-            cur = raw.cursor()
+        if st.sqlite:
+            cur = st.cur
             for sql, params in writes:
                 cur.execute(sql, params)
-            out = []
-            for sql, params in reads:
-                out.append(cur.execute(sql, params).fetchall())
-            return out
+            return [cur.execute(sql, params).fetchall() for sql, params in reads]
+        raw = st.raw
         if len(writes) + len(reads) == 1 and not commit:  # one statement: no pipeline to set up
             sql, params = (writes or reads)[0]
             cur = raw.cursor()
@@ -116,5 +156,4 @@ def _run(conn: Connection, writes: list[Query], reads: list[Query], commit: bool
                 raw.commit()
         return [cur.fetchall() for cur in cursors[len(writes):]]
     except conn.dialect.loaded_dbapi.Error as exc:  # the same exception types as SQLAlchemy statements raise
-        raise DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error,
-                                  dialect=conn.dialect) from exc
+        raise _wrap(conn, sql, params, exc) from exc

@@ -39,8 +39,9 @@ def run(engine: Engine, key: str | None, command: str, request: dict,
                 return {**json.loads(row[2]), "replayed": True}
         result = fn(conn)
         if key:
-            driver.write(conn, "INSERT INTO operation (key, command, request_hash, result, created_at) "
-                         "VALUES (?, ?, ?, ?, ?)", (key, command, digest, json.dumps(result, default=str), now_iso()))
+            driver.write(conn, ("INSERT INTO operation (key, command, request_hash, result, created_at) "
+                                "VALUES (?, ?, ?, ?, ?)", (key, command, digest, json.dumps(result, default=str),
+                                                           now_iso())))
         return {**result, "replayed": False}
 
     return db.run_write(engine, work, reads=([lookup] if key else []) + list(reads))

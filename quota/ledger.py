@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from sqlalchemy import Connection, bindparam, text
 
@@ -18,9 +18,9 @@ HASH_SCHEME = "quota-chain-v1"
 NONNEG_KINDS = {"lot", "reserved", "allocated"}
 
 
-@dataclass(frozen=True)
-class Leg:
-    """One posting: `amount_g` grams of `pollutant` from lot `lot` into `account`."""
+class Leg(NamedTuple):
+    """One posting: `amount_g` grams of `pollutant` from lot `lot` into `account` (a named tuple: one is
+    made per posting, and a tuple is built several times faster than a frozen dataclass)."""
     account: str
     lot: str
     pollutant: str
@@ -43,8 +43,12 @@ def account_kind(account: str) -> str:
     return rest.rsplit(":", 1)[1] if head == "project" else head
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical(txn: dict) -> str:
-    return json.dumps(txn, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Sorted keys, no spaces, UTF-8 text as is: json.dumps with those options (one encoder, made once)."""
+    return _CANONICAL(txn)
 
 
 def txn_hash(prev_hash: str, txn: dict) -> str:
@@ -63,8 +67,20 @@ def txn_body(seq: int, kind: str, effective: dt.date | str, booked_at: str, acto
     }
 
 
+def canonical_txn(seq: int, kind: str, effective: str, booked_at: str, actor: str, memo: str, ref: str,
+                  project_id: str | None, rulebook: int, meta_json: str, postings: list[list]) -> str:
+    """canonical(txn_body(...)) written out key by key, with the meta already encoded (`meta_json`, which
+    the transaction row stores too) and `postings` already sorted: the same text, made faster."""
+    enc = _CANONICAL
+    return "".join(('{"actor":', enc(actor), ',"booked_at":', enc(booked_at), ',"date":', enc(effective),
+                    ',"kind":', enc(kind), ',"memo":', enc(memo), ',"meta":', meta_json, ',"postings":',
+                    enc(postings), ',"project":', enc(project_id), ',"ref":', enc(ref), ',"rulebook":',
+                    enc(rulebook), ',"seq":', enc(seq), '}'))
+
+
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The booking time: UTC, microseconds, 'Z' (2026-11-29T22:25:09.623387Z)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 @dataclass
@@ -107,23 +123,24 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
     txn_rows, post_rows, seqs = [], [], []
     booked = now_iso()  # one operation, one booking time (an import books all its lots at once)
     for spec in specs:
-        totals: dict[str, int] = defaultdict(int)
+        totals: dict[str, int] = {}
         for leg in spec.legs:
-            if not isinstance(leg.amount_g, int) or isinstance(leg.amount_g, bool) or leg.amount_g == 0:
+            g = leg.amount_g
+            if type(g) is not int or g == 0:  # not a bool, not a float, not a Decimal
                 raise ValueError(f"posting amount must be a non-zero integer of grams: {leg}")
-            totals[leg.pollutant] += leg.amount_g
+            totals[leg.pollutant] = totals.get(leg.pollutant, 0) + g
         if any(totals.values()) or not spec.legs:
-            raise ValueError(f"transaction does not balance: {dict(totals)}")
+            raise ValueError(f"transaction does not balance: {totals}")
         _check_and_apply(balances, spec)
         seq += 1
-        meta = spec.meta or {}
-        tuples = [(l.account, l.lot, l.pollutant, l.amount_g) for l in spec.legs]
-        body = txn_body(seq, spec.kind, spec.effective, booked, actor, spec.memo, spec.ref,
-                        spec.project_id, rulebook, meta, tuples)
-        digest = txn_hash(prev, body)
+        meta_json = canonical(spec.meta or {})
+        postings = sorted([[l.account, l.lot, l.pollutant, l.amount_g] for l in spec.legs])
+        digest = hashlib.sha256((prev + canonical_txn(
+            seq, spec.kind, str(spec.effective), booked, actor, spec.memo, spec.ref, spec.project_id, rulebook,
+            meta_json, postings)).encode("utf-8")).hexdigest()
         txn_rows.append((seq, spec.kind, spec.effective, booked, actor, spec.memo, spec.ref, spec.project_id,
-                         rulebook, canonical(meta), prev, digest))
-        post_rows.extend((seq, a, l, p, g) for a, l, p, g in tuples)
+                         rulebook, meta_json, prev, digest))
+        post_rows.extend([(seq, l.account, l.lot, l.pollutant, l.amount_g) for l in spec.legs])
         seqs.append(seq)
         prev = digest
     pair_rows = _pair_rows(balances)
@@ -152,17 +169,20 @@ TOTAL_UPSERT = ("ON CONFLICT (kind, pollutant, zone, expires) DO UPDATE SET amou
                 "excluded.amount_g")
 
 
+_TXN_INSERT = f"INSERT INTO txn ({', '.join(TXN_COLUMNS)})"
+_POSTING_INSERT = f"INSERT INTO posting ({', '.join(POSTING_COLUMNS)})"
+_PAIR_INSERT = f"INSERT INTO balance ({', '.join(PAIR_COLUMNS)})"
+
+
 def _write_small(conn: Connection, txn_rows, post_rows, pair_rows, total_rows, head) -> None:
     """An ordinary operation's writes: one statement per table, queued as one batch (driver.write)."""
-    driver.write(conn, *driver.values(f"INSERT INTO txn ({', '.join(TXN_COLUMNS)})", len(TXN_COLUMNS),
-                                      txn_rows))
-    driver.write(conn, *driver.values(f"INSERT INTO posting ({', '.join(POSTING_COLUMNS)})", 5, post_rows))
+    writes = [driver.values(_TXN_INSERT, len(TXN_COLUMNS), txn_rows), driver.values(_POSTING_INSERT, 5, post_rows)]
     if pair_rows:
-        driver.write(conn, *driver.values(f"INSERT INTO balance ({', '.join(PAIR_COLUMNS)})", len(PAIR_COLUMNS),
-                                          pair_rows, PAIR_UPSERT))
+        writes.append(driver.values(_PAIR_INSERT, len(PAIR_COLUMNS), pair_rows, PAIR_UPSERT))
     if total_rows:
-        driver.write(conn, *driver.values(TOTAL_INSERT, 5, total_rows, TOTAL_UPSERT))
-    driver.write(conn, "UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", head)
+        writes.append(driver.values(TOTAL_INSERT, 5, total_rows, TOTAL_UPSERT))
+    writes.append(("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", head))
+    driver.write(conn, *writes)
 
 
 NEVER = dt.date(9999, 12, 31)

@@ -63,8 +63,8 @@ def _post_reservation(conn, book, version, info, needs, draws, today, expires, a
     seq = ledger.post_many(conn, [ledger.TxnSpec("reserve", today, legs, memo or f"reserve for {info.name}", "",
                                                  info.project_id, meta)],
                            actor=actor, rulebook=version, lot_expiry=expiry, known=known)[0]
-    driver.write(conn, "UPDATE project SET state = 'reserved', reserved_until = ? WHERE project_id = ?",
-                 (expires, info.project_id))
+    driver.write(conn, ("UPDATE project SET state = 'reserved', reserved_until = ? WHERE project_id = ?",
+                        (expires, info.project_id)))
     return {"project_id": info.project_id, "txn": seq, "state": "reserved",
             "draws": [{"lot": lot.serial, "pollutant": n.pollutant, "amount_g": amount}
                       for n in needs for lot, amount in draws[n.pollutant]]}
@@ -91,8 +91,8 @@ def approve(engine: Engine, project_id: str, *, doc: str, actor: str, date: dt.d
         seq = ledger.post_many(conn, [ledger.TxnSpec("approve", today, legs, f"approved {info.name}", doc,
                                                      project_id)],
                                actor=actor, rulebook=version, known=snap.known())[0]
-        driver.write(conn, "UPDATE project SET state = 'approved', doc = ?, reserved_until = NULL "
-                     "WHERE project_id = ?", (doc, project_id))
+        driver.write(conn, ("UPDATE project SET state = 'approved', doc = ?, reserved_until = NULL "
+                            "WHERE project_id = ?", (doc, project_id)))
         return {"project_id": project_id, "txn": seq, "state": "approved", "doc": doc}
 
     return idempotency.run(engine, key, "approve", {"project": project_id, "doc": doc, "date": str(today)}, work,
@@ -131,7 +131,7 @@ def _post_return(conn: Connection, snap: Snapshot, kind: str, legs: list[ledger.
 
 
 def _set_state(conn: Connection, project_id: str, state: str) -> None:
-    driver.write(conn, "UPDATE project SET state = ?, reserved_until = NULL WHERE project_id = ?", (state, project_id))
+    driver.write(conn, ("UPDATE project SET state = ?, reserved_until = NULL WHERE project_id = ?", (state, project_id)))
 
 
 def release(engine: Engine, project_id: str, *, actor: str, date: dt.date | None = None,

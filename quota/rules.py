@@ -6,6 +6,7 @@ import hashlib
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from decimal import Decimal
 
 from .errors import Problem, ValidationFailed
@@ -81,6 +82,18 @@ class Rulebook:
         z = self.zones[zone]
         return {"watershed": z.watershed, "airshed": z.airshed, "zone": z.code,
                 "jurisdiction": self.jurisdiction_code}[kind]
+
+    def zones_with_key(self, pollutant: str, key: str) -> tuple[str, ...]:
+        """The zones (sorted) whose lots of `pollutant` carry matching key `key`."""
+        return self._zones_by_key.get((pollutant, key), ())
+
+    @cached_property
+    def _zones_by_key(self) -> dict[tuple[str, str], tuple[str, ...]]:
+        out: dict[tuple[str, str], list[str]] = {}
+        for pollutant in self.pollutants:
+            for zone in sorted(self.zones):
+                out.setdefault((pollutant, self.matching_key(pollutant, zone)), []).append(zone)
+        return {k: tuple(v) for k, v in out.items()}
 
     def ratio(self, pollutant: str, industry: str, zone: str,
               own: Decimal | None = None) -> tuple[Decimal, list[str]]:

@@ -13,10 +13,10 @@ def head(engine):
 
 def test_a_transaction_reads_its_own_queued_writes(engine):
     def work(conn):
-        driver.write(conn, "UPDATE chain_head SET hash = ? WHERE id = 1", ("x" * 64,))
+        driver.write(conn, ("UPDATE chain_head SET hash = ? WHERE id = 1", ("x" * 64,)))
         seen = driver.select(conn, ("SELECT hash FROM chain_head WHERE id = 1", ()))[0][0][0]
         seen_by_sqlalchemy = conn.execute(text("SELECT hash FROM chain_head WHERE id = 1")).scalar_one()
-        driver.write(conn, "UPDATE chain_head SET hash = ? WHERE id = 1", ("y" * 64,))
+        driver.write(conn, ("UPDATE chain_head SET hash = ? WHERE id = 1", ("y" * 64,)))
         return seen, seen_by_sqlalchemy
     assert db.run_write(engine, work) == ("x" * 64, "x" * 64)
     assert head(engine)[1] == "y" * 64  # the last queued write went out with the commit
@@ -26,9 +26,9 @@ def test_a_failing_queued_write_raises_integrity_error_and_nothing_is_written(en
     before = head(engine)
 
     def work(conn):
-        driver.write(conn, "UPDATE chain_head SET seq = seq + 1 WHERE id = 1")
-        driver.write(conn, "INSERT INTO balance (account, lot, kind, pollutant, zone, project_id, nonneg, amount_g, "
-                           "last_date) VALUES ('lot:X', 'X', 'lot', 'COD', 'JT-YT', NULL, ?, -1, NULL)", (True,))
+        driver.write(conn, ("UPDATE chain_head SET seq = seq + 1 WHERE id = 1", ()))
+        driver.write(conn, ("INSERT INTO balance (account, lot, kind, pollutant, zone, project_id, nonneg, amount_g, "
+                            "last_date) VALUES ('lot:X', 'X', 'lot', 'COD', 'JT-YT', NULL, ?, -1, NULL)", (True,)))
         return "unreachable"
     with pytest.raises(IntegrityError):
         db.run_write(engine, work)
