@@ -91,19 +91,18 @@ def run_write(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8, 
     for attempt in range(1, attempts + 1):
         try:
             with engine.connect() as conn:
-                if sqlite:  # a writer takes SQLite's write lock first (waiting up to busy_timeout)
-                    driver.write(conn, ("BEGIN IMMEDIATE", ()))
-                with conn.begin():
-                    try:
+                token = driver.activate(conn)
+                try:
+                    if sqlite:  # a writer takes SQLite's write lock first (waiting up to busy_timeout)
+                        driver.write(conn, ("BEGIN IMMEDIATE", ()))
+                    with conn.begin():
                         if lock:  # the locked head is kept for ledger.post_many in this transaction
-                            conn.info["quota_head"] = lock_head(conn, list(reads))
+                            driver.state(conn).head = lock_head(conn, list(reads))
                         result = fn(conn)
                         driver.flush(conn, commit=True)  # queued writes go out (and may fail) with the commit
                         return result
-                    finally:
-                        conn.info.pop("quota_head", None)
-                        conn.info.pop("quota_rulebook", None)
-                        driver.reset(conn)
+                finally:
+                    driver.deactivate(conn, token)
         except DBAPIError as exc:
             if attempt < attempts and (_transient(exc) or (not lock and isinstance(exc, IntegrityError))):
                 RETRIES.append(f"attempt {attempt}: {type(exc.orig).__name__}: {str(exc.orig).strip()[:80]}")
@@ -122,13 +121,10 @@ def reading(engine: Engine) -> Iterator[Connection]:
 
 def lock_head(conn: Connection, reads: list[driver.Query] | None = None) -> tuple[int, str]:
     """Lock the chain head row (PostgreSQL: FOR UPDATE) and return (seq, hash); the current rulebook's
-    (version, sha256), read in the same round trip after the lock, is kept in conn.info."""
-    sql = "SELECT seq, hash FROM chain_head WHERE id = 1"
-    if not is_sqlite(conn):
-        sql += " FOR UPDATE"
+    (version, sha256), read in the same statement, is kept in the driver state (rulebooks.current)."""
+    sql = HEAD_SQL if is_sqlite(conn) else HEAD_SQL + " FOR UPDATE OF h"
     try:
-        head, book = driver.prefetch(conn, [(sql, ()), ("SELECT version, sha256 FROM rulebook "
-                                                        "ORDER BY version DESC LIMIT 1", ())], reads or [])
+        (head,) = driver.prefetch(conn, [(sql, ())], reads or [])
     except DBAPIError as exc:
         message = str(exc.orig).lower()
         if "no such table" in message or "does not exist" in message:
@@ -136,9 +132,15 @@ def lock_head(conn: Connection, reads: list[driver.Query] | None = None) -> tupl
         raise
     if not head:
         raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
-    if book:
-        conn.info["quota_rulebook"] = (int(book[0][0]), book[0][1])
-    return int(head[0][0]), str(head[0][1])
+    seq, digest, version, sha = head[0]
+    if version is not None:
+        driver.state(conn).rulebook = (int(version), sha)
+    return int(seq), str(digest)
+
+
+# the chain head and, in the same statement, the current rulebook version (none before the first is loaded)
+HEAD_SQL = ("SELECT h.seq, h.hash, r.version, r.sha256 FROM chain_head h LEFT JOIN "
+            "(SELECT version, sha256 FROM rulebook ORDER BY version DESC LIMIT 1) r ON 1 = 1 WHERE h.id = 1")
 
 
 def insert_many(conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:

@@ -3,6 +3,7 @@ reads go out together and writes are queued, each batch in one pipelined round t
 from __future__ import annotations
 
 import datetime as dt
+from contextvars import ContextVar, Token
 from typing import Sequence
 
 from sqlalchemy import Connection, Engine, event
@@ -26,25 +27,51 @@ def select(conn: Connection, *queries: Query) -> list[list[tuple]]:
 
 class State:
     """What the driver keeps per database connection: its dialect, its DBAPI connection and (SQLite) one
-    cursor; and per transaction the queued writes and the rows read ahead (cleared by `reset`)."""
-    __slots__ = ("sqlite", "raw", "cur", "pending", "prefetched")
+    cursor; and per write transaction (cleared by `reset`) the queued writes, the rows read ahead, and the
+    locked chain head and current rulebook version that db.lock_head read."""
+    __slots__ = ("sqlite", "raw", "cur", "conn", "pending", "prefetched", "head", "rulebook")
 
     def __init__(self, conn: Connection):
         self.sqlite = conn.dialect.name == "sqlite"
         self.raw = conn.connection.driver_connection
         self.cur = self.raw.cursor() if self.sqlite else None
+        self.conn: Connection | None = None  # the SQLAlchemy connection of the write transaction under way
         self.pending: list[Query] = []
         self.prefetched: dict | None = None
+        self.head: tuple[int, str] | None = None
+        self.rulebook: tuple[int, str] | None = None
+
+
+# The State of the write transaction under way in this thread (or task): found without going through
+# SQLAlchemy's connection info (three property lookups), which every statement of an operation would pay.
+_ACTIVE: ContextVar[State | None] = ContextVar("quota_write_state", default=None)
 
 
 def state(conn: Connection) -> State:
     """The driver's State of this connection, kept in the info of its DBAPI connection (which SQLAlchemy
     clears when it replaces that connection)."""
+    st = _ACTIVE.get()
+    if st is not None and st.conn is conn:
+        return st
     info = conn.info
     st = info.get(STATE)
     if st is None:
         st = info[STATE] = State(conn)
     return st
+
+
+def activate(conn: Connection) -> Token:
+    """Mark `conn`'s State as the write transaction under way (db.run_write); undo with `deactivate`."""
+    st = state(conn)
+    st.conn = conn
+    return _ACTIVE.set(st)
+
+
+def deactivate(conn: Connection, token: Token) -> None:
+    """The transaction has ended: forget its queued writes, read-ahead rows, head and rulebook."""
+    _ACTIVE.reset(token)
+    reset(conn)
+    state(conn).conn = None
 
 
 def prefetch(conn: Connection, first: list[Query], ahead: list[Query]) -> list[list[tuple]]:
@@ -83,10 +110,10 @@ def flush(conn: Connection, commit: bool = False) -> None:
 
 
 def reset(conn: Connection) -> None:
-    """Forget queued writes and read-ahead rows (the transaction has ended)."""
+    """Forget queued writes, read-ahead rows, the head and the rulebook (the transaction has ended)."""
     st = conn.info.get(STATE)
     if st is not None:
-        st.pending, st.prefetched = [], None
+        st.pending, st.prefetched, st.head, st.rulebook = [], None, None, None
 
 
 def install(engine: Engine) -> None:

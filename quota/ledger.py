@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections import defaultdict
@@ -37,6 +38,7 @@ def project_account(project_id: str, part: str) -> str:
     return f"project:{project_id}:{part}"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # called for every leg, several times per operation
 def account_kind(account: str) -> str:
     """'lot', 'reserved', 'allocated', 'issued', 'expired', 'revoked' or 'adjustment'."""
     head, _, rest = account.partition(":")
@@ -117,7 +119,8 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
     has already read in this transaction; those are not read again. `new_lots` are lots created in
     this transaction: no stored pair can hold them, so none is looked up.
     """
-    seq, prev = conn.info.get("quota_head") or lock_head(conn)
+    st = driver.state(conn)
+    seq, prev = st.head or lock_head(conn)
     balances = _load_pairs(conn, {(l.account, l.lot) for s in specs for l in s.legs if l.lot not in new_lots},
                            known or {})
     txn_rows, post_rows, seqs = [], [], []
@@ -154,7 +157,7 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
         if total_rows:
             conn.exec_driver_sql(*values_statement(conn, TOTAL_INSERT, 5, total_rows, TOTAL_UPSERT))
         conn.execute(text("UPDATE chain_head SET seq = :s, hash = :h WHERE id = 1"), {"s": seq, "h": prev})
-    conn.info["quota_head"] = (seq, prev)
+    st.head = (seq, prev)
     return seqs
 
 

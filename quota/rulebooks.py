@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from . import db, ledger
+from . import db, driver, ledger
 from .errors import Problem, ValidationFailed
 from .rules import Rulebook, load_rulebook_file, parse_rulebook
 
@@ -15,7 +15,7 @@ _CACHE: dict[tuple[int, str], Rulebook] = {}
 def current(conn: Connection) -> tuple[int, Rulebook]:
     """(version, rulebook) in force now; parsed once per (version, sha256) and cached."""
     try:
-        head = conn.info.get("quota_rulebook")  # read with the chain head lock (db.lock_head)
+        head = driver.state(conn).rulebook  # read with the chain head lock (db.lock_head)
         if head is None:
             head = conn.execute(text("SELECT version, sha256 FROM rulebook ORDER BY version DESC LIMIT 1")).first()
         if head is not None and (int(head[0]), head[1]) in _CACHE:
@@ -63,7 +63,7 @@ def _store(conn: Connection, book: Rulebook, path: str, actor: str) -> dict:
     if problems:
         raise ValidationFailed(problems)
     version = (int(row[0]) if row else 0) + 1
-    conn.info.pop("quota_rulebook", None)
+    driver.state(conn).rulebook = None  # a new version: what lock_head read is no longer current
     conn.execute(text("INSERT INTO rulebook (version, sha256, text, loaded_at, actor) "
                       "VALUES (:v, :s, :t, :b, :a)"),
                  {"v": version, "s": book.sha256, "t": book.text, "b": ledger.now_iso(), "a": actor})
