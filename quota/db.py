@@ -120,27 +120,39 @@ def reading(engine: Engine) -> Iterator[Connection]:
 
 
 def lock_head(conn: Connection, reads: list[driver.Query] | None = None) -> tuple[int, str]:
-    """Lock the chain head row (PostgreSQL: FOR UPDATE) and return (seq, hash); the current rulebook's
-    (version, sha256), read in the same statement, is kept in the driver state (rulebooks.current)."""
-    sql = HEAD_SQL if is_sqlite(conn) else HEAD_SQL + " FOR UPDATE OF h"
+    """Take the ledger's write lock and return the chain's head (seq, hash) — its last transaction, or
+    (0, GENESIS) — with the current rulebook's (version, sha256) kept in the driver state
+    (rulebooks.current). SQLite: run_write's BEGIN IMMEDIATE is the lock, and one statement reads both.
+    PostgreSQL: the chain_head row is locked FOR UPDATE, then the head is read by a second statement in the
+    same round trip; a statement's snapshot is taken when it starts, so the second sees what the previous
+    lock holder committed (the first, which waited for the lock, would not)."""
+    first = [(HEAD_SQL, ())] if is_sqlite(conn) else [(LOCK_SQL, ()), (HEAD_SQL, ())]
     try:
-        (head,) = driver.prefetch(conn, [(sql, ())], reads or [])
+        found = driver.prefetch(conn, first, reads or [])
     except DBAPIError as exc:
         message = str(exc.orig).lower()
         if "no such table" in message or "does not exist" in message:
             raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first") from exc
         raise
-    if not head:
+    if not found[0]:
         raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
-    seq, digest, version, sha = head[0]
+    seq, digest, version, sha = found[-1][0]
     if version is not None:
         driver.state(conn).rulebook = (int(version), sha)
-    return int(seq), str(digest)
+    return (int(seq), str(digest)) if seq is not None else (0, GENESIS)
 
 
-# the chain head and, in the same statement, the current rulebook version (none before the first is loaded)
-HEAD_SQL = ("SELECT h.seq, h.hash, r.version, r.sha256 FROM chain_head h LEFT JOIN "
-            "(SELECT version, sha256 FROM rulebook ORDER BY version DESC LIMIT 1) r ON 1 = 1 WHERE h.id = 1")
+LOCK_SQL = "SELECT id FROM chain_head WHERE id = 1 FOR UPDATE"
+# the chain's head (its last transaction, if any) and the current rulebook version (if any), in one row
+HEAD_SQL = ("SELECT t.seq, t.hash, r.version, r.sha256 FROM chain_head h "
+            "LEFT JOIN (SELECT seq, hash FROM txn ORDER BY seq DESC LIMIT 1) t ON 1 = 1 "
+            "LEFT JOIN (SELECT version, sha256 FROM rulebook ORDER BY version DESC LIMIT 1) r ON 1 = 1 WHERE h.id = 1")
+
+
+def chain_head(conn: Connection) -> tuple[int, str]:
+    """(seq, hash) of the chain's last transaction, or (0, GENESIS) for an empty ledger (no lock taken)."""
+    row = conn.execute(text("SELECT seq, hash FROM txn ORDER BY seq DESC LIMIT 1")).first()
+    return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
 
 def insert_many(conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:

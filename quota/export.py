@@ -14,7 +14,7 @@ from typing import IO, Iterator
 
 from sqlalchemy import Engine, text
 
-from . import ledger, rulebooks
+from . import db, ledger, rulebooks
 from .errors import Problem
 
 FORMAT = "quota-export"
@@ -36,7 +36,7 @@ def export_lines(engine: Engine, as_of: dt.date | None = None) -> Iterator[dict]
     conn = _snapshot(engine)
     try:
         version, book = rulebooks.current(conn)
-        head_seq, head_hash = conn.execute(text("SELECT seq, hash FROM chain_head WHERE id = 1")).one()
+        head_seq, head_hash = db.chain_head(conn)
         counts = conn.execute(text("SELECT (SELECT count(*) FROM txn), (SELECT count(*) FROM posting)")).one()
         yield {"type": "header", "format": FORMAT, "format_version": FORMAT_VERSION,
                "hash_scheme": ledger.HASH_SCHEME, "exported_at": ledger.now_iso(),

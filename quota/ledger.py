@@ -149,14 +149,13 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
     pair_rows = _pair_rows(balances)
     total_rows = _total_rows(conn, specs, lot_expiry or {})
     if len(post_rows) <= SMALL and len(pair_rows[0]) + len(pair_rows[1]) <= SMALL:
-        _write_small(conn, txn_rows, post_rows, pair_rows[0] + pair_rows[1], total_rows, (seq, prev))
+        _write_small(conn, txn_rows, post_rows, pair_rows[0] + pair_rows[1], total_rows)
     else:
         insert_many(conn, "txn", TXN_COLUMNS, txn_rows)
         insert_many(conn, "posting", POSTING_COLUMNS, post_rows)
         _write_pairs(conn, *pair_rows)
         if total_rows:
             conn.exec_driver_sql(*values_statement(conn, TOTAL_INSERT, 5, total_rows, TOTAL_UPSERT))
-        conn.execute(text("UPDATE chain_head SET seq = :s, hash = :h WHERE id = 1"), {"s": seq, "h": prev})
     st.head = (seq, prev)
     return seqs
 
@@ -177,14 +176,13 @@ _POSTING_INSERT = f"INSERT INTO posting ({', '.join(POSTING_COLUMNS)})"
 _PAIR_INSERT = f"INSERT INTO balance ({', '.join(PAIR_COLUMNS)})"
 
 
-def _write_small(conn: Connection, txn_rows, post_rows, pair_rows, total_rows, head) -> None:
+def _write_small(conn: Connection, txn_rows, post_rows, pair_rows, total_rows) -> None:
     """An ordinary operation's writes: one statement per table, queued as one batch (driver.write)."""
     writes = [driver.values(_TXN_INSERT, len(TXN_COLUMNS), txn_rows), driver.values(_POSTING_INSERT, 5, post_rows)]
     if pair_rows:
         writes.append(driver.values(_PAIR_INSERT, len(PAIR_COLUMNS), pair_rows, PAIR_UPSERT))
     if total_rows:
         writes.append(driver.values(TOTAL_INSERT, 5, total_rows, TOTAL_UPSERT))
-    writes.append(("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", head))
     driver.write(conn, *writes)
 
 
@@ -358,9 +356,6 @@ def verify(conn: Connection, progress=None) -> tuple[dict, list[Problem]]:
         count = seq
         if progress and count % 5000 == 0:
             progress("verify", count, total)
-    head = conn.execute(text("SELECT seq, hash FROM chain_head WHERE id = 1")).one()
-    if (head[0], head[1]) != (count, prev):
-        problems.append(Problem("chain_head", 0, "hash", f"head ({head[0]}) does not match the last transaction ({count})"))
     stored, stored_zone, stored_pol = {}, {}, {}
     for r in conn.execute(text("SELECT account, lot, amount_g, kind, zone, pollutant FROM balance")):
         stored[(r[0], r[1])] = (int(r[2]), r[3])

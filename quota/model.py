@@ -148,11 +148,10 @@ class Operation(SQLModel, table=True):
 
 
 class ChainHead(SQLModel, table=True):
-    """The single head of the hash chain; writers lock it, which orders the chain."""
+    """The row PostgreSQL's ledger writers lock (FOR UPDATE), which orders the chain; the chain's head itself
+    is its last transaction (SQLite orders writers with BEGIN IMMEDIATE)."""
     __tablename__ = "chain_head"
     id: int = Field(primary_key=True)
-    seq: int
-    hash: str
 
 
 TABLES = [RulebookVersion, Source, ImportBatch, Tally, Lot, Project, ProjectNeed, Txn, Posting,

@@ -74,7 +74,7 @@ def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str
             book = scenario.apply_rules(book)
         day = as_of or (scenario.as_of if scenario and scenario.as_of else None) or dt.date.today()
         lots, pairs, candidates, zones = gather(conn, book, day, scenario)
-        head = conn.execute(text("SELECT seq FROM chain_head WHERE id = 1")).scalar_one()
+        head = db.chain_head(conn)[0]
     infos = [i for i, _ in pairs]
     projects = [p for _, p in pairs]
     all_lots = lots + [l for c in candidates for l in c.lots]
