@@ -143,10 +143,11 @@ def lock_head(conn: Connection, reads: list[driver.Query] | None = None) -> tupl
 
 
 LOCK_SQL = "SELECT id FROM chain_head WHERE id = 1 FOR UPDATE"
-# the chain's head (its last transaction, if any) and the current rulebook version (if any), in one row
-HEAD_SQL = ("SELECT t.seq, t.hash, r.version, r.sha256 FROM chain_head h "
-            "LEFT JOIN (SELECT seq, hash FROM txn ORDER BY seq DESC LIMIT 1) t ON 1 = 1 "
-            "LEFT JOIN (SELECT version, sha256 FROM rulebook ORDER BY version DESC LIMIT 1) r ON 1 = 1 WHERE h.id = 1")
+# the chain's head (its last transaction, if any) and the current rulebook version (if any), in one row; as
+# scalar subqueries, each a probe of the last primary key (SQLite materialises a LEFT JOINed subquery first)
+HEAD_SQL = ("SELECT (SELECT seq FROM txn ORDER BY seq DESC LIMIT 1), (SELECT hash FROM txn ORDER BY seq DESC LIMIT 1), "
+            "(SELECT version FROM rulebook ORDER BY version DESC LIMIT 1), "
+            "(SELECT sha256 FROM rulebook ORDER BY version DESC LIMIT 1)")
 
 
 def chain_head(conn: Connection) -> tuple[int, str]:
