@@ -78,31 +78,24 @@ def _transient(exc: BaseException) -> bool:
 RETRIES: list[str] = []  # human-readable log of automatic retries (reported, not swallowed)
 
 
-def run_write(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8, lock: bool = True,
+def run_write(bind: Engine | Connection, fn: Callable[[Connection], T], attempts: int = 8, lock: bool = True,
               reads: Sequence[driver.Query] = ()) -> T:
     """Run `fn(conn)` in one write transaction; retry transient lock/serialization errors.
 
-    The chain head row is locked first (unless `lock` is false: writes outside the ledger,
+    `bind` is an Engine (a connection is checked out of its pool for the operation) or a Connection the
+    caller holds and reuses across operations (it must not be in a transaction: each operation is its
+    own). The chain head row is locked first (unless `lock` is false: writes outside the ledger,
     such as storing a plan), so ledger writers are serialised and balance checks see the
     latest committed state. `reads` are queries `fn` will make through driver.select, read
     ahead in the same round trip as the lock. Any exception rolls the whole transaction back.
     """
-    sqlite = is_sqlite(engine)
+    sqlite = is_sqlite(bind)
     for attempt in range(1, attempts + 1):
         try:
-            with engine.connect() as conn:
-                token = driver.activate(conn)
-                try:
-                    if sqlite:  # a writer takes SQLite's write lock first (waiting up to busy_timeout)
-                        driver.write(conn, ("BEGIN IMMEDIATE", ()))
-                    with conn.begin():
-                        if lock:  # the locked head is kept for ledger.post_many in this transaction
-                            driver.state(conn).head = lock_head(conn, list(reads))
-                        result = fn(conn)
-                        driver.flush(conn, commit=True)  # queued writes go out (and may fail) with the commit
-                        return result
-                finally:
-                    driver.deactivate(conn, token)
+            if isinstance(bind, Connection):
+                return _write_once(bind, fn, lock, reads, sqlite)
+            with bind.connect() as conn:
+                return _write_once(conn, fn, lock, reads, sqlite)
         except DBAPIError as exc:
             if attempt < attempts and (_transient(exc) or (not lock and isinstance(exc, IntegrityError))):
                 RETRIES.append(f"attempt {attempt}: {type(exc.orig).__name__}: {str(exc.orig).strip()[:80]}")
@@ -110,6 +103,25 @@ def run_write(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8, 
                 continue
             raise
     raise AssertionError("unreachable")
+
+
+def _write_once(conn: Connection, fn: Callable[[Connection], T], lock: bool, reads: Sequence[driver.Query],
+                sqlite: bool) -> T:
+    if conn.in_transaction():
+        raise QuotaError("this connection is already in a transaction; a ledger operation is a transaction "
+                         "of its own (commit or roll back first, or pass the engine)")
+    token = driver.activate(conn)
+    try:
+        if sqlite:  # a writer takes SQLite's write lock first (waiting up to busy_timeout)
+            driver.write(conn, ("BEGIN IMMEDIATE", ()))
+        with conn.begin():
+            if lock:  # the locked head is kept for ledger.post_many in this transaction
+                driver.state(conn).head = lock_head(conn, list(reads))
+            result = fn(conn)
+            driver.flush(conn, commit=True)  # queued writes go out (and may fail) with the commit
+            return result
+    finally:
+        driver.deactivate(conn, token)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ def request_hash(command: str, request: dict) -> str:
     return hashlib.sha256(canonical({"command": command, "request": request}).encode()).hexdigest()
 
 
-def run(engine: Engine, key: str | None, command: str, request: dict,
+def run(engine: Engine | Connection, key: str | None, command: str, request: dict,
         fn: Callable[[Connection], dict], reads: Sequence[driver.Query] = ()) -> dict:
     """Run `fn` as one write transaction, recording `key`; replay the stored result on repeat.
 

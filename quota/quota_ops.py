@@ -1,4 +1,5 @@
-"""Quota lifecycle: reserve, approve, release, cancel, expire and revoke, one transaction each."""
+"""Quota lifecycle: reserve, approve, release, cancel, expire and revoke, one transaction each (on an Engine, or
+on a Connection the caller holds to reuse across operations)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,7 +13,7 @@ from .errors import NotFound, Refused
 from .projects import ProjectInfo
 
 
-def reserve(engine: Engine, project_id: str, *, actor: str, pollutant: str | None = None,
+def reserve(engine: Engine | Connection, project_id: str, *, actor: str, pollutant: str | None = None,
             expires: dt.date | None = None, date: dt.date | None = None, key: str | None = None) -> dict:
     """Reserve the project's full requirement (ratio applied) from eligible lots, all or nothing."""
     today = date or dt.date.today()
@@ -70,7 +71,7 @@ def _post_reservation(conn, book, version, info, needs, draws, today, expires, a
                       for n in needs for lot, amount in draws[n.pollutant]]}
 
 
-def approve(engine: Engine, project_id: str, *, doc: str, actor: str, date: dt.date | None = None,
+def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: str, date: dt.date | None = None,
             key: str | None = None) -> dict:
     """Confirm a project's reservations as allocations, citing the approval document."""
     today = date or dt.date.today()
@@ -134,7 +135,7 @@ def _set_state(conn: Connection, project_id: str, state: str) -> None:
     driver.write(conn, ("UPDATE project SET state = ?, reserved_until = NULL WHERE project_id = ?", (state, project_id)))
 
 
-def release(engine: Engine, project_id: str, *, actor: str, date: dt.date | None = None,
+def release(engine: Engine | Connection, project_id: str, *, actor: str, date: dt.date | None = None,
             key: str | None = None) -> dict:
     """Return a project's reservations to their lots; the project goes back to the pipeline."""
     today = date or dt.date.today()
@@ -154,7 +155,7 @@ def release(engine: Engine, project_id: str, *, actor: str, date: dt.date | None
                            snapshot_reads(project_id))
 
 
-def cancel(engine: Engine, project_id: str, *, actor: str, date: dt.date | None = None,
+def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt.date | None = None,
            key: str | None = None) -> dict:
     """Withdraw a project for good, returning reserved and allocated quota to its lots."""
     today = date or dt.date.today()
@@ -176,7 +177,7 @@ def cancel(engine: Engine, project_id: str, *, actor: str, date: dt.date | None 
                            snapshot_reads(project_id))
 
 
-def expire(engine: Engine, as_of: dt.date, *, actor: str, key: str | None = None) -> dict:
+def expire(engine: Engine | Connection, as_of: dt.date, *, actor: str, key: str | None = None) -> dict:
     """Post expired lots' balances to expired:<P> and release reservations that lapsed by `as_of`."""
 
     def work(conn: Connection) -> dict:
@@ -210,7 +211,7 @@ def expire(engine: Engine, as_of: dt.date, *, actor: str, key: str | None = None
     return idempotency.run(engine, key, "expire", {"as_of": str(as_of)}, work)
 
 
-def revoke(engine: Engine, serial: str, *, actor: str, memo: str, date: dt.date | None = None,
+def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, date: dt.date | None = None,
            key: str | None = None) -> dict:
     """Revoke the unallocated part of a lot (its tally was found invalid)."""
     today = date or dt.date.today()

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import text
 
 from quota import audit, drawing, projects, quota_ops, rulebooks, tallies
-from quota.errors import IdempotencyConflict, Refused
+from quota.errors import IdempotencyConflict, QuotaError, Refused
 from tests.conftest import DATA, snapshot
 
 D = dt.date
@@ -72,6 +72,31 @@ def test_full_lifecycle_keeps_every_gram(sample):
     assert projects.project_rows(sample)[4]["state"] == "pipeline"
     summary, problems = audit.verify(sample)
     assert problems == [] and summary["transactions"] == 23 + 5
+
+
+def test_operations_on_a_held_connection_are_each_their_own_transaction(sample):
+    """A caller may hold one Connection for many operations (as a service would): each still commits on
+    its own, a refused one rolls back alone and leaves the connection usable, and a connection already in
+    a transaction is refused before anything is written."""
+    day = D(2026, 11, 29)
+    start = totals(sample, as_of=None)
+    with sample.connect() as conn:
+        quota_ops.reserve(conn, "P2026-02", actor="a", date=day)
+        with pytest.raises(Refused):
+            quota_ops.reserve(conn, "P2026-04", actor="a", date=day)  # short of TP: nothing of it is kept
+        quota_ops.approve(conn, "P2026-02", doc="D-1", actor="b", date=day)
+        assert not conn.in_transaction()
+        assert totals(sample, as_of=None)["VOCS"]["allocated_g"] == 4_000_000  # committed, seen by the pool
+        before = snapshot(sample)
+        conn.execute(text("SELECT 1"))  # the caller's own transaction is left open
+        with pytest.raises(QuotaError, match="already in a transaction"):
+            quota_ops.reserve(conn, "P2026-05", actor="a", date=day)
+        conn.rollback()
+        assert snapshot(sample) == before
+        quota_ops.cancel(conn, "P2026-02", actor="b", date=day)
+    assert totals(sample, as_of=None) == start
+    summary, problems = audit.verify(sample)
+    assert problems == [] and summary["transactions"] == 23 + 3
 
 
 def test_expire_moves_lots_and_lapsed_reservations(sample):
