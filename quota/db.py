@@ -112,8 +112,8 @@ def _write_once(conn: Connection, fn: Callable[[Connection], T], lock: bool, rea
                          "of its own (commit or roll back first, or pass the engine)")
     token = driver.activate(conn)
     try:
-        if sqlite:  # a writer takes SQLite's write lock first (waiting up to busy_timeout)
-            driver.write(conn, ("BEGIN IMMEDIATE", ()))
+        if sqlite:
+            return _sqlite_write(conn, fn, lock, reads)
         with conn.begin():
             if lock:  # the locked head is kept for ledger.post_many in this transaction
                 driver.state(conn).head = lock_head(conn, list(reads))
@@ -122,6 +122,29 @@ def _write_once(conn: Connection, fn: Callable[[Connection], T], lock: bool, rea
             return result
     finally:
         driver.deactivate(conn, token)
+
+
+def _sqlite_write(conn: Connection, fn: Callable[[Connection], T], lock: bool, reads: Sequence[driver.Query]) -> T:
+    """SQLite: BEGIN IMMEDIATE (the writers' lock, waiting up to busy_timeout) and COMMIT or ROLLBACK
+    through the driver. An operation that stays on the driver (reserve, approve, release, cancel) then
+    skips SQLAlchemy's transaction objects; one that runs SQLAlchemy statements makes SQLAlchemy begin
+    its own (SQLiteDialect.do_begin sees the transaction under way), which then commits or rolls back."""
+    driver.write(conn, ("BEGIN IMMEDIATE", ()))
+    try:
+        if lock:  # the locked head is kept for ledger.post_many in this transaction
+            driver.state(conn).head = lock_head(conn, list(reads))
+        result = fn(conn)
+        if conn.in_transaction():
+            conn.commit()
+        else:
+            driver.write(conn, ("COMMIT", ()))
+        return result
+    except BaseException:
+        if conn.in_transaction():
+            conn.rollback()
+        elif driver.state(conn).raw.in_transaction:
+            driver.write(conn, ("ROLLBACK", ()))
+        raise
 
 
 @contextlib.contextmanager
