@@ -118,6 +118,15 @@ def snapshot_reads(project_id: str) -> list[tuple[str, tuple]]:
     return queries
 
 
+def reads_ahead(bind, project_id: str, reserve_on: dt.date | None = None) -> list[tuple[str, tuple]]:
+    """What db.run_write should read with the lock on PostgreSQL (one round trip): the project's snapshot
+    and, for a reservation made on `reserve_on`, its first candidate lots. None on SQLite, which has no
+    round trips to save."""
+    if bind.dialect.name == "sqlite":
+        return []
+    return snapshot_reads(project_id) + ([project_lots_query(project_id, reserve_on)] if reserve_on else [])
+
+
 def snapshot(conn: Connection, book: Rulebook, project_id: str) -> Snapshot:
     """The project's Snapshot, with its needs under `book` (NotFound if there is no such project)."""
     found = driver.select(conn, *snapshot_reads(project_id))

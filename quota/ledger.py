@@ -246,25 +246,27 @@ def _load_pairs(conn: Connection, keys: set[tuple[str, str]],
 
 
 def _check_and_apply(pairs: dict[tuple[str, str], _Pair], spec: TxnSpec) -> None:
-    delta: dict[tuple[str, str], int] = defaultdict(int)
+    delta: dict[tuple[str, str], int] = {}
     for leg in spec.legs:
         key = (leg.account, leg.lot)
-        delta[key] += leg.amount_g
-        if key not in pairs:
+        delta[key] = delta.get(key, 0) + leg.amount_g
+        pair = pairs.get(key)
+        if pair is None:
             pairs[key] = _Pair(leg, 0, None, True)
-        elif pairs[key].leg is None:
-            pairs[key].leg = leg
+        elif pair.leg is None:
+            pair.leg = leg
+    effective = spec.effective
     for key in sorted(delta):
-        pair = pairs[key]
-        if pair.last and spec.effective < pair.last:
-            raise Refused(f"effective date {spec.effective} is before the last posting on {key[0]} "
+        pair, d = pairs[key], delta[key]
+        if pair.last and effective < pair.last:
+            raise Refused(f"effective date {effective} is before the last posting on {key[0]} "
                           f"({key[1]}) dated {pair.last}; ledger history cannot be rewritten")
-        if account_kind(key[0]) in NONNEG_KINDS and pair.amount + delta[key] < 0:
-            raise Refused(f"{key[0]} ({key[1]}) would go negative: {pair.amount} + {delta[key]} g")
+        if pair.amount + d < 0 and account_kind(key[0]) in NONNEG_KINDS:
+            raise Refused(f"{key[0]} ({key[1]}) would go negative: {pair.amount} + {d} g")
     for key, d in delta.items():
         pair = pairs[key]
         pair.amount += d
-        pair.last = max(pair.last, spec.effective) if pair.last else spec.effective
+        pair.last = max(pair.last, effective) if pair.last else effective
         pair.dirty = True
 
 

@@ -7,8 +7,7 @@ import datetime as dt
 from sqlalchemy import Connection, Engine, text
 
 from . import drawing, driver, idempotency, ledger, rulebooks
-from .drawing import (NO_LIMIT, Snapshot, candidate_lots, plan_draws, project_lots_query, shortfall_message,
-                      snapshot, snapshot_reads)
+from .drawing import (NO_LIMIT, Snapshot, candidate_lots, plan_draws, reads_ahead, shortfall_message, snapshot)
 from .errors import NotFound, Refused
 from .projects import ProjectInfo
 
@@ -17,7 +16,8 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
             expires: dt.date | None = None, date: dt.date | None = None, key: str | None = None) -> dict:
     """Reserve the project's full requirement (ratio applied) from eligible lots, all or nothing."""
     today = date or dt.date.today()
-    request = {"project": project_id, "pollutant": pollutant, "expires": str(expires), "date": str(today)}
+    request = ({"project": project_id, "pollutant": pollutant, "expires": str(expires), "date": str(today)}
+               if key else {})  # only a keyed request is kept (as its hash)
 
     def work(conn: Connection) -> dict:
         version, book = rulebooks.current(conn)
@@ -44,9 +44,7 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
         return _post_reservation(conn, book, version, info, needs, draws, today, expires, actor,
                                  known=snap.known(drawn))
 
-    ahead = snapshot_reads(project_id) + ([project_lots_query(project_id, today)]
-                                          if engine.dialect.name != "sqlite" else [])
-    return idempotency.run(engine, key, "reserve", request, work, ahead)
+    return idempotency.run(engine, key, "reserve", request, work, reads_ahead(engine, project_id, today))
 
 
 def _post_reservation(conn, book, version, info, needs, draws, today, expires, actor, memo="", known=None) -> dict:
@@ -97,7 +95,7 @@ def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: st
         return {"project_id": project_id, "txn": seq, "state": "approved", "doc": doc}
 
     return idempotency.run(engine, key, "approve", {"project": project_id, "doc": doc, "date": str(today)}, work,
-                           snapshot_reads(project_id))
+                           reads_ahead(engine, project_id))
 
 
 def _move(held: dict[str, dict[str, int]], info: ProjectInfo, src: str, dst: str) -> list[ledger.Leg]:
@@ -152,7 +150,7 @@ def release(engine: Engine | Connection, project_id: str, *, actor: str, date: d
         return {"project_id": project_id, "txn": seq, "state": "pipeline"}
 
     return idempotency.run(engine, key, "release", {"project": project_id, "date": str(today)}, work,
-                           snapshot_reads(project_id))
+                           reads_ahead(engine, project_id))
 
 
 def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt.date | None = None,
@@ -174,7 +172,7 @@ def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt
         return {"project_id": project_id, "txn": seq, "state": "cancelled"}
 
     return idempotency.run(engine, key, "cancel", {"project": project_id, "date": str(today)}, work,
-                           snapshot_reads(project_id))
+                           reads_ahead(engine, project_id))
 
 
 def expire(engine: Engine | Connection, as_of: dt.date, *, actor: str, key: str | None = None) -> dict:
