@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
@@ -65,12 +66,18 @@ def lot_query(dialect: str, book: Rulebook, need: Need, on: dt.date, today: dt.d
     """The query of `need`'s first `limit` candidate lots for a project needing them on `on` (on SQLite:
     the expiring ones, or with `never` the never-expiring ones)."""
     zones = book.zones_with_key(need.pollutant, need.key) or ("",)
-    marks, head = ", ".join("?" * len(zones)), (need.pollutant, *zones, today)
+    head = (need.pollutant, *zones, today)
     if dialect != "sqlite":
-        return LOT_PG.format(zones=marks), (*head, on, limit)
+        return _with_zones(LOT_PG, len(zones)), (*head, on, limit)
     if never:
-        return LOT_SQLITE_NEVER.format(zones=marks), (*head, limit)
-    return LOT_SQLITE.format(zones=marks), (*head, on, limit)
+        return _with_zones(LOT_SQLITE_NEVER, len(zones)), (*head, limit)
+    return _with_zones(LOT_SQLITE, len(zones)), (*head, on, limit)
+
+
+@functools.lru_cache(maxsize=256)
+def _with_zones(sql: str, n: int) -> str:
+    """`sql` with its zone list of `n` placeholders."""
+    return sql.format(zones=", ".join("?" * n))
 
 
 @dataclass
@@ -108,14 +115,16 @@ class Snapshot:
         return {r[1]: (r[5], ledger._as_date(r[6])) for r in self.rows}
 
 
+SNAPSHOT_PROJECT = PROJECT_SQL + " WHERE p.project_id = ? ORDER BY n.pollutant"
+SNAPSHOT_PAIRS = ("SELECT b.account, b.lot, b.pollutant, b.amount_g, b.last_date, l.zone, l.expires, lb.amount_g, "
+                  "lb.last_date FROM balance b JOIN lot l ON l.serial = b.lot LEFT JOIN balance lb "
+                  "ON lb.account = 'lot:' || b.lot AND lb.lot = b.lot WHERE b.account IN (?, ?) ORDER BY b.account, b.lot")
+
+
 def snapshot_reads(project_id: str) -> list[tuple[str, tuple]]:
     """The queries of `snapshot` (so db.run_write can read them ahead with the chain-head lock)."""
-    queries = [(PROJECT_SQL + " WHERE p.project_id = ? ORDER BY n.pollutant", (project_id,)),
-               ("SELECT b.account, b.lot, b.pollutant, b.amount_g, b.last_date, l.zone, l.expires, lb.amount_g, "
-                "lb.last_date FROM balance b JOIN lot l ON l.serial = b.lot LEFT JOIN balance lb "
-                "ON lb.account = 'lot:' || b.lot AND lb.lot = b.lot WHERE b.account IN (?, ?) ORDER BY b.account, b.lot",
-                (ledger.project_account(project_id, "reserved"), ledger.project_account(project_id, "allocated")))]
-    return queries
+    return [(SNAPSHOT_PROJECT, (project_id,)),
+            (SNAPSHOT_PAIRS, (f"project:{project_id}:reserved", f"project:{project_id}:allocated"))]
 
 
 def reads_ahead(bind, project_id: str, reserve_on: dt.date | None = None) -> list[tuple[str, tuple]]:

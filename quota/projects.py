@@ -5,6 +5,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
@@ -25,8 +26,8 @@ ALIASES = alias_map({
 SHARED = ("name", "zone", "industry", "priority", "needed_by", "must_fund")
 
 
-@dataclass(frozen=True)
-class Need:
+class Need(NamedTuple):
+    """One pollutant a project needs: its increment, the ratio and why, the grams required, the matching key."""
     pollutant: str
     increment_g: int
     ratio: Decimal

@@ -98,6 +98,18 @@ class Rulebook:
     def ratio(self, pollutant: str, industry: str, zone: str,
               own: Decimal | None = None) -> tuple[Decimal, list[str]]:
         """The strictest applicable replacement ratio, and why (list of reasons)."""
+        key = (pollutant, industry, zone, own)
+        found = self._ratios.get(key)
+        if found is None:
+            found = self._ratios[key] = self._ratio(pollutant, industry, zone, own)
+        return found[0], list(found[1])
+
+    @cached_property
+    def _ratios(self) -> dict[tuple, tuple[Decimal, tuple[str, ...]]]:
+        return {}  # (pollutant, industry, zone, own ratio) -> (ratio, reasons), filled as projects are read
+
+    def _ratio(self, pollutant: str, industry: str, zone: str,
+               own: Decimal | None) -> tuple[Decimal, tuple[str, ...]]:
         candidates: list[tuple[Decimal, str]] = [(self.ratio_default, "default")]
         medium = self.pollutants[pollutant].medium
         if medium in self.zones[zone].non_attainment:
@@ -111,7 +123,7 @@ class Rulebook:
         if own is not None:
             candidates.append((own, "project row"))
         best = max(c[0] for c in candidates)
-        return best, [why for r, why in candidates if r == best]
+        return best, tuple(why for r, why in candidates if r == best)
 
     def lot_expiry(self, effective: dt.date) -> dt.date | None:
         if self.life_years == 0:
