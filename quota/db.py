@@ -116,7 +116,7 @@ def _write_once(conn: Connection, fn: Callable[[Connection], T], lock: bool, rea
             return _sqlite_write(conn, fn, lock, reads)
         with conn.begin():
             if lock:  # the locked head is kept for ledger.post_many in this transaction
-                driver.state(conn).head = lock_head(conn, list(reads))
+                driver.state(conn).head = lock_head(conn, reads)
             result = fn(conn)
             driver.flush(conn, commit=True)  # queued writes go out (and may fail) with the commit
             return result
@@ -132,7 +132,7 @@ def _sqlite_write(conn: Connection, fn: Callable[[Connection], T], lock: bool, r
     driver.write(conn, ("BEGIN IMMEDIATE", ()))
     try:
         if lock:  # the locked head is kept for ledger.post_many in this transaction
-            driver.state(conn).head = lock_head(conn, list(reads))
+            driver.state(conn).head = lock_head(conn, reads)
         result = fn(conn)
         if conn.in_transaction():
             conn.commit()
@@ -154,16 +154,16 @@ def reading(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
-def lock_head(conn: Connection, reads: list[driver.Query] | None = None) -> tuple[int, str]:
+def lock_head(conn: Connection, reads: Sequence[driver.Query] = ()) -> tuple[int, str]:
     """Take the ledger's write lock and return the chain's head (seq, hash) — its last transaction, or
     (0, GENESIS) — with the current rulebook's (version, sha256) kept in the driver state
     (rulebooks.current). SQLite: run_write's BEGIN IMMEDIATE is the lock, and one statement reads both.
     PostgreSQL: the chain_head row is locked FOR UPDATE, then the head is read by a second statement in the
     same round trip; a statement's snapshot is taken when it starts, so the second sees what the previous
     lock holder committed (the first, which waited for the lock, would not)."""
-    first = [(HEAD_SQL, ())] if is_sqlite(conn) else [(LOCK_SQL, ()), (HEAD_SQL, ())]
+    first = [(HEAD_SQL, ())] if driver.state(conn).sqlite else [(LOCK_SQL, ()), (HEAD_SQL, ())]
     try:
-        found = driver.prefetch(conn, first, reads or [])
+        found = driver.prefetch(conn, first, reads)
     except DBAPIError as exc:
         message = str(exc.orig).lower()
         if "no such table" in message or "does not exist" in message:

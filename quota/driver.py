@@ -74,7 +74,7 @@ def deactivate(conn: Connection, token: Token) -> None:
     state(conn).conn = None
 
 
-def prefetch(conn: Connection, first: list[Query], ahead: list[Query]) -> list[list[tuple]]:
+def prefetch(conn: Connection, first: list[Query], ahead: Sequence[Query]) -> list[list[tuple]]:
     """Run `first` and return its rows; on PostgreSQL `ahead` goes out in the same round trip and its
     rows are kept for the `select` calls that ask for them (SQLite has no round trips to save)."""
     if not ahead or state(conn).sqlite:

@@ -25,23 +25,23 @@ def run(engine: Engine | Connection, key: str | None, command: str, request: dic
     committed. The same key with different content raises IdempotencyConflict. `reads` are
     the queries `fn` will make (see db.run_write).
     """
-    digest = request_hash(command, request) if key else ""
+    if not key:  # nothing to look up or record
+        return db.run_write(engine, lambda conn: {**fn(conn), "replayed": False}, reads=reads)
+    digest = request_hash(command, request)
     lookup = ("SELECT command, request_hash, result FROM operation WHERE key = ?", (key,))
 
     def work(conn: Connection) -> dict:
-        if key:
-            rows = driver.select(conn, lookup)[0]
-            row = rows[0] if rows else None
-            if row is not None:
-                if row[0] != command or row[1] != digest:
-                    raise IdempotencyConflict(
-                        f"key {key!r} was already used for a different request ({row[0]}); use a new key")
-                return {**json.loads(row[2]), "replayed": True}
+        rows = driver.select(conn, lookup)[0]
+        if rows:
+            command_was, digest_was, result_was = rows[0]
+            if command_was != command or digest_was != digest:
+                raise IdempotencyConflict(
+                    f"key {key!r} was already used for a different request ({command_was}); use a new key")
+            return {**json.loads(result_was), "replayed": True}
         result = fn(conn)
-        if key:
-            driver.write(conn, ("INSERT INTO operation (key, command, request_hash, result, created_at) "
-                                "VALUES (?, ?, ?, ?, ?)", (key, command, digest, json.dumps(result, default=str),
-                                                           now_iso())))
+        driver.write(conn, ("INSERT INTO operation (key, command, request_hash, result, created_at) "
+                            "VALUES (?, ?, ?, ?, ?)", (key, command, digest, json.dumps(result, default=str),
+                                                       now_iso())))
         return {**result, "replayed": False}
 
-    return db.run_write(engine, work, reads=([lookup] if key else []) + list(reads))
+    return db.run_write(engine, work, reads=[lookup, *reads])

@@ -193,20 +193,23 @@ TOTAL_KINDS = ("lot", "reserved", "allocated")
 def _total_rows(conn: Connection, specs: list["TxnSpec"], known: dict[str, dt.date | None]) -> list[tuple]:
     """The batch's movements of balance_total (kind, pollutant, zone, lot expiry, grams); lot expiries the
     caller already knows (`known`, e.g. lots being issued) are not looked up."""
-    delta: dict[tuple, int] = defaultdict(int)
-    lot_serials = {l.lot for s in specs for l in s.legs if account_kind(l.account) == "lot"}
-    expiry: dict[str, dt.date] = {k: (v or NEVER) for k, v in known.items()}
-    serials = sorted(lot_serials - set(known))
+    delta: dict[tuple, int] = {}
+    looked_up: dict[str, dt.date | None] = {}
+    serials = sorted({l.lot for s in specs for l in s.legs if l.lot not in known and account_kind(l.account) == "lot"})
     for i in range(0, len(serials), 500):
         for serial, exp in conn.execute(text("SELECT serial, expires FROM lot WHERE serial IN :s")
                                         .bindparams(bindparam("s", expanding=True)), {"s": serials[i:i + 500]}):
-            expiry[serial] = _as_date(exp) or NEVER
+            looked_up[serial] = _as_date(exp)
     for spec in specs:
         for leg in spec.legs:
             kind = account_kind(leg.account)
             if kind in TOTAL_KINDS:
-                exp = expiry.get(leg.lot, NEVER) if kind == "lot" else NEVER
-                delta[(kind, leg.pollutant, leg.zone, exp)] += leg.amount_g
+                if kind == "lot":
+                    exp = (known[leg.lot] if leg.lot in known else looked_up.get(leg.lot)) or NEVER
+                else:
+                    exp = NEVER
+                k = (kind, leg.pollutant, leg.zone, exp)
+                delta[k] = delta.get(k, 0) + leg.amount_g
     # one upsert per key: new keys are inserted, existing ones incremented
     return [(*k, g) for k, g in sorted(delta.items()) if g]
 
