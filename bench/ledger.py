@@ -1,7 +1,7 @@
 """Ledger benchmark on SQLite and PostgreSQL (DESIGN 9): prints figures and ratios, asserts nothing.
 
-    .venv/bin/python -m bench.ledger [--engine sqlite|postgresql|both] [--postings 1000000] [--per-client 300]
-        [--rounds 3] [--skip import,ledger,throughput]
+    .venv/bin/python -m bench.ledger [--engine sqlite|postgresql|both] [--postings 1000000] [--per-client 1000]
+        [--rounds 5] [--skip import,ledger,throughput]
 
 - tally import of 100,000 rows (target < 30 s)
 - a ledger of N postings: balance query in the library (median of 100, target < 20 ms) and the whole
@@ -286,8 +286,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--engine", default="both", choices=["sqlite", "postgresql", "both"])
     ap.add_argument("--postings", type=int, default=1_000_000)
-    ap.add_argument("--per-client", type=int, default=300)
-    ap.add_argument("--rounds", type=int, default=3, help="library/raw alternations per throughput figure")
+    ap.add_argument("--per-client", type=int, default=1000, help="reservations per client and run (steady state)")
+    ap.add_argument("--rounds", type=int, default=5, help="library/raw alternations per throughput figure")
     ap.add_argument("--skip", default="", help="comma list of: import,ledger,throughput")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
