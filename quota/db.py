@@ -8,7 +8,6 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.dialects import registry
-from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from . import driver
@@ -23,19 +22,8 @@ class NotInitialised(QuotaError):
     pass
 
 
-class SQLiteDialect(SQLiteDialect_pysqlite):
-    """pysqlite, with BEGIN issued by us: the driver runs in autocommit mode (isolation_level None) so a
-    transaction starts at BEGIN, not at the first write, and a reader sees one snapshot throughout. A
-    dialect method rather than a "begin" event listener: with no connection events on the engine,
-    SQLAlchemy skips its event dispatch on every begin, commit and statement."""
-    supports_statement_cache = True
-
-    def do_begin(self, dbapi_connection) -> None:
-        if not dbapi_connection.in_transaction:  # run_write has begun its own (BEGIN IMMEDIATE)
-            dbapi_connection.execute("BEGIN")
-
-
-registry.register("sqlite.quota", __name__, "SQLiteDialect")
+# sqlite+quota:// is quota.sqlite_dialect.SQLiteDialect, imported only when a SQLite engine is made
+registry.register("sqlite.quota", "quota.sqlite_dialect", "SQLiteDialect")
 
 
 def make_engine(url: str = DEFAULT_URL) -> Engine:
@@ -49,7 +37,7 @@ def make_engine(url: str = DEFAULT_URL) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):  # pragma: no cover - driver hook
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (SQLiteDialect.do_begin)
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (sqlite_dialect.SQLiteDialect.do_begin)
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")  # a ledger: every commit is durable
