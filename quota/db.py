@@ -72,8 +72,8 @@ def run_write(bind: Engine | Connection, fn: Callable[[Connection], T], attempts
 
     `bind` is an Engine (a connection is checked out of its pool for the operation) or a Connection the
     caller holds and reuses across operations (it must not be in a transaction: each operation is its
-    own). The chain head row is locked first (unless `lock` is false: writes outside the ledger,
-    such as storing a plan), so ledger writers are serialised and balance checks see the
+    own). The ledger's write lock is taken first (lock_head; unless `lock` is false: writes outside
+    the ledger, such as storing a plan), so ledger writers are serialised and balance checks see the
     latest committed state. `reads` are queries `fn` will make through driver.select, read
     ahead in the same round trip as the lock. Any exception rolls the whole transaction back.
     """
