@@ -175,8 +175,8 @@ HEAD_SQL = ("SELECT (SELECT seq FROM txn ORDER BY seq DESC LIMIT 1), (SELECT has
 
 def chain_head(conn: Connection) -> tuple[int, str]:
     """(seq, hash) of the chain's last transaction, or (0, GENESIS) for an empty ledger (no lock taken)."""
-    row = conn.execute(text("SELECT seq, hash FROM txn ORDER BY seq DESC LIMIT 1")).first()
-    return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+    seq, digest, _, _ = conn.exec_driver_sql(HEAD_SQL).one()
+    return (int(seq), str(digest)) if seq is not None else (0, GENESIS)
 
 
 def insert_many(conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:

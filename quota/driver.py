@@ -27,7 +27,7 @@ def select(conn: Connection, *queries: Query) -> list[list[tuple]]:
 
 class State:
     """What the driver keeps per database connection: its dialect, its DBAPI connection and (SQLite) one
-    cursor; and per write transaction (cleared by `reset`) the queued writes, the rows read ahead, and the
+    cursor; and per write transaction (cleared by `deactivate`) the queued writes, the rows read ahead, and the
     locked chain head and current rulebook version that db.lock_head read."""
     __slots__ = ("sqlite", "raw", "cur", "conn", "pending", "prefetched", "head", "rulebook")
 
@@ -69,9 +69,9 @@ def activate(conn: Connection) -> Token:
 
 def deactivate(conn: Connection, token: Token) -> None:
     """The transaction has ended: forget its queued writes, read-ahead rows, head and rulebook."""
+    st = state(conn)
     _ACTIVE.reset(token)
-    reset(conn)
-    state(conn).conn = None
+    st.conn, st.pending, st.prefetched, st.head, st.rulebook = None, [], None, None, None
 
 
 def prefetch(conn: Connection, first: list[Query], ahead: Sequence[Query]) -> list[list[tuple]]:
@@ -107,13 +107,6 @@ def flush(conn: Connection, commit: bool = False) -> None:
     if st.pending:
         pending, st.pending = st.pending, []
         _run(conn, st, pending, [], commit)
-
-
-def reset(conn: Connection) -> None:
-    """Forget queued writes, read-ahead rows, the head and the rulebook (the transaction has ended)."""
-    st = conn.info.get(STATE)
-    if st is not None:
-        st.pending, st.prefetched, st.head, st.rulebook = [], None, None, None
 
 
 def install(engine: Engine) -> None:
