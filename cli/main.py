@@ -34,10 +34,11 @@ class State:
     url: str
     actor: str
     url_given: bool
+    lock_timeout: Optional[float] = None
 
     @functools.cached_property
     def engine(self):
-        return db.make_engine(self.url)
+        return db.make_engine(self.url, self.lock_timeout)
 
 
 def _date(value: Optional[str]) -> Optional[dt.date]:
@@ -64,13 +65,17 @@ def main(
     lang: Annotated[str, typer.Option("--lang", envvar="QUOTA_LANG", help="Language of headers: en or zh.")] = "en",
     actor: Annotated[Optional[str], typer.Option("--actor", envvar="QUOTA_ACTOR",
                                                  help="Who is acting (recorded on every transaction).")] = None,
+    lock_timeout: Annotated[Optional[float], typer.Option(
+        "--lock-timeout", envvar="QUOTA_LOCK_TIMEOUT", show_envvar=True, min=0, max=3600,
+        help="PostgreSQL: seconds a statement waits for a lock (default 5; 0: no limit). A write that "
+             "times out is retried, then refused as busy.")] = None,
 ) -> None:
     """Emissions-quota ledger: credit reductions, reserve and approve quota, plan, audit."""
     if lang not in ("en", "zh"):
         raise typer.BadParameter("--lang must be en or zh")
     render.LANG["lang"] = lang
     url = url or db.DEFAULT_URL
-    ctx.obj = State(url, actor or _default_actor(url), url != db.DEFAULT_URL)
+    ctx.obj = State(url, actor or _default_actor(url), url != db.DEFAULT_URL, lock_timeout)
 
 
 def _default_actor(url: str) -> str:

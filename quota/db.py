@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -11,7 +12,7 @@ from sqlalchemy.dialects import registry
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from . import driver
-from .errors import QuotaError
+from .errors import QuotaError, Refused
 
 DEFAULT_URL = "sqlite:///quota.db"
 GENESIS = "0" * 64
@@ -26,8 +27,31 @@ class NotInitialised(QuotaError):
 registry.register("sqlite.quota", "quota.sqlite_dialect", "SQLiteDialect")
 
 
-def make_engine(url: str = DEFAULT_URL) -> Engine:
-    """An engine for SQLite (WAL, BEGIN IMMEDIATE for writers) or PostgreSQL (psycopg)."""
+LOCK_TIMEOUT_S = 5.0  # PostgreSQL: the longest a statement waits for a lock (QUOTA_LOCK_TIMEOUT, --lock-timeout)
+LOCK_ATTEMPTS = 3  # a write that timed out waiting for the ledger's lock is tried this many times in all
+
+
+class LedgerBusy(Refused):
+    """The ledger's write lock stayed held by another writer through every attempt."""
+
+
+def lock_timeout(value: float | str | None = None) -> float:
+    """Seconds a PostgreSQL statement may wait for a lock: `value`, else $QUOTA_LOCK_TIMEOUT, else
+    LOCK_TIMEOUT_S; 0 waits without limit."""
+    if value is None:
+        value = os.environ.get("QUOTA_LOCK_TIMEOUT") or LOCK_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise QuotaError(f"lock timeout {value!r} is not a number of seconds") from None
+    if not 0 <= seconds <= 3600 or seconds != seconds:
+        raise QuotaError(f"lock timeout {value!r} must be between 0 and 3600 seconds")
+    return seconds
+
+
+def make_engine(url: str = DEFAULT_URL, lock_timeout_s: float | str | None = None) -> Engine:
+    """An engine for SQLite (WAL, BEGIN IMMEDIATE for writers) or PostgreSQL (psycopg; every statement
+    waits at most `lock_timeout_s` for a lock, see `lock_timeout`, set once per connection)."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("sqlite"):
@@ -46,7 +70,12 @@ def make_engine(url: str = DEFAULT_URL) -> Engine:
             cur.close()
     else:
         # no pool_pre_ping: each command is a short process, and a ping costs a round trip per operation
-        engine = create_engine(url)
+        parsed = make_url(url)
+        options = parsed.query.get("options", "")
+        options = " ".join(options) if isinstance(options, tuple) else options
+        millis = round(lock_timeout(lock_timeout_s) * 1000)
+        # in the connection's startup packet: no statement, no round trip
+        engine = create_engine(parsed, connect_args={"options": f"{options} -c lock_timeout={millis}".strip()})
         driver.install(engine)
     return engine
 
@@ -60,7 +89,10 @@ def _transient(exc: BaseException) -> bool:
         return True
     orig = getattr(exc, "orig", None)
     code = getattr(orig, "sqlstate", None)
-    return code in ("40001", "40P01")  # serialization failure, deadlock
+    return code in ("40001", "40P01", LOCK_NOT_AVAILABLE)  # serialization failure, deadlock, lock timeout
+
+
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout expired
 
 
 RETRIES: list[str] = []  # human-readable log of automatic retries (reported, not swallowed)
@@ -78,6 +110,7 @@ def run_write(bind: Engine | Connection, fn: Callable[[Connection], T], attempts
     ahead in the same round trip as the lock. Any exception rolls the whole transaction back.
     """
     sqlite = is_sqlite(bind)
+    timeouts = 0
     for attempt in range(1, attempts + 1):
         try:
             if isinstance(bind, Connection):
@@ -85,12 +118,31 @@ def run_write(bind: Engine | Connection, fn: Callable[[Connection], T], attempts
             with bind.connect() as conn:
                 return _write_once(conn, fn, lock, reads, sqlite)
         except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                timeouts += 1
+                if timeouts >= LOCK_ATTEMPTS or attempt == attempts:
+                    raise LedgerBusy(
+                        f"the ledger is busy: another writer held its lock through {timeouts} attempt(s) of "
+                        f"{_waited(bind)} each; nothing was written, try again later (QUOTA_LOCK_TIMEOUT sets the "
+                        f"wait)") from exc
             if attempt < attempts and (_transient(exc) or (not lock and isinstance(exc, IntegrityError))):
-                RETRIES.append(f"attempt {attempt}: {type(exc.orig).__name__}: {str(exc.orig).strip()[:80]}")
+                RETRIES.append(f"attempt {attempt}: {type(exc.orig).__name__}: "
+                               f"{(str(exc.orig).strip().splitlines() or [''])[0][:80]}")
                 time.sleep(random.uniform(0.01, 0.05) * attempt)
                 continue
             raise
     raise AssertionError("unreachable")
+
+
+def _waited(bind: Engine | Connection) -> str:
+    """The lock timeout the writer's connection had ("5s"), asked only after it gave up."""
+    try:
+        if isinstance(bind, Connection):
+            return str(bind.exec_driver_sql("SHOW lock_timeout").scalar())
+        with bind.connect() as conn:
+            return str(conn.exec_driver_sql("SHOW lock_timeout").scalar())
+    except DBAPIError:  # pragma: no cover - the server went away meanwhile
+        return "its lock timeout"
 
 
 def _write_once(conn: Connection, fn: Callable[[Connection], T], lock: bool, reads: Sequence[driver.Query],

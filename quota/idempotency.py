@@ -16,6 +16,12 @@ def request_hash(command: str, request: dict) -> str:
     return hashlib.sha256(canonical({"command": command, "request": request}).encode()).hexdigest()
 
 
+# the stored row and (PostgreSQL) the user that wrote it, beside the user asking: a row another user wrote
+# (migration 0009 records it, the clerk cannot choose it) is refused, not replayed
+LOOKUP_PG = "SELECT command, request_hash, result, db_user, current_user FROM operation WHERE key = ?"
+LOOKUP_SQLITE = "SELECT command, request_hash, result, NULL, NULL FROM operation WHERE key = ?"
+
+
 def run(engine: Engine | Connection, key: str | None, command: str, request: dict,
         fn: Callable[[Connection], dict], reads: Sequence[driver.Query] = ()) -> dict:
     """Run `fn` as one write transaction, recording `key`; replay the stored result on repeat.
@@ -28,12 +34,15 @@ def run(engine: Engine | Connection, key: str | None, command: str, request: dic
     if not key:  # nothing to look up or record
         return db.run_write(engine, lambda conn: {**fn(conn), "replayed": False}, reads=reads)
     digest = request_hash(command, request)
-    lookup = ("SELECT command, request_hash, result FROM operation WHERE key = ?", (key,))
+    lookup = (LOOKUP_SQLITE if db.is_sqlite(engine) else LOOKUP_PG, (key,))
 
     def work(conn: Connection) -> dict:
         rows = driver.select(conn, lookup)[0]
         if rows:
-            command_was, digest_was, result_was = rows[0]
+            command_was, digest_was, result_was, user_was, user = rows[0]
+            if user_was is not None and user_was != user:  # PostgreSQL: another user's row is never reported
+                raise IdempotencyConflict(f"key {key!r} was recorded by database user {user_was}, not {user}; "
+                                          "use a new key")
             if command_was != command or digest_was != digest:
                 raise IdempotencyConflict(
                     f"key {key!r} was already used for a different request ({command_was}); use a new key")

@@ -145,6 +145,7 @@ class Operation(SQLModel, table=True):
     request_hash: str
     result: str = Field(sa_column=Column(Text, nullable=False))
     created_at: str
+    db_user: Optional[str] = None  # PostgreSQL: the database user that wrote the row (default CURRENT_USER)
 
 
 class ChainHead(SQLModel, table=True):
