@@ -5,7 +5,7 @@ import datetime as dt
 
 from sqlalchemy import Engine, text
 
-from . import balances, db, ledger, rulebooks, units
+from . import balances, clock, db, ledger, rulebooks, units
 from .errors import Problem
 from .projects import load_projects
 
@@ -16,7 +16,7 @@ def balance(engine: Engine, *, by: str = "pollutant", pollutant: str | None = No
     with db.reading(engine) as conn:
         _, book = rulebooks.current(conn)
         unit_of = {p.code: p.unit for p in book.pollutants.values()}
-        day = as_of or dt.date.today()
+        day = as_of or clock.today()
         rows = balances.balance_rows(conn, unit_of, by=by, pollutant=pollutant, zone=zone, as_of=as_of, today=day)
     return {"as_of": day.isoformat(), "by": by, "rows": rows}
 

@@ -17,6 +17,7 @@ from .errors import Problem, Refused
 
 HASH_SCHEME = "quota-chain-v1"
 NONNEG_KINDS = {"lot", "reserved", "allocated"}
+NO_POSTING_KINDS = {"revoke"}  # a revocation marks the lot even when nothing of it is left unallocated
 
 
 class Leg(NamedTuple):
@@ -40,7 +41,7 @@ def project_account(project_id: str, part: str) -> str:
 
 @functools.lru_cache(maxsize=1 << 16)  # called for every leg, several times per operation
 def account_kind(account: str) -> str:
-    """'lot', 'reserved', 'allocated', 'issued', 'expired', 'revoked' or 'adjustment'."""
+    """'lot', 'reserved', 'allocated', 'issued', 'expired', 'revoked', 'superseded' or 'adjustment'."""
     head, _, rest = account.partition(":")
     return rest.rsplit(":", 1)[1] if head == "project" else head
 
@@ -132,7 +133,7 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
             if type(g) is not int or g == 0:  # not a bool, not a float, not a Decimal
                 raise ValueError(f"posting amount must be a non-zero integer of grams: {leg}")
             totals[leg.pollutant] = totals.get(leg.pollutant, 0) + g
-        if any(totals.values()) or not spec.legs:
+        if any(totals.values()) or (not spec.legs and spec.kind not in NO_POSTING_KINDS):
             raise ValueError(f"transaction does not balance: {totals}")
         _check_and_apply(balances, spec)
         seq += 1
