@@ -179,7 +179,9 @@ _PAIR_INSERT = f"INSERT INTO balance ({', '.join(PAIR_COLUMNS)})"
 
 def _write_small(conn: Connection, txn_rows, post_rows, pair_rows, total_rows) -> None:
     """An ordinary operation's writes: one statement per table, queued as one batch (driver.write)."""
-    writes = [driver.values(_TXN_INSERT, len(TXN_COLUMNS), txn_rows), driver.values(_POSTING_INSERT, 5, post_rows)]
+    writes = [driver.values(_TXN_INSERT, len(TXN_COLUMNS), txn_rows)]
+    if post_rows:  # a transaction of NO_POSTING_KINDS may have none
+        writes.append(driver.values(_POSTING_INSERT, 5, post_rows))
     if pair_rows:
         writes.append(driver.values(_PAIR_INSERT, len(PAIR_COLUMNS), pair_rows, PAIR_UPSERT))
     if total_rows:

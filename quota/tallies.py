@@ -273,7 +273,8 @@ def _supersede(conn: Connection, records: list[TallyRecord], book: Rulebook) -> 
         # so grams released from it later go to superseded:<P>, never back to it
         legs = [ledger.Leg(ledger.lot_account(lot[0]), lot[0], lot[3], -int(available), lot[2]),
                 ledger.Leg(f"superseded:{lot[3]}", lot[0], lot[3], int(available), lot[2])] if available else []
-        spec = ledger.TxnSpec("revoke", r.effective_date, legs, f"superseded by tally {r.tally_id}", r.report_no,
+        # dated today: it changes the old lot's balance now (the new lot is booked at its vintage)
+        spec = ledger.TxnSpec("revoke", clock.today(), legs, f"superseded by tally {r.tally_id}", r.report_no,
                               None, {"lot": lot[0], "superseded_by": r.tally_id})
         out[r.tally_id] = (used, spec)
     return out
