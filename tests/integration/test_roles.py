@@ -234,6 +234,14 @@ def test_a_clerk_returns_quota_to_lots_and_to_expired_through_its_commands(pg):
     quota_ops.reserve(clerk, "P2026-03", actor="quota_clerk", date=DAY)
     quota_ops.approve(clerk, "P2026-03", doc="D-1", actor="quota_clerk", date=DAY)
     assert quota_ops.cancel(clerk, "P2026-03", actor="quota_clerk", date=DAY)["state"] == "cancelled"
+    # grams reserved from a lot the owner then revokes go to revoked:, by the clerk's release
+    drawn = quota_ops.reserve(clerk, "P2026-05", actor="quota_clerk", date=DAY)["draws"][0]
+    quota_ops.revoke(pg, drawn["lot"], actor="admin", memo="tally found invalid", date=DAY)
+    seq = quota_ops.release(clerk, "P2026-05", actor="quota_clerk", date=DAY)["txn"]
+    with pg.connect() as conn:
+        accounts = {r[0] for r in conn.execute(text("SELECT account FROM posting WHERE txn_seq = :s AND "
+                                                    "amount_g > 0"), {"s": seq})}
+    assert f"revoked:{drawn['pollutant']}" in accounts
     serial, zone, _ = lot_of(pg)
     with clerk.connect() as conn, conn.begin() as t:  # what a release of an expired lot's grams posts
         forge(conn, "release", [("project:P2026-01:reserved", serial, "COD", -5), ("expired:COD", serial, "COD", 5)])
