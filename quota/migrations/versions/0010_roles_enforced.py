@@ -14,7 +14,8 @@ table's db_user column, which SQLite gets too (its db_user stays empty).
   release, cancel or approve may put grams back (positive) on a lot's own account or on expired:,
   revoked: or superseded:. So a clerk cannot post to or from issued: or adjustment:, cannot take
   grams out of expired: or revoked:, and cannot invent quota in any kind of transaction.
-- plan: BEFORE UPDATE, for everyone: the only change is setting applied_at, once.
+- plan: BEFORE UPDATE, for a user without the owner's privileges: the only change is setting applied_at,
+  once (the clerk's column grant already limits it to applied_at).
 - chain_head: append-only like the ledger tables (writers only lock it, FOR UPDATE, for which the clerk
   holds UPDATE on its id column).
 - operation.db_user: defaults to CURRENT_USER; the clerk may not insert that column, so an idempotency
@@ -71,9 +72,12 @@ END $$""",
     """CREATE TRIGGER posting_account_guard BEFORE INSERT ON posting FOR EACH ROW
 WHEN (NOT (NEW.account LIKE 'project:%' OR (NEW.account = 'lot:' || NEW.lot AND NEW.amount_g < 0)))
 EXECUTE FUNCTION quota_posting_guard()""",
-    """CREATE OR REPLACE FUNCTION quota_plan_guard() RETURNS trigger LANGUAGE plpgsql
+    f"""CREATE OR REPLACE FUNCTION quota_plan_guard() RETURNS trigger LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  IF {_OWNER} THEN
+    RETURN NEW;
+  END IF;
   IF OLD.applied_at IS NOT NULL OR NEW.applied_at IS NULL
      OR to_jsonb(NEW) - 'applied_at' IS DISTINCT FROM to_jsonb(OLD) - 'applied_at' THEN
     RAISE EXCEPTION 'a stored plan is only ever marked applied, once: UPDATE of plan % refused', OLD.plan_id
