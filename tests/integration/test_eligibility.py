@@ -237,8 +237,10 @@ def test_a_forged_plan_row_cannot_make_apply_skip_a_check(book, forge):
 
 def test_a_plan_from_an_unnamed_scenario_is_never_applied(book, tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text("[[lots]]\nid = \"X\"\nzone = \"JT-YT\"\npollutant = \"COD\"\namount = \"50\"\n",
-                    encoding="utf-8")
+    path.write_text('remove_projects = ["P-B"]\n', encoding="utf-8")  # no name, only real lots drawn
     plan = plans.run_plan(book, as_of=TODAY, scenario_path=str(path))
-    with pytest.raises(Refused, match="scenario"):
+    assert plan["funded"]
+    before = snapshot(book)
+    with pytest.raises(Refused, match="is a scenario") as info:
         plans.apply_plan(book, plan["plan_id"], actor="p", date=TODAY)
+    assert info.value.code == "plan_state" and snapshot(book) == before
