@@ -343,15 +343,16 @@ def revoke(ctx: typer.Context, lot: Annotated[str, typer.Argument(help="Lot seri
 def demo(ctx: typer.Context,
          data: Annotated[Optional[Path], typer.Option(help="Folder with rules.toml, tallies.csv, projects.csv "
                                                            "(default: the installation's data/ folder).")] = None,
-         today: Annotated[Optional[str], typer.Option(help="Date to run the demo on (default today).")] = None) -> None:
+         today: Annotated[Optional[str], typer.Option(help="Date to run the demo on (default 2026-11-30, a day that "
+                                                        "suits the sample data, whatever the calendar says).")] = None) -> None:
     """Load the sample data into a fresh database (default quota-demo.db) and walk through the ledger.
 
     Example: quota demo
     """
-    from cli.demo import run_demo
+    from cli.demo import DEMO_TODAY, run_demo
     url = ctx.obj.url if ctx.obj.url_given else "sqlite:///quota-demo.db"
     with failures():
-        run_demo(url, data or DATA_DIR, ctx.obj.actor, _date(today) or dt.date.today(),
+        run_demo(url, data or DATA_DIR, ctx.obj.actor, _date(today) or DEMO_TODAY,
                  fresh_default=not ctx.obj.url_given)
 
 
