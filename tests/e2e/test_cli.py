@@ -193,3 +193,26 @@ def test_the_demo_tells_the_same_story_on_any_calendar_date(tmp_path, monkeypatc
     later = _demo_output(tmp_path, monkeypatch, dt.date(2031, 6, 1))
     assert "2026-11-30" in today and "2031" not in later
     assert today == later
+
+
+@pytest.mark.parametrize("args,words", [
+    (["plan", "run", "--solver", "gurobi"], "unknown solver"),
+    (["plan", "run", "--time-limit", "-5"], "time limit"),
+    (["plan", "run", "--gap", "nan"], "gap"),
+    (["balance", "--pollutant", "XYZ"], "unknown pollutant"),
+    (["balance", "--zone", "NOWHERE"], "unknown zone"),
+])
+def test_bad_options_are_refused_in_one_line_and_nothing_is_stored(loaded, args, words):
+    before = snapshot(db.make_engine(loaded))
+    r = quota(loaded, *args, "--json")
+    assert r.exit_code == 1 and words in r.stderr and "Traceback" not in r.output
+    assert json.loads(r.stdout)["error"]["code"] in ("bad_option", "unknown_code")
+    assert snapshot(db.make_engine(loaded)) == before
+
+
+def test_codes_in_filters_are_case_insensitive_like_the_imports(loaded):
+    lower = json.loads(quota(loaded, "balance", "--pollutant", "nox", "--zone", "jt-zl", "--by", "zone",
+                             "--json").stdout)["rows"]
+    upper = json.loads(quota(loaded, "balance", "--pollutant", "NOX", "--zone", "JT-ZL", "--by", "zone",
+                             "--json").stdout)["rows"]
+    assert lower == upper and lower and lower[0]["zone"] == "JT-ZL"
