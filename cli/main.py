@@ -103,7 +103,7 @@ def failures(as_json: bool = False):
     except QuotaError as exc:
         if as_json:
             render.emit_json(exc.to_dict())
-        render.error(str(exc))
+        render.refusal(exc)
         raise typer.Exit(1) from None
     except DBAPIError as exc:  # cannot connect, permission denied, disk full, locked for too long...
         message = f"database error: {str(exc.orig).strip() if exc.orig else exc}"

@@ -68,6 +68,12 @@ def error(message: str) -> None:
     err.print(i18n.translate_error(message, LANG["lang"]), markup=False, highlight=False)
 
 
+def refusal(exc) -> None:
+    """A library refusal (QuotaError) on stderr, in the user's language, rendered from its code and facts."""
+    err.print(f"[bold red]{msg('error')}:[/] ", markup=True, highlight=False, end="")
+    err.print(i18n.refusal(exc.code, str(exc), exc.facts, LANG["lang"]), markup=False, highlight=False)
+
+
 def note(message: str) -> None:
     err.print(message, markup=False, highlight=False)
 

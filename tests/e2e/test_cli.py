@@ -216,3 +216,12 @@ def test_codes_in_filters_are_case_insensitive_like_the_imports(loaded):
     upper = json.loads(quota(loaded, "balance", "--pollutant", "NOX", "--zone", "JT-ZL", "--by", "zone",
                              "--json").stdout)["rows"]
     assert lower == upper and lower and lower[0]["zone"] == "JT-ZL"
+
+
+def test_refusals_in_chinese_are_rendered_from_their_code_and_facts(loaded):
+    zh = runner.invoke(app, ["--db", loaded, "--lang", "zh", "reserve", "P2026-04", "--date", "2026-11-29"])
+    assert zh.exit_code == 1 and "无法为 P2026-04 预留指标" in zh.stderr and "TP 在 CDH 缺口 0.1000 t/a" in zh.stderr
+    late = runner.invoke(app, ["--db", loaded, "--lang", "zh", "reserve", "P2026-04", "--date", "2099-01-01"])
+    assert late.exit_code == 1 and "晚于今天" in late.stderr and "after today" not in late.stderr
+    bad = runner.invoke(app, ["--db", loaded, "--lang", "zh", "balance", "--pollutant", "XYZ"])
+    assert bad.exit_code == 1 and "未知污染物 'XYZ'" in bad.stderr
