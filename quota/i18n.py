@@ -11,6 +11,8 @@ LANGS = ("en", "zh")
 
 MESSAGES: dict[str, dict[str, str]] = {
     "refused": {"en": "refused: {n} problem(s); nothing was written", "zh": "已拒绝：{n} 个问题；未写入任何数据"},
+    "more_problems": {"en": "... and {n} more problem(s) (--json lists every one)",
+                      "zh": "……另有 {n} 个问题（--json 列出全部）"},
     "verify_failed": {"en": "verification FAILED: {n} problem(s)", "zh": "校验失败：{n} 个问题"},
     "error": {"en": "error", "zh": "错误"},
     "verified": {"en": "{what} verified: {txns} transactions, {posts} postings, {accts} balances; head {head} ({scheme})",
