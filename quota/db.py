@@ -121,10 +121,11 @@ def run_write(bind: Engine | Connection, fn: Callable[[Connection], T], attempts
             if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
                 timeouts += 1
                 if timeouts >= LOCK_ATTEMPTS or attempt == attempts:
+                    waited = _waited(bind)
                     raise LedgerBusy(
                         f"the ledger is busy: another writer held its lock through {timeouts} attempt(s) of "
-                        f"{_waited(bind)} each; nothing was written, try again later (QUOTA_LOCK_TIMEOUT sets the "
-                        f"wait)") from exc
+                        f"{waited} each; nothing was written, try again later (QUOTA_LOCK_TIMEOUT sets the "
+                        f"wait)", "ledger_busy", attempts=timeouts, lock_timeout=waited) from exc
             if attempt < attempts and (_transient(exc) or (not lock and isinstance(exc, IntegrityError))):
                 RETRIES.append(f"attempt {attempt}: {type(exc.orig).__name__}: "
                                f"{(str(exc.orig).strip().splitlines() or [''])[0][:80]}")

@@ -100,14 +100,17 @@ def check_caller(engine: Engine) -> str:
     with engine.connect() as conn:
         user, schema, can_create, existing, initialised, not_owned = conn.execute(text(_CALLER_SQL)).one()
     if not initialised:
-        raise Refused(f"schema {schema!r} has no quota ledger: run `quota init --rules FILE` first")
+        raise Refused(f"schema {schema!r} has no quota ledger: run `quota init --rules FILE` first", "not_found",
+                      schema=schema)
     if not_owned:
         raise Refused(f"{user} cannot grant on schema {schema!r}: it does not own {not_owned}. Run "
                       f"`quota db roles` as the ledger's owner (the user that ran `quota init`), or give them "
-                      f"the SQL of `quota db roles --print --schema {schema}`")
+                      f"the SQL of `quota db roles --print --schema {schema}`", "cannot_grant", user=user,
+                      schema=schema, not_owned=not_owned.split(", "))
     if existing < len(ROLES) and not can_create:
         raise Refused(f"{user} cannot create roles (it lacks CREATEROLE): run `quota db roles` as a user "
-                      f"who can, or have the roles {', '.join(ROLES)} created first")
+                      f"who can, or have the roles {', '.join(ROLES)} created first", "cannot_grant", user=user,
+                      schema=schema)
     return schema
 
 
