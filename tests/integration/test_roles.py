@@ -347,8 +347,9 @@ def test_no_role_can_plant_an_idempotency_row_another_user_reads(pg):
 def test_db_roles_refuses_a_caller_who_cannot_grant(pg):
     code, out = cli(role_url(pg, "quota_clerk"), "db", "roles")
     assert code == 1 and "quota_clerk cannot grant" in out and "granted" not in out.replace("cannot grant", ""), out
-    with pytest.raises(Refused, match="cannot grant"):
+    with pytest.raises(Refused, match="cannot grant") as info:
         roles.create_roles(as_role(pg, "quota_auditor"))
+    assert info.value.code == "cannot_grant" and info.value.facts["user"] == "quota_auditor"
     code, out = cli(pg.url.render_as_string(hide_password=False), "db", "roles")
     assert code == 0 and "created/granted" in out
 
@@ -389,8 +390,9 @@ def test_a_writer_behind_a_held_lock_gives_up_as_busy_within_its_timeout(pg, mon
         db.RETRIES.clear()
         busy = db.make_engine(url, 0.2)
         started = time.monotonic()
-        with pytest.raises(db.LedgerBusy, match="the ledger is busy"):
+        with pytest.raises(db.LedgerBusy, match="the ledger is busy") as info:
             quota_ops.reserve(busy, "P2026-03", actor="c", date=DAY)
+        assert info.value.code == "ledger_busy" and info.value.facts == {"attempts": 3, "lock_timeout": "200ms"}
         assert time.monotonic() - started < 5
         assert len(db.RETRIES) == db.LOCK_ATTEMPTS - 1  # reported retries, then the refusal
         busy.dispose()
