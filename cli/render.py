@@ -80,6 +80,11 @@ def refusal(exc) -> None:
     err.print(i18n.refusal(exc.code, str(exc), exc.facts, LANG["lang"]), markup=False, highlight=False)
 
 
+def done(message: str) -> None:
+    """A success line: stdout (diagnostics go to stderr)."""
+    out.print(message, markup=False, highlight=False)
+
+
 def note(message: str) -> None:
     err.print(message, markup=False, highlight=False)
 

@@ -77,6 +77,8 @@ def trace(engine: Engine, project_id: str) -> dict:
 def verify(engine: Engine, progress=None) -> tuple[dict, list[Problem]]:
     """Recompute the hash chain and every balance from the postings, and the matching keys from the
     rulebooks (errors as data)."""
+    if not db.schema_exists(engine):
+        raise db.NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
     with db.reading(engine) as conn:
         summary, problems = ledger.verify(conn, progress)
         problems += rulebooks.check_matching(conn)

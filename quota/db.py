@@ -20,7 +20,11 @@ T = TypeVar("T")
 
 
 class NotInitialised(QuotaError):
-    pass
+    code = "not_initialised"
+
+
+class BadDatabaseURL(QuotaError):
+    code = "bad_database_url"
 
 
 # sqlite+quota:// is quota.sqlite_dialect.SQLiteDialect, imported only when a SQLite engine is made
@@ -43,17 +47,22 @@ def lock_timeout(value: float | str | None = None) -> float:
     try:
         seconds = float(value)
     except ValueError:
-        raise QuotaError(f"lock timeout {value!r} is not a number of seconds") from None
-    if not 0 <= seconds <= 3600 or seconds != seconds:
-        raise QuotaError(f"lock timeout {value!r} must be between 0 and 3600 seconds")
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:  # NaN fails too
+        raise Refused(f"lock timeout {value!r} must be a number of seconds from 0 to 3600", "bad_option",
+                      option="lock_timeout", value=str(value))
     return seconds
 
 
 def make_engine(url: str = DEFAULT_URL, lock_timeout_s: float | str | None = None) -> Engine:
     """An engine for SQLite (WAL, BEGIN IMMEDIATE for writers) or PostgreSQL (psycopg; every statement
-    waits at most `lock_timeout_s` for a lock, see `lock_timeout`, set once per connection)."""
+    waits at most `lock_timeout_s` for a lock, see `lock_timeout`, set once per connection); any other URL
+    is refused (BadDatabaseURL) before anything is opened."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if not (url.startswith("sqlite:///") or url == "sqlite://" or url.startswith("postgresql+psycopg://")):
+        raise BadDatabaseURL(f"cannot use the database URL {url!r}: use sqlite:///FILE (the default is "
+                             f"{DEFAULT_URL}) or postgresql+psycopg://user@host/dbname")
     if url.startswith("sqlite"):
         driver.sqlite_adapters()  # dates bound through the driver are stored as ISO text
         engine = create_engine(make_url(url).set(drivername="sqlite+quota"),

@@ -168,6 +168,9 @@ REFUSALS_ZH = {
     "missing_memo": lambda f: "注销需要说明原因（--memo）",
     "unknown_code": lambda f: f"未知{WHAT_ZH.get(f['what'], f['what'])} '{f['value']}'",
     "bad_option": lambda f: f"选项 {WHAT_ZH.get(f['option'], f['option'])} 的值无效：{f['value']}",
+    "ledger_busy": lambda f: f"台账繁忙：另一写入者一直持有写锁（已尝试 {f['attempts']} 次，每次等待 {f['lock_timeout']}），"
+                             "未写入任何内容，请稍后重试",
+    "cannot_grant": lambda f: f"{f['user']} 无权在 schema {f['schema']} 上授权：请由台账所有者运行 `quota db roles`",
 }
 
 

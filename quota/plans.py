@@ -175,6 +175,17 @@ def _result(book, infos, projects, lots, rows, sol, candidates, chosen, scenario
     return out
 
 
+def list_plans(engine: Engine) -> dict:
+    """Every stored plan, in the order they were made: {"plans": [{plan_id, as_of, status, scenario, created_at,
+    actor, applied_at}]} (a scenario plan, named or not, can never be applied)."""
+    with db.reading(engine) as conn:
+        rows = conn.execute(text("SELECT plan_id, as_of, status, scenario_name, scenario, created_at, actor, applied_at "
+                                 "FROM plan ORDER BY created_at, plan_id")).all()
+    return {"plans": [{"plan_id": r[0], "as_of": str(r[1]), "status": r[2],
+                       "scenario": (r[3] or "(unnamed)") if (r[3] or r[4]) else None, "created_at": r[5],
+                       "actor": r[6], "applied_at": r[7]} for r in rows]}
+
+
 def get_plan(engine: Engine, plan_id: str) -> dict:
     with db.reading(engine) as conn:
         row = conn.execute(text("SELECT result, applied_at FROM plan WHERE plan_id = :p"), {"p": plan_id}).first()

@@ -225,3 +225,22 @@ def test_refusals_in_chinese_are_rendered_from_their_code_and_facts(loaded):
     assert late.exit_code == 1 and "晚于今天" in late.stderr and "after today" not in late.stderr
     bad = runner.invoke(app, ["--db", loaded, "--lang", "zh", "balance", "--pollutant", "XYZ"])
     assert bad.exit_code == 1 and "未知污染物 'XYZ'" in bad.stderr
+
+
+@pytest.mark.parametrize("url", ["notaurl", "mysql://root@127.0.0.1/test", "sqlite:/relative.db"])
+def test_a_database_url_quota_cannot_use_is_one_clear_line(url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["--db", url, "balance", "--json"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert json.loads(r.stdout)["error"]["code"] == "bad_database_url" and "sqlite:///FILE" in r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_verify_of_an_empty_database_says_to_init_and_success_lines_go_to_stdout(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    r = runner.invoke(app, ["--db", url, "verify"])
+    assert r.exit_code == 1 and "quota init" in r.stderr and "no such table" not in r.output
+    r = runner.invoke(app, ["--db", url, "init", "--rules", str(DATA / "rules.toml")])
+    assert r.exit_code == 0 and "initialised" in r.stdout and r.stderr == ""
+    r = runner.invoke(app, ["--db", f"sqlite:///{tmp_path / 'fresh.db'}", "demo", "--data", str(tmp_path / "nowhere")])
+    assert r.exit_code == 1 and "Traceback" not in r.output and "file not found" in r.stderr
