@@ -43,9 +43,10 @@ class State:
 def _date(value: Optional[str]) -> Optional[dt.date]:
     if value is None:
         return None
+    from quota.clock import ClockError, parse_day
     try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
+        return parse_day(value)
+    except ClockError:
         raise typer.BadParameter(f"{value!r} is not a date (use YYYY-MM-DD)") from None
 
 

@@ -47,6 +47,7 @@ class ProjectInfo:
     must_fund: bool
     state: str
     needs: list[Need] = field(default_factory=list)
+    reserved_until: dt.date | None = None  # the reservation's lapse date, when reserved with one
 
 
 def required_g(increment_g: int, ratio: Decimal) -> int:
@@ -140,7 +141,7 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
 
 
 PROJECT_SQL = ("SELECT p.project_id, p.name, p.zone, p.industry, p.priority, p.needed_by, p.must_fund, p.state, "
-               "n.pollutant, n.increment_g, n.ratio FROM project p "
+               "n.pollutant, n.increment_g, n.ratio, p.reserved_until FROM project p "
                "LEFT JOIN project_need n ON n.project_id = p.project_id")
 
 
@@ -167,7 +168,7 @@ def projects_from_rows(book: Rulebook, rows) -> list[ProjectInfo]:
         info = infos.get(r[0])
         if info is None:
             info = infos[r[0]] = ProjectInfo(r[0], r[1], r[2], r[3] or "", int(r[4]), ledger._as_date(r[5]),
-                                             bool(r[6]), r[7])
+                                             bool(r[6]), r[7], reserved_until=ledger._as_date(r[11]))
         if r[8] is not None:
             ratio, reasons = book.ratio(r[8], info.industry, info.zone, Decimal(r[10]) if r[10] else None)
             info.needs.append(Need(r[8], int(r[9]), ratio, tuple(reasons), required_g(int(r[9]), ratio),

@@ -220,7 +220,8 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
         if amount <= 0:
             raise ValidationFailed([Problem(name, r.row, "baseline_actual",
                                             f"superseding tally credits {r.creditable_g} g but "
-                                            f"{revokes[r.tally_id][0]} g of the old lot are already used")])
+                                            f"{revokes[r.tally_id][0]} g of the tallies it replaces were already "
+                                            "allocated or expired")])
         tallies.append((r.tally_id, r.source_id, r.measure, r.zone, r.pollutant, str(r.baseline_actual),
                         None if r.permitted is None else str(r.permitted), None if r.post is None else str(r.post),
                         r.unit, r.baseline_year, r.effective_date, r.method, r.assessor, r.report_no,
@@ -239,7 +240,7 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
                                    "assessor", "report_no", "creditable_g", "supersedes", "import_id", "row"], tallies)
     db.insert_many(conn, "lot", ["serial", "tally_id", "pollutant", "zone", "effective_date", "expires", "issued_g"],
                    lots)
-    revoke_specs = [spec for _, spec in sorted(revokes.values(), key=lambda v: v[1].ref)]
+    revoke_specs = sorted((spec for _, spec in revokes.values() if spec), key=lambda spec: spec.ref)
     all_specs = revoke_specs + specs
     expiry = {lot[0]: lot[5] for lot in lots}  # serial -> expires, for the balance totals
     new = set(expiry)  # the lots issued here: no balance pair holds them yet
@@ -259,24 +260,47 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
 
 
 def _supersede(conn: Connection, records: list[TallyRecord], book: Rulebook) -> dict:
-    """For superseding tallies: {new tally_id: (grams of the old lot already used, revoke spec)}."""
+    """For superseding tallies: {new tally_id: (grams spent by the tallies it replaces, revoke spec or None)}.
+
+    A correction credits its creditable amount less what the whole chain of tallies it replaces gave out for
+    good: grams allocated to projects, and grams that expired (posted to expired:, or still on a lot past its
+    expiry). Grams only reserved on the old lot are not spent: they can never be approved from it and go to
+    superseded: when released. The old lot's balance leaves it now (to superseded:, or to expired: when it has
+    lapsed) and the lot is marked superseded; a lot already revoked keeps its mark."""
+    today = clock.today()
     out = {}
     for r in records:
         if not r.supersedes:
             continue
-        lot = conn.execute(text("SELECT serial, issued_g, zone, pollutant FROM lot WHERE tally_id = :t"),
-                           {"t": r.supersedes}).one()
-        available = conn.execute(text("SELECT amount_g FROM balance WHERE account = :a AND lot = :l"),
-                                 {"a": ledger.lot_account(lot[0]), "l": lot[0]}).scalar_one()
-        used = int(lot[1]) - int(available)
-        # the old lot is marked superseded even when nothing of it is left (a transaction without postings),
-        # so grams released from it later go to superseded:<P>, never back to it
-        legs = [ledger.Leg(ledger.lot_account(lot[0]), lot[0], lot[3], -int(available), lot[2]),
-                ledger.Leg(f"superseded:{lot[3]}", lot[0], lot[3], int(available), lot[2])] if available else []
-        # dated today: it changes the old lot's balance now (the new lot is booked at its vintage)
-        spec = ledger.TxnSpec("revoke", clock.today(), legs, f"superseded by tally {r.tally_id}", r.report_no,
-                              None, {"lot": lot[0], "superseded_by": r.tally_id})
-        out[r.tally_id] = (used, spec)
+        chain, tally = [], r.supersedes
+        while tally:
+            row = conn.execute(text(
+                "SELECT l.serial, l.zone, l.pollutant, l.expires, s.status, t.supersedes FROM lot l "
+                "JOIN tally t ON t.tally_id = l.tally_id LEFT JOIN lot_status s ON s.serial = l.serial "
+                "WHERE l.tally_id = :t"), {"t": tally}).one()
+            chain.append(row)
+            tally = row[5]
+        expired = {c[0] for c in chain if c[3] is not None and ledger._as_date(c[3]) <= today}
+        spent, available = 0, 0
+        for account, lot, amount in conn.execute(
+                text("SELECT account, lot, amount_g FROM balance WHERE lot IN :lots").bindparams(
+                    bindparam("lots", expanding=True)), {"lots": [c[0] for c in chain]}):
+            kind = ledger.account_kind(account)
+            if kind in ("allocated", "expired") or (kind == "lot" and lot in expired):
+                spent += int(amount)
+            if kind == "lot" and lot == chain[0][0]:
+                available = int(amount)
+        serial, zone, pol, _, status, _ = chain[0]
+        spec = None
+        if not status:
+            dest = f"expired:{pol}" if serial in expired else f"superseded:{pol}"
+            legs = [ledger.Leg(ledger.lot_account(serial), serial, pol, -available, zone),
+                    ledger.Leg(dest, serial, pol, available, zone)] if available else []
+            # dated today: it changes the old lot's balance now (the new lot is booked at its vintage); marked
+            # superseded even when nothing is left (a transaction without postings)
+            spec = ledger.TxnSpec("revoke", today, legs, f"superseded by tally {r.tally_id}", r.report_no, None,
+                                  {"lot": serial, "superseded_by": r.tally_id})
+        out[r.tally_id] = (spent, spec)
     return out
 
 
