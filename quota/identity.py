@@ -20,6 +20,11 @@ Stable API (every importer and command calls these on what a user typed):
   ``project id 'P2026-01\\u200b' contains an invisible character U+200B (ZERO WIDTH SPACE)``.
   ``str(exc)`` is ready to show; ``exc.reason`` is the message without the leading
   ``<what> <repr>`` part, for a Problem whose column already says what is wrong.
+- ``loose(stored) -> str`` / ``same(a, b) -> bool`` compare ids already stored (perhaps before this
+  rule existed) by their normal form, never raising: look a typed id up with ``code`` and compare
+  stored ids with ``loose``.
+- ``name_key(name) -> str`` is how names are compared for a likely duplicate source (NFKC,
+  case-folded, letters, digits and marks only).
 """
 from __future__ import annotations
 

@@ -213,7 +213,7 @@ class _Parser:
         rules = data.get("rules", {})
         self.unknown(rules, {"non_attainment", "ratio_default", "ratio_non_attainment", "ratio_rule"}, "rules")
         for zone, media in (rules.get("non_attainment") or {}).items():
-            self.zone(zone, f"rules.non_attainment.{zone}")
+            zone = self.zone(zone, f"rules.non_attainment.{zone}")
             if not isinstance(media, list) or any(m not in MEDIA for m in media):
                 self.err(f"rules.non_attainment.{zone}", f"must be a list of media from {', '.join(MEDIA)}")
             else:
@@ -230,7 +230,11 @@ class _Parser:
             if not isinstance(value, Decimal) or not (1 <= value <= 100):
                 self.err(f"rules.ratio_rule[{i}].ratio", "ratio must be from 1 to 100")
                 continue
-            sc.ratio_rules.append(RatioRule(value, r.get("pollutant"), r.get("industry"), r.get("zone")))
+            pol = self.code(r.get("pollutant"), f"rules.ratio_rule[{i}].pollutant", required=False) or None
+            if pol and pol not in self.book.pollutants:
+                self.err(f"rules.ratio_rule[{i}].pollutant", f"unknown pollutant {pol!r}")
+            zone = self.zone(r["zone"], f"rules.ratio_rule[{i}].zone") if r.get("zone") else None
+            sc.ratio_rules.append(RatioRule(value, pol, r.get("industry"), zone))
         for i, c in enumerate(data.get("candidates", []), 1):
             w = f"candidates[{i}]"
             self.unknown(c, {"id", "name", "zone", "cost", "reductions"}, w)

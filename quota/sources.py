@@ -118,7 +118,7 @@ def _identify(name: str, records: list, sources: dict, problems: list[Problem]) 
         elif key not in new:
             new.add(key)
             look = (identity.name_key(r.source_name), r.zone)
-            other = looks.get(look)
+            other = looks.get(look) if look[0] else None  # a name of no letters or digits compares to none
             if other is not None and not r.distinct_source:
                 problems.append(Problem(name, r.row, "source_id", (
                     f"duplicate_source: source {r.source_id} has the name and zone of source {other} "

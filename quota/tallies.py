@@ -298,7 +298,8 @@ def _summary(records: list[TallyRecord], book: Rulebook, serials: list[str], dry
     for r in records:
         totals[r.pollutant] = totals.get(r.pollutant, 0) + r.creditable_g
     return {"tallies": len(records), "lots": serials, "dry_run": dry_run,
-            "capped": [{"tally_id": r.tally_id, "by": r.capped_by, "creditable_g": r.creditable_g}
-                       for r in records if r.capped_by],
+            "capped": [{"tally_id": r.tally_id, "by": r.capped_by, "creditable_g": r.creditable_g,
+                        "amount": units.display(r.creditable_g, book.pollutants[r.pollutant].unit),
+                        "unit": book.pollutants[r.pollutant].unit} for r in records if r.capped_by],
             "credited": [{"pollutant": p, "amount_g": g, "unit": book.pollutants[p].unit,
                           "amount": units.display(g, book.pollutants[p].unit)} for p, g in sorted(totals.items())]}

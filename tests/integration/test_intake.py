@@ -125,6 +125,15 @@ def test_what_a_source_is_credited_is_bounded_by_its_first_baseline(sample, writ
     assert audit.verify(sample)[1] == []
 
 
+def test_the_cli_says_which_credit_was_capped(db_url, write_csv):
+    assert quota(db_url, "init", "--rules", str(DATA / "rules.toml")).exit_code == 0
+    result = quota(db_url, "tally", "import", write_csv("h.csv", TALLY_HEADER, [
+        "H1,F1,甲厂,upgrade,JT-YT,COD,20,,5,t/a,2022,2023-01-01,m,x,R1",
+        "H3,F1,甲厂,closure,JT-YT,COD,20,,,t/a,2024,2025-01-01,m,x,R3"]))
+    assert result.exit_code == 0, result.output
+    assert "H3: baseline capped at upgrade H1's post-upgrade emissions (5.0000 t/a credited)" in result.stdout
+
+
 def test_within_one_file_a_second_closure_and_an_upgrade_after_it_are_refused(engine, write_csv):
     got = problems(engine, write_csv("t.csv", TALLY_HEADER, [
         "A1,F1,甲厂,closure,JT-YT,COD,18.4,,,t/a,2021,2022-01-01,m,x,R1",
@@ -200,7 +209,11 @@ def test_scenario_ids_and_numbers_follow_the_same_rules(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('[[projects]]\nproject_id = "x1"\nzone = "jt-yt"\nneeds = { cod = "１２．５" }\n'
                     '[[lots]]\nid = "h1"\nzone = "JT-YT"\npollutant = "COD"\namount = "1,000"\n', encoding="utf-8")
+    path.write_text(path.read_text(encoding="utf-8") + '[rules]\nnon_attainment = { "jt-yt" = ["water"] }\n'
+                    '[[rules.ratio_rule]]\nratio = 3\npollutant = "cod"\nzone = "ｊｔ-ｙｔ"\n', encoding="utf-8")
     sc = scenario.load_scenario(str(path), BOOK)
+    assert sc.non_attainment == {"JT-YT": ("water",)}
+    assert (sc.ratio_rules[0].pollutant, sc.ratio_rules[0].zone) == ("COD", "JT-YT")
     assert (sc.projects[0].project_id, sc.projects[0].zone, sc.projects[0].needs) == ("X1", "JT-YT", {"COD": 12_500_000})
     assert (sc.lots[0].lot_id, sc.lots[0].amount_g) == ("H1", 1_000_000_000)
     path.write_text('[[projects]]\nproject_id = "X\u200b1"\nzone = "JT-YT"\nneeds = { COD = "12,5" }\n'
