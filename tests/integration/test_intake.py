@@ -249,7 +249,7 @@ AMOUNTS = [("posting", "amount_g"), ("balance", "amount_g"), ("balance_total", "
 
 @pytest.mark.parametrize("table, column", AMOUNTS)
 def test_an_amount_column_never_holds_a_non_integer(sample, table, column):
-    """SQLite turns an integer past 2^63 into REAL silently: the 0009 triggers refuse it (and any
+    """SQLite turns an integer past 2^63 into REAL silently: the 0010 triggers refuse it (and any
     REAL); PostgreSQL's BIGINT refuses a value out of range."""
     projects.import_projects(sample, str(DATA / "projects.csv"), actor="clerk")
     quota_ops.reserve(sample, "P2026-01", actor="clerk", date=dt.date(2026, 11, 29))

@@ -40,7 +40,7 @@ def test_baseline_database_with_data_upgrades_without_loss(db_url):
     assert "ix_balance_lot" in {i["name"] for i in inspect(engine).get_indexes("balance")}
     assert "ix_posting_account_lot" in {i["name"] for i in inspect(engine).get_indexes("posting")}
     assert balance_has_rowid(engine)  # 0007's downgrade rebuilt it
-    assert integer_triggers(engine) == 0  # 0009's downgrade dropped them
+    assert integer_triggers(engine) == 0  # 0010's downgrade dropped them
     with engine.connect() as conn:  # 0008's downgrade copied the last transaction back into the head row
         assert conn.execute(text("SELECT seq, hash FROM chain_head")).one() == tuple(
             conn.execute(text("SELECT seq, hash FROM txn ORDER BY seq DESC LIMIT 1")).one())
@@ -50,7 +50,7 @@ def test_baseline_database_with_data_upgrades_without_loss(db_url):
     assert "ix_txn_project_id" in {i["name"] for i in inspect(engine).get_indexes("txn")}  # 0007
     assert balance_has_rowid(engine) is (engine.dialect.name != "sqlite")  # 0007: SQLite WITHOUT ROWID
     assert [c["name"] for c in inspect(engine).get_columns("chain_head")] == ["id"]  # 0008: the head is the last txn
-    assert integer_triggers(engine) == (12 if engine.dialect.name == "sqlite" else 0)  # 0009
+    assert integer_triggers(engine) == (12 if engine.dialect.name == "sqlite" else 0)  # 0010
     assert snapshot_without_plan(engine) == before
     assert audit.balance(engine)["rows"] == balances and audit.balance(engine, by="zone")["rows"] == zones
     assert audit.verify(engine)[1] == []
@@ -61,7 +61,7 @@ def test_baseline_database_with_data_upgrades_without_loss(db_url):
 
 
 def integer_triggers(engine) -> int:
-    """How many of 0009's integer-grams triggers the database holds (SQLite only)."""
+    """How many of 0010's integer-grams triggers the database holds (SQLite only)."""
     if engine.dialect.name != "sqlite":
         return 0
     with engine.connect() as conn:

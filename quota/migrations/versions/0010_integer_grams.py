@@ -6,13 +6,13 @@ refuse a row whose amount column is not an integer. PostgreSQL's BIGINT columns 
 value out of range ("bigint out of range"), so nothing is added there. A later migration that
 rebuilds one of these tables on SQLite (batch_alter_table) must create its triggers again.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
