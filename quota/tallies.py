@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
-from . import clock, db, idempotency, identity, ledger, rulebooks, sources, units
+from . import clock, db, driver, idempotency, identity, ledger, rulebooks, sources, units
 from .errors import Problem, ValidationFailed
 from .fields import RowReader
 from .rules import Rulebook
@@ -271,6 +271,7 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
         if progress:
             progress("write", min(i + step, len(all_specs)), len(all_specs))
     if revoke_specs:
+        driver.flush(conn)  # post_many may have queued its writes (PostgreSQL pipeline): the txn rows first
         db.insert_many(conn, "lot_status", ["serial", "status", "txn_seq"],
                        [(spec.meta["lot"], "superseded", seq) for spec, seq in zip(revoke_specs, seqs)])
     result = _summary(records, book, serials)
