@@ -76,3 +76,14 @@ def test_the_row_bound_is_the_same_grams_in_every_unit():
     assert units.check_row_g(units.grams_exact(Decimal(1_000_000), "t/a"), "t/a") is None
     assert "1,000,000 t/a" in units.check_row_g(units.grams_exact(Decimal("1000000.000001"), "t/a"), "t/a")
     assert "1,000,000,000 kg/a" in units.check_row_g(units.grams_exact(Decimal("1000000001"), "kg/a"), "kg/a")
+
+
+def test_rulebook_codes_are_ids_in_the_same_normal_form():
+    from quota.rules import parse_rulebook
+    from tests.conftest import DATA
+    text = (DATA / "rules.toml").read_text(encoding="utf-8")
+    book, problems = parse_rulebook(text.replace('code = "COD"', 'code = "cod"').replace('code = "JT-YT"', 'code = "ｊｔ-ｙｔ"'))
+    assert problems == [] and "COD" in book.pollutants and "JT-YT" in book.zones
+    book, problems = parse_rulebook(text.replace('code = "COD"', 'code = "CO\u200bD"'))
+    assert book is None and any("invisible character U+200B" in p.message and p.column == "pollutants[1].code"
+                                for p in problems)
