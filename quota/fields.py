@@ -25,7 +25,8 @@ class RowReader:
 
     def raw(self, col: str) -> str:
         """The cell as NFKC text, trimmed (full-width digits and letters read as ASCII)."""
-        return unicodedata.normalize("NFKC", self.cells.get(col, "")).strip()
+        value = self.cells.get(col, "")
+        return (value if value.isascii() else unicodedata.normalize("NFKC", value)).strip()
 
     def text(self, col: str, required: bool = True, max_len: int = 200, multiline: bool = False) -> str:
         """A free-text cell (a name, a method): kept as typed, trimmed; control characters, line

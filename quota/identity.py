@@ -51,6 +51,8 @@ def _describe(ch: str) -> str:
 
 def _refused_char(text: str, free: bool, multiline: bool) -> str | None:
     """The reason the first unacceptable character of `text` is refused, or None."""
+    if text.isprintable():  # no Cc, Cf, Cs, Co, Cn, Zl or Zp character (checked at C speed)
+        return None
     for ch in text:
         cat = unicodedata.category(ch)
         if cat == "Cc":
@@ -73,6 +75,10 @@ def _refused_char(text: str, free: bool, multiline: bool) -> str | None:
 def code(text: object, what: str = "id", max_len: int = 64) -> str:
     """The normal form of an id or code (NFKC, trimmed, one space inside, upper-case); BadId if unfit."""
     raw = "" if text is None else str(text)
+    if raw.isascii() and raw.isprintable():  # the common case at C speed: NFKC leaves printable ASCII as is
+        value = " ".join(raw.split()).upper()
+        if value and len(value) <= max_len:
+            return value
     reason = _refused_char(raw, free=False, multiline=False)
     if reason:
         raise BadId(what, raw, reason)
@@ -120,4 +126,6 @@ def name_key(name: str) -> str:
     """How two names are compared for a likely duplicate: NFKC, case-folded, without spaces or
     punctuation ('金坛华源化工有限公司' and '金坛 华源化工有限公司 ' compare equal)."""
     value = unicodedata.normalize("NFKC", str(name)).casefold()
+    if value.isalnum():
+        return value
     return "".join(ch for ch in value if unicodedata.category(ch)[0] in "LNM")

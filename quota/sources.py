@@ -85,7 +85,7 @@ def settle(name: str, records: list, book, prior: list[Prior] = (), sources: dic
                     f"no_reduction: {where} already emits only {units.exact(int(cap), r.unit)} {r.unit} after "
                     f"upgrade {state[2]}; post-upgrade emissions {r.post} are no further reduction")))
                 continue
-            grams = credit(book, r, cap)
+            grams = credit(book, r, cap) if cap is not None or r.capped_by else r.creditable_g
             if grams <= 0:
                 problems.append(Problem(name, r.row, "baseline_actual", (
                     f"creditable amount is zero after the cap of upgrade {state[2]}" if cap is not None

@@ -81,6 +81,7 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[TallyRecord], list[Pr
     records: list[TallyRecord] = []
     seen_ids: dict[str, int] = {}
     known: dict[str, tuple[str, str, int]] = {}
+    today = clock.today()
     for rowno, cells in rows:
         before = len(problems)
         r = RowReader(name, rowno, cells, problems)
@@ -94,8 +95,8 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[TallyRecord], list[Pr
         post = r.amount("post", required=False, unit=unit)
         year = r.integer("baseline_year", 0, 1950, 2100) or None
         effective = r.date("effective_date")
-        if effective is not None and effective > clock.today():
-            r.fail("effective_date", f"effective date {effective} is after today ({clock.today()}): a tally is "
+        if effective is not None and effective > today:
+            r.fail("effective_date", f"effective date {effective} is after today ({today}): a tally is "
                    "registered once its reduction has taken effect")
         report_no = r.text("report_no", max_len=100)
         distinct = r.boolean("distinct_source")
