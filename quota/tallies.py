@@ -271,10 +271,9 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
                                  new_lots=new)
         if progress:
             progress("write", min(i + step, len(all_specs)), len(all_specs))
-    if revoke_specs:
-        driver.flush(conn)  # post_many may have queued its writes (PostgreSQL pipeline): the txn rows first
-        db.insert_many(conn, "lot_status", ["serial", "status", "txn_seq"],
-                       [(spec.meta["lot"], "superseded", seq) for spec, seq in zip(revoke_specs, seqs)])
+    for spec, seq in zip(revoke_specs, seqs):  # queued after the transactions they cite
+        driver.write(conn, ("INSERT INTO lot_status (serial, status, txn_seq) VALUES (?, ?, ?)",
+                            (spec.meta["lot"], "superseded", seq)))
     result = _summary(records, book, serials)
     result["import_id"] = int(batch)
     return result

@@ -131,3 +131,65 @@ def test_quota_demo_runs_as_a_real_process(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and len(audit.balance(engine, by="lot")["rows"]) == 23
     engine.dispose()
+
+
+def test_a_refusal_under_json_prints_the_error_object_on_stdout(loaded):
+    before = snapshot(db.make_engine(loaded))
+    r = quota(loaded, "reserve", "P2026-04", "--date", "2026-11-29", "--json")
+    assert r.exit_code == 1
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == "insufficient_quota" and error["project_id"] == "P2026-04"
+    short = {s["pollutant"]: s for s in error["short"]}["TP"]
+    assert (short["key"], short["short_g"], short["required_g"] - short["eligible_g"]) == ("CDH", 100_000, 100_000)
+    r = quota(loaded, "reserve", "NOPE", "--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["error"]["code"] == "not_found"
+    assert snapshot(db.make_engine(loaded)) == before
+
+
+def test_an_unexpected_error_is_one_line_and_a_traceback_file(loaded, monkeypatch):
+    from quota import audit as audit_module
+
+    def boom(*a, **k):
+        raise RuntimeError("solver exploded")
+
+    monkeypatch.setattr(audit_module, "trace", boom)
+    r = quota(loaded, "trace", "P2026-01")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    line = [x for x in r.output.splitlines() if "internal error" in x]
+    assert len(line) == 1 and "RuntimeError: solver exploded" in line[0]
+    path = line[0].split("the traceback is in ")[1].split(" ")[0]
+    assert "RuntimeError" in Path(path).read_text()
+
+
+def _demo_output(tmp_path, monkeypatch, calendar):
+    """`quota demo` run in-process while the calendar says `calendar`; volatile parts (booking times reach the
+    chain's head hash, the solver's seconds) are masked."""
+    import datetime as dt
+    import re
+    import types
+    from quota import clock
+
+    class Calendar(dt.date):
+        fromisoformat = staticmethod(dt.date.fromisoformat)  # real dates for everything but the calendar
+
+        @classmethod
+        def today(cls):
+            return calendar
+
+    monkeypatch.setattr(clock, "dt", types.SimpleNamespace(date=Calendar))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("QUOTA_TODAY", raising=False)
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"demo.db{suffix}").unlink(missing_ok=True)
+    r = runner.invoke(app, ["--db", f"sqlite:///{tmp_path / 'demo.db'}", "--actor", "demo", "demo"])
+    assert r.exit_code == 0, r.output
+    out = re.sub(r"head [0-9a-f]{16}", "head <hash>", r.stdout)
+    return re.sub(r"in [0-9.]+ s", "in <t> s", out)
+
+
+def test_the_demo_tells_the_same_story_on_any_calendar_date(tmp_path, monkeypatch):
+    import datetime as dt
+    today = _demo_output(tmp_path, monkeypatch, dt.date(2026, 11, 30))
+    later = _demo_output(tmp_path, monkeypatch, dt.date(2031, 6, 1))
+    assert "2026-11-30" in today and "2031" not in later
+    assert today == later
