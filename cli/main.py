@@ -103,7 +103,7 @@ def failures(as_json: bool = False):
     except QuotaError as exc:
         if as_json:
             render.emit_json(exc.to_dict())
-        render.error(str(exc))
+        render.refusal(exc)
         raise typer.Exit(1) from None
     except DBAPIError as exc:  # cannot connect, permission denied, disk full, locked for too long...
         message = f"database error: {str(exc.orig).strip() if exc.orig else exc}"
@@ -140,7 +140,7 @@ def init(ctx: typer.Context,
     from quota import rulebooks
     with failures():
         result = rulebooks.init(ctx.obj.engine, str(rules), ctx.obj.actor)
-    render.note(f"initialised {ctx.obj.url}: rulebook version {result['version']}"
+    render.done(f"initialised {ctx.obj.url}: rulebook version {result['version']}"
                 + ("" if result["changed"] else " (unchanged)"))
 
 
@@ -175,7 +175,7 @@ def rules_load(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Ru
     from quota import rulebooks
     with failures():
         result = rulebooks.load(ctx.obj.engine, str(file), ctx.obj.actor)
-    render.note(f"rulebook version {result['version']}" + ("" if result["changed"] else " (unchanged)"))
+    render.done(f"rulebook version {result['version']}" + ("" if result["changed"] else " (unchanged)"))
 
 
 # --------------------------------------------------------------------------- imports
@@ -217,7 +217,7 @@ def project_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help
         result = projects.import_projects(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run)
     if as_json:
         return render.emit_json(result)
-    render.note(render.msg("would_import_projects" if dry_run else "imported_projects", n=result["projects"],
+    render.done(render.msg("would_import_projects" if dry_run else "imported_projects", n=result["projects"],
                            rows=result["rows"]))
 
 
@@ -369,7 +369,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     from quota import migrate
     with failures():
         result = migrate.upgrade(ctx.obj.engine)
-    render.note(f"schema at revision {result['to']} (was {result['from'] or 'empty'})")
+    render.done(f"schema at revision {result['to']} (was {result['from'] or 'empty'})")
 
 
 @db_app.command("roles")
@@ -391,7 +391,7 @@ def db_roles(ctx: typer.Context,
         except ValueError as exc:
             render.error(str(exc))
             raise typer.Exit(1) from None
-    render.note(f"created/granted {', '.join(roles.ROLES)} ({len(stmts)} statements)")
+    render.done(f"created/granted {', '.join(roles.ROLES)} ({len(stmts)} statements)")
 
 
 @app.command()
@@ -408,7 +408,7 @@ def report(ctx: typer.Context,
         page = rep.build(ctx.obj.engine, plan_id=plan, as_of=_date(as_of), lang=render.LANG["lang"])
     html.parent.mkdir(parents=True, exist_ok=True)
     html.write_text(page, encoding="utf-8")
-    render.note(render.msg("report_written", path=html))
+    render.done(render.msg("report_written", path=html))
 
 
 from cli.plan import plan_app  # noqa: E402  (after app, to register the sub-commands)
