@@ -22,6 +22,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "balance_title": {"en": "Quota balance as of {day}", "zh": "总量指标余额（截至 {day}）"},
     "credited": {"en": "{n} tallies credited", "zh": "已入库 {n} 条测算"},
     "would_credit": {"en": "{n} tallies would be credited", "zh": "将入库 {n} 条测算（试运行）"},
+    "capped": {"en": "{tally}: baseline capped at upgrade {by}'s post-upgrade emissions ({amount} {unit} credited)",
+               "zh": "{tally}：基准按提升改造 {by} 的改造后排放量封顶（入库 {amount} {unit}）"},
     "imported_projects": {"en": "imported {n} projects ({rows} rows)", "zh": "已导入 {n} 个项目（{rows} 行）"},
     "would_import_projects": {"en": "would import {n} projects ({rows} rows)", "zh": "将导入 {n} 个项目（{rows} 行，试运行）"},
     "reserved": {"en": "reserved {project}: {n} draw(s), transaction {txn}", "zh": "已预留 {project}：{n} 笔指标，交易 {txn}"},

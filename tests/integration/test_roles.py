@@ -116,7 +116,7 @@ def test_roles_sql_grants_no_delete():
     assert "GRANT UPDATE (state, reserved_until, doc) ON \"public\".project TO quota_clerk" in sql
 
 
-# --------------------------------------------------------------------------- who may post what (migration 0010)
+# --------------------------------------------------------------------------- who may post what (migration 0011)
 
 PG_ONLY = [pytest.mark.skipif("postgresql" not in ENGINES, reason="PostgreSQL skipped"),
            pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)]
@@ -355,11 +355,11 @@ def test_db_roles_refuses_a_caller_who_cannot_grant(pg):
 
 
 @pg_only
-def test_grants_of_roles_made_before_0010_are_tightened_by_the_upgrade(engine):
+def test_grants_of_roles_made_before_0011_are_tightened_by_the_upgrade(engine):
     from alembic import command
     from quota import migrate
     with engine.begin() as conn:
-        command.downgrade(migrate._config(conn), "0009")
+        command.downgrade(migrate._config(conn), "0010")
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="admin")
     projects.import_projects(engine, str(DATA / "projects.csv"), actor="admin")
     roles.create_roles(engine)
