@@ -38,6 +38,8 @@ def _known(code: str | None, known: dict, what: str) -> str | None:
 
 def trace(engine: Engine, project_id: str) -> dict:
     """Source statement: every gram a project holds, back to its lot, tally, source and report."""
+    from .quota_ops import edge_id
+    project_id = edge_id(project_id, "project id")
     today = clock.today()
     with db.reading(engine) as conn:
         _, book = rulebooks.current(conn)
