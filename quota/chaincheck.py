@@ -330,8 +330,11 @@ class ChainChecker:
         for column, value in stated.items():
             if value != want[column] and not (want[column] is None and (self.partial or column in ("zone", "pollutant"))):
                 # (an unknown zone or pollutant comes from an unregistered project or an unissued lot: named already)
-                what = "replay of the postings gives" if column == "amount_g" else "the chain gives"
-                self.bad(row, f"{account} {lot}", f"{column}: stated {value!r}, {what} {want[column]!r}", source)
+                if column == "amount_g":
+                    message = f"stated {value!r} g, replay of postings gives {want[column]!r} g"
+                else:
+                    message = f"{column}: stated {value!r}, the chain gives {want[column]!r}"
+                self.bad(row, f"{account} {lot}", message, source)
                 return
 
     def balances_done(self, source: str, every_pair: bool) -> None:
@@ -339,7 +342,7 @@ class ChainChecker:
         for key in sorted(set(self.pairs) - self._seen):
             amount = self.pairs[key][0]
             if amount or every_pair:
-                self.bad(0, f"{key[0]} {key[1]}", f"stated balance 0 g (no row), replay of the postings gives {amount} g",
+                self.bad(0, f"{key[0]} {key[1]}", f"stated balance 0 g (no row), replay of postings gives {amount} g",
                          source)
         for key, pair in sorted(self.pairs.items()):
             if pair[0] < 0 and account_kind(key[0]) in NONNEG_KINDS:

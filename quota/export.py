@@ -141,7 +141,7 @@ def verify_export(path: str, progress=None, expect_head: str | None = None) -> t
                 else:
                     body = {k: v for k, v in rec.items() if k not in ("type", "prev_hash", "hash")}
                     chk.txn(body, str(rec.get("prev_hash", "")), rec.get("hash"), lineno, counted=kind == "txn")
-                    if progress and chk.n_txn % 5000 == 0:
+                    if progress and kind == "txn" and chk.n_txn % 5000 == 0:
                         progress("verify", chk.n_txn, header["counts"]["transactions"])
             elif kind == "balance":
                 if not in_balances:
