@@ -61,6 +61,7 @@ class ChainChecker:
         self.kept: dict[int, tuple] = {}  # seq -> (kind, project, ref, meta, postings), for `watch`
         self.partial = False  # stubs seen: lots and projects they created are unknown here
         self._seen: set[tuple[str, str]] = set()
+        self._kinds: dict[str, str] = {}  # account -> its kind (account_kind, looked up once per account)
         self.expect: str | None = None  # a pinned head (--expect-head), and where the chain passed it
         self.expect_at: int | None = None
 
@@ -149,50 +150,66 @@ class ChainChecker:
             self.bad(row, "postings", f"a {kind} transaction without postings")
         if kind == "issue":
             self._issue(body, meta, legs, date, row)
-        pols: dict[str, int] = defaultdict(int)
-        per_lot: dict[tuple, int] = defaultdict(int)
-        lots, pairs, partial = self.lots, self.pairs, self.partial
+        per_lot: dict[tuple, int] = {}
+        lots, pairs, partial, kinds = self.lots, self.pairs, self.partial, self._kinds
+        neg, pos = rule if rule is not None else (None, None)
         drawn = []
-        for account, lot, pol, amount in legs:
-            self.n_post += 1
-            pols[pol] += amount
-            per_lot[(lot, pol)] += amount
-            k = account_kind(account)
+        self.n_post += len(legs)
+        for account, lot, pol, amount in legs:  # the hot loop of verify: one pass per posting
+            lk = (lot, pol)
+            per_lot[lk] = per_lot.get(lk, 0) + amount
+            k = kinds.get(account)
+            if k is None:
+                k = kinds[account] = account_kind(account)
             key = (account, lot)
             pair = pairs.get(key)
             if pair is None:
-                pair = pairs[key] = [0, date, project if k in PROJECT_KINDS else None]
-            pair[0] += amount
-            if date > pair[1]:
-                pair[1] = date
-            if rule is not None:
-                if amount == 0 or type(amount) is not int:
-                    self.bad(row, "postings", f"{account} ({lot}): a posting of {amount!r} g")
-                elif k not in rule[amount > 0]:
-                    self.bad(row, "postings", f"a {kind} may not {'credit' if amount > 0 else 'debit'} {account}")
-                if account != _account(k, lot, pol, project):
-                    self.bad(row, "postings", f"account {account} does not belong to lot {lot}, pollutant {pol} "
-                             f"and project {project}")
+                pairs[key] = [amount, date, project if k in PROJECT_KINDS else None]
+            else:
+                pair[0] += amount
+                if date > pair[1]:
+                    pair[1] = date
+            if type(amount) is not int or amount == 0:
+                self.bad(row, "postings", f"{account} ({lot}): a posting of {amount!r} g")
+            elif amount > 0:
+                if pos is not None and k not in pos:
+                    self.bad(row, "postings", f"a {kind} may not credit {account}")
+            else:
+                if neg is not None and k not in neg:
+                    self.bad(row, "postings", f"a {kind} may not debit {account}")
+                drawn.append((key, k))
+            if k == "lot":
+                owned = account == "lot:" + lot
+            elif k in PROJECT_KINDS:
+                owned = project is not None and account == f"project:{project}:{k}"
+                if project not in self.used_projects:
+                    self.used_projects[project] = seq
+            else:
+                owned = account == k + ":" + pol
+            if not owned and rule is not None:
+                self.bad(row, "postings", f"account {account} does not belong to lot {lot}, pollutant {pol} "
+                         f"and project {project}")
             info = lots.get(lot)
             if info is None:
                 if not partial:
                     self.bad(row, "postings", f"lot {lot} was never issued")
             elif info["pollutant"] != pol:
                 self.bad(row, "postings", f"lot {lot} holds {info['pollutant']}, not {pol}")
-            if k in PROJECT_KINDS:
-                self.used_projects.setdefault(project, seq)
-            if amount < 0:
-                drawn.append((key, k, info))
-        if any(pols.values()):
-            self.bad(row, "postings", f"does not balance: {dict(pols)}")
-        moved = sorted(k for k, v in per_lot.items() if v)
+        moved = [k for k, v in per_lot.items() if v]
         if moved:
-            self.bad(row, "postings", f"moves grams between lots: {moved[:3]}")
-        for key, k, info in drawn:
+            pols: dict[str, int] = defaultdict(int)
+            for _, _, pol, amount in legs:
+                pols[pol] += amount
+            if any(pols.values()):
+                self.bad(row, "postings", f"does not balance: {dict(pols)}")
+            self.bad(row, "postings", f"moves grams between lots: {sorted(moved)[:3]}")
+        for key, k in drawn:
             if k in NONNEG_KINDS and pairs[key][0] < 0:
                 self.bad(row, "postings", f"{key[0]} ({key[1]}) goes negative: {pairs[key][0]} g")
-            if kind == "expire" and k == "lot" and info is not None and (info["expires"] is None or info["expires"] > date):
-                self.bad(row, "postings", f"lot {key[1]} expires on {info['expires']}, not by {date}")
+            if kind == "expire" and k == "lot":
+                info = lots.get(key[1])
+                if info is not None and (info["expires"] is None or info["expires"] > date):
+                    self.bad(row, "postings", f"lot {key[1]} expires on {info['expires']}, not by {date}")
         if kind == "revoke" and meta.get("superseded_by"):
             self.revoked_for[str(meta["superseded_by"])] += sum(a for _, _, _, a in legs if a > 0)
 
@@ -360,10 +377,3 @@ class ChainChecker:
                 out[(k, want["pollutant"], want["zone"], str(exp))] += pair[0]
         return {k: v for k, v in out.items() if v}
 
-
-def _account(kind: str, lot: str, pol: str, project) -> str:
-    if kind == "lot":
-        return f"lot:{lot}"
-    if kind in PROJECT_KINDS:
-        return f"project:{project}:{kind}"
-    return f"{kind}:{pol}"
