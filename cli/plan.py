@@ -77,7 +77,7 @@ def plan_run(ctx: typer.Context,
     from cli.main import _date, failures
     from cli.progress import reporter
     from quota import plans
-    with failures(), reporter() as progress:
+    with failures(as_json), reporter() as progress:
         if progress:
             progress(f"solving (up to {time_limit:g} s)", 0, None)
         result = plans.run_plan(ctx.obj.engine, as_of=_date(as_of), scenario_path=str(scenario) if scenario else None,
@@ -97,7 +97,7 @@ def plan_show(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="P
     """Show a stored plan.  Example: quota plan show PLAN-0001"""
     from cli.main import failures
     from quota import plans
-    with failures():
+    with failures(as_json):
         result = plans.get_plan(ctx.obj.engine, plan_id)
     if as_json:
         return render.emit_json(result)
@@ -112,7 +112,7 @@ def plan_apply(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="
     """Turn a solved plan into reservations, all or nothing.  Example: quota plan apply PLAN-0001"""
     from cli.main import _date, failures
     from quota import plans
-    with failures():
+    with failures(as_json):
         result = plans.apply_plan(ctx.obj.engine, plan_id, actor=ctx.obj.actor, date=_date(date), key=key)
     if as_json:
         return render.emit_json(result)

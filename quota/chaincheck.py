@@ -15,7 +15,7 @@ import hashlib
 from collections import defaultdict
 
 from .errors import Problem
-from .ledger import GENESIS, NEVER, NONNEG_KINDS, TOTAL_KINDS, account_kind, canonical, chain_hash
+from .ledger import GENESIS, NEVER, NO_POSTING_KINDS, NONNEG_KINDS, TOTAL_KINDS, account_kind, canonical, chain_hash
 
 # kind -> (account kinds its negative legs may come from, account kinds its positive legs may go to).
 # Every transaction also balances per (lot, pollutant): a gram stays on its lot from issue to the end.
@@ -62,6 +62,7 @@ class ChainChecker:
         self.partial = False  # stubs seen: lots and projects they created are unknown here
         self._seen: set[tuple[str, str]] = set()
         self._kinds: dict[str, str] = {}  # account -> its kind (account_kind, looked up once per account)
+        self.lot_status: dict[str, tuple[str, int]] = {}  # serial -> (revoked or superseded, seq): from revokes
         self.expect: str | None = None  # a pinned head (--expect-head), and where the chain passed it
         self.expect_at: int | None = None
 
@@ -146,12 +147,14 @@ class ChainChecker:
         rule = KIND_MOVES.get(kind)
         if rule is None:
             self.bad(row, "kind", f"unknown transaction kind {kind!r}")
-        if not legs:
+        if not legs and kind not in NO_POSTING_KINDS:
             self.bad(row, "postings", f"a {kind} transaction without postings")
+        if kind == "revoke":
+            self._revoke(meta, legs, seq, row)
         if kind == "issue":
             self._issue(body, meta, legs, date, row)
         per_lot: dict[tuple, int] = {}
-        lots, pairs, partial, kinds = self.lots, self.pairs, self.partial, self._kinds
+        lots, pairs, partial, kinds, status = self.lots, self.pairs, self.partial, self._kinds, self.lot_status
         neg, pos = rule if rule is not None else (None, None)
         drawn = []
         self.n_post += len(legs)
@@ -180,6 +183,9 @@ class ChainChecker:
                 drawn.append((key, k))
             if k == "lot":
                 owned = account == "lot:" + lot
+                if lot in status and (amount > 0 or kind == "reserve") and kind != "adjust":
+                    self.bad(row, "postings", f"{'grams return to' if amount > 0 else 'a reservation draws from'} "
+                             f"lot {lot}, {status[lot][0]} in transaction {status[lot][1]}")
             elif k in PROJECT_KINDS:
                 owned = project is not None and account == f"project:{project}:{k}"
                 if project not in self.used_projects:
@@ -212,6 +218,22 @@ class ChainChecker:
                     self.bad(row, "postings", f"lot {key[1]} expires on {info['expires']}, not by {date}")
         if kind == "revoke" and meta.get("superseded_by"):
             self.revoked_for[str(meta["superseded_by"])] += sum(a for _, _, _, a in legs if a > 0)
+        if kind == "revoke" and isinstance(meta.get("lot"), str):  # after its own legs: it may empty the lot
+            self.lot_status.setdefault(meta["lot"], ("superseded" if meta.get("superseded_by") else "revoked", seq))
+
+    def _revoke(self, meta: dict, legs: list, seq: int, row: int) -> None:
+        """A revocation (or supersession) names its lot and takes only that lot's unallocated grams."""
+        serial = meta.get("lot")
+        if not isinstance(serial, str) or (serial not in self.lots and not self.partial):
+            self.bad(row, "meta", f"a revocation of {serial!r}, a lot that was never issued")
+        elif serial in self.lot_status:
+            self.bad(row, "meta", f"lot {serial} was already {self.lot_status[serial][0]} in transaction "
+                     f"{self.lot_status[serial][1]}")
+        if any(lot != serial for _, lot, _, _ in legs):
+            self.bad(row, "postings", f"a revocation of lot {serial} moves grams of another lot")
+        left = self.pairs.get((f"lot:{serial}", serial), [0])[0]
+        if serial in self.lots and sum(a for _, _, _, a in legs if a > 0) != left:
+            self.bad(row, "postings", f"a revocation of lot {serial} must take all its unallocated grams ({left} g)")
 
     def _issue(self, body: dict, meta: dict, legs: list, date: str, row: int) -> None:
         if len(legs) != 2 or body.get("project") is not None:
@@ -274,7 +296,7 @@ class ChainChecker:
                 self.bad(row, "meta", f"project {pid} was already registered in transaction {self.projects[pid]['seq']}")
                 continue
             self.projects[pid] = {**facts, "seq": seq}
-        # facts of tallies issued before issues carried them (committed once, by migration 0009)
+        # facts of tallies issued before issues carried them (committed once, by migration 0010)
         for tid, facts in sorted((meta.get("tallies") or {}).items()):
             have = self.tallies.get(tid)
             if have is None:
@@ -294,7 +316,7 @@ class ChainChecker:
         """Checks that need the whole chain."""
         if not self.partial:
             for pid, seq in sorted(self.used_projects.items(), key=lambda kv: kv[1]):
-                # projects first used under quota-chain-v1 predate registration (migration 0009 registers them)
+                # projects first used under quota-chain-v1 predate registration (migration 0010 registers them)
                 if pid not in self.projects and self.v2_from is not None and seq >= self.v2_from:
                     self.bad(seq if self.source == "txn" else 0, "project",
                              f"project {pid} holds grams but was never registered in the chain")

@@ -5,7 +5,6 @@ import datetime as dt
 import functools
 import hashlib
 import json
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
 
@@ -18,7 +17,9 @@ from .errors import Problem, Refused
 HASH_SCHEME = "quota-chain-v2"  # every new transaction; ledgers begun earlier keep a v1 prefix (chaincheck)
 HASH_V1 = "quota-chain-v1"
 NONNEG_KINDS = {"lot", "reserved", "allocated"}
-NO_POSTINGS = {"register"}  # kinds that commit facts to the chain and move no grams
+# kinds that may move no grams: a revocation marks the lot even when nothing of it is left unallocated;
+# a register transaction commits a project's facts to the chain
+NO_POSTING_KINDS = {"revoke", "register"}
 
 
 class Leg(NamedTuple):
@@ -42,7 +43,7 @@ def project_account(project_id: str, part: str) -> str:
 
 @functools.lru_cache(maxsize=1 << 16)  # called for every leg, several times per operation
 def account_kind(account: str) -> str:
-    """'lot', 'reserved', 'allocated', 'issued', 'expired', 'revoked' or 'adjustment'."""
+    """'lot', 'reserved', 'allocated', 'issued', 'expired', 'revoked', 'superseded' or 'adjustment'."""
     head, _, rest = account.partition(":")
     return rest.rsplit(":", 1)[1] if head == "project" else head
 
@@ -150,7 +151,7 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
             if type(g) is not int or g == 0:  # not a bool, not a float, not a Decimal
                 raise ValueError(f"posting amount must be a non-zero integer of grams: {leg}")
             totals[leg.pollutant] = totals.get(leg.pollutant, 0) + g
-        if any(totals.values()) or (not spec.legs and spec.kind not in NO_POSTINGS):
+        if any(totals.values()) or (not spec.legs and spec.kind not in NO_POSTING_KINDS):
             raise ValueError(f"transaction does not balance: {totals}")
         _check_and_apply(balances, spec)
         seq += 1
@@ -198,7 +199,7 @@ _PAIR_INSERT = f"INSERT INTO balance ({', '.join(PAIR_COLUMNS)})"
 def _write_small(conn: Connection, txn_rows, post_rows, pair_rows, total_rows) -> None:
     """An ordinary operation's writes: one statement per table, queued as one batch (driver.write)."""
     writes = [driver.values(_TXN_INSERT, len(TXN_COLUMNS), txn_rows)]
-    if post_rows:  # a register transaction has none
+    if post_rows:  # a transaction of NO_POSTING_KINDS may have none
         writes.append(driver.values(_POSTING_INSERT, 5, post_rows))
     if pair_rows:
         writes.append(driver.values(_PAIR_INSERT, len(PAIR_COLUMNS), pair_rows, PAIR_UPSERT))
@@ -284,9 +285,11 @@ def _check_and_apply(pairs: dict[tuple[str, str], _Pair], spec: TxnSpec) -> None
         pair, d = pairs[key], delta[key]
         if pair.last and effective < pair.last:
             raise Refused(f"effective date {effective} is before the last posting on {key[0]} "
-                          f"({key[1]}) dated {pair.last}; ledger history cannot be rewritten")
+                          f"({key[1]}) dated {pair.last}; ledger history cannot be rewritten", "bad_date",
+                          account=key[0], lot=key[1], last=str(pair.last))
         if pair.amount + d < 0 and account_kind(key[0]) in NONNEG_KINDS:
-            raise Refused(f"{key[0]} ({key[1]}) would go negative: {pair.amount} + {d} g")
+            raise Refused(f"{key[0]} ({key[1]}) would go negative: {pair.amount} + {d} g", "overdraw",
+                          account=key[0], lot=key[1], balance_g=pair.amount, change_g=d)
     for key, d in delta.items():
         pair = pairs[key]
         pair.amount += d

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
-from . import db, idempotency, ledger, rulebooks, units
+from . import clock, db, idempotency, ledger, rulebooks, units
 from .errors import NotFound, Problem, ValidationFailed
 from .fields import RowReader
 from .rules import Rulebook
@@ -135,7 +135,7 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
                      [{"p": p["project_id"], "q": q, "g": n["increment_g"], "r": n["ratio"]}
                       for p in projects for q, n in sorted(p["needs"].items())])
         version, _ = rulebooks.current(conn)
-        seq = ledger.post_many(conn, [ledger.TxnSpec("register", dt.date.today(), [], f"register {len(projects)} "
+        seq = ledger.post_many(conn, [ledger.TxnSpec("register", clock.today(), [], f"register {len(projects)} "
                                                      f"project(s) from {name}", sha, None,
                                                      {"projects": register_meta(projects)})],
                                actor=actor, rulebook=version)[0]

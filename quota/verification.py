@@ -72,6 +72,9 @@ def _tables(conn: Connection, chk: ChainChecker) -> None:
         chk.lots, LOT_COLUMNS, "issue")
     _compare(chk, "source", conn.execute(text("SELECT source_id, name, zone FROM source ORDER BY source_id")),
              chk.sources, SOURCE_COLUMNS, "issue")
+    _compare(chk, "lot_status", conn.execute(text("SELECT serial, status, txn_seq FROM lot_status ORDER BY serial")),
+             {serial: {"status": st, "txn_seq": seq, "seq": seq} for serial, (st, seq) in chk.lot_status.items()},
+             [("status", "text"), ("txn_seq", "int")], "revoke")
     _compare(chk, "project", conn.execute(text(
         "SELECT project_id, name, zone, industry, priority, needed_by, must_fund FROM project ORDER BY project_id")),
         chk.projects, PROJECT_COLUMNS, "register")
@@ -125,7 +128,11 @@ def _json(raw):
 
 
 def _seqs(result: dict) -> list:
+    """The transactions an operation's result reports (a reservation that also gives grams back reports its
+    reserve transaction, and the release just before it is part of the same operation)."""
     out = [result["txn"]] if result.get("txn") is not None else []
+    if out and isinstance(out[0], int) and result.get("draws") and result.get("returned"):
+        out.append(out[0] - 1)
     return out + list(result.get("txns") or [])
 
 
@@ -137,7 +144,7 @@ def _operations(conn: Connection, chk: ChainChecker, results: list) -> None:
     states = dict(conn.execute(text("SELECT project_id, state FROM project")).all())
     reported: dict[int, str] = {}
     for key, command, result in results:
-        problem = (f"the stored result is not a JSON object" if not isinstance(result, dict)
+        problem = ("the stored result is not a JSON object" if not isinstance(result, dict)
                    else _operation_problem(chk, command, result, states))
         if problem is None:
             for seq in _seqs(result):
@@ -166,16 +173,39 @@ def _credited(legs, kind: str | None = None) -> list[tuple]:
                   if g > 0 and (kind is None or ledger.account_kind(account) == kind))
 
 
+def _reserve_problem(chk: ChainChecker, r: dict, pid) -> str | None:
+    """A reservation reports its draws (the reserve transaction, `txn`) and the grams it gave back (a release
+    just before it, or `txn` itself when it drew nothing)."""
+    txn = r.get("txn")
+    draws = sorted((d.get("lot"), d.get("pollutant"), d.get("amount_g")) for d in r.get("draws") or [])
+    returned = sorted((d.get("lot"), d.get("pollutant"), d.get("amount_g"), d.get("to"))
+                      for d in r.get("returned") or [])
+    if not draws and not returned:
+        return "reports neither draws nor returns"
+    if draws:
+        found, problem = _txn(chk, txn, "reserve", pid)
+        if problem:
+            return problem
+        if draws != _credited(found[4], "reserved"):
+            return f"its draws differ from transaction {txn}"
+    if returned:
+        seq = txn - 1 if draws and isinstance(txn, int) else txn
+        found, problem = _txn(chk, seq, "release", pid)
+        if problem:
+            return problem
+        if returned != sorted((lot, pol, g, account) for account, lot, pol, g in found[4] if g > 0):
+            return f"its returns differ from transaction {seq}"
+    return None
+
+
 def _operation_problem(chk: ChainChecker, command: str, r: dict, states: dict) -> str | None:
     pid = r.get("project_id")
-    if command in ("reserve", "approve", "release") or (command == "cancel" and r.get("txn") is not None):
+    if command == "reserve":
+        return _reserve_problem(chk, r, pid)
+    if command in ("approve", "release") or (command == "cancel" and r.get("txn") is not None):
         found, problem = _txn(chk, r.get("txn"), command, pid)
         if problem:
             return problem
-        if command == "reserve":
-            draws = sorted((d.get("lot"), d.get("pollutant"), d.get("amount_g")) for d in r.get("draws") or [])
-            if draws != _credited(found[4], "reserved"):
-                return f"its draws differ from transaction {r['txn']}"
         if command == "approve" and found[2] != r.get("doc"):
             return f"document {r.get('doc')!r} differs from transaction {r['txn']} ({found[2]!r})"
         return None

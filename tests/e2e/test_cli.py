@@ -131,3 +131,31 @@ def test_quota_demo_runs_as_a_real_process(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and len(audit.balance(engine, by="lot")["rows"]) == 23
     engine.dispose()
+
+
+def test_a_refusal_under_json_prints_the_error_object_on_stdout(loaded):
+    before = snapshot(db.make_engine(loaded))
+    r = quota(loaded, "reserve", "P2026-04", "--date", "2026-11-29", "--json")
+    assert r.exit_code == 1
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == "insufficient_quota" and error["project_id"] == "P2026-04"
+    short = {s["pollutant"]: s for s in error["short"]}["TP"]
+    assert (short["key"], short["short_g"], short["required_g"] - short["eligible_g"]) == ("CDH", 100_000, 100_000)
+    r = quota(loaded, "reserve", "NOPE", "--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["error"]["code"] == "not_found"
+    assert snapshot(db.make_engine(loaded)) == before
+
+
+def test_an_unexpected_error_is_one_line_and_a_traceback_file(loaded, monkeypatch):
+    from quota import audit as audit_module
+
+    def boom(*a, **k):
+        raise RuntimeError("solver exploded")
+
+    monkeypatch.setattr(audit_module, "trace", boom)
+    r = quota(loaded, "trace", "P2026-01")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    line = [x for x in r.output.splitlines() if "internal error" in x]
+    assert len(line) == 1 and "RuntimeError: solver exploded" in line[0]
+    path = line[0].split("the traceback is in ")[1].split(" ")[0]
+    assert "RuntimeError" in Path(path).read_text()

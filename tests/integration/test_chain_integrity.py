@@ -26,10 +26,11 @@ def quota(url, *args):
 
 
 @pytest.fixture
-def busy(engine):
+def busy(engine, pin_today):
     """The sample ledger with a reservation, an approval, a cancellation, a release and an expiry."""
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
     projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk", key="import-projects")
+    pin_today(D(2027, 1, 1))  # the ledger lives until then
     quota_ops.reserve(engine, "P2026-08", actor="a", date=D(2026, 11, 29), key="r8")
     quota_ops.approve(engine, "P2026-08", doc="金环审〔2026〕31号", actor="b", date=D(2026, 12, 2), key="a8")
     quota_ops.reserve(engine, "P2026-03", actor="a", date=D(2026, 12, 2))
@@ -321,15 +322,16 @@ def test_a_v1_full_export_cannot_hide_the_approval_as_a_stub(tmp_path):
     assert runner.invoke(app, ["verify", "--export", str(path)]).exit_code == 1
 
 
-def test_a_v1_ledger_upgrades_commits_its_provenance_and_keeps_verifying(tmp_path):
-    """A SQLite ledger written before quota-chain-v2 (tests/fixtures/v1-ledger.db): migration 0009 registers its
+def test_a_v1_ledger_upgrades_commits_its_provenance_and_keeps_verifying(tmp_path, pin_today):
+    """A SQLite ledger written before quota-chain-v2 (tests/fixtures/v1-ledger.db): migration 0010 registers its
     projects and tallies' facts; new transactions are hashed with v2; tampering with a legacy row is caught."""
     target = tmp_path / "v1.db"
     shutil.copy(FIXTURES / "v1-ledger.db", target)
     engine = db.make_engine(f"sqlite:///{target}")
-    assert migrate.upgrade(engine)["to"] == "0009"
+    assert migrate.upgrade(engine)["to"] == "0010"
     summary, problems = audit.verify(engine)
     assert problems == [] and summary["v1_transactions"] == 30 and summary["transactions"] == 31
+    pin_today(D(2027, 1, 2))
     quota_ops.reserve(engine, "P2026-01", actor="clerk", date=D(2027, 1, 2))
     summary, problems = audit.verify(engine)
     assert problems == [] and summary["transactions"] == 32

@@ -8,8 +8,8 @@ migration commits those facts, as the tables hold them now, in one `register` tr
 the chain (trust on first use: the tables are taken as they stand at the upgrade). Transactions keep the
 hash they were written with (quota-chain-v1); new ones are hashed with quota-chain-v2.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 import datetime as dt
 import json
@@ -17,8 +17,8 @@ import json
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
@@ -26,7 +26,7 @@ LEGACY_TALLY = ("baseline_actual", "permitted", "post", "unit", "baseline_year",
 
 
 def upgrade() -> None:
-    from quota import ledger
+    from quota import clock, ledger
     conn = op.get_bind()
     registered, bare = set(), set()
     for kind, meta in conn.execute(sa.text("SELECT kind, meta FROM txn WHERE kind IN ('register', 'issue')")):
@@ -60,11 +60,11 @@ def upgrade() -> None:
     seq, prev = (int(head[0]) + 1, head[1]) if head else (1, ledger.GENESIS)
     version = conn.execute(sa.text("SELECT max(version) FROM rulebook")).scalar_one() or 0
     meta = {"projects": projects, "tallies": tallies}
-    today, booked = dt.date.today(), ledger.now_iso()
-    memo = f"migration 0009: {len(projects)} project(s) and {len(tallies)} tally(ies) registered before quota-chain-v2"
-    body = ledger.txn_body(seq, "register", today, booked, "migration 0009", memo, "", None, int(version), meta, [])
+    today, booked = clock.today(), ledger.now_iso()
+    memo = f"migration 0010: {len(projects)} project(s) and {len(tallies)} tally(ies) registered before quota-chain-v2"
+    body = ledger.txn_body(seq, "register", today, booked, "migration 0010", memo, "", None, int(version), meta, [])
     conn.execute(sa.text("INSERT INTO txn (seq, kind, effective_date, booked_at, actor, memo, ref, project_id, "
-                         "rulebook_version, meta, prev_hash, hash) VALUES (:s, 'register', :d, :b, 'migration 0009', "
+                         "rulebook_version, meta, prev_hash, hash) VALUES (:s, 'register', :d, :b, 'migration 0010', "
                          ":m, '', NULL, :v, :meta, :p, :h)"),
                  {"s": seq, "d": today, "b": booked, "m": memo, "v": int(version), "meta": ledger.canonical(meta),
                   "p": prev, "h": ledger.txn_hash(prev, body)})
