@@ -342,3 +342,50 @@ def test_a_v1_ledger_upgrades_commits_its_provenance_and_keeps_verifying(tmp_pat
     problems = audit.verify(engine)[1]
     assert (problems[0].source, problems[0].column) == (f"tally {tally}", "assessor")
     engine.dispose()
+
+
+@pytest.fixture
+def rebalanced(engine, pin_today):
+    """A reservation whose lot is then revoked, re-reserved (its grams go to revoked:NOX, new ones drawn) and
+    released: every step keyed, so each idempotency record is checked too."""
+    tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
+    projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    pin_today(D(2026, 12, 1))
+    day = D(2026, 12, 1)
+    first = quota_ops.reserve(engine, "P2026-02", actor="a", date=day, key="r1")
+    lot = first["draws"][0]["lot"]
+    quota_ops.revoke(engine, lot, actor="auditor", memo="report withdrawn", date=day, key="v1")
+    again = quota_ops.reserve(engine, "P2026-02", actor="a", date=day, key="r2")
+    assert again["returned"] == [{"lot": lot, "pollutant": "NOX", "amount_g": 2_000_000, "to": "revoked:NOX"}]
+    assert again["draws"] and again["draws"][0]["lot"] != lot
+    quota_ops.release(engine, "P2026-02", actor="a", date=day, key="l1")
+    return engine, lot
+
+
+def test_a_rebalanced_reservation_and_a_revoked_lot_verify(rebalanced):
+    engine, lot = rebalanced
+    summary, problems = audit.verify(engine)
+    assert problems == []
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM operation")).scalar_one() == 4
+
+
+@pytest.mark.parametrize("case", ["status_edited", "status_deleted", "returned_edited"])
+def test_lot_status_and_returns_are_checked_against_the_chain(rebalanced, tmp_path, case):
+    engine, lot = rebalanced
+    forged, url = copy_of(engine, tmp_path)
+    if case == "returned_edited":  # the reservation's record claims its grams went back to the lot
+        with forged.connect() as conn:
+            row = json.loads(conn.execute(text("SELECT result FROM operation WHERE key = 'r2'")).scalar_one())
+        row["returned"][0]["to"] = f"lot:{lot}"
+        forge(forged, ("UPDATE operation SET result = :r WHERE key = 'r2'", {"r": json.dumps(row)}), drop=())
+        where = ("operation r2", "result")
+    elif case == "status_edited":
+        forge(forged, ("UPDATE lot_status SET status = 'superseded' WHERE serial = :s", {"s": lot}),
+              drop=("lot_status",))
+        where = (f"lot_status {lot}", "status")
+    else:
+        forge(forged, ("DELETE FROM lot_status WHERE serial = :s", {"s": lot}), drop=("lot_status",))
+        where = ("lot_status", "")
+    problems = audit.verify(forged)[1]
+    assert [(p.source, p.column) for p in problems] == [where]

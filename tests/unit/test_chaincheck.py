@@ -54,6 +54,8 @@ def test_an_honest_chain_passes():
                                           ["project:P1:allocated", "L1", "COD", 40]]), "may not credit"),
     (("reserve", "2026-01-03", "P9", {}, [["lot:L1", "L1", "COD", -10], ["project:P9:reserved", "L1", "COD", 10]]),
      "never registered"),
+    (("revoke", "2026-01-03", None, {"lot": "L1"}, [["lot:L1", "L1", "COD", -10], ["revoked:COD", "L1", "COD", 10]]),
+     "all its unallocated grams (60 g)"),
 ])
 def test_each_kind_moves_only_between_its_accounts(forged, message):
     problems = check(ISSUE, REGISTER, RESERVE, forged)
@@ -70,3 +72,16 @@ def test_a_stub_is_bound_to_its_date():
             chk.txn(b, p, d, b["seq"])
         chk.stub(3, date, ledger.body_hash(body), prev, digest, 3)
         assert (chk.problems == []) is ok, chk.problems
+
+
+def test_grams_never_return_to_a_revoked_lot():
+    revoke = ("revoke", "2026-01-03", None, {"lot": "L1"}, [["lot:L1", "L1", "COD", -60],
+                                                            ["revoked:COD", "L1", "COD", 60]])
+    back = ("release", "2026-01-04", "P1", {}, [["project:P1:reserved", "L1", "COD", -40], ["lot:L1", "L1", "COD", 40]])
+    honest = ("release", "2026-01-04", "P1", {}, [["project:P1:reserved", "L1", "COD", -40],
+                                                  ["revoked:COD", "L1", "COD", 40]])
+    assert check(ISSUE, REGISTER, RESERVE, revoke, honest) == []
+    problems = check(ISSUE, REGISTER, RESERVE, revoke, back)
+    assert problems and "grams return to lot L1, revoked in transaction 4" in problems[0]
+    again = ("reserve", "2026-01-04", "P2", {}, [["lot:L1", "L1", "COD", -1], ["project:P2:reserved", "L1", "COD", 1]])
+    assert "a reservation draws from lot L1" in check(ISSUE, REGISTER, RESERVE, revoke, again)[0]
