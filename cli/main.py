@@ -103,7 +103,7 @@ def failures(as_json: bool = False):
     except QuotaError as exc:
         if as_json:
             render.emit_json(exc.to_dict())
-        render.error(str(exc))
+        render.refusal(exc)
         raise typer.Exit(1) from None
     except DBAPIError as exc:  # cannot connect, permission denied, disk full, locked for too long...
         message = f"database error: {str(exc.orig).strip() if exc.orig else exc}"
@@ -140,7 +140,7 @@ def init(ctx: typer.Context,
     from quota import rulebooks
     with failures():
         result = rulebooks.init(ctx.obj.engine, str(rules), ctx.obj.actor)
-    render.note(f"initialised {ctx.obj.url}: rulebook version {result['version']}"
+    render.done(f"initialised {ctx.obj.url}: rulebook version {result['version']}"
                 + ("" if result["changed"] else " (unchanged)"))
 
 
@@ -175,7 +175,7 @@ def rules_load(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Ru
     from quota import rulebooks
     with failures():
         result = rulebooks.load(ctx.obj.engine, str(file), ctx.obj.actor)
-    render.note(f"rulebook version {result['version']}" + ("" if result["changed"] else " (unchanged)"))
+    render.done(f"rulebook version {result['version']}" + ("" if result["changed"] else " (unchanged)"))
 
 
 # --------------------------------------------------------------------------- imports
@@ -214,7 +214,7 @@ def project_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help
         result = projects.import_projects(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run)
     if as_json:
         return render.emit_json(result)
-    render.note(render.msg("would_import_projects" if dry_run else "imported_projects", n=result["projects"],
+    render.done(render.msg("would_import_projects" if dry_run else "imported_projects", n=result["projects"],
                            rows=result["rows"]))
 
 
@@ -343,15 +343,16 @@ def revoke(ctx: typer.Context, lot: Annotated[str, typer.Argument(help="Lot seri
 def demo(ctx: typer.Context,
          data: Annotated[Optional[Path], typer.Option(help="Folder with rules.toml, tallies.csv, projects.csv "
                                                            "(default: the installation's data/ folder).")] = None,
-         today: Annotated[Optional[str], typer.Option(help="Date to run the demo on (default today).")] = None) -> None:
+         today: Annotated[Optional[str], typer.Option(help="Date to run the demo on (default 2026-11-30, a day that "
+                                                        "suits the sample data, whatever the calendar says).")] = None) -> None:
     """Load the sample data into a fresh database (default quota-demo.db) and walk through the ledger.
 
     Example: quota demo
     """
-    from cli.demo import run_demo
+    from cli.demo import DEMO_TODAY, run_demo
     url = ctx.obj.url if ctx.obj.url_given else "sqlite:///quota-demo.db"
     with failures():
-        run_demo(url, data or DATA_DIR, ctx.obj.actor, _date(today) or dt.date.today(),
+        run_demo(url, data or DATA_DIR, ctx.obj.actor, _date(today) or DEMO_TODAY,
                  fresh_default=not ctx.obj.url_given)
 
 
@@ -365,7 +366,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     from quota import migrate
     with failures():
         result = migrate.upgrade(ctx.obj.engine)
-    render.note(f"schema at revision {result['to']} (was {result['from'] or 'empty'})")
+    render.done(f"schema at revision {result['to']} (was {result['from'] or 'empty'})")
 
 
 @db_app.command("roles")
@@ -387,7 +388,7 @@ def db_roles(ctx: typer.Context,
         except ValueError as exc:
             render.error(str(exc))
             raise typer.Exit(1) from None
-    render.note(f"created/granted {', '.join(roles.ROLES)} ({len(stmts)} statements)")
+    render.done(f"created/granted {', '.join(roles.ROLES)} ({len(stmts)} statements)")
 
 
 @app.command()
@@ -404,7 +405,7 @@ def report(ctx: typer.Context,
         page = rep.build(ctx.obj.engine, plan_id=plan, as_of=_date(as_of), lang=render.LANG["lang"])
     html.parent.mkdir(parents=True, exist_ok=True)
     html.write_text(page, encoding="utf-8")
-    render.note(render.msg("report_written", path=html))
+    render.done(render.msg("report_written", path=html))
 
 
 from cli.plan import plan_app  # noqa: E402  (after app, to register the sub-commands)

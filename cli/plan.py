@@ -104,6 +104,21 @@ def plan_show(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="P
     render_plan(result)
 
 
+@plan_app.command("list")
+def plan_list(ctx: typer.Context,
+              as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
+    """List the stored plans, newest last.  Example: quota plan list"""
+    from cli.main import failures
+    from quota import plans
+    with failures(as_json):
+        result = plans.list_plans(ctx.obj.engine)
+    if as_json:
+        return render.emit_json(result)
+    render.out.print(render.table(None, ["Plan", "As of", "Status", "Scenario", "Created", "Actor", "Applied"],
+                                  [[p["plan_id"], p["as_of"], p["status"], p["scenario"] or "-", p["created_at"],
+                                    p["actor"], p["applied_at"] or "-"] for p in result["plans"]]))
+
+
 @plan_app.command("apply")
 def plan_apply(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="Plan id, e.g. PLAN-0001.")],
                date: Annotated[Optional[str], typer.Option(help="Effective date (default today).")] = None,
