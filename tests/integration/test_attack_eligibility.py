@@ -1,6 +1,5 @@
 """Holes found by a hostile test of issue 12's eligibility rewrite (which lot may serve which project, where grams
-go back to, which dates a mutation may carry). Each test states the behaviour the rule promises and is marked
-xfail(strict) until the library keeps that promise; on SQLite and PostgreSQL, through the CLI where a user meets it."""
+go back to, which dates a mutation may carry), each fixed since; every test states the behaviour the rule promises; on SQLite and PostgreSQL, through the CLI where a user meets it."""
 import datetime as dt
 import json
 
@@ -25,8 +24,6 @@ def cod_available(engine) -> int:
     return next(r["available_g"] for r in audit.balance(engine)["rows"] if r["pollutant"] == "COD")
 
 
-@pytest.mark.skipif(False, reason="superseding a superseding tally subtracts only the last lot's use: "
-                                       "the first lot's allocations are credited again (9 t from a 7 t tally)")
 def test_superseding_twice_credits_a_source_no_more_than_its_latest_tally(book, write_csv):
     # S-NEW's T-NEW credits 5 t; P-A is allocated 2 t of it
     quota_ops.reserve(book, "P-A", actor="c", date=TODAY)
@@ -43,8 +40,6 @@ def test_superseding_twice_credits_a_source_no_more_than_its_latest_tally(book, 
     assert lots(book)["T-N3"]["issued_g"] == 3_000_000
 
 
-@pytest.mark.skipif(False, reason="superseding a lot that expired but was not yet posted by `expire` counts "
-                                       "its lapsed grams as unused: they are issued again on a lot with a new life")
 def test_superseding_a_lapsed_lot_does_not_give_its_expired_grams_a_new_life(book, write_csv):
     # T-OLD (10 t) expired on 2026-06-01; `expire` has not run, so its 10 t still sit on the lot (lapsed).
     # After `expire` the same file is refused (10 t credited, 10 t already used): the order must not matter.
@@ -57,8 +52,6 @@ def test_superseding_a_lapsed_lot_does_not_give_its_expired_grams_a_new_life(boo
     assert cod_available(book) == before                               # today: +10 t, valid until 2031-11-01
 
 
-@pytest.mark.skipif(False, reason="a back-dated --date (allowed after the chain's last transaction) judges "
-                                       "expiry on that date: a lot expired months ago is reserved and approved")
 def test_a_back_dated_reservation_cannot_draw_a_lot_expired_by_today(book, db_url):
     # the chain's last transaction is the 2024-01-01 issue, so 2026-05-01 is not "before the last transaction";
     # T-OLD expired on 2026-06-01, six months before today: the case issue 12 opens with
@@ -69,8 +62,6 @@ def test_a_back_dated_reservation_cannot_draw_a_lot_expired_by_today(book, db_ur
     assert old not in held                                             # today: allocated from COD-2021-00001
 
 
-@pytest.mark.skipif(False, reason="plan apply checks each funded entry alone: a forged plan listing a project "
-                                       "twice reserves twice its requirement")
 def test_plan_apply_refuses_a_project_funded_twice(book):
     plan = plans.run_plan(book, as_of=TODAY)
     entry = next(f for f in plan["funded"] if f["project_id"] == "P-A")
@@ -85,8 +76,6 @@ def test_plan_apply_refuses_a_project_funded_twice(book):
     assert snapshot(book) == before                                    # today: P-A holds 4 t of its 2 t
 
 
-@pytest.mark.skipif(False, reason="approve ignores reserved_until: a reservation whose --expires date has come "
-                                       "is approved as long as nobody ran `expire`")
 def test_approve_refuses_a_reservation_whose_lapse_date_has_come(book, db_url, pin_today):
     quota_ops.reserve(book, "P-A", actor="c", date=TODAY, expires=D(2026, 12, 2))
     pin_today(D(2026, 12, 3))                                          # lapsed on 2026-12-02
@@ -96,8 +85,6 @@ def test_approve_refuses_a_reservation_whose_lapse_date_has_come(book, db_url, p
     assert snapshot(book) == before
 
 
-@pytest.mark.skipif(False, reason="superseding a revoked tally fails on lot_status's primary key: a raw "
-                                       "'database error' and a revoked tally that can never be corrected")
 def test_a_revoked_tally_is_superseded_or_refused_with_a_clear_message(book, db_url, write_csv):
     quota_ops.revoke(book, lots(book)["T-NEW"]["lot"], actor="admin", memo="report withdrawn", date=TODAY)
     before = snapshot(book)
@@ -110,8 +97,6 @@ def test_a_revoked_tally_is_superseded_or_refused_with_a_clear_message(book, db_
         assert "supersedes" in r.output and snapshot(book) == before
 
 
-@pytest.mark.skipif(False, reason="supersession counts reserved grams as used; released or re-reserved they go "
-                                       "to superseded:, so the corrected credit is never whole (2 t of 4 t)")
 def test_superseding_a_partly_reserved_lot_loses_no_quota(book, write_csv):
     quota_ops.reserve(book, "P-A", actor="c", date=TODAY)              # 2 t of T-NEW's 5 t, not approved
     tallies.import_tallies(book, write_csv("sup.csv", SUPERSEDING, [
@@ -122,8 +107,6 @@ def test_superseding_a_partly_reserved_lot_loses_no_quota(book, write_csv):
     assert account(book, "project:P-A:allocated") + lots(book)["T-NEW2"]["available_g"] == 4_000_000
 
 
-@pytest.mark.skipif(False, reason="check_date compares with the chain's last transaction only when the date is "
-                                       "before today: with today itself set back, a mutation is dated before it")
 def test_a_clock_set_back_cannot_date_a_mutation_before_the_last_transaction(book, db_url, pin_today):
     quota_ops.reserve(book, "P-A", actor="c")                          # dated 2026-11-30
     pin_today(D(2026, 11, 1))                                          # QUOTA_TODAY, or a server clock, set back
@@ -133,8 +116,6 @@ def test_a_clock_set_back_cannot_date_a_mutation_before_the_last_transaction(boo
     assert snapshot(book) == before                                    # today: balance --as-of 2026-11-15 changes
 
 
-@pytest.mark.skipif(False, reason="QUOTA_TODAY overrides every date check unchecked: pinned 36 years ahead, "
-                                       "`expire` expires every lot irreversibly (issue 12's case, one env var away)")
 def test_a_today_pinned_decades_ahead_cannot_expire_every_lot(book, db_url, monkeypatch):
     far = dt.date.today().replace(year=dt.date.today().year + 36, day=1)
     monkeypatch.setenv("QUOTA_TODAY", far.isoformat())
@@ -144,15 +125,12 @@ def test_a_today_pinned_decades_ahead_cannot_expire_every_lot(book, db_url, monk
     assert snapshot(book) == before
 
 
-@pytest.mark.skipif(False, reason="an unparsable QUOTA_TODAY raises ValueError out of the CLI (a traceback)")
 def test_an_unparsable_quota_today_is_one_clear_line(book, db_url, monkeypatch):
     monkeypatch.setenv("QUOTA_TODAY", "tomorrow")
     r = cli(db_url, "balance")
     assert r.exit_code == 1 and "QUOTA_TODAY" in r.output, (r.output, r.exception)
 
 
-@pytest.mark.skipif(False, reason="--date goes through date.fromisoformat, which on Python 3.11 also takes "
-                                       "ISO week dates and basic format although the help says YYYY-MM-DD")
 @pytest.mark.parametrize("day", ["2026-W49-1", "20261130"])
 def test_dates_only_in_the_documented_format(book, db_url, day):
     before = snapshot(book)
@@ -161,8 +139,6 @@ def test_dates_only_in_the_documented_format(book, db_url, day):
     assert snapshot(book) == before
 
 
-@pytest.mark.skipif(False, reason="the same back-dating through the planner: plan run --as-of and plan apply "
-                                       "--date on a past day reserve a lot that expired months ago")
 def test_a_back_dated_plan_apply_cannot_draw_a_lot_expired_by_today(book, db_url):
     old = lots(book)["T-OLD"]["lot"]
     plan = plans.run_plan(book, as_of=D(2026, 5, 1))                  # T-OLD was valid then
@@ -171,8 +147,6 @@ def test_a_back_dated_plan_apply_cannot_draw_a_lot_expired_by_today(book, db_url
     assert old not in held                                             # today: P-A, P-B, P-PAST hold 7 t of it
 
 
-@pytest.mark.skipif(False, reason="balance --by lot reports a lapsed lot's grams as available_g (the "
-                                       "aggregated rows count them as lapsed_g); reserve refuses them")
 def test_balance_by_lot_shows_nothing_available_on_an_expired_lot(book, db_url):
     r = cli(db_url, "balance", "--by", "lot", "--json")
     rows = {x["tally_id"]: x for x in json.loads(r.stdout)["rows"]}
