@@ -144,7 +144,9 @@ def snapshot_reads(project_id: str) -> list[tuple[str, tuple]]:
             (SNAPSHOT_PAIRS, (f"project:{project_id}:reserved", f"project:{project_id}:allocated"))]
 
 
-LAST_DATE = ("SELECT effective_date FROM txn ORDER BY seq DESC LIMIT 1", ())  # the chain's last transaction's date
+# the date of the chain's last transaction that moves grams (register transactions move none and are dated on the
+# day of the import: they change no as-of view)
+LAST_DATE = ("SELECT effective_date FROM txn WHERE kind <> 'register' ORDER BY seq DESC LIMIT 1", ())
 
 
 def reads_ahead(bind, project_id: str, reserve_on: dt.date | None = None,

@@ -17,7 +17,7 @@ def request_hash(command: str, request: dict) -> str:
 
 
 # the stored row and (PostgreSQL) the user that wrote it, beside the user asking: a row another user wrote
-# (migration 0011 records it, the clerk cannot choose it) is refused, not replayed
+# (migration 0012 records it, the clerk cannot choose it) is refused, not replayed
 LOOKUP_PG = "SELECT command, request_hash, result, db_user, current_user FROM operation WHERE key = ?"
 LOOKUP_SQLITE = "SELECT command, request_hash, result, NULL, NULL FROM operation WHERE key = ?"
 

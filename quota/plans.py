@@ -187,6 +187,7 @@ def list_plans(engine: Engine) -> dict:
 
 
 def get_plan(engine: Engine, plan_id: str) -> dict:
+    plan_id = quota_ops.edge_id(plan_id, "plan id")
     with db.reading(engine) as conn:
         row = conn.execute(text("SELECT result, applied_at FROM plan WHERE plan_id = :p"), {"p": plan_id}).first()
     if row is None:
@@ -200,6 +201,7 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
     its own: the lot exists, is eligible for the project today under the rulebook in force (eligibility.why_not)
     and holds the grams, and each pollutant's draws sum to the requirement in force. A stored plan, whoever
     wrote it, cannot make `apply` skip a check."""
+    plan_id, actor = quota_ops.edge_id(plan_id, "plan id"), quota_ops.edge_text(actor, "actor")
     now = clock.today()
     today = date or now
 

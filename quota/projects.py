@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, text
 
-from . import db, idempotency, identity, ledger, rulebooks, units
+from . import clock, db, idempotency, identity, ledger, rulebooks, units
 from .errors import NotFound, Problem, ValidationFailed
 from .fields import RowReader
 from .rules import Rulebook
@@ -134,9 +134,26 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
                           "VALUES (:p, :q, :g, :r)"),
                      [{"p": p["project_id"], "q": q, "g": n["increment_g"], "r": n["ratio"]}
                       for p in projects for q, n in sorted(p["needs"].items())])
-        return {**summary, "import_id": int(batch)}
+        version, _ = rulebooks.current(conn)
+        seq = ledger.post_many(conn, [ledger.TxnSpec("register", clock.today(), [], f"register {len(projects)} "
+                                                     f"project(s) from {name}", sha, None,
+                                                     {"projects": register_meta(projects)})],
+                               actor=actor, rulebook=version)[0]
+        return {**summary, "import_id": int(batch), "txn": seq}
 
     return idempotency.run(engine, key, "project import", {"sha256": sha}, work)
+
+
+def register_meta(projects: list[dict]) -> dict:
+    """What a `register` transaction commits about each project: its requirement facts (verify compares the
+    project and project_need rows with them)."""
+    return {p["project_id"]: {"name": p["name"], "zone": p["zone"], "industry": p["industry"],
+                              "priority": p["priority"],
+                              "needed_by": p["needed_by"].isoformat() if p["needed_by"] else None,
+                              "must_fund": bool(p["must_fund"]),
+                              "needs": {q: {"increment_g": n["increment_g"], "ratio": n["ratio"]}
+                                        for q, n in sorted(p["needs"].items())}}
+            for p in projects}
 
 
 PROJECT_SQL = ("SELECT p.project_id, p.name, p.zone, p.industry, p.priority, p.needed_by, p.must_fund, p.state, "

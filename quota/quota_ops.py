@@ -6,12 +6,29 @@ import datetime as dt
 
 from sqlalchemy import Connection, Engine, text
 
-from . import clock, drawing, driver, idempotency, ledger, rulebooks, units
+from . import clock, drawing, driver, identity, idempotency, ledger, rulebooks, units
 from .drawing import (NO_LIMIT, Snapshot, candidate_lots, plan_draws, reads_ahead, shortfall_message, snapshot)
 from .eligibility import return_account, serves_until, why_not
 from .errors import NotFound, Refused
 from .projects import Need, ProjectInfo
 from .rules import Rulebook
+
+
+def edge_id(text: str, what: str) -> str:
+    """An id typed by a user, in its one normal form (identity.code); a look-alike or invisible character is
+    refused here, before anything is read (bad_id)."""
+    try:
+        return identity.code(text, what)
+    except identity.BadId as exc:
+        raise Refused(str(exc), "bad_id", what=what) from None
+
+
+def edge_text(text: str, what: str) -> str:
+    """Free text typed by a user (--doc, --memo, the actor): kept as typed, refused with control characters."""
+    try:
+        return identity.free_text(text, what)
+    except identity.BadId as exc:
+        raise Refused(str(exc), "bad_text", what=what) from None
 
 
 def check_date(conn: Connection, day: dt.date, what: str = "date") -> None:
@@ -25,7 +42,7 @@ def check_date(conn: Connection, day: dt.date, what: str = "date") -> None:
     rows = driver.select(conn, drawing.LAST_DATE)[0]  # read ahead with the lock on PostgreSQL
     last = ledger._as_date(rows[0][0]) if rows else None
     if day < today and last is not None:  # a back-dated operation: after everything already in the chain
-        last = max(last, ledger._as_date(conn.execute(text("SELECT max(effective_date) FROM txn")).scalar()))
+        last = max(last, ledger._as_date(conn.execute(text("SELECT max(effective_date) FROM txn WHERE kind <> 'register'")).scalar()))
     if last is not None and day < last:
         raise Refused(f"{what} {day} is before the ledger's last transaction ({last}); mutations cannot be "
                       "back-dated", "bad_date", date=day.isoformat(), last=last.isoformat())
@@ -39,6 +56,8 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
     On a project that already holds a reservation this tops it up: grams on lots that can no longer serve it
     go back (to revoked:/superseded:/expired: or their lot, see eligibility), grams above a lowered
     requirement go back to their lots (latest expiry first), and what is missing is drawn."""
+    project_id, actor = edge_id(project_id, "project id"), edge_text(actor, "actor")
+    pollutant = edge_id(pollutant, "pollutant") if pollutant is not None else None
     now = clock.today()
     today = date or now
     floor = max(today, now)  # a back-dated reservation still draws no lot that has expired by now
@@ -190,10 +209,12 @@ def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: st
             key: str | None = None) -> dict:
     """Confirm a project's reservations as allocations, citing the approval document. Refused unless every
     pollutant holds exactly its requirement under the rulebook in force, from lots eligible today."""
+    project_id, actor = edge_id(project_id, "project id"), edge_text(actor, "actor")
     now = clock.today()
     today = date or now
     if not doc.strip():
         raise Refused("an approval needs the approval document number (--doc)", "missing_doc")
+    doc = edge_text(doc, "approval document number")
 
     def work(conn: Connection) -> dict:
         check_date(conn, today)
@@ -274,6 +295,7 @@ def _set_state(conn: Connection, project_id: str, state: str) -> None:
 def release(engine: Engine | Connection, project_id: str, *, actor: str, date: dt.date | None = None,
             key: str | None = None) -> dict:
     """Return a project's reservations to their lots; the project goes back to the pipeline."""
+    project_id, actor = edge_id(project_id, "project id"), edge_text(actor, "actor")
     today = date or clock.today()
 
     def work(conn: Connection) -> dict:
@@ -297,6 +319,7 @@ def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt
            key: str | None = None) -> dict:
     """Withdraw a project for good, returning reserved and allocated quota to its lots (or to revoked:,
     superseded: or expired: when the lot can no longer serve)."""
+    project_id, actor = edge_id(project_id, "project id"), edge_text(actor, "actor")
     today = date or clock.today()
 
     def work(conn: Connection) -> dict:
@@ -320,6 +343,7 @@ def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt
 
 def expire(engine: Engine | Connection, as_of: dt.date, *, actor: str, key: str | None = None) -> dict:
     """Post expired lots' balances to expired:<P> and release reservations that lapsed by `as_of`."""
+    actor = edge_text(actor, "actor")
 
     def work(conn: Connection) -> dict:
         check_date(conn, as_of, "expire --as-of")
@@ -358,9 +382,11 @@ def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, d
     """Revoke a lot (its tally was found invalid): its unallocated balance goes to revoked:<P> and the lot is
     marked revoked, so nothing drawn from it ever returns to it. Reservations from it can no longer be
     approved (re-reserve); allocations already made stay and are flagged in trace and statements."""
+    serial, actor = edge_id(serial, "lot"), edge_text(actor, "actor")
     today = date or clock.today()
     if not memo.strip():
         raise Refused("a revocation needs its reason (--memo)", "missing_memo")
+    memo = edge_text(memo, "memo")
 
     def work(conn: Connection) -> dict:
         check_date(conn, today)

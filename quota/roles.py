@@ -1,6 +1,6 @@
 """Least-privilege PostgreSQL roles: quota_auditor (read), quota_clerk (ledger work), quota_planner (plans).
 
-Grants say which tables and columns each role may write; the triggers of migration 0011 say what it may
+Grants say which tables and columns each role may write; the triggers of migration 0012 say what it may
 write there: a role that does not own the ledger may post only the clerk's transaction kinds
 (CLERK_KINDS) and never to or from `issued:`/`adjustment:` accounts, and the idempotency table records
 the database user that wrote each key.
@@ -13,7 +13,7 @@ from .errors import Refused
 
 ROLES = ("quota_auditor", "quota_clerk", "quota_planner")
 # the transaction kinds a role that does not own the ledger may post (the owner posts every kind: issue,
-# revoke, expire, adjust...); migration 0011's quota_txn_guard trigger enforces the same list
+# revoke, expire, adjust...); migration 0012's quota_txn_guard trigger enforces the same list
 CLERK_KINDS = ("reserve", "approve", "release", "cancel", "register")
 OPERATION_COLUMNS = ("key", "command", "request_hash", "result", "created_at")  # not db_user: the database sets it
 PLAN_COLUMNS = ("plan_id", "created_at", "actor", "as_of", "status", "rulebook_version", "head_seq",

@@ -250,9 +250,7 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
         lots.append((serial, r.tally_id, r.pollutant, r.zone, r.effective_date, expires, amount))
         legs = [ledger.Leg(ledger.lot_account(serial), serial, r.pollutant, amount, r.zone),
                 ledger.Leg(f"issued:{r.pollutant}", serial, r.pollutant, -amount, r.zone)]
-        meta = {"tally_id": r.tally_id, "source_id": r.source_id, "report_no": r.report_no,
-                "measure": r.measure, "zone": r.zone, "expires": expires.isoformat() if expires else None,
-                "creditable_g": r.creditable_g, "supersedes": r.supersedes or None}
+        meta = issue_meta(r, expires)
         specs.append(ledger.TxnSpec("issue", r.effective_date, legs, f"{r.measure} {r.source_name}",
                                     r.report_no, None, meta))
         serials.append(serial)
@@ -278,6 +276,19 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
     result = _summary(records, book, serials)
     result["import_id"] = int(batch)
     return result
+
+
+def issue_meta(r: TallyRecord, expires: dt.date | None) -> dict:
+    """What the issue transaction's hashed body commits about its tally: everything a source statement
+    cites (amounts as the exact text stored in the tally table). `verify` compares the tally, lot and
+    source rows with it."""
+    return {"tally_id": r.tally_id, "source_id": r.source_id, "source_name": r.source_name, "zone": r.zone,
+            "measure": r.measure, "pollutant": r.pollutant, "baseline_actual": str(r.baseline_actual),
+            "permitted": None if r.permitted is None else str(r.permitted),
+            "post": None if r.post is None else str(r.post), "unit": r.unit, "baseline_year": r.baseline_year,
+            "creditable_g": r.creditable_g, "effective_date": r.effective_date.isoformat(),
+            "expires": expires.isoformat() if expires else None, "method": r.method, "assessor": r.assessor,
+            "report_no": r.report_no, "supersedes": r.supersedes or None}
 
 
 def _supersede(conn: Connection, records: list[TallyRecord], book: Rulebook) -> dict:

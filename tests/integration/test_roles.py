@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from quota import audit, db, idempotency, ledger, plans, projects, quota_ops, roles, tallies
 from quota.errors import QuotaError, Refused
-from tests.conftest import DATA, ENGINES, TALLY_HEADER, snapshot
+from tests.conftest import DATA, ENGINES, PROJECT_HEADER, TALLY_HEADER, snapshot
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_roles_sql_grants_no_delete():
     assert "GRANT UPDATE (state, reserved_until, doc) ON \"public\".project TO quota_clerk" in sql
 
 
-# --------------------------------------------------------------------------- who may post what (migration 0011)
+# --------------------------------------------------------------------------- who may post what (migration 0012)
 
 PG_ONLY = [pytest.mark.skipif("postgresql" not in ENGINES, reason="PostgreSQL skipped"),
            pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)]
@@ -171,8 +171,11 @@ def forge(conn, kind: str, legs: list[tuple[str, str, str, int]], project_id=Non
 
 
 @pg_only
-def test_a_clerk_may_post_only_the_clerks_transaction_kinds(pg):
+def test_a_clerk_may_post_only_the_clerks_transaction_kinds(pg, write_csv):
     clerk = as_role(pg, "quota_clerk")
+    # project import (a register transaction) is the clerk's
+    projects.import_projects(clerk, write_csv("p.csv", PROJECT_HEADER, ["P9,新项目,JT-YT,food,COD,1,t/a,1,,false,"]),
+                             actor="quota_clerk")
     for kind in ("issue", "revoke", "expire", "adjust", "supersede", "whatever"):
         def run(kind=kind):
             with clerk.begin() as conn:
@@ -355,11 +358,11 @@ def test_db_roles_refuses_a_caller_who_cannot_grant(pg):
 
 
 @pg_only
-def test_grants_of_roles_made_before_0011_are_tightened_by_the_upgrade(engine):
+def test_grants_of_roles_made_before_0012_are_tightened_by_the_upgrade(engine):
     from alembic import command
     from quota import migrate
     with engine.begin() as conn:
-        command.downgrade(migrate._config(conn), "0010")
+        command.downgrade(migrate._config(conn), "0011")
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="admin")
     projects.import_projects(engine, str(DATA / "projects.csv"), actor="admin")
     roles.create_roles(engine)

@@ -24,15 +24,15 @@ table's db_user column, which SQLite gets too (its db_user stays empty).
 The functions resolve names with search_path pg_catalog, pg_temp, and read txn through the trigger's own
 schema, so a user's temporary tables or search_path cannot stand in for the ledger's.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 """
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
