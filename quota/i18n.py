@@ -167,6 +167,7 @@ REFUSALS_ZH = {
                            f"日期 {f['date']} 无效：预留到期日须晚于预留日期"),
     "overdraw": lambda f: f"{f['account']}（{f['lot']}）余额将为负：{f['balance_g']} + {f['change_g']} 克",
     "missing_doc": lambda f: "核定需要批复文号（--doc）",
+    "reservation_lapsed": lambda f: f"项目 {f['project_id']} 的预留已于 {f['lapsed']} 到期，请重新预留",
     "missing_memo": lambda f: "注销需要说明原因（--memo）",
     "unknown_code": lambda f: f"未知{WHAT_ZH.get(f['what'], f['what'])} '{f['value']}'",
     "bad_option": lambda f: f"选项 {WHAT_ZH.get(f['option'], f['option'])} 的值无效：{f['value']}",

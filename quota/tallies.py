@@ -237,7 +237,10 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
     for n, r in enumerate(records, start=nlots + 1):
         serial = f"{r.pollutant}-{r.effective_date.year}-{n:05d}"
         expires = book.lot_expiry(r.effective_date)
-        amount = r.creditable_g - revokes.get(r.tally_id, (0, None))[0]
+        spent, _, until = revokes.get(r.tally_id, (0, None, None))
+        if until is not None and (expires is None or until < expires):
+            expires = until  # the grams it corrects keep the life of the tally they were first credited under
+        amount = r.creditable_g - spent
         if amount <= 0:
             raise ValidationFailed([Problem(name, r.row, "baseline_actual",
                                             f"superseding tally credits {r.creditable_g} g but "
@@ -259,7 +262,7 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
                                    "assessor", "report_no", "creditable_g", "supersedes", "import_id", "row"], tallies)
     db.insert_many(conn, "lot", ["serial", "tally_id", "pollutant", "zone", "effective_date", "expires", "issued_g"],
                    lots)
-    revoke_specs = sorted((spec for _, spec in revokes.values() if spec), key=lambda spec: spec.ref)
+    revoke_specs = sorted((spec for _, spec, _ in revokes.values() if spec), key=lambda spec: spec.ref)
     all_specs = revoke_specs + specs
     expiry = {lot[0]: lot[5] for lot in lots}  # serial -> expires, for the balance totals
     new = set(expiry)  # the lots issued here: no balance pair holds them yet
@@ -292,7 +295,8 @@ def issue_meta(r: TallyRecord, expires: dt.date | None) -> dict:
 
 
 def _supersede(conn: Connection, records: list[TallyRecord], book: Rulebook) -> dict:
-    """For superseding tallies: {new tally_id: (grams spent by the tallies it replaces, revoke spec or None)}.
+    """For superseding tallies: {new tally_id: (grams spent by the tallies it replaces, revoke spec or None, the
+    earliest expiry in the chain it replaces: the new lot expires no later)}.
 
     A correction credits its creditable amount less what the whole chain of tallies it replaces gave out for
     good: grams allocated to projects, and grams that expired (posted to expired:, or still on a lot past its
@@ -332,7 +336,9 @@ def _supersede(conn: Connection, records: list[TallyRecord], book: Rulebook) -> 
             # superseded even when nothing is left (a transaction without postings)
             spec = ledger.TxnSpec("revoke", today, legs, f"superseded by tally {r.tally_id}", r.report_no, None,
                                   {"lot": serial, "superseded_by": r.tally_id})
-        out[r.tally_id] = (spent, spec)
+        lives = [ledger._as_date(c[3]) for c in chain]
+        until = None if any(x is None for x in lives) else min(lives)  # a correction never extends a lot's life
+        out[r.tally_id] = (spent, spec, until)
     return out
 
 

@@ -282,3 +282,12 @@ def test_look_alike_ids_and_escape_codes_are_refused_at_the_edge(book, db_url, a
     r = cli(db_url, *args)
     assert r.exit_code == 1 and "Traceback" not in r.output and "\x1b" not in r.output
     assert snapshot(book) == before
+
+
+def test_a_correction_never_extends_the_life_of_the_grams_it_corrects(book, write_csv):
+    """T-NEW (vintage 2024-01-01, expires 2029-01-01) corrected by a tally effective 2026-11-01: the new lot keeps
+    2029-01-01, not 2031-11-01."""
+    tallies.import_tallies(book, write_csv("fix.csv", TALLY_HEADER + ",supersedes", [
+        "T-FIX,S-NEW,新厂,closure,JT-DC,COD,6,,,t/a,2023,2026-11-01,m,a,R-FIX,T-NEW"]), actor="clerk")
+    assert lots(book)["T-FIX"]["expires"] == lots(book)["T-NEW"]["expires"] == "2029-01-01"
+    assert audit.verify(book)[1] == []
