@@ -42,8 +42,9 @@ def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proje
 
 @app.command()
 def verify(ctx: typer.Context,
-           export: Annotated[Optional[Path], typer.Option("--export", help="Verify this JSONL export offline "
-                                                                           "(no database).")] = None,
+           export: Annotated[Optional[Path], typer.Option("--export", help="Verify an export offline (no database): "
+                                                          "a JSONL file, a .beancount file, or a CSV/Parquet "
+                                                          "folder (checked against its manifest.json).")] = None,
            as_json: JsonOpt = False) -> None:
     """Recompute the hash chain and every balance; exit 1 on any mismatch.
 
@@ -53,7 +54,13 @@ def verify(ctx: typer.Context,
     from quota import audit
     from quota import export as exp
     with failures(), reporter() as progress:
-        if export is not None:
+        if export is not None and export.is_dir():
+            from quota import table_export
+            summary, problems = table_export.verify_tables(str(export))
+        elif export is not None and export.suffix in (".beancount", ".bean"):
+            from quota import beancount_export
+            summary, problems = beancount_export.verify_beancount(str(export))
+        elif export is not None:
             summary, problems = exp.verify_export(str(export), progress)
         else:
             summary, problems = audit.verify(ctx.obj.engine, progress)
@@ -81,18 +88,20 @@ def export(ctx: typer.Context,
     from quota import beancount_export, export as exp, table_export
     from cli.progress import reporter
     day = _date(as_of)
+    from quota import outfiles
+    engine = ctx.obj.engine
     with failures(), reporter() as progress:
+        # every file is written beside its target and renamed into place when complete (quota.outfiles):
+        # a failure leaves an earlier export untouched; the database file is never a target
         if fmt == "jsonl":
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with open(out, "w", encoding="utf-8") as fh:
-                end = exp.write_jsonl(ctx.obj.engine, fh, day, progress)
+            with outfiles.atomic_file(out, engine) as fh:
+                end = exp.write_jsonl(engine, fh, day, progress)
             render.note(f"exported {end['transactions']} transactions, {end['postings']} postings to {out}")
         elif fmt == "beancount":
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with open(out, "w", encoding="utf-8") as fh:
-                info = beancount_export.write_beancount(ctx.obj.engine, fh, day)
+            with outfiles.atomic_file(out, engine) as fh:
+                info = beancount_export.write_beancount(engine, fh, day)
             render.note(f"exported {info['transactions']} transactions on {info['accounts']} accounts to {out} "
                         f"(balance assertions dated the day after {info['date']})")
         else:
-            files = table_export.write_tables(ctx.obj.engine, fmt, str(out), day, lang=render.LANG["lang"])
-            render.note(f"exported {len(files)} file(s) to {out}")
+            files = table_export.write_tables(engine, fmt, str(out), day, lang=render.LANG["lang"])
+            render.note(f"exported {len(files)} file(s) to {out}" + (", with manifest.json" if fmt != "xlsx" else ""))

@@ -373,11 +373,12 @@ def report(ctx: typer.Context,
 
     Example: quota --lang zh report --html report.html --plan PLAN-0001
     """
-    from quota import report as rep
+    from quota import outfiles, report as rep
     with failures():
+        outfiles.check_target(html, ctx.obj.engine)  # refused before any work: never the database
         page = rep.build(ctx.obj.engine, plan_id=plan, as_of=_date(as_of), lang=render.LANG["lang"])
-    html.parent.mkdir(parents=True, exist_ok=True)
-    html.write_text(page, encoding="utf-8")
+        with outfiles.atomic_file(html, ctx.obj.engine) as fh:
+            fh.write(page)
     render.note(render.msg("report_written", path=html))
 
 
