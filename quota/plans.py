@@ -252,7 +252,7 @@ def write_plan_files(result: dict, out_dir: str, db=None) -> list[str]:
     prices = pd.DataFrame(result["shadow_prices"], columns=["pollutant", "key", "value", "per"])
     summary = pd.DataFrame([{k: result.get(k) for k in ("plan_id", "as_of", "status", "objective", "bound",
                                                          "lp_bound", "gap", "solver", "seconds", "scenario")}])
-    frames = {name: frame.apply(lambda col: col.map(neutralise) if col.dtype == object else col)
+    frames = {name: frame.map(neutralise)
               for name, frame in (("draws", draws), ("unfunded", unfunded), ("shadow_prices", prices),
                                   ("summary", summary))}
     with outfiles.atomic_dir(out, PLAN_FILES, db) as tmp:
