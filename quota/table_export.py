@@ -116,11 +116,16 @@ def write_tables(engine: Engine, fmt: str, out: str, as_of: dt.date | None = Non
         if fmt == "xlsx":
             from openpyxl import Workbook
             wb = Workbook(write_only=True)
-            for name in TABLES:
-                ws = wb.create_sheet(name)
-                ws.append(headers(name, lang))
-                for row in iter_table(conn, name, as_of):
-                    ws.append(list(row))
+            try:
+                for name in TABLES:
+                    ws = wb.create_sheet(name)
+                    ws.append(headers(name, lang))
+                    for row in iter_table(conn, name, as_of):
+                        ws.append(list(row))
+            except BaseException:
+                for ws in wb.worksheets:  # close the sheets' temporary files
+                    ws.close()
+                raise
             with outfiles.atomic_path(path, engine) as tmp:
                 wb.save(tmp)
             return [str(path)]
