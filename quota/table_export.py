@@ -207,18 +207,20 @@ def verify_tables(path: str) -> tuple[dict, list[Problem]]:
     try:
         manifest = json.loads((folder / outfiles.MANIFEST).read_text(encoding="utf-8"))
         files = {f["name"]: f for f in manifest["files"]}
-        fmt = manifest["table_format"]
+        fmt = manifest.get("table_format")
     except (OSError, ValueError, KeyError, TypeError):
         return summary, [Problem(str(folder / outfiles.MANIFEST), 0, "", "missing or unreadable: not a complete "
                                  "quota export folder (interrupted, or not written by quota export?)")]
-    if manifest.get("format") != MANIFEST_FORMAT:
+    if manifest.get("format") == "quota-plan":  # plan run --out: each file's presence and sha256
+        fmt = None
+    elif manifest.get("format") != MANIFEST_FORMAT or fmt not in ("csv", "parquet"):
         return summary, [Problem(str(folder / outfiles.MANIFEST), 0, "format",
                                  f"not a quota table export ({manifest.get('format')!r})")]
     head = manifest.get("head") or {}
     summary.update(hash_scheme=manifest.get("hash_scheme"), as_of=manifest.get("as_of"), final_hash=head.get("hash"))
     for extra in sorted(c.name for c in folder.iterdir() if c.name not in files and c.name != outfiles.MANIFEST):
         problems.append(Problem(str(folder / extra), 0, "", "a file the manifest does not list"))
-    for name in file_names(fmt):
+    for name in file_names(fmt) if fmt else ():
         if name not in files:
             problems.append(Problem(str(folder / outfiles.MANIFEST), 0, "files", f"{name} is not listed"))
     for name, entry in sorted(files.items()):
@@ -230,6 +232,8 @@ def verify_tables(path: str) -> tuple[dict, list[Problem]]:
             size = target.stat().st_size
             problems.append(Problem(str(target), 0, "sha256", f"does not match the manifest ({size} bytes, "
                                     f"the manifest states {entry.get('bytes')}: truncated or edited?)"))
+            continue
+        if fmt is None:
             continue
         try:
             n, last = _count_and_last(target, fmt)

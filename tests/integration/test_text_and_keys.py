@@ -113,6 +113,11 @@ def test_plan_files_neutralise_formulas(tmp_path):
     values = [c.value for ws in wb for row in ws.iter_rows() for c in row if isinstance(c.value, str)]
     assert "'=1+1" in values and not any(v.startswith(("=", "+", "@")) for v in values)
     assert not any(v.startswith("-") for v in values)
+    from quota import table_export
+    assert table_export.verify_tables(str(tmp_path / "plan"))[1] == []
+    (tmp_path / "plan" / "draws.csv").write_text("plan_id\n", encoding="utf-8")
+    problems = table_export.verify_tables(str(tmp_path / "plan"))[1]
+    assert [p.source.rsplit("/", 1)[-1] for p in problems] == ["draws.csv"]
 
 
 # --------------------------------------------------------------------------- keys
