@@ -110,6 +110,7 @@ def trace(result: dict) -> None:
                       units.display(n["required_g"], n["unit"]), units.display(n["held_g"], n["unit"]), n["key"],
                       n["unit"]] for n in result["needs"]], right={"Increment", "Required", "Held", "Ratio"}))
     out.print(table(h("Sources of the quota"), ["Pollutant", "Lot", "State", "Amount", "Tally", "Source", "Report"],
-                    [[d["pollutant"], d["lot"], d["state"], d["amount"], d["tally_id"],
+                    [[d["pollutant"], d["lot"] + ("" if d["lot_state"] == "active" else f" ({d['lot_state'].upper()})"),
+                      d["state"], d["amount"], d["tally_id"],
                       f"{d['source_id']} {d['source_name']} ({d['measure']})", d["report_no"]]
                      for d in result["draws"]], right={"Amount"}))

@@ -44,7 +44,18 @@ class ValidationFailed(QuotaError):
 
 
 class Refused(QuotaError):
-    """A ledger operation cannot be carried out (short quota, wrong state...)."""
+    """A ledger operation cannot be carried out (short quota, wrong state...).
+
+    `code` names the refusal from a finite list (see README, "Refusals"), `facts` are its data
+    (pollutant, key, grams, lot...), so front ends can render it without reading the message back."""
+
+    def __init__(self, message: str, code: str = "refused", **facts):
+        super().__init__(message)
+        self.code = code
+        self.facts = facts
+
+    def to_dict(self) -> dict:
+        return {"error": {"code": self.code, "message": str(self), **self.facts}}
 
 
 class NotFound(QuotaError):

@@ -1,6 +1,7 @@
 """Hypothesis state machine: the ledger against a simple in-memory reference model."""
 import datetime as dt
 import itertools
+import os
 import tempfile
 from pathlib import Path
 
@@ -30,12 +31,18 @@ class LedgerMachine(RuleBasedStateMachine):
         self.engine = db.make_engine(url)
         rulebooks.init(self.engine, str(DATA / "rules.toml"), "model")
         self.day = dt.date(2026, 1, 1)
+        self.pinned = os.environ.get("QUOTA_TODAY")
+        os.environ["QUOTA_TODAY"] = "2099-12-31"  # time passes in this model: the library's today is far ahead
         self.ids = itertools.count(1)
         self.lots = {}        # serial -> [pollutant, expires, available]
         self.counter = {}     # (account kind, pollutant) -> grams outside lots
         self.projects = {}    # pid -> {"pollutant", "required", "needed_by", "state", "held": {serial: g}}
 
     def teardown(self):
+        if hasattr(self, "pinned"):
+            os.environ.pop("QUOTA_TODAY", None)
+            if self.pinned is not None:
+                os.environ["QUOTA_TODAY"] = self.pinned
         if hasattr(self, "engine"):
             self.engine.dispose()
             self.drop()
@@ -86,7 +93,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def _plan(self, pid):
         """The model's draws for a project: earliest expiry first; returns (plan, grams short)."""
         p = self.projects[pid]
-        on = p["needed_by"] or self.day
+        on = max(p["needed_by"] or self.day, self.day)  # the later of today and needed_by
         eligible = sorted((l[2], s) for s, l in self.lots.items()
                           if l[0] == p["pollutant"] and l[3] > 0 and l[1] <= self.day and l[2] > on)
         left, plan = p["required"], {}
@@ -124,8 +131,14 @@ class LedgerMachine(RuleBasedStateMachine):
         pid = self._pick(data, {"reserved"})
         if pid is None:
             return
+        p = self.projects[pid]
+        on = max(p["needed_by"] or self.day, self.day)
+        if any(self.lots[s][2] <= on for s in p["held"]):  # a held lot can no longer serve: re-reserve first
+            with pytest.raises(Refused, match="cannot be approved"):
+                quota_ops.approve(self.engine, pid, doc="DOC", actor="model", date=self.day)
+            return
         quota_ops.approve(self.engine, pid, doc="DOC", actor="model", date=self.day)
-        self.projects[pid].update(state="approved", part="allocated")
+        p.update(state="approved", part="allocated")
 
     def _return(self, p):
         for serial, g in p["held"].items():
