@@ -25,9 +25,10 @@ def quota(url, *args):
 
 
 @pytest.fixture
-def ledger(engine, db_url):
+def ledger(engine, db_url, pin_today):
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
     projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    pin_today(D(2026, 12, 31))
     quota_ops.reserve(engine, "P2026-08", actor="a", date=D(2026, 11, 29))
     quota_ops.approve(engine, "P2026-08", doc="金环审〔2026〕31号", actor="b", date=D(2026, 12, 2))
     quota_ops.reserve(engine, "P2026-03", actor="a", date=D(2026, 12, 2))

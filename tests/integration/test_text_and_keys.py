@@ -1,6 +1,7 @@
 """Data is never markup (rich on the terminal, Markdown statements, spreadsheet formulas in plan files),
 and idempotency keys are checked (issue 18)."""
 import csv
+import datetime as dt
 import io
 import re
 
@@ -24,8 +25,9 @@ def quota(url, *args):
 
 
 @pytest.fixture
-def marked(engine, db_url, write_csv):
+def marked(engine, db_url, write_csv, pin_today):
     """A ledger whose source name, project name and report number look like rich markup."""
+    pin_today(dt.date(2026, 12, 31))
     tallies.import_tallies(engine, write_csv("t.csv", TALLY_HEADER, [
         f'T1,S1,"{SOURCE}",closure,JT-YT,COD,20.0,,,t/a,2020,2024-01-01,m,"<b>检测</b> | x","R[/]1 <script>"']),
         actor="clerk")
@@ -62,7 +64,7 @@ def test_render_prints_a_project_id_with_markup_literally(monkeypatch):
                   "state": "[/]", "needs": [], "draws": [{"pollutant": "COD", "lot": "[/]L", "state": "reserved",
                                                           "amount": "1", "tally_id": "T", "source_id": "S",
                                                           "source_name": "[link=http://e.x]s[/link]",
-                                                          "measure": "closure", "report_no": "R"}]})
+                                                          "measure": "closure", "report_no": "R", "lot_state": "active"}]})
     text = buffer.getvalue()
     assert "P[/]1 [link=http://e.x]n[/link] — zone [b]Z" in text and "state [/]" in text
     assert "[/]L" in text and "[link=http://e.x]s[/link]" in text
