@@ -100,6 +100,9 @@ def failures():
     except DBAPIError as exc:  # cannot connect, permission denied, disk full, locked for too long...
         render.error(f"database error: {str(exc.orig).strip() if exc.orig else exc}")
         raise typer.Exit(1) from None
+    except OSError as exc:  # an output cannot be written (no space, no permission): nothing was replaced
+        render.error(f"cannot write {exc.filename or 'the output'}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
     finally:
         if db.RETRIES:
             render.note(render.msg("retried", n=len(db.RETRIES), what="; ".join(db.RETRIES[:3])))

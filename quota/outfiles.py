@@ -194,7 +194,7 @@ def atomic_dir(path: Path | str, names: Iterable[str], db=None) -> Iterator[Path
     `names` are the files the export writes: an existing target folder holding only those (and a
     manifest) is an earlier export and is replaced; any other existing folder is refused.
     """
-    target = Path(path)
+    target = Path(os.path.abspath(path))  # "." and "dir/" name a folder that can be renamed
     names = set(names)
     check_folder(target, names, db)
     target.parent.mkdir(parents=True, exist_ok=True)
