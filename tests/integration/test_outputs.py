@@ -312,3 +312,42 @@ def test_a_table_export_reads_one_snapshot_while_an_import_commits(ledger, engin
     assert not any(str(r["tally_id"]).startswith("TL") for r in tables["lots"])
     assert sum(int(r["amount_g"]) for r in tables["balances"]) == 0
     assert audit.verify(engine)[0]["transactions"] == 29  # the import did commit
+
+
+KILLED_EXPORT = """
+import sys, time
+from quota import table_export
+real = table_export.iter_table
+def slow(bind, name, as_of):
+    if name == "postings":
+        print("writing", flush=True)
+        time.sleep(60)
+    yield from real(bind, name, as_of)
+table_export.iter_table = slow
+from cli.main import app
+app(["--db", sys.argv[1], "export", "--format", sys.argv[2], "--out", sys.argv[3]])
+"""
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_killed_folder_export_leaves_the_old_set_whole(ledger, tmp_path, fmt):
+    """SIGKILL while the tables are being written: the earlier export stays, complete and verifiable."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    target = tmp_path / fmt
+    assert quota(ledger, "export", "--format", fmt, "--out", str(target)).exit_code == 0
+    before = digest(target)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, ledger, fmt, str(target)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        partial = [p for p in tmp_path.iterdir() if p.name.startswith(f".{fmt}.")]
+        assert partial and (partial[0] / f"transactions.{fmt}").exists()  # it was half way through
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert digest(target) == before
+    assert quota(ledger, "verify", "--export", str(target)).exit_code == 0
