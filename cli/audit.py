@@ -79,7 +79,9 @@ def verify(ctx: typer.Context,
 @app.command()
 def export(ctx: typer.Context,
            fmt: Annotated[str, typer.Option("--format", help="jsonl, csv, xlsx, parquet or beancount.")],
-           out: Annotated[Path, typer.Option(help="Output file (jsonl, xlsx, beancount) or folder (csv, parquet).")],
+           out: Annotated[Path, typer.Option(help="Output file (jsonl, xlsx, beancount) or folder (csv, parquet, "
+                                                  "with manifest.json); written whole or not at all, never over "
+                                                  "a database.")],
            as_of: Annotated[Optional[str], typer.Option("--as-of", help="The ledger as it stood on this date.")] = None
            ) -> None:
     """Export the ledger for auditors.  Example: quota export --format jsonl --out ledger.jsonl"""
