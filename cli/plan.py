@@ -77,7 +77,7 @@ def plan_run(ctx: typer.Context,
     from cli.main import _date, failures
     from cli.progress import reporter
     from quota import outfiles, plans
-    with failures(), reporter() as progress:
+    with failures(as_json), reporter() as progress:
         if out:  # refused before the plan is solved and stored
             outfiles.check_folder(out, plans.PLAN_FILES, ctx.obj.engine)
         if progress:
@@ -99,11 +99,26 @@ def plan_show(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="P
     """Show a stored plan.  Example: quota plan show PLAN-0001"""
     from cli.main import failures
     from quota import plans
-    with failures():
+    with failures(as_json):
         result = plans.get_plan(ctx.obj.engine, plan_id)
     if as_json:
         return render.emit_json(result)
     render_plan(result)
+
+
+@plan_app.command("list")
+def plan_list(ctx: typer.Context,
+              as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
+    """List the stored plans, newest last.  Example: quota plan list"""
+    from cli.main import failures
+    from quota import plans
+    with failures(as_json):
+        result = plans.list_plans(ctx.obj.engine)
+    if as_json:
+        return render.emit_json(result)
+    render.out.print(render.table(None, ["Plan", "As of", "Status", "Scenario", "Created", "Actor", "Applied"],
+                                  [[p["plan_id"], p["as_of"], p["status"], p["scenario"] or "-", p["created_at"],
+                                    p["actor"], p["applied_at"] or "-"] for p in result["plans"]]))
 
 
 @plan_app.command("apply")
@@ -114,7 +129,7 @@ def plan_apply(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="
     """Turn a solved plan into reservations, all or nothing.  Example: quota plan apply PLAN-0001"""
     from cli.main import _date, failures
     from quota import plans
-    with failures():
+    with failures(as_json):
         result = plans.apply_plan(ctx.obj.engine, plan_id, actor=ctx.obj.actor, date=_date(date), key=key)
     if as_json:
         return render.emit_json(result)

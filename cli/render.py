@@ -35,6 +35,7 @@ def esc(value) -> str:
     from rich.markup import escape
     return escape(str(value))
 
+
 LANG = {"lang": "en"}
 
 
@@ -63,18 +64,35 @@ def emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
+MAX_PROBLEM_LINES = 100  # a file of 10^5 bad rows is refused in a screenful; --json lists them all
+
+
 def problems(items: list[Problem], heading: str = "refused") -> None:
-    """One line per problem (file:row [column]: message), easy to read and to grep."""
+    """One line per problem (file:row [column]: message), easy to read and to grep; at most MAX_PROBLEM_LINES,
+    then a count of the rest."""
     err.print(msg(heading, n=len(items)), style="bold red")
     lang = LANG["lang"]
-    for p in items:
+    for p in items[:MAX_PROBLEM_LINES]:
         shown = Problem(p.source, p.row, p.column, i18n.translate_error(p.message, lang)) if lang == "zh" else p
         err.print(f"  {shown}", markup=False)
+    if len(items) > MAX_PROBLEM_LINES:
+        err.print("  " + msg("more_problems", n=len(items) - MAX_PROBLEM_LINES), markup=False)
 
 
 def error(message: str) -> None:
     err.print(f"[bold red]{msg('error')}:[/] ", markup=True, highlight=False, end="")
     err.print(i18n.translate_error(message, LANG["lang"]), markup=False, highlight=False)
+
+
+def refusal(exc) -> None:
+    """A library refusal (QuotaError) on stderr, in the user's language, rendered from its code and facts."""
+    err.print(f"[bold red]{msg('error')}:[/] ", markup=True, highlight=False, end="")
+    err.print(i18n.refusal(exc.code, str(exc), exc.facts, LANG["lang"]), markup=False, highlight=False)
+
+
+def done(message: str) -> None:
+    """A success line: stdout (diagnostics go to stderr)."""
+    out.print(message, markup=False, highlight=False)
 
 
 def note(message: str) -> None:

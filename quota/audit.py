@@ -6,19 +6,34 @@ import datetime as dt
 from sqlalchemy import Engine, text
 
 from . import balances, clock, db, ledger, rulebooks, units
-from .errors import Problem
+from .errors import Problem, Refused
 from .projects import load_projects
 
 
 def balance(engine: Engine, *, by: str = "pollutant", pollutant: str | None = None, zone: str | None = None,
             as_of: dt.date | None = None) -> dict:
     """Available / reserved / allocated quota as DESIGN 5.3 (`quota balance --json`)."""
+    if by not in ("pollutant", "zone", "lot"):
+        raise Refused(f"cannot group by {by!r}: use pollutant, zone or lot", "bad_option", option="by", value=by)
     with db.reading(engine) as conn:
         _, book = rulebooks.current(conn)
         unit_of = {p.code: p.unit for p in book.pollutants.values()}
         day = as_of or clock.today()
+        # codes are case-insensitive, as in the imports; an unknown one is refused rather than shown as nothing
+        pollutant = _known(pollutant, book.pollutants, "pollutant")
+        zone = _known(zone, book.zones, "zone")
         rows = balances.balance_rows(conn, unit_of, by=by, pollutant=pollutant, zone=zone, as_of=as_of, today=day)
     return {"as_of": day.isoformat(), "by": by, "rows": rows}
+
+
+def _known(code: str | None, known: dict, what: str) -> str | None:
+    if code is None:
+        return None
+    value = code.strip().upper()
+    if value not in known:
+        raise Refused(f"unknown {what} {code!r} (the rulebook has {', '.join(sorted(known))})", "unknown_code",
+                      what=what, value=code)
+    return value
 
 
 def trace(engine: Engine, project_id: str) -> dict:
@@ -62,6 +77,8 @@ def trace(engine: Engine, project_id: str) -> dict:
 def verify(engine: Engine, progress=None) -> tuple[dict, list[Problem]]:
     """Recompute the hash chain and every balance from the postings, and the matching keys from the
     rulebooks (errors as data)."""
+    if not db.schema_exists(engine):
+        raise db.NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
     with db.reading(engine) as conn:
         summary, problems = ledger.verify(conn, progress)
         problems += rulebooks.check_matching(conn)

@@ -30,7 +30,15 @@ class Problem:
 
 
 class QuotaError(Exception):
-    """Base of every error the library raises; the CLI turns it into exit code 1."""
+    """Base of every error the library raises; the CLI turns it into exit code 1. `code` names it from a
+    finite list (README, "Refusals"); `facts` carry its data."""
+
+    code = "error"
+    facts: dict = {}
+
+    def to_dict(self) -> dict:
+        """The refusal as data: {"error": {"code", "message", ...facts}} (what `--json` prints)."""
+        return {"error": {"code": self.code, "message": str(self), **self.facts}}
 
 
 class ValidationFailed(QuotaError):
@@ -41,6 +49,12 @@ class ValidationFailed(QuotaError):
         first = "; ".join(str(p) for p in self.problems[:3])
         more = f" (+{len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
         super().__init__(f"{len(self.problems)} problem(s): {first}{more}")
+
+    code = "invalid_input"
+
+    @property
+    def facts(self) -> dict:
+        return {"problems": [p.to_dict() for p in self.problems]}
 
 
 class Refused(QuotaError):
@@ -54,13 +68,14 @@ class Refused(QuotaError):
         self.code = code
         self.facts = facts
 
-    def to_dict(self) -> dict:
-        return {"error": {"code": self.code, "message": str(self), **self.facts}}
-
 
 class NotFound(QuotaError):
     """A project, lot or plan named by the user does not exist."""
 
+    code = "not_found"
+
 
 class IdempotencyConflict(QuotaError):
     """The same --key was used before with different content."""
+
+    code = "key_conflict"

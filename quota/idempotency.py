@@ -22,13 +22,16 @@ def check_key(key: str | None) -> None:
     if key is None:
         return
     if not isinstance(key, str) or key == "":
-        raise Refused("the idempotency key is empty; give a non-empty --key or leave it out")
+        raise Refused("the idempotency key is empty; give a non-empty --key or leave it out", "bad_key",
+                      reason="empty")
     if len(key) > KEY_MAX:
-        raise Refused(f"the idempotency key has {len(key)} characters; at most {KEY_MAX} are allowed")
+        raise Refused(f"the idempotency key has {len(key)} characters; at most {KEY_MAX} are allowed", "bad_key",
+                      reason="too_long", length=len(key), max=KEY_MAX)
     bad = next((c for c in key if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs")), None)
     if bad is not None:
         raise Refused(f"the idempotency key holds a control character (U+{ord(bad):04X}); "
-                      "use letters, digits and punctuation")
+                      "use letters, digits and punctuation", "bad_key", reason="control_character",
+                      character=f"U+{ord(bad):04X}")
 
 
 def request_hash(command: str, request: dict) -> str:

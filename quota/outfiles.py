@@ -55,20 +55,22 @@ def check_target(path: Path | str, db=None, folder: bool = False) -> Path:
     p = Path(path)
     if p.expanduser().resolve() in _db_files(db):
         raise Refused(f"{path} is the ledger's database file; an output never overwrites the database "
-                      "(choose another file name)")
+                      "(choose another file name)", "output_is_database", path=str(path))
     if folder:
         if p.exists() and not p.is_dir():
-            raise Refused(f"{path} exists and is not a folder; this export writes a folder")
+            raise Refused(f"{path} exists and is not a folder; this export writes a folder", "output_kind",
+                          path=str(path))
         if p.is_dir():
             for child in sorted(p.iterdir()):
                 if is_sqlite_file(child) or child.expanduser().resolve() in _db_files(db):
-                    raise Refused(f"{path} holds a SQLite database ({child.name}); an output never replaces a database")
+                    raise Refused(f"{path} holds a SQLite database ({child.name}); an output never replaces a "
+                                  "database", "output_is_database", path=str(child))
     else:
         if p.is_dir():
-            raise Refused(f"{path} is a folder; give a file name")
+            raise Refused(f"{path} is a folder; give a file name", "output_kind", path=str(path))
         if is_sqlite_file(p):
             raise Refused(f"{path} is a SQLite database; an output never overwrites a database "
-                          "(choose another file name)")
+                          "(choose another file name)", "output_is_database", path=str(path))
     return p
 
 
@@ -184,7 +186,8 @@ def check_folder(target: Path | str, names: Iterable[str], db=None) -> None:
         foreign = sorted(c.name for c in target.iterdir() if c.name not in names | {MANIFEST} or not c.is_file())
         if foreign:
             raise Refused(f"{target} exists and holds files this export does not write ({', '.join(foreign[:5])}"
-                          f"{' …' if len(foreign) > 5 else ''}); choose a new folder or remove it first")
+                          f"{' …' if len(foreign) > 5 else ''}); choose a new folder or remove it first",
+                          "output_not_ours", path=str(target), files=foreign)
 
 
 @contextlib.contextmanager

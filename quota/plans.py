@@ -67,6 +67,7 @@ def gather(conn: Connection, book: Rulebook, as_of: dt.date, scenario: Scenario 
 def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str | None = None,
              time_limit: float = 10.0, gap: float = 0.0, actor: str = "planner", solver: str = "auto") -> dict:
     """Solve the allocation for all pipeline projects; store and return the plan (DESIGN 5.3 shape)."""
+    check_options(time_limit, gap, solver)
     with db.reading(engine) as conn:
         version, book = rulebooks.current(conn)
         scenario = load_scenario(scenario_path, book) if scenario_path else None
@@ -98,6 +99,23 @@ def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str
         return result
 
     return db.run_write(engine, store, lock=False)  # not a ledger write; a clashing id is retried
+
+
+SOLVERS = ("auto", "highs", "cbc")
+
+
+def check_options(time_limit: float, gap: float, solver: str) -> None:
+    """The solver options a user gives: a known solver, a positive finite time limit, a gap in [0, 1)."""
+    import math
+    if solver not in SOLVERS:
+        raise Refused(f"unknown solver {solver!r} (use {', '.join(SOLVERS)})", "bad_option", option="solver",
+                      value=solver)
+    if not (isinstance(time_limit, (int, float)) and math.isfinite(time_limit) and 0 < time_limit <= 86_400):
+        raise Refused(f"the time limit must be a number of seconds above 0 (at most a day), got {time_limit}",
+                      "bad_option", option="time_limit", value=str(time_limit))
+    if not (isinstance(gap, (int, float)) and math.isfinite(gap) and 0 <= gap < 1):
+        raise Refused(f"the gap must be a fraction from 0 to below 1, got {gap}", "bad_option", option="gap",
+                      value=str(gap))
 
 
 def _result(book, infos, projects, lots, rows, sol, candidates, chosen, scenario, zones) -> dict:
@@ -155,6 +173,17 @@ def _result(book, infos, projects, lots, rows, sol, candidates, chosen, scenario
                              for c in candidates]
         out["cost"] = sum(c.cost for c in candidates if c.candidate_id in chosen)
     return out
+
+
+def list_plans(engine: Engine) -> dict:
+    """Every stored plan, in the order they were made: {"plans": [{plan_id, as_of, status, scenario, created_at,
+    actor, applied_at}]} (a scenario plan, named or not, can never be applied)."""
+    with db.reading(engine) as conn:
+        rows = conn.execute(text("SELECT plan_id, as_of, status, scenario_name, scenario, created_at, actor, applied_at "
+                                 "FROM plan ORDER BY created_at, plan_id")).all()
+    return {"plans": [{"plan_id": r[0], "as_of": str(r[1]), "status": r[2],
+                       "scenario": (r[3] or "(unnamed)") if (r[3] or r[4]) else None, "created_at": r[5],
+                       "actor": r[6], "applied_at": r[7]} for r in rows]}
 
 
 def get_plan(engine: Engine, plan_id: str) -> dict:

@@ -75,6 +75,12 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
                 raise Refused(f"cannot reserve {info.project_id}: " + shortfall_message(book, short),
                               "insufficient_quota", project_id=project_id, short=shortfall_facts(book, short))
         drawn = [lot for picks in draws.values() for lot, _ in picks]
+        for need in missing:  # the SQL walk encodes the rule; the rule itself has the last word
+            for lot, _ in draws.get(need.pollutant, []):
+                reason = why_not(book, lot.facts(), need.pollutant, need.key, today, info.needed_by)
+                if reason:
+                    raise Refused(f"cannot reserve {project_id}: {reason}", "lot_not_eligible", project_id=project_id,
+                                  lot=lot.serial, reason=reason)
         return post_reservation(conn, book, version, info, draws, today, expires, actor,
                                 returns=returns, known=snap.known(drawn))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
-from . import clock, db, idempotency, ledger, rulebooks, units
+from . import clock, db, driver, idempotency, ledger, rulebooks, units
 from .errors import Problem, ValidationFailed
 from .fields import RowReader
 from .rules import Rulebook
@@ -250,9 +250,9 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
                                  new_lots=new)
         if progress:
             progress("write", min(i + step, len(all_specs)), len(all_specs))
-    if revoke_specs:
-        db.insert_many(conn, "lot_status", ["serial", "status", "txn_seq"],
-                       [(spec.meta["lot"], "superseded", seq) for spec, seq in zip(revoke_specs, seqs)])
+    for spec, seq in zip(revoke_specs, seqs):  # queued after the transactions they cite
+        driver.write(conn, ("INSERT INTO lot_status (serial, status, txn_seq) VALUES (?, ?, ?)",
+                            (spec.meta["lot"], "superseded", seq)))
     result = _summary(records, book, serials)
     result["import_id"] = int(batch)
     return result

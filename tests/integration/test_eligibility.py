@@ -237,8 +237,30 @@ def test_a_forged_plan_row_cannot_make_apply_skip_a_check(book, forge):
 
 def test_a_plan_from_an_unnamed_scenario_is_never_applied(book, tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text("[[lots]]\nid = \"X\"\nzone = \"JT-YT\"\npollutant = \"COD\"\namount = \"50\"\n",
-                    encoding="utf-8")
+    path.write_text('remove_projects = ["P-B"]\n', encoding="utf-8")  # no name, only real lots drawn
     plan = plans.run_plan(book, as_of=TODAY, scenario_path=str(path))
-    with pytest.raises(Refused, match="scenario"):
+    assert plan["funded"]
+    before = snapshot(book)
+    with pytest.raises(Refused, match="is a scenario") as info:
         plans.apply_plan(book, plan["plan_id"], actor="p", date=TODAY)
+    assert info.value.code == "plan_state" and snapshot(book) == before
+
+
+def test_a_partial_reservation_keeps_the_projects_lapse_date(book, write_csv):
+    """One lapse date per project: a later `reserve --pollutant` without --expires keeps it, one with it replaces
+    it (it used to be overwritten with nothing)."""
+    tallies.import_tallies(book, write_csv("nh3.csv", TALLY_HEADER, [
+        "T-N,S-N,氮厂,closure,JT-YT,NH3-N,5,,,t/a,2023,2024-01-01,m,a,R-N"]), actor="clerk")
+    projects.import_projects(book, write_csv("two.csv", PROJECT_HEADER, [
+        "P-2,两项,JT-YT,food,COD,1,t/a,1,,false,", "P-2,两项,JT-YT,food,NH3-N,1,t/a,1,,false,"]), actor="clerk")
+
+    def lapse():
+        with book.connect() as conn:
+            return conn.execute(text("SELECT reserved_until FROM project WHERE project_id = 'P-2'")).scalar_one()
+
+    quota_ops.reserve(book, "P-2", actor="c", pollutant="COD", expires=D(2027, 1, 31), date=TODAY)
+    quota_ops.reserve(book, "P-2", actor="c", pollutant="NH3-N", date=TODAY)
+    assert str(lapse()) == "2027-01-31"
+    with pytest.raises(Refused) as info:
+        quota_ops.reserve(book, "P-2", actor="c", date=TODAY)
+    assert info.value.code == "nothing_to_reserve"
