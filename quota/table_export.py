@@ -196,10 +196,11 @@ def _count_and_last(path: Path, fmt: str) -> tuple[int, dict | None]:
     return n, (dict(zip(names, last)) if last else None)
 
 
-def verify_tables(path: str) -> tuple[dict, list[Problem]]:
+def verify_tables(path: str, expect_head: str | None = None) -> tuple[dict, list[Problem]]:
     """Check a CSV/Parquet export folder against its manifest.json: every file present, no other file,
     each file's sha256 and row count as stated, and (for a full export) the transactions table ending
-    at the stated chain head. A missing, truncated or edited file is named."""
+    at the stated chain head, which must be `expect_head` when given. A missing, truncated or edited
+    file is named."""
     folder = Path(path)
     problems: list[Problem] = []
     summary = {"file": path, "hash_scheme": None, "as_of": None, "transactions": 0, "postings": 0,
@@ -250,5 +251,8 @@ def verify_tables(path: str) -> tuple[dict, list[Problem]]:
             if (seq, digest) != (head.get("seq"), head.get("hash")):
                 problems.append(Problem(str(target), n + 1, "hash", "the last transaction is not the chain head "
                                         "the manifest states"))
+    if expect_head is not None and head.get("hash") != expect_head:
+        problems.append(Problem(str(folder / outfiles.MANIFEST), 0, "head", f"the export ends at {head.get('hash')}, "
+                                f"not at the expected head {expect_head}"))
     summary["ok"] = not problems
     return summary, problems

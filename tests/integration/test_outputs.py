@@ -35,6 +35,10 @@ def ledger(engine, db_url, pin_today):
     return db_url
 
 
+def chain_length(engine) -> int:
+    return audit.verify(engine)[0]["transactions"]
+
+
 def digest(path: Path) -> str:
     """sha256 of a file, or of every file of a folder (names and contents)."""
     h = hashlib.sha256()
@@ -63,7 +67,7 @@ def sqlite_file(path: Path) -> Path:
                                      "trace-xlsx", "plan"])
 def test_an_output_over_a_database_is_refused_and_the_database_intact(ledger, engine, tmp_path, command):
     """On SQLite the target is the ledger's own file; on both engines, any other SQLite database."""
-    before = snapshot(engine)
+    before, n = snapshot(engine), chain_length(engine)
     targets = [sqlite_file(tmp_path / "other.db")]
     if ledger.startswith("sqlite"):
         targets.append(Path(ledger.removeprefix("sqlite:///")))
@@ -82,7 +86,7 @@ def test_an_output_over_a_database_is_refused_and_the_database_intact(ledger, en
             assert target.read_bytes() == kept
     assert snapshot(engine) == before  # also: the refused plan run stored no plan
     summary, problems = audit.verify(engine)
-    assert problems == [] and summary["transactions"] == 26
+    assert problems == [] and summary["transactions"] == n
 
 
 def test_the_library_refuses_the_database_as_a_target(ledger, engine, tmp_path):
@@ -200,16 +204,20 @@ def test_an_export_folder_is_replaced_whole_but_a_foreign_folder_is_refused(ledg
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_the_manifest_catches_a_truncated_missing_or_extra_file(ledger, tmp_path, fmt):
+def test_the_manifest_catches_a_truncated_missing_or_extra_file(ledger, engine, tmp_path, fmt):
+    n = chain_length(engine)
     target = tmp_path / fmt
     assert quota(ledger, "export", "--format", fmt, "--out", str(target)).exit_code == 0
     manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
     assert {f["name"] for f in manifest["files"]} == {f"{t}.{fmt}" for t in table_export.TABLES}
-    assert manifest["head"]["seq"] == 26 and len(manifest["head"]["hash"]) == 64
+    assert manifest["head"]["seq"] == n and len(manifest["head"]["hash"]) == 64
     rows = {f["name"]: f["rows"] for f in manifest["files"]}
-    assert rows[f"transactions.{fmt}"] == 26
+    assert rows[f"transactions.{fmt}"] == n
     ok = quota(ledger, "verify", "--export", str(target))
-    assert ok.exit_code == 0 and "26 transactions" in ok.stdout
+    assert ok.exit_code == 0 and f"{n} transactions" in ok.stdout
+    head = manifest["head"]["hash"]
+    assert quota(ledger, "verify", "--export", str(target), "--expect-head", head).exit_code == 0
+    assert quota(ledger, "verify", "--export", str(target), "--expect-head", "0" * 64).exit_code == 1
     postings = target / f"postings.{fmt}"
     whole = postings.read_bytes()
     postings.write_bytes(whole[: len(whole) // 2])
@@ -247,14 +255,14 @@ def test_a_csv_row_edited_with_its_hash_recomputed_in_the_manifest_is_caught_by_
 
 # --------------------------------------------------------------------------- Beancount carries its end
 
-def test_a_beancount_export_ends_with_a_record_and_every_truncation_is_caught(ledger, tmp_path):
+def test_a_beancount_export_ends_with_a_record_and_every_truncation_is_caught(ledger, engine, tmp_path):
     from tests.integration.test_export import bean_check
     path = tmp_path / "ledger.beancount"
     assert quota(ledger, "export", "--format", "beancount", "--out", str(path)).exit_code == 0
     assert bean_check(path).returncode == 0
     ok = quota(ledger, "verify", "--export", str(path))
     assert ok.exit_code == 0, ok.output
-    assert "26 transactions" in ok.stdout
+    assert f"{chain_length(engine)} transactions" in ok.stdout
     whole = path.read_bytes()
     assert whole.rstrip().endswith(b'final_hash: "' + json.loads(
         quota(ledger, "verify", "--json").stdout)["head"].encode() + b'"')
@@ -282,7 +290,7 @@ def test_a_table_export_reads_one_snapshot_while_an_import_commits(ledger, engin
                                                                    monkeypatch, fmt):
     late = write_csv("late.csv", TALLY_HEADER, [f"TL{i},SL{i},迟到源{i},closure,JT-ZL,COD,2.0,,,t/a,2020,"
                                                 f"2026-12-01,m,x,RL{i}" for i in range(3)])
-    real = table_export.iter_table
+    real, n = table_export.iter_table, chain_length(engine)
 
     def racing(bind, name, as_of):
         rows = list(real(bind, name, as_of))
@@ -307,11 +315,11 @@ def test_a_table_export_reads_one_snapshot_while_an_import_commits(ledger, engin
             rows = list(ws.iter_rows(values_only=True))
             tables[name] = [dict(zip(rows[0], r)) for r in rows[1:]]
     seqs = {int(r["seq"]) for r in tables["transactions"]}
-    assert seqs == set(range(1, 27))  # the snapshot: before the import
+    assert seqs == set(range(1, n + 1))  # the snapshot: before the import
     assert {int(r["txn_seq"]) for r in tables["postings"]} <= seqs
     assert not any(str(r["tally_id"]).startswith("TL") for r in tables["lots"])
     assert sum(int(r["amount_g"]) for r in tables["balances"]) == 0
-    assert audit.verify(engine)[0]["transactions"] == 29  # the import did commit
+    assert chain_length(engine) > n  # the import did commit
 
 
 KILLED_EXPORT = """
