@@ -112,6 +112,12 @@ def failures(as_json: bool = False):
             render.emit_json({"error": {"code": "database_error", "message": message}})
         render.error(message)
         raise typer.Exit(1) from None
+    except OSError as exc:  # an output cannot be written (no space, no permission): nothing was replaced
+        message = f"cannot write {exc.filename or 'the output'}: {exc.strerror or exc}"
+        if as_json:
+            render.emit_json({"error": {"code": "cannot_write", "message": message}})
+        render.error(message)
+        raise typer.Exit(1) from None
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
@@ -404,11 +410,12 @@ def report(ctx: typer.Context,
 
     Example: quota --lang zh report --html report.html --plan PLAN-0001
     """
-    from quota import report as rep
+    from quota import outfiles, report as rep
     with failures():
+        outfiles.check_target(html, ctx.obj.engine)  # refused before any work: never the database
         page = rep.build(ctx.obj.engine, plan_id=plan, as_of=_date(as_of), lang=render.LANG["lang"])
-    html.parent.mkdir(parents=True, exist_ok=True)
-    html.write_text(page, encoding="utf-8")
+        with outfiles.atomic_file(html, ctx.obj.engine) as fh:
+            fh.write(page)
     render.done(render.msg("report_written", path=html))
 
 

@@ -76,14 +76,16 @@ def plan_run(ctx: typer.Context,
     """
     from cli.main import _date, failures
     from cli.progress import reporter
-    from quota import plans
+    from quota import outfiles, plans
     with failures(as_json), reporter() as progress:
+        if out:  # refused before the plan is solved and stored
+            outfiles.check_folder(out, plans.PLAN_FILES, ctx.obj.engine)
         if progress:
             progress(f"solving (up to {time_limit:g} s)", 0, None)
         result = plans.run_plan(ctx.obj.engine, as_of=_date(as_of), scenario_path=str(scenario) if scenario else None,
                                 time_limit=time_limit, gap=gap, actor=ctx.obj.actor, solver=solver)
         if out:
-            plans.write_plan_files(result, str(out))
+            plans.write_plan_files(result, str(out), ctx.obj.engine)
     if as_json:
         return render.emit_json(result)
     render_plan(result)

@@ -169,6 +169,13 @@ REFUSALS_ZH = {
     "missing_doc": lambda f: "核定需要批复文号（--doc）",
     "reservation_lapsed": lambda f: f"项目 {f['project_id']} 的预留已于 {f['lapsed']} 到期，请重新预留",
     "missing_memo": lambda f: "注销需要说明原因（--memo）",
+    "bad_key": lambda f: {"empty": "幂等键为空：请给出非空的 --key，或不使用该选项",
+                          "too_long": f"幂等键过长（{f.get('length')} 个字符，最多 {f.get('max')} 个）",
+                          "control_character": f"幂等键含控制字符（{f.get('character')}）"}[f["reason"]],
+    "output_is_database": lambda f: f"{f['path']} 是数据库文件：输出从不覆盖数据库，请换一个文件名",
+    "output_kind": lambda f: f"{f['path']}：文件与文件夹不符（导出为文件时不能指向文件夹，反之亦然）",
+    "output_not_ours": lambda f: f"{f['path']} 已存在，且含有本次导出不会写入的文件（{'、'.join(f['files'][:5])}）："
+                                 "请换一个文件夹或先移除它",
     "unknown_code": lambda f: f"未知{WHAT_ZH.get(f['what'], f['what'])} '{f['value']}'",
     "bad_option": lambda f: f"选项 {WHAT_ZH.get(f['option'], f['option'])} 的值无效：{f['value']}",
 }
