@@ -15,11 +15,13 @@ from __future__ import annotations
 import bisect
 import contextlib
 import datetime as dt
+import math
 import os
 import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 FAR = dt.date.max
 
@@ -82,6 +84,7 @@ class Solution:
     seconds: float
     solver: str
     duals: dict[str, float] = field(default_factory=dict)
+    parts: list[dict] = field(default_factory=list)  # per independent part: size, status, how, seconds
 
 
 @contextlib.contextmanager
@@ -201,16 +204,22 @@ def must_fund_shortfalls(projects: list[PProject], rows: list[Row], chosen: set[
 
 def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidate] | None = None, *,
           time_limit: float = 10.0, gap: float = 0.0, mode: str = "priority", budget: int | None = None,
-          solver: str = "auto") -> tuple[Solution, list[Row]]:
+          solver: str = "auto", workers: int | None = None) -> tuple[Solution, list[Row]]:
     """Choose the projects to fund (and candidate measures to take) and return them with the rows.
 
     mode "priority": maximise the total priority funded (within `budget` if given).
     mode "cheapest": the cheapest set of candidate measures that funds every must-fund project,
     then the most priority with that set.
+
+    The model is split into independent parts (quota.decompose): parts where everything fits or
+    the LP optimum is whole are settled at once; the others are solved in `workers` processes
+    (default: one per core; 0 = here, without a watchdog) with the time shared by difficulty.
     """
-    import pulp
+    from . import decompose
 
     t0 = time.perf_counter()
+    deadline = t0 + max(0.3, time_limit - 0.2)
+    decompose.warm(len(projects), workers)
     candidates = candidates or []
     rows = build_rows(projects, lots, candidates)
     must = {i for i, p in enumerate(projects) if p.must_fund}
@@ -221,31 +230,175 @@ def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidat
         chosen_fixed = _cheapest(projects, rows, candidates, time_limit, solver)
         if chosen_fixed is None:
             return Solution("infeasible", [], [], 0.0, 0.0, 0.0, time.perf_counter() - t0, ""), rows
-    relaxed, ry, rz = _model(projects, rows, candidates, budget, chosen_fixed)  # a separate copy for the LP
+    relaxed, ry, rz = _model(projects, rows, candidates, budget, chosen_fixed)
     lp_bound, duals = _lp_relaxation(relaxed, ry, rz, solver)
-    prob, y, z = _model(projects, rows, candidates, budget, chosen_fixed)
-    start = None
-    if not candidates or chosen_fixed is not None:
-        start = lp_rounding(projects, rows, must, chosen_fixed or set(), {i: v.varValue or 0.0 for i, v in ry.items()})
-    remaining = max(0.5, time_limit - (time.perf_counter() - t0) - 0.2)
-    engine = _solver(solver, remaining, gap, start, y)
+    lp_ok = lp_bound is not None
+    lp_y = {i: v.varValue or 0.0 for i, v in ry.items()} if lp_ok else {}
+    lp_z = {i: v.varValue or 0.0 for i, v in rz.items()} if lp_ok else {}
+    lp_bound = lp_bound if lp_ok else float(sum(p.priority for p in projects))
+    del relaxed, ry, rz
+    parts = decompose.split(len(projects), rows, len(candidates), couple_candidates=chosen_fixed is None,
+                            budget=budget is not None)
+    funded: set[int] = set()
+    chosen: set[int] = set(chosen_fixed or ())
+    bound, status, report, jobs, subs = 0.0, "optimal", {}, [], {}
+    for k, part in enumerate(parts):
+        sub = _subproblem(projects, rows, candidates, part, chosen_fixed)
+        sp, srows, scands = sub
+        y = {li: lp_y.get(pi, 0.0) for li, pi in enumerate(part.projects)}
+        z = {li: lp_z.get(ci, 0.0) for li, ci in enumerate(part.cands)}
+        part_lp = sum(float(p.priority) * y[i] for i, p in enumerate(sp)) if lp_ok else _value(sp, range(len(sp)))
+        settled, how = None, ""
+        if not feasible(srows, set(range(len(sp))), set()):
+            settled, how = (set(range(len(sp))), set()), "all fit"
+        elif lp_ok and all(min(v, 1 - v) < 1e-9 for v in (*y.values(), *z.values())):
+            whole = ({i for i, v in y.items() if v > 0.5}, {i for i, v in z.items() if v > 0.5})
+            if not feasible(srows, *whole) and _within_budget(scands, whole[1], budget):
+                settled, how = whole, "LP whole"
+        if settled is not None:
+            funded |= {part.projects[i] for i in settled[0]}
+            chosen |= {part.cands[i] for i in settled[1]}
+            bound += _value(sp, settled[0])
+            report[k] = {"projects": len(sp), "rows": len(srows), "status": "optimal", "how": how, "seconds": 0.0}
+            continue
+        frac = sum(1 for v in (*y.values(), *z.values()) if min(v, 1 - v) >= 1e-9)
+        subs[k] = (part, sub, part_lp)
+        jobs.append(decompose.Job(k, frac + 0.01 * len(sp), (sp, srows, scands, y, part_lp, gap, budget, solver)))
+    decompose.run(jobs, deadline, workers)
+    results = {}
+    for job in jobs:
+        part, (sp, srows, scands), part_lp = subs[job.key]
+        res = job.result if job.result and "error" not in job.result else _fallback(sp, srows, job.start, part_lp)
+        results[job.key] = (res, job.seconds, job.limit)
+    # time left (parts that finished early): a second round for the parts not proven, from their plans
+    again = [decompose.Job(k, res["bound"] - _value(subs[k][1][0], res["funded"]),
+                           (*subs[k][1], {li: lp_y.get(pi, 0.0) for li, pi in enumerate(subs[k][0].projects)},
+                            res["bound"], gap, budget, solver, res["funded"]))
+             for k, (res, _, _) in sorted(results.items())
+             if res["status"] == "feasible" and not res["chosen"] and not subs[k][1][2]]
+    if again and deadline - time.perf_counter() > 1.0:
+        decompose.run(again, deadline, workers)
+        for job in again:
+            res, secs, limit = results[job.key]
+            new = job.result
+            if new and "error" not in new and new["status"] != "infeasible":
+                sp = subs[job.key][1][0]
+                better = _value(sp, new["funded"]) > _value(sp, res["funded"])
+                merged = dict(new if better else res, bound=min(res["bound"], new["bound"]))
+                if _proven(sp, _value(sp, merged["funded"]), merged["bound"]):
+                    merged["status"] = "optimal"
+                results[job.key] = (merged, secs + job.seconds, limit + job.limit)
+    for k, (res, secs, limit) in sorted(results.items()):
+        part, (sp, srows, scands), _ = subs[k]
+        if res["status"] == "infeasible":
+            return Solution("infeasible", [], [], 0.0, 0.0, lp_bound, time.perf_counter() - t0, ""), rows
+        funded |= {part.projects[i] for i in res["funded"]}
+        chosen |= {part.cands[i] for i in res["chosen"]}
+        bound += res["bound"]
+        if res["status"] != "optimal":
+            status = "feasible"
+        report[k] = {"projects": len(sp), "rows": len(srows), "status": res["status"],
+                     "how": res.get("how", "fallback"), "seconds": round(secs, 3), "limit": round(limit, 3)}
+    objective = _value(projects, funded)
+    name = "highs" if solver in ("auto", "highs") and _has_highs() else "cbc"
+    sol = Solution(status, sorted(funded), sorted(chosen), objective, max(bound, objective), lp_bound,
+                   time.perf_counter() - t0, name, duals)
+    sol.parts = [report[k] for k in sorted(report)]
+    return sol, rows
+
+
+def _has_highs() -> bool:
+    import pulp
+    return "HiGHS" in pulp.listSolvers(onlyAvailable=True)
+
+
+def _within_budget(cands, chosen, budget) -> bool:
+    return budget is None or sum(cands[i].cost for i in chosen) <= budget
+
+
+def _subproblem(projects, rows, candidates, part, chosen_fixed):
+    """The part's projects, rows and candidates, renumbered from 0. Candidates already chosen
+    (mode "cheapest") become plain supply."""
+    loc = {pi: li for li, pi in enumerate(part.projects)}
+    cloc = {ci: li for li, ci in enumerate(part.cands)}
+    srows = []
+    for r_i in part.rows:
+        r = rows[r_i]
+        supply = r.supply_g + (sum(g for ci, g in r.cand_terms if ci in chosen_fixed) if chosen_fixed else 0)
+        srows.append(Row(r.group, r.threshold, supply, [(loc[pi], g) for pi, g in r.terms],
+                         [(cloc[ci], g) for ci, g in r.cand_terms if ci in cloc]))
+    return [projects[i] for i in part.projects], srows, [candidates[i] for i in part.cands]
+
+
+def _step(projects) -> Fraction:
+    """The objective moves in steps of the priorities' greatest common divisor (1 for whole numbers)."""
+    from math import gcd
+    fr = [Fraction(p.priority) for p in projects if p.priority]
+    if not fr:
+        return Fraction(1)
+    den = 1
+    for f in fr:
+        den = den * f.denominator // gcd(den, f.denominator)
+    num = 0
+    for f in fr:
+        num = gcd(num, int(f * den))
+    return Fraction(num, den)
+
+
+def _proven(projects, value: float, bound: float) -> bool:
+    """True when no selection can beat `value`: the bound, rounded down to the objective's step, is reached."""
+    step = float(_step(projects))
+    return value >= step * math.floor(bound / step + 1e-7) - 1e-9 * max(1.0, abs(bound))
+
+
+def _fallback(projects, rows, start, lp_bound) -> dict:
+    """A part whose worker failed or overran: its LP-guided start if it sent one, else the greedy
+    plan, with the LP bound."""
+    must = {i for i, p in enumerate(projects) if p.must_fund}
+    if feasible(rows, must, set()):
+        return {"status": "infeasible", "funded": [], "chosen": [], "bound": 0.0, "how": "fallback"}
+    funded = greedy(projects, rows, set(start) if start is not None else must, set())
+    return {"status": "feasible", "funded": sorted(funded), "chosen": [], "bound": max(lp_bound, _value(projects, funded)),
+            "how": "fallback"}
+
+
+def solve_part(projects, rows, candidates, lp_y, lp_bound, gap, budget, solver, start=None, *,
+               time_limit: float, threads: int | None = None, on_start=None) -> dict:
+    """One independent part (local indices): the LP-guided start, proven optimal when it reaches the
+    LP bound's step, else the warm-started MILP, then repair and fill in integer grams."""
+    import pulp
+
+    t0 = time.perf_counter()
+    must = {i for i, p in enumerate(projects) if p.must_fund}
+    if start is not None:
+        start = set(start)
+    elif not candidates:
+        start = lp_rounding(projects, rows, must, set(), lp_y)
+    if start is not None and _proven(projects, _value(projects, start), lp_bound):
+        return {"status": "optimal", "funded": sorted(start), "chosen": [], "bound": _value(projects, start),
+                "how": "start reaches bound"}
+    if start is not None and on_start is not None:
+        on_start(sorted(start))
+    prob, y, z = _model(projects, rows, candidates, budget, None)
+    engine = _solver(solver, max(0.05, time_limit - (time.perf_counter() - t0)), gap, start, y, threads)
     with quiet():
         status = prob.solve(engine)
     funded = {i for i, v in y.items() if (v.varValue or 0) > 0.5}
     chosen = {i for i, v in z.items() if (v.varValue or 0) > 0.5}
-    if chosen_fixed is not None:
-        chosen = set(chosen_fixed)
     if status != pulp.LpStatusOptimal and not funded and start is None:
-        return Solution("infeasible", [], [], 0.0, 0.0, lp_bound, time.perf_counter() - t0, engine.name), rows
+        if status == pulp.LpStatusInfeasible:
+            return {"status": "infeasible", "funded": [], "chosen": [], "bound": 0.0, "how": "MIP"}
+        funded = set(must)
     funded = _repair(projects, rows, funded, chosen, must)
     if start is not None and _value(projects, start) > _value(projects, funded):
         funded = start
     funded = greedy(projects, rows, funded, chosen)  # fill what still fits
     bound = _mip_bound(engine, lp_bound)
     objective = _value(projects, funded)
-    exact = status == pulp.LpStatusOptimal and _gap(objective, bound) <= max(gap, 1e-6) + 1e-9
-    return Solution("optimal" if exact else "feasible", sorted(funded), sorted(chosen), objective, bound, lp_bound,
-                    time.perf_counter() - t0, engine.name, duals), rows
+    exact = (status == pulp.LpStatusOptimal and _gap(objective, bound) <= max(gap, 1e-6) + 1e-9) or \
+        _proven(projects, objective, bound)
+    return {"status": "optimal" if exact else "feasible", "funded": sorted(funded), "chosen": sorted(chosen),
+            "bound": max(bound, objective), "how": "MIP"}
 
 
 def _value(projects, funded) -> float:
@@ -279,7 +432,7 @@ def _model(projects, rows, candidates, budget, chosen_fixed):
     return prob, y, z
 
 
-def _solver(name: str, time_limit: float, gap: float, start: set[int] | None, y: dict):
+def _solver(name: str, time_limit: float, gap: float, start: set[int] | None, y: dict, threads: int | None = None):
     import pulp
     use_highs = name in ("auto", "highs") and "HiGHS" in pulp.listSolvers(onlyAvailable=True)
     if name == "highs" and not use_highs:
@@ -291,8 +444,12 @@ def _solver(name: str, time_limit: float, gap: float, start: set[int] | None, y:
                 v.setInitialValue(1 if i in start else 0)
         s.name = "cbc"
         return s
-    # no "threads" option: HiGHS keeps one global scheduler and refuses a different count later
-    return _WarmHiGHS(start, y, msg=False, timeLimit=time_limit, gapRel=gap)
+    # HiGHS keeps one global scheduler and refuses a different thread count later, so a count is
+    # only set in the planner's worker processes (quota.decompose), which set the same one each time
+    # light presolve: HiGHS 1.16's full presolve can loop forever (HPresolve::strengthenInequalities,
+    # after a restart, ignoring the time limit) on a warm-started model of the "few-large" shape
+    return _WarmHiGHS(start, y, msg=False, timeLimit=time_limit, gapRel=gap, presolve_mode=2,
+                      **({"threads": threads} if threads else {}))
 
 
 try:
@@ -332,8 +489,8 @@ def _mip_bound(engine, lp_bound: float) -> float:
     return min(lp_bound, -raw) if lp_bound else -raw
 
 
-def _lp_relaxation(prob, y, z, solver: str) -> tuple[float, dict[str, float]]:
-    """Bound and duals (per row name) of the LP relaxation; the y values stay on `y`."""
+def _lp_relaxation(prob, y, z, solver: str) -> tuple[float | None, dict[str, float]]:
+    """Bound and duals (per row name) of the LP relaxation (bound None if it failed); the y values stay on `y`."""
     import pulp
     relaxed = prob  # mip=False relaxes integrality without touching the (shared) variables
     highs = solver in ("auto", "highs") and "HiGHS" in pulp.listSolvers(onlyAvailable=True)
@@ -341,7 +498,7 @@ def _lp_relaxation(prob, y, z, solver: str) -> tuple[float, dict[str, float]]:
     with quiet():
         status = relaxed.solve(engine)
     if status != pulp.LpStatusOptimal:
-        return 0.0, {}
+        return None, {}
     # HiGHS reports duals of the negated (minimisation) problem; a <= row of a maximisation is worth >= 0
     duals = {name: abs(float(c.pi or 0.0)) for name, c in relaxed.constraints.items()}
     return float(pulp.value(relaxed.objective) or 0.0), duals
