@@ -204,7 +204,7 @@ def must_fund_shortfalls(projects: list[PProject], rows: list[Row], chosen: set[
 
 def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidate] | None = None, *,
           time_limit: float = 10.0, gap: float = 0.0, mode: str = "priority", budget: int | None = None,
-          solver: str = "auto", workers: int | None = None) -> tuple[Solution, list[Row]]:
+          solver: str = "auto", workers: int | None = None, split: bool = True) -> tuple[Solution, list[Row]]:
     """Choose the projects to fund (and candidate measures to take) and return them with the rows.
 
     mode "priority": maximise the total priority funded (within `budget` if given).
@@ -214,6 +214,7 @@ def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidat
     The model is split into independent parts (quota.decompose): parts where everything fits or
     the LP optimum is whole are settled at once; the others are solved in `workers` processes
     (default: one per core; 0 = here, without a watchdog) with the time shared by difficulty.
+    split=False keeps the model whole (one part), for comparison.
     """
     from . import decompose
 
@@ -239,6 +240,9 @@ def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidat
     del relaxed, ry, rz
     parts = decompose.split(len(projects), rows, len(candidates), couple_candidates=chosen_fixed is None,
                             budget=budget is not None)
+    if not split and len(parts) > 1:
+        parts = [decompose.Part(list(range(len(projects))), list(range(len(rows))),
+                                sorted(ci for p in parts for ci in p.cands))]
     funded: set[int] = set()
     chosen: set[int] = set(chosen_fixed or ())
     bound, status, report, jobs, subs = 0.0, "optimal", {}, [], {}
