@@ -21,6 +21,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 FAR = dt.date.max
@@ -43,10 +44,33 @@ class PNeed:
     required_g: int
 
 
+MAX_PRIORITY = Decimal(10) ** 6   # priorities are 0 < p <= 10^6 ...
+PRIORITY_PLACES = 4               # ... with at most 4 decimal places: a total over 50,000 projects
+# then has at most 15 significant digits, so the float the solver and JSON carry is exact
+
+
+def check_priority(value) -> str | None:
+    """Why `value` is not a valid priority (a whole number or a decimal like 7.5), or None."""
+    try:
+        d = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return f"must be a number, not {value!r}"
+    if not d.is_finite() or d <= 0 or d > MAX_PRIORITY:
+        return f"must be greater than 0 and at most {MAX_PRIORITY:,}"
+    if d.as_tuple().exponent < -PRIORITY_PLACES and d != d.quantize(Decimal(1).scaleb(-PRIORITY_PLACES)):
+        return f"must have at most {PRIORITY_PLACES} decimal places"
+    return None
+
+
+def objective_exact(projects, funded) -> Decimal:
+    """The priority funded, exactly (priorities are int or Decimal)."""
+    return sum((Decimal(projects[i].priority) for i in funded), Decimal(0))
+
+
 @dataclass(frozen=True)
 class PProject:
     project_id: str
-    priority: int
+    priority: int | Decimal  # see check_priority
     must_fund: bool
     on: dt.date  # lots must not expire by this date (needed_by, or the plan's as_of)
     needs: tuple[PNeed, ...]
@@ -178,7 +202,7 @@ def greedy(projects: list[PProject], rows: list[Row], start: set[int], chosen: s
     """Add projects to `start` by priority per unit of scarce resource while every row still holds."""
     def density(i, cap, rows_of):
         load = sum(g / max(cap[id(r)], 1) for r, g in rows_of[i])
-        return (-projects[i].priority / (load + 1e-9), projects[i].project_id)
+        return (-float(projects[i].priority) / (load + 1e-9), projects[i].project_id)
     return _fill(projects, rows, start, chosen, density)
 
 
@@ -406,7 +430,7 @@ def solve_part(projects, rows, candidates, lp_y, lp_bound, gap, budget, solver, 
 
 
 def _value(projects, funded) -> float:
-    return float(sum(projects[i].priority for i in funded))
+    return float(objective_exact(projects, funded))
 
 
 def _gap(objective: float, bound: float) -> float:

@@ -257,3 +257,32 @@ def test_worker_processes_give_the_same_plan_as_solving_here():
     assert here.status == pooled.status == "optimal"
     assert pooled.funded == here.funded and pooled.objective == here.objective
     assert sum(p["how"] == "MIP" for p in pooled.parts) >= 2  # more than one part went to the workers
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_decimal_priorities_match_brute_force_exactly(seed):
+    from decimal import Decimal
+    rng = random.Random(100 + seed)
+    projects, lots = random_instance(rng, rng.randint(4, 9), rng.randint(2, 6))
+    # scores like 7.5 and economic values with 4 decimals, up to the 10^6 bound
+    values = [Decimal("7.5"), Decimal("0.0001"), Decimal("1000000"), Decimal("123.4567"), Decimal("3.3333")]
+    projects = [PProject(p.project_id, rng.choice(values), p.must_fund, p.on, p.needs) for p in projects]
+    best = Decimal(0)
+    for size in range(len(projects) + 1):
+        for subset in itertools.combinations(range(len(projects)), size):
+            value = sum((projects[i].priority for i in subset), Decimal(0))
+            if value > best and max_flow_feasible(projects, lots, subset):
+                best = value
+    sol, _ = planner.solve(projects, lots, time_limit=20, gap=0.0)
+    assert sol.status == "optimal"
+    assert planner.objective_exact(projects, sol.funded) == best
+    assert Decimal(repr(sol.objective)) == best  # the float carried to JSON reads back exactly
+
+
+def test_priority_rule():
+    assert planner.check_priority("7.5") is None and planner.check_priority(1_000_000) is None
+    assert planner.check_priority("0.0001") is None and planner.check_priority("2.50000") is None
+    assert "at most 1,000,000" in planner.check_priority("1000000.5")
+    assert "greater than 0" in planner.check_priority("0")
+    assert "4 decimal places" in planner.check_priority("1.23456")
+    assert "a number" in planner.check_priority("high")
