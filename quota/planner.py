@@ -25,6 +25,10 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 FAR = dt.date.max
+# grams -> kilograms inside the solver: its feasibility tolerance (1e-6) is then a milligram, so a
+# plan it accepts also holds in whole grams (in tonnes, a row could be over by a gram, and a
+# project the solver funded was then dropped by the integer re-check)
+SCALE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -413,6 +417,16 @@ def solve_part(projects, rows, candidates, lp_y, lp_bound, gap, budget, solver, 
         status = prob.solve(engine)
     funded = {i for i, v in y.items() if (v.varValue or 0) > 0.5}
     chosen = {i for i, v in z.items() if (v.varValue or 0) > 0.5}
+    claimed = getattr(engine, "claimed", None)
+    if start is not None and claimed is not None and abs(claimed - _value(projects, funded)) > 1e-6 * max(1.0, claimed):
+        # HiGHS 1.16, warm-started, can report an objective (and bound) that the solution it returns
+        # does not have, and call it optimal: solve once more without the start, and trust that one
+        prob, y, z = _model(projects, rows, candidates, budget, None)
+        engine = _solver(solver, max(0.05, time_limit - (time.perf_counter() - t0)), gap, None, y, threads)
+        with quiet():
+            status = prob.solve(engine)
+        funded = {i for i, v in y.items() if (v.varValue or 0) > 0.5}
+        chosen = {i for i, v in z.items() if (v.varValue or 0) > 0.5}
     if status != pulp.LpStatusOptimal and not funded and start is None:
         if status == pulp.LpStatusInfeasible:
             return {"status": "infeasible", "funded": [], "chosen": [], "bound": 0.0, "how": "MIP"}
@@ -450,10 +464,9 @@ def _model(projects, rows, candidates, budget, chosen_fixed):
             v.lowBound = v.upBound = 1 if i in chosen_fixed else 0
     prob += pulp.LpAffineExpression([(y[i], float(p.priority)) for i, p in enumerate(projects)])
     for r_i, row in enumerate(rows):
-        scale = 1e-6  # grams -> tonnes inside the solver
-        expr = pulp.LpAffineExpression([(y[pi], g * scale) for pi, g in row.terms] +
-                                       [(z[ci], -g * scale) for ci, g in row.cand_terms])
-        prob += pulp.LpConstraint(expr, pulp.LpConstraintLE, f"r{r_i}", row.supply_g * scale)
+        expr = pulp.LpAffineExpression([(y[pi], g * SCALE) for pi, g in row.terms] +
+                                       [(z[ci], -g * SCALE) for ci, g in row.cand_terms])
+        prob += pulp.LpConstraint(expr, pulp.LpConstraintLE, f"r{r_i}", row.supply_g * SCALE)
     if budget is not None and candidates:
         prob += pulp.LpConstraint(pulp.LpAffineExpression([(z[i], float(c.cost)) for i, c in enumerate(candidates)]),
                                   pulp.LpConstraintLE, "budget", float(budget))
@@ -502,6 +515,7 @@ try:
             lp.solverModel.run()
             info = lp.solverModel.getInfo()
             self.mip_bound = getattr(info, "mip_dual_bound", None)
+            self.claimed = -float(getattr(info, "objective_function_value", float("nan")))  # PuLP minimises -obj
 except ImportError:  # pragma: no cover - pulp is a dependency
     _WarmHiGHS = None
 
@@ -528,7 +542,7 @@ def _lp_relaxation(prob, y, z, solver: str) -> tuple[float | None, dict[str, flo
     if status != pulp.LpStatusOptimal:
         return None, {}
     # HiGHS reports duals of the negated (minimisation) problem; a <= row of a maximisation is worth >= 0
-    duals = {name: abs(float(c.pi or 0.0)) for name, c in relaxed.constraints.items()}
+    duals = {name: abs(float(c.pi or 0.0)) * 1e6 * SCALE for name, c in relaxed.constraints.items()}  # per tonne
     return float(pulp.value(relaxed.objective) or 0.0), duals
 
 
@@ -557,8 +571,8 @@ def _cheapest(projects, rows, candidates, time_limit, solver) -> set[int] | None
     for r_i, row in enumerate(rows):
         need = sum(g for pi, g in row.terms if pi in set(must))
         if need > row.supply_g:
-            prob += pulp.LpConstraint(pulp.LpAffineExpression([(z[ci], g * 1e-6) for ci, g in row.cand_terms]),
-                                      pulp.LpConstraintGE, f"c{r_i}", (need - row.supply_g) * 1e-6)
+            prob += pulp.LpConstraint(pulp.LpAffineExpression([(z[ci], g * SCALE) for ci, g in row.cand_terms]),
+                                      pulp.LpConstraintGE, f"c{r_i}", (need - row.supply_g) * SCALE)
     with quiet():
         status = prob.solve(_solver(solver, time_limit, 0.0, None, {}))
     if status != pulp.LpStatusOptimal:
