@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-GRACE = 1.0  # seconds past its time limit after which a worker is presumed stuck
+GRACE = 1.0    # seconds past its time limit after which a worker in its solver is presumed stuck
+MIN_MIP = 0.1  # a part offered less solver time than this keeps its LP-guided start
 
 
 @dataclass
@@ -173,12 +174,23 @@ def warm(n_projects: int, workers: int | None) -> None:
         POOL.ensure(min(cores() if workers is None else workers, n_projects))
 
 
-def _allot(job: Job, now: float, deadline: float, width: int, pending_weight: float, busy_until: list[float]) -> float:
-    """A job's time: its weight's share of the core-seconds left, less what running jobs still hold."""
+def _allot(job: Job, now: float, deadline: float, width: int, pending_weight: float, busy_until: list[float],
+           overhead: float = 0.0) -> float:
+    """A job's time: its weight's share of the core-seconds left, less what running jobs still hold
+    and the per-job overhead of those still to run; 0 (the LP-guided start only, no MILP) when that
+    share is under MIN_MIP."""
     left = max(0.0, deadline - now)
-    capacity = width * left - sum(max(0.0, b - now) for b in busy_until)
+    capacity = width * left - sum(max(0.0, b - now) for b in busy_until) - overhead
     share = capacity * job.weight / pending_weight if pending_weight > 0 else left
-    return max(0.05, min(left, share))
+    share = min(left, share)
+    return share if share >= MIN_MIP else 0.0
+
+
+def _kill_at(entry: tuple, solving_since: float) -> float:
+    """When a worker in its solver is presumed stuck: its time limit counts from dispatch (the
+    worker gives the solver what is left of it), plus GRACE."""
+    _, started, limit = entry
+    return max(started + limit, solving_since + 0.5) + GRACE
 
 
 def run(jobs: list[Job], deadline: float, workers: int | None) -> list[Job]:
@@ -200,13 +212,17 @@ def run(jobs: list[Job], deadline: float, workers: int | None) -> list[Job]:
     pool.ensure(width)
     pending = list(order)
     running: dict[int, tuple[Job, float, float]] = {}  # worker index -> (job, started, time limit)
+    solving: dict[int, float] = {}  # worker index -> when its solver started (the watchdog's clock)
     free = list(range(width))
+    overheads = [0.05]  # seconds a job takes beyond its solver time (model build, start, transfer)
     while pending or running:
         while pending and free:
             now = time.perf_counter()
             job = pending.pop(0)
             busy = [s + lim for s, lim in ((st, li) for _, st, li in running.values())]
-            job.limit = _allot(job, now, deadline, width, job.weight + sum(j.weight for j in pending), busy)
+            ov = sum(overheads[-20:]) / len(overheads[-20:])
+            job.limit = _allot(job, now, deadline, width, job.weight + sum(j.weight for j in pending), busy,
+                               ov * (len(pending) + 1))
             i = free.pop(0)
             if pool.workers[i].threads not in (None, threads):
                 pool.replace(i)
@@ -214,8 +230,8 @@ def run(jobs: list[Job], deadline: float, workers: int | None) -> list[Job]:
             pool.workers[i].send_conn.send((job.key, job.limit, threads, job.payload))
             running[i] = (job, now, job.limit)
         conns = {pool.workers[i].conn: i for i in running}
-        soonest = min(st + li + GRACE for _, st, li in running.values())
-        ready = wait(list(conns), timeout=max(0.0, soonest - time.perf_counter()))
+        watch = [_kill_at(running[i], solving[i]) for i in running if i in solving]
+        ready = wait(list(conns), timeout=max(0.0, min(watch) - time.perf_counter()) if watch else None)
         for conn in ready:
             i = conns[conn]
             job, started, _ = running[i]
@@ -224,17 +240,22 @@ def run(jobs: list[Job], deadline: float, workers: int | None) -> list[Job]:
             except (EOFError, OSError):  # the worker died
                 msg = (job.key, None)
                 pool.replace(i)
-            if msg[0] == "start":  # kept in case the solver then overruns
+            if msg[0] == "start":  # the solver starts now; the start is kept in case it then overruns
                 job.start = msg[2]
+                solving[i] = time.perf_counter()
                 continue
             running.pop(i)
+            solving.pop(i, None)
             job.result = msg[1]
             job.seconds = time.perf_counter() - started
+            if job.limit > 0:
+                overheads.append(max(0.0, job.seconds - job.limit))
             free.append(i)
         now = time.perf_counter()
         for i, (job, started, limit) in list(running.items()):
-            if now > started + limit + GRACE:  # stuck: kill it, the part falls back to its start
+            if i in solving and now > _kill_at((job, started, limit), solving[i]):  # stuck: kill, use its start
                 running.pop(i)
+                solving.pop(i)
                 pool.replace(i)
                 job.result, job.seconds = None, now - started
                 free.append(i)

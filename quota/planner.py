@@ -29,6 +29,7 @@ FAR = dt.date.max
 # plan it accepts also holds in whole grams (in tonnes, a row could be over by a gram, and a
 # project the solver funded was then dropped by the integer re-check)
 SCALE = 1e-3
+BIG = 5000  # projects in a part above which the start skips the density greedy (see lp_rounding)
 
 
 @dataclass(frozen=True)
@@ -215,10 +216,17 @@ def lp_rounding(projects: list[PProject], rows: list[Row], must: set[int], chose
     """LP-guided rounding and repair: keep what the LP funds fully, then add the rest in order of
     LP value (then priority) while every row holds; the better of that and the plain greedy."""
     whole = _repair(projects, rows, {i for i, v in lp.items() if v > 1 - 1e-6} | must, chosen, must)
-    funded = _fill(projects, rows, whole, chosen,
-                   lambda i, cap, rows_of: (-lp.get(i, 0.0), -projects[i].priority, projects[i].project_id))
+    funded = _lp_fill(projects, rows, whole, chosen, lp)
+    if len(projects) > BIG:  # the LP guides well at this size; a second pass costs seconds
+        return funded
     plain = greedy(projects, rows, must, chosen)
     return funded if _value(projects, funded) >= _value(projects, plain) else plain
+
+
+def _lp_fill(projects, rows, start, chosen, lp):
+    """Add projects in order of LP value, then priority, while every row holds."""
+    return _fill(projects, rows, start, chosen,
+                 lambda i, cap, rows_of: (-lp.get(i, 0.0), -projects[i].priority, projects[i].project_id))
 
 
 def must_fund_shortfalls(projects: list[PProject], rows: list[Row], chosen: set[int]) -> list[dict]:
@@ -259,13 +267,17 @@ def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidat
         chosen_fixed = _cheapest(projects, rows, candidates, time_limit, solver)
         if chosen_fixed is None:
             return Solution("infeasible", [], [], 0.0, 0.0, 0.0, time.perf_counter() - t0, ""), rows
-    relaxed, ry, rz = _model(projects, rows, candidates, budget, chosen_fixed)
-    lp_bound, duals = _lp_relaxation(relaxed, ry, rz, solver)
+    if _use_highs(solver):
+        lp_bound, duals, lp_y, lp_z = _lp_highs(projects, rows, candidates, budget, chosen_fixed)
+    else:
+        relaxed, ry, rz = _model(projects, rows, candidates, budget, chosen_fixed)
+        lp_bound, duals = _lp_relaxation(relaxed, ry, rz, solver)
+        lp_y = {i: v.varValue or 0.0 for i, v in ry.items()}
+        lp_z = {i: v.varValue or 0.0 for i, v in rz.items()}
+        del relaxed, ry, rz
     lp_ok = lp_bound is not None
-    lp_y = {i: v.varValue or 0.0 for i, v in ry.items()} if lp_ok else {}
-    lp_z = {i: v.varValue or 0.0 for i, v in rz.items()} if lp_ok else {}
-    lp_bound = lp_bound if lp_ok else float(sum(p.priority for p in projects))
-    del relaxed, ry, rz
+    if not lp_ok:
+        lp_y, lp_z, lp_bound = {}, {}, float(sum(p.priority for p in projects))
     parts = decompose.split(len(projects), rows, len(candidates), couple_candidates=chosen_fixed is None,
                             budget=budget is not None)
     if not split and len(parts) > 1:
@@ -300,7 +312,8 @@ def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidat
     results = {}
     for job in jobs:
         part, (sp, srows, scands), part_lp = subs[job.key]
-        res = job.result if job.result and "error" not in job.result else _fallback(sp, srows, job.start, part_lp)
+        res = job.result if job.result and "error" not in job.result else \
+            _fallback(sp, srows, job.start, part_lp, job.payload[3] if not scands else None)
         results[job.key] = (res, job.seconds, job.limit)
     # time left (parts that finished early): a second round for the parts not proven, from their plans
     again = [decompose.Job(k, res["bound"] - _value(subs[k][1][0], res["funded"]),
@@ -332,16 +345,120 @@ def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidat
         report[k] = {"projects": len(sp), "rows": len(srows), "status": res["status"],
                      "how": res.get("how", "fallback"), "seconds": round(secs, 3), "limit": round(limit, 3)}
     objective = _value(projects, funded)
-    name = "highs" if solver in ("auto", "highs") and _has_highs() else "cbc"
+    name = "highs" if _use_highs(solver) else "cbc"
     sol = Solution(status, sorted(funded), sorted(chosen), objective, max(bound, objective), lp_bound,
                    time.perf_counter() - t0, name, duals)
     sol.parts = [report[k] for k in sorted(report)]
     return sol, rows
 
 
-def _has_highs() -> bool:
-    import pulp
-    return "HiGHS" in pulp.listSolvers(onlyAvailable=True)
+def _use_highs(solver: str) -> bool:
+    """HiGHS through highspy (preferred), else CBC through PuLP."""
+    if solver not in ("auto", "highs"):
+        return False
+    try:
+        import highspy  # noqa: F401
+        return True
+    except ImportError:
+        if solver == "highs":
+            raise RuntimeError("HiGHS is not installed (pip install highspy)") from None
+        return False
+
+
+def _highs(projects, rows, candidates, budget, chosen_fixed, *, integer: bool, threads: int | None = None):
+    """The model loaded straight into highspy (row-wise arrays; no modelling layer: at 50,000
+    projects this takes a fraction of a second where PuLP took several)."""
+    import highspy
+    import numpy as np
+    n, m = len(projects), len(candidates)
+    lower = [1.0 if p.must_fund else 0.0 for p in projects] + [0.0] * m
+    upper = [1.0] * (n + m)
+    if chosen_fixed is not None:
+        for ci in range(m):
+            lower[n + ci] = upper[n + ci] = 1.0 if ci in chosen_fixed else 0.0
+    starts, index, value, rhs = [0], [], [], []
+    for row in rows:
+        for pi, g in row.terms:
+            index.append(pi)
+            value.append(g * SCALE)
+        for ci, g in row.cand_terms:
+            index.append(n + ci)
+            value.append(-g * SCALE)
+        starts.append(len(index))
+        rhs.append(row.supply_g * SCALE)
+    if budget is not None and candidates:
+        for ci, c in enumerate(candidates):
+            index.append(n + ci)
+            value.append(float(c.cost))
+        starts.append(len(index))
+        rhs.append(float(budget))
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n + m, len(rhs)
+    lp.col_cost_ = np.array([float(p.priority) for p in projects] + [0.0] * m, dtype=float)
+    lp.col_lower_, lp.col_upper_ = np.array(lower, dtype=float), np.array(upper, dtype=float)
+    lp.row_lower_ = np.full(len(rhs), -highspy.kHighsInf)
+    lp.row_upper_ = np.array(rhs, dtype=float)
+    lp.sense_ = highspy.ObjSense.kMaximize
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.start_ = np.array(starts, dtype=np.int32)
+    lp.a_matrix_.index_ = np.array(index, dtype=np.int32)
+    lp.a_matrix_.value_ = np.array(value, dtype=float)
+    lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = n + m, len(rhs)
+    if integer:
+        lp.integrality_ = [highspy.HighsVarType.kInteger] * (n + m)
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    if threads:  # only in the planner's worker processes (see _solver)
+        h.setOptionValue("threads", threads)
+    with quiet():
+        h.passModel(lp)
+    return h
+
+
+def _lp_highs(projects, rows, candidates, budget, chosen_fixed):
+    """LP relaxation: bound (None if it failed), duals per row name (per tonne), y and z values."""
+    import highspy
+    h = _highs(projects, rows, candidates, budget, chosen_fixed, integer=False)
+    with quiet():
+        h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None, {}, {}, {}
+    sol = h.getSolution()
+    col, dual = list(sol.col_value), list(sol.row_dual)
+    n = len(projects)
+    duals = {f"r{i}": abs(float(dual[i])) * 1e6 * SCALE for i in range(len(rows))}
+    return (float(h.getInfo().objective_function_value), duals, {i: col[i] for i in range(n)},
+            {ci: col[n + ci] for ci in range(len(candidates))})
+
+
+def _mip_highs(projects, rows, candidates, budget, *, time_limit, gap, start, threads):
+    """The MILP in highspy, warm-started: (optimal?, funded, chosen, claimed objective -- None without
+    a solution, "infeasible" when there is none --, MIP bound)."""
+    import highspy
+    h = _highs(projects, rows, candidates, budget, None, integer=True, threads=threads)
+    h.setOptionValue("time_limit", max(0.05, float(time_limit)))
+    h.setOptionValue("mip_rel_gap", float(gap))
+    # light presolve: HiGHS 1.16's full presolve can loop forever (HPresolve::strengthenInequalities,
+    # after a restart, ignoring the time limit) on a warm-started model of the "few-large" shape
+    h.setOptionValue("presolve_mode", 2)
+    n = len(projects)
+    if start is not None:
+        sol = highspy.HighsSolution()
+        sol.col_value = [1.0 if i in start else 0.0 for i in range(n)] + [0.0] * len(candidates)
+        h.setSolution(sol)
+    with quiet():
+        h.run()
+    info = h.getInfo()
+    col = list(h.getSolution().col_value) if info.primal_solution_status else []
+    funded = {i for i in range(n) if col and col[i] > 0.5}
+    chosen = {ci for ci in range(len(candidates)) if col and col[n + ci] > 0.5}
+    bound = info.mip_dual_bound
+    bound = None if bound != bound or abs(bound) == float("inf") else float(bound)
+    claimed = float(info.objective_function_value) if col else None
+    status = h.getModelStatus()
+    if status == highspy.HighsModelStatus.kInfeasible:
+        claimed = "infeasible"
+    return status == highspy.HighsModelStatus.kOptimal, funded, chosen, claimed, bound
 
 
 def _within_budget(cands, chosen, budget) -> bool:
@@ -383,13 +500,16 @@ def _proven(projects, value: float, bound: float) -> bool:
     return value >= step * math.floor(bound / step + 1e-7) - 1e-9 * max(1.0, abs(bound))
 
 
-def _fallback(projects, rows, start, lp_bound) -> dict:
-    """A part whose worker failed or overran: its LP-guided start if it sent one, else the greedy
-    plan, with the LP bound."""
+def _fallback(projects, rows, start, lp_bound, lp_y=None) -> dict:
+    """A part whose worker failed or overran: its LP-guided start (as the worker sent it, or made
+    here), else the greedy plan; with the LP bound."""
     must = {i for i, p in enumerate(projects) if p.must_fund}
     if feasible(rows, must, set()):
         return {"status": "infeasible", "funded": [], "chosen": [], "bound": 0.0, "how": "fallback"}
-    funded = greedy(projects, rows, set(start) if start is not None else must, set())
+    if start is None and lp_y is not None:
+        start = lp_rounding(projects, rows, must, set(), lp_y)
+    # an LP-guided start is already filled (lp_rounding); otherwise fill greedily
+    funded = set(start) if start is not None else greedy(projects, rows, must, set())
     return {"status": "feasible", "funded": sorted(funded), "chosen": [], "bound": max(lp_bound, _value(projects, funded)),
             "how": "fallback"}
 
@@ -398,8 +518,6 @@ def solve_part(projects, rows, candidates, lp_y, lp_bound, gap, budget, solver, 
                time_limit: float, threads: int | None = None, on_start=None) -> dict:
     """One independent part (local indices): the LP-guided start, proven optimal when it reaches the
     LP bound's step, else the warm-started MILP, then repair and fill in integer grams."""
-    import pulp
-
     t0 = time.perf_counter()
     must = {i for i, p in enumerate(projects) if p.must_fund}
     if start is not None:
@@ -409,36 +527,46 @@ def solve_part(projects, rows, candidates, lp_y, lp_bound, gap, budget, solver, 
     if start is not None and _proven(projects, _value(projects, start), lp_bound):
         return {"status": "optimal", "funded": sorted(start), "chosen": [], "bound": _value(projects, start),
                 "how": "start reaches bound"}
+    if start is not None and time_limit <= 0:  # no time for the solver: the start (already filled)
+        return {"status": "feasible", "funded": sorted(start), "chosen": [], "bound": max(lp_bound, _value(projects, start)),
+                "how": "start"}
     if start is not None and on_start is not None:
         on_start(sorted(start))
-    prob, y, z = _model(projects, rows, candidates, budget, None)
-    engine = _solver(solver, max(0.05, time_limit - (time.perf_counter() - t0)), gap, start, y, threads)
-    with quiet():
-        status = prob.solve(engine)
-    funded = {i for i, v in y.items() if (v.varValue or 0) > 0.5}
-    chosen = {i for i, v in z.items() if (v.varValue or 0) > 0.5}
-    claimed = getattr(engine, "claimed", None)
-    if start is not None and claimed is not None and abs(claimed - _value(projects, funded)) > 1e-6 * max(1.0, claimed):
-        # HiGHS 1.16, warm-started, can report an objective (and bound) that the solution it returns
-        # does not have, and call it optimal: solve once more without the start, and trust that one
+    left = lambda: time_limit - (time.perf_counter() - t0)  # noqa: E731
+    if _use_highs(solver):
+        optimal, funded, chosen, claimed, mip_bound = _mip_highs(projects, rows, candidates, budget, time_limit=left(),
+                                                                 gap=gap, start=start, threads=threads)
+        if start is not None and isinstance(claimed, float) and \
+                abs(claimed - _value(projects, funded)) > 1e-6 * max(1.0, claimed):
+            # HiGHS 1.16, warm-started, can report an objective (and bound) that the solution it returns
+            # does not have, and call it optimal: solve once more without the start, and trust that one
+            optimal, funded, chosen, claimed, mip_bound = _mip_highs(projects, rows, candidates, budget,
+                                                                     time_limit=left(), gap=gap, start=None,
+                                                                     threads=threads)
+        bound = lp_bound if mip_bound is None else min(lp_bound, mip_bound)
+        infeasible = claimed == "infeasible"
+    else:
+        import pulp
         prob, y, z = _model(projects, rows, candidates, budget, None)
-        engine = _solver(solver, max(0.05, time_limit - (time.perf_counter() - t0)), gap, None, y, threads)
+        engine = _solver(solver, max(0.05, left()), gap, start, y, threads)
         with quiet():
             status = prob.solve(engine)
         funded = {i for i, v in y.items() if (v.varValue or 0) > 0.5}
         chosen = {i for i, v in z.items() if (v.varValue or 0) > 0.5}
-    if status != pulp.LpStatusOptimal and not funded and start is None:
-        if status == pulp.LpStatusInfeasible:
+        optimal, bound = status == pulp.LpStatusOptimal, lp_bound
+        infeasible = status == pulp.LpStatusInfeasible
+    if not optimal and not funded and start is None:
+        if infeasible:
             return {"status": "infeasible", "funded": [], "chosen": [], "bound": 0.0, "how": "MIP"}
         funded = set(must)
     funded = _repair(projects, rows, funded, chosen, must)
     if start is not None and _value(projects, start) > _value(projects, funded):
         funded = start
-    funded = greedy(projects, rows, funded, chosen)  # fill what still fits
-    bound = _mip_bound(engine, lp_bound)
+    # fill what still fits (in LP order on a big part: the density order costs seconds there)
+    funded = _lp_fill(projects, rows, funded, chosen, lp_y) if len(projects) > BIG else \
+        greedy(projects, rows, funded, chosen)
     objective = _value(projects, funded)
-    exact = (status == pulp.LpStatusOptimal and _gap(objective, bound) <= max(gap, 1e-6) + 1e-9) or \
-        _proven(projects, objective, bound)
+    exact = (optimal and _gap(objective, bound) <= max(gap, 1e-6) + 1e-9) or _proven(projects, objective, bound)
     return {"status": "optimal" if exact else "feasible", "funded": sorted(funded), "chosen": sorted(chosen),
             "bound": max(bound, objective), "how": "MIP"}
 

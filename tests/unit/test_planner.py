@@ -221,13 +221,13 @@ def two_markets():
 def test_independent_parts_are_solved_separately(monkeypatch):
     projects, lots = two_markets()
     built = []
-    real = planner._model
+    real = planner._highs
 
-    def spy(ps, rows, *args):
+    def spy(ps, rows, *args, **kw):
         built.append(sorted(p.project_id for p in ps))
-        return real(ps, rows, *args)
+        return real(ps, rows, *args, **kw)
 
-    monkeypatch.setattr(planner, "_model", spy)
+    monkeypatch.setattr(planner, "_highs", spy)
     sol, _ = planner.solve(projects, lots, time_limit=10, workers=0)
     # one model of everything for the LP bound and the shadow prices, then one MILP per part
     assert built[0] == sorted(p.project_id for p in projects)
@@ -241,8 +241,8 @@ def test_parts_that_fit_are_settled_without_a_solver(monkeypatch):
     projects, lots = two_markets()
     lots.append(PLot("LB2", "COD", "B", None, 1_000_000))  # now everything in B fits
     built = []
-    real = planner._model
-    monkeypatch.setattr(planner, "_model", lambda ps, *a: built.append(len(ps)) or real(ps, *a))
+    real = planner._highs
+    monkeypatch.setattr(planner, "_highs", lambda ps, *a, **kw: built.append(len(ps)) or real(ps, *a, **kw))
     sol, _ = planner.solve(projects, lots, time_limit=10, workers=0)
     assert built == [7, 3]  # the LP of everything, then the MILP of A alone
     assert [(p["projects"], p["how"]) for p in sol.parts] == [(3, "MIP"), (4, "all fit")]
