@@ -406,11 +406,11 @@ def _highs(projects, rows, candidates, budget, chosen_fixed, *, integer: bool, t
     lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = n + m, len(rhs)
     if integer:
         lp.integrality_ = [highspy.HighsVarType.kInteger] * (n + m)
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    if threads:  # only in the planner's worker processes (see _solver)
-        h.setOptionValue("threads", threads)
-    with quiet():
+    with quiet():  # HiGHS prints its banner when the first instance is made, whatever the options
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        if threads:  # only in the planner's worker processes (see _solver)
+            h.setOptionValue("threads", threads)
         h.passModel(lp)
     return h
 

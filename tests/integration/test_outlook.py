@@ -84,3 +84,18 @@ def test_report_shows_the_outlook_chart(db_url, engine, tmp_path):
     assert section.count("<rect") == 2 * 5 * len(data["groups"])
     r = CliRunner().invoke(app, ["--db", db_url, "report", "--html", str(page), "--as-of", "2026-11-29"])
     assert "Outlook" not in page.read_text(encoding="utf-8")
+
+
+def test_outlook_json_stdout_is_clean_in_a_real_process(db_url, engine):
+    """The solver prints a banner on file descriptor 1 when first used; stdout must stay pure JSON."""
+    import subprocess
+    import sys
+    load(engine)
+    done = subprocess.run([sys.executable, "-m", "cli", "--db", db_url, "plan", "outlook", "--as-of", "2026-11-29",
+                           "--years", "2", "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["years"] == [2026, 2027]
+    done = subprocess.run([sys.executable, "-m", "cli", "--db", db_url, "plan", "run", "--as-of", "2026-11-29",
+                           "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "optimal"
