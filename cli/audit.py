@@ -27,7 +27,7 @@ def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proje
         raise typer.BadParameter("--format must be md, html or xlsx")
     if fmt == "xlsx" and out is None:
         raise typer.BadParameter("--format xlsx needs --out FILE")
-    with failures():
+    with failures(as_json):
         if fmt:
             statement.write_statement(ctx.obj.engine, project, fmt, sys.stdout, str(out) if out else None,
                                       lang=render.LANG["lang"])
@@ -52,7 +52,7 @@ def verify(ctx: typer.Context,
     from cli.progress import reporter
     from quota import audit
     from quota import export as exp
-    with failures(), reporter() as progress:
+    with failures(as_json), reporter() as progress:
         if export is not None:
             summary, problems = exp.verify_export(str(export), progress)
         else:

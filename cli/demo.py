@@ -15,7 +15,26 @@ def _fresh_sqlite(url: str) -> None:
         Path(str(path) + suffix).unlink(missing_ok=True)
 
 
+# The demo's day: the sample lots (vintages 2021-2025, life 5 years) and projects (needed 2027) tell their story
+# on it, whatever the calendar says. `quota demo --today DATE` runs it on another day.
+DEMO_TODAY = dt.date(2026, 11, 30)
+
+
 def run_demo(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) -> None:
+    """Walk the sample district through on `today`: the library's clock is pinned to it for the run (QUOTA_TODAY),
+    so every default date, expiry and balance is as of that day."""
+    import os
+    pinned = os.environ.get("QUOTA_TODAY")
+    os.environ["QUOTA_TODAY"] = today.isoformat()
+    try:
+        _run(url, data, actor, today, fresh_default)
+    finally:
+        os.environ.pop("QUOTA_TODAY")
+        if pinned is not None:
+            os.environ["QUOTA_TODAY"] = pinned
+
+
+def _run(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) -> None:
     if fresh_default:
         _fresh_sqlite(url)
     engine = db.make_engine(url)

@@ -87,18 +87,44 @@ def _default_actor(url: str) -> str:
 
 
 @contextlib.contextmanager
-def failures():
-    """Turn library errors into a message on stderr and exit code 1; report automatic retries."""
+def failures(as_json: bool = False):
+    """Turn library errors into one message on stderr and exit code 1 (and, under --json, the error object
+    {"error": {"code", "message", ...}} on stdout); report automatic retries. An unexpected exception prints
+    one line and where its traceback was written (QUOTA_DEBUG=1 shows the traceback instead)."""
     try:
         yield
+    except (typer.Exit, typer.Abort, typer.BadParameter):  # usage errors are typer's (exit code 2)
+        raise
     except ValidationFailed as exc:
+        if as_json:
+            render.emit_json(exc.to_dict())
         render.problems(exc.problems)
         raise typer.Exit(1) from None
     except QuotaError as exc:
-        render.error(str(exc))
+        if as_json:
+            render.emit_json(exc.to_dict())
+        render.refusal(exc)
         raise typer.Exit(1) from None
     except DBAPIError as exc:  # cannot connect, permission denied, disk full, locked for too long...
-        render.error(f"database error: {str(exc.orig).strip() if exc.orig else exc}")
+        message = f"database error: {str(exc.orig).strip() if exc.orig else exc}"
+        if as_json:
+            render.emit_json({"error": {"code": "database_error", "message": message}})
+        render.error(message)
+        raise typer.Exit(1) from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        import os
+        if os.environ.get("QUOTA_DEBUG") == "1":
+            raise
+        import tempfile
+        import traceback
+        with tempfile.NamedTemporaryFile("w", prefix="quota-crash-", suffix=".txt", delete=False) as fh:
+            traceback.print_exc(file=fh)
+        message = f"internal error ({type(exc).__name__}: {exc}); the traceback is in {fh.name} (QUOTA_DEBUG=1 shows it)"
+        if as_json:
+            render.emit_json({"error": {"code": "internal_error", "message": message}})
+        render.error(message)
         raise typer.Exit(1) from None
     finally:
         if db.RETRIES:
@@ -114,7 +140,7 @@ def init(ctx: typer.Context,
     from quota import rulebooks
     with failures():
         result = rulebooks.init(ctx.obj.engine, str(rules), ctx.obj.actor)
-    render.note(f"initialised {ctx.obj.url}: rulebook version {result['version']}"
+    render.done(f"initialised {ctx.obj.url}: rulebook version {result['version']}"
                 + ("" if result["changed"] else " (unchanged)"))
 
 
@@ -122,7 +148,7 @@ def init(ctx: typer.Context,
 def rules_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Show the rulebook in force.  Example: quota rules show --json"""
     from quota import rulebooks
-    with failures(), db.reading(ctx.obj.engine) as conn:
+    with failures(as_json), db.reading(ctx.obj.engine) as conn:
         version, book = rulebooks.current(conn)
     info = {"version": version, **rulebooks.describe(book)}
     if as_json:
@@ -149,7 +175,7 @@ def rules_load(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Ru
     from quota import rulebooks
     with failures():
         result = rulebooks.load(ctx.obj.engine, str(file), ctx.obj.actor)
-    render.note(f"rulebook version {result['version']}" + ("" if result["changed"] else " (unchanged)"))
+    render.done(f"rulebook version {result['version']}" + ("" if result["changed"] else " (unchanged)"))
 
 
 # --------------------------------------------------------------------------- imports
@@ -164,7 +190,7 @@ def tally_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="
     """
     from cli.progress import reporter
     from quota import tallies
-    with failures(), reporter() as progress:
+    with failures(as_json), reporter() as progress:
         result = tallies.import_tallies(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run,
                                         progress=progress)
     if as_json:
@@ -184,11 +210,11 @@ def project_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help
     Example: quota project import data/projects.csv
     """
     from quota import projects
-    with failures():
+    with failures(as_json):
         result = projects.import_projects(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run)
     if as_json:
         return render.emit_json(result)
-    render.note(render.msg("would_import_projects" if dry_run else "imported_projects", n=result["projects"],
+    render.done(render.msg("would_import_projects" if dry_run else "imported_projects", n=result["projects"],
                            rows=result["rows"]))
 
 
@@ -197,7 +223,7 @@ def project_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List projects with their requirements (ratio applied).  Example: quota project list"""
     from quota import units
     from quota.projects import project_rows
-    with failures():
+    with failures(as_json):
         rows = project_rows(ctx.obj.engine)
     if as_json:
         return render.emit_json({"projects": rows})
@@ -222,7 +248,7 @@ def balance(ctx: typer.Context,
     from quota import audit
     if by not in ("pollutant", "zone", "lot"):
         raise typer.BadParameter("--by must be pollutant, zone or lot")
-    with failures():
+    with failures(as_json):
         result = audit.balance(ctx.obj.engine, by=by, pollutant=pollutant, zone=zone, as_of=_date(as_of))
     if as_json:
         return render.emit_json(result)
@@ -247,7 +273,7 @@ def reserve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
     All pollutants or nothing. Example: quota reserve P2026-01 --expires 2027-03-31
     """
     from quota import quota_ops
-    with failures():
+    with failures(as_json):
         result = quota_ops.reserve(ctx.obj.engine, project, actor=ctx.obj.actor, pollutant=pollutant,
                                    expires=_date(expires), date=_date(date), key=key)
     _done(result, render.msg("reserved", project=project, n=len(result["draws"]), txn=result["txn"]), as_json)
@@ -259,7 +285,7 @@ def approve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
             date: DateOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Confirm a project's reservations as allocations.  Example: quota approve P2026-01 --doc "金环审[2026]12号" """
     from quota import quota_ops
-    with failures():
+    with failures(as_json):
         result = quota_ops.approve(ctx.obj.engine, project, doc=doc, actor=ctx.obj.actor, date=_date(date), key=key)
     _done(result, render.msg("approved", project=project, doc=doc, txn=result["txn"]), as_json)
 
@@ -269,7 +295,7 @@ def release(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
             date: DateOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Release a project's reservations back to their lots.  Example: quota release P2026-03"""
     from quota import quota_ops
-    with failures():
+    with failures(as_json):
         result = quota_ops.release(ctx.obj.engine, project, actor=ctx.obj.actor, date=_date(date), key=key)
     _done(result, render.msg("released", project=project, txn=result["txn"]), as_json)
 
@@ -279,7 +305,7 @@ def cancel(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proj
            date: DateOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Withdraw a project: its reserved and allocated quota returns to the lots.  Example: quota cancel P2026-03"""
     from quota import quota_ops
-    with failures():
+    with failures(as_json):
         result = quota_ops.cancel(ctx.obj.engine, project, actor=ctx.obj.actor, date=_date(date), key=key)
     _done(result, render.msg("cancelled", project=project) + (f", txn {result['txn']}" if result["txn"] else ""),
           as_json)
@@ -291,7 +317,7 @@ def expire(ctx: typer.Context,
            key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Post expired lots to expired and release lapsed reservations.  Example: quota expire --as-of 2026-12-31"""
     from quota import quota_ops
-    with failures():
+    with failures(as_json):
         result = quota_ops.expire(ctx.obj.engine, _date(as_of), actor=ctx.obj.actor, key=key)
     _done(result, render.msg("expired", lots=len(result["expired"]), res=len(result["lapsed_reservations"])),
           as_json)
@@ -306,7 +332,7 @@ def revoke(ctx: typer.Context, lot: Annotated[str, typer.Argument(help="Lot seri
     Example: quota revoke COD-2022-00001 --memo "report withdrawn"
     """
     from quota import quota_ops
-    with failures():
+    with failures(as_json):
         result = quota_ops.revoke(ctx.obj.engine, lot, actor=ctx.obj.actor, memo=memo, date=_date(date), key=key)
     _done(result, render.msg("revoked", g=result["revoked_g"], lot=lot, txn=result["txn"]), as_json)
 
@@ -317,15 +343,16 @@ def revoke(ctx: typer.Context, lot: Annotated[str, typer.Argument(help="Lot seri
 def demo(ctx: typer.Context,
          data: Annotated[Optional[Path], typer.Option(help="Folder with rules.toml, tallies.csv, projects.csv "
                                                            "(default: the installation's data/ folder).")] = None,
-         today: Annotated[Optional[str], typer.Option(help="Date to run the demo on (default today).")] = None) -> None:
+         today: Annotated[Optional[str], typer.Option(help="Date to run the demo on (default 2026-11-30, a day that "
+                                                        "suits the sample data, whatever the calendar says).")] = None) -> None:
     """Load the sample data into a fresh database (default quota-demo.db) and walk through the ledger.
 
     Example: quota demo
     """
-    from cli.demo import run_demo
+    from cli.demo import DEMO_TODAY, run_demo
     url = ctx.obj.url if ctx.obj.url_given else "sqlite:///quota-demo.db"
     with failures():
-        run_demo(url, data or DATA_DIR, ctx.obj.actor, _date(today) or dt.date.today(),
+        run_demo(url, data or DATA_DIR, ctx.obj.actor, _date(today) or DEMO_TODAY,
                  fresh_default=not ctx.obj.url_given)
 
 
@@ -339,7 +366,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     from quota import migrate
     with failures():
         result = migrate.upgrade(ctx.obj.engine)
-    render.note(f"schema at revision {result['to']} (was {result['from'] or 'empty'})")
+    render.done(f"schema at revision {result['to']} (was {result['from'] or 'empty'})")
 
 
 @db_app.command("roles")
@@ -361,7 +388,7 @@ def db_roles(ctx: typer.Context,
         except ValueError as exc:
             render.error(str(exc))
             raise typer.Exit(1) from None
-    render.note(f"created/granted {', '.join(roles.ROLES)} ({len(stmts)} statements)")
+    render.done(f"created/granted {', '.join(roles.ROLES)} ({len(stmts)} statements)")
 
 
 @app.command()
@@ -384,7 +411,7 @@ def report(ctx: typer.Context,
         page = rep.build(ctx.obj.engine, plan_id=plan, as_of=_date(as_of), lang=render.LANG["lang"], outlook=ahead)
     html.parent.mkdir(parents=True, exist_ok=True)
     html.write_text(page, encoding="utf-8")
-    render.note(render.msg("report_written", path=html))
+    render.done(render.msg("report_written", path=html))
 
 
 from cli.plan import plan_app  # noqa: E402  (after app, to register the sub-commands)

@@ -77,7 +77,7 @@ def plan_run(ctx: typer.Context,
     from cli.main import _date, failures
     from cli.progress import reporter
     from quota import plans
-    with failures(), reporter() as progress:
+    with failures(as_json), reporter() as progress:
         if progress:
             progress(f"solving (up to {time_limit:g} s)", 0, None)
         result = plans.run_plan(ctx.obj.engine, as_of=_date(as_of), scenario_path=str(scenario) if scenario else None,
@@ -97,11 +97,26 @@ def plan_show(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="P
     """Show a stored plan.  Example: quota plan show PLAN-0001"""
     from cli.main import failures
     from quota import plans
-    with failures():
+    with failures(as_json):
         result = plans.get_plan(ctx.obj.engine, plan_id)
     if as_json:
         return render.emit_json(result)
     render_plan(result)
+
+
+@plan_app.command("list")
+def plan_list(ctx: typer.Context,
+              as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
+    """List the stored plans, newest last.  Example: quota plan list"""
+    from cli.main import failures
+    from quota import plans
+    with failures(as_json):
+        result = plans.list_plans(ctx.obj.engine)
+    if as_json:
+        return render.emit_json(result)
+    render.out.print(render.table(None, ["Plan", "As of", "Status", "Scenario", "Created", "Actor", "Applied"],
+                                  [[p["plan_id"], p["as_of"], p["status"], p["scenario"] or "-", p["created_at"],
+                                    p["actor"], p["applied_at"] or "-"] for p in result["plans"]]))
 
 
 @plan_app.command("apply")
@@ -112,7 +127,7 @@ def plan_apply(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="
     """Turn a solved plan into reservations, all or nothing.  Example: quota plan apply PLAN-0001"""
     from cli.main import _date, failures
     from quota import plans
-    with failures():
+    with failures(as_json):
         result = plans.apply_plan(ctx.obj.engine, plan_id, actor=ctx.obj.actor, date=_date(date), key=key)
     if as_json:
         return render.emit_json(result)
@@ -130,13 +145,9 @@ def plan_outlook(ctx: typer.Context,
     the first year each key runs short.  Example: quota plan outlook --years 5 --scenario s.toml"""
     from cli.main import _date, failures
     from quota import outlook, units
-    with failures():
-        try:
-            result = outlook.outlook(ctx.obj.engine, years=years, as_of=_date(as_of),
-                                     scenario_path=str(scenario) if scenario else None, time_limit=time_limit)
-        except ValueError as exc:
-            render.error(str(exc))
-            raise typer.Exit(1) from None
+    with failures(as_json):
+        result = outlook.outlook(ctx.obj.engine, years=years, as_of=_date(as_of),
+                                 scenario_path=str(scenario) if scenario else None, time_limit=time_limit)
     if as_json:
         return render.emit_json(result)
     span = result["years"]

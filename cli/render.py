@@ -54,18 +54,35 @@ def emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
+MAX_PROBLEM_LINES = 100  # a file of 10^5 bad rows is refused in a screenful; --json lists them all
+
+
 def problems(items: list[Problem], heading: str = "refused") -> None:
-    """One line per problem (file:row [column]: message), easy to read and to grep."""
+    """One line per problem (file:row [column]: message), easy to read and to grep; at most MAX_PROBLEM_LINES,
+    then a count of the rest."""
     err.print(msg(heading, n=len(items)), style="bold red")
     lang = LANG["lang"]
-    for p in items:
+    for p in items[:MAX_PROBLEM_LINES]:
         shown = Problem(p.source, p.row, p.column, i18n.translate_error(p.message, lang)) if lang == "zh" else p
         err.print(f"  {shown}", markup=False)
+    if len(items) > MAX_PROBLEM_LINES:
+        err.print("  " + msg("more_problems", n=len(items) - MAX_PROBLEM_LINES), markup=False)
 
 
 def error(message: str) -> None:
     err.print(f"[bold red]{msg('error')}:[/] ", markup=True, highlight=False, end="")
     err.print(i18n.translate_error(message, LANG["lang"]), markup=False, highlight=False)
+
+
+def refusal(exc) -> None:
+    """A library refusal (QuotaError) on stderr, in the user's language, rendered from its code and facts."""
+    err.print(f"[bold red]{msg('error')}:[/] ", markup=True, highlight=False, end="")
+    err.print(i18n.refusal(exc.code, str(exc), exc.facts, LANG["lang"]), markup=False, highlight=False)
+
+
+def done(message: str) -> None:
+    """A success line: stdout (diagnostics go to stderr)."""
+    out.print(message, markup=False, highlight=False)
 
 
 def note(message: str) -> None:
@@ -101,6 +118,7 @@ def trace(result: dict) -> None:
                       units.display(n["required_g"], n["unit"]), units.display(n["held_g"], n["unit"]), n["key"],
                       n["unit"]] for n in result["needs"]], right={"Increment", "Required", "Held", "Ratio"}))
     out.print(table(h("Sources of the quota"), ["Pollutant", "Lot", "State", "Amount", "Tally", "Source", "Report"],
-                    [[d["pollutant"], d["lot"], d["state"], d["amount"], d["tally_id"],
+                    [[d["pollutant"], d["lot"] + ("" if d["lot_state"] == "active" else f" ({d['lot_state'].upper()})"),
+                      d["state"], d["amount"], d["tally_id"],
                       f"{d['source_id']} {d['source_name']} ({d['measure']})", d["report_no"]]
                      for d in result["draws"]], right={"Amount"}))

@@ -5,24 +5,40 @@ import datetime as dt
 
 from sqlalchemy import Engine, text
 
-from . import balances, db, ledger, rulebooks, units
-from .errors import Problem
+from . import balances, clock, db, ledger, rulebooks, units
+from .errors import Problem, Refused
 from .projects import load_projects
 
 
 def balance(engine: Engine, *, by: str = "pollutant", pollutant: str | None = None, zone: str | None = None,
             as_of: dt.date | None = None) -> dict:
     """Available / reserved / allocated quota as DESIGN 5.3 (`quota balance --json`)."""
+    if by not in ("pollutant", "zone", "lot"):
+        raise Refused(f"cannot group by {by!r}: use pollutant, zone or lot", "bad_option", option="by", value=by)
     with db.reading(engine) as conn:
         _, book = rulebooks.current(conn)
         unit_of = {p.code: p.unit for p in book.pollutants.values()}
-        day = as_of or dt.date.today()
+        day = as_of or clock.today()
+        # codes are case-insensitive, as in the imports; an unknown one is refused rather than shown as nothing
+        pollutant = _known(pollutant, book.pollutants, "pollutant")
+        zone = _known(zone, book.zones, "zone")
         rows = balances.balance_rows(conn, unit_of, by=by, pollutant=pollutant, zone=zone, as_of=as_of, today=day)
     return {"as_of": day.isoformat(), "by": by, "rows": rows}
 
 
+def _known(code: str | None, known: dict, what: str) -> str | None:
+    if code is None:
+        return None
+    value = code.strip().upper()
+    if value not in known:
+        raise Refused(f"unknown {what} {code!r} (the rulebook has {', '.join(sorted(known))})", "unknown_code",
+                      what=what, value=code)
+    return value
+
+
 def trace(engine: Engine, project_id: str) -> dict:
     """Source statement: every gram a project holds, back to its lot, tally, source and report."""
+    today = clock.today()
     with db.reading(engine) as conn:
         _, book = rulebooks.current(conn)
         info = load_projects(conn, book, project_id=project_id)[0]
@@ -30,9 +46,9 @@ def trace(engine: Engine, project_id: str) -> dict:
                     "a": ledger.project_account(project_id, "allocated")}
         rows = conn.execute(text(
             "SELECT b.kind, b.lot, b.pollutant, b.amount_g, t.tally_id, t.source_id, s.name, t.measure, "
-            "t.report_no, t.assessor, t.method, l.expires, l.zone, lb.amount_g "
+            "t.report_no, t.assessor, t.method, l.expires, l.zone, lb.amount_g, ls.status "
             "FROM balance b JOIN lot l ON l.serial = b.lot JOIN tally t ON t.tally_id = l.tally_id "
-            "JOIN source s ON s.source_id = t.source_id "
+            "JOIN source s ON s.source_id = t.source_id LEFT JOIN lot_status ls ON ls.serial = l.serial "
             "LEFT JOIN balance lb ON lb.account = 'lot:' || l.serial AND lb.lot = l.serial "
             "WHERE b.account IN (:r, :a) AND b.amount_g > 0 ORDER BY b.pollutant, b.lot, b.kind"), accounts).all()
         # the project's transactions (every transaction that moves a project's grams names the project)
@@ -43,6 +59,9 @@ def trace(engine: Engine, project_id: str) -> dict:
               "source_id": r[5], "source_name": r[6], "measure": r[7], "report_no": r[8], "assessor": r[9],
               "method": r[10], "lot_expires": ledger._as_date(r[11]).isoformat() if r[11] else None,
               "lot_zone": r[12], "lot_remaining_g": int(r[13] or 0),
+              # revoked or superseded lots are flagged: what a project already holds from them stays, for the
+              # auditor to see (an approval needs eligible lots, so a reserved one must be re-reserved)
+              "lot_state": r[14] or ("expired" if r[11] and ledger._as_date(r[11]) <= today else "active"),
               "unit": book.pollutants[r[2]].unit, "amount": units.display(int(r[3]), book.pollutants[r[2]].unit)}
              for r in rows]
     needs = [{"pollutant": n.pollutant, "increment_g": n.increment_g, "ratio": str(n.ratio), "why": list(n.reasons),
@@ -58,6 +77,8 @@ def trace(engine: Engine, project_id: str) -> dict:
 def verify(engine: Engine, progress=None) -> tuple[dict, list[Problem]]:
     """Recompute the hash chain and every balance from the postings, and the matching keys from the
     rulebooks (errors as data)."""
+    if not db.schema_exists(engine):
+        raise db.NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
     with db.reading(engine) as conn:
         summary, problems = ledger.verify(conn, progress)
         problems += rulebooks.check_matching(conn)

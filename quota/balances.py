@@ -6,7 +6,7 @@ from typing import Iterator
 
 from sqlalchemy import Connection, text
 
-from . import units
+from . import clock, units
 from .ledger import _as_date
 
 
@@ -32,12 +32,14 @@ def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollu
     `available_g` excludes lots already past their expiry on the query date; what they
     still hold is reported as `lapsed_g` until `quota expire` posts it to expired.
     """
-    day = as_of or today or dt.date.today()
+    day = as_of or today or clock.today()
     if as_of is None and by in ("pollutant", "zone"):
         return _current_totals(conn, units_of, by, pollutant, zone, day)
     lots = {r[0]: r for r in conn.execute(text(
         "SELECT l.serial, l.zone, l.tally_id, t.source_id, l.issued_g, l.expires, l.effective_date, "
         "l.pollutant FROM lot l JOIN tally t ON t.tally_id = l.tally_id"))}
+    status = dict(conn.execute(text("SELECT s.serial, s.status FROM lot_status s JOIN txn t ON t.seq = s.txn_seq "
+                                    "WHERE t.effective_date <= :d"), {"d": day}).all()) if by == "lot" else {}
     groups: dict[tuple, dict] = {}
     for kind, pol, z, account, lot, project, amount in pair_balances(conn, as_of):
         if pollutant and pol != pollutant:
@@ -46,14 +48,14 @@ def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollu
             continue
         key = {"pollutant": (pol,), "zone": (pol, z), "lot": (pol, lot)}[by]
         g = groups.setdefault(key, {"available_g": 0, "reserved_g": 0, "allocated_g": 0,
-                                    "lapsed_g": 0, "expired_g": 0, "revoked_g": 0})
+                                    "lapsed_g": 0, "expired_g": 0, "revoked_g": 0, "superseded_g": 0})
         expires = _as_date(lots[lot][5]) if lot in lots else None
         if kind == "lot":
             if expires is not None and expires <= day and by != "lot":
                 g["lapsed_g"] += int(amount)
             else:
                 g["available_g"] += int(amount)
-        elif kind in ("reserved", "allocated", "expired", "revoked"):
+        elif kind in ("reserved", "allocated", "expired", "revoked", "superseded"):
             g[f"{kind}_g"] += int(amount)
     if by == "lot":  # every lot is listed, exhausted, expired and revoked ones included
         for serial, row in lots.items():
@@ -62,7 +64,7 @@ def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollu
             if as_of and _as_date(row[6]) > day:
                 continue
             groups.setdefault((row[7], serial), {"available_g": 0, "reserved_g": 0, "allocated_g": 0,
-                                                 "lapsed_g": 0, "expired_g": 0, "revoked_g": 0})
+                                                 "lapsed_g": 0, "expired_g": 0, "revoked_g": 0, "superseded_g": 0})
     out = []
     for key in sorted(groups):
         g = groups[key]
@@ -79,7 +81,7 @@ def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollu
         row.update({k: g[k] for k in ("available_g", "reserved_g", "allocated_g")})
         if by == "lot":
             row.update({"expired_g": g["expired_g"], "revoked_g": g["revoked_g"],
-                        "state": _lot_state(g, expires, day)})
+                        "superseded_g": g["superseded_g"], "state": _lot_state(g, expires, day, status.get(key[1]))})
         else:
             row["lapsed_g"] = g["lapsed_g"]
         row.update({"unit": unit, "available": units.display(row["available_g"], unit),
@@ -123,7 +125,9 @@ def _current_totals(conn: Connection, units_of: dict[str, str], by: str, polluta
     return out
 
 
-def _lot_state(g: dict, expires: dt.date | None, day: dt.date) -> str:
+def _lot_state(g: dict, expires: dt.date | None, day: dt.date, status: str | None = None) -> str:
+    if status:  # revoked or superseded: whatever it still lends to projects, it serves no one new
+        return status
     if g["available_g"] > 0:
         return "expired" if expires is not None and expires <= day else "active"
     if g["revoked_g"] > 0 and not (g["reserved_g"] or g["allocated_g"]):

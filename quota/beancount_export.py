@@ -8,7 +8,7 @@ from typing import IO
 
 from sqlalchemy import Engine, text
 
-from . import export, ledger, units
+from . import clock, export, ledger, units
 
 _BAD = re.compile(r"[^A-Za-z0-9-]")
 
@@ -85,7 +85,7 @@ def write_beancount(engine: Engine, out: IO[str], as_of: dt.date | None = None,
             lines.append(f"  {name}  {units.exact(amount, unit)} {pol}")
             lines.append(f'    lot: {_quote(lot)}')
         entries.append((date, rec["seq"], "\n".join(lines)))
-    day = as_of or max(today or dt.date.today(), last_date if last_date != dt.date.min else dt.date.min)
+    day = as_of or max(today or clock.today(), last_date if last_date != dt.date.min else dt.date.min)
     check_day = (day + dt.timedelta(days=1)).isoformat()
     out.write(f'option "title" {_quote("quota ledger " + header["jurisdiction"]["code"] + " " + header["jurisdiction"]["name"])}\n')
     pols = sorted(header["units"])

@@ -19,7 +19,11 @@ T = TypeVar("T")
 
 
 class NotInitialised(QuotaError):
-    pass
+    code = "not_initialised"
+
+
+class BadDatabaseURL(QuotaError):
+    code = "bad_database_url"
 
 
 # sqlite+quota:// is quota.sqlite_dialect.SQLiteDialect, imported only when a SQLite engine is made
@@ -27,9 +31,13 @@ registry.register("sqlite.quota", "quota.sqlite_dialect", "SQLiteDialect")
 
 
 def make_engine(url: str = DEFAULT_URL) -> Engine:
-    """An engine for SQLite (WAL, BEGIN IMMEDIATE for writers) or PostgreSQL (psycopg)."""
+    """An engine for SQLite (WAL, BEGIN IMMEDIATE for writers) or PostgreSQL (psycopg); any other URL is refused
+    (BadDatabaseURL) before anything is opened."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if not (url.startswith("sqlite:///") or url == "sqlite://" or url.startswith("postgresql+psycopg://")):
+        raise BadDatabaseURL(f"cannot use the database URL {url!r}: use sqlite:///FILE (the default is "
+                             f"{DEFAULT_URL}) or postgresql+psycopg://user@host/dbname")
     if url.startswith("sqlite"):
         driver.sqlite_adapters()  # dates bound through the driver are stored as ISO text
         engine = create_engine(make_url(url).set(drivername="sqlite+quota"),

@@ -9,6 +9,7 @@ from typing import Iterator, NamedTuple
 from sqlalchemy import Connection
 
 from . import driver, ledger, units
+from .eligibility import LotFacts
 from .errors import NotFound
 from .projects import PROJECT_SQL, Need, ProjectInfo, projects_from_rows
 from .rules import Rulebook
@@ -21,17 +22,25 @@ class LotAvail(NamedTuple):
     expires: dt.date | None
     available_g: int
     last_date: dt.date | None = None  # of the lot's own balance, when read with it
+    pollutant: str = ""
+    effective: dt.date | None = None
+
+    def facts(self) -> LotFacts:
+        """The lot as the eligibility rule sees it (a candidate lot has a positive balance, so it is active:
+        revoked and superseded lots keep none, see eligibility)."""
+        return LotFacts(self.serial, self.pollutant, self.zone, self.effective, self.expires)
 
 
 # One need's candidate lots: positive, of its pollutant, in a zone with its matching key, effective by the
-# date and not expired on the day the project needs them; earliest expiry first (never-expiring last), then
+# date and not expired on the later of that date and the day the project needs them (eligibility.serves_until;
+# PostgreSQL's GREATEST ignores a NULL needed_by); earliest expiry first (never-expiring last), then
 # serial; the first DRAW_LIMIT of them (a need they do not cover reads again without the limit). The lots are
 # walked in that order along ix_lot_draw (pollutant, expires, serial) with one primary-key probe of each lot's
 # balance, and the walk stops at the limit. PostgreSQL keeps NULL last in the index and in ORDER BY, and
 # probes with LATERAL ... OFFSET 0 so the planner cannot turn the probe into a scan of the balance table.
 # SQLite keeps NULL first, so it walks the expiring lots, and only when they are fewer than the limit the
 # never-expiring ones after them (two statements; a sort of the union cost more than the second walk).
-LOT_SELECT = "SELECT l.serial, l.zone, l.expires, b.amount_g, l.pollutant, b.last_date FROM lot l "
+LOT_SELECT = "SELECT l.serial, l.zone, l.expires, b.amount_g, l.pollutant, b.last_date, l.effective_date FROM lot l "
 LOT_JOIN = {"sqlite": "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial ",
             "postgresql": "CROSS JOIN LATERAL (SELECT amount_g, last_date FROM balance "
                           "WHERE account = 'lot:' || l.serial AND lot = l.serial OFFSET 0) b "}
@@ -44,13 +53,13 @@ LOT_SQLITE_NEVER = _SQLITE_WALK + "AND l.expires IS NULL ORDER BY l.serial LIMIT
 # PostgreSQL reads every need's first lots with the chain-head lock, in one round trip: the matching keys
 # come from the matching table of the current rulebook version.
 PROJECT_LOTS_PG = (
-    "SELECT x.serial, x.zone, x.expires, x.amount_g, x.pollutant, x.last_date FROM project_need n "
+    "SELECT x.serial, x.zone, x.expires, x.amount_g, x.pollutant, x.last_date, x.effective_date FROM project_need n "
     "JOIN project p ON p.project_id = n.project_id JOIN matching pm ON pm.version = "
     "(SELECT max(version) FROM rulebook) AND pm.pollutant = n.pollutant AND pm.zone = p.zone CROSS JOIN LATERAL ("
     + LOT_SELECT + LOT_JOIN["postgresql"]
     + "WHERE l.pollutant = n.pollutant AND l.zone = ANY (ARRAY(SELECT zone FROM matching WHERE version = "
       "pm.version AND pollutant = n.pollutant AND key = pm.key)) AND b.amount_g > 0 AND l.effective_date <= ? "
-      "AND (l.expires IS NULL OR l.expires > COALESCE(p.needed_by, ?)) ORDER BY l.expires, l.serial LIMIT ?) x "
+      "AND (l.expires IS NULL OR l.expires > GREATEST(p.needed_by, ?)) ORDER BY l.expires, l.serial LIMIT ?) x "
       "WHERE n.project_id = ? ORDER BY x.pollutant, x.expires, x.serial")
 DRAW_LIMIT = 4  # most needs are met by one or two lots; a need the first 4 do not cover reads all
 NO_LIMIT = 2 ** 62
@@ -85,7 +94,8 @@ class Snapshot:
     """What one operation on a project reads, in one round trip: the project and its needs, and every
     balance row of its accounts (with the lot's zone, expiry and own balance)."""
     info: ProjectInfo
-    rows: list[tuple]  # account, lot, pollutant, grams, last date, lot zone, lot expiry, lot grams, lot last date
+    rows: list[tuple]  # account, lot, pollutant, grams, last date, lot zone, lot expiry, lot grams, lot last date,
+    #                    lot effective date, lot status (NULL: active)
 
     def held(self, part: str) -> dict[str, dict[str, int]]:
         """{pollutant: {lot: grams}} held by the project's reserved or allocated account."""
@@ -114,11 +124,17 @@ class Snapshot:
         """{serial: (zone, expiry)} of the lots the project holds."""
         return {r[1]: (r[5], ledger._as_date(r[6])) for r in self.rows}
 
+    def lot_facts(self) -> dict[str, LotFacts]:
+        """{serial: LotFacts} of the lots the project holds, for the eligibility rule."""
+        return {r[1]: LotFacts(r[1], r[2], r[5], ledger._as_date(r[9]), ledger._as_date(r[6]), r[10] or "active")
+                for r in self.rows}
+
 
 SNAPSHOT_PROJECT = PROJECT_SQL + " WHERE p.project_id = ? ORDER BY n.pollutant"
 SNAPSHOT_PAIRS = ("SELECT b.account, b.lot, b.pollutant, b.amount_g, b.last_date, l.zone, l.expires, lb.amount_g, "
-                  "lb.last_date FROM balance b JOIN lot l ON l.serial = b.lot LEFT JOIN balance lb "
-                  "ON lb.account = 'lot:' || b.lot AND lb.lot = b.lot WHERE b.account IN (?, ?) ORDER BY b.account, b.lot")
+                  "lb.last_date, l.effective_date, s.status FROM balance b JOIN lot l ON l.serial = b.lot LEFT JOIN balance lb "
+                  "ON lb.account = 'lot:' || b.lot AND lb.lot = b.lot LEFT JOIN lot_status s ON s.serial = b.lot "
+                  "WHERE b.account IN (?, ?) ORDER BY b.account, b.lot")
 
 
 def snapshot_reads(project_id: str) -> list[tuple[str, tuple]]:
@@ -169,8 +185,9 @@ def candidate_lots(conn: Connection, book: Rulebook, project_id: str, needs: lis
 
 def as_lots(rows: list[tuple]) -> Iterator[LotAvail]:
     """LotAvail per LOT_SELECT row, in the rows' (drawing) order."""
-    for serial, zone, expires, amount, _, last in rows:
-        yield LotAvail(serial, zone, ledger._as_date(expires), int(amount), ledger._as_date(last))
+    for serial, zone, expires, amount, pollutant, last, effective in rows:
+        yield LotAvail(serial, zone, ledger._as_date(expires), int(amount), ledger._as_date(last), pollutant,
+                       ledger._as_date(effective))
 
 
 def shortfall_message(book: Rulebook, short: list[tuple[Need, int]]) -> str:

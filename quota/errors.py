@@ -30,7 +30,15 @@ class Problem:
 
 
 class QuotaError(Exception):
-    """Base of every error the library raises; the CLI turns it into exit code 1."""
+    """Base of every error the library raises; the CLI turns it into exit code 1. `code` names it from a
+    finite list (README, "Refusals"); `facts` carry its data."""
+
+    code = "error"
+    facts: dict = {}
+
+    def to_dict(self) -> dict:
+        """The refusal as data: {"error": {"code", "message", ...facts}} (what `--json` prints)."""
+        return {"error": {"code": self.code, "message": str(self), **self.facts}}
 
 
 class ValidationFailed(QuotaError):
@@ -42,14 +50,32 @@ class ValidationFailed(QuotaError):
         more = f" (+{len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
         super().__init__(f"{len(self.problems)} problem(s): {first}{more}")
 
+    code = "invalid_input"
+
+    @property
+    def facts(self) -> dict:
+        return {"problems": [p.to_dict() for p in self.problems]}
+
 
 class Refused(QuotaError):
-    """A ledger operation cannot be carried out (short quota, wrong state...)."""
+    """A ledger operation cannot be carried out (short quota, wrong state...).
+
+    `code` names the refusal from a finite list (see README, "Refusals"), `facts` are its data
+    (pollutant, key, grams, lot...), so front ends can render it without reading the message back."""
+
+    def __init__(self, message: str, code: str = "refused", **facts):
+        super().__init__(message)
+        self.code = code
+        self.facts = facts
 
 
 class NotFound(QuotaError):
     """A project, lot or plan named by the user does not exist."""
 
+    code = "not_found"
+
 
 class IdempotencyConflict(QuotaError):
     """The same --key was used before with different content."""
+
+    code = "key_conflict"

@@ -11,6 +11,8 @@ LANGS = ("en", "zh")
 
 MESSAGES: dict[str, dict[str, str]] = {
     "refused": {"en": "refused: {n} problem(s); nothing was written", "zh": "已拒绝：{n} 个问题；未写入任何数据"},
+    "more_problems": {"en": "... and {n} more problem(s) (--json lists every one)",
+                      "zh": "……另有 {n} 个问题（--json 列出全部）"},
     "verify_failed": {"en": "verification FAILED: {n} problem(s)", "zh": "校验失败：{n} 个问题"},
     "error": {"en": "error", "zh": "错误"},
     "verified": {"en": "{what} verified: {txns} transactions, {posts} postings, {accts} balances; head {head} ({scheme})",
@@ -133,3 +135,55 @@ def _one(message: str) -> str:
             groups = {k: _one(v) if k in ("rest",) else v for k, v in m.groupdict().items()}
             return template.format(**groups)
     return message
+
+
+# Refusals rendered from their code and facts (errors.QuotaError.code/.facts), never read back from a message.
+STATES_ZH = {"pipeline": "待审", "reserved": "已预留", "approved": "已批复", "cancelled": "已撤销", "scenario": "情景",
+             "revoked": "已注销", "superseded": "已被替代", "expired": "已过期", "active": "有效"}
+WHAT_ZH = {"pollutant": "污染物", "zone": "区域", "solver": "求解器", "time_limit": "时间限制", "gap": "差距",
+           "by": "分组方式", "years": "年数"}
+
+
+def _short_zh(facts: dict) -> str:
+    from .units import display, display_up
+    parts = [f"{s['pollutant']} 在 {s['key']} 缺口 {display_up(s['short_g'], s['unit'])} {s['unit']}（{s['short_g']} 克；"
+             f"需 {display_up(s['required_g'], s['unit'])}，可用 {display(s['eligible_g'], s['unit'])}）"
+             for s in facts.get("short", [])]
+    return f"无法为 {facts['project_id']} 预留指标：" + "；".join(parts)
+
+
+REFUSALS_ZH = {
+    "insufficient_quota": _short_zh,
+    "holding_mismatch": lambda f: f"项目 {f['project_id']} 不能核定：持有指标与现行规则下的需求不一致，"
+                                  f"请先运行 `quota reserve {f['project_id']}` 补足或退回差额",
+    "lot_not_eligible": lambda f: f"项目 {f['project_id']} 不能核定：所持指标批次已不可用（注销、被替代、过期或匹配区域不符），"
+                                  f"请先运行 `quota reserve {f['project_id']}` 重新落实",
+    "nothing_to_reserve": lambda f: f"项目 {f['project_id']} 已足额预留",
+    "project_state": lambda f: f"项目 {f['project_id']} 当前状态为{STATES_ZH.get(f['state'], f['state'])}，不能执行此操作",
+    "unknown_pollutant": lambda f: f"项目 {f['project_id']} 没有 {f['pollutant']} 的新增排放量",
+    "lot_state": lambda f: f"指标批次 {f['lot']} {STATES_ZH.get(f['state'], f['state'])}",
+    "plan_state": lambda f: f"方案 {f['plan_id']} 不能执行（已执行、不可行、情景方案或已损坏）",
+    "plan_stale": lambda f: f"方案 {f['plan_id']} 已与台账不符：" + "；".join(f.get("problems", [])[:5]),
+    "bad_date": lambda f: (f"日期 {f['date']} 晚于今天 {f['today']}：台账只记录已发生的事项" if "today" in f else
+                           f"日期 {f['date']} 早于台账最后一笔交易（{f['last']}）：不能倒签" if "last" in f else
+                           f"日期 {f['date']} 无效：预留到期日须晚于预留日期"),
+    "overdraw": lambda f: f"{f['account']}（{f['lot']}）余额将为负：{f['balance_g']} + {f['change_g']} 克",
+    "missing_doc": lambda f: "核定需要批复文号（--doc）",
+    "missing_memo": lambda f: "注销需要说明原因（--memo）",
+    "unknown_code": lambda f: f"未知{WHAT_ZH.get(f['what'], f['what'])} '{f['value']}'",
+    "bad_option": lambda f: f"选项 {WHAT_ZH.get(f['option'], f['option'])} 的值无效：{f['value']}",
+}
+
+
+def refusal(code: str, message: str, facts: dict, lang: str = "en") -> str:
+    """A refusal in `lang`: English is the library's message; Chinese is rendered from the code and its facts
+    (a code without a Chinese rendering falls back to the pattern translation of the message)."""
+    if lang != "zh":
+        return message
+    render = REFUSALS_ZH.get(code)
+    if render is not None:
+        try:
+            return render(facts)
+        except (KeyError, TypeError):
+            pass
+    return translate_error(message, lang)

@@ -17,6 +17,7 @@ from .errors import Problem, Refused
 
 HASH_SCHEME = "quota-chain-v1"
 NONNEG_KINDS = {"lot", "reserved", "allocated"}
+NO_POSTING_KINDS = {"revoke"}  # a revocation marks the lot even when nothing of it is left unallocated
 
 
 class Leg(NamedTuple):
@@ -40,7 +41,7 @@ def project_account(project_id: str, part: str) -> str:
 
 @functools.lru_cache(maxsize=1 << 16)  # called for every leg, several times per operation
 def account_kind(account: str) -> str:
-    """'lot', 'reserved', 'allocated', 'issued', 'expired', 'revoked' or 'adjustment'."""
+    """'lot', 'reserved', 'allocated', 'issued', 'expired', 'revoked', 'superseded' or 'adjustment'."""
     head, _, rest = account.partition(":")
     return rest.rsplit(":", 1)[1] if head == "project" else head
 
@@ -132,7 +133,7 @@ def post_many(conn: Connection, specs: list[TxnSpec], *, actor: str, rulebook: i
             if type(g) is not int or g == 0:  # not a bool, not a float, not a Decimal
                 raise ValueError(f"posting amount must be a non-zero integer of grams: {leg}")
             totals[leg.pollutant] = totals.get(leg.pollutant, 0) + g
-        if any(totals.values()) or not spec.legs:
+        if any(totals.values()) or (not spec.legs and spec.kind not in NO_POSTING_KINDS):
             raise ValueError(f"transaction does not balance: {totals}")
         _check_and_apply(balances, spec)
         seq += 1
@@ -178,7 +179,9 @@ _PAIR_INSERT = f"INSERT INTO balance ({', '.join(PAIR_COLUMNS)})"
 
 def _write_small(conn: Connection, txn_rows, post_rows, pair_rows, total_rows) -> None:
     """An ordinary operation's writes: one statement per table, queued as one batch (driver.write)."""
-    writes = [driver.values(_TXN_INSERT, len(TXN_COLUMNS), txn_rows), driver.values(_POSTING_INSERT, 5, post_rows)]
+    writes = [driver.values(_TXN_INSERT, len(TXN_COLUMNS), txn_rows)]
+    if post_rows:  # a transaction of NO_POSTING_KINDS may have none
+        writes.append(driver.values(_POSTING_INSERT, 5, post_rows))
     if pair_rows:
         writes.append(driver.values(_PAIR_INSERT, len(PAIR_COLUMNS), pair_rows, PAIR_UPSERT))
     if total_rows:
@@ -263,9 +266,11 @@ def _check_and_apply(pairs: dict[tuple[str, str], _Pair], spec: TxnSpec) -> None
         pair, d = pairs[key], delta[key]
         if pair.last and effective < pair.last:
             raise Refused(f"effective date {effective} is before the last posting on {key[0]} "
-                          f"({key[1]}) dated {pair.last}; ledger history cannot be rewritten")
+                          f"({key[1]}) dated {pair.last}; ledger history cannot be rewritten", "bad_date",
+                          account=key[0], lot=key[1], last=str(pair.last))
         if pair.amount + d < 0 and account_kind(key[0]) in NONNEG_KINDS:
-            raise Refused(f"{key[0]} ({key[1]}) would go negative: {pair.amount} + {d} g")
+            raise Refused(f"{key[0]} ({key[1]}) would go negative: {pair.amount} + {d} g", "overdraw",
+                          account=key[0], lot=key[1], balance_g=pair.amount, change_g=d)
     for key, d in delta.items():
         pair = pairs[key]
         pair.amount += d

@@ -202,3 +202,15 @@ class Matching(SQLModel, table=True):
 
 
 TABLES.append(Matching)
+
+
+class LotStatus(SQLModel, table=True):
+    """A lot that can no longer serve (revoked, or superseded by a new tally), written with the transaction
+    that says so (`txn_seq`); append-only. A lot without a row is active (expiry is a matter of dates)."""
+    __tablename__ = "lot_status"
+    serial: str = Field(primary_key=True, foreign_key="lot.serial")
+    status: str
+    txn_seq: int = Field(foreign_key="txn.seq")
+
+
+TABLES.append(LotStatus)

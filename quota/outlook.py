@@ -20,28 +20,30 @@ from collections import defaultdict
 
 from sqlalchemy import Engine, text
 
-from . import db, ledger, planner, plans, rulebooks
+from . import clock, db, ledger, planner, plans, rulebooks
+from .errors import Refused
 from .scenario import load_scenario
 
 
 def outlook(engine: Engine, *, years: int = 5, as_of: dt.date | None = None, scenario_path: str | None = None,
             time_limit: float = 10.0, gap: float = 0.0) -> dict:
     if not 1 <= years <= 50:
-        raise ValueError("years must be between 1 and 50")
+        raise Refused(f"years must be between 1 and 50, got {years}", "bad_option", option="years", value=str(years))
+    plans.check_options(time_limit, gap, "auto")
     with db.reading(engine) as conn:
         _, book = rulebooks.current(conn)
         scenario = load_scenario(scenario_path, book) if scenario_path else None
         if scenario is not None:
             book = scenario.apply_rules(book)
-        day = as_of or (scenario.as_of if scenario and scenario.as_of else None) or dt.date.today()
+        day = as_of or (scenario.as_of if scenario and scenario.as_of else None) or clock.today()
         lots, pairs, candidates, _ = plans.gather(conn, book, day, scenario)
-        later = []  # lots with a balance that become effective after the as-of date
-        for serial, pol, zone, expires, effective, amount in conn.execute(text(
-                "SELECT l.serial, l.pollutant, l.zone, l.expires, l.effective_date, b.amount_g FROM lot l "
+        later = []  # active lots with a balance that become effective after the as-of date
+        for serial, pol, zone, expires, effective, amount, status in conn.execute(text(
+                "SELECT l.serial, l.pollutant, l.zone, l.expires, l.effective_date, b.amount_g, s.status FROM lot l "
                 "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
-                "WHERE b.amount_g > 0 ORDER BY l.serial")):
+                "LEFT JOIN lot_status s ON s.serial = l.serial WHERE b.amount_g > 0 ORDER BY l.serial")):
             effective, expires = ledger._as_date(effective), ledger._as_date(expires)
-            if effective > day and (expires is None or expires > effective):
+            if (status or "active") == "active" and effective > day and (expires is None or expires > effective):
                 later.append((effective, planner.PLot(serial, pol, book.matching_key(pol, zone), expires, int(amount))))
     projects = [p for _, p in pairs]
     sol, _ = planner.solve(projects, lots, candidates, time_limit=time_limit, gap=gap,

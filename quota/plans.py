@@ -6,12 +6,12 @@ import json
 
 from sqlalchemy import Connection, Engine, text
 
-from . import db, idempotency, ledger, planner, rulebooks, units
+from . import clock, db, idempotency, ledger, planner, quota_ops, rulebooks, units
+from .eligibility import LotFacts, available_on, serves_until, why_not
 from .errors import NotFound, Refused
 from .planner import PCandidate, PLot, PNeed, PProject
 from .projects import Need, ProjectInfo, load_projects, required_g
 from .drawing import LotAvail
-from .quota_ops import _post_reservation
 from .rules import Rulebook
 from .scenario import Scenario, load_scenario
 
@@ -20,13 +20,13 @@ def gather(conn: Connection, book: Rulebook, as_of: dt.date, scenario: Scenario 
            ) -> tuple[list[PLot], list[tuple[ProjectInfo, PProject]], list[PCandidate], dict]:
     """Active lots (with balance, effective and not expired on `as_of`) and pipeline projects."""
     lots, zones = [], {}
-    for serial, pol, zone, expires, effective, amount in conn.execute(text(
-            "SELECT l.serial, l.pollutant, l.zone, l.expires, l.effective_date, b.amount_g FROM lot l "
+    for serial, pol, zone, expires, effective, amount, status in conn.execute(text(
+            "SELECT l.serial, l.pollutant, l.zone, l.expires, l.effective_date, b.amount_g, s.status FROM lot l "
             "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
-            "WHERE b.amount_g > 0 ORDER BY l.serial")):
+            "LEFT JOIN lot_status s ON s.serial = l.serial WHERE b.amount_g > 0 ORDER BY l.serial")):
         expires, effective = ledger._as_date(expires), ledger._as_date(effective)
-        if effective > as_of or (expires is not None and expires <= as_of):
-            continue
+        if not available_on(LotFacts(serial, pol, zone, effective, expires, status or "active"), as_of):
+            continue  # the planner's candidate sets follow the eligibility rule (each project's date in solve)
         lots.append(PLot(serial, pol, book.matching_key(pol, zone), expires, int(amount)))
         zones[serial] = zone
     infos = load_projects(conn, book, state="pipeline")
@@ -58,7 +58,7 @@ def gather(conn: Connection, book: Rulebook, as_of: dt.date, scenario: Scenario 
     infos.sort(key=lambda i: i.project_id)
     projects = []
     for info in infos:
-        on = max(info.needed_by or as_of, as_of)
+        on = serves_until(as_of, info.needed_by)
         projects.append((info, PProject(info.project_id, info.priority, info.must_fund, on,
                                         tuple(PNeed(n.pollutant, n.key, n.required_g) for n in info.needs))))
     return lots, projects, candidates, zones
@@ -67,12 +67,13 @@ def gather(conn: Connection, book: Rulebook, as_of: dt.date, scenario: Scenario 
 def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str | None = None,
              time_limit: float = 10.0, gap: float = 0.0, actor: str = "planner", solver: str = "auto") -> dict:
     """Solve the allocation for all pipeline projects; store and return the plan (DESIGN 5.3 shape)."""
+    check_options(time_limit, gap, solver)
     with db.reading(engine) as conn:
         version, book = rulebooks.current(conn)
         scenario = load_scenario(scenario_path, book) if scenario_path else None
         if scenario is not None:
             book = scenario.apply_rules(book)
-        day = as_of or (scenario.as_of if scenario and scenario.as_of else None) or dt.date.today()
+        day = as_of or (scenario.as_of if scenario and scenario.as_of else None) or clock.today()
         lots, pairs, candidates, zones = gather(conn, book, day, scenario)
         head = db.chain_head(conn)[0]
     infos = [i for i, _ in pairs]
@@ -98,6 +99,23 @@ def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str
         return result
 
     return db.run_write(engine, store, lock=False)  # not a ledger write; a clashing id is retried
+
+
+SOLVERS = ("auto", "highs", "cbc")
+
+
+def check_options(time_limit: float, gap: float, solver: str) -> None:
+    """The solver options a user gives: a known solver, a positive finite time limit, a gap in [0, 1)."""
+    import math
+    if solver not in SOLVERS:
+        raise Refused(f"unknown solver {solver!r} (use {', '.join(SOLVERS)})", "bad_option", option="solver",
+                      value=solver)
+    if not (isinstance(time_limit, (int, float)) and math.isfinite(time_limit) and 0 < time_limit <= 86_400):
+        raise Refused(f"the time limit must be a number of seconds above 0 (at most a day), got {time_limit}",
+                      "bad_option", option="time_limit", value=str(time_limit))
+    if not (isinstance(gap, (int, float)) and math.isfinite(gap) and 0 <= gap < 1):
+        raise Refused(f"the gap must be a fraction from 0 to below 1, got {gap}", "bad_option", option="gap",
+                      value=str(gap))
 
 
 def _result(book, infos, projects, lots, rows, sol, candidates, chosen, scenario, zones) -> dict:
@@ -157,6 +175,17 @@ def _result(book, infos, projects, lots, rows, sol, candidates, chosen, scenario
     return out
 
 
+def list_plans(engine: Engine) -> dict:
+    """Every stored plan, in the order they were made: {"plans": [{plan_id, as_of, status, scenario, created_at,
+    actor, applied_at}]} (a scenario plan, named or not, can never be applied)."""
+    with db.reading(engine) as conn:
+        rows = conn.execute(text("SELECT plan_id, as_of, status, scenario_name, scenario, created_at, actor, applied_at "
+                                 "FROM plan ORDER BY created_at, plan_id")).all()
+    return {"plans": [{"plan_id": r[0], "as_of": str(r[1]), "status": r[2],
+                       "scenario": (r[3] or "(unnamed)") if (r[3] or r[4]) else None, "created_at": r[5],
+                       "actor": r[6], "applied_at": r[7]} for r in rows]}
+
+
 def get_plan(engine: Engine, plan_id: str) -> dict:
     with db.reading(engine) as conn:
         row = conn.execute(text("SELECT result, applied_at FROM plan WHERE plan_id = :p"), {"p": plan_id}).first()
@@ -167,62 +196,89 @@ def get_plan(engine: Engine, plan_id: str) -> dict:
 
 def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None = None,
                key: str | None = None) -> dict:
-    """Turn a solved plan into reservations, all or nothing; refuse if the ledger no longer fits it."""
-    today = date or dt.date.today()
+    """Turn a solved plan into reservations, all or nothing. Every draw is checked again, as `reserve` checks
+    its own: the lot exists, is eligible for the project today under the rulebook in force (eligibility.why_not)
+    and holds the grams, and each pollutant's draws sum to the requirement in force. A stored plan, whoever
+    wrote it, cannot make `apply` skip a check."""
+    today = date or clock.today()
 
     def work(conn: Connection) -> dict:
-        row = conn.execute(text("SELECT result, applied_at FROM plan WHERE plan_id = :p"), {"p": plan_id}).first()
+        quota_ops.check_date(conn, today)
+        row = conn.execute(text("SELECT result, applied_at, scenario_name, scenario FROM plan WHERE plan_id = :p"),
+                           {"p": plan_id}).first()
         if row is None:
             raise NotFound(f"no plan {plan_id!r}")
-        plan = json.loads(row[0])
         if row[1]:
-            raise Refused(f"plan {plan_id} was already applied at {row[1]}")
-        if plan["status"] == "infeasible":
-            raise Refused(f"plan {plan_id} is infeasible; there is nothing to apply")
-        if plan.get("scenario"):
-            raise Refused(f"plan {plan_id} is a scenario (hypothetical lots, projects or rules); it cannot be applied")
+            raise Refused(f"plan {plan_id} was already applied at {row[1]}", "plan_state", plan_id=plan_id)
+        try:
+            plan = json.loads(row[0])
+            funded = [(str(f["project_id"]), [(str(d["lot"]), str(d["pollutant"]), d["amount_g"]) for d in f["draws"]])
+                      for f in plan["funded"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Refused(f"plan {plan_id} is malformed ({exc}); run the plan again", "plan_state",
+                          plan_id=plan_id) from None
+        if plan.get("status") == "infeasible":
+            raise Refused(f"plan {plan_id} is infeasible; there is nothing to apply", "plan_state", plan_id=plan_id)
+        if row[2] or row[3] or plan.get("scenario"):
+            raise Refused(f"plan {plan_id} is a scenario (hypothetical lots, projects or rules); it cannot be applied",
+                          "plan_state", plan_id=plan_id)
         version, book = rulebooks.current(conn)
-        problems = []
-        lot_rows = {r[0]: (r[1], ledger._as_date(r[2]), int(r[3])) for r in conn.execute(text(
-            "SELECT l.serial, l.zone, l.expires, b.amount_g FROM lot l JOIN balance b "
-            "ON b.account = 'lot:' || l.serial AND b.lot = l.serial"))}
+        problems: list[str] = []
+        lots = {r[0]: (LotFacts(r[0], r[1], r[2], ledger._as_date(r[3]), ledger._as_date(r[4]), r[5] or "active"),
+                       int(r[6]), ledger._as_date(r[7])) for r in conn.execute(text(
+            "SELECT l.serial, l.pollutant, l.zone, l.effective_date, l.expires, s.status, b.amount_g, b.last_date "
+            "FROM lot l JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
+            "LEFT JOIN lot_status s ON s.serial = l.serial"))}
         wanted: dict[str, int] = {}
-        for f in plan["funded"]:
-            for d in f["draws"]:
-                wanted[d["lot"]] = wanted.get(d["lot"], 0) + d["amount_g"]
+        for _, draws in funded:
+            for serial, _, g in draws:
+                if type(g) is not int or g <= 0:
+                    problems.append(f"a draw of {g!r} g from lot {serial} is not a positive whole number of grams")
+                    continue
+                wanted[serial] = wanted.get(serial, 0) + g
         for serial, g in sorted(wanted.items()):
-            have = lot_rows.get(serial, (None, None, 0))[2]
-            if have < g:
+            have = lots[serial][1] if serial in lots else None
+            if have is None:
+                problems.append(f"there is no lot {serial}")
+            elif have < g:
                 problems.append(f"lot {serial} now holds {have} g, the plan draws {g} g")
         posted = []
-        for f in plan["funded"]:
-            info = load_projects(conn, book, project_id=f["project_id"])[0]
-            if info.state != "pipeline":
-                problems.append(f"project {info.project_id} is now {info.state}")
+        for project_id, draws in funded:
+            infos = load_projects(conn, book, project_id=project_id) if project_id else []
+            info = infos[0] if infos else None
+            if info is None or info.state != "pipeline":
+                problems.append(f"project {project_id} is now {info.state if info else 'missing'}")
                 continue
-            need_by = {n.pollutant: n for n in info.needs}
+            needs = {n.pollutant: n for n in info.needs}
             per_pol: dict[str, list] = {}
-            for d in f["draws"]:
-                zone, expires, _ = lot_rows.get(d["lot"], (None, None, 0))
-                if expires is not None and expires <= max(info.needed_by or today, today):
-                    problems.append(f"lot {d['lot']} expires on {expires}, before {info.project_id} needs it")
-                per_pol.setdefault(d["pollutant"], []).append((LotAvail(d["lot"], zone, expires, 0), d["amount_g"]))
-            for pol, need in need_by.items():
+            for serial, pol, g in draws:
+                if serial not in lots or type(g) is not int or g <= 0:
+                    continue
+                need = needs.get(pol)
+                reason = (f"project {project_id} has no {pol} need" if need is None else
+                          why_not(book, lots[serial][0], pol, need.key, today, info.needed_by))
+                if reason:
+                    problems.append(f"{project_id} {pol}: {reason}")
+                f, _, last = lots[serial]
+                per_pol.setdefault(pol, []).append((LotAvail(serial, f.zone, f.expires, lots[serial][1], last, pol,
+                                                             f.effective), g))
+            for pol, need in needs.items():
                 got = sum(g for _, g in per_pol.get(pol, []))
                 if got != need.required_g:
-                    problems.append(f"project {info.project_id} now needs {need.required_g} g of {pol}, "
+                    problems.append(f"project {project_id} now needs {need.required_g} g of {pol}, "
                                     f"the plan gives {got} g")
-            posted.append((info, list(need_by.values()), per_pol))
+            posted.append((info, per_pol))
         if problems:
             raise Refused(f"plan {plan_id} no longer fits the ledger: " + "; ".join(problems[:5]) +
-                          (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
+                          (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""), "plan_stale",
+                          plan_id=plan_id, problems=problems)
         txns = []
-        for info, needs, per_pol in posted:
-            r = _post_reservation(conn, book, version, info, needs, per_pol, today, None, actor,
-                                  memo=f"reserve for {info.name} (plan {plan_id})")
+        for info, per_pol in posted:
+            r = quota_ops.post_reservation(conn, book, version, info, per_pol, today, None, actor,
+                                           memo=f"reserve for {info.name} (plan {plan_id})")
             txns.append(r["txn"])
         conn.execute(text("UPDATE plan SET applied_at = :t WHERE plan_id = :p"), {"t": ledger.now_iso(), "p": plan_id})
-        return {"plan_id": plan_id, "reserved": [f["project_id"] for f in plan["funded"]], "txns": txns}
+        return {"plan_id": plan_id, "reserved": [p for p, _ in funded], "txns": txns}
 
     return idempotency.run(engine, key, "plan apply", {"plan": plan_id, "date": str(today)}, work)
 

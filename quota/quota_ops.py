@@ -6,87 +6,206 @@ import datetime as dt
 
 from sqlalchemy import Connection, Engine, text
 
-from . import drawing, driver, idempotency, ledger, rulebooks
+from . import clock, drawing, driver, idempotency, ledger, rulebooks, units
 from .drawing import (NO_LIMIT, Snapshot, candidate_lots, plan_draws, reads_ahead, shortfall_message, snapshot)
+from .eligibility import return_account, serves_until, why_not
 from .errors import NotFound, Refused
-from .projects import ProjectInfo
+from .projects import Need, ProjectInfo
+from .rules import Rulebook
+
+
+def check_date(conn: Connection, day: dt.date, what: str = "date") -> None:
+    """Dates within reason: a mutation is dated no later than today (clock.today) and not before the chain's
+    last transaction (so as-of views of the past never change). Tally imports are the one exception to the
+    second part: a lot is booked at its vintage (see tallies)."""
+    today = clock.today()
+    if day > today:
+        raise Refused(f"{what} {day} is after today ({today}); the ledger records what has happened",
+                      "bad_date", date=day.isoformat(), today=today.isoformat())
+    if day < today:  # a back-dated operation: only after everything already in the chain
+        last = conn.execute(text("SELECT max(effective_date) FROM txn")).scalar()
+        last = ledger._as_date(last)
+        if last is not None and day < last:
+            raise Refused(f"{what} {day} is before the ledger's last transaction ({last}); mutations cannot be "
+                          "back-dated", "bad_date", date=day.isoformat(), last=last.isoformat())
 
 
 def reserve(engine: Engine | Connection, project_id: str, *, actor: str, pollutant: str | None = None,
             expires: dt.date | None = None, date: dt.date | None = None, key: str | None = None) -> dict:
-    """Reserve the project's full requirement (ratio applied) from eligible lots, all or nothing."""
-    today = date or dt.date.today()
+    """Bring the project's reservation to its full requirement under the rulebook in force (ratio applied),
+    from eligible lots, earliest expiry first; all pollutants (or the one named) or nothing.
+
+    On a project that already holds a reservation this tops it up: grams on lots that can no longer serve it
+    go back (to revoked:/superseded:/expired: or their lot, see eligibility), grams above a lowered
+    requirement go back to their lots (latest expiry first), and what is missing is drawn."""
+    today = date or clock.today()
     request = ({"project": project_id, "pollutant": pollutant, "expires": str(expires), "date": str(today)}
                if key else {})  # only a keyed request is kept (as its hash)
 
     def work(conn: Connection) -> dict:
+        check_date(conn, today)
+        if expires is not None and expires <= today:
+            raise Refused(f"the reservation's lapse date {expires} must be after its date {today}", "bad_date",
+                          date=expires.isoformat())
         version, book = rulebooks.current(conn)
         snap = snapshot(conn, book, project_id)
         info = snap.info
         if info.state not in ("pipeline", "reserved"):
-            raise Refused(f"project {project_id} is {info.state}; only pipeline projects can be reserved")
-        held = set(snap.held("reserved"))
-        needs = [n for n in info.needs if n.pollutant not in held and (pollutant is None or n.pollutant == pollutant)]
+            raise Refused(f"project {project_id} is {info.state}; only pipeline projects can be reserved",
+                          "project_state", project_id=project_id, state=info.state)
         if pollutant is not None and pollutant not in {n.pollutant for n in info.needs}:
-            raise Refused(f"project {project_id} has no {pollutant} increment")
-        if not needs:
-            raise Refused(f"project {project_id} is already reserved for "
-                          f"{pollutant or ', '.join(sorted(held))}")
-        on = info.needed_by or today
-        lots = candidate_lots(conn, book, project_id, needs, on, today)
-        draws, short = plan_draws(needs, lots, cut=drawing.DRAW_LIMIT)
-        if any(missing < 0 for _, missing in short):  # the first rows did not cover a need: read them all
-            lots.update(candidate_lots(conn, book, project_id, [n for n, m in short if m < 0], on, today, NO_LIMIT))
-            draws, short = plan_draws(needs, lots)
-        if short:
-            raise Refused(f"cannot reserve {info.project_id}: " + shortfall_message(book, short))
+            raise Refused(f"project {project_id} has no {pollutant} increment", "unknown_pollutant",
+                          project_id=project_id, pollutant=pollutant)
+        needs = [n for n in info.needs if pollutant is None or n.pollutant == pollutant]
+        returns, missing = rebalance(book, snap, needs, today)
+        if not returns and not missing:
+            raise Refused(f"project {project_id} is already reserved in full for "
+                          f"{pollutant or ', '.join(n.pollutant for n in needs)}", "nothing_to_reserve",
+                          project_id=project_id)
+        draws: drawing.Draws = {}
+        if missing:
+            on = serves_until(today, info.needed_by)
+            lots = candidate_lots(conn, book, project_id, missing, on, today)
+            draws, short = plan_draws(missing, lots, cut=drawing.DRAW_LIMIT)
+            if any(m < 0 for _, m in short):  # the first rows did not cover a need: read them all
+                lots.update(candidate_lots(conn, book, project_id, [n for n, m in short if m < 0], on, today,
+                                           NO_LIMIT))
+                draws, short = plan_draws(missing, lots)
+            if short:
+                raise Refused(f"cannot reserve {info.project_id}: " + shortfall_message(book, short),
+                              "insufficient_quota", project_id=project_id, short=shortfall_facts(book, short))
         drawn = [lot for picks in draws.values() for lot, _ in picks]
-        return _post_reservation(conn, book, version, info, needs, draws, today, expires, actor,
-                                 known=snap.known(drawn))
+        for need in missing:  # the SQL walk encodes the rule; the rule itself has the last word
+            for lot, _ in draws.get(need.pollutant, []):
+                reason = why_not(book, lot.facts(), need.pollutant, need.key, today, info.needed_by)
+                if reason:
+                    raise Refused(f"cannot reserve {project_id}: {reason}", "lot_not_eligible", project_id=project_id,
+                                  lot=lot.serial, reason=reason)
+        return post_reservation(conn, book, version, info, draws, today, expires, actor,
+                                returns=returns, known=snap.known(drawn))
 
     return idempotency.run(engine, key, "reserve", request, work, reads_ahead(engine, project_id, today))
 
 
-def _post_reservation(conn, book, version, info, needs, draws, today, expires, actor, memo="", known=None) -> dict:
-    legs = []
+Return = tuple[str, str, int, str, str]  # lot, pollutant, grams, destination account, lot zone
+
+
+def rebalance(book: Rulebook, snap: Snapshot, needs: list[Need], today: dt.date) -> tuple[list[Return], list[Need]]:
+    """What a reservation must give back and draw to hold exactly each need's requirement from eligible lots:
+    (returns, needs with `required_g` set to the grams still missing)."""
+    facts, held = snap.lot_facts(), snap.held("reserved")
+    returns: list[Return] = []
+    missing: list[Need] = []
+    info = snap.info
     for need in needs:
-        for lot, amount in draws[need.pollutant]:
-            legs.append(ledger.Leg(ledger.lot_account(lot.serial), lot.serial, need.pollutant, -amount, lot.zone))
-            legs.append(ledger.Leg(ledger.project_account(info.project_id, "reserved"), lot.serial,
-                                   need.pollutant, amount, info.zone, info.project_id))
-    meta = {"requirements": {n.pollutant: {"increment_g": n.increment_g, "ratio": str(n.ratio),
-                                           "why": list(n.reasons), "required_g": n.required_g, "key": n.key}
-                             for n in needs},
-            "expires": expires.isoformat() if expires else None}
-    expiry = {lot.serial: lot.expires for n in needs for lot, _ in draws[n.pollutant]}
-    seq = ledger.post_many(conn, [ledger.TxnSpec("reserve", today, legs, memo or f"reserve for {info.name}", "",
-                                                 info.project_id, meta)],
-                           actor=actor, rulebook=version, lot_expiry=expiry, known=known)[0]
-    driver.write(conn, ("UPDATE project SET state = 'reserved', reserved_until = ? WHERE project_id = ?",
-                        (expires, info.project_id)))
-    return {"project_id": info.project_id, "txn": seq, "state": "reserved",
-            "draws": [{"lot": lot.serial, "pollutant": n.pollutant, "amount_g": amount}
-                      for n in needs for lot, amount in draws[n.pollutant]]}
+        keep = []
+        for lot, grams in sorted(held.get(need.pollutant, {}).items()):
+            f = facts[lot]
+            if why_not(book, f, need.pollutant, need.key, today, info.needed_by):
+                returns.append((lot, need.pollutant, grams, return_account(f, today), f.zone))
+            else:
+                keep.append((f, grams))
+        keep.sort(key=lambda fg: (fg[0].expires is None, fg[0].expires or dt.date.max, fg[0].serial))
+        left = need.required_g
+        for f, grams in keep:  # earliest expiry kept first; the surplus of a lowered requirement goes back
+            kept = min(grams, left)
+            left -= kept
+            if grams > kept:
+                returns.append((f.serial, need.pollutant, grams - kept, ledger.lot_account(f.serial), f.zone))
+        if left:
+            missing.append(need._replace(required_g=left))
+    return returns, missing
+
+
+def shortfall_facts(book: Rulebook, short: list[tuple[Need, int]]) -> list[dict]:
+    """The facts of an insufficient_quota refusal, one per short need."""
+    return [{"pollutant": n.pollutant, "key": n.key, "required_g": n.required_g, "eligible_g": n.required_g - m,
+             "short_g": m, "unit": book.pollutants[n.pollutant].unit} for n, m in short]
+
+
+def post_reservation(conn: Connection, book: Rulebook, version: int, info: ProjectInfo, draws: drawing.Draws,
+                     today: dt.date, expires: dt.date | None, actor: str, *, returns: list[Return] = (),
+                     memo: str = "", known=None) -> dict:
+    """Post a reservation of the given draws ({pollutant: [(lot, grams)]}, already checked by the caller
+    against the eligibility rule) and the returns that go with it; the project becomes reserved. The one
+    way quota is reserved: `reserve` and `plan apply` both post through it."""
+    specs = []
+    account = ledger.project_account(info.project_id, "reserved")
+    if returns:
+        legs = []
+        for lot, pol, grams, dest, zone in returns:
+            legs.append(ledger.Leg(account, lot, pol, -grams, info.zone, info.project_id))
+            legs.append(ledger.Leg(dest, lot, pol, grams, zone))
+        specs.append(ledger.TxnSpec("release", today, legs, f"rebalance {info.name}", "", info.project_id,
+                                    {"rebalance": True}))
+    legs = []
+    for pol in sorted(draws):
+        for lot, amount in draws[pol]:
+            legs.append(ledger.Leg(ledger.lot_account(lot.serial), lot.serial, pol, -amount, lot.zone))
+            legs.append(ledger.Leg(account, lot.serial, pol, amount, info.zone, info.project_id))
+    needs = [n for n in info.needs if n.pollutant in draws or any(r[1] == n.pollutant for r in returns)]
+    if legs:
+        meta = {"requirements": {n.pollutant: {"increment_g": n.increment_g, "ratio": str(n.ratio),
+                                               "why": list(n.reasons), "required_g": n.required_g, "key": n.key}
+                                 for n in needs},
+                "expires": expires.isoformat() if expires else None}
+        specs.append(ledger.TxnSpec("reserve", today, legs, memo or f"reserve for {info.name}", "",
+                                    info.project_id, meta))
+    expiry = {lot.serial: lot.expires for picks in draws.values() for lot, _ in picks}
+    seqs = ledger.post_many(conn, specs, actor=actor, rulebook=version, lot_expiry=expiry, known=known)
+    driver.write(conn, ("UPDATE project SET state = 'reserved', reserved_until = COALESCE(?, reserved_until) "
+                        "WHERE project_id = ?", (expires, info.project_id)))
+    return {"project_id": info.project_id, "txn": seqs[-1], "state": "reserved",
+            "draws": [{"lot": lot.serial, "pollutant": pol, "amount_g": amount}
+                      for pol in sorted(draws) for lot, amount in draws[pol]],
+            "returned": [{"lot": r[0], "pollutant": r[1], "amount_g": r[2], "to": r[3]} for r in returns]}
+
+
+def holding_problems(book: Rulebook, snap: Snapshot, today: dt.date) -> list[dict]:
+    """Why the project's reservation is not exactly its requirement from eligible lots (empty when it is)."""
+    facts, held, info = snap.lot_facts(), snap.held("reserved"), snap.info
+    out = []
+    needs = {n.pollutant: n for n in info.needs}
+    for pol in sorted(set(held) - set(needs)):
+        out.append({"pollutant": pol, "problem": "not_needed", "held_g": sum(held[pol].values())})
+    for pol, need in sorted(needs.items()):
+        lots = held.get(pol, {})
+        for lot, grams in sorted(lots.items()):
+            reason = why_not(book, facts[lot], pol, need.key, today, info.needed_by)
+            if reason:
+                out.append({"pollutant": pol, "problem": "lot_not_eligible", "lot": lot, "held_g": grams,
+                            "reason": reason})
+        total = sum(lots.values())
+        if total != need.required_g:
+            out.append({"pollutant": pol, "problem": "short" if total < need.required_g else "surplus",
+                        "held_g": total, "required_g": need.required_g, "key": need.key, "ratio": str(need.ratio)})
+    return out
 
 
 def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: str, date: dt.date | None = None,
             key: str | None = None) -> dict:
-    """Confirm a project's reservations as allocations, citing the approval document."""
-    today = date or dt.date.today()
+    """Confirm a project's reservations as allocations, citing the approval document. Refused unless every
+    pollutant holds exactly its requirement under the rulebook in force, from lots eligible today."""
+    today = date or clock.today()
     if not doc.strip():
-        raise Refused("an approval needs the approval document number (--doc)")
+        raise Refused("an approval needs the approval document number (--doc)", "missing_doc")
 
     def work(conn: Connection) -> dict:
+        check_date(conn, today)
         version, book = rulebooks.current(conn)
         snap = snapshot(conn, book, project_id)
         info = snap.info
         if info.state != "reserved":
-            raise Refused(f"project {project_id} is {info.state}; reserve it before approving")
-        held = snap.held("reserved")
-        missing = sorted({n.pollutant for n in info.needs} - set(held))
-        if missing:
-            raise Refused(f"project {project_id} has no reservation for {', '.join(missing)}; reserve it first")
-        legs = _move(held, info, "reserved", "allocated")
+            raise Refused(f"project {project_id} is {info.state}; reserve it before approving", "project_state",
+                          project_id=project_id, state=info.state)
+        problems = holding_problems(book, snap, today)
+        if problems:
+            raise Refused(f"project {project_id} cannot be approved: " + "; ".join(_holding_text(book, p)
+                                                                                   for p in problems)
+                          + f"; run `quota reserve {project_id}` to bring it to the requirement",
+                          "lot_not_eligible" if any(p["problem"] == "lot_not_eligible" for p in problems)
+                          else "holding_mismatch", project_id=project_id, problems=problems)
+        legs = _move(snap.held("reserved"), info, "reserved", "allocated")
         seq = ledger.post_many(conn, [ledger.TxnSpec("approve", today, legs, f"approved {info.name}", doc,
                                                      project_id)],
                                actor=actor, rulebook=version, known=snap.known())[0]
@@ -96,6 +215,16 @@ def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: st
 
     return idempotency.run(engine, key, "approve", {"project": project_id, "doc": doc, "date": str(today)}, work,
                            reads_ahead(engine, project_id))
+
+
+def _holding_text(book: Rulebook, p: dict) -> str:
+    if p["problem"] == "lot_not_eligible":
+        return f"{p['pollutant']}: {p['reason']}"
+    unit = book.pollutants[p["pollutant"]].unit if p["pollutant"] in book.pollutants else "t/a"
+    if p["problem"] == "not_needed":
+        return f"{p['pollutant']}: holds {units.display(p['held_g'], unit)} {unit} it does not need"
+    return (f"{p['pollutant']}: holds {units.display(p['held_g'], unit)} of the {units.display_up(p['required_g'], unit)} "
+            f"{unit} required in {p['key']} at ratio {p['ratio']}")
 
 
 def _move(held: dict[str, dict[str, int]], info: ProjectInfo, src: str, dst: str) -> list[ledger.Leg]:
@@ -110,15 +239,14 @@ def _move(held: dict[str, dict[str, int]], info: ProjectInfo, src: str, dst: str
 
 
 def _return_legs(snap: Snapshot, part: str, on: dt.date) -> list[ledger.Leg]:
-    """Legs returning held grams to their lots, or to expired:<P> when the lot has expired."""
-    legs, info, lots = [], snap.info, snap.lot_info()
+    """Legs returning held grams: to their lots while they can serve, else to revoked:, superseded: or
+    expired: (eligibility.return_account)."""
+    legs, info, facts = [], snap.info, snap.lot_facts()
     for pol, by_lot in sorted(snap.held(part).items()):
         for lot, amount in sorted(by_lot.items()):
-            zone, expires = lots[lot]
-            dest = f"expired:{pol}" if expires is not None and expires <= on else ledger.lot_account(lot)
             legs.append(ledger.Leg(ledger.project_account(info.project_id, part), lot, pol, -amount, info.zone,
                                    info.project_id))
-            legs.append(ledger.Leg(dest, lot, pol, amount, zone))
+            legs.append(ledger.Leg(return_account(facts[lot], on), lot, pol, amount, facts[lot].zone))
     return legs
 
 
@@ -136,14 +264,16 @@ def _set_state(conn: Connection, project_id: str, state: str) -> None:
 def release(engine: Engine | Connection, project_id: str, *, actor: str, date: dt.date | None = None,
             key: str | None = None) -> dict:
     """Return a project's reservations to their lots; the project goes back to the pipeline."""
-    today = date or dt.date.today()
+    today = date or clock.today()
 
     def work(conn: Connection) -> dict:
+        check_date(conn, today)
         version, book = rulebooks.current(conn)
         snap = snapshot(conn, book, project_id)
         info = snap.info
         if info.state != "reserved" or not snap.held("reserved"):
-            raise Refused(f"project {project_id} is {info.state} and holds no reservation to release")
+            raise Refused(f"project {project_id} is {info.state} and holds no reservation to release",
+                          "project_state", project_id=project_id, state=info.state)
         seq = _post_return(conn, snap, "release", _return_legs(snap, "reserved", today), today, actor, version,
                            f"release {info.name}")
         _set_state(conn, project_id, "pipeline")
@@ -155,15 +285,18 @@ def release(engine: Engine | Connection, project_id: str, *, actor: str, date: d
 
 def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt.date | None = None,
            key: str | None = None) -> dict:
-    """Withdraw a project for good, returning reserved and allocated quota to its lots."""
-    today = date or dt.date.today()
+    """Withdraw a project for good, returning reserved and allocated quota to its lots (or to revoked:,
+    superseded: or expired: when the lot can no longer serve)."""
+    today = date or clock.today()
 
     def work(conn: Connection) -> dict:
+        check_date(conn, today)
         version, book = rulebooks.current(conn)
         snap = snapshot(conn, book, project_id)
         info = snap.info
         if info.state == "cancelled":
-            raise Refused(f"project {project_id} is already cancelled")
+            raise Refused(f"project {project_id} is already cancelled", "project_state", project_id=project_id,
+                          state=info.state)
         legs = _return_legs(snap, "reserved", today) + _return_legs(snap, "allocated", today)
         seq = None
         if legs:
@@ -179,6 +312,7 @@ def expire(engine: Engine | Connection, as_of: dt.date, *, actor: str, key: str 
     """Post expired lots' balances to expired:<P> and release reservations that lapsed by `as_of`."""
 
     def work(conn: Connection) -> dict:
+        check_date(conn, as_of, "expire --as-of")
         version, book = rulebooks.current(conn)
         legs = []
         expired = []
@@ -211,23 +345,33 @@ def expire(engine: Engine | Connection, as_of: dt.date, *, actor: str, key: str 
 
 def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, date: dt.date | None = None,
            key: str | None = None) -> dict:
-    """Revoke the unallocated part of a lot (its tally was found invalid)."""
-    today = date or dt.date.today()
+    """Revoke a lot (its tally was found invalid): its unallocated balance goes to revoked:<P> and the lot is
+    marked revoked, so nothing drawn from it ever returns to it. Reservations from it can no longer be
+    approved (re-reserve); allocations already made stay and are flagged in trace and statements."""
+    today = date or clock.today()
+    if not memo.strip():
+        raise Refused("a revocation needs its reason (--memo)", "missing_memo")
 
     def work(conn: Connection) -> dict:
+        check_date(conn, today)
         version, _ = rulebooks.current(conn)
-        row = conn.execute(text("SELECT l.pollutant, l.zone, b.amount_g FROM lot l JOIN balance b ON "
-                                "b.account = 'lot:' || l.serial AND b.lot = l.serial WHERE l.serial = :s"),
-                           {"s": serial}).first()
+        row = conn.execute(text("SELECT l.pollutant, l.zone, b.amount_g, s.status FROM lot l JOIN balance b ON "
+                                "b.account = 'lot:' || l.serial AND b.lot = l.serial LEFT JOIN lot_status s "
+                                "ON s.serial = l.serial WHERE l.serial = :s"), {"s": serial}).first()
         if row is None:
             raise NotFound(f"no lot {serial!r}")
-        pol, zone, amount = row[0], row[1], int(row[2])
-        if amount <= 0:
-            raise Refused(f"lot {serial} has no unallocated balance to revoke")
-        seq = ledger.post(conn, "revoke", today, [
-            ledger.Leg(ledger.lot_account(serial), serial, pol, -amount, zone),
-            ledger.Leg(f"revoked:{pol}", serial, pol, amount, zone)], actor=actor, rulebook=version,
-            memo=memo, meta={"lot": serial})
+        pol, zone, amount, status = row[0], row[1], int(row[2]), row[3]
+        if status:
+            raise Refused(f"lot {serial} is already {status}", "lot_state", lot=serial, state=status)
+        legs = [ledger.Leg(ledger.lot_account(serial), serial, pol, -amount, zone),
+                ledger.Leg(f"revoked:{pol}", serial, pol, amount, zone)] if amount > 0 else []
+        seq = ledger.post(conn, "revoke", today, legs, actor=actor, rulebook=version, memo=memo, meta={"lot": serial})
+        mark_lot(conn, serial, "revoked", seq)
         return {"lot": serial, "txn": seq, "revoked_g": amount}
 
     return idempotency.run(engine, key, "revoke", {"lot": serial, "memo": memo, "date": str(today)}, work)
+
+
+def mark_lot(conn: Connection, serial: str, status: str, seq: int) -> None:
+    """Record that `serial` can no longer serve (revoked or superseded), citing the transaction that says so."""
+    driver.write(conn, ("INSERT INTO lot_status (serial, status, txn_seq) VALUES (?, ?, ?)", (serial, status, seq)))

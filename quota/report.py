@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from sqlalchemy import Engine, text
 
-from . import balances, db, plans, rulebooks, units
+from . import balances, clock, db, plans, rulebooks, units
 from .i18n import header as H, t
 
 COLORS = {"available": "#2e7d32", "reserved": "#f9a825", "allocated": "#1565c0", "supply": "#2e7d32",
@@ -18,7 +18,7 @@ e = html.escape
 def build(engine: Engine, *, plan_id: str | None = None, as_of: dt.date | None = None, lang: str = "en",
           outlook: dict | None = None) -> str:
     """The report as one HTML string; `outlook` (quota.outlook.outlook's result) adds its chart."""
-    day = as_of or dt.date.today()
+    day = as_of or clock.today()
     with db.reading(engine) as conn:
         _, book = rulebooks.current(conn)
         unit = {p: book.pollutants[p].unit for p in book.pollutants}

@@ -48,7 +48,7 @@ class RatioRule:
     def matches(self, pollutant: str, industry: str, zone: str) -> bool:
         return (
             (self.pollutant is None or self.pollutant == pollutant)
-            and (self.industry is None or self.industry == industry)
+            and (self.industry is None or self.industry.casefold() == (industry or "").casefold())
             and (self.zone is None or self.zone == zone)
         )
 
@@ -135,8 +135,15 @@ class Rulebook:
 
 
 def load_rulebook_file(path: str) -> Rulebook:
-    with open(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise ValidationFailed([Problem(path, 0, "", "file not found")]) from None
+    except IsADirectoryError:
+        raise ValidationFailed([Problem(path, 0, "", "is a directory, not a rulebook file")]) from None
+    except OSError as exc:
+        raise ValidationFailed([Problem(path, 0, "", f"cannot read the file: {exc.strerror or exc}")]) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -216,6 +223,25 @@ class _Validator:
     def err(self, column: str, message: str) -> None:
         self.problems.append(Problem(self.source, 0, column, message))
 
+    def keys(self, table: dict, allowed: set[str], where: str) -> None:
+        """Refuse keys the schema does not know, with a "did you mean" when one is close (a misspelt
+        `life_year` must not silently leave lots never expiring)."""
+        import difflib
+        for key in sorted(set(table) - allowed, key=str):
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            self.err(f"{where}.{key}", "unknown key" + (f" (did you mean {close[0]!r}?)" if close else
+                                                       f" (known: {', '.join(sorted(allowed))})"))
+
+    def tables(self, items: list, where: str) -> list[tuple[str, dict]]:
+        """The entries of an array of tables, each with its path; an entry that is not a table is refused."""
+        out = []
+        for i, item in enumerate(items, 1):
+            if isinstance(item, dict):
+                out.append((f"{where}[{i}]", item))
+            else:
+                self.err(f"{where}[{i}]", f"must be a table ([[{where}]] with keys), got {item!r}")
+        return out
+
     def _str(self, table: dict, key: str, where: str, required: bool = True) -> str:
         value = table.get(key)
         if value is None:
@@ -240,6 +266,7 @@ class _Validator:
         if not isinstance(j, dict):
             self.err("jurisdiction", "must be a table")
             j = {}
+        self.keys(j, {"code", "name", "name_zh"}, "jurisdiction")
         code = self._str(j, "code", "jurisdiction")
         pollutants = self._pollutants(data.get("pollutants"))
         zones = self._zones(data.get("zones"))
@@ -248,6 +275,7 @@ class _Validator:
         if not isinstance(ratios, dict):
             self.err("ratios", "must be a table")
             ratios = {}
+        self.keys(ratios, {"default", "non_attainment", "rule"}, "ratios")
         rdefault = self._ratio(ratios.get("default", Decimal(1)), "ratios.default")
         rnon = self._ratio(ratios.get("non_attainment", rdefault), "ratios.non_attainment")
         rules = self._ratio_rules(ratios.get("rule", []), pollutants, zones)
@@ -266,8 +294,8 @@ class _Validator:
         if not isinstance(items, list) or not items:
             self.err("pollutants", "at least one [[pollutants]] entry is required")
             return out
-        for i, p in enumerate(items, 1):
-            where = f"pollutants[{i}]"
+        for where, p in self.tables(items, "pollutants"):
+            self.keys(p, {"code", "name", "name_zh", "medium", "unit"}, where)
             code = self._str(p, "code", where)
             if code and not CODE_RE.match(code):
                 self.err(f"{where}.code", f"{code!r} must match [A-Z][A-Z0-9-]*")
@@ -288,8 +316,8 @@ class _Validator:
         if not isinstance(items, list) or not items:
             self.err("zones", "at least one [[zones]] entry is required")
             return out
-        for i, z in enumerate(items, 1):
-            where = f"zones[{i}]"
+        for where, z in self.tables(items, "zones"):
+            self.keys(z, {"code", "name", "name_zh", "watershed", "airshed", "non_attainment"}, where)
             code = self._str(z, "code", where)
             if code and not ZONE_RE.match(code):
                 self.err(f"{where}.code", f"{code!r} must match [A-Z0-9][A-Z0-9-]* (ASCII, used in account names)")
@@ -325,8 +353,7 @@ class _Validator:
             self.err("ratios.rule", "must be an array of tables [[ratios.rule]]")
             return ()
         rules = []
-        for i, r in enumerate(items, 1):
-            where = f"ratios.rule[{i}]"
+        for where, r in self.tables(items, "ratios.rule"):
             if "ratio" not in r:
                 self.err(f"{where}.ratio", "required key is missing")
                 continue
@@ -337,8 +364,7 @@ class _Validator:
                 self.err(f"{where}.pollutant", f"unknown pollutant {pol!r}")
             if zone and zone not in zones:
                 self.err(f"{where}.zone", f"unknown zone {zone!r}")
-            for key in sorted(set(r) - {"ratio", "pollutant", "zone", "industry"}):
-                self.err(f"{where}.{key}", "unknown key")
+            self.keys(r, {"ratio", "pollutant", "zone", "industry"}, where)
             rule = RatioRule(ratio, pol, self._str(r, "industry", where, False) or None, zone)
             for j, other in enumerate(rules, 1):
                 if (other.pollutant, other.industry, other.zone) == (rule.pollutant, rule.industry, rule.zone) \
@@ -352,13 +378,14 @@ class _Validator:
         if not isinstance(c, dict):
             self.err("crediting", "must be a table")
             return "min_actual_permitted", Decimal(0), 0
+        self.keys(c, {"baseline", "discount", "life_years"}, "crediting")
         baseline = c.get("baseline", "min_actual_permitted")
         if baseline not in BASELINES:
             self.err("crediting.baseline", f"must be one of {', '.join(BASELINES)}, got {baseline!r}")
         discount = c.get("discount", Decimal(0))
         if isinstance(discount, int) and not isinstance(discount, bool):
             discount = Decimal(discount)
-        if not isinstance(discount, Decimal) or not (0 <= discount < 1):
+        if not isinstance(discount, Decimal) or not discount.is_finite() or not (0 <= discount < 1):
             self.err("crediting.discount", f"must be a number in [0, 1), got {discount!r}")
             discount = Decimal(0)
         life = c.get("life_years", 0)

@@ -15,14 +15,16 @@ LABELS = {
            "lot": "Lot", "amount": "Amount", "tally": "Tally", "source": "Source", "measure": "Measure",
            "assessor": "Assessor", "report": "Report no.", "remaining": "Lot remaining", "status": "Status",
            "unit": "Unit", "closure": "closure", "upgrade": "upgrade", "reserved": "reserved",
-           "allocated": "allocated", "requirement": "Requirement", "sources": "Sources"},
+           "allocated": "allocated", "requirement": "Requirement", "sources": "Sources",
+           "revoked": "REVOKED", "superseded": "SUPERSEDED", "expired": "expired"},
     "zh": {"title": "建设项目主要污染物排放总量指标来源说明", "project": "项目", "zone": "区域", "industry": "行业",
            "state": "状态", "doc": "批复文号", "pollutant": "污染物", "increment": "新增排放量", "ratio": "替代比例",
            "why": "依据", "required": "所需替代量", "held": "已落实", "lot": "指标批次", "amount": "数量",
            "tally": "测算编号", "source": "平衡源", "measure": "削减方式", "assessor": "测算单位",
            "report": "报告编号", "remaining": "批次剩余", "status": "状态", "unit": "单位",
            "closure": "关闭", "upgrade": "提升改造", "reserved": "预留", "allocated": "已核定",
-           "requirement": "总量需求", "sources": "指标来源"},
+           "requirement": "总量需求", "sources": "指标来源",
+           "revoked": "已注销", "superseded": "已被替代", "expired": "已过期"},
 }
 
 
@@ -45,7 +47,8 @@ def statement(engine: Engine, project_id: str, lang: str = "en") -> dict:
     needs = [[pname(n["pollutant"]), units.display(n["increment_g"], n["unit"]), n["ratio"], "; ".join(n["why"]),
               units.display(n["required_g"], n["unit"]), units.display(n["held_g"], n["unit"]), n["unit"]]
              for n in t["needs"]]
-    draws = [[pname(d["pollutant"]), d["lot"], L.get(d["state"], d["state"]), units.display(d["amount_g"], d["unit"]),
+    draws = [[pname(d["pollutant"]), d["lot"] + ("" if d["lot_state"] == "active" else f" ({L[d['lot_state']]})"),
+              L.get(d["state"], d["state"]), units.display(d["amount_g"], d["unit"]),
               d["tally_id"], f"{d['source_id']} {d['source_name']}", L.get(d["measure"], d["measure"]), d["assessor"],
               d["report_no"], units.display(d["lot_remaining_g"], d["unit"]), d["unit"]] for d in t["draws"]]
     return {"title": L["title"], "head": head,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
-from . import db, idempotency, ledger, rulebooks, units
+from . import clock, db, driver, idempotency, ledger, rulebooks, units
 from .errors import Problem, ValidationFailed
 from .fields import RowReader
 from .rules import Rulebook
@@ -84,6 +84,9 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[TallyRecord], list[Pr
         post = r.amount("post", required=False)
         year = r.integer("baseline_year", 0, 1950, 2100) or None
         effective = r.date("effective_date")
+        if effective is not None and effective > clock.today():
+            r.fail("effective_date", f"effective date {effective} is after today ({clock.today()}): a tally is "
+                   "registered once its reduction has taken effect")
         report_no = r.text("report_no", max_len=100)
         if measure == "closure" and post:
             r.fail("post", f"a closure has no post-measure emissions: post must be empty or 0, got {post}")
@@ -236,16 +239,20 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
                                    "assessor", "report_no", "creditable_g", "supersedes", "import_id", "row"], tallies)
     db.insert_many(conn, "lot", ["serial", "tally_id", "pollutant", "zone", "effective_date", "expires", "issued_g"],
                    lots)
-    revoke_specs = [spec for _, spec in sorted((v for v in revokes.values() if v[1]), key=lambda v: v[1].ref)]
+    revoke_specs = [spec for _, spec in sorted(revokes.values(), key=lambda v: v[1].ref)]
     all_specs = revoke_specs + specs
     expiry = {lot[0]: lot[5] for lot in lots}  # serial -> expires, for the balance totals
     new = set(expiry)  # the lots issued here: no balance pair holds them yet
     step = 20_000
+    seqs: list[int] = []
     for i in range(0, len(all_specs), step):  # batches, so progress can be shown; still one transaction
-        ledger.post_many(conn, all_specs[i:i + step], actor=actor, rulebook=version, lot_expiry=expiry,
-                         new_lots=new)
+        seqs += ledger.post_many(conn, all_specs[i:i + step], actor=actor, rulebook=version, lot_expiry=expiry,
+                                 new_lots=new)
         if progress:
             progress("write", min(i + step, len(all_specs)), len(all_specs))
+    for spec, seq in zip(revoke_specs, seqs):  # queued after the transactions they cite
+        driver.write(conn, ("INSERT INTO lot_status (serial, status, txn_seq) VALUES (?, ?, ?)",
+                            (spec.meta["lot"], "superseded", seq)))
     result = _summary(records, book, serials)
     result["import_id"] = int(batch)
     return result
@@ -262,13 +269,13 @@ def _supersede(conn: Connection, records: list[TallyRecord], book: Rulebook) -> 
         available = conn.execute(text("SELECT amount_g FROM balance WHERE account = :a AND lot = :l"),
                                  {"a": ledger.lot_account(lot[0]), "l": lot[0]}).scalar_one()
         used = int(lot[1]) - int(available)
-        spec = None
-        if available:
-            spec = ledger.TxnSpec("revoke", r.effective_date, [
-                ledger.Leg(ledger.lot_account(lot[0]), lot[0], lot[3], -int(available), lot[2]),
-                ledger.Leg(f"revoked:{lot[3]}", lot[0], lot[3], int(available), lot[2])],
-                f"superseded by tally {r.tally_id}", r.report_no, None,
-                {"lot": lot[0], "superseded_by": r.tally_id})
+        # the old lot is marked superseded even when nothing of it is left (a transaction without postings),
+        # so grams released from it later go to superseded:<P>, never back to it
+        legs = [ledger.Leg(ledger.lot_account(lot[0]), lot[0], lot[3], -int(available), lot[2]),
+                ledger.Leg(f"superseded:{lot[3]}", lot[0], lot[3], int(available), lot[2])] if available else []
+        # dated today: it changes the old lot's balance now (the new lot is booked at its vintage)
+        spec = ledger.TxnSpec("revoke", clock.today(), legs, f"superseded by tally {r.tally_id}", r.report_no,
+                              None, {"lot": lot[0], "superseded_by": r.tally_id})
         out[r.tally_id] = (used, spec)
     return out
 

@@ -37,6 +37,12 @@ def engine(db_url):
 
 
 @pytest.fixture
+def pin_today(monkeypatch):
+    """pin_today(date): the library's today (quota.clock) is `date`, for tests that let time pass."""
+    return lambda day: monkeypatch.setenv("QUOTA_TODAY", day.isoformat())
+
+
+@pytest.fixture
 def write_csv(tmp_path):
     """write_csv(name, header, rows) -> path of a CSV file in tmp_path."""
     def _write(name: str, header: str, rows: list[str]) -> str:

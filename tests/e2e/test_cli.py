@@ -131,3 +131,116 @@ def test_quota_demo_runs_as_a_real_process(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and len(audit.balance(engine, by="lot")["rows"]) == 23
     engine.dispose()
+
+
+def test_a_refusal_under_json_prints_the_error_object_on_stdout(loaded):
+    before = snapshot(db.make_engine(loaded))
+    r = quota(loaded, "reserve", "P2026-04", "--date", "2026-11-29", "--json")
+    assert r.exit_code == 1
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == "insufficient_quota" and error["project_id"] == "P2026-04"
+    short = {s["pollutant"]: s for s in error["short"]}["TP"]
+    assert (short["key"], short["short_g"], short["required_g"] - short["eligible_g"]) == ("CDH", 100_000, 100_000)
+    r = quota(loaded, "reserve", "NOPE", "--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["error"]["code"] == "not_found"
+    assert snapshot(db.make_engine(loaded)) == before
+
+
+def test_an_unexpected_error_is_one_line_and_a_traceback_file(loaded, monkeypatch):
+    from quota import audit as audit_module
+
+    def boom(*a, **k):
+        raise RuntimeError("solver exploded")
+
+    monkeypatch.setattr(audit_module, "trace", boom)
+    r = quota(loaded, "trace", "P2026-01")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    line = [x for x in r.output.splitlines() if "internal error" in x]
+    assert len(line) == 1 and "RuntimeError: solver exploded" in line[0]
+    path = line[0].split("the traceback is in ")[1].split(" ")[0]
+    assert "RuntimeError" in Path(path).read_text()
+
+
+def _demo_output(tmp_path, monkeypatch, calendar):
+    """`quota demo` run in-process while the calendar says `calendar`; volatile parts (booking times reach the
+    chain's head hash, the solver's seconds) are masked."""
+    import datetime as dt
+    import re
+    import types
+    from quota import clock
+
+    class Calendar(dt.date):
+        fromisoformat = staticmethod(dt.date.fromisoformat)  # real dates for everything but the calendar
+
+        @classmethod
+        def today(cls):
+            return calendar
+
+    monkeypatch.setattr(clock, "dt", types.SimpleNamespace(date=Calendar))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("QUOTA_TODAY", raising=False)
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"demo.db{suffix}").unlink(missing_ok=True)
+    r = runner.invoke(app, ["--db", f"sqlite:///{tmp_path / 'demo.db'}", "--actor", "demo", "demo"])
+    assert r.exit_code == 0, r.output
+    out = re.sub(r"head [0-9a-f]{16}", "head <hash>", r.stdout)
+    return re.sub(r"in [0-9.]+ s", "in <t> s", out)
+
+
+def test_the_demo_tells_the_same_story_on_any_calendar_date(tmp_path, monkeypatch):
+    import datetime as dt
+    today = _demo_output(tmp_path, monkeypatch, dt.date(2026, 11, 30))
+    later = _demo_output(tmp_path, monkeypatch, dt.date(2031, 6, 1))
+    assert "2026-11-30" in today and "2031" not in later
+    assert today == later
+
+
+@pytest.mark.parametrize("args,words", [
+    (["plan", "run", "--solver", "gurobi"], "unknown solver"),
+    (["plan", "run", "--time-limit", "-5"], "time limit"),
+    (["plan", "run", "--gap", "nan"], "gap"),
+    (["balance", "--pollutant", "XYZ"], "unknown pollutant"),
+    (["balance", "--zone", "NOWHERE"], "unknown zone"),
+])
+def test_bad_options_are_refused_in_one_line_and_nothing_is_stored(loaded, args, words):
+    before = snapshot(db.make_engine(loaded))
+    r = quota(loaded, *args, "--json")
+    assert r.exit_code == 1 and words in r.stderr and "Traceback" not in r.output
+    assert json.loads(r.stdout)["error"]["code"] in ("bad_option", "unknown_code")
+    assert snapshot(db.make_engine(loaded)) == before
+
+
+def test_codes_in_filters_are_case_insensitive_like_the_imports(loaded):
+    lower = json.loads(quota(loaded, "balance", "--pollutant", "nox", "--zone", "jt-zl", "--by", "zone",
+                             "--json").stdout)["rows"]
+    upper = json.loads(quota(loaded, "balance", "--pollutant", "NOX", "--zone", "JT-ZL", "--by", "zone",
+                             "--json").stdout)["rows"]
+    assert lower == upper and lower and lower[0]["zone"] == "JT-ZL"
+
+
+def test_refusals_in_chinese_are_rendered_from_their_code_and_facts(loaded):
+    zh = runner.invoke(app, ["--db", loaded, "--lang", "zh", "reserve", "P2026-04", "--date", "2026-11-29"])
+    assert zh.exit_code == 1 and "无法为 P2026-04 预留指标" in zh.stderr and "TP 在 CDH 缺口 0.1000 t/a" in zh.stderr
+    late = runner.invoke(app, ["--db", loaded, "--lang", "zh", "reserve", "P2026-04", "--date", "2099-01-01"])
+    assert late.exit_code == 1 and "晚于今天" in late.stderr and "after today" not in late.stderr
+    bad = runner.invoke(app, ["--db", loaded, "--lang", "zh", "balance", "--pollutant", "XYZ"])
+    assert bad.exit_code == 1 and "未知污染物 'XYZ'" in bad.stderr
+
+
+@pytest.mark.parametrize("url", ["notaurl", "mysql://root@127.0.0.1/test", "sqlite:/relative.db"])
+def test_a_database_url_quota_cannot_use_is_one_clear_line(url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["--db", url, "balance", "--json"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert json.loads(r.stdout)["error"]["code"] == "bad_database_url" and "sqlite:///FILE" in r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_verify_of_an_empty_database_says_to_init_and_success_lines_go_to_stdout(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    r = runner.invoke(app, ["--db", url, "verify"])
+    assert r.exit_code == 1 and "quota init" in r.stderr and "no such table" not in r.output
+    r = runner.invoke(app, ["--db", url, "init", "--rules", str(DATA / "rules.toml")])
+    assert r.exit_code == 0 and "initialised" in r.stdout and r.stderr == ""
+    r = runner.invoke(app, ["--db", f"sqlite:///{tmp_path / 'fresh.db'}", "demo", "--data", str(tmp_path / "nowhere")])
+    assert r.exit_code == 1 and "Traceback" not in r.output and "file not found" in r.stderr

@@ -36,8 +36,19 @@ def chromium(*args, timeout=90):
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def needs_chromium():
+    """Skip, with the reason, when no Chromium is found; CI (QUOTA_REQUIRE_BROWSER=1, set by .ci/run, which
+    installs Debian's chromium) turns that skip into a failure."""
+    if CHROMIUM:
+        return
+    reason = "no chromium found (apt-get install chromium fonts-noto-cjk); the browser test cannot run"
+    if os.environ.get("QUOTA_REQUIRE_BROWSER") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def test_report_opens_in_chromium_without_errors_and_is_not_blank(planned, tmp_path):
-    assert CHROMIUM, "chromium is required (.ci/run installs Debian's chromium)"
+    needs_chromium()
     page = tmp_path / "report.html"
     r = runner.invoke(app, ["--db", planned, "report", "--html", str(page), "--plan", "PLAN-0001",
                             "--as-of", "2026-11-29"])

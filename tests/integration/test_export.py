@@ -18,10 +18,11 @@ D = dt.date
 
 
 @pytest.fixture
-def busy(engine):
+def busy(engine, pin_today):
     """The sample ledger with a reservation, an approval, a release, a cancellation and an expiry."""
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
     projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    pin_today(D(2027, 1, 1))  # the ledger lives until then
     quota_ops.reserve(engine, "P2026-08", actor="a", date=D(2026, 11, 29))
     quota_ops.approve(engine, "P2026-08", doc="金环审〔2026〕31号", actor="b", date=D(2026, 12, 2))
     quota_ops.reserve(engine, "P2026-03", actor="a", date=D(2026, 12, 2))

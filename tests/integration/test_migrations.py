@@ -35,7 +35,7 @@ def test_baseline_database_with_data_upgrades_without_loss(db_url):
     with engine.connect() as conn:  # 0008's downgrade copied the last transaction back into the head row
         assert conn.execute(text("SELECT seq, hash FROM chain_head")).one() == tuple(
             conn.execute(text("SELECT seq, hash FROM txn ORDER BY seq DESC LIMIT 1")).one())
-    assert migrate.upgrade(engine) == {"from": "0001", "to": "0008"}
+    assert migrate.upgrade(engine) == {"from": "0001", "to": "0009"}
     assert {i["name"] for i in inspect(engine).get_indexes("balance")} == set()  # 0004, 0006
     assert {i["name"] for i in inspect(engine).get_indexes("posting")} == set()  # 0007
     assert "ix_txn_project_id" in {i["name"] for i in inspect(engine).get_indexes("txn")}  # 0007
@@ -46,7 +46,7 @@ def test_baseline_database_with_data_upgrades_without_loss(db_url):
     assert audit.verify(engine)[1] == []
     plan = plans.run_plan(engine, as_of=dt.date(2026, 11, 29))  # the new tables work
     assert plan["plan_id"] == "PLAN-0001"
-    assert migrate.upgrade(engine) == {"from": "0008", "to": "0008"}  # idempotent
+    assert migrate.upgrade(engine) == {"from": "0009", "to": "0009"}  # idempotent
     engine.dispose()
 
 
@@ -82,6 +82,6 @@ def test_a_database_made_before_migrations_is_stamped_then_upgraded(db_url):
     migrate.upgrade(engine, "0001")
     with engine.begin() as conn:  # forget the version, as a pre-Alembic install would have none
         conn.execute(text("DROP TABLE alembic_version"))
-    assert migrate.upgrade(engine) == {"from": "0001", "to": "0008"}
+    assert migrate.upgrade(engine) == {"from": "0001", "to": "0009"}
     assert {"plan", "balance_total"} <= set(inspect(engine).get_table_names())
     engine.dispose()

@@ -67,6 +67,8 @@ def test_cli_outlook_json_and_table(db_url, engine):
     assert r.exit_code == 0 and "First short" in r.stdout and "CDH" in r.stdout
     r = runner.invoke(app, ["--db", db_url, "plan", "outlook", "--years", "0"])
     assert r.exit_code == 1 and "years must be between 1 and 50" in r.output
+    r = runner.invoke(app, ["--db", db_url, "plan", "outlook", "--years", "0", "--json"])
+    assert r.exit_code == 1 and json.loads(r.stdout)["error"]["code"] == "bad_option"
 
 
 def test_report_shows_the_outlook_chart(db_url, engine, tmp_path):

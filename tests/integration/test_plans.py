@@ -136,3 +136,19 @@ def test_cli_plan_run_json_is_clean_and_out_writes_files(db_url, sample, tmp_pat
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["--db", db_url, "plan", "apply", data["plan_id"], "--date", "2026-11-29"])
     assert r.exit_code == 1 and "already applied" in r.stderr
+
+
+def test_plan_list_shows_stored_plans_and_which_are_scenarios(sample, tmp_path):
+    from typer.testing import CliRunner
+    from cli.main import app
+    first = plans.run_plan(sample, as_of=DAY)
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('remove_projects = ["P2026-01"]\n', encoding="utf-8")
+    second = plans.run_plan(sample, as_of=DAY, scenario_path=str(scenario))
+    listed = plans.list_plans(sample)["plans"]
+    assert [(p["plan_id"], p["scenario"]) for p in listed] == [(first["plan_id"], None),
+                                                              (second["plan_id"], "(unnamed)")]
+    url = sample.url.render_as_string(hide_password=False).replace("sqlite+quota", "sqlite")
+    r = CliRunner().invoke(app, ["--db", url, "plan", "list", "--json"])
+    assert r.exit_code == 0 and [p["plan_id"] for p in json.loads(r.stdout)["plans"]] == [first["plan_id"],
+                                                                                         second["plan_id"]]

@@ -99,7 +99,8 @@ def test_operations_on_a_held_connection_are_each_their_own_transaction(sample):
     assert problems == [] and summary["transactions"] == 23 + 3
 
 
-def test_expire_moves_lots_and_lapsed_reservations(sample):
+def test_expire_moves_lots_and_lapsed_reservations(sample, pin_today):
+    pin_today(D(2027, 1, 1))
     quota_ops.reserve(sample, "P2026-03", actor="a", date=D(2026, 11, 29), expires=D(2026, 12, 31))
     result = quota_ops.expire(sample, D(2027, 1, 1), actor="a")
     assert "P2026-03" in result["lapsed_reservations"]
@@ -114,7 +115,8 @@ def test_expire_moves_lots_and_lapsed_reservations(sample):
     assert audit.verify(sample)[1] == []
 
 
-def test_cancel_after_lot_expiry_returns_quota_to_expired(sample):
+def test_cancel_after_lot_expiry_returns_quota_to_expired(sample, pin_today):
+    pin_today(D(2027, 1, 5))
     quota_ops.reserve(sample, "P2026-03", actor="a", date=D(2026, 11, 29))
     quota_ops.approve(sample, "P2026-03", doc="D1", actor="a", date=D(2026, 11, 30))
     quota_ops.cancel(sample, "P2026-03", actor="a", date=D(2027, 1, 5))

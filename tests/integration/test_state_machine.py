@@ -1,7 +1,16 @@
-"""Hypothesis state machine: the ledger against a simple in-memory reference model."""
+"""Hypothesis state machine: the ledger against a simple in-memory reference model.
+
+The model knows the eligibility rule on its own terms (pollutant, vintage, expiry against the later of the day
+and needed_by, revoked lots) and where released grams go; the machine issues lots, adds projects, reserves,
+tops up, approves, releases, cancels, revokes, changes the ratio in the rulebook and lets time pass. After every
+step: per-lot balances, every project's holdings, the expired/revoked accounts and the zero sums equal the model;
+every held gram was eligible for its project when it was drawn (and allocated grams when approved); no source
+is credited twice; `verify` passes."""
 import datetime as dt
 import itertools
+import os
 import tempfile
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 
 import pytest
@@ -15,9 +24,10 @@ from quota.errors import Refused
 from tests.conftest import DATA, ENGINES, PROJECT_HEADER, TALLY_HEADER
 from tests.databases import fresh_url
 
-# pollutant -> (zone of lots and projects, ratio applied by the sample rulebook there)
-SETUP = {"COD": ("JT-YT", 1), "VOCS": ("JT-DC", 2)}
+# pollutant -> (zone of lots and projects, the ratio rule that applies to it in the sample rulebook, or None)
+SETUP = {"COD": ("JT-YT", None), "VOCS": ("JT-DC", Decimal(2))}
 LIFE = 5
+RULES = (DATA / "rules.toml").read_text(encoding="utf-8")
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -30,12 +40,20 @@ class LedgerMachine(RuleBasedStateMachine):
         self.engine = db.make_engine(url)
         rulebooks.init(self.engine, str(DATA / "rules.toml"), "model")
         self.day = dt.date(2026, 1, 1)
+        self.pinned = os.environ.get("QUOTA_TODAY")
+        os.environ["QUOTA_TODAY"] = "2099-12-31"  # time passes in this model: the library's today is far ahead
         self.ids = itertools.count(1)
-        self.lots = {}        # serial -> [pollutant, expires, available]
+        self.default = Decimal("1.0")  # the rulebook's default ratio
+        self.lots = {}        # serial -> {"pol", "effective", "expires", "available", "status", "source"}
         self.counter = {}     # (account kind, pollutant) -> grams outside lots
-        self.projects = {}    # pid -> {"pollutant", "required", "needed_by", "state", "held": {serial: g}}
+        self.projects = {}    # pid -> {"pollutant", "increment", "needed_by", "state", "held": {serial: g}, "part"}
+        self.credited = {}    # source -> grams credited
 
     def teardown(self):
+        if hasattr(self, "pinned"):
+            os.environ.pop("QUOTA_TODAY", None)
+            if self.pinned is not None:
+                os.environ["QUOTA_TODAY"] = self.pinned
         if hasattr(self, "engine"):
             self.engine.dispose()
             self.drop()
@@ -44,6 +62,59 @@ class LedgerMachine(RuleBasedStateMachine):
         path = self.tmp / f"f{next(self.ids)}.csv"
         path.write_text(header + "\n" + row + "\n", encoding="utf-8")
         return str(path)
+
+    # ------------------------------------------------------------------ the model's rule
+
+    def _required(self, p) -> int:
+        rule_ratio = SETUP[p["pollutant"]][1]
+        ratio = max(self.default, rule_ratio) if rule_ratio else self.default
+        return int((Decimal(p["increment"]) * ratio).to_integral_value(rounding=ROUND_CEILING))
+
+    def _until(self, p):
+        return max(p["needed_by"] or self.day, self.day)
+
+    def _eligible(self, serial, p) -> bool:
+        lot = self.lots[serial]
+        return (lot["pol"] == p["pollutant"] and lot["status"] == "active" and lot["effective"] <= self.day
+                and lot["expires"] > self._until(p))
+
+    def _order(self, serials):
+        return sorted(serials, key=lambda s: (self.lots[s]["expires"], s))
+
+    def _give_back(self, serial, grams):
+        lot = self.lots[serial]
+        if lot["status"] != "active":
+            key = (lot["status"], lot["pol"])
+        elif lot["expires"] <= self.day:
+            key = ("expired", lot["pol"])
+        else:
+            lot["available"] += grams
+            return
+        self.counter[key] = self.counter.get(key, 0) + grams
+
+    def _rebalance(self, pid):
+        """(returns [(serial, grams)], keep {serial: g}, draws {serial: g}, short grams) of `reserve` on pid."""
+        p = self.projects[pid]
+        returns, keep = [], {}
+        left = self._required(p)
+        for serial in self._order([s for s in p["held"] if self._eligible(s, p)]):
+            kept = min(p["held"][serial], left)
+            left -= kept
+            if kept:
+                keep[serial] = kept
+            if p["held"][serial] > kept:
+                returns.append((serial, p["held"][serial] - kept))
+        returns += [(s, g) for s, g in p["held"].items() if not self._eligible(s, p)]
+        draws = {}
+        for serial in self._order([s for s in self.lots if self._eligible(s, p) and self.lots[s]["available"] > 0]):
+            if not left:
+                break
+            take = min(left, self.lots[serial]["available"])
+            draws[serial] = take
+            left -= take
+        return returns, keep, draws, left
+
+    # ------------------------------------------------------------------ steps
 
     @rule(pollutant=st.sampled_from(sorted(SETUP)), milli=st.integers(1, 6_000), age=st.integers(0, 1_700))
     def issue(self, pollutant, milli, age):
@@ -59,7 +130,9 @@ class LedgerMachine(RuleBasedStateMachine):
             expires = effective.replace(year=effective.year + LIFE)
         except ValueError:
             expires = effective.replace(year=effective.year + LIFE, day=28)
-        self.lots[serial] = [pollutant, effective, expires, milli * 1000]
+        self.lots[serial] = {"pol": pollutant, "effective": effective, "expires": expires, "available": milli * 1000,
+                             "status": "active", "source": f"S{n}"}
+        self.credited[f"S{n}"] = self.credited.get(f"S{n}", 0) + milli * 1000
 
     @rule(pollutant=st.sampled_from(sorted(SETUP)), percent=st.integers(1, 130),
           ahead=st.one_of(st.none(), st.integers(0, 400)))
@@ -68,79 +141,81 @@ class LedgerMachine(RuleBasedStateMachine):
         servable, short and multi-lot requests are all common."""
         pid = f"P{next(self.ids)}"
         needed_by = None if ahead is None else self.day + dt.timedelta(days=ahead)
-        on = needed_by or self.day
-        supply = sum(l[3] for l in self.lots.values()
-                     if l[0] == pollutant and l[1] <= self.day and l[2] > on)
-        zone, ratio = SETUP[pollutant]
-        increment_g = max(1, supply * percent // 100 // ratio)
+        p = {"pollutant": pollutant, "increment": 1, "needed_by": needed_by, "state": "pipeline", "held": {},
+             "part": None}
+        supply = sum(l["available"] for s, l in self.lots.items() if self._eligible(s, p))
+        increment_g = max(1, supply * percent // 100 // 2)
+        zone = SETUP[pollutant][0]
         projects.import_projects(self.engine, self._csv(
             PROJECT_HEADER, f"{pid},项目,{zone},x,{pollutant},{increment_g / 1_000_000:.6f},t/a,1,"
                             f"{needed_by or ''},false,"), actor="model")
-        self.projects[pid] = {"pollutant": pollutant, "required": increment_g * ratio, "state": "pipeline",
-                              "needed_by": needed_by, "held": {}, "part": None}
+        p["increment"] = increment_g
+        self.projects[pid] = p
 
     def _pick(self, data, states):
         pids = sorted(p for p, v in self.projects.items() if v["state"] in states)
         return data.draw(st.sampled_from(pids)) if pids else None
 
-    def _plan(self, pid):
-        """The model's draws for a project: earliest expiry first; returns (plan, grams short)."""
-        p = self.projects[pid]
-        on = p["needed_by"] or self.day
-        eligible = sorted((l[2], s) for s, l in self.lots.items()
-                          if l[0] == p["pollutant"] and l[3] > 0 and l[1] <= self.day and l[2] > on)
-        left, plan = p["required"], {}
-        for _, serial in eligible:
-            take = min(left, self.lots[serial][3])
-            if take:
-                plan[serial] = take
-                left -= take
-        return plan, left
+    def _reservable(self, outcome: str) -> list[str]:
+        """Pipeline or reserved projects whose `reserve` the model expects to succeed ("ok"), to be refused as
+        short ("short") or as already reserved in full ("full")."""
+        out = []
+        for pid, p in sorted(self.projects.items()):
+            if p["state"] not in ("pipeline", "reserved"):
+                continue
+            returns, _, draws, short = self._rebalance(pid)
+            got = "short" if short else ("ok" if returns or draws else "full")
+            if got == outcome:
+                out.append(pid)
+        return out
 
-    def _pipeline(self, servable):
-        return sorted(pid for pid, p in self.projects.items()
-                      if p["state"] == "pipeline" and (self._plan(pid)[1] == 0) == servable)
-
-    @precondition(lambda self: self._pipeline(servable=True))
+    @precondition(lambda self: self._reservable("short") or self._reservable("full"))
     @rule(data=st.data())
-    def reserve(self, data):
-        pid = data.draw(st.sampled_from(self._pipeline(servable=True)))
-        plan, _ = self._plan(pid)
-        result = quota_ops.reserve(self.engine, pid, actor="model", date=self.day)
-        assert {d["lot"]: d["amount_g"] for d in result["draws"]} == plan
-        for serial, g in plan.items():
-            self.lots[serial][3] -= g
-        self.projects[pid].update(state="reserved", held=plan, part="reserved")
-
-    @precondition(lambda self: self._pipeline(servable=False))
-    @rule(data=st.data())
-    def reserve_short(self, data):
-        pid = data.draw(st.sampled_from(self._pipeline(servable=False)))
-        with pytest.raises(Refused, match="short by"):
+    def reserve_refused(self, data):
+        short = self._reservable("short")
+        pid = data.draw(st.sampled_from(short or self._reservable("full")))
+        with pytest.raises(Refused, match="short by" if short else "already reserved in full"):
             quota_ops.reserve(self.engine, pid, actor="model", date=self.day)
 
+    @precondition(lambda self: self._reservable("ok"))
+    @rule(data=st.data())
+    def reserve(self, data):
+        """Reserve a pipeline project, or top up / rebalance a reserved one: exactly what the model predicts."""
+        pid = data.draw(st.sampled_from(self._reservable("ok")))
+        p = self.projects[pid]
+        returns, keep, draws, short = self._rebalance(pid)
+        result = quota_ops.reserve(self.engine, pid, actor="model", date=self.day)
+        assert {d["lot"]: d["amount_g"] for d in result["draws"]} == draws
+        assert sorted((r["lot"], r["amount_g"]) for r in result["returned"]) == sorted(returns)
+        for serial, g in returns:
+            self._give_back(serial, g)
+        for serial, g in draws.items():
+            self.lots[serial]["available"] -= g
+            keep[serial] = keep.get(serial, 0) + g
+        p.update(state="reserved", held=keep, part="reserved")
+        assert all(self._eligible(s, p) for s in keep)  # every held gram was eligible when drawn or kept
+
+    @precondition(lambda self: any(p["state"] == "reserved" for p in self.projects.values()))
     @rule(data=st.data())
     def approve(self, data):
         pid = self._pick(data, {"reserved"})
-        if pid is None:
+        p = self.projects[pid]
+        if any(not self._eligible(s, p) for s in p["held"]) or sum(p["held"].values()) != self._required(p):
+            with pytest.raises(Refused, match="cannot be approved"):
+                quota_ops.approve(self.engine, pid, doc="DOC", actor="model", date=self.day)
             return
         quota_ops.approve(self.engine, pid, doc="DOC", actor="model", date=self.day)
-        self.projects[pid].update(state="approved", part="allocated")
+        p.update(state="approved", part="allocated")
 
     def _return(self, p):
         for serial, g in p["held"].items():
-            if self.lots[serial][2] <= self.day:
-                key = ("expired", self.lots[serial][0])
-                self.counter[key] = self.counter.get(key, 0) + g
-            else:
-                self.lots[serial][3] += g
+            self._give_back(serial, g)
         p.update(held={}, part=None)
 
+    @precondition(lambda self: any(p["state"] == "reserved" for p in self.projects.values()))
     @rule(data=st.data())
     def release(self, data):
         pid = self._pick(data, {"reserved"})
-        if pid is None:
-            return
         quota_ops.release(self.engine, pid, actor="model", date=self.day)
         self._return(self.projects[pid])
         self.projects[pid]["state"] = "pipeline"
@@ -154,15 +229,43 @@ class LedgerMachine(RuleBasedStateMachine):
         self._return(self.projects[pid])
         self.projects[pid]["state"] = "cancelled"
 
+    @precondition(lambda self: any(l["status"] == "active" for l in self.lots.values()))
+    @rule(data=st.data())
+    def revoke(self, data):
+        serials = sorted(s for s, l in self.lots.items() if l["status"] == "active")
+        held = sorted({s for p in self.projects.values() for s in p["held"]} & set(serials))
+        if held and data.draw(st.booleans()):  # most interesting: a lot some project holds grams of
+            serials = held
+        if not serials:
+            return
+        serial = data.draw(st.sampled_from(serials))
+        result = quota_ops.revoke(self.engine, serial, actor="model", memo="invalid", date=self.day)
+        lot = self.lots[serial]
+        assert result["revoked_g"] == lot["available"]
+        if lot["available"]:
+            key = ("revoked", lot["pol"])
+            self.counter[key] = self.counter.get(key, 0) + lot["available"]
+        lot.update(available=0, status="revoked")
+
+    @rule(ratio=st.sampled_from(["1.0", "1.5", "2.0", "3.0"]))
+    def change_ratio(self, ratio):
+        """A new rulebook version with another default ratio: requirements change under reservations."""
+        path = self.tmp / f"rules{next(self.ids)}.toml"
+        path.write_text(RULES.replace("default = 1.0", f"default = {ratio}", 1), encoding="utf-8")
+        rulebooks.load(self.engine, str(path), "model")
+        self.default = Decimal(ratio)
+
     @rule(days=st.integers(1, 900))
     def expire(self, days):
         self.day += dt.timedelta(days=days)
         quota_ops.expire(self.engine, self.day, actor="model")
-        for serial, lot in self.lots.items():
-            if lot[2] <= self.day and lot[3] > 0:
-                key = ("expired", lot[0])
-                self.counter[key] = self.counter.get(key, 0) + lot[3]
-                lot[3] = 0
+        for lot in self.lots.values():
+            if lot["expires"] <= self.day and lot["available"] > 0:
+                key = ("expired", lot["pol"])
+                self.counter[key] = self.counter.get(key, 0) + lot["available"]
+                lot["available"] = 0
+
+    # ------------------------------------------------------------------ invariants
 
     @invariant()
     def ledger_matches_model(self):
@@ -170,8 +273,13 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         with self.engine.connect() as conn:
             rows = conn.execute(text("SELECT account, lot, kind, pollutant, amount_g FROM balance")).all()
+            status = dict(conn.execute(text("SELECT serial, status FROM lot_status")).all())
+            credited = dict(conn.execute(text(
+                "SELECT t.source_id, sum(l.issued_g) FROM lot l JOIN tally t ON t.tally_id = l.tally_id "
+                "GROUP BY t.source_id")).all())
         lots = {r[1]: r[4] for r in rows if r[2] == "lot"}
-        assert lots == {s: l[3] for s, l in self.lots.items()}
+        assert lots == {s: l["available"] for s, l in self.lots.items()}
+        assert status == {s: l["status"] for s, l in self.lots.items() if l["status"] != "active"}
         held = {}
         for r in rows:
             if r[2] in ("reserved", "allocated") and r[4]:
@@ -179,16 +287,17 @@ class LedgerMachine(RuleBasedStateMachine):
         want = {(f"project:{pid}:{p['part']}", s): g for pid, p in self.projects.items() if p["part"]
                 for s, g in p["held"].items()}
         assert held == want
-        expired = {}
+        outside = {}
         for r in rows:
-            if r[2] == "expired":
-                expired[r[3]] = expired.get(r[3], 0) + r[4]
-        assert expired == {k[1]: v for k, v in self.counter.items() if v}
+            if r[2] in ("expired", "revoked", "superseded") and r[4]:
+                outside[(r[2], r[3])] = outside.get((r[2], r[3]), 0) + r[4]
+        assert outside == {k: v for k, v in self.counter.items() if v}
         assert all(r[4] >= 0 for r in rows if r[2] in ("lot", "reserved", "allocated"))
         sums = {}
         for r in rows:
             sums[r[3]] = sums.get(r[3], 0) + r[4]
         assert all(v == 0 for v in sums.values())
+        assert {k: int(v) for k, v in credited.items()} == self.credited  # no source credited twice
         assert audit.verify(self.engine)[1] == []
 
 

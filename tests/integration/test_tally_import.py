@@ -68,7 +68,7 @@ def test_a_superseding_tally_replaces_only_the_unused_part(engine, write_csv):
         "S-2,S1,甲厂,closure,JT-YT,COD,7,,,t/a,2020,2024-07-01,m,x,R1b,S-1"]), actor="clerk")
     rows = {r["tally_id"]: r for r in audit.balance(engine, by="lot", as_of=None)["rows"]}
     assert rows["S-1"]["available_g"] == 0 and rows["S-1"]["reserved_g"] == 4_000_000
-    assert rows["S-1"]["state"] == "exhausted"
+    assert rows["S-1"]["state"] == "superseded"  # what it still lends to P1 never returns to it
     assert rows["S-2"]["issued_g"] == 3_000_000  # 7 t credited in total, 4 t already used
     assert audit.verify(engine)[1] == []
 

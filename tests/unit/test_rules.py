@@ -99,3 +99,44 @@ def test_load_rulebook_file_raises_with_all_problems(tmp_path):
     with pytest.raises(ValidationFailed) as info:
         load_rulebook_file(str(path))
     assert len(info.value.problems) == 4  # SO2, NOX, VOCS, PM
+
+
+@pytest.mark.parametrize("old,new,column,words", [
+    ("life_years = 5", "life_year = 5", "crediting.life_year", "did you mean 'life_years'"),
+    ("default = 1.0", "defualt = 1.0", "ratios.defualt", "did you mean 'default'"),
+    ("discount = 0.0", "dicount = 0.0", "crediting.dicount", "did you mean 'discount'"),
+    ('non_attainment = ["air"]', 'non_attainmnet = ["air"]', "zones[1].non_attainmnet",
+     "did you mean 'non_attainment'"),
+    ("discount = 0.0", "discount = nan", "crediting.discount", "must be a number in [0, 1)"),
+    ("default = 1.0", "default = inf", "ratios.default", "ratio must be a number"),
+])
+def test_misspelt_keys_and_odd_numbers_are_refused_with_their_path(old, new, column, words):
+    assert old in SAMPLE
+    book, problems = parse_rulebook(SAMPLE.replace(old, new, 1))
+    assert book is None
+    assert any(p.column == column and words in p.message and p.row > 0 for p in problems), problems
+
+
+@pytest.mark.parametrize("section", ["zones", "pollutants"])
+def test_entries_that_are_not_tables_are_refused_not_a_traceback(section):
+    text = f"{section} = [1]\n" + SAMPLE.replace(f"[[{section}]]", "[[ignored]]")
+    book, problems = parse_rulebook(text)
+    assert book is None and any(p.column == f"{section}[1]" and "must be a table" in p.message for p in problems)
+
+
+def test_a_ratio_rule_entry_that_is_not_a_table_is_refused():
+    book, problems = parse_rulebook(SAMPLE.replace("[ratios]\n", "[ratios]\nrule = [1]\n", 1).replace(
+        "[[ratios.rule]]", "[[ignored]]"))
+    assert book is None and any(p.column == "ratios.rule[1]" for p in problems)
+
+
+def test_a_missing_rulebook_or_a_directory_is_a_problem_not_a_traceback(tmp_path):
+    for path in (tmp_path / "nope.toml", tmp_path):
+        with pytest.raises(ValidationFailed) as info:
+            load_rulebook_file(str(path))
+        assert info.value.problems[0].message in ("file not found", "is a directory, not a rulebook file")
+
+
+def test_industry_matches_ratio_rules_whatever_its_case(book):
+    rule = [r for r in book.ratio_rules if r.industry][0]
+    assert rule.matches(rule.pollutant or "COD", rule.industry.upper(), rule.zone or "JT-YT")
