@@ -44,25 +44,32 @@ def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proje
 def verify(ctx: typer.Context,
            export: Annotated[Optional[Path], typer.Option("--export", help="Verify this JSONL export offline "
                                                                            "(no database).")] = None,
+           expect_head: Annotated[Optional[str], typer.Option(
+               "--expect-head", help="Fail unless the chain ends at this hash (kept elsewhere, e.g. an earlier "
+                                     "export's final hash): catches transactions removed from the end.")] = None,
            as_json: JsonOpt = False) -> None:
-    """Recompute the hash chain and every balance; exit 1 on any mismatch.
+    """Recompute the hash chain and every balance, and check the tables against what the chain committed;
+    exit 1 on any mismatch.
 
-    Example: quota verify --export ledger.jsonl
+    Example: quota verify --export ledger.jsonl --expect-head 4212ccff…
     """
     from cli.progress import reporter
     from quota import audit
     from quota import export as exp
     with failures(as_json), reporter() as progress:
         if export is not None:
-            summary, problems = exp.verify_export(str(export), progress)
+            summary, problems = exp.verify_export(str(export), progress, expect_head)
         else:
-            summary, problems = audit.verify(ctx.obj.engine, progress)
+            summary, problems = audit.verify(ctx.obj.engine, progress, expect_head)
     if as_json:
         render.emit_json({**summary, "problems": [p.to_dict() for p in problems]})
     if problems:
         render.problems(problems, "verify_failed")
         raise typer.Exit(1)
     if not as_json:
+        if summary.get("unchecked_stubs"):
+            render.note(f"warning: {summary['unchecked_stubs']} stub(s) of this quota-chain-v1 export carry no date: "
+                        "that they lie after its as-of date cannot be checked")
         what = render.msg("export_file", path=export) if export else render.msg("ledger")
         render.out.print(render.msg("verified", what=what, txns=summary["transactions"], posts=summary["postings"],
                                     accts=summary["accounts"], head=summary.get("head") or summary.get("final_hash"),

@@ -43,9 +43,10 @@ class State:
 def _date(value: Optional[str]) -> Optional[dt.date]:
     if value is None:
         return None
+    from quota.clock import ClockError, parse_day
     try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
+        return parse_day(value)
+    except ClockError:
         raise typer.BadParameter(f"{value!r} is not a date (use YYYY-MM-DD)") from None
 
 
@@ -199,6 +200,9 @@ def tally_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="
     render.out.print(render.table(title, ["Pollutant", "Amount", "Unit"],
                                   [[c["pollutant"], c["amount"], c["unit"]] for c in result["credited"]],
                                   right={"Amount"}))
+    for c in result.get("capped", []):  # a source credited from an earlier upgrade's emissions
+        render.out.print(render.msg("capped", tally=c["tally_id"], by=c["by"], amount=c["amount"], unit=c["unit"]),
+                         markup=False, highlight=False)
 
 
 @project_app.command("import")

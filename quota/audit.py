@@ -38,6 +38,8 @@ def _known(code: str | None, known: dict, what: str) -> str | None:
 
 def trace(engine: Engine, project_id: str) -> dict:
     """Source statement: every gram a project holds, back to its lot, tally, source and report."""
+    from .quota_ops import edge_id
+    project_id = edge_id(project_id, "project id")
     today = clock.today()
     with db.reading(engine) as conn:
         _, book = rulebooks.current(conn)
@@ -74,12 +76,13 @@ def trace(engine: Engine, project_id: str) -> dict:
                          "hash": h[6]} for h in history]}
 
 
-def verify(engine: Engine, progress=None) -> tuple[dict, list[Problem]]:
-    """Recompute the hash chain and every balance from the postings, and the matching keys from the
-    rulebooks (errors as data)."""
+def verify(engine: Engine, progress=None, expect_head: str | None = None) -> tuple[dict, list[Problem]]:
+    """Recompute the hash chain and every balance from the postings, compare the tables with what the chain
+    committed, and the matching keys with the rulebooks (errors as data); with `expect_head`, the chain
+    must end at that hash."""
     if not db.schema_exists(engine):
         raise db.NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
     with db.reading(engine) as conn:
-        summary, problems = ledger.verify(conn, progress)
+        summary, problems = ledger.verify(conn, progress, expect_head)
         problems += rulebooks.check_matching(conn)
     return {**summary, "ok": not problems}, problems

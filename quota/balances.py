@@ -29,7 +29,7 @@ def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollu
                  as_of: dt.date | None = None, today: dt.date | None = None) -> list[dict]:
     """Available / reserved / allocated per pollutant (and zone, or lot), as DESIGN 5.3.
 
-    `available_g` excludes lots already past their expiry on the query date; what they
+    `available_g` excludes lots already past their expiry on the query date (by lot too); what they
     still hold is reported as `lapsed_g` until `quota expire` posts it to expired.
     """
     day = as_of or today or clock.today()
@@ -51,7 +51,7 @@ def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollu
                                     "lapsed_g": 0, "expired_g": 0, "revoked_g": 0, "superseded_g": 0})
         expires = _as_date(lots[lot][5]) if lot in lots else None
         if kind == "lot":
-            if expires is not None and expires <= day and by != "lot":
+            if expires is not None and expires <= day:  # cannot serve (eligibility): lapsed until `expire` runs
                 g["lapsed_g"] += int(amount)
             else:
                 g["available_g"] += int(amount)
@@ -80,7 +80,7 @@ def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollu
                         "issued_g": int(lot[4]), "expires": expires.isoformat() if expires else None})
         row.update({k: g[k] for k in ("available_g", "reserved_g", "allocated_g")})
         if by == "lot":
-            row.update({"expired_g": g["expired_g"], "revoked_g": g["revoked_g"],
+            row.update({"lapsed_g": g["lapsed_g"], "expired_g": g["expired_g"], "revoked_g": g["revoked_g"],
                         "superseded_g": g["superseded_g"], "state": _lot_state(g, expires, day, status.get(key[1]))})
         else:
             row["lapsed_g"] = g["lapsed_g"]
@@ -128,8 +128,10 @@ def _current_totals(conn: Connection, units_of: dict[str, str], by: str, polluta
 def _lot_state(g: dict, expires: dt.date | None, day: dt.date, status: str | None = None) -> str:
     if status:  # revoked or superseded: whatever it still lends to projects, it serves no one new
         return status
+    if g["lapsed_g"] > 0:
+        return "expired"
     if g["available_g"] > 0:
-        return "expired" if expires is not None and expires <= day else "active"
+        return "active"
     if g["revoked_g"] > 0 and not (g["reserved_g"] or g["allocated_g"]):
         return "revoked"
     if g["expired_g"] > 0 and not (g["reserved_g"] or g["allocated_g"]):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections import defaultdict
 from typing import IO
@@ -13,12 +14,21 @@ from . import clock, export, ledger, units
 _BAD = re.compile(r"[^A-Za-z0-9-]")
 
 
+_HASHED = re.compile(r"-U[0-9A-F]{8}$")
+
+
 def component(code: str) -> str:
     """A valid Beancount account component from a code: ASCII letters, digits and '-', starting
-    with a capital letter or digit (e.g. 'JT-YT', 'COD-2022-00001', 'P2026-01')."""
-    s = _BAD.sub("-", code).strip("-") or "X"
-    s = s[0].upper() + s[1:]
-    return s if re.match(r"[A-Z0-9]", s) else "X" + s
+    with a capital letter or digit. A code that is one already is kept ('JT-YT', 'COD-2022-00001',
+    'P2026-01'); any other keeps its readable ASCII part and adds '-U' and 8 hex digits of the
+    SHA-256 of the code ('金坛-01' -> '01-U…', '溧阳-01' -> '01-U…'), so distinct codes give
+    distinct components (a code that looks like such a suffix is hashed too)."""
+    if re.fullmatch(r"[A-Z0-9][A-Za-z0-9-]*", code) and not _HASHED.search(code):
+        return code
+    s = re.sub(r"-{2,}", "-", _BAD.sub("-", code)).strip("-")
+    s = (s[0].upper() + s[1:]) if s else "X"
+    s = s if re.match(r"[A-Z0-9]", s) else "X" + s
+    return f"{s}-U{hashlib.sha256(code.encode()).hexdigest()[:8].upper()}"
 
 
 def account_name(account: str, lot_zone: dict[str, str], lot: str) -> str:
@@ -29,6 +39,19 @@ def account_name(account: str, lot_zone: dict[str, str], lot: str) -> str:
         project = account.split(":")[1]
         return f"Assets:{kind.capitalize()}:{component(project)}"
     return f"Equity:{kind.capitalize()}"
+
+
+def _identity(account: str, lot: str, names: dict[str, str]) -> tuple:
+    """The id an account stands for, and the metadata its open directive carries (the id as typed,
+    which the account name may only abbreviate)."""
+    kind = ledger.account_kind(account)
+    if kind == "lot":
+        return (kind, lot), (("lot", lot),)
+    if kind in ("reserved", "allocated"):
+        project = account.split(":")[1]
+        meta = (("project", project),) + ((("name", names[project]),) if names.get(project) else ())
+        return (kind, project), meta
+    return (kind,), ()
 
 
 def _quote(s: str) -> str:
@@ -56,6 +79,7 @@ def write_beancount(engine: Engine, out: IO[str], as_of: dt.date | None = None,
     sources: dict[str, tuple[str, str]] = {}
     names: dict[str, str] = {}
     opened: dict[str, tuple[str, set[str]]] = {}
+    origin: dict[str, tuple] = {}  # account name -> the id it stands for, and its metadata
     totals: dict[tuple[str, str], int] = defaultdict(int)
     last_date = dt.date.min
     for rec in export.export_lines(engine, as_of):
@@ -81,6 +105,9 @@ def write_beancount(engine: Engine, out: IO[str], as_of: dt.date | None = None,
             unit = header["units"][pol]
             first = opened.get(name)
             opened[name] = (min(first[0], date) if first else date, (first[1] if first else set()) | {pol})
+            ident = _identity(account, lot, names)
+            if origin.setdefault(name, ident) != ident:  # never two ids in one account
+                raise AssertionError(f"Beancount account {name} would hold {origin[name]} and {ident}")
             totals[(name, pol)] += amount
             lines.append(f"  {name}  {units.exact(amount, unit)} {pol}")
             lines.append(f'    lot: {_quote(lot)}')
@@ -101,6 +128,8 @@ def write_beancount(engine: Engine, out: IO[str], as_of: dt.date | None = None,
     out.write("\n")
     for name, (date, commodities) in sorted(opened.items()):
         out.write(f"{date} open {name} {','.join(sorted(commodities))}\n")
+        for key, value in origin[name][1]:
+            out.write(f"  {key}: {_quote(value)}\n")
     out.write("\n")
     for date, seq, entry in sorted(entries):
         out.write(entry + "\n\n")

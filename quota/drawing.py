@@ -65,9 +65,10 @@ DRAW_LIMIT = 4  # most needs are met by one or two lots; a need the first 4 do n
 NO_LIMIT = 2 ** 62
 
 
-def project_lots_query(project_id: str, today: dt.date) -> tuple[str, tuple]:
-    """PROJECT_LOTS_PG for a reservation made on `today`."""
-    return PROJECT_LOTS_PG, (today, today, DRAW_LIMIT, project_id)
+def project_lots_query(project_id: str, today: dt.date, floor: dt.date | None = None) -> tuple[str, tuple]:
+    """PROJECT_LOTS_PG for a reservation made on `today`, of lots valid at least until `floor` (the later of
+    today and the clock's today; a needed_by later still raises it in SQL)."""
+    return PROJECT_LOTS_PG, (today, floor or today, DRAW_LIMIT, project_id)
 
 
 def lot_query(dialect: str, book: Rulebook, need: Need, on: dt.date, today: dt.date, limit: int,
@@ -143,13 +144,20 @@ def snapshot_reads(project_id: str) -> list[tuple[str, tuple]]:
             (SNAPSHOT_PAIRS, (f"project:{project_id}:reserved", f"project:{project_id}:allocated"))]
 
 
-def reads_ahead(bind, project_id: str, reserve_on: dt.date | None = None) -> list[tuple[str, tuple]]:
-    """What db.run_write should read with the lock on PostgreSQL (one round trip): the project's snapshot
-    and, for a reservation made on `reserve_on`, its first candidate lots. None on SQLite, which has no
-    round trips to save."""
+# the date of the chain's last transaction that moves grams (register transactions move none and are dated on the
+# day of the import: they change no as-of view)
+LAST_DATE = ("SELECT effective_date FROM txn WHERE kind <> 'register' ORDER BY seq DESC LIMIT 1", ())
+
+
+def reads_ahead(bind, project_id: str, reserve_on: dt.date | None = None,
+                floor: dt.date | None = None) -> list[tuple[str, tuple]]:
+    """What db.run_write should read with the lock on PostgreSQL (one round trip): the last transaction's date,
+    the project's snapshot and, for a reservation made on `reserve_on`, its first candidate lots. None on SQLite,
+    which has no round trips to save."""
     if bind.dialect.name == "sqlite":
         return []
-    return snapshot_reads(project_id) + ([project_lots_query(project_id, reserve_on)] if reserve_on else [])
+    return [LAST_DATE] + snapshot_reads(project_id) + (
+        [project_lots_query(project_id, reserve_on, floor)] if reserve_on else [])
 
 
 def snapshot(conn: Connection, book: Rulebook, project_id: str) -> Snapshot:
@@ -162,12 +170,12 @@ def snapshot(conn: Connection, book: Rulebook, project_id: str) -> Snapshot:
 
 
 def candidate_lots(conn: Connection, book: Rulebook, project_id: str, needs: list[Need], on: dt.date,
-                   today: dt.date, limit: int | None = None) -> dict[str, list[tuple]]:
+                   today: dt.date, limit: int | None = None, floor: dt.date | None = None) -> dict[str, list[tuple]]:
     """{pollutant: LOT_SELECT rows}, the first `limit` (DRAW_LIMIT) of each need, all needs in one round
     trip. On PostgreSQL the first rows of every need were read ahead with the chain-head lock
     (PROJECT_LOTS_PG)."""
     if conn.dialect.name != "sqlite" and limit is None:
-        rows = driver.select(conn, project_lots_query(project_id, today))[0]
+        rows = driver.select(conn, project_lots_query(project_id, today, floor))[0]
         # the rulebook has the last word on matching, whatever the matching table says (verify checks it too)
         return {n.pollutant: [r for r in rows if r[4] == n.pollutant and book.matching_key(n.pollutant, r[1]) == n.key]
                 for n in needs}

@@ -43,15 +43,18 @@ def expired_on(lot: LotFacts, day: dt.date) -> bool:
 
 
 def why_not(book: Rulebook, lot: LotFacts, pollutant: str, key: str, today: dt.date,
-            needed_by: dt.date | None) -> str | None:
-    """None when `lot` may serve a project's `pollutant` with matching `key` on `today`; else the reason."""
+            needed_by: dt.date | None, now: dt.date | None = None) -> str | None:
+    """None when `lot` may serve a project's `pollutant` with matching `key` on `today`; else the reason.
+
+    `now` is the clock's today: an operation dated earlier (back-dated within the rules) still cannot hold
+    grams of a lot that has expired by now."""
     if lot.status != ACTIVE:
         return f"lot {lot.serial} is {lot.status}"
     if lot.pollutant != pollutant:
         return f"lot {lot.serial} holds {lot.pollutant}, not {pollutant}"
     if lot.effective > today:
         return f"lot {lot.serial} is not effective until {lot.effective}"
-    until = serves_until(today, needed_by)
+    until = serves_until(max(today, now) if now else today, needed_by)
     if expired_on(lot, until):
         return (f"lot {lot.serial} expires on {lot.expires}, before {until}" if until > today
                 else f"lot {lot.serial} expired on {lot.expires}")

@@ -187,6 +187,7 @@ def list_plans(engine: Engine) -> dict:
 
 
 def get_plan(engine: Engine, plan_id: str) -> dict:
+    plan_id = quota_ops.edge_id(plan_id, "plan id")
     with db.reading(engine) as conn:
         row = conn.execute(text("SELECT result, applied_at FROM plan WHERE plan_id = :p"), {"p": plan_id}).first()
     if row is None:
@@ -200,7 +201,9 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
     its own: the lot exists, is eligible for the project today under the rulebook in force (eligibility.why_not)
     and holds the grams, and each pollutant's draws sum to the requirement in force. A stored plan, whoever
     wrote it, cannot make `apply` skip a check."""
-    today = date or clock.today()
+    plan_id, actor = quota_ops.edge_id(plan_id, "plan id"), quota_ops.edge_text(actor, "actor")
+    now = clock.today()
+    today = date or now
 
     def work(conn: Connection) -> dict:
         quota_ops.check_date(conn, today)
@@ -242,6 +245,11 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
                 problems.append(f"there is no lot {serial}")
             elif have < g:
                 problems.append(f"lot {serial} now holds {have} g, the plan draws {g} g")
+        seen: set[str] = set()
+        for project_id, _ in funded:
+            if project_id in seen:
+                problems.append(f"project {project_id} is funded twice")
+            seen.add(project_id)
         posted = []
         for project_id, draws in funded:
             infos = load_projects(conn, book, project_id=project_id) if project_id else []
@@ -256,7 +264,7 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
                     continue
                 need = needs.get(pol)
                 reason = (f"project {project_id} has no {pol} need" if need is None else
-                          why_not(book, lots[serial][0], pol, need.key, today, info.needed_by))
+                          why_not(book, lots[serial][0], pol, need.key, today, info.needed_by, now))
                 if reason:
                     problems.append(f"{project_id} {pol}: {reason}")
                 f, _, last = lots[serial]

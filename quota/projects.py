@@ -7,9 +7,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy import Connection, Engine, text
 
-from . import db, idempotency, ledger, rulebooks, units
+from . import clock, db, idempotency, identity, ledger, rulebooks, units
 from .errors import NotFound, Problem, ValidationFailed
 from .fields import RowReader
 from .rules import Rulebook
@@ -47,6 +47,7 @@ class ProjectInfo:
     must_fund: bool
     state: str
     needs: list[Need] = field(default_factory=list)
+    reserved_until: dt.date | None = None  # the reservation's lapse date, when reserved with one
 
 
 def required_g(increment_g: int, ratio: Decimal) -> int:
@@ -62,10 +63,10 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[dict], list[Problem]]
     for rowno, cells in rows:
         before = len(problems)
         r = RowReader(name, rowno, cells, problems)
-        pid = r.text("project_id", max_len=64)
-        pname = r.text("name", multiline=True)
+        pid = r.code("project_id")
+        pname = r.text("name")
         zone, pollutant, unit = r.zone_pollutant_unit(book)
-        increment = r.amount("increment")
+        increment = r.amount("increment", unit=unit)
         if increment is not None and increment == 0:
             r.fail("increment", "increment must be greater than zero")
         ratio_raw = r.amount("ratio", required=False)
@@ -103,12 +104,11 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
     sha = file_sha256(path)
 
     def check(conn: Connection) -> list[Problem]:
-        ids = [p["project_id"] for p in projects]
-        existing = {r[0] for r in conn.execute(
-            text("SELECT project_id FROM project WHERE project_id IN :ids").bindparams(bindparam("ids", expanding=True)),
-            {"ids": ids})}
-        return [Problem(name, p["row"], "project_id", f"project {p['project_id']!r} is already registered")
-                for p in projects if p["project_id"] in existing]
+        # every stored id by its normal form: an id stored before ids were normalised still matches
+        existing = {identity.loose(r[0]): r[0] for r in conn.execute(text("SELECT project_id FROM project"))}
+        return [Problem(name, p["row"], "project_id", f"project {existing[identity.loose(p['project_id'])]!r} "
+                                                      "is already registered")
+                for p in projects if identity.loose(p["project_id"]) in existing]
 
     summary = {"projects": len(projects), "rows": sum(len(p["needs"]) for p in projects),
                "project_ids": sorted(p["project_id"] for p in projects), "dry_run": dry_run}
@@ -134,13 +134,30 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
                           "VALUES (:p, :q, :g, :r)"),
                      [{"p": p["project_id"], "q": q, "g": n["increment_g"], "r": n["ratio"]}
                       for p in projects for q, n in sorted(p["needs"].items())])
-        return {**summary, "import_id": int(batch)}
+        version, _ = rulebooks.current(conn)
+        seq = ledger.post_many(conn, [ledger.TxnSpec("register", clock.today(), [], f"register {len(projects)} "
+                                                     f"project(s) from {name}", sha, None,
+                                                     {"projects": register_meta(projects)})],
+                               actor=actor, rulebook=version)[0]
+        return {**summary, "import_id": int(batch), "txn": seq}
 
     return idempotency.run(engine, key, "project import", {"sha256": sha}, work)
 
 
+def register_meta(projects: list[dict]) -> dict:
+    """What a `register` transaction commits about each project: its requirement facts (verify compares the
+    project and project_need rows with them)."""
+    return {p["project_id"]: {"name": p["name"], "zone": p["zone"], "industry": p["industry"],
+                              "priority": p["priority"],
+                              "needed_by": p["needed_by"].isoformat() if p["needed_by"] else None,
+                              "must_fund": bool(p["must_fund"]),
+                              "needs": {q: {"increment_g": n["increment_g"], "ratio": n["ratio"]}
+                                        for q, n in sorted(p["needs"].items())}}
+            for p in projects}
+
+
 PROJECT_SQL = ("SELECT p.project_id, p.name, p.zone, p.industry, p.priority, p.needed_by, p.must_fund, p.state, "
-               "n.pollutant, n.increment_g, n.ratio FROM project p "
+               "n.pollutant, n.increment_g, n.ratio, p.reserved_until FROM project p "
                "LEFT JOIN project_need n ON n.project_id = p.project_id")
 
 
@@ -167,7 +184,7 @@ def projects_from_rows(book: Rulebook, rows) -> list[ProjectInfo]:
         info = infos.get(r[0])
         if info is None:
             info = infos[r[0]] = ProjectInfo(r[0], r[1], r[2], r[3] or "", int(r[4]), ledger._as_date(r[5]),
-                                             bool(r[6]), r[7])
+                                             bool(r[6]), r[7], reserved_until=ledger._as_date(r[11]))
         if r[8] is not None:
             ratio, reasons = book.ratio(r[8], info.industry, info.zone, Decimal(r[10]) if r[10] else None)
             info.needs.append(Need(r[8], int(r[9]), ratio, tuple(reasons), required_g(int(r[9]), ratio),

@@ -6,7 +6,7 @@ import datetime as dt
 
 from sqlalchemy import Connection, Engine, text
 
-from . import clock, drawing, driver, idempotency, ledger, rulebooks, units
+from . import clock, drawing, driver, identity, idempotency, ledger, rulebooks, units
 from .drawing import (NO_LIMIT, Snapshot, candidate_lots, plan_draws, reads_ahead, shortfall_message, snapshot)
 from .eligibility import return_account, serves_until, why_not
 from .errors import NotFound, Refused
@@ -14,20 +14,38 @@ from .projects import Need, ProjectInfo
 from .rules import Rulebook
 
 
+def edge_id(text: str, what: str) -> str:
+    """An id typed by a user, in its one normal form (identity.code); a look-alike or invisible character is
+    refused here, before anything is read (bad_id)."""
+    try:
+        return identity.code(text, what)
+    except identity.BadId as exc:
+        raise Refused(str(exc), "bad_id", what=what) from None
+
+
+def edge_text(text: str, what: str) -> str:
+    """Free text typed by a user (--doc, --memo, the actor): kept as typed, refused with control characters."""
+    try:
+        return identity.free_text(text, what)
+    except identity.BadId as exc:
+        raise Refused(str(exc), "bad_text", what=what) from None
+
+
 def check_date(conn: Connection, day: dt.date, what: str = "date") -> None:
     """Dates within reason: a mutation is dated no later than today (clock.today) and not before the chain's
-    last transaction (so as-of views of the past never change). Tally imports are the one exception to the
-    second part: a lot is booked at its vintage (see tallies)."""
+    last transaction (so as-of views of the past never change, even with a clock set back). Tally imports are
+    the one exception to the second part: a lot is booked at its vintage (see tallies)."""
     today = clock.today()
     if day > today:
         raise Refused(f"{what} {day} is after today ({today}); the ledger records what has happened",
                       "bad_date", date=day.isoformat(), today=today.isoformat())
-    if day < today:  # a back-dated operation: only after everything already in the chain
-        last = conn.execute(text("SELECT max(effective_date) FROM txn")).scalar()
-        last = ledger._as_date(last)
-        if last is not None and day < last:
-            raise Refused(f"{what} {day} is before the ledger's last transaction ({last}); mutations cannot be "
-                          "back-dated", "bad_date", date=day.isoformat(), last=last.isoformat())
+    rows = driver.select(conn, drawing.LAST_DATE)[0]  # read ahead with the lock on PostgreSQL
+    last = ledger._as_date(rows[0][0]) if rows else None
+    if day < today and last is not None:  # a back-dated operation: after everything already in the chain
+        last = max(last, ledger._as_date(conn.execute(text("SELECT max(effective_date) FROM txn WHERE kind <> 'register'")).scalar()))
+    if last is not None and day < last:
+        raise Refused(f"{what} {day} is before the ledger's last transaction ({last}); mutations cannot be "
+                      "back-dated", "bad_date", date=day.isoformat(), last=last.isoformat())
 
 
 def reserve(engine: Engine | Connection, project_id: str, *, actor: str, pollutant: str | None = None,
@@ -38,7 +56,11 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
     On a project that already holds a reservation this tops it up: grams on lots that can no longer serve it
     go back (to revoked:/superseded:/expired: or their lot, see eligibility), grams above a lowered
     requirement go back to their lots (latest expiry first), and what is missing is drawn."""
-    today = date or clock.today()
+    project_id, actor = edge_id(project_id, "project id"), edge_text(actor, "actor")
+    pollutant = edge_id(pollutant, "pollutant") if pollutant is not None else None
+    now = clock.today()
+    today = date or now
+    floor = max(today, now)  # a back-dated reservation still draws no lot that has expired by now
     request = ({"project": project_id, "pollutant": pollutant, "expires": str(expires), "date": str(today)}
                if key else {})  # only a keyed request is kept (as its hash)
 
@@ -57,19 +79,19 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
             raise Refused(f"project {project_id} has no {pollutant} increment", "unknown_pollutant",
                           project_id=project_id, pollutant=pollutant)
         needs = [n for n in info.needs if pollutant is None or n.pollutant == pollutant]
-        returns, missing = rebalance(book, snap, needs, today)
+        returns, missing = rebalance(book, snap, needs, today, now)
         if not returns and not missing:
             raise Refused(f"project {project_id} is already reserved in full for "
                           f"{pollutant or ', '.join(n.pollutant for n in needs)}", "nothing_to_reserve",
                           project_id=project_id)
         draws: drawing.Draws = {}
         if missing:
-            on = serves_until(today, info.needed_by)
-            lots = candidate_lots(conn, book, project_id, missing, on, today)
+            on = serves_until(floor, info.needed_by)
+            lots = candidate_lots(conn, book, project_id, missing, on, today, floor=floor)
             draws, short = plan_draws(missing, lots, cut=drawing.DRAW_LIMIT)
             if any(m < 0 for _, m in short):  # the first rows did not cover a need: read them all
                 lots.update(candidate_lots(conn, book, project_id, [n for n, m in short if m < 0], on, today,
-                                           NO_LIMIT))
+                                           NO_LIMIT, floor))
                 draws, short = plan_draws(missing, lots)
             if short:
                 raise Refused(f"cannot reserve {info.project_id}: " + shortfall_message(book, short),
@@ -77,20 +99,21 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
         drawn = [lot for picks in draws.values() for lot, _ in picks]
         for need in missing:  # the SQL walk encodes the rule; the rule itself has the last word
             for lot, _ in draws.get(need.pollutant, []):
-                reason = why_not(book, lot.facts(), need.pollutant, need.key, today, info.needed_by)
+                reason = why_not(book, lot.facts(), need.pollutant, need.key, today, info.needed_by, now)
                 if reason:
                     raise Refused(f"cannot reserve {project_id}: {reason}", "lot_not_eligible", project_id=project_id,
                                   lot=lot.serial, reason=reason)
         return post_reservation(conn, book, version, info, draws, today, expires, actor,
                                 returns=returns, known=snap.known(drawn))
 
-    return idempotency.run(engine, key, "reserve", request, work, reads_ahead(engine, project_id, today))
+    return idempotency.run(engine, key, "reserve", request, work, reads_ahead(engine, project_id, today, floor))
 
 
 Return = tuple[str, str, int, str, str]  # lot, pollutant, grams, destination account, lot zone
 
 
-def rebalance(book: Rulebook, snap: Snapshot, needs: list[Need], today: dt.date) -> tuple[list[Return], list[Need]]:
+def rebalance(book: Rulebook, snap: Snapshot, needs: list[Need], today: dt.date,
+              now: dt.date | None = None) -> tuple[list[Return], list[Need]]:
     """What a reservation must give back and draw to hold exactly each need's requirement from eligible lots:
     (returns, needs with `required_g` set to the grams still missing)."""
     facts, held = snap.lot_facts(), snap.held("reserved")
@@ -101,8 +124,8 @@ def rebalance(book: Rulebook, snap: Snapshot, needs: list[Need], today: dt.date)
         keep = []
         for lot, grams in sorted(held.get(need.pollutant, {}).items()):
             f = facts[lot]
-            if why_not(book, f, need.pollutant, need.key, today, info.needed_by):
-                returns.append((lot, need.pollutant, grams, return_account(f, today), f.zone))
+            if why_not(book, f, need.pollutant, need.key, today, info.needed_by, now):
+                returns.append((lot, need.pollutant, grams, return_account(f, max(today, now or today)), f.zone))
             else:
                 keep.append((f, grams))
         keep.sort(key=lambda fg: (fg[0].expires is None, fg[0].expires or dt.date.max, fg[0].serial))
@@ -161,7 +184,7 @@ def post_reservation(conn: Connection, book: Rulebook, version: int, info: Proje
             "returned": [{"lot": r[0], "pollutant": r[1], "amount_g": r[2], "to": r[3]} for r in returns]}
 
 
-def holding_problems(book: Rulebook, snap: Snapshot, today: dt.date) -> list[dict]:
+def holding_problems(book: Rulebook, snap: Snapshot, today: dt.date, now: dt.date | None = None) -> list[dict]:
     """Why the project's reservation is not exactly its requirement from eligible lots (empty when it is)."""
     facts, held, info = snap.lot_facts(), snap.held("reserved"), snap.info
     out = []
@@ -171,7 +194,7 @@ def holding_problems(book: Rulebook, snap: Snapshot, today: dt.date) -> list[dic
     for pol, need in sorted(needs.items()):
         lots = held.get(pol, {})
         for lot, grams in sorted(lots.items()):
-            reason = why_not(book, facts[lot], pol, need.key, today, info.needed_by)
+            reason = why_not(book, facts[lot], pol, need.key, today, info.needed_by, now)
             if reason:
                 out.append({"pollutant": pol, "problem": "lot_not_eligible", "lot": lot, "held_g": grams,
                             "reason": reason})
@@ -186,9 +209,12 @@ def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: st
             key: str | None = None) -> dict:
     """Confirm a project's reservations as allocations, citing the approval document. Refused unless every
     pollutant holds exactly its requirement under the rulebook in force, from lots eligible today."""
-    today = date or clock.today()
+    project_id, actor = edge_id(project_id, "project id"), edge_text(actor, "actor")
+    now = clock.today()
+    today = date or now
     if not doc.strip():
         raise Refused("an approval needs the approval document number (--doc)", "missing_doc")
+    doc = edge_text(doc, "approval document number")
 
     def work(conn: Connection) -> dict:
         check_date(conn, today)
@@ -198,7 +224,12 @@ def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: st
         if info.state != "reserved":
             raise Refused(f"project {project_id} is {info.state}; reserve it before approving", "project_state",
                           project_id=project_id, state=info.state)
-        problems = holding_problems(book, snap, today)
+        lapse = info.reserved_until
+        if lapse is not None and lapse <= max(today, now):
+            raise Refused(f"the reservation of {project_id} lapsed on {lapse}; reserve it again (`quota expire` "
+                          "releases lapsed reservations)", "reservation_lapsed", project_id=project_id,
+                          lapsed=lapse.isoformat())
+        problems = holding_problems(book, snap, today, now)
         if problems:
             raise Refused(f"project {project_id} cannot be approved: " + "; ".join(_holding_text(book, p)
                                                                                    for p in problems)
@@ -264,6 +295,7 @@ def _set_state(conn: Connection, project_id: str, state: str) -> None:
 def release(engine: Engine | Connection, project_id: str, *, actor: str, date: dt.date | None = None,
             key: str | None = None) -> dict:
     """Return a project's reservations to their lots; the project goes back to the pipeline."""
+    project_id, actor = edge_id(project_id, "project id"), edge_text(actor, "actor")
     today = date or clock.today()
 
     def work(conn: Connection) -> dict:
@@ -287,6 +319,7 @@ def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt
            key: str | None = None) -> dict:
     """Withdraw a project for good, returning reserved and allocated quota to its lots (or to revoked:,
     superseded: or expired: when the lot can no longer serve)."""
+    project_id, actor = edge_id(project_id, "project id"), edge_text(actor, "actor")
     today = date or clock.today()
 
     def work(conn: Connection) -> dict:
@@ -310,6 +343,7 @@ def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt
 
 def expire(engine: Engine | Connection, as_of: dt.date, *, actor: str, key: str | None = None) -> dict:
     """Post expired lots' balances to expired:<P> and release reservations that lapsed by `as_of`."""
+    actor = edge_text(actor, "actor")
 
     def work(conn: Connection) -> dict:
         check_date(conn, as_of, "expire --as-of")
@@ -348,9 +382,11 @@ def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, d
     """Revoke a lot (its tally was found invalid): its unallocated balance goes to revoked:<P> and the lot is
     marked revoked, so nothing drawn from it ever returns to it. Reservations from it can no longer be
     approved (re-reserve); allocations already made stay and are flagged in trace and statements."""
+    serial, actor = edge_id(serial, "lot"), edge_text(actor, "actor")
     today = date or clock.today()
     if not memo.strip():
         raise Refused("a revocation needs its reason (--memo)", "missing_memo")
+    memo = edge_text(memo, "memo")
 
     def work(conn: Connection) -> dict:
         check_date(conn, today)

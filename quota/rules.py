@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from decimal import Decimal
 
+from . import identity
 from .errors import Problem, ValidationFailed
 
 MEDIA = ("water", "air", "metal")
@@ -157,10 +158,11 @@ def load_rulebook_file(path: str) -> Rulebook:
 def parse_rulebook(text: str, source: str = "rules.toml") -> tuple[Rulebook | None, list[Problem]]:
     """Parse and validate a rulebook; return (rulebook, []) or (None, problems)."""
     try:
-        data = tomllib.loads(text, parse_float=Decimal)
+        data = tomllib.loads(text, parse_float=Decimal)  # stored rulebooks are re-read: keep TOML's grammar
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", 0) or _line_of(str(exc))
         return None, [Problem(source, line, "", f"TOML syntax error: {exc}")]
+
     v = _Validator(source)
     book = v.build(data, text)
     if v.problems:
@@ -253,6 +255,18 @@ class _Validator:
             return ""
         return value.strip()
 
+    def _code(self, table: dict, key: str, where: str, required: bool = True) -> str:
+        """A zone or pollutant code in the normal form of every id (identity.code), so that a
+        code in the rulebook and the same code typed in a file are one code."""
+        value = self._str(table, key, where, required)
+        if not value:
+            return ""
+        try:
+            return identity.code(value, f"{where}.{key}")
+        except identity.BadId as exc:
+            self.err(f"{where}.{key}", exc.reason)
+            return ""
+
     def _ratio(self, value: object, where: str) -> Decimal:
         if isinstance(value, int) and not isinstance(value, bool):
             value = Decimal(value)
@@ -296,7 +310,7 @@ class _Validator:
             return out
         for where, p in self.tables(items, "pollutants"):
             self.keys(p, {"code", "name", "name_zh", "medium", "unit"}, where)
-            code = self._str(p, "code", where)
+            code = self._code(p, "code", where)
             if code and not CODE_RE.match(code):
                 self.err(f"{where}.code", f"{code!r} must match [A-Z][A-Z0-9-]*")
             if code in out:
@@ -318,7 +332,7 @@ class _Validator:
             return out
         for where, z in self.tables(items, "zones"):
             self.keys(z, {"code", "name", "name_zh", "watershed", "airshed", "non_attainment"}, where)
-            code = self._str(z, "code", where)
+            code = self._code(z, "code", where)
             if code and not ZONE_RE.match(code):
                 self.err(f"{where}.code", f"{code!r} must match [A-Z0-9][A-Z0-9-]* (ASCII, used in account names)")
             if code in out:
@@ -358,8 +372,8 @@ class _Validator:
                 self.err(f"{where}.ratio", "required key is missing")
                 continue
             ratio = self._ratio(r["ratio"], f"{where}.ratio")
-            pol = self._str(r, "pollutant", where, False) or None
-            zone = self._str(r, "zone", where, False) or None
+            pol = self._code(r, "pollutant", where, False) or None
+            zone = self._code(r, "zone", where, False) or None
             if pol and pol not in pollutants:
                 self.err(f"{where}.pollutant", f"unknown pollutant {pol!r}")
             if zone and zone not in zones:

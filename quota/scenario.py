@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from . import units
+from . import identity, units
 from .errors import Problem, ValidationFailed
 from .rules import MEDIA, RatioRule, Rulebook
 
@@ -78,9 +78,11 @@ def load_scenario(path: str, book: Rulebook) -> Scenario:
     name = Path(path).name
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
-        data = tomllib.loads(text, parse_float=Decimal)
+        data = tomllib.loads(text, parse_float=units.toml_decimal)
     except FileNotFoundError:
         raise ValidationFailed([Problem(name, 0, "", "file not found")]) from None
+    except units.AmountError as exc:
+        raise ValidationFailed([Problem(name, units.toml_problem_line(text, exc), "", str(exc))]) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValidationFailed([Problem(name, getattr(exc, "lineno", 0) or 0, "", f"cannot read: {exc}")]) from None
     p = _Parser(name, book)
@@ -115,11 +117,12 @@ class _Parser:
             self.err(where, "must be a table of pollutant = amount")
             return out
         for pol, raw in table.items():
+            pol = self.code(pol, f"{where}.{pol}") or pol
             if pol not in self.book.pollutants:
                 self.err(f"{where}.{pol}", f"unknown pollutant {pol!r}")
                 continue
             try:
-                value = units.parse_decimal(raw if not isinstance(raw, int) else str(raw))
+                value = units.parse_decimal(raw)
             except units.AmountError as exc:
                 self.err(f"{where}.{pol}", str(exc))
                 continue
@@ -127,13 +130,41 @@ class _Parser:
                 self.err(f"{where}.{pol}", "amount must be greater than zero")
                 continue
             unit = self.book.pollutants[pol].unit
+            too_big = units.check_row_g(units.grams_exact(value, unit), unit)
+            if too_big:
+                self.err(f"{where}.{pol}", f"amount {value} {too_big}")
+                continue
             out[pol] = units.to_requirement_g(value, unit) if round_up else units.to_credit_g(value, unit)
         return out
 
     def zone(self, value, where: str) -> str:
+        value = self.code(value, where) if isinstance(value, str) else value
         if value not in self.book.zones:
             self.err(where, f"unknown zone {value!r}")
         return str(value)
+
+    def code(self, value, where: str, required: bool = True) -> str:
+        """An id or code by identity.code ('' and a problem if it is unfit)."""
+        if value is None or value == "":
+            if required:
+                self.err(where, "required")
+            return ""
+        if not isinstance(value, str):
+            self.err(where, f"must be a text, got {value!r}")
+            return ""
+        try:
+            return identity.code(value, where)
+        except identity.BadId as exc:
+            self.err(where, exc.reason)
+            return ""
+
+    def free(self, value, where: str) -> str:
+        """A name by identity.free_text (no control, bidi or line-break characters)."""
+        try:
+            return identity.free_text(str(value), where)
+        except identity.BadId as exc:
+            self.err(where, exc.reason)
+            return ""
 
     def unknown(self, table: dict, allowed: set[str], where: str) -> None:
         for key in sorted(set(table) - allowed):
@@ -148,22 +179,22 @@ class _Parser:
             w = f"lots[{i}]"
             self.unknown(lot, {"id", "zone", "pollutant", "amount", "expires"}, w)
             zone = self.zone(lot.get("zone"), f"{w}.zone")
-            pol = lot.get("pollutant")
+            pol = self.code(lot.get("pollutant"), f"{w}.pollutant", required=False)
             amounts = self.amounts({pol: lot.get("amount")}, w, zone, round_up=False) if pol else {}
             if not pol:
                 self.err(f"{w}.pollutant", "required")
-            sc.lots.append(ExtraLot(str(lot.get("id", f"H{i}")), zone, pol or "", amounts.get(pol, 0),
+            sc.lots.append(ExtraLot(self.code(lot.get("id", f"H{i}"), f"{w}.id"), zone, pol or "", amounts.get(pol, 0),
                                     self.date(lot.get("expires"), f"{w}.expires")))
         for i, pr in enumerate(data.get("projects", []), 1):
             w = f"projects[{i}]"
             self.unknown(pr, {"project_id", "name", "zone", "industry", "priority", "needed_by", "must_fund",
                               "needs", "ratios"}, w)
-            if not pr.get("project_id"):
-                self.err(f"{w}.project_id", "required")
+            pid = self.code(pr.get("project_id"), f"{w}.project_id")
             zone = self.zone(pr.get("zone"), f"{w}.zone")
             ratios = {}
             for pol, r in (pr.get("ratios") or {}).items():
-                r = Decimal(r) if isinstance(r, int) else r
+                pol = self.code(pol, f"{w}.ratios.{pol}") or pol
+                r = Decimal(r) if isinstance(r, int) and not isinstance(r, bool) else r
                 if not isinstance(r, Decimal) or not (1 <= r <= 100):
                     self.err(f"{w}.ratios.{pol}", "ratio must be from 1 to 100")
                 else:
@@ -172,16 +203,17 @@ class _Parser:
             if not isinstance(priority, int) or priority < 1:
                 self.err(f"{w}.priority", "must be a whole number >= 1")
                 priority = 1
-            sc.projects.append(ExtraProject(str(pr.get("project_id", "")), str(pr.get("name", "")), zone,
+            sc.projects.append(ExtraProject(pid, self.free(pr.get("name", ""), f"{w}.name"), zone,
                                             str(pr.get("industry", "")), priority,
                                             self.date(pr.get("needed_by"), f"{w}.needed_by"),
                                             bool(pr.get("must_fund", False)),
                                             self.amounts(pr.get("needs"), f"{w}.needs", zone, round_up=True), ratios))
-        sc.remove_projects = [str(x) for x in data.get("remove_projects", [])]
+        sc.remove_projects = [self.code(x, f"remove_projects[{i}]")
+                              for i, x in enumerate(data.get("remove_projects", []), 1)]
         rules = data.get("rules", {})
         self.unknown(rules, {"non_attainment", "ratio_default", "ratio_non_attainment", "ratio_rule"}, "rules")
         for zone, media in (rules.get("non_attainment") or {}).items():
-            self.zone(zone, f"rules.non_attainment.{zone}")
+            zone = self.zone(zone, f"rules.non_attainment.{zone}")
             if not isinstance(media, list) or any(m not in MEDIA for m in media):
                 self.err(f"rules.non_attainment.{zone}", f"must be a list of media from {', '.join(MEDIA)}")
             else:
@@ -198,7 +230,11 @@ class _Parser:
             if not isinstance(value, Decimal) or not (1 <= value <= 100):
                 self.err(f"rules.ratio_rule[{i}].ratio", "ratio must be from 1 to 100")
                 continue
-            sc.ratio_rules.append(RatioRule(value, r.get("pollutant"), r.get("industry"), r.get("zone")))
+            pol = self.code(r.get("pollutant"), f"rules.ratio_rule[{i}].pollutant", required=False) or None
+            if pol and pol not in self.book.pollutants:
+                self.err(f"rules.ratio_rule[{i}].pollutant", f"unknown pollutant {pol!r}")
+            zone = self.zone(r["zone"], f"rules.ratio_rule[{i}].zone") if r.get("zone") else None
+            sc.ratio_rules.append(RatioRule(value, pol, r.get("industry"), zone))
         for i, c in enumerate(data.get("candidates", []), 1):
             w = f"candidates[{i}]"
             self.unknown(c, {"id", "name", "zone", "cost", "reductions"}, w)
@@ -209,7 +245,8 @@ class _Parser:
             if not isinstance(cost, int) or cost < 0:
                 self.err(f"{w}.cost", "must be a non-negative number")
                 cost = 0
-            sc.candidates.append(Candidate(str(c.get("id", f"C{i}")), str(c.get("name", "")), zone, cost,
+            sc.candidates.append(Candidate(self.code(c.get("id", f"C{i}"), f"{w}.id"),
+                                           self.free(c.get("name", ""), f"{w}.name"), zone, cost,
                                            self.amounts(c.get("reductions"), f"{w}.reductions", zone,
                                                         round_up=False)))
         measures = data.get("measures", {})

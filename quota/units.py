@@ -1,7 +1,9 @@
 """Conversion between display units (t/a, kg/a as Decimal) and integer grams per year."""
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+import re
+import unicodedata
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 GRAMS_PER_UNIT: dict[str, int] = {"t/a": 1_000_000, "kg/a": 1_000}
 DISPLAY_PLACES: dict[str, int] = {"t/a": 4, "kg/a": 3}
@@ -11,23 +13,72 @@ class AmountError(ValueError):
     """A text could not be read as a finite, non-negative amount."""
 
 
+# The number grammar (one for every file and option): an optional sign, digits with an optional
+# fraction after a dot; a comma only as a thousands separator in groups of exactly three.
+_PLAIN = re.compile(r"^[+-]?(?:\d+|\d{1,3}(?:,\d{3})+)(?:\.\d+)?$")
+MAX_TEXT = 40  # characters: more digits than any amount needs (and no billion-digit Decimal)
+# The physical bound of one row: 10^6 t/a (10^12 g) of any pollutant. A district's whole COD load is
+# ~10^4-10^5 t/a; a kg/a pollutant is held to the same grams. 9.2 million rows at the bound still fit
+# a 64-bit total; imports also check the ledger's issued total (MAX_TOTAL_G).
+MAX_ROW_G = 10 ** 12
+MAX_TOTAL_G = 2 ** 63 - 1
+
+
 def parse_decimal(text: object) -> Decimal:
-    """Read a user-supplied amount exactly; refuse NaN, infinities and junk."""
+    """Read a user-supplied amount exactly by the one number grammar; AmountError says why not.
+
+    Plain decimals (`12.5`, `-3`, `+4`); thousands separators only in valid groups of three
+    (`1,234.5`, `12,345,678`); full-width digits and punctuation read as ASCII (NFKC first:
+    `１２．５`, `１，２３４`). Refused: `12,5` (ambiguous), `1,2,3.4`, `1_000`, `1 000`, exponents
+    (`1e3`), NaN and infinities, and more than MAX_TEXT characters."""
+    if isinstance(text, bool):
+        raise AmountError(f"not a number: {text!r}")
     if isinstance(text, float):
         raise AmountError("floating-point value given; amounts must be exact text")
+    if isinstance(text, int):
+        return Decimal(text)
     if isinstance(text, Decimal):
-        value = text
-    else:
-        s = str(text).strip().replace(",", "") if text is not None else ""
-        if not s:
-            raise AmountError("empty amount")
-        try:
-            value = Decimal(s)
-        except InvalidOperation:
-            raise AmountError(f"not a number: {s!r}") from None
-    if not value.is_finite():
-        raise AmountError(f"not a finite number: {value}")
-    return value
+        if not text.is_finite():
+            raise AmountError(f"not a finite number: {text}")
+        return text
+    s = unicodedata.normalize("NFKC", str(text)).strip() if text is not None else ""
+    if not s:
+        raise AmountError("empty amount")
+    if len(s) > MAX_TEXT:
+        raise AmountError(f"not a number: {len(s)} characters is longer than any amount ({MAX_TEXT} at most)")
+    if _PLAIN.match(s):
+        return Decimal(s.replace(",", ""))
+    raise AmountError(_why_not(s))
+
+
+def _why_not(s: str) -> str:
+    low = s.lower().lstrip("+-")
+    if low in ("nan", "snan", "inf", "infinity"):
+        return f"not a finite number: {s!r}"
+    if "_" in s:
+        return f"not a number: {s!r} (no underscores; write 1000 or 1,000)"
+    if re.fullmatch(r"[+-]?[\d.]+e[+-]?\d+", low):
+        return f"not a number: {s!r} (no exponent form; write the digits out)"
+    if re.fullmatch(r"[+-]?\d+,\d{1,2}", s) or re.fullmatch(r"[+-]?\d+,\d{4,}", s):
+        return (f"ambiguous number {s!r}: use a dot for decimals; a comma only separates thousands "
+                "in groups of three")
+    if "," in s and re.fullmatch(r"[+-]?[\d,]+(\.\d+)?", s):
+        return f"not a number: {s!r} (a comma only separates thousands, in groups of three: 1,234.5)"
+    if re.fullmatch(r"[+-]?(\.\d+|\d+\.)", s):
+        return f"not a number: {s!r} (put digits on both sides of the dot: 0.5, 5.0)"
+    if re.fullmatch(r"[+-]?[\d.]+,\d+", s):
+        return f"not a number: {s!r} (use a dot for decimals; a comma only separates thousands in groups of three)"
+    if re.search(r"\d\s+\d", s):
+        return f"not a number: {s!r} (no spaces inside a number)"
+    return f"not a number: {s!r}"
+
+
+def check_row_g(grams: Decimal | int, unit: str) -> str | None:
+    """Why an amount in grams is past the physical bound of one row, or None."""
+    if grams > MAX_ROW_G:
+        return (f"is implausibly large: more than {MAX_ROW_G // GRAMS_PER_UNIT[unit]:,} {unit} "
+                f"({MAX_ROW_G:,} g) in one row")
+    return None
 
 
 def grams_exact(amount: Decimal, unit: str) -> Decimal:
@@ -79,3 +130,21 @@ def display_up(grams: int, unit: str) -> str:
     places = DISPLAY_PLACES[unit]
     q = Decimal(1).scaleb(-places)
     return str(from_g(grams, unit).quantize(q, rounding=ROUND_CEILING))
+
+
+def toml_decimal(text: str) -> Decimal:
+    """tomllib's parse_float: a TOML float as an exact Decimal, by the same grammar (TOML's own
+    underscores and exponents refused, and nan/inf); TOML integers are read by TOML itself."""
+    if not re.fullmatch(r"[+-]?\d+\.\d+", text):
+        raise AmountError(f"not a number: {text!r} (write the digits out: no exponent, underscore, nan or inf)")
+    return Decimal(text)
+
+
+def toml_problem_line(text: str, exc: AmountError) -> int:
+    """The first line of a TOML text holding the number an AmountError names (0 if not found)."""
+    m = re.search(r"'([^']*)'", str(exc))
+    if m:
+        for i, line in enumerate(text.splitlines(), 1):
+            if m.group(1) in line.split("#")[0]:
+                return i
+    return 0

@@ -38,8 +38,22 @@ def engine(db_url):
 
 @pytest.fixture
 def pin_today(monkeypatch):
-    """pin_today(date): the library's today (quota.clock) is `date`, for tests that let time pass."""
-    return lambda day: monkeypatch.setenv("QUOTA_TODAY", day.isoformat())
+    """pin_today(date): the library's today (quota.clock.today) is `date`, for tests that let time pass (in this
+    process: QUOTA_TODAY itself may only pin the clock back)."""
+    import datetime as dt
+    import types
+    from quota import clock
+
+    def pin(day):
+        class Calendar(dt.date):  # the calendar says `day`; QUOTA_TODAY is still read (and checked) as in a process
+            fromisoformat = staticmethod(dt.date.fromisoformat)
+
+            @classmethod
+            def today(cls):
+                return day
+
+        monkeypatch.setattr(clock, "dt", types.SimpleNamespace(date=Calendar))
+    return pin
 
 
 @pytest.fixture

@@ -64,5 +64,6 @@ def test_a_writer_that_waited_for_the_lock_chains_onto_the_transaction_committed
     first.join()
     with engine.connect() as conn:
         first_hash = conn.execute(text("SELECT hash FROM txn WHERE seq = :s"), {"s": seen["first"]}).scalar_one()
-        assert ledger.verify(conn)[1] == []
+        # the chain links (these synthetic adjustments between made-up accounts break the domain rules on purpose)
+        assert [p for p in ledger.verify(conn)[1] if p.column in ("seq", "prev_hash", "hash")] == []
     assert seen["head"] == (seen["first"], first_hash) and second == seen["first"] + 1

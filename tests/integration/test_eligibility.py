@@ -264,3 +264,30 @@ def test_a_partial_reservation_keeps_the_projects_lapse_date(book, write_csv):
     with pytest.raises(Refused) as info:
         quota_ops.reserve(book, "P-2", actor="c", date=TODAY)
     assert info.value.code == "nothing_to_reserve"
+
+
+@pytest.mark.parametrize("typed", ["p-a", " P-A ", "Ｐ-Ａ"])
+def test_a_project_id_typed_another_way_is_the_same_project(book, db_url, typed):
+    r = cli(db_url, "reserve", typed, "--date", TODAY.isoformat(), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["project_id"] == "P-A" and account(book, "project:P-A:reserved") == 2_000_000
+
+
+@pytest.mark.parametrize("args", [["reserve", "P-A\u200b"], ["reserve", "P\u202eA-"], ["trace", "P-A\u200b"],
+                                  ["approve", "P-A", "--doc", "D\x1b[31m1"], ["reserve", "P-A", "--actor-x"]])
+def test_look_alike_ids_and_escape_codes_are_refused_at_the_edge(book, db_url, args):
+    if args[-1] == "--actor-x":
+        args = ["--actor", "clerk\x1b]8;;http://x\x07", *args[:-1]]
+    before = snapshot(book)
+    r = cli(db_url, *args)
+    assert r.exit_code == 1 and "Traceback" not in r.output and "\x1b" not in r.output
+    assert snapshot(book) == before
+
+
+def test_a_correction_never_extends_the_life_of_the_grams_it_corrects(book, write_csv):
+    """T-NEW (vintage 2024-01-01, expires 2029-01-01) corrected by a tally effective 2026-11-01: the new lot keeps
+    2029-01-01, not 2031-11-01."""
+    tallies.import_tallies(book, write_csv("fix.csv", TALLY_HEADER + ",supersedes", [
+        "T-FIX,S-NEW,新厂,closure,JT-DC,COD,6,,,t/a,2023,2026-11-01,m,a,R-FIX,T-NEW"]), actor="clerk")
+    assert lots(book)["T-FIX"]["expires"] == lots(book)["T-NEW"]["expires"] == "2029-01-01"
+    assert audit.verify(book)[1] == []

@@ -10,6 +10,14 @@ from quota import audit, db, migrate, plans, projects, quota_ops, rulebooks, tal
 from tests.conftest import DATA
 
 
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+    return ScriptDirectory.from_config(migrate._config(None)).get_current_head()
+
+
+HEAD = head_revision()
+
+
 def test_baseline_database_with_data_upgrades_without_loss(db_url):
     """Data written at the baseline schema (0001) survives the upgrade to head, and the new
     balance totals are backfilled from it. The baseline database is made by loading data and
@@ -32,22 +40,33 @@ def test_baseline_database_with_data_upgrades_without_loss(db_url):
     assert "ix_balance_lot" in {i["name"] for i in inspect(engine).get_indexes("balance")}
     assert "ix_posting_account_lot" in {i["name"] for i in inspect(engine).get_indexes("posting")}
     assert balance_has_rowid(engine)  # 0007's downgrade rebuilt it
+    assert integer_triggers(engine) == 0  # 0010's downgrade dropped them
     with engine.connect() as conn:  # 0008's downgrade copied the last transaction back into the head row
         assert conn.execute(text("SELECT seq, hash FROM chain_head")).one() == tuple(
             conn.execute(text("SELECT seq, hash FROM txn ORDER BY seq DESC LIMIT 1")).one())
-    assert migrate.upgrade(engine) == {"from": "0001", "to": "0009"}
+    assert migrate.upgrade(engine) == {"from": "0001", "to": HEAD}
     assert {i["name"] for i in inspect(engine).get_indexes("balance")} == set()  # 0004, 0006
     assert {i["name"] for i in inspect(engine).get_indexes("posting")} == set()  # 0007
     assert "ix_txn_project_id" in {i["name"] for i in inspect(engine).get_indexes("txn")}  # 0007
     assert balance_has_rowid(engine) is (engine.dialect.name != "sqlite")  # 0007: SQLite WITHOUT ROWID
     assert [c["name"] for c in inspect(engine).get_columns("chain_head")] == ["id"]  # 0008: the head is the last txn
+    assert integer_triggers(engine) == (12 if engine.dialect.name == "sqlite" else 0)  # 0010
     assert snapshot_without_plan(engine) == before
     assert audit.balance(engine)["rows"] == balances and audit.balance(engine, by="zone")["rows"] == zones
     assert audit.verify(engine)[1] == []
     plan = plans.run_plan(engine, as_of=dt.date(2026, 11, 29))  # the new tables work
     assert plan["plan_id"] == "PLAN-0001"
-    assert migrate.upgrade(engine) == {"from": "0009", "to": "0009"}  # idempotent
+    assert migrate.upgrade(engine) == {"from": HEAD, "to": HEAD}  # idempotent
     engine.dispose()
+
+
+def integer_triggers(engine) -> int:
+    """How many of 0010's integer-grams triggers the database holds (SQLite only)."""
+    if engine.dialect.name != "sqlite":
+        return 0
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' "
+                                 "AND name LIKE '%integer%'")).scalar_one()
 
 
 def balance_has_rowid(engine) -> bool:
@@ -82,6 +101,6 @@ def test_a_database_made_before_migrations_is_stamped_then_upgraded(db_url):
     migrate.upgrade(engine, "0001")
     with engine.begin() as conn:  # forget the version, as a pre-Alembic install would have none
         conn.execute(text("DROP TABLE alembic_version"))
-    assert migrate.upgrade(engine) == {"from": "0001", "to": "0009"}
+    assert migrate.upgrade(engine) == {"from": "0001", "to": HEAD}
     assert {"plan", "balance_total"} <= set(inspect(engine).get_table_names())
     engine.dispose()

@@ -71,7 +71,7 @@ def test_full_lifecycle_keeps_every_gram(sample):
     assert totals(sample, as_of=None) == start
     assert projects.project_rows(sample)[4]["state"] == "pipeline"
     summary, problems = audit.verify(sample)
-    assert problems == [] and summary["transactions"] == 23 + 5
+    assert problems == [] and summary["transactions"] == 23 + 1 + 5  # issues, the projects' register, operations
 
 
 def test_operations_on_a_held_connection_are_each_their_own_transaction(sample):
@@ -96,12 +96,13 @@ def test_operations_on_a_held_connection_are_each_their_own_transaction(sample):
         quota_ops.cancel(conn, "P2026-02", actor="b", date=day)
     assert totals(sample, as_of=None) == start
     summary, problems = audit.verify(sample)
-    assert problems == [] and summary["transactions"] == 23 + 3
+    assert problems == [] and summary["transactions"] == 23 + 1 + 3
 
 
 def test_expire_moves_lots_and_lapsed_reservations(sample, pin_today):
-    pin_today(D(2027, 1, 1))
+    pin_today(D(2026, 11, 30))
     quota_ops.reserve(sample, "P2026-03", actor="a", date=D(2026, 11, 29), expires=D(2026, 12, 31))
+    pin_today(D(2027, 1, 1))
     result = quota_ops.expire(sample, D(2027, 1, 1), actor="a")
     assert "P2026-03" in result["lapsed_reservations"]
     rows = {r["lot"]: r for r in audit.balance(sample, by="lot", as_of=None)["rows"]}
@@ -116,13 +117,15 @@ def test_expire_moves_lots_and_lapsed_reservations(sample, pin_today):
 
 
 def test_cancel_after_lot_expiry_returns_quota_to_expired(sample, pin_today):
-    pin_today(D(2027, 1, 5))
+    pin_today(D(2026, 11, 30))
     quota_ops.reserve(sample, "P2026-03", actor="a", date=D(2026, 11, 29))
     quota_ops.approve(sample, "P2026-03", doc="D1", actor="a", date=D(2026, 11, 30))
+    pin_today(D(2027, 1, 5))  # time passes: the COD lot expired on 2026-12-15
     quota_ops.cancel(sample, "P2026-03", actor="a", date=D(2027, 1, 5))
     rows = {r["lot"]: r for r in audit.balance(sample, by="lot", as_of=D(2027, 1, 5))["rows"]}
     assert rows["COD-2021-00005"]["expired_g"] == 6_000_000
-    assert rows["COD-2021-00005"]["available_g"] == 20_800_000  # not yet expired by `quota expire`
+    assert rows["COD-2021-00005"]["lapsed_g"] == 20_800_000  # not yet expired by `quota expire`: lapsed
+    assert rows["COD-2021-00005"]["available_g"] == 0 and rows["COD-2021-00005"]["state"] == "expired"
 
 
 def test_balance_as_of_a_date_replays_history(sample):
@@ -236,7 +239,7 @@ def test_never_expiring_lots_are_drawn_after_every_expiring_one(engine, write_cs
                      encoding="utf-8")
     rulebooks.load(engine, str(never), "admin")
     tallies.import_tallies(engine, write_csv("t2.csv", header, [
-        f"N{i},SN{i},源{i},closure,JT-YT,COD,1.0,,,t/a,2020,2024-0{5 - i}-01,m,x,RN{i}" for i in range(2)]),
+        f"N{i},SN{i},新源{i},closure,JT-YT,COD,1.0,,,t/a,2020,2024-0{5 - i}-01,m,x,RN{i}" for i in range(2)]),
         actor="clerk")
     projects.import_projects(engine, write_csv(
         "p.csv", "project_id,name,zone,industry,pollutant,increment,unit,priority,needed_by,must_fund,ratio",

@@ -8,7 +8,6 @@ every held gram was eligible for its project when it was drawn (and allocated gr
 is credited twice; `verify` passes."""
 import datetime as dt
 import itertools
-import os
 import tempfile
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
@@ -40,8 +39,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.engine = db.make_engine(url)
         rulebooks.init(self.engine, str(DATA / "rules.toml"), "model")
         self.day = dt.date(2026, 1, 1)
-        self.pinned = os.environ.get("QUOTA_TODAY")
-        os.environ["QUOTA_TODAY"] = "2099-12-31"  # time passes in this model: the library's today is far ahead
+        from quota import clock
+        self.pinned = clock.today
+        clock.today = lambda: self.day  # time passes in this model: the library's today is the model's day
         self.ids = itertools.count(1)
         self.default = Decimal("1.0")  # the rulebook's default ratio
         self.lots = {}        # serial -> {"pol", "effective", "expires", "available", "status", "source"}
@@ -51,9 +51,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def teardown(self):
         if hasattr(self, "pinned"):
-            os.environ.pop("QUOTA_TODAY", None)
-            if self.pinned is not None:
-                os.environ["QUOTA_TODAY"] = self.pinned
+            from quota import clock
+            clock.today = self.pinned
         if hasattr(self, "engine"):
             self.engine.dispose()
             self.drop()

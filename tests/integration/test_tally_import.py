@@ -69,7 +69,9 @@ def test_a_superseding_tally_replaces_only_the_unused_part(engine, write_csv):
     rows = {r["tally_id"]: r for r in audit.balance(engine, by="lot", as_of=None)["rows"]}
     assert rows["S-1"]["available_g"] == 0 and rows["S-1"]["reserved_g"] == 4_000_000
     assert rows["S-1"]["state"] == "superseded"  # what it still lends to P1 never returns to it
-    assert rows["S-2"]["issued_g"] == 3_000_000  # 7 t credited in total, 4 t already used
+    # 7 t credited: nothing of S-1 was allocated or expired, so the new lot holds 7 t; the 4 t P1 reserved on S-1
+    # can never be approved from it and go to superseded: when released (they are not spent)
+    assert rows["S-2"]["issued_g"] == 7_000_000
     assert audit.verify(engine)[1] == []
 
 
