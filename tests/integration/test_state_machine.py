@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from sqlalchemy import text
 
 from quota import audit, db, projects, quota_ops, rulebooks, tallies
-from quota.errors import Refused
+from quota.errors import Refused, ValidationFailed
 from tests.conftest import DATA, ENGINES, PROJECT_HEADER, TALLY_HEADER
 from tests.databases import fresh_url
 
@@ -48,6 +48,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.counter = {}     # (account kind, pollutant) -> grams outside lots
         self.projects = {}    # pid -> {"pollutant", "increment", "needed_by", "state", "held": {serial: g}, "part"}
         self.credited = {}    # source -> grams credited
+        self.expired_of = {}  # lot -> grams that expired from it (posted to expired:, or lapsed when superseded)
 
     def teardown(self):
         if hasattr(self, "pinned"):
@@ -86,6 +87,7 @@ class LedgerMachine(RuleBasedStateMachine):
             key = (lot["status"], lot["pol"])
         elif lot["expires"] <= self.day:
             key = ("expired", lot["pol"])
+            self.expired_of[serial] = self.expired_of.get(serial, 0) + grams
         else:
             lot["available"] += grams
             return
@@ -130,8 +132,56 @@ class LedgerMachine(RuleBasedStateMachine):
         except ValueError:
             expires = effective.replace(year=effective.year + LIFE, day=28)
         self.lots[serial] = {"pol": pollutant, "effective": effective, "expires": expires, "available": milli * 1000,
-                             "status": "active", "source": f"S{n}"}
+                             "status": "active", "source": f"S{n}", "tally": f"T{n}", "supersedes": None,
+                             "current": True}
         self.credited[f"S{n}"] = self.credited.get(f"S{n}", 0) + milli * 1000
+
+    def _spent(self, serial) -> int:
+        """Grams a lot gave out for good: allocated to projects, or expired (posted, or lapsed on the lot)."""
+        allocated = sum(p["held"].get(serial, 0) for p in self.projects.values() if p["part"] == "allocated")
+        return allocated + self.expired_of.get(serial, 0)
+
+    @precondition(lambda self: any(l["current"] for l in self.lots.values()))
+    @rule(data=st.data(), milli=st.integers(1, 8_000))
+    def supersede(self, data, milli):
+        """A corrected tally for a lot's source: credited its amount less what the whole chain it replaces gave
+        out for good, expiring no later than that chain; the old lot's balance leaves it for good."""
+        old = data.draw(st.sampled_from(sorted(s for s, l in self.lots.items() if l["current"])))
+        head = self.lots[old]
+        chain, s = [], old
+        while s:
+            chain.append(s)
+            s = self.lots[s]["supersedes"]
+        if head["status"] == "active" and head["available"] and head["expires"] <= self.day:
+            self.expired_of[old] = self.expired_of.get(old, 0) + head["available"]  # lapsed: spent
+        spent = sum(self._spent(x) for x in chain)
+        n = next(self.ids)
+        zone = SETUP[head["pol"]][0]
+        row = (f"T{n},{head['source']},源,closure,{zone},{head['pol']},{milli / 1000:.3f},,,t/a,,{self.day},m,a,R{n},"
+               f"{head['tally']}")
+        path = self._csv(TALLY_HEADER + ",supersedes", row)
+        if milli * 1000 - spent <= 0:
+            if head["status"] == "active" and head["available"] and head["expires"] <= self.day:
+                self.expired_of[old] -= head["available"]  # refused: nothing moved
+            with pytest.raises(ValidationFailed):
+                tallies.import_tallies(self.engine, path, actor="model")
+            return
+        serial = tallies.import_tallies(self.engine, path, actor="model")["lots"][0]
+        if head["status"] == "active":
+            if head["available"]:
+                key = ("expired" if head["expires"] <= self.day else "superseded", head["pol"])
+                self.counter[key] = self.counter.get(key, 0) + head["available"]
+            head.update(available=0, status="superseded")
+        head["current"] = False
+        try:
+            own = self.day.replace(year=self.day.year + LIFE)
+        except ValueError:
+            own = self.day.replace(year=self.day.year + LIFE, day=28)
+        expires = min([own] + [self.lots[x]["expires"] for x in chain])
+        self.lots[serial] = {"pol": head["pol"], "effective": self.day, "expires": expires,
+                             "available": milli * 1000 - spent, "status": "active", "source": head["source"],
+                             "tally": f"T{n}", "supersedes": old, "current": True}
+        self.credited[head["source"]] += milli * 1000 - spent
 
     @rule(pollutant=st.sampled_from(sorted(SETUP)), percent=st.integers(1, 130),
           ahead=st.one_of(st.none(), st.integers(0, 400)))
@@ -258,8 +308,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def expire(self, days):
         self.day += dt.timedelta(days=days)
         quota_ops.expire(self.engine, self.day, actor="model")
-        for lot in self.lots.values():
+        for serial, lot in self.lots.items():
             if lot["expires"] <= self.day and lot["available"] > 0:
+                self.expired_of[serial] = self.expired_of.get(serial, 0) + lot["available"]
                 key = ("expired", lot["pol"])
                 self.counter[key] = self.counter.get(key, 0) + lot["available"]
                 lot["available"] = 0
