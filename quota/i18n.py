@@ -60,6 +60,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "report_projects": {"en": "Funded and unfunded projects", "zh": "保障与未保障项目"},
     "report_flow": {"en": "Where the quota comes from: sources → projects", "zh": "指标流向：平衡源 → 项目"},
     "report_none": {"en": "nothing", "zh": "无"},
+    "report_outlook": {"en": "Outlook {first}–{last}: quota left at each year's end, and demand the plan cannot fund",
+                       "zh": "{first}–{last} 年展望：各年末剩余指标，以及方案无法保障的需求"},
+    "outlook_left": {"en": "left at year end", "zh": "年末剩余"},
+    "outlook_short": {"en": "unfunded demand", "zh": "未保障需求"},
     "available": {"en": "available", "zh": "可用"},
     "reserved_kind": {"en": "reserved", "zh": "预留"},
     "allocated_kind": {"en": "allocated", "zh": "已核定"},
@@ -139,7 +143,7 @@ def _one(message: str) -> str:
 STATES_ZH = {"pipeline": "待审", "reserved": "已预留", "approved": "已批复", "cancelled": "已撤销", "scenario": "情景",
              "revoked": "已注销", "superseded": "已被替代", "expired": "已过期", "active": "有效"}
 WHAT_ZH = {"pollutant": "污染物", "zone": "区域", "solver": "求解器", "time_limit": "时间限制", "gap": "差距",
-           "by": "分组方式"}
+           "by": "分组方式", "years": "年数"}
 
 
 def _short_zh(facts: dict) -> str:
