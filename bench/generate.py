@@ -2,6 +2,8 @@
 
 Shape of DESIGN 9: N projects (about 2.5 pollutants each), Z zones grouped into watersheds and
 airsheds, 8 pollutants, L lots, supply about `tightness` x demand per (pollutant, key).
+`SHAPES` names the instance shapes the benchmark runs (DESIGN 9, issue 16): few large or many
+small matching keys, tight or loose supply, must-fund sets, dated or undated lots and projects.
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ AS_OF = dt.date(2026, 1, 1)
 
 
 def instance(projects: int = 2000, zones: int = 40, lots: int = 720, tightness: float = 0.6, seed: int = 1,
-             must_fund_share: float = 0.01, sigma: float = 1.2, watersheds: int = 20, airsheds: int = 10
-             ) -> tuple[list[PProject], list[PLot]]:
+             must_fund_share: float = 0.01, sigma: float = 1.2, watersheds: int = 20, airsheds: int = 10,
+             priorities: tuple[int, int] = (1, 10), dated: bool = True) -> tuple[list[PProject], list[PLot]]:
+    """A seeded instance. Zone z lies in watershed z mod `watersheds` and in airshed z mod `airsheds`. `dated=False`: no needed_by dates and lots that never expire."""
     rng = random.Random(seed)
     watershed = {z: f"W{z % watersheds}" for z in range(zones)}
     airshed = {z: f"A{z % airsheds}" for z in range(zones)}
@@ -42,7 +45,8 @@ def instance(projects: int = 2000, zones: int = 40, lots: int = 720, tightness: 
             needs.append(PNeed(pol, key(pol, z), g))
             demand[(pol, key(pol, z))] += g
         on = AS_OF + dt.timedelta(days=rng.choice([0, 0, 90, 180, 365, 540, 730, 1095]))
-        plist.append(PProject(f"P{j:05d}", rng.randint(1, 10), rng.random() < must_fund_share, on, tuple(needs)))
+        plist.append(PProject(f"P{j:05d}", rng.randint(*priorities), rng.random() < must_fund_share,
+                              on if dated else AS_OF, tuple(needs)))
     groups = sorted(demand)
     per_group = defaultdict(list)
     for i in range(lots):
@@ -53,6 +57,7 @@ def instance(projects: int = 2000, zones: int = 40, lots: int = 720, tightness: 
         weights = [rng.random() + 0.2 for _ in ids]
         for i, w in zip(ids, weights):
             expires = None if rng.random() < 0.15 else AS_OF + dt.timedelta(days=rng.randint(60, 1800))
+            expires = expires if dated else None
             llist.append(PLot(f"L{i:05d}", group[0], group[1], expires, int(total * w / sum(weights))))
     # must-fund projects must be fundable: drop the flag where they alone do not fit
     from quota.planner import build_rows, feasible
@@ -66,6 +71,36 @@ def instance(projects: int = 2000, zones: int = 40, lots: int = 720, tightness: 
         p = plist[victim]
         plist[victim] = PProject(p.project_id, p.priority, False, p.on, p.needs)
     return plist, llist
+
+
+# name -> instance() arguments. 40 zones and 720 lots per 2,000 projects (at least 40 zones and 60 lots);
+# a float number of watersheds or airsheds is a share of the zones (so small keys stay small at scale).
+SMALL = {"watersheds": 1.0, "airsheds": 0.5, "priorities": (100, 1000)}
+SHAPES: dict[str, dict] = {
+    # DESIGN 9's reference: 40 zones in 20 watersheds and 10 airsheds, priorities 1-10
+    "reference": {"watersheds": 0.5, "airsheds": 0.25},
+    # issue 16: many small keys -- each zone its own watershed, airsheds pairing zones, priorities 100-1000
+    "many-small": SMALL,
+    "many-small-tight": {**SMALL, "tightness": 0.4},
+    "many-small-loose": {**SMALL, "tightness": 0.9},
+    # few large keys: a district with 3 watersheds and 2 airsheds
+    "few-large": {"watersheds": 3, "airsheds": 2, "priorities": (100, 1000)},
+    "few-large-tight": {"watersheds": 3, "airsheds": 2, "priorities": (100, 1000), "tightness": 0.4},
+    # a must-fund set of about 10% of the projects
+    "must-fund": {**SMALL, "must_fund_share": 0.10},
+    # no dates: every project needed now, lots that never expire (one Hall row per group)
+    "undated": {**SMALL, "dated": False},
+}
+
+
+def shape(name: str, projects: int = 2000, seed: int = 1) -> tuple[list[PProject], list[PLot]]:
+    """The named shape (see SHAPES) with `projects` projects."""
+    args = dict(SHAPES[name])
+    zones = max(40, 40 * projects // 2000)
+    for k in ("watersheds", "airsheds"):
+        if isinstance(args.get(k), float):
+            args[k] = max(1, round(args[k] * zones))
+    return instance(projects, zones, max(60, 720 * projects // 2000), seed=seed, **args)
 
 
 def describe(projects: list[PProject], lots: list[PLot]) -> str:

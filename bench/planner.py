@@ -1,9 +1,12 @@
-"""Planner benchmark: our planner beside plain PuLP+CBC / PuLP+HiGHS calls at the same time limit.
+"""Planner benchmark: our planner beside plain HiGHS, per-component HiGHS, plain CBC and a greedy
+pass, per instance shape (bench.generate.SHAPES), at the same time limit, in one run.
 
-    .venv/bin/python -m bench.planner [--projects 2000] [--time-limit 10] [--seed 1] [--scaling]
+    .venv/bin/python -m bench.planner [--shapes many-small,few-large] [--projects 2000] [--time-limit 10]
+    .venv/bin/python -m bench.planner --large 50000 --time-limit 30 --shapes many-small,few-large
 
-Prints wall time, objective and objective / LP-relaxation bound for each method, and how the
-model build and solve times grow from 200 to 2,000 to 10,000 projects with --scaling.
+Each result is shown as a share of the LP-relaxation bound and of the best proven bound (the
+smallest MIP bound any method proved). --large runs only our planner and reports wall time
+(model build included) and peak memory of the parent and of the largest worker process.
 """
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ import time
 
 import pulp
 
-from bench.generate import describe, instance
-from quota import planner
+from bench.generate import SHAPES, describe, shape
+from quota import decompose, planner
+from quota.decompose import cores
 from quota.planner import _exp, quiet
 
 
@@ -47,14 +51,38 @@ def naive_model(projects, lots):
 
 
 def plain(projects, lots, solver, time_limit):
+    """One plain solver call on the x_jqk model: (seconds, objective, valid, proven bound or None)."""
     t0 = time.perf_counter()
     prob, y = naive_model(projects, lots)
     with quiet():
         prob.solve(solver(msg=False, timeLimit=time_limit))
     funded = {j for j, v in y.items() if (v.varValue or 0) > 0.5}
     rows = planner.build_rows(projects, lots, [])
-    ok = not planner.feasible(rows, funded, set())
-    return time.perf_counter() - t0, sum(projects[j].priority for j in funded), ok
+    must = {j for j, p in enumerate(projects) if p.must_fund}
+    ok = not planner.feasible(rows, funded, set()) and must <= funded  # else: no valid plan in time
+    bound = None
+    model = getattr(prob, "solverModel", None)
+    if model is not None:  # HiGHS: PuLP minimises -objective
+        raw = model.getInfo().mip_dual_bound
+        bound = -raw if raw == raw and abs(raw) != float("inf") else None
+    return time.perf_counter() - t0, sum(projects[j].priority for j in funded) if ok else 0, ok, bound
+
+
+def per_component(projects, lots, time_limit):
+    """Plain HiGHS on each connected component of the project-pool graph, one after another,
+    each with an equal share of the time limit: (seconds, objective, valid, proven bound, components)."""
+    t0 = time.perf_counter()
+    rows = planner.build_rows(projects, lots, [])
+    parts = decompose.split(len(projects), rows, 0, couple_candidates=False, budget=False)
+    value, bound, ok = 0, 0.0, True
+    for part in parts:
+        groups = {rows[r].group for r in part.rows}
+        sub = [projects[i] for i in part.projects]
+        sub_lots = [lot for lot in lots if (lot.pollutant, lot.key) in groups]
+        _, v, valid, b = plain(sub, sub_lots, pulp.HiGHS, time_limit / len(parts))
+        value, ok = value + v, ok and valid
+        bound += b if b is not None else sum(p.priority for p in sub)
+    return time.perf_counter() - t0, value, ok, bound, len(parts)
 
 
 def fund_in_order(projects, lots, order) -> int:
@@ -87,51 +115,66 @@ def priority_greedy(projects, lots) -> int:
                                                 key=lambda j: (not projects[j].must_fund, -projects[j].priority, j)))
 
 
+def shape_table(names, n, time_limit, seed, skip_plain=False) -> None:
+    print(f"{'shape':<17}{'method':<22}{'wall s':>8}{'objective':>12}{'/ LP':>9}{'/ proven':>10}")
+    for name in names:
+        projects, lots = shape(name, n, seed)
+        print(f"{name:<17}{describe(projects, lots)}")
+        t0 = time.perf_counter()
+        sol, rows = planner.solve(projects, lots, time_limit=time_limit, gap=0.0)
+        results = [("ours", time.perf_counter() - t0, sol.objective, True, sol.bound)]
+        if not skip_plain:
+            secs, value, ok, bound = plain(projects, lots, pulp.HiGHS, time_limit)
+            results.append(("plain HiGHS", secs, value, ok, bound))
+            secs, value, ok, bound, k = per_component(projects, lots, time_limit)
+            results.append((f"per-component HiGHS ({k})", secs, value, ok, bound))
+            secs, value, ok, _ = plain(projects, lots, pulp.PULP_CBC_CMD, time_limit)
+            results.append(("plain CBC", secs, value, ok, None))
+        t0 = time.perf_counter()
+        results.append(("greedy by priority", time.perf_counter() - t0 + 0, priority_greedy(projects, lots), True, None))
+        best = min(b for *_, b in results if b is not None)
+        for method, secs, value, ok, _ in results:
+            print(f"{'':<17}{method:<22}{secs:>8.2f}{value:>12.0f}{100 * value / sol.lp_bound:>8.2f}%"
+                  f"{100 * value / best:>9.2f}%" + ("" if ok else "  (no valid plan)"))
+        print(f"{'':<17}LP bound {sol.lp_bound:.1f}, best proven bound {best:.1f}; ours: {sol.status}, "
+              f"{len(sol.parts)} parts, {sum(p['how'] in ('MIP', 'fallback') for p in sol.parts)} needed the MILP")
+
+
+def large(names, n, time_limit, seed) -> None:
+    """One solve per shape at n projects, in this process: wall time including the model build, memory."""
+    import resource
+    print(f"{'shape':<17}{'projects':>9}{'wall s':>8}{'/ LP':>9}{'/ proven':>10}  status    parent MB  worker MB")
+    for name in names:
+        projects, lots = shape(name, n, seed)
+        t0 = time.perf_counter()
+        sol, _ = planner.solve(projects, lots, time_limit=time_limit, gap=0.0)
+        secs = time.perf_counter() - t0
+        feasible = not planner.feasible(planner.build_rows(projects, lots, []), set(sol.funded), set())
+        for w in decompose.POOL.workers:  # reap the workers so their peak memory is counted
+            w.kill()
+        decompose.POOL.workers = []
+        parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"{name:<17}{n:>9}{secs:>8.2f}{100 * sol.objective / sol.lp_bound:>8.2f}%"
+              f"{100 * sol.objective / sol.bound:>9.2f}%  {sol.status if feasible else 'INVALID':<9}"
+              f"{parent:>10.0f}{child:>11.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated names from bench.generate.SHAPES")
     ap.add_argument("--projects", type=int, default=2000)
-    ap.add_argument("--lots", type=int, default=720)
-    ap.add_argument("--zones", type=int, default=40)
-    ap.add_argument("--tightness", type=float, default=0.6)
     ap.add_argument("--time-limit", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--scaling", action="store_true", help="also time 200 / 2,000 / 10,000 projects")
     ap.add_argument("--skip-plain", action="store_true", help="skip the plain CBC/HiGHS runs")
+    ap.add_argument("--large", type=int, default=0, help="instead: one solve per shape at this many projects")
     args = ap.parse_args()
-    projects, lots = instance(args.projects, args.zones, args.lots, args.tightness, args.seed)
-    print(f"instance (seed {args.seed}): {describe(projects, lots)}; time limit {args.time_limit:g} s")
-    t0 = time.perf_counter()
-    sol, rows = planner.solve(projects, lots, time_limit=args.time_limit, gap=0.0)
-    ours = time.perf_counter() - t0
-    lp = sol.lp_bound
-    print(f"LP-relaxation bound: {lp:.2f}   best proven bound: {sol.bound:.2f}")
-    print(f"{'method':<34}{'wall s':>8}{'objective':>11}{'/ LP bound':>12}")
-    print(f"{'quota planner (' + sol.solver + ', compact MILP)':<34}{ours:>8.2f}{sol.objective:>11.0f}"
-          f"{100 * sol.objective / lp:>11.2f}%")
-    if not args.skip_plain:
-        for name, solver in (("plain PuLP+CBC (x_jqk model)", pulp.PULP_CBC_CMD), ("plain PuLP+HiGHS (x_jqk model)", pulp.HiGHS)):
-            secs, value, ok = plain(projects, lots, solver, args.time_limit)
-            print(f"{name:<34}{secs:>8.2f}{value:>11.0f}{100 * value / lp:>11.2f}%" + ("" if ok else "  (INVALID)"))
-    g = priority_greedy(projects, lots)
-    print(f"{'greedy by priority':<34}{'':>8}{g:>11.0f}{100 * g / lp:>11.2f}%")
-    f = fcfs(projects, lots)
-    print(f"{'first come, first served':<34}{'':>8}{f:>11.0f}{100 * f / lp:>11.2f}%")
-    if args.scaling:
-        print("\nscaling (same generator, lots and zones scaled with projects):")
-        print(f"{'projects':>9}{'rows':>8}{'lots':>7}{'build s':>9}{'solve s':>9}{'/ LP bound':>12}"
-              f"{'/ proven bound':>16}  status")
-        for n in (200, 2000, 10000):
-            ps, ls = instance(n, max(8, args.zones * n // 2000), max(60, args.lots * n // 2000), args.tightness,
-                              args.seed)
-            t0 = time.perf_counter()
-            rows = planner.build_rows(ps, ls, [])
-            planner._model(ps, rows, [], None, None)
-            build = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            s, _ = planner.solve(ps, ls, time_limit=args.time_limit, gap=0.0)
-            total = time.perf_counter() - t0
-            print(f"{n:>9}{sum(len(p.needs) for p in ps):>8}{len(ls):>7}{build:>9.2f}{total:>9.2f}"
-                  f"{100 * s.objective / s.lp_bound:>11.2f}%{100 * s.objective / s.bound:>15.2f}%  {s.status}")
+    names = args.shapes.split(",")
+    print(f"{cores()} cores; time limit {args.time_limit:g} s; seed {args.seed}")
+    if args.large:
+        large(names, args.large, args.time_limit, args.seed)
+    else:
+        shape_table(names, args.projects, args.time_limit, args.seed, args.skip_plain)
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proje
 
 @app.command()
 def verify(ctx: typer.Context,
-           export: Annotated[Optional[Path], typer.Option("--export", help="Verify this JSONL export offline "
-                                                                           "(no database).")] = None,
+           export: Annotated[Optional[Path], typer.Option("--export", help="Verify an export offline (no database): "
+                                                          "a JSONL file, a .beancount file, or a CSV/Parquet "
+                                                          "folder (checked against its manifest.json).")] = None,
            expect_head: Annotated[Optional[str], typer.Option(
                "--expect-head", help="Fail unless the chain ends at this hash (kept elsewhere, e.g. an earlier "
                                      "export's final hash): catches transactions removed from the end.")] = None,
@@ -57,7 +58,13 @@ def verify(ctx: typer.Context,
     from quota import audit
     from quota import export as exp
     with failures(as_json), reporter() as progress:
-        if export is not None:
+        if export is not None and export.is_dir():
+            from quota import table_export
+            summary, problems = table_export.verify_tables(str(export), expect_head)
+        elif export is not None and export.suffix in (".beancount", ".bean"):
+            from quota import beancount_export
+            summary, problems = beancount_export.verify_beancount(str(export), expect_head)
+        elif export is not None:
             summary, problems = exp.verify_export(str(export), progress, expect_head)
         else:
             summary, problems = audit.verify(ctx.obj.engine, progress, expect_head)
@@ -79,7 +86,9 @@ def verify(ctx: typer.Context,
 @app.command()
 def export(ctx: typer.Context,
            fmt: Annotated[str, typer.Option("--format", help="jsonl, csv, xlsx, parquet or beancount.")],
-           out: Annotated[Path, typer.Option(help="Output file (jsonl, xlsx, beancount) or folder (csv, parquet).")],
+           out: Annotated[Path, typer.Option(help="Output file (jsonl, xlsx, beancount) or folder (csv, parquet, "
+                                                  "with manifest.json); written whole or not at all, never over "
+                                                  "a database.")],
            as_of: Annotated[Optional[str], typer.Option("--as-of", help="The ledger as it stood on this date.")] = None
            ) -> None:
     """Export the ledger for auditors.  Example: quota export --format jsonl --out ledger.jsonl"""
@@ -88,18 +97,20 @@ def export(ctx: typer.Context,
     from quota import beancount_export, export as exp, table_export
     from cli.progress import reporter
     day = _date(as_of)
+    from quota import outfiles
+    engine = ctx.obj.engine
     with failures(), reporter() as progress:
+        # every file is written beside its target and renamed into place when complete (quota.outfiles):
+        # a failure leaves an earlier export untouched; the database file is never a target
         if fmt == "jsonl":
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with open(out, "w", encoding="utf-8") as fh:
-                end = exp.write_jsonl(ctx.obj.engine, fh, day, progress)
+            with outfiles.atomic_file(out, engine) as fh:
+                end = exp.write_jsonl(engine, fh, day, progress)
             render.note(f"exported {end['transactions']} transactions, {end['postings']} postings to {out}")
         elif fmt == "beancount":
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with open(out, "w", encoding="utf-8") as fh:
-                info = beancount_export.write_beancount(ctx.obj.engine, fh, day)
+            with outfiles.atomic_file(out, engine) as fh:
+                info = beancount_export.write_beancount(engine, fh, day)
             render.note(f"exported {info['transactions']} transactions on {info['accounts']} accounts to {out} "
                         f"(balance assertions dated the day after {info['date']})")
         else:
-            files = table_export.write_tables(ctx.obj.engine, fmt, str(out), day, lang=render.LANG["lang"])
-            render.note(f"exported {len(files)} file(s) to {out}")
+            files = table_export.write_tables(engine, fmt, str(out), day, lang=render.LANG["lang"])
+            render.note(f"exported {len(files)} file(s) to {out}" + (", with manifest.json" if fmt != "xlsx" else ""))

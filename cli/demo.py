@@ -63,9 +63,11 @@ def _run(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) 
     render.out.print()
     render.balances(audit.balance(engine, by="zone", pollutant="COD"))
     plan_id = _plan(engine, today, actor)
-    from quota import report
+    from quota import outfiles, report
     page = Path("quota-demo-report.html")
-    page.write_text(report.build(engine, plan_id=plan_id, as_of=today, lang=render.LANG["lang"]), encoding="utf-8")
+    html = report.build(engine, plan_id=plan_id, as_of=today, lang=render.LANG["lang"])
+    with outfiles.atomic_file(page, engine) as fh:
+        fh.write(html)
     render.out.print(f"\n$ quota report --html {page} --plan {plan_id}   → open it in a browser")
     summary, problems = audit.verify(engine)
     status = "verified" if not problems else f"{len(problems)} PROBLEMS"

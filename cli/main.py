@@ -117,6 +117,12 @@ def failures(as_json: bool = False):
             render.emit_json({"error": {"code": "database_error", "message": message}})
         render.error(message)
         raise typer.Exit(1) from None
+    except OSError as exc:  # an output cannot be written (no space, no permission): nothing was replaced
+        message = f"cannot write {exc.filename or 'the output'}: {exc.strerror or exc}"
+        if as_json:
+            render.emit_json({"error": {"code": "cannot_write", "message": message}})
+        render.error(message)
+        raise typer.Exit(1) from None
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
@@ -404,16 +410,23 @@ def db_roles(ctx: typer.Context,
 def report(ctx: typer.Context,
            html: Annotated[Path, typer.Option("--html", help="Write the report to this HTML file.")],
            plan: Annotated[Optional[str], typer.Option(help="Include this plan (e.g. PLAN-0001).")] = None,
-           as_of: Annotated[Optional[str], typer.Option("--as-of", help="Balances as of this date.")] = None) -> None:
+           as_of: Annotated[Optional[str], typer.Option("--as-of", help="Balances as of this date.")] = None,
+           outlook: Annotated[int, typer.Option("--outlook", help="Add an outlook over this many years "
+                                                "(solves a plan, not stored).")] = 0) -> None:
     """A self-contained HTML page with tables and charts for staff and planners.
 
-    Example: quota --lang zh report --html report.html --plan PLAN-0001
+    Example: quota --lang zh report --html report.html --plan PLAN-0001 --outlook 5
     """
-    from quota import report as rep
+    from quota import outfiles, report as rep
     with failures():
-        page = rep.build(ctx.obj.engine, plan_id=plan, as_of=_date(as_of), lang=render.LANG["lang"])
-    html.parent.mkdir(parents=True, exist_ok=True)
-    html.write_text(page, encoding="utf-8")
+        outfiles.check_target(html, ctx.obj.engine)  # refused before any work: never the database
+        ahead = None
+        if outlook:
+            from quota import outlook as ol
+            ahead = ol.outlook(ctx.obj.engine, years=outlook, as_of=_date(as_of))
+        page = rep.build(ctx.obj.engine, plan_id=plan, as_of=_date(as_of), lang=render.LANG["lang"], outlook=ahead)
+        with outfiles.atomic_file(html, ctx.obj.engine) as fh:
+            fh.write(page)
     render.done(render.msg("report_written", path=html))
 
 

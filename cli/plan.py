@@ -76,14 +76,16 @@ def plan_run(ctx: typer.Context,
     """
     from cli.main import _date, failures
     from cli.progress import reporter
-    from quota import plans
+    from quota import outfiles, plans
     with failures(as_json), reporter() as progress:
+        if out:  # refused before the plan is solved and stored
+            outfiles.check_folder(out, plans.PLAN_FILES, ctx.obj.engine)
         if progress:
             progress(f"solving (up to {time_limit:g} s)", 0, None)
         result = plans.run_plan(ctx.obj.engine, as_of=_date(as_of), scenario_path=str(scenario) if scenario else None,
                                 time_limit=time_limit, gap=gap, actor=ctx.obj.actor, solver=solver)
         if out:
-            plans.write_plan_files(result, str(out))
+            plans.write_plan_files(result, str(out), ctx.obj.engine)
     if as_json:
         return render.emit_json(result)
     render_plan(result)
@@ -132,3 +134,37 @@ def plan_apply(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="
     if as_json:
         return render.emit_json(result)
     render.out.print(render.msg("applied", id=plan_id, n=len(result["reserved"])))
+
+
+@plan_app.command("outlook")
+def plan_outlook(ctx: typer.Context,
+                 years: Annotated[int, typer.Option(help="Number of calendar years, from the as-of year.")] = 5,
+                 as_of: Annotated[Optional[str], typer.Option("--as-of", help="Start date (default today).")] = None,
+                 scenario: Annotated[Optional[Path], typer.Option(help="Scenario TOML file.")] = None,
+                 time_limit: Annotated[float, typer.Option("--time-limit", help="Solver time limit in seconds.")] = 10.0,
+                 as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
+    """Year by year, per pollutant and key: supply left, pipeline demand, the plan's allocations, and
+    the first year each key runs short.  Example: quota plan outlook --years 5 --scenario s.toml"""
+    from cli.main import _date, failures
+    from quota import outlook, units
+    with failures(as_json):
+        result = outlook.outlook(ctx.obj.engine, years=years, as_of=_date(as_of),
+                                 scenario_path=str(scenario) if scenario else None, time_limit=time_limit)
+    if as_json:
+        return render.emit_json(result)
+    span = result["years"]
+    rows = []
+    for g in result["groups"]:
+        cells = []
+        for r in g["years"]:
+            cell = units.display(r["closing_g"], g["unit"])
+            cells.append(cell + (f" (short {units.display_up(r['unmet_g'], g['unit'])})" if r["unmet_g"] > 0 else ""))
+        rows.append([g["pollutant"], g["key"], g["unit"], str(g["first_short_year"] or "-"), *cells])
+    render.out.print(render.table(f"Outlook from {result['as_of']}: quota left at each year's end (plan "
+                                  f"{result['plan']['status']})", ["Pollutant", "Key", "Unit", "First short",
+                                                                    *map(str, span)], rows,
+                                  right=set(map(str, span))))
+    if result["candidates"]:
+        render.out.print(render.table("Candidate measures", ["Candidate", "Chosen", "Tally by"],
+                                      [[c["candidate_id"], "yes" if c["chosen"] else "", c["tally_by"] or "-"]
+                                       for c in result["candidates"]]))

@@ -23,9 +23,18 @@ class _LazyConsole:
 
 
 # When stdout is a file or a pipe, render wide (COLUMNS or 160) so data is not folded needlessly.
-out = _LazyConsole(highlight=False, soft_wrap=True,
+# Data is never markup: the consoles parse no markup or :emoji: codes unless a call asks for markup
+# (and then escapes every value it puts in, with esc), and table cells are Text objects.
+out = _LazyConsole(highlight=False, soft_wrap=True, markup=False, emoji=False,
                    width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
-err = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)
+err = _LazyConsole(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+
+def esc(value) -> str:
+    """A value to put into a string printed with markup=True: its brackets are printed literally."""
+    from rich.markup import escape
+    return escape(str(value))
+
 
 LANG = {"lang": "en"}
 
@@ -41,12 +50,13 @@ def msg(key: str, **params) -> str:
 
 def table(title: str | None, headers: list[str], rows: list[list], right: set[str] = frozenset()):
     from rich.table import Table
-    t = Table(title=title, title_justify="left", show_lines=False)
+    from rich.text import Text
+    t = Table(title=None if title is None else Text(title), title_justify="left", show_lines=False)
     for name in headers:
         # cells fold rather than being cut with an ellipsis: a statement never hides data
-        t.add_column(h(name), justify="right" if name in right else "left", overflow="fold")
-    for row in rows:
-        t.add_row(*["" if v is None else str(v) for v in row])
+        t.add_column(Text(h(name)), justify="right" if name in right else "left", overflow="fold")
+    for row in rows:  # Text cells: a value is printed as it is, never read as markup
+        t.add_row(*[Text("" if v is None else str(v)) for v in row])
     return t
 
 
@@ -111,8 +121,8 @@ def balances(result: dict) -> None:
 
 def trace(result: dict) -> None:
     from quota import units
-    out.print(f"[bold]{result['project_id']}[/] {result['name']} — zone {result['zone']}, "
-              f"industry {result['industry'] or '-'}, state [bold]{result['state']}[/]", markup=True)
+    out.print(f"[bold]{esc(result['project_id'])}[/] {esc(result['name'])} — zone {esc(result['zone'])}, "
+              f"industry {esc(result['industry'] or '-')}, state [bold]{esc(result['state'])}[/]", markup=True)
     out.print(table(h("Requirement"), ["Pollutant", "Increment", "Ratio", "Why", "Required", "Held", "Key", "Unit"],
                     [[n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"], "; ".join(n["why"]),
                       units.display(n["required_g"], n["unit"]), units.display(n["held_g"], n["unit"]), n["key"],

@@ -10,6 +10,7 @@ from typing import IO
 from sqlalchemy import Engine, text
 
 from . import clock, export, ledger, units
+from .errors import Problem
 
 _BAD = re.compile(r"[^A-Za-z0-9-]")
 
@@ -82,6 +83,7 @@ def write_beancount(engine: Engine, out: IO[str], as_of: dt.date | None = None,
     origin: dict[str, tuple] = {}  # account name -> the id it stands for, and its metadata
     totals: dict[tuple[str, str], int] = defaultdict(int)
     last_date = dt.date.min
+    n_postings, last_hash = 0, ledger.GENESIS  # for the end record
     for rec in export.export_lines(engine, as_of):
         if rec["type"] == "header":
             header = rec
@@ -112,6 +114,7 @@ def write_beancount(engine: Engine, out: IO[str], as_of: dt.date | None = None,
             lines.append(f"  {name}  {units.exact(amount, unit)} {pol}")
             lines.append(f'    lot: {_quote(lot)}')
         entries.append((date, rec["seq"], "\n".join(lines)))
+        n_postings, last_hash = n_postings + len(rec["postings"]), rec["hash"]
     day = as_of or max(today or clock.today(), last_date if last_date != dt.date.min else dt.date.min)
     check_day = (day + dt.timedelta(days=1)).isoformat()
     out.write(f'option "title" {_quote("quota ledger " + header["jurisdiction"]["code"] + " " + header["jurisdiction"]["name"])}\n')
@@ -135,4 +138,71 @@ def write_beancount(engine: Engine, out: IO[str], as_of: dt.date | None = None,
         out.write(entry + "\n\n")
     for (name, pol), amount in sorted(totals.items()):
         out.write(f"{check_day} balance {name}  {units.exact(amount, header['units'][pol])} {pol}\n")
+    out.write("\n" + end_record(check_day, len(entries), n_postings, len(totals), header["final_hash"], last_hash))
     return {"accounts": len(opened), "transactions": len(entries), "date": day.isoformat()}
+
+
+END_TYPE = "quota-end"
+
+
+def end_record(day: str, transactions: int, postings: int, balances: int, final_hash: str, last_hash: str) -> str:
+    """The file's last directive (a Beancount `custom` entry bean-check accepts): what the file holds and
+    where the chain ends. `quota verify --export FILE.beancount` requires the file to end with it, so a
+    truncated file (which bean-check may accept) is caught."""
+    return (f'{day} custom "{END_TYPE}" "complete"\n  transactions: {transactions}\n  postings: {postings}\n'
+            f'  balances: {balances}\n  last_hash: "{last_hash}"\n  final_hash: "{final_hash}"\n')
+
+
+def verify_beancount(path: str, expect_head: str | None = None) -> tuple[dict, list[Problem]]:
+    """bean-check's checks (beancount's loader), then the end record: the file must end with it, and its
+    counts of transactions, postings and balance assertions and the last transaction's hash must match;
+    its final hash must be `expect_head` when given."""
+    from beancount import loader
+    from beancount.core import data
+    problems: list[Problem] = []
+    summary = {"file": path, "hash_scheme": ledger.HASH_SCHEME, "as_of": None, "transactions": 0, "postings": 0,
+               "accounts": 0, "final_hash": None, "ok": False}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            body = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        return summary, [Problem(path, 0, "", f"unreadable: {exc}")]
+    entries, errors, _ = loader.load_string(body)
+    for err in errors[:20]:
+        line = (getattr(err, "source", None) or {}).get("lineno", 0) or 0
+        problems.append(Problem(path, int(line), "bean-check", str(err.message).strip()))
+    txns = [e for e in entries if isinstance(e, data.Transaction)]
+    ends = [e for e in entries if isinstance(e, data.Custom) and e.type == END_TYPE]
+    summary.update(transactions=len(txns), postings=sum(len(t.postings) for t in txns),
+                   accounts=len({a.account for a in entries if isinstance(a, data.Open)}))
+    if len(ends) != 1:
+        problems.append(Problem(path, body.count("\n") + 1, "", f"the file must end with one {END_TYPE!r} record; "
+                                f"found {len(ends)} (truncated?)"))
+        return summary, problems
+    end = ends[0]
+    meta = end.meta
+    try:
+        expected = end_record(end.date.isoformat(), int(meta["transactions"]), int(meta["postings"]),
+                              int(meta["balances"]), str(meta["final_hash"]), str(meta["last_hash"]))
+    except (KeyError, ValueError, TypeError):
+        expected = None
+    line = int(meta.get("lineno", 0) or 0)
+    if expected is None or not body.endswith(expected):
+        problems.append(Problem(path, line, "", f"the file does not end with its complete {END_TYPE!r} record "
+                                "(truncated or edited?)"))
+        return summary, problems
+    found = {"transactions": summary["transactions"], "postings": summary["postings"],
+             "balances": sum(1 for e in entries if isinstance(e, data.Balance))}
+    for key, value in found.items():
+        if int(meta[key]) != value:
+            problems.append(Problem(path, line, key, f"the end record states {int(meta[key])}, the file holds {value}"))
+    last = max(txns, key=lambda t: int(t.meta.get("seq", 0)), default=None)
+    last_hash = last.meta.get("hash") if last else ledger.GENESIS
+    if last_hash != meta["last_hash"]:
+        problems.append(Problem(path, line, "last_hash", "the last transaction's hash is not the one the end "
+                                "record states"))
+    if expect_head is not None and str(meta["final_hash"]) != expect_head:
+        problems.append(Problem(path, line, "final_hash", f"the export ends at {meta['final_hash']}, not at the "
+                                f"expected head {expect_head}"))
+    summary.update(final_hash=str(meta["final_hash"]), ok=not problems)
+    return summary, problems

@@ -59,6 +59,7 @@ class ChainChecker:
         self.revoked_for: dict[str, int] = defaultdict(int)  # superseding tally -> grams revoked for it
         self.spent: dict[str, int] = defaultdict(int)  # lot -> grams allocated or expired (what a supersession spends)
         self.supersedes_of: dict[str, str] = {}  # tally -> the tally it superseded
+        self.key_of = None  # (rulebook version, pollutant, zone) -> matching key, when the caller knows the rulebooks
         self.used_projects: dict[str, int] = {}
         self.kept: dict[int, tuple] = {}  # seq -> (kind, project, ref, meta, postings), for `watch`
         self.partial = False  # stubs seen: lots and projects they created are unknown here
@@ -222,10 +223,38 @@ class ChainChecker:
                 info = lots.get(key[1])
                 if info is not None and (info["expires"] is None or info["expires"] > date):
                     self.bad(row, "postings", f"lot {key[1]} expires on {info['expires']}, not by {date}")
+        if kind in ("reserve", "approve") and project in self.projects:
+            self._eligible(body, kind, legs, project, date, row)
         if kind == "revoke" and meta.get("superseded_by"):
             self.revoked_for[str(meta["superseded_by"])] += sum(a for _, _, _, a in legs if a > 0)
         if kind == "revoke" and isinstance(meta.get("lot"), str):  # after its own legs: it may empty the lot
             self.lot_status.setdefault(meta["lot"], ("superseded" if meta.get("superseded_by") else "revoked", seq))
+
+    def _eligible(self, body: dict, kind: str, legs: list, project: str, date: str, row: int) -> None:
+        """The eligibility rule (quota.eligibility) for every gram a reservation draws or an approval confirms,
+        on the transaction's date: the lot is effective (reserve), not expired by the later of that date, the day
+        it was booked and the project's needed_by, and carries the project's matching key under the rulebook
+        version the transaction names (when `key_of` is given). Revoked and superseded lots are checked apart.
+        Projects registered before the rule (migration 0011's registrations) are not judged by it."""
+        facts = self.projects[project]
+        until = max(date, str(body.get("booked_at") or "")[:10], str(facts.get("needed_by") or ""))
+        target = f"project:{project}:{'reserved' if kind == 'reserve' else 'allocated'}"
+        for account, lot, pol, amount in legs:
+            if account != target or amount <= 0:
+                continue
+            info = self.lots.get(lot)
+            if info is None:
+                continue
+            if kind == "reserve" and str(info["effective_date"]) > date:
+                self.bad(row, "postings", f"lot {lot} is not effective until {info['effective_date']}, reserved on {date}")
+            if info["expires"] is not None and str(info["expires"]) <= until:
+                self.bad(row, "postings", f"lot {lot} expires on {info['expires']}, before {until}: it cannot serve "
+                         f"{project}")
+            if self.key_of is not None and facts.get("zone"):
+                have = self.key_of(body.get("rulebook"), pol, info.get("zone"))
+                want = self.key_of(body.get("rulebook"), pol, facts["zone"])
+                if have is not None and want is not None and have != want:
+                    self.bad(row, "postings", f"lot {lot} is in {have}, project {project} needs {want}")
 
     def _revoke(self, meta: dict, legs: list, seq: int, row: int) -> None:
         """A revocation (or supersession) names its lot and takes only that lot's unallocated grams."""

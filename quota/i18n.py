@@ -60,6 +60,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "report_projects": {"en": "Funded and unfunded projects", "zh": "保障与未保障项目"},
     "report_flow": {"en": "Where the quota comes from: sources → projects", "zh": "指标流向：平衡源 → 项目"},
     "report_none": {"en": "nothing", "zh": "无"},
+    "report_outlook": {"en": "Outlook {first}–{last}: quota left at each year's end, and demand the plan cannot fund",
+                       "zh": "{first}–{last} 年展望：各年末剩余指标，以及方案无法保障的需求"},
+    "outlook_left": {"en": "left at year end", "zh": "年末剩余"},
+    "outlook_short": {"en": "unfunded demand", "zh": "未保障需求"},
     "available": {"en": "available", "zh": "可用"},
     "reserved_kind": {"en": "reserved", "zh": "预留"},
     "allocated_kind": {"en": "allocated", "zh": "已核定"},
@@ -139,7 +143,7 @@ def _one(message: str) -> str:
 STATES_ZH = {"pipeline": "待审", "reserved": "已预留", "approved": "已批复", "cancelled": "已撤销", "scenario": "情景",
              "revoked": "已注销", "superseded": "已被替代", "expired": "已过期", "active": "有效"}
 WHAT_ZH = {"pollutant": "污染物", "zone": "区域", "solver": "求解器", "time_limit": "时间限制", "gap": "差距",
-           "by": "分组方式"}
+           "by": "分组方式", "years": "年数"}
 
 
 def _short_zh(facts: dict) -> str:
@@ -169,6 +173,13 @@ REFUSALS_ZH = {
     "missing_doc": lambda f: "核定需要批复文号（--doc）",
     "reservation_lapsed": lambda f: f"项目 {f['project_id']} 的预留已于 {f['lapsed']} 到期，请重新预留",
     "missing_memo": lambda f: "注销需要说明原因（--memo）",
+    "bad_key": lambda f: {"empty": "幂等键为空：请给出非空的 --key，或不使用该选项",
+                          "too_long": f"幂等键过长（{f.get('length')} 个字符，最多 {f.get('max')} 个）",
+                          "control_character": f"幂等键含控制字符（{f.get('character')}）"}[f["reason"]],
+    "output_is_database": lambda f: f"{f['path']} 是数据库文件：输出从不覆盖数据库，请换一个文件名",
+    "output_kind": lambda f: f"{f['path']}：文件与文件夹不符（导出为文件时不能指向文件夹，反之亦然）",
+    "output_not_ours": lambda f: f"{f['path']} 已存在，且含有本次导出不会写入的文件（{'、'.join(f['files'][:5])}）："
+                                 "请换一个文件夹或先移除它",
     "unknown_code": lambda f: f"未知{WHAT_ZH.get(f['what'], f['what'])} '{f['value']}'",
     "bad_option": lambda f: f"选项 {WHAT_ZH.get(f['option'], f['option'])} 的值无效：{f['value']}",
     "ledger_busy": lambda f: f"台账繁忙：另一写入者一直持有写锁（已尝试 {f['attempts']} 次，每次等待 {f['lock_timeout']}），"

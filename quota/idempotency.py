@@ -3,13 +3,35 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from typing import Callable, Sequence
 
 from sqlalchemy import Connection, Engine
 
 from . import db, driver
-from .errors import IdempotencyConflict
+from .errors import IdempotencyConflict, Refused
 from .ledger import canonical, now_iso
+
+
+KEY_MAX = 200  # characters
+
+
+def check_key(key: str | None) -> None:
+    """A key is absent (None) or 1 to KEY_MAX characters with no control characters; an empty key
+    would silently switch idempotency off, so it is refused like the others."""
+    if key is None:
+        return
+    if not isinstance(key, str) or key == "":
+        raise Refused("the idempotency key is empty; give a non-empty --key or leave it out", "bad_key",
+                      reason="empty")
+    if len(key) > KEY_MAX:
+        raise Refused(f"the idempotency key has {len(key)} characters; at most {KEY_MAX} are allowed", "bad_key",
+                      reason="too_long", length=len(key), max=KEY_MAX)
+    bad = next((c for c in key if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs")), None)
+    if bad is not None:
+        raise Refused(f"the idempotency key holds a control character (U+{ord(bad):04X}); "
+                      "use letters, digits and punctuation", "bad_key", reason="control_character",
+                      character=f"U+{ord(bad):04X}")
 
 
 def request_hash(command: str, request: dict) -> str:
@@ -31,7 +53,8 @@ def run(engine: Engine | Connection, key: str | None, command: str, request: dic
     committed. The same key with different content raises IdempotencyConflict. `reads` are
     the queries `fn` will make (see db.run_write).
     """
-    if not key:  # nothing to look up or record
+    check_key(key)
+    if key is None:  # nothing to look up or record
         return db.run_write(engine, lambda conn: {**fn(conn), "replayed": False}, reads=reads)
     digest = request_hash(command, request)
     lookup = (LOOKUP_SQLITE if db.is_sqlite(engine) else LOOKUP_PG, (key,))

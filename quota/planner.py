@@ -15,13 +15,21 @@ from __future__ import annotations
 import bisect
 import contextlib
 import datetime as dt
+import math
 import os
 import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 FAR = dt.date.max
+# grams -> kilograms inside the solver: its feasibility tolerance (1e-6) is then a milligram, so a
+# plan it accepts also holds in whole grams (in tonnes, a row could be over by a gram, and a
+# project the solver funded was then dropped by the integer re-check)
+SCALE = 1e-3
+BIG = 5000  # projects in a part above which the start skips the density greedy (see lp_rounding)
 
 
 @dataclass(frozen=True)
@@ -41,10 +49,33 @@ class PNeed:
     required_g: int
 
 
+MAX_PRIORITY = Decimal(10) ** 6   # priorities are 0 < p <= 10^6 ...
+PRIORITY_PLACES = 4               # ... with at most 4 decimal places: a total over 50,000 projects
+# then has at most 15 significant digits, so the float the solver and JSON carry is exact
+
+
+def check_priority(value) -> str | None:
+    """Why `value` is not a valid priority (a whole number or a decimal like 7.5), or None."""
+    try:
+        d = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return f"must be a number, not {value!r}"
+    if not d.is_finite() or d <= 0 or d > MAX_PRIORITY:
+        return f"must be greater than 0 and at most {MAX_PRIORITY:,}"
+    if d.as_tuple().exponent < -PRIORITY_PLACES and d != d.quantize(Decimal(1).scaleb(-PRIORITY_PLACES)):
+        return f"must have at most {PRIORITY_PLACES} decimal places"
+    return None
+
+
+def objective_exact(projects, funded) -> Decimal:
+    """The priority funded, exactly (priorities are int or Decimal)."""
+    return sum((Decimal(projects[i].priority) for i in funded), Decimal(0))
+
+
 @dataclass(frozen=True)
 class PProject:
     project_id: str
-    priority: int
+    priority: int | Decimal  # see check_priority
     must_fund: bool
     on: dt.date  # lots must not expire by this date (needed_by, or the plan's as_of)
     needs: tuple[PNeed, ...]
@@ -82,6 +113,7 @@ class Solution:
     seconds: float
     solver: str
     duals: dict[str, float] = field(default_factory=dict)
+    parts: list[dict] = field(default_factory=list)  # per independent part: size, status, how, seconds
 
 
 @contextlib.contextmanager
@@ -175,7 +207,7 @@ def greedy(projects: list[PProject], rows: list[Row], start: set[int], chosen: s
     """Add projects to `start` by priority per unit of scarce resource while every row still holds."""
     def density(i, cap, rows_of):
         load = sum(g / max(cap[id(r)], 1) for r, g in rows_of[i])
-        return (-projects[i].priority / (load + 1e-9), projects[i].project_id)
+        return (-float(projects[i].priority) / (load + 1e-9), projects[i].project_id)
     return _fill(projects, rows, start, chosen, density)
 
 
@@ -184,10 +216,17 @@ def lp_rounding(projects: list[PProject], rows: list[Row], must: set[int], chose
     """LP-guided rounding and repair: keep what the LP funds fully, then add the rest in order of
     LP value (then priority) while every row holds; the better of that and the plain greedy."""
     whole = _repair(projects, rows, {i for i, v in lp.items() if v > 1 - 1e-6} | must, chosen, must)
-    funded = _fill(projects, rows, whole, chosen,
-                   lambda i, cap, rows_of: (-lp.get(i, 0.0), -projects[i].priority, projects[i].project_id))
+    funded = _lp_fill(projects, rows, whole, chosen, lp)
+    if len(projects) > BIG:  # the LP guides well at this size; a second pass costs seconds
+        return funded
     plain = greedy(projects, rows, must, chosen)
     return funded if _value(projects, funded) >= _value(projects, plain) else plain
+
+
+def _lp_fill(projects, rows, start, chosen, lp):
+    """Add projects in order of LP value, then priority, while every row holds."""
+    return _fill(projects, rows, start, chosen,
+                 lambda i, cap, rows_of: (-lp.get(i, 0.0), -projects[i].priority, projects[i].project_id))
 
 
 def must_fund_shortfalls(projects: list[PProject], rows: list[Row], chosen: set[int]) -> list[dict]:
@@ -201,16 +240,23 @@ def must_fund_shortfalls(projects: list[PProject], rows: list[Row], chosen: set[
 
 def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidate] | None = None, *,
           time_limit: float = 10.0, gap: float = 0.0, mode: str = "priority", budget: int | None = None,
-          solver: str = "auto") -> tuple[Solution, list[Row]]:
+          solver: str = "auto", workers: int | None = None, split: bool = True) -> tuple[Solution, list[Row]]:
     """Choose the projects to fund (and candidate measures to take) and return them with the rows.
 
     mode "priority": maximise the total priority funded (within `budget` if given).
     mode "cheapest": the cheapest set of candidate measures that funds every must-fund project,
     then the most priority with that set.
+
+    The model is split into independent parts (quota.decompose): parts where everything fits or
+    the LP optimum is whole are settled at once; the others are solved in `workers` processes
+    (default: one per core; 0 = here, without a watchdog) with the time shared by difficulty.
+    split=False keeps the model whole (one part), for comparison.
     """
-    import pulp
+    from . import decompose
 
     t0 = time.perf_counter()
+    deadline = t0 + max(0.3, time_limit - 0.2)
+    decompose.warm(len(projects), workers)
     candidates = candidates or []
     rows = build_rows(projects, lots, candidates)
     must = {i for i, p in enumerate(projects) if p.must_fund}
@@ -221,35 +267,312 @@ def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidat
         chosen_fixed = _cheapest(projects, rows, candidates, time_limit, solver)
         if chosen_fixed is None:
             return Solution("infeasible", [], [], 0.0, 0.0, 0.0, time.perf_counter() - t0, ""), rows
-    relaxed, ry, rz = _model(projects, rows, candidates, budget, chosen_fixed)  # a separate copy for the LP
-    lp_bound, duals = _lp_relaxation(relaxed, ry, rz, solver)
-    prob, y, z = _model(projects, rows, candidates, budget, chosen_fixed)
-    start = None
-    if not candidates or chosen_fixed is not None:
-        start = lp_rounding(projects, rows, must, chosen_fixed or set(), {i: v.varValue or 0.0 for i, v in ry.items()})
-    remaining = max(0.5, time_limit - (time.perf_counter() - t0) - 0.2)
-    engine = _solver(solver, remaining, gap, start, y)
-    with quiet():
-        status = prob.solve(engine)
-    funded = {i for i, v in y.items() if (v.varValue or 0) > 0.5}
-    chosen = {i for i, v in z.items() if (v.varValue or 0) > 0.5}
+    if _use_highs(solver):
+        lp_bound, duals, lp_y, lp_z = _lp_highs(projects, rows, candidates, budget, chosen_fixed)
+    else:
+        relaxed, ry, rz = _model(projects, rows, candidates, budget, chosen_fixed)
+        lp_bound, duals = _lp_relaxation(relaxed, ry, rz, solver)
+        lp_y = {i: v.varValue or 0.0 for i, v in ry.items()}
+        lp_z = {i: v.varValue or 0.0 for i, v in rz.items()}
+        del relaxed, ry, rz
+    lp_ok = lp_bound is not None
+    if not lp_ok:
+        lp_y, lp_z, lp_bound = {}, {}, float(sum(p.priority for p in projects))
+    parts = decompose.split(len(projects), rows, len(candidates), couple_candidates=chosen_fixed is None,
+                            budget=budget is not None)
+    if not split and len(parts) > 1:
+        parts = [decompose.Part(list(range(len(projects))), list(range(len(rows))),
+                                sorted(ci for p in parts for ci in p.cands))]
+    funded: set[int] = set()
+    chosen: set[int] = set(chosen_fixed or ())
+    bound, status, report, jobs, subs = 0.0, "optimal", {}, [], {}
+    for k, part in enumerate(parts):
+        sub = _subproblem(projects, rows, candidates, part, chosen_fixed)
+        sp, srows, scands = sub
+        y = {li: lp_y.get(pi, 0.0) for li, pi in enumerate(part.projects)}
+        z = {li: lp_z.get(ci, 0.0) for li, ci in enumerate(part.cands)}
+        part_lp = sum(float(p.priority) * y[i] for i, p in enumerate(sp)) if lp_ok else _value(sp, range(len(sp)))
+        settled, how = None, ""
+        if not feasible(srows, set(range(len(sp))), set()):
+            settled, how = (set(range(len(sp))), set()), "all fit"
+        elif lp_ok and all(min(v, 1 - v) < 1e-9 for v in (*y.values(), *z.values())):
+            whole = ({i for i, v in y.items() if v > 0.5}, {i for i, v in z.items() if v > 0.5})
+            if not feasible(srows, *whole) and _within_budget(scands, whole[1], budget):
+                settled, how = whole, "LP whole"
+        if settled is not None:
+            funded |= {part.projects[i] for i in settled[0]}
+            chosen |= {part.cands[i] for i in settled[1]}
+            bound += _value(sp, settled[0])
+            report[k] = {"projects": len(sp), "rows": len(srows), "status": "optimal", "how": how, "seconds": 0.0}
+            continue
+        frac = sum(1 for v in (*y.values(), *z.values()) if min(v, 1 - v) >= 1e-9)
+        subs[k] = (part, sub, part_lp)
+        jobs.append(decompose.Job(k, frac + 0.01 * len(sp), (sp, srows, scands, y, part_lp, gap, budget, solver)))
+    decompose.run(jobs, deadline, workers)
+    results = {}
+    for job in jobs:
+        part, (sp, srows, scands), part_lp = subs[job.key]
+        res = job.result if job.result and "error" not in job.result else \
+            _fallback(sp, srows, job.start, part_lp, job.payload[3] if not scands else None)
+        results[job.key] = (res, job.seconds, job.limit)
+    # time left (parts that finished early): a second round for the parts not proven, from their plans
+    again = [decompose.Job(k, res["bound"] - _value(subs[k][1][0], res["funded"]),
+                           (*subs[k][1], {li: lp_y.get(pi, 0.0) for li, pi in enumerate(subs[k][0].projects)},
+                            res["bound"], gap, budget, solver, res["funded"]))
+             for k, (res, _, _) in sorted(results.items())
+             if res["status"] == "feasible" and not res["chosen"] and not subs[k][1][2]]
+    if again and deadline - time.perf_counter() > 1.0:
+        decompose.run(again, deadline, workers)
+        for job in again:
+            res, secs, limit = results[job.key]
+            new = job.result
+            if new and "error" not in new and new["status"] != "infeasible":
+                sp = subs[job.key][1][0]
+                better = _value(sp, new["funded"]) > _value(sp, res["funded"])
+                merged = dict(new if better else res, bound=min(res["bound"], new["bound"]))
+                if _proven(sp, _value(sp, merged["funded"]), merged["bound"]):
+                    merged["status"] = "optimal"
+                results[job.key] = (merged, secs + job.seconds, limit + job.limit)
+    for k, (res, secs, limit) in sorted(results.items()):
+        part, (sp, srows, scands), _ = subs[k]
+        if res["status"] == "infeasible":
+            return Solution("infeasible", [], [], 0.0, 0.0, lp_bound, time.perf_counter() - t0, ""), rows
+        funded |= {part.projects[i] for i in res["funded"]}
+        chosen |= {part.cands[i] for i in res["chosen"]}
+        bound += res["bound"]
+        if res["status"] != "optimal":
+            status = "feasible"
+        report[k] = {"projects": len(sp), "rows": len(srows), "status": res["status"],
+                     "how": res.get("how", "fallback"), "seconds": round(secs, 3), "limit": round(limit, 3)}
+    objective = _value(projects, funded)
+    name = "highs" if _use_highs(solver) else "cbc"
+    sol = Solution(status, sorted(funded), sorted(chosen), objective, max(bound, objective), lp_bound,
+                   time.perf_counter() - t0, name, duals)
+    sol.parts = [report[k] for k in sorted(report)]
+    return sol, rows
+
+
+def _use_highs(solver: str) -> bool:
+    """HiGHS through highspy (preferred), else CBC through PuLP."""
+    if solver not in ("auto", "highs"):
+        return False
+    try:
+        import highspy  # noqa: F401
+        return True
+    except ImportError:
+        if solver == "highs":
+            raise RuntimeError("HiGHS is not installed (pip install highspy)") from None
+        return False
+
+
+def _highs(projects, rows, candidates, budget, chosen_fixed, *, integer: bool, threads: int | None = None):
+    """The model loaded straight into highspy (row-wise arrays; no modelling layer: at 50,000
+    projects this takes a fraction of a second where PuLP took several)."""
+    import highspy
+    import numpy as np
+    n, m = len(projects), len(candidates)
+    lower = [1.0 if p.must_fund else 0.0 for p in projects] + [0.0] * m
+    upper = [1.0] * (n + m)
     if chosen_fixed is not None:
-        chosen = set(chosen_fixed)
-    if status != pulp.LpStatusOptimal and not funded and start is None:
-        return Solution("infeasible", [], [], 0.0, 0.0, lp_bound, time.perf_counter() - t0, engine.name), rows
+        for ci in range(m):
+            lower[n + ci] = upper[n + ci] = 1.0 if ci in chosen_fixed else 0.0
+    starts, index, value, rhs = [0], [], [], []
+    for row in rows:
+        for pi, g in row.terms:
+            index.append(pi)
+            value.append(g * SCALE)
+        for ci, g in row.cand_terms:
+            index.append(n + ci)
+            value.append(-g * SCALE)
+        starts.append(len(index))
+        rhs.append(row.supply_g * SCALE)
+    if budget is not None and candidates:
+        for ci, c in enumerate(candidates):
+            index.append(n + ci)
+            value.append(float(c.cost))
+        starts.append(len(index))
+        rhs.append(float(budget))
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n + m, len(rhs)
+    lp.col_cost_ = np.array([float(p.priority) for p in projects] + [0.0] * m, dtype=float)
+    lp.col_lower_, lp.col_upper_ = np.array(lower, dtype=float), np.array(upper, dtype=float)
+    lp.row_lower_ = np.full(len(rhs), -highspy.kHighsInf)
+    lp.row_upper_ = np.array(rhs, dtype=float)
+    lp.sense_ = highspy.ObjSense.kMaximize
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.start_ = np.array(starts, dtype=np.int32)
+    lp.a_matrix_.index_ = np.array(index, dtype=np.int32)
+    lp.a_matrix_.value_ = np.array(value, dtype=float)
+    lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = n + m, len(rhs)
+    if integer:
+        lp.integrality_ = [highspy.HighsVarType.kInteger] * (n + m)
+    with quiet():  # HiGHS prints its banner when the first instance is made, whatever the options
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        if threads:  # only in the planner's worker processes (see _solver)
+            h.setOptionValue("threads", threads)
+        h.passModel(lp)
+    return h
+
+
+def _lp_highs(projects, rows, candidates, budget, chosen_fixed):
+    """LP relaxation: bound (None if it failed), duals per row name (per tonne), y and z values."""
+    import highspy
+    h = _highs(projects, rows, candidates, budget, chosen_fixed, integer=False)
+    with quiet():
+        h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None, {}, {}, {}
+    sol = h.getSolution()
+    col, dual = list(sol.col_value), list(sol.row_dual)
+    n = len(projects)
+    duals = {f"r{i}": abs(float(dual[i])) * 1e6 * SCALE for i in range(len(rows))}
+    return (float(h.getInfo().objective_function_value), duals, {i: col[i] for i in range(n)},
+            {ci: col[n + ci] for ci in range(len(candidates))})
+
+
+def _mip_highs(projects, rows, candidates, budget, *, time_limit, gap, start, threads):
+    """The MILP in highspy, warm-started: (optimal?, funded, chosen, claimed objective -- None without
+    a solution, "infeasible" when there is none --, MIP bound)."""
+    import highspy
+    h = _highs(projects, rows, candidates, budget, None, integer=True, threads=threads)
+    h.setOptionValue("time_limit", max(0.05, float(time_limit)))
+    h.setOptionValue("mip_rel_gap", float(gap))
+    # light presolve: HiGHS 1.16's full presolve can loop forever (HPresolve::strengthenInequalities,
+    # after a restart, ignoring the time limit) on a warm-started model of the "few-large" shape
+    h.setOptionValue("presolve_mode", 2)
+    n = len(projects)
+    if start is not None:
+        sol = highspy.HighsSolution()
+        sol.col_value = [1.0 if i in start else 0.0 for i in range(n)] + [0.0] * len(candidates)
+        h.setSolution(sol)
+    with quiet():
+        h.run()
+    info = h.getInfo()
+    col = list(h.getSolution().col_value) if info.primal_solution_status else []
+    funded = {i for i in range(n) if col and col[i] > 0.5}
+    chosen = {ci for ci in range(len(candidates)) if col and col[n + ci] > 0.5}
+    bound = info.mip_dual_bound
+    bound = None if bound != bound or abs(bound) == float("inf") else float(bound)
+    claimed = float(info.objective_function_value) if col else None
+    status = h.getModelStatus()
+    if status == highspy.HighsModelStatus.kInfeasible:
+        claimed = "infeasible"
+    return status == highspy.HighsModelStatus.kOptimal, funded, chosen, claimed, bound
+
+
+def _within_budget(cands, chosen, budget) -> bool:
+    return budget is None or sum(cands[i].cost for i in chosen) <= budget
+
+
+def _subproblem(projects, rows, candidates, part, chosen_fixed):
+    """The part's projects, rows and candidates, renumbered from 0. Candidates already chosen
+    (mode "cheapest") become plain supply."""
+    loc = {pi: li for li, pi in enumerate(part.projects)}
+    cloc = {ci: li for li, ci in enumerate(part.cands)}
+    srows = []
+    for r_i in part.rows:
+        r = rows[r_i]
+        supply = r.supply_g + (sum(g for ci, g in r.cand_terms if ci in chosen_fixed) if chosen_fixed else 0)
+        srows.append(Row(r.group, r.threshold, supply, [(loc[pi], g) for pi, g in r.terms],
+                         [(cloc[ci], g) for ci, g in r.cand_terms if ci in cloc]))
+    return [projects[i] for i in part.projects], srows, [candidates[i] for i in part.cands]
+
+
+def _step(projects) -> Fraction:
+    """The objective moves in steps of the priorities' greatest common divisor (1 for whole numbers)."""
+    from math import gcd
+    fr = [Fraction(p.priority) for p in projects if p.priority]
+    if not fr:
+        return Fraction(1)
+    den = 1
+    for f in fr:
+        den = den * f.denominator // gcd(den, f.denominator)
+    num = 0
+    for f in fr:
+        num = gcd(num, int(f * den))
+    return Fraction(num, den)
+
+
+def _proven(projects, value: float, bound: float) -> bool:
+    """True when no selection can beat `value`: the bound, rounded down to the objective's step, is reached."""
+    step = float(_step(projects))
+    return value >= step * math.floor(bound / step + 1e-7) - 1e-9 * max(1.0, abs(bound))
+
+
+def _fallback(projects, rows, start, lp_bound, lp_y=None) -> dict:
+    """A part whose worker failed or overran: its LP-guided start (as the worker sent it, or made
+    here), else the greedy plan; with the LP bound."""
+    must = {i for i, p in enumerate(projects) if p.must_fund}
+    if feasible(rows, must, set()):
+        return {"status": "infeasible", "funded": [], "chosen": [], "bound": 0.0, "how": "fallback"}
+    if start is None and lp_y is not None:
+        start = lp_rounding(projects, rows, must, set(), lp_y)
+    # an LP-guided start is already filled (lp_rounding); otherwise fill greedily
+    funded = set(start) if start is not None else greedy(projects, rows, must, set())
+    return {"status": "feasible", "funded": sorted(funded), "chosen": [], "bound": max(lp_bound, _value(projects, funded)),
+            "how": "fallback"}
+
+
+def solve_part(projects, rows, candidates, lp_y, lp_bound, gap, budget, solver, start=None, *,
+               time_limit: float, threads: int | None = None, on_start=None) -> dict:
+    """One independent part (local indices): the LP-guided start, proven optimal when it reaches the
+    LP bound's step, else the warm-started MILP, then repair and fill in integer grams."""
+    t0 = time.perf_counter()
+    must = {i for i, p in enumerate(projects) if p.must_fund}
+    if start is not None:
+        start = set(start)
+    elif not candidates:
+        start = lp_rounding(projects, rows, must, set(), lp_y)
+    if start is not None and _proven(projects, _value(projects, start), lp_bound):
+        return {"status": "optimal", "funded": sorted(start), "chosen": [], "bound": _value(projects, start),
+                "how": "start reaches bound"}
+    if start is not None and time_limit <= 0:  # no time for the solver: the start (already filled)
+        return {"status": "feasible", "funded": sorted(start), "chosen": [], "bound": max(lp_bound, _value(projects, start)),
+                "how": "start"}
+    if start is not None and on_start is not None:
+        on_start(sorted(start))
+    left = lambda: time_limit - (time.perf_counter() - t0)  # noqa: E731
+    if _use_highs(solver):
+        optimal, funded, chosen, claimed, mip_bound = _mip_highs(projects, rows, candidates, budget, time_limit=left(),
+                                                                 gap=gap, start=start, threads=threads)
+        if start is not None and isinstance(claimed, float) and \
+                abs(claimed - _value(projects, funded)) > 1e-6 * max(1.0, claimed):
+            # HiGHS 1.16, warm-started, can report an objective (and bound) that the solution it returns
+            # does not have, and call it optimal: solve once more without the start, and trust that one
+            optimal, funded, chosen, claimed, mip_bound = _mip_highs(projects, rows, candidates, budget,
+                                                                     time_limit=left(), gap=gap, start=None,
+                                                                     threads=threads)
+        bound = lp_bound if mip_bound is None else min(lp_bound, mip_bound)
+        infeasible = claimed == "infeasible"
+    else:
+        import pulp
+        prob, y, z = _model(projects, rows, candidates, budget, None)
+        engine = _solver(solver, max(0.05, left()), gap, start, y, threads)
+        with quiet():
+            status = prob.solve(engine)
+        funded = {i for i, v in y.items() if (v.varValue or 0) > 0.5}
+        chosen = {i for i, v in z.items() if (v.varValue or 0) > 0.5}
+        optimal, bound = status == pulp.LpStatusOptimal, lp_bound
+        infeasible = status == pulp.LpStatusInfeasible
+    if not optimal and not funded and start is None:
+        if infeasible:
+            return {"status": "infeasible", "funded": [], "chosen": [], "bound": 0.0, "how": "MIP"}
+        funded = set(must)
     funded = _repair(projects, rows, funded, chosen, must)
     if start is not None and _value(projects, start) > _value(projects, funded):
         funded = start
-    funded = greedy(projects, rows, funded, chosen)  # fill what still fits
-    bound = _mip_bound(engine, lp_bound)
+    # fill what still fits (in LP order on a big part: the density order costs seconds there)
+    funded = _lp_fill(projects, rows, funded, chosen, lp_y) if len(projects) > BIG else \
+        greedy(projects, rows, funded, chosen)
     objective = _value(projects, funded)
-    exact = status == pulp.LpStatusOptimal and _gap(objective, bound) <= max(gap, 1e-6) + 1e-9
-    return Solution("optimal" if exact else "feasible", sorted(funded), sorted(chosen), objective, bound, lp_bound,
-                    time.perf_counter() - t0, engine.name, duals), rows
+    exact = (optimal and _gap(objective, bound) <= max(gap, 1e-6) + 1e-9) or _proven(projects, objective, bound)
+    return {"status": "optimal" if exact else "feasible", "funded": sorted(funded), "chosen": sorted(chosen),
+            "bound": max(bound, objective), "how": "MIP"}
 
 
 def _value(projects, funded) -> float:
-    return float(sum(projects[i].priority for i in funded))
+    return float(objective_exact(projects, funded))
 
 
 def _gap(objective: float, bound: float) -> float:
@@ -269,17 +592,16 @@ def _model(projects, rows, candidates, budget, chosen_fixed):
             v.lowBound = v.upBound = 1 if i in chosen_fixed else 0
     prob += pulp.LpAffineExpression([(y[i], float(p.priority)) for i, p in enumerate(projects)])
     for r_i, row in enumerate(rows):
-        scale = 1e-6  # grams -> tonnes inside the solver
-        expr = pulp.LpAffineExpression([(y[pi], g * scale) for pi, g in row.terms] +
-                                       [(z[ci], -g * scale) for ci, g in row.cand_terms])
-        prob += pulp.LpConstraint(expr, pulp.LpConstraintLE, f"r{r_i}", row.supply_g * scale)
+        expr = pulp.LpAffineExpression([(y[pi], g * SCALE) for pi, g in row.terms] +
+                                       [(z[ci], -g * SCALE) for ci, g in row.cand_terms])
+        prob += pulp.LpConstraint(expr, pulp.LpConstraintLE, f"r{r_i}", row.supply_g * SCALE)
     if budget is not None and candidates:
         prob += pulp.LpConstraint(pulp.LpAffineExpression([(z[i], float(c.cost)) for i, c in enumerate(candidates)]),
                                   pulp.LpConstraintLE, "budget", float(budget))
     return prob, y, z
 
 
-def _solver(name: str, time_limit: float, gap: float, start: set[int] | None, y: dict):
+def _solver(name: str, time_limit: float, gap: float, start: set[int] | None, y: dict, threads: int | None = None):
     import pulp
     use_highs = name in ("auto", "highs") and "HiGHS" in pulp.listSolvers(onlyAvailable=True)
     if name == "highs" and not use_highs:
@@ -291,8 +613,12 @@ def _solver(name: str, time_limit: float, gap: float, start: set[int] | None, y:
                 v.setInitialValue(1 if i in start else 0)
         s.name = "cbc"
         return s
-    # no "threads" option: HiGHS keeps one global scheduler and refuses a different count later
-    return _WarmHiGHS(start, y, msg=False, timeLimit=time_limit, gapRel=gap)
+    # HiGHS keeps one global scheduler and refuses a different thread count later, so a count is
+    # only set in the planner's worker processes (quota.decompose), which set the same one each time
+    # light presolve: HiGHS 1.16's full presolve can loop forever (HPresolve::strengthenInequalities,
+    # after a restart, ignoring the time limit) on a warm-started model of the "few-large" shape
+    return _WarmHiGHS(start, y, msg=False, timeLimit=time_limit, gapRel=gap, presolve_mode=2,
+                      **({"threads": threads} if threads else {}))
 
 
 try:
@@ -317,6 +643,7 @@ try:
             lp.solverModel.run()
             info = lp.solverModel.getInfo()
             self.mip_bound = getattr(info, "mip_dual_bound", None)
+            self.claimed = -float(getattr(info, "objective_function_value", float("nan")))  # PuLP minimises -obj
 except ImportError:  # pragma: no cover - pulp is a dependency
     _WarmHiGHS = None
 
@@ -332,8 +659,8 @@ def _mip_bound(engine, lp_bound: float) -> float:
     return min(lp_bound, -raw) if lp_bound else -raw
 
 
-def _lp_relaxation(prob, y, z, solver: str) -> tuple[float, dict[str, float]]:
-    """Bound and duals (per row name) of the LP relaxation; the y values stay on `y`."""
+def _lp_relaxation(prob, y, z, solver: str) -> tuple[float | None, dict[str, float]]:
+    """Bound and duals (per row name) of the LP relaxation (bound None if it failed); the y values stay on `y`."""
     import pulp
     relaxed = prob  # mip=False relaxes integrality without touching the (shared) variables
     highs = solver in ("auto", "highs") and "HiGHS" in pulp.listSolvers(onlyAvailable=True)
@@ -341,9 +668,9 @@ def _lp_relaxation(prob, y, z, solver: str) -> tuple[float, dict[str, float]]:
     with quiet():
         status = relaxed.solve(engine)
     if status != pulp.LpStatusOptimal:
-        return 0.0, {}
+        return None, {}
     # HiGHS reports duals of the negated (minimisation) problem; a <= row of a maximisation is worth >= 0
-    duals = {name: abs(float(c.pi or 0.0)) for name, c in relaxed.constraints.items()}
+    duals = {name: abs(float(c.pi or 0.0)) * 1e6 * SCALE for name, c in relaxed.constraints.items()}  # per tonne
     return float(pulp.value(relaxed.objective) or 0.0), duals
 
 
@@ -372,8 +699,8 @@ def _cheapest(projects, rows, candidates, time_limit, solver) -> set[int] | None
     for r_i, row in enumerate(rows):
         need = sum(g for pi, g in row.terms if pi in set(must))
         if need > row.supply_g:
-            prob += pulp.LpConstraint(pulp.LpAffineExpression([(z[ci], g * 1e-6) for ci, g in row.cand_terms]),
-                                      pulp.LpConstraintGE, f"c{r_i}", (need - row.supply_g) * 1e-6)
+            prob += pulp.LpConstraint(pulp.LpAffineExpression([(z[ci], g * SCALE) for ci, g in row.cand_terms]),
+                                      pulp.LpConstraintGE, f"c{r_i}", (need - row.supply_g) * SCALE)
     with quiet():
         status = prob.solve(_solver(solver, time_limit, 0.0, None, {}))
     if status != pulp.LpStatusOptimal:

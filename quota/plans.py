@@ -291,13 +291,21 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
     return idempotency.run(engine, key, "plan apply", {"plan": plan_id, "date": str(today)}, work)
 
 
-def write_plan_files(result: dict, out_dir: str) -> list[str]:
-    """Write the plan as draws.csv, unfunded.csv, shadow_prices.csv and plan.xlsx (all sheets)."""
+PLAN_FILES = ("draws.csv", "unfunded.csv", "shadow_prices.csv", "summary.csv", "plan.xlsx")
+
+
+def write_plan_files(result: dict, out_dir: str, db=None) -> list[str]:
+    """Write the plan as draws.csv, unfunded.csv, shadow_prices.csv and plan.xlsx (all sheets), with a
+    manifest.json: a folder that appears complete or not at all, never over a database, its text cells
+    neutralised against spreadsheet formulas like the auditor exports (quota.outfiles, quota.table_export)."""
     import pandas as pd
     from pathlib import Path
 
+    from . import outfiles
+    from .table_export import neutralise
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    outfiles.check_folder(out, PLAN_FILES, db)
     draws = pd.DataFrame([{"plan_id": result["plan_id"], "project_id": f["project_id"], "priority": f["priority"],
                            **d} for f in result["funded"] for d in f["draws"]],
                          columns=["plan_id", "project_id", "priority", "pollutant", "lot", "zone", "amount_g"])
@@ -308,13 +316,17 @@ def write_plan_files(result: dict, out_dir: str) -> list[str]:
     prices = pd.DataFrame(result["shadow_prices"], columns=["pollutant", "key", "value", "per"])
     summary = pd.DataFrame([{k: result.get(k) for k in ("plan_id", "as_of", "status", "objective", "bound",
                                                          "lp_bound", "gap", "solver", "seconds", "scenario")}])
-    files = []
-    for name, frame in (("draws", draws), ("unfunded", unfunded), ("shadow_prices", prices), ("summary", summary)):
-        path = out / f"{name}.csv"
-        frame.to_csv(path, index=False)
-        files.append(str(path))
-    with pd.ExcelWriter(out / "plan.xlsx", engine="openpyxl") as xl:
-        for name, frame in (("summary", summary), ("draws", draws), ("unfunded", unfunded), ("shadow_prices", prices)):
-            frame.to_excel(xl, sheet_name=name, index=False)
-    files.append(str(out / "plan.xlsx"))
-    return files
+    frames = {name: frame.map(neutralise)
+              for name, frame in (("draws", draws), ("unfunded", unfunded), ("shadow_prices", prices),
+                                  ("summary", summary))}
+    with outfiles.atomic_dir(out, PLAN_FILES, db) as tmp:
+        rows = {}
+        for name, frame in frames.items():
+            frame.to_csv(tmp / f"{name}.csv", index=False)
+            rows[f"{name}.csv"] = len(frame)
+        with pd.ExcelWriter(tmp / "plan.xlsx", engine="openpyxl") as xl:
+            for name in ("summary", "draws", "unfunded", "shadow_prices"):
+                frames[name].to_excel(xl, sheet_name=name, index=False)
+        rows["plan.xlsx"] = sum(len(f) for f in frames.values())
+        outfiles.write_manifest(tmp, "quota-plan", rows, plan_id=result["plan_id"])
+    return [str(out / name) for name in PLAN_FILES]

@@ -15,8 +15,9 @@ COLORS = {"available": "#2e7d32", "reserved": "#f9a825", "allocated": "#1565c0",
 e = html.escape
 
 
-def build(engine: Engine, *, plan_id: str | None = None, as_of: dt.date | None = None, lang: str = "en") -> str:
-    """The report as one HTML string."""
+def build(engine: Engine, *, plan_id: str | None = None, as_of: dt.date | None = None, lang: str = "en",
+          outlook: dict | None = None) -> str:
+    """The report as one HTML string; `outlook` (quota.outlook.outlook's result) adds its chart."""
     day = as_of or clock.today()
     with db.reading(engine) as conn:
         _, book = rulebooks.current(conn)
@@ -61,6 +62,8 @@ def build(engine: Engine, *, plan_id: str | None = None, as_of: dt.date | None =
                  else f"<p>{e(t('report_none', lang))}</p>")
     if plan_id:
         parts += _plan_section(engine, plan_id, lang, unit, pname, sources)
+    if outlook is not None:
+        parts += _outlook_section(outlook, lang, pname)
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -203,3 +206,39 @@ def _flow(links: dict[tuple[str, str], int]) -> str:
                    f"<text x='566' y='{ry[b] + 4:.1f}' font-size='12'>{e(b)}</text>")
     svg.append("</svg>")
     return "".join(svg)
+
+
+def _outlook_section(outlook: dict, lang: str, pname) -> list[str]:
+    """One row per (pollutant, key), soonest short first: a bar per year for the quota left at the
+    year's end (green) and the demand the plan cannot fund that year (red), each row to its own scale."""
+    span = outlook["years"]
+    out = [f"<h2>{e(t('report_outlook', lang, first=span[0], last=span[-1]))}</h2>",
+           _legend([(t("outlook_left", lang), COLORS["supply"]), (t("outlook_short", lang), COLORS["unfunded"])])]
+    label_w, cell, bar_h, row_h = 210, 90, 30, 44
+    svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{label_w + cell * len(span) + 10}' "
+           f"height='{row_h * (len(outlook['groups']) + 1)}'>"]
+    for j, year in enumerate(span):
+        svg.append(f"<text x='{label_w + j * cell + 4}' y='14' font-size='12'>{year}</text>")
+    for i, g in enumerate(outlook["groups"]):
+        y0 = row_h * (i + 1)
+        top = max([1] + [max(r["closing_g"], r["unmet_g"], 0) for r in g["years"]])
+        label = f"{pname(g['pollutant'])} · {g['key']}" + (f" (↓{g['first_short_year']})" if g["first_short_year"] else "")
+        svg.append(f"<text x='0' y='{y0 + bar_h - 8}' font-size='12'>{e(label)}</text>")
+        for j, r in enumerate(g["years"]):
+            x = label_w + j * cell
+            left = max(r["closing_g"], 0) * bar_h / top
+            short = max(r["unmet_g"], 0) * bar_h / top
+            svg.append(f"<rect x='{x}' y='{y0 + bar_h - left:.1f}' width='38' height='{left:.1f}' "
+                       f"fill='{COLORS['supply']}'><title>{e(units.display(r['closing_g'], g['unit']))} "
+                       f"{e(g['unit'])}</title></rect>")
+            svg.append(f"<rect x='{x + 40}' y='{y0 + bar_h - short:.1f}' width='38' height='{short:.1f}' "
+                       f"fill='{COLORS['unfunded']}'><title>{e(units.display(r['unmet_g'], g['unit']))} "
+                       f"{e(g['unit'])}</title></rect>")
+    svg.append("</svg>")
+    out.append("".join(svg))
+    out.append(_table([H(c, lang) for c in ("Pollutant", "Key", "Unit")] + [str(y) for y in span],
+                      [[pname(g["pollutant"]), g["key"], g["unit"]] +
+                       [units.display(r["closing_g"], g["unit"]) + (f" (−{units.display_up(r['unmet_g'], g['unit'])})"
+                                                                   if r["unmet_g"] > 0 else "") for r in g["years"]]
+                       for g in outlook["groups"]]))
+    return out

@@ -6,7 +6,7 @@ from typing import IO
 
 from sqlalchemy import Engine
 
-from . import audit, db, rulebooks, units
+from . import audit, db, outfiles, rulebooks, units
 
 LABELS = {
     "en": {"title": "Source statement of emission quota", "project": "Project", "zone": "Zone",
@@ -59,16 +59,32 @@ def statement(engine: Engine, project_id: str, lang: str = "en") -> dict:
             "draws": draws, "labels": L}
 
 
+_MD_SPECIAL = {c: "\\" + c for c in "\\`*_[]|~#!"}
+_MD_SPECIAL.update({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_LINE_BREAKS = "\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
 def _md_cell(v) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ")
+    """A value as Markdown text: no line breaks or control characters (a row stays one row), Markdown
+    punctuation backslash-escaped (no links, emphasis or table cells from data) and HTML as entities."""
+    out = []
+    for c in str(v):
+        if c in _LINE_BREAKS or c == "\t":
+            out.append(" ")
+        elif ord(c) < 32 or 0x7f <= ord(c) < 0xa0:
+            continue
+        else:
+            out.append(_MD_SPECIAL.get(c, c))
+    return "".join(out)
 
 
 def to_markdown(s: dict) -> str:
-    lines = [f"# {s['title']}", ""]
-    lines += [f"- **{k}**: {_md_cell(v)}" for k, v in s["head"]]
+    lines = [f"# {_md_cell(s['title'])}", ""]
+    lines += [f"- **{_md_cell(k)}**: {_md_cell(v)}" for k, v in s["head"]]
     for title, header, rows in ((s["labels"]["requirement"], s["needs_header"], s["needs"]),
                                 (s["labels"]["sources"], s["draws_header"], s["draws"])):
-        lines += ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["", f"## {_md_cell(title)}", "", "| " + " | ".join(_md_cell(x) for x in header) + " |",
+                  "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -111,13 +127,18 @@ def to_xlsx(s: dict, path: str) -> None:
 
 def write_statement(engine: Engine, project_id: str, fmt: str, out: IO[str] | None, path: str | None,
                     lang: str = "en") -> None:
+    """Write the statement to `out` (a stream) or to the file `path`, which appears complete or not at
+    all and is never the database (quota.outfiles)."""
+    if path:
+        outfiles.check_target(path, engine)
     s = statement(engine, project_id, lang)
     if fmt == "xlsx":
-        to_xlsx(s, path)
+        with outfiles.atomic_path(path, engine) as tmp:
+            to_xlsx(s, str(tmp))
     else:
         text = to_markdown(s) if fmt == "md" else to_html(s)
         if path:
-            with open(path, "w", encoding="utf-8") as fh:
+            with outfiles.atomic_file(path, engine) as fh:
                 fh.write(text)
         else:
             out.write(text)

@@ -33,6 +33,8 @@ def verify(conn: Connection, progress=None, expect_head: str | None = None) -> t
     watch = {s for _, _, r in results if isinstance(r, dict) for s in _seqs(r) if isinstance(s, int)}
     total = conn.execute(text("SELECT count(*) FROM txn")).scalar_one() if progress else None
     chk = ChainChecker("txn", watch=watch)
+    keys = {(int(v), p, z): k for v, p, z, k in conn.execute(text("SELECT version, pollutant, zone, key FROM matching"))}
+    chk.key_of = lambda version, pollutant, zone: keys.get((version, pollutant, zone))
     chk.expect = expect_head.strip().lower() if expect_head else None
     for body, prev, digest in ledger.iter_chain(conn):
         chk.txn(body, prev, digest, body["seq"])

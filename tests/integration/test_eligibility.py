@@ -291,3 +291,23 @@ def test_a_correction_never_extends_the_life_of_the_grams_it_corrects(book, writ
         "T-FIX,S-NEW,新厂,closure,JT-DC,COD,6,,,t/a,2023,2026-11-01,m,a,R-FIX,T-NEW"]), actor="clerk")
     assert lots(book)["T-FIX"]["expires"] == lots(book)["T-NEW"]["expires"] == "2029-01-01"
     assert audit.verify(book)[1] == []
+
+
+@pytest.mark.parametrize("lot_of", ["T-OLD", "T-CDH"])  # expired; another watershed
+def test_verify_judges_every_reservation_by_the_eligibility_rule(book, lot_of):
+    """A reservation written around the library (correctly hashed and balanced, as an insider with the write
+    path could) from a lot that could not serve the project fails `verify`."""
+    from quota import db, ledger
+    serial = lots(book)[lot_of]["lot"]
+    zone = lots(book)[lot_of]["zone"]
+
+    def forge(conn):
+        version, _ = rulebooks.current(conn)
+        legs = [ledger.Leg(ledger.lot_account(serial), serial, "COD", -1_000_000, zone),
+                ledger.Leg(ledger.project_account("P-A", "reserved"), serial, "COD", 1_000_000, "JT-YT", "P-A")]
+        return ledger.post_many(conn, [ledger.TxnSpec("reserve", TODAY, legs, "forged", "", "P-A", {})],
+                                actor="insider", rulebook=version)
+
+    db.run_write(book, forge)
+    problems = audit.verify(book)[1]
+    assert any(serial in p.message and ("expires" in p.message or "needs DJ" in p.message) for p in problems), problems

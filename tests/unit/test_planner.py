@@ -173,3 +173,131 @@ def test_cheapest_candidates_fund_the_must_fund_projects():
     assert sol.status == "optimal" and sol.chosen == [1] and sol.funded == [0]  # 300 < 100+? tiny alone is short
     sol, _ = planner.solve(p, lots, cands, mode="priority", budget=150, time_limit=5)
     assert sol.status == "infeasible" or sol.funded == []
+
+
+def keyed_instance(rng: random.Random, n_projects: int, n_lots: int, keys=("A", "B", "C", "D")):
+    """Like random_instance, with more matching keys, so that the model falls apart into several parts."""
+    pols = ["COD", "NOX"]
+    lots = [PLot(f"L{k:02d}", rng.choice(pols), rng.choice(keys),
+                 None if rng.random() < 0.2 else DAY + dt.timedelta(days=rng.choice([50, 100, 300, 600])),
+                 rng.randint(1, 20) * 100_000) for k in range(n_lots)]
+    projects = []
+    for j in range(n_projects):
+        zone = rng.randrange(len(keys))  # a project's zone gives one key per pollutant
+        chosen = [(p, keys[zone] if p == "COD" else keys[zone // 2]) for p in rng.sample(pols, rng.randint(1, 2))]
+        projects.append(PProject(f"P{j:02d}", rng.randint(1, 9), False,
+                                 DAY + dt.timedelta(days=rng.choice([0, 100, 300])),
+                                 tuple(PNeed(p, k, rng.randint(1, 15) * 100_000) for p, k in sorted(chosen))))
+    return projects, lots
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.builds(lambda seed, n, m: keyed_instance(random.Random(seed), n, m),
+                 st.integers(0, 10**6), st.integers(1, 24), st.integers(1, 16)))
+def test_decomposed_solve_equals_the_monolithic_optimum(instance):
+    projects, lots = instance
+    whole, rows = planner.solve(projects, lots, time_limit=20, gap=0.0, split=False, workers=0)
+    parts, _ = planner.solve(projects, lots, time_limit=20, gap=0.0)
+    assert whole.status == parts.status == "optimal"
+    assert parts.objective == whole.objective
+    assert abs(parts.lp_bound - whole.lp_bound) <= 1e-6 * max(1.0, whole.lp_bound)
+    assert not planner.feasible(rows, set(parts.funded), set())
+    assert max_flow_feasible(projects, lots, parts.funded)
+
+
+def two_markets():
+    """Two keys that share nothing, each a knapsack whose LP optimum is fractional."""
+    lots = [PLot("LA", "COD", "A", None, 1_000_000), PLot("LB", "COD", "B", None, 1_000_000)]
+    projects = [PProject("A1", 5, False, DAY, (PNeed("COD", "A", 600_000),)),
+                PProject("A2", 4, False, DAY, (PNeed("COD", "A", 500_000),)),
+                PProject("A3", 4, False, DAY, (PNeed("COD", "A", 500_000),)),
+                PProject("B1", 7, False, DAY, (PNeed("COD", "B", 700_000),)),
+                PProject("B2", 6, False, DAY, (PNeed("COD", "B", 400_000),)),
+                PProject("B3", 2, False, DAY, (PNeed("COD", "B", 450_000),)),
+                PProject("B4", 2, False, DAY, (PNeed("COD", "B", 300_000),))]
+    return projects, lots
+
+
+def test_independent_parts_are_solved_separately(monkeypatch):
+    projects, lots = two_markets()
+    built = []
+    real = planner._highs
+
+    def spy(ps, rows, *args, **kw):
+        built.append(sorted(p.project_id for p in ps))
+        return real(ps, rows, *args, **kw)
+
+    monkeypatch.setattr(planner, "_highs", spy)
+    sol, _ = planner.solve(projects, lots, time_limit=10, workers=0)
+    # one model of everything for the LP bound and the shadow prices, then one MILP per part
+    assert built[0] == sorted(p.project_id for p in projects)
+    assert sorted(built[1:]) == [["A1", "A2", "A3"], ["B1", "B2", "B3", "B4"]]
+    assert [p["projects"] for p in sol.parts] == [3, 4]
+    assert sol.status == "optimal" and sol.objective == 8 + 9  # A2+A3 (A1 fits with neither), B1+B4 (B2+B3 or B2+B4 give 8)
+    assert [projects[i].project_id for i in sol.funded] == ["A2", "A3", "B1", "B4"]
+
+
+def test_parts_that_fit_are_settled_without_a_solver(monkeypatch):
+    projects, lots = two_markets()
+    lots.append(PLot("LB2", "COD", "B", None, 1_000_000))  # now everything in B fits
+    built = []
+    real = planner._highs
+    monkeypatch.setattr(planner, "_highs", lambda ps, *a, **kw: built.append(len(ps)) or real(ps, *a, **kw))
+    sol, _ = planner.solve(projects, lots, time_limit=10, workers=0)
+    assert built == [7, 3]  # the LP of everything, then the MILP of A alone
+    assert [(p["projects"], p["how"]) for p in sol.parts] == [(3, "MIP"), (4, "all fit")]
+    assert {projects[i].project_id for i in sol.funded} >= {"B1", "B2", "B3", "B4"}
+
+
+def test_worker_processes_give_the_same_plan_as_solving_here():
+    rng = random.Random(7)
+    projects, lots = keyed_instance(rng, 40, 14)
+    here, _ = planner.solve(projects, lots, time_limit=20, gap=0.0, workers=0)
+    pooled, _ = planner.solve(projects, lots, time_limit=20, gap=0.0, workers=2)
+    assert here.status == pooled.status == "optimal"
+    assert pooled.funded == here.funded and pooled.objective == here.objective
+    assert sum(p["how"] == "MIP" for p in pooled.parts) >= 2  # more than one part went to the workers
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_decimal_priorities_match_brute_force_exactly(seed):
+    from decimal import Decimal
+    rng = random.Random(100 + seed)
+    projects, lots = random_instance(rng, rng.randint(4, 9), rng.randint(2, 6))
+    # scores like 7.5 and economic values with 4 decimals, up to the 10^6 bound
+    values = [Decimal("7.5"), Decimal("0.0001"), Decimal("1000000"), Decimal("123.4567"), Decimal("3.3333")]
+    projects = [PProject(p.project_id, rng.choice(values), p.must_fund, p.on, p.needs) for p in projects]
+    best = Decimal(0)
+    for size in range(len(projects) + 1):
+        for subset in itertools.combinations(range(len(projects)), size):
+            value = sum((projects[i].priority for i in subset), Decimal(0))
+            if value > best and max_flow_feasible(projects, lots, subset):
+                best = value
+    sol, _ = planner.solve(projects, lots, time_limit=20, gap=0.0)
+    assert sol.status == "optimal"
+    assert planner.objective_exact(projects, sol.funded) == best
+    assert Decimal(repr(sol.objective)) == best  # the float carried to JSON reads back exactly
+
+
+def test_priority_rule():
+    assert planner.check_priority("7.5") is None and planner.check_priority(1_000_000) is None
+    assert planner.check_priority("0.0001") is None and planner.check_priority("2.50000") is None
+    assert "at most 1,000,000" in planner.check_priority("1000000.5")
+    assert "greater than 0" in planner.check_priority("0")
+    assert "4 decimal places" in planner.check_priority("1.23456")
+    assert "a number" in planner.check_priority("high")
+
+
+def test_a_worker_past_its_time_is_killed_and_its_part_keeps_its_start(monkeypatch):
+    from quota import decompose
+    projects, lots = two_markets()
+    # the watchdog's margin made hugely negative: every worker counts as stuck once its solver starts
+    monkeypatch.setattr(decompose, "GRACE", -1000.0)
+    decompose.POOL.ensure(1)
+    before = decompose.POOL.workers[0].proc.pid  # workers=1 runs on the first worker
+    sol, rows = planner.solve(projects, lots, time_limit=10, workers=1)
+    assert [p["how"] for p in sol.parts] == ["fallback", "fallback"]
+    # the LP-guided starts (A1; B2 and B3), not the solver's optimum of 17 (A2+A3, B1+B4)
+    assert sol.status == "feasible" and sol.objective == 13 and sol.funded == [0, 4, 5]
+    assert not planner.feasible(rows, set(sol.funded), set())
+    assert decompose.POOL.workers[0].proc.pid != before and decompose.POOL.workers[0].alive()

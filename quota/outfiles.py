@@ -1,0 +1,242 @@
+"""Files a command writes (exports, report, statements, plan files): never a half-written file, never
+a database overwritten.
+
+A file is written under a temporary name beside its target and renamed into place only once complete
+(os.replace: the old file stays whole until then, and is left untouched if anything fails). The
+temporary file is created at the first write, so a command whose database does not answer writes
+nothing at all. A folder (CSV/Parquet export, plan files) is written as a temporary folder beside the
+target and renamed into place, with a manifest.json (each file's rows and sha256) that
+`quota verify --export FOLDER` checks. An existing target folder is replaced only when it holds
+nothing but files the export itself writes (an earlier export); otherwise the export is refused and
+nothing is deleted. A target that is the ledger's own database file (or its -wal/-shm/-journal), or
+any SQLite database, is refused.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import Refused
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+MANIFEST = "manifest.json"
+
+
+def _db_files(db) -> set[Path]:
+    """The files of a SQLite database given as an engine, URL or URL string (none for PostgreSQL)."""
+    if db is None:
+        return set()
+    from sqlalchemy import make_url
+    url = getattr(db, "url", db)
+    url = make_url(str(url)) if isinstance(url, str) else url
+    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+        return set()
+    base = Path(url.database).expanduser().resolve()
+    return {Path(str(base) + s) for s in ("", "-wal", "-shm", "-journal")}
+
+
+def is_sqlite_file(path: Path | str) -> bool:
+    """True if the file starts with SQLite's 16-byte header."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(16) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def check_target(path: Path | str, db=None, folder: bool = False) -> Path:
+    """Refuse a target that is the ledger's database, any SQLite database, or of the wrong kind."""
+    p = Path(path)
+    if p.expanduser().resolve() in _db_files(db):
+        raise Refused(f"{path} is the ledger's database file; an output never overwrites the database "
+                      "(choose another file name)", "output_is_database", path=str(path))
+    if folder:
+        if p.exists() and not p.is_dir():
+            raise Refused(f"{path} exists and is not a folder; this export writes a folder", "output_kind",
+                          path=str(path))
+        if p.is_dir():
+            for child in sorted(p.iterdir()):
+                if is_sqlite_file(child) or child.expanduser().resolve() in _db_files(db):
+                    raise Refused(f"{path} holds a SQLite database ({child.name}); an output never replaces a "
+                                  "database", "output_is_database", path=str(child))
+    else:
+        if p.is_dir():
+            raise Refused(f"{path} is a folder; give a file name", "output_kind", path=str(path))
+        if is_sqlite_file(p):
+            raise Refused(f"{path} is a SQLite database; an output never overwrites a database "
+                          "(choose another file name)", "output_is_database", path=str(path))
+    return p
+
+
+def _mode_for(target: Path, base: int = 0o666) -> int:
+    """The permissions the file would get if created normally (or the ones the old one had)."""
+    try:
+        return target.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return base & ~umask
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+class _PendingFile:
+    """A text (or binary) file whose temporary twin is created at the first write."""
+
+    def __init__(self, target: Path, mode: str, encoding: str | None, newline: str | None):
+        self.target, self.mode, self.encoding, self.newline = target, mode, encoding, newline
+        self.tmp: Path | None = None
+        self._fh = None
+
+    def _open(self):
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent)
+        self.tmp = Path(name)
+        self._fh = os.fdopen(fd, self.mode, encoding=self.encoding, newline=self.newline)
+        return self._fh
+
+    def write(self, data):
+        return (self._fh or self._open()).write(data)
+
+    def writelines(self, lines: Iterable):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        if self._fh:
+            self._fh.flush()
+
+    def _commit(self, db) -> None:
+        fh = self._fh or self._open()  # an output with no content is still an (empty) file
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        check_target(self.target, db)  # again: the target may have appeared while we wrote
+        os.chmod(self.tmp, _mode_for(self.target))
+        os.replace(self.tmp, self.target)
+        _fsync_dir(self.target.parent)
+
+    def _discard(self) -> None:
+        if self._fh:
+            self._fh.close()
+        if self.tmp:
+            self.tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path | str, db=None, mode: str = "w", encoding: str | None = "utf-8",
+                newline: str | None = None) -> Iterator[_PendingFile]:
+    """A file-like object; the target appears, complete, when the block ends without an error."""
+    target = check_target(path, db)
+    if "b" in mode:
+        encoding = None
+    pending = _PendingFile(target, mode, encoding, newline)
+    try:
+        yield pending
+        pending._commit(db)
+    except BaseException:
+        pending._discard()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str, db=None) -> Iterator[Path]:
+    """A temporary path beside the target, for writers that want a file name (openpyxl, pyarrow)."""
+    target = check_target(path, db)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        check_target(target, db)
+        os.chmod(tmp, _mode_for(target))
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_folder(target: Path | str, names: Iterable[str], db=None) -> None:
+    """Refuse a target folder that is not a folder, holds a database, or holds files the export does not
+    write (replacing it would delete them)."""
+    target, names = Path(target), set(names)
+    check_target(target, db, folder=True)
+    if target.is_dir():
+        foreign = sorted(c.name for c in target.iterdir() if c.name not in names | {MANIFEST} or not c.is_file())
+        if foreign:
+            raise Refused(f"{target} exists and holds files this export does not write ({', '.join(foreign[:5])}"
+                          f"{' …' if len(foreign) > 5 else ''}); choose a new folder or remove it first",
+                          "output_not_ours", path=str(target), files=foreign)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path | str, names: Iterable[str], db=None) -> Iterator[Path]:
+    """A temporary folder beside the target; renamed into place when the block ends without an error.
+
+    `names` are the files the export writes: an existing target folder holding only those (and a
+    manifest) is an earlier export and is replaced; any other existing folder is refused.
+    """
+    target = Path(os.path.abspath(path))  # "." and "dir/" name a folder that can be renamed
+    names = set(names)
+    check_folder(target, names, db)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        for child in tmp.iterdir():
+            with open(child, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.chmod(tmp, _mode_for(target, 0o777))
+        check_folder(target, names, db)
+        old = None
+        if target.exists():  # an earlier export: moved aside, the new one moved in, the old one removed
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / "x")
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------- manifests
+
+def sha256_file(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path, fmt: str, rows: dict[str, int], **info) -> dict:
+    """manifest.json in `folder`: the format, `info` (head, as_of...) and each file's rows, bytes, sha256."""
+    manifest = {"format": fmt, "format_version": 1, **info,
+                "files": [{"name": name, "rows": n, "bytes": (folder / name).stat().st_size,
+                           "sha256": sha256_file(folder / name)} for name, n in sorted(rows.items())]}
+    (folder / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
+                                   encoding="utf-8")
+    return manifest
