@@ -232,12 +232,13 @@ class ChainChecker:
 
     def _eligible(self, body: dict, kind: str, legs: list, project: str, date: str, row: int) -> None:
         """The eligibility rule (quota.eligibility) for every gram a reservation draws or an approval confirms,
-        on the transaction's date: the lot is effective (reserve), not expired by the later of that date, the day
-        it was booked and the project's needed_by, and carries the project's matching key under the rulebook
+        on the transaction's date: the lot is effective (reserve), not expired by the later of that date and the
+        project's needed_by, and carries the project's matching key under the rulebook
         version the transaction names (when `key_of` is given). Revoked and superseded lots are checked apart.
         Projects registered before the rule (migration 0011's registrations) are not judged by it."""
         facts = self.projects[project]
-        until = max(date, str(body.get("booked_at") or "")[:10], str(facts.get("needed_by") or ""))
+        # (not the booking day: a clock pinned back, as the demo's, books on the calendar's day)
+        until = max(date, str(facts.get("needed_by") or ""))
         target = f"project:{project}:{'reserved' if kind == 'reserve' else 'allocated'}"
         for account, lot, pol, amount in legs:
             if account != target or amount <= 0:
