@@ -60,6 +60,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "report_projects": {"en": "Funded and unfunded projects", "zh": "保障与未保障项目"},
     "report_flow": {"en": "Where the quota comes from: sources → projects", "zh": "指标流向：平衡源 → 项目"},
     "report_none": {"en": "nothing", "zh": "无"},
+    "report_flagged": {"en": "Quota held from revoked or superseded lots (for the auditor)",
+                       "zh": "来自已注销或已被替代批次的指标（供审计核查）"},
     "report_outlook": {"en": "Outlook {first}–{last}: quota left at each year's end, and demand the plan cannot fund",
                        "zh": "{first}–{last} 年展望：各年末剩余指标，以及方案无法保障的需求"},
     "outlook_left": {"en": "left at year end", "zh": "年末剩余"},

@@ -8,7 +8,7 @@ from collections import defaultdict
 from sqlalchemy import Engine, text
 
 from . import balances, clock, db, plans, rulebooks, units
-from .i18n import header as H, t
+from .i18n import STATES_ZH, header as H, t
 
 COLORS = {"available": "#2e7d32", "reserved": "#f9a825", "allocated": "#1565c0", "supply": "#2e7d32",
           "demand": "#c62828", "funded": "#1565c0", "unfunded": "#c62828"}
@@ -59,6 +59,14 @@ def build(engine: Engine, *, plan_id: str | None = None, as_of: dt.date | None =
     parts.append(_table([H(c, lang) for c in ("Lot", "Pollutant", "Zone", "Expires", "Available", "Unit")],
                         [[r["lot"], pname(r["pollutant"]), r["zone"], r["expires"], r["available"], r["unit"]]
                          for r in sorted(soon, key=lambda r: (r["expires"], r["lot"]))]) if soon
+                 else f"<p>{e(t('report_none', lang))}</p>")
+    # 3. quota still held from lots that can serve no one new: allocations made before a lot was revoked or
+    # superseded stay, and are shown here for the auditor
+    flagged = [r for r in lot_rows if r["state"] in ("revoked", "superseded") and (r["reserved_g"] or r["allocated_g"])]
+    parts.append(f"<h2>{e(t('report_flagged', lang))}</h2>")
+    parts.append(_table([H(c, lang) for c in ("Lot", "Pollutant", "Zone", "State", "Reserved", "Allocated", "Unit")],
+                        [[r["lot"], pname(r["pollutant"]), r["zone"], STATES_ZH.get(r["state"], r["state"]) if lang == "zh"
+                          else r["state"], r["reserved"], r["allocated"], r["unit"]] for r in flagged]) if flagged
                  else f"<p>{e(t('report_none', lang))}</p>")
     if plan_id:
         parts += _plan_section(engine, plan_id, lang, unit, pname, sources)

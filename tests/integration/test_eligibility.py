@@ -311,3 +311,15 @@ def test_verify_judges_every_reservation_by_the_eligibility_rule(book, lot_of):
     db.run_write(book, forge)
     problems = audit.verify(book)[1]
     assert any(serial in p.message and ("expires" in p.message or "needs DJ" in p.message) for p in problems), problems
+
+
+def test_the_report_flags_quota_held_from_a_lot_revoked_later(book):
+    from quota import report
+    new = lots(book)["T-NEW"]["lot"]
+    quota_ops.reserve(book, "P-A", actor="c", date=TODAY)
+    quota_ops.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
+    assert new not in report.build(book).split("Quota held from revoked or superseded lots")[1].split("<h2>")[0]
+    quota_ops.revoke(book, new, actor="admin", memo="invalid", date=TODAY)
+    flagged = report.build(book).split("Quota held from revoked or superseded lots")[1].split("<h2>")[0]
+    assert new in flagged and "revoked" in flagged and "2.0000" in flagged
+    assert new in report.build(book, lang="zh").split("来自已注销或已被替代批次的指标")[1].split("<h2>")[0]

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import text
 
-from quota import audit, db, projects, quota_ops, rulebooks, tallies
+from quota import audit, db, plans, projects, quota_ops, rulebooks, tallies
 from quota.errors import Refused, ValidationFailed
 from tests.conftest import DATA, ENGINES, PROJECT_HEADER, TALLY_HEADER
 from tests.databases import fresh_url
@@ -268,6 +268,25 @@ class LedgerMachine(RuleBasedStateMachine):
         quota_ops.release(self.engine, pid, actor="model", date=self.day)
         self._return(self.projects[pid])
         self.projects[pid]["state"] = "pipeline"
+
+    @precondition(lambda self: any(p["state"] == "pipeline" for p in self.projects.values()))
+    @rule()
+    def plan_apply(self):
+        """A plan on the model's day, applied: every draw it reserves must be eligible by the model's rule and
+        hold exactly the project's requirement."""
+        plan = plans.run_plan(self.engine, as_of=self.day, actor="model", time_limit=5)
+        if plan["status"] == "infeasible" or not plan["funded"]:
+            return
+        plans.apply_plan(self.engine, plan["plan_id"], actor="model", date=self.day)
+        for f in plan["funded"]:
+            p = self.projects[f["project_id"]]
+            held = {}
+            for d in f["draws"]:
+                assert self._eligible(d["lot"], p), (f["project_id"], d)
+                held[d["lot"]] = held.get(d["lot"], 0) + d["amount_g"]
+                self.lots[d["lot"]]["available"] -= d["amount_g"]
+            assert sum(held.values()) == self._required(p)
+            p.update(state="reserved", held=held, part="reserved")
 
     @rule(data=st.data())
     def cancel(self, data):
