@@ -27,6 +27,8 @@ from tests.databases import fresh_url
 SETUP = {"COD": ("JT-YT", None), "VOCS": ("JT-DC", Decimal(2))}
 LIFE = 5
 RULES = (DATA / "rules.toml").read_text(encoding="utf-8")
+DC_BLOCK = 'code = "JT-DC"\nname = "Dongcheng Subdistrict"\nname_zh = "东城街道"\nwatershed = "DJ"'
+assert DC_BLOCK in RULES
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -44,6 +46,7 @@ class LedgerMachine(RuleBasedStateMachine):
         clock.today = lambda: self.day  # time passes in this model: the library's today is the model's day
         self.ids = itertools.count(1)
         self.default = Decimal("1.0")  # the rulebook's default ratio
+        self.dc_watershed = "DJ"  # zone JT-DC's watershed in the rulebook in force
         self.lots = {}        # serial -> {"pol", "effective", "expires", "available", "status", "source"}
         self.counter = {}     # (account kind, pollutant) -> grams outside lots
         self.projects = {}    # pid -> {"pollutant", "increment", "needed_by", "state", "held": {serial: g}, "part"}
@@ -73,10 +76,17 @@ class LedgerMachine(RuleBasedStateMachine):
     def _until(self, p):
         return max(p["needed_by"] or self.day, self.day)
 
+    def _key(self, pollutant, zone):
+        """COD matches by watershed: JT-YT is always in DJ, JT-DC moves between DJ and CDH (change_zone)."""
+        if pollutant == "COD" and zone == "JT-DC":
+            return self.dc_watershed
+        return "DJ" if pollutant == "COD" else "JTN"
+
     def _eligible(self, serial, p) -> bool:
         lot = self.lots[serial]
         return (lot["pol"] == p["pollutant"] and lot["status"] == "active" and lot["effective"] <= self.day
-                and lot["expires"] > self._until(p))
+                and lot["expires"] > self._until(p)
+                and self._key(lot["pol"], lot["zone"]) == self._key(p["pollutant"], SETUP[p["pollutant"]][0]))
 
     def _order(self, serials):
         return sorted(serials, key=lambda s: (self.lots[s]["expires"], s))
@@ -117,10 +127,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ steps
 
-    @rule(pollutant=st.sampled_from(sorted(SETUP)), milli=st.integers(1, 6_000), age=st.integers(0, 1_700))
-    def issue(self, pollutant, milli, age):
+    @rule(pollutant=st.sampled_from(sorted(SETUP)), milli=st.integers(1, 6_000), age=st.integers(0, 1_700),
+          elsewhere=st.booleans())
+    def issue(self, pollutant, milli, age, elsewhere):
         n = next(self.ids)
-        zone = SETUP[pollutant][0]
+        zone = "JT-DC" if pollutant == "COD" and elsewhere else SETUP[pollutant][0]
         effective = self.day - dt.timedelta(days=age)
         amount = f"{milli / 1000:.3f}"
         result = tallies.import_tallies(self.engine, self._csv(
@@ -133,7 +144,7 @@ class LedgerMachine(RuleBasedStateMachine):
             expires = effective.replace(year=effective.year + LIFE, day=28)
         self.lots[serial] = {"pol": pollutant, "effective": effective, "expires": expires, "available": milli * 1000,
                              "status": "active", "source": f"S{n}", "tally": f"T{n}", "supersedes": None,
-                             "current": True}
+                             "current": True, "zone": zone}
         self.credited[f"S{n}"] = self.credited.get(f"S{n}", 0) + milli * 1000
 
     def _spent(self, serial) -> int:
@@ -156,7 +167,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self.expired_of[old] = self.expired_of.get(old, 0) + head["available"]  # lapsed: spent
         spent = sum(self._spent(x) for x in chain)
         n = next(self.ids)
-        zone = SETUP[head["pol"]][0]
+        zone = head["zone"]
         row = (f"T{n},{head['source']},源,closure,{zone},{head['pol']},{milli / 1000:.3f},,,t/a,,{self.day},m,a,R{n},"
                f"{head['tally']}")
         path = self._csv(TALLY_HEADER + ",supersedes", row)
@@ -180,7 +191,7 @@ class LedgerMachine(RuleBasedStateMachine):
         expires = min([own] + [self.lots[x]["expires"] for x in chain])
         self.lots[serial] = {"pol": head["pol"], "effective": self.day, "expires": expires,
                              "available": milli * 1000 - spent, "status": "active", "source": head["source"],
-                             "tally": f"T{n}", "supersedes": old, "current": True}
+                             "tally": f"T{n}", "supersedes": old, "current": True, "zone": zone}
         self.credited[head["source"]] += milli * 1000 - spent
 
     @rule(pollutant=st.sampled_from(sorted(SETUP)), percent=st.integers(1, 130),
@@ -318,10 +329,22 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(ratio=st.sampled_from(["1.0", "1.5", "2.0", "3.0"]))
     def change_ratio(self, ratio):
         """A new rulebook version with another default ratio: requirements change under reservations."""
-        path = self.tmp / f"rules{next(self.ids)}.toml"
-        path.write_text(RULES.replace("default = 1.0", f"default = {ratio}", 1), encoding="utf-8")
-        rulebooks.load(self.engine, str(path), "model")
         self.default = Decimal(ratio)
+        self._load_rules()
+
+    @rule()
+    def change_zone(self):
+        """A new rulebook version moving zone JT-DC to the other watershed: its COD lots stop (or start) serving
+        the projects of JT-YT, under reservations too."""
+        self.dc_watershed = "CDH" if self.dc_watershed == "DJ" else "DJ"
+        self._load_rules()
+
+    def _load_rules(self):
+        text_ = RULES.replace("default = 1.0", f"default = {self.default}", 1).replace(
+            DC_BLOCK, DC_BLOCK.replace('watershed = "DJ"', f'watershed = "{self.dc_watershed}"'), 1)
+        path = self.tmp / f"rules{next(self.ids)}.toml"
+        path.write_text(text_, encoding="utf-8")
+        rulebooks.load(self.engine, str(path), "model")
 
     @rule(days=st.integers(1, 900))
     def expire(self, days):
