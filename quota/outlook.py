@@ -20,9 +20,8 @@ from collections import defaultdict
 
 from sqlalchemy import Engine, text
 
-from . import clock, db, ledger, planner, plans, rulebooks
+from . import db, ledger, planner, plans
 from .errors import Refused
-from .scenario import load_scenario
 
 
 def outlook(engine: Engine, *, years: int = 5, as_of: dt.date | None = None, scenario_path: str | None = None,
@@ -31,11 +30,7 @@ def outlook(engine: Engine, *, years: int = 5, as_of: dt.date | None = None, sce
         raise Refused(f"years must be between 1 and 50, got {years}", "bad_option", option="years", value=str(years))
     plans.check_options(time_limit, gap, "auto")
     with db.reading(engine) as conn:
-        _, book = rulebooks.current(conn)
-        scenario = load_scenario(scenario_path, book) if scenario_path else None
-        if scenario is not None:
-            book = scenario.apply_rules(book)
-        day = as_of or (scenario.as_of if scenario and scenario.as_of else None) or clock.today()
+        _, book, scenario, day = plans.planning_inputs(conn, as_of, scenario_path)
         lots, pairs, candidates, _ = plans.gather(conn, book, day, scenario)
         later = []  # active lots with a balance that become effective after the as-of date
         for serial, pol, zone, expires, effective, amount, status in conn.execute(text(

@@ -69,11 +69,7 @@ def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str
     """Solve the allocation for all pipeline projects; store and return the plan (DESIGN 5.3 shape)."""
     check_options(time_limit, gap, solver)
     with db.reading(engine) as conn:
-        version, book = rulebooks.current(conn)
-        scenario = load_scenario(scenario_path, book) if scenario_path else None
-        if scenario is not None:
-            book = scenario.apply_rules(book)
-        day = as_of or (scenario.as_of if scenario and scenario.as_of else None) or clock.today()
+        version, book, scenario, day = planning_inputs(conn, as_of, scenario_path)
         lots, pairs, candidates, zones = gather(conn, book, day, scenario)
         head = db.chain_head(conn)[0]
     infos = [i for i, _ in pairs]
@@ -99,6 +95,18 @@ def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str
         return result
 
     return db.run_write(engine, store, lock=False)  # not a ledger write; a clashing id is retried
+
+
+def planning_inputs(conn: Connection, as_of: dt.date | None, scenario_path: str | None
+                    ) -> tuple[int, Rulebook, Scenario | None, dt.date]:
+    """(rulebook version, rulebook with the scenario's overrides, scenario, plan date) for a plan or an outlook:
+    the date is `as_of`, else the scenario's, else today."""
+    version, book = rulebooks.current(conn)
+    scenario = load_scenario(scenario_path, book) if scenario_path else None
+    if scenario is not None:
+        book = scenario.apply_rules(book)
+    day = as_of or (scenario.as_of if scenario and scenario.as_of else None) or clock.today()
+    return version, book, scenario, day
 
 
 SOLVERS = ("auto", "highs", "cbc")

@@ -71,8 +71,6 @@ def read_rows(path: str, aliases: dict[str, str], required: list[str], optional:
     file's own: a CSV's physical line, a sheet's row (title rows above the header included). `info` receives
     how the file was read (`encoding` of a CSV, `sheet` of a workbook).
     """
-    import pandas as pd  # heavy: imported only by the commands that read files  # noqa: F401
-
     info = {} if info is None else info
     name = Path(path).name
     suffix = Path(path).suffix.lower()
