@@ -144,9 +144,10 @@ def snapshot_reads(project_id: str) -> list[tuple[str, tuple]]:
             (SNAPSHOT_PAIRS, (f"project:{project_id}:reserved", f"project:{project_id}:allocated"))]
 
 
-# the date of the chain's last transaction that moves grams (register transactions move none and are dated on the
-# day of the import: they change no as-of view)
-LAST_DATE = ("SELECT effective_date FROM txn WHERE kind <> 'register' ORDER BY seq DESC LIMIT 1", ())
+# the date of the chain's last operation: every operation is dated no earlier than the one before it (check_date),
+# so the last one carries the latest date. Issues are booked at their vintage and registers move no grams: neither
+# counts (the walk back from the head passes an import's issues once; the next operation is the head again).
+LAST_DATE = ("SELECT effective_date FROM txn WHERE kind NOT IN ('register', 'issue') ORDER BY seq DESC LIMIT 1", ())
 
 
 def reads_ahead(bind, project_id: str, reserve_on: dt.date | None = None,
