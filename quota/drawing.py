@@ -121,10 +121,6 @@ class Snapshot:
             out[ledger.lot_account(lot.serial)] = {lot.serial: (lot.available_g, lot.last_date)}
         return out
 
-    def lot_info(self) -> dict[str, tuple[str, dt.date | None]]:
-        """{serial: (zone, expiry)} of the lots the project holds."""
-        return {r[1]: (r[5], ledger._as_date(r[6])) for r in self.rows}
-
     def lot_facts(self) -> dict[str, LotFacts]:
         """{serial: LotFacts} of the lots the project holds, for the eligibility rule."""
         return {r[1]: LotFacts(r[1], r[2], r[5], ledger._as_date(r[9]), ledger._as_date(r[6]), r[10] or "active")

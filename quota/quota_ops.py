@@ -281,7 +281,7 @@ def _return_legs(snap: Snapshot, part: str, on: dt.date) -> list[ledger.Leg]:
 
 def _post_return(conn: Connection, snap: Snapshot, kind: str, legs: list[ledger.Leg], on: dt.date, actor: str,
                  version: int, memo: str) -> int:
-    expiry = {lot: exp for lot, (_, exp) in snap.lot_info().items()}
+    expiry = {lot: f.expires for lot, f in snap.lot_facts().items()}
     return ledger.post_many(conn, [ledger.TxnSpec(kind, on, legs, memo, "", snap.info.project_id)], actor=actor,
                             rulebook=version, lot_expiry=expiry, known=snap.known())[0]
 
