@@ -1,8 +1,8 @@
 """Seeded instance generator for the planner benchmark (pure planner objects, no database).
 
-Shape of DESIGN 9: N projects (about 2.5 pollutants each), Z zones grouped into watersheds and
-airsheds, 8 pollutants, L lots, supply about `tightness` x demand per (pollutant, key).
-`SHAPES` names the instance shapes the benchmark runs (DESIGN 9, issue 16): few large or many
+Shape of the planner's targets (docs/performance.md, Targets): N projects (about 2.5 pollutants each), Z zones
+grouped into watersheds and airsheds, 8 pollutants, L lots, supply about `tightness` x demand per (pollutant, key).
+`SHAPES` names the instance shapes the benchmark runs (docs/performance.md, Planner): few large or many
 small matching keys, tight or loose supply, must-fund sets, dated or undated lots and projects.
 """
 from __future__ import annotations
@@ -77,9 +77,9 @@ def instance(projects: int = 2000, zones: int = 40, lots: int = 720, tightness: 
 # a float number of watersheds or airsheds is a share of the zones (so small keys stay small at scale).
 SMALL = {"watersheds": 1.0, "airsheds": 0.5, "priorities": (100, 1000)}
 SHAPES: dict[str, dict] = {
-    # DESIGN 9's reference: 40 zones in 20 watersheds and 10 airsheds, priorities 1-10
+    # the targets' reference shape: 40 zones in 20 watersheds and 10 airsheds, priorities 1-10
     "reference": {"watersheds": 0.5, "airsheds": 0.25},
-    # issue 16: many small keys -- each zone its own watershed, airsheds pairing zones, priorities 100-1000
+    # many small keys -- each zone its own watershed, airsheds pairing zones, priorities 100-1000
     "many-small": SMALL,
     "many-small-tight": {**SMALL, "tightness": 0.4},
     "many-small-loose": {**SMALL, "tightness": 0.9},

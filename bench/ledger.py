@@ -1,4 +1,4 @@
-"""Ledger benchmark on SQLite and PostgreSQL (DESIGN 9): prints figures and ratios, asserts nothing.
+"""Ledger benchmark on SQLite and PostgreSQL (targets: docs/performance.md): prints figures and ratios, asserts nothing.
 
     .venv/bin/python -m bench.ledger [--engine sqlite|postgresql|both] [--postings 1000000] [--per-client 1000]
         [--rounds 5] [--skip import,ledger,throughput]

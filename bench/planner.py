@@ -22,7 +22,7 @@ from quota.planner import _exp, quiet
 
 
 def naive_model(projects, lots):
-    """The textbook model of DESIGN 7: y_j binary, x_jqk >= 0 per eligible lot."""
+    """The textbook model of docs/design.md (The planner): y_j binary, x_jqk >= 0 per eligible lot."""
     prob = pulp.LpProblem("naive", pulp.LpMaximize)
     y = {j: pulp.LpVariable(f"y{j}", cat="Binary") for j in range(len(projects))}
     for j, p in enumerate(projects):

@@ -12,7 +12,7 @@ from .projects import load_projects
 
 def balance(engine: Engine, *, by: str = "pollutant", pollutant: str | None = None, zone: str | None = None,
             as_of: dt.date | None = None) -> dict:
-    """Available / reserved / allocated quota as DESIGN 5.3 (`quota balance --json`)."""
+    """Available / reserved / allocated quota in the shape of docs/design.md, JSON shapes (`quota balance --json`)."""
     if by not in ("pollutant", "zone", "lot"):
         raise Refused(f"cannot group by {by!r}: use pollutant, zone or lot", "bad_option", option="by", value=by)
     with db.reading(engine) as conn:

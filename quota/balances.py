@@ -27,7 +27,7 @@ def pair_balances(conn: Connection, as_of: dt.date | None = None) -> Iterator[tu
 def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollutant",
                  pollutant: str | None = None, zone: str | None = None,
                  as_of: dt.date | None = None, today: dt.date | None = None) -> list[dict]:
-    """Available / reserved / allocated per pollutant (and zone, or lot), as DESIGN 5.3.
+    """Available / reserved / allocated per pollutant (and zone, or lot), in the shape of docs/design.md (JSON shapes).
 
     `available_g` excludes lots already past their expiry on the query date (by lot too); what they
     still hold is reported as `lapsed_g` until `quota expire` posts it to expired.

@@ -1,4 +1,4 @@
-"""Beancount export (DESIGN 5.4): bean-check accepts it and its balance assertions hold exactly."""
+"""Beancount export (docs/design.md, Beancount export): bean-check accepts it, its balance assertions hold."""
 from __future__ import annotations
 
 import datetime as dt

@@ -66,7 +66,7 @@ def gather(conn: Connection, book: Rulebook, as_of: dt.date, scenario: Scenario 
 
 def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str | None = None,
              time_limit: float = 10.0, gap: float = 0.0, actor: str = "planner", solver: str = "auto") -> dict:
-    """Solve the allocation for all pipeline projects; store and return the plan (DESIGN 5.3 shape)."""
+    """Solve the allocation for all pipeline projects; store and return the plan (the shape of docs/design.md, JSON shapes)."""
     check_options(time_limit, gap, solver)
     with db.reading(engine) as conn:
         version, book, scenario, day = planning_inputs(conn, as_of, scenario_path)

@@ -24,7 +24,8 @@ LABELS = {
            "report": "报告编号", "remaining": "批次剩余", "status": "状态", "unit": "单位",
            "closure": "关闭", "upgrade": "提升改造", "reserved": "预留", "allocated": "已核定",
            "requirement": "总量需求", "sources": "指标来源",
-           "revoked": "已注销", "superseded": "已被替代", "expired": "已过期"},
+           "revoked": "已注销", "superseded": "已被替代", "expired": "已过期",
+           "pipeline": "待审", "approved": "已批复", "cancelled": "已撤销"},  # a project's state (header)
 }
 
 

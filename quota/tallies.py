@@ -58,7 +58,7 @@ class TallyRecord:
 
 def creditable_g(book: Rulebook, measure: str, unit: str, actual: Decimal,
                  permitted: Decimal | None, post: Decimal | None, cap_g: Decimal | None = None) -> int:
-    """Creditable grams of one tally (DESIGN 3), rounded down to the gram. `cap_g` caps the baseline
+    """Creditable grams of one tally (docs/design.md, Domain rules), rounded down to the gram. `cap_g` caps the baseline
     (in grams) at an earlier upgrade's post-upgrade emissions of the same source (sources.settle)."""
     baseline = actual
     if book.baseline == "min_actual_permitted" and permitted is not None:

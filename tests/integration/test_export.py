@@ -207,6 +207,7 @@ def test_source_statement_in_markdown_html_and_chinese(busy, tmp_path):
     assert md.startswith("# 建设项目主要污染物排放总量指标来源说明")
     assert "金环审〔2026〕31号" in md and "JTHB-TG-2024-031" in md and "朱林热电有限公司" in md
     assert "提升改造" in md and "关闭" in md  # measures in Chinese
+    assert "- **状态**: 已批复" in md  # the project's state too (P2026-08 is approved)
     html = statement.to_html(statement.statement(busy, "P2026-08", "en"))
     assert "<table>" in html and "Lot remaining" in html and "NOX (Nitrogen oxides)" in html
     xlsx = tmp_path / "s.xlsx"

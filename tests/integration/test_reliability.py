@@ -17,7 +17,7 @@ from tests.conftest import PROJECT_HEADER, TALLY_HEADER, snapshot
 
 DAY = dt.date(2026, 3, 1)
 WORKERS = 8
-OPS = int(os.environ.get("QUOTA_STRESS_OPS", "25"))  # bench/reliability.py runs 200
+OPS = int(os.environ.get("QUOTA_STRESS_OPS", "25"))  # docs/performance.md (Stress test) records a run of 200
 
 
 def _worker(url: str, seed: int, n_projects: int, ops: int, barrier, results) -> None:

@@ -85,3 +85,15 @@ def test_grams_never_return_to_a_revoked_lot():
     assert problems and "grams return to lot L1, revoked in transaction 4" in problems[0]
     again = ("reserve", "2026-01-04", "P2", {}, [["lot:L1", "L1", "COD", -1], ["project:P2:reserved", "L1", "COD", 1]])
     assert "a reservation draws from lot L1" in check(ISSUE, REGISTER, RESERVE, revoke, again)[0]
+
+
+def test_a_transaction_that_does_not_balance_or_overdraws_a_lot_is_flagged():
+    """Invariants 1 and 2 of docs/design.md: postings sum to zero per pollutant; no lot goes negative."""
+    unbalanced = ("reserve", "2026-01-02", "P2", {}, [["lot:L1", "L1", "COD", -10],
+                                                      ["project:P2:reserved", "L1", "COD", 11]])
+    assert any("does not balance" in p for p in check(ISSUE, REGISTER, unbalanced))
+    overdrawn = ("reserve", "2026-01-02", "P2", {}, [["lot:L1", "L1", "COD", -101],
+                                                     ["project:P2:reserved", "L1", "COD", 101]])
+    assert any("goes negative" in p for p in check(ISSUE, REGISTER, overdrawn))
+    assert check(ISSUE, REGISTER, ("reserve", "2026-01-02", "P2", {}, [["lot:L1", "L1", "COD", -100],
+                                                                     ["project:P2:reserved", "L1", "COD", 100]])) == []
