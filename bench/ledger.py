@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from quota import audit, db, ledger, projects, rulebooks, tallies
+from quota import balances, db, ledger, projects, rulebooks, tallies
 from tests.databases import fresh_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,7 +151,7 @@ def bench_ledger(kind: str, tmp: Path, postings: int) -> None:
         xs = []
         for _ in range(100):
             t = time.perf_counter()
-            audit.balance(engine, by=by)
+            balances.balance(engine, by=by)
             xs.append(time.perf_counter() - t)
         med = statistics.median(xs) * 1000
         print(f"  balance --by {by} in the library: median {med:.1f} ms of 100   target < 20 ms   "

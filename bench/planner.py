@@ -18,7 +18,7 @@ import pulp
 from bench.generate import SHAPES, describe, shape
 from quota import decompose, planner
 from quota.decompose import cores
-from quota.planner import _exp, quiet
+from quota.planner import lot_expiry, quiet
 
 
 def naive_model(projects, lots):
@@ -36,7 +36,7 @@ def naive_model(projects, lots):
         for n in p.needs:
             terms = []
             for k in by_group.get((n.pollutant, n.key), []):
-                if _exp(lots[k]) > p.on:
+                if lot_expiry(lots[k]) > p.on:
                     x = pulp.LpVariable(f"x{j}_{n.pollutant}_{k}", lowBound=0)
                     terms.append((x, 1.0))
                     use[k].append(x)

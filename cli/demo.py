@@ -5,7 +5,7 @@ import datetime as dt
 from pathlib import Path
 
 from cli import render
-from quota import audit, db, projects, quota_ops, rulebooks, tallies
+from quota import audit, balances, db, projects, quota_ops, rulebooks, tallies
 from quota.errors import QuotaError
 
 
@@ -48,7 +48,7 @@ def _run(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) 
     p = projects.import_projects(engine, str(data / "projects.csv"), actor=actor)
     render.out.print(f"$ quota project import projects.csv   → {p['projects']} projects in the pipeline")
     render.out.print()
-    render.balances(audit.balance(engine, as_of=None) | {"as_of": today.isoformat()})
+    render.balances(balances.balance(engine, as_of=None) | {"as_of": today.isoformat()})
     pid = "P2026-01"
     r = quota_ops.reserve(engine, pid, actor=actor, date=today, expires=today + dt.timedelta(days=90))
     render.out.print(f"\n$ quota reserve {pid}   → {len(r['draws'])} draws reserved (transaction {r['txn']})")
@@ -61,7 +61,7 @@ def _run(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) 
     render.out.print()
     render.trace(audit.trace(engine, pid))
     render.out.print()
-    render.balances(audit.balance(engine, by="zone", pollutant="COD"))
+    render.balances(balances.balance(engine, by="zone", pollutant="COD"))
     plan_id = _plan(engine, today, actor)
     from quota import outfiles, report
     page = Path("quota-demo-report.html")

@@ -260,11 +260,11 @@ def balance(ctx: typer.Context,
             as_of: Annotated[Optional[str], typer.Option("--as-of", help="Balances as of this date.")] = None,
             as_json: JsonOpt = False) -> None:
     """Available, reserved and allocated quota.  Example: quota balance --by zone --pollutant COD"""
-    from quota import audit
+    from quota import balances
     if by not in ("pollutant", "zone", "lot"):
         raise typer.BadParameter("--by must be pollutant, zone or lot")
     with failures(as_json):
-        result = audit.balance(ctx.obj.engine, by=by, pollutant=pollutant, zone=zone, as_of=_date(as_of))
+        result = balances.balance(ctx.obj.engine, by=by, pollutant=pollutant, zone=zone, as_of=_date(as_of))
     if as_json:
         return render.emit_json(result)
     render.balances(result)

@@ -1,39 +1,12 @@
 """Auditor's views: source statement (trace) of a project, and verification of the ledger."""
 from __future__ import annotations
 
-import datetime as dt
 
 from sqlalchemy import Engine, text
 
-from . import balances, clock, db, ledger, rulebooks, units
-from .errors import Problem, Refused
+from . import clock, db, ledger, rulebooks, units
+from .errors import Problem
 from .projects import load_projects
-
-
-def balance(engine: Engine, *, by: str = "pollutant", pollutant: str | None = None, zone: str | None = None,
-            as_of: dt.date | None = None) -> dict:
-    """Available / reserved / allocated quota as DESIGN 5.3 (`quota balance --json`)."""
-    if by not in ("pollutant", "zone", "lot"):
-        raise Refused(f"cannot group by {by!r}: use pollutant, zone or lot", "bad_option", option="by", value=by)
-    with db.reading(engine) as conn:
-        _, book = rulebooks.current(conn)
-        unit_of = {p.code: p.unit for p in book.pollutants.values()}
-        day = as_of or clock.today()
-        # codes are case-insensitive, as in the imports; an unknown one is refused rather than shown as nothing
-        pollutant = _known(pollutant, book.pollutants, "pollutant")
-        zone = _known(zone, book.zones, "zone")
-        rows = balances.balance_rows(conn, unit_of, by=by, pollutant=pollutant, zone=zone, as_of=as_of, today=day)
-    return {"as_of": day.isoformat(), "by": by, "rows": rows}
-
-
-def _known(code: str | None, known: dict, what: str) -> str | None:
-    if code is None:
-        return None
-    value = code.strip().upper()
-    if value not in known:
-        raise Refused(f"unknown {what} {code!r} (the rulebook has {', '.join(sorted(known))})", "unknown_code",
-                      what=what, value=code)
-    return value
 
 
 def trace(engine: Engine, project_id: str) -> dict:
@@ -59,11 +32,11 @@ def trace(engine: Engine, project_id: str) -> dict:
             {"p": project_id}).all()
     draws = [{"lot": r[1], "pollutant": r[2], "amount_g": int(r[3]), "state": r[0], "tally_id": r[4],
               "source_id": r[5], "source_name": r[6], "measure": r[7], "report_no": r[8], "assessor": r[9],
-              "method": r[10], "lot_expires": ledger._as_date(r[11]).isoformat() if r[11] else None,
+              "method": r[10], "lot_expires": clock.as_date(r[11]).isoformat() if r[11] else None,
               "lot_zone": r[12], "lot_remaining_g": int(r[13] or 0),
               # revoked or superseded lots are flagged: what a project already holds from them stays, for the
               # auditor to see (an approval needs eligible lots, so a reserved one must be re-reserved)
-              "lot_state": r[14] or ("expired" if r[11] and ledger._as_date(r[11]) <= today else "active"),
+              "lot_state": r[14] or ("expired" if r[11] and clock.as_date(r[11]) <= today else "active"),
               "unit": book.pollutants[r[2]].unit, "amount": units.display(int(r[3]), book.pollutants[r[2]].unit)}
              for r in rows]
     needs = [{"pollutant": n.pollutant, "increment_g": n.increment_g, "ratio": str(n.ratio), "why": list(n.reasons),

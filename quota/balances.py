@@ -4,10 +4,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterator
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
-from . import clock, units
-from .ledger import _as_date
+from . import clock, db, rulebooks, units
+from .errors import Refused
+from .clock import as_date
 
 
 def pair_balances(conn: Connection, as_of: dt.date | None = None) -> Iterator[tuple]:
@@ -49,7 +50,7 @@ def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollu
         key = {"pollutant": (pol,), "zone": (pol, z), "lot": (pol, lot)}[by]
         g = groups.setdefault(key, {"available_g": 0, "reserved_g": 0, "allocated_g": 0,
                                     "lapsed_g": 0, "expired_g": 0, "revoked_g": 0, "superseded_g": 0})
-        expires = _as_date(lots[lot][5]) if lot in lots else None
+        expires = as_date(lots[lot][5]) if lot in lots else None
         if kind == "lot":
             if expires is not None and expires <= day:  # cannot serve (eligibility): lapsed until `expire` runs
                 g["lapsed_g"] += int(amount)
@@ -61,7 +62,7 @@ def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollu
         for serial, row in lots.items():
             if (pollutant and row[7] != pollutant) or (zone and row[1] != zone):
                 continue
-            if as_of and _as_date(row[6]) > day:
+            if as_of and as_date(row[6]) > day:
                 continue
             groups.setdefault((row[7], serial), {"available_g": 0, "reserved_g": 0, "allocated_g": 0,
                                                  "lapsed_g": 0, "expired_g": 0, "revoked_g": 0, "superseded_g": 0})
@@ -75,7 +76,7 @@ def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollu
             row["zone"] = key[1]
         if by == "lot":
             lot = lots[key[1]]
-            expires = _as_date(lot[5])
+            expires = as_date(lot[5])
             row.update({"lot": key[1], "zone": lot[1], "tally_id": lot[2], "source_id": lot[3],
                         "issued_g": int(lot[4]), "expires": expires.isoformat() if expires else None})
         row.update({k: g[k] for k in ("available_g", "reserved_g", "allocated_g")})
@@ -137,3 +138,29 @@ def _lot_state(g: dict, expires: dt.date | None, day: dt.date, status: str | Non
     if g["expired_g"] > 0 and not (g["reserved_g"] or g["allocated_g"]):
         return "expired"
     return "exhausted"
+
+
+def balance(engine: Engine, *, by: str = "pollutant", pollutant: str | None = None, zone: str | None = None,
+            as_of: dt.date | None = None) -> dict:
+    """Available / reserved / allocated quota (`quota balance --json`)."""
+    if by not in ("pollutant", "zone", "lot"):
+        raise Refused(f"cannot group by {by!r}: use pollutant, zone or lot", "bad_option", option="by", value=by)
+    with db.reading(engine) as conn:
+        _, book = rulebooks.current(conn)
+        unit_of = {p.code: p.unit for p in book.pollutants.values()}
+        day = as_of or clock.today()
+        # codes are case-insensitive, as in the imports; an unknown one is refused rather than shown as nothing
+        pollutant = _known(pollutant, book.pollutants, "pollutant")
+        zone = _known(zone, book.zones, "zone")
+        rows = balance_rows(conn, unit_of, by=by, pollutant=pollutant, zone=zone, as_of=as_of, today=day)
+    return {"as_of": day.isoformat(), "by": by, "rows": rows}
+
+
+def _known(code: str | None, known: dict, what: str) -> str | None:
+    if code is None:
+        return None
+    value = code.strip().upper()
+    if value not in known:
+        raise Refused(f"unknown {what} {code!r} (the rulebook has {', '.join(sorted(known))})", "unknown_code",
+                      what=what, value=code)
+    return value

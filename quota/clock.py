@@ -27,6 +27,13 @@ def parse_day(text: str, what: str = "date") -> dt.date:
         raise ClockError(f"{what} {text!r} is not a date (use YYYY-MM-DD)") from None
 
 
+def as_date(value) -> dt.date | None:
+    """A date read back from the database (a date on PostgreSQL, ISO text on SQLite), or None."""
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))
+
+
 def today() -> dt.date:
     calendar = dt.date.today()
     pinned = os.environ.get("QUOTA_TODAY", "").strip()

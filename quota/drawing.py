@@ -8,7 +8,7 @@ from typing import Iterator, NamedTuple
 
 from sqlalchemy import Connection
 
-from . import driver, ledger, units
+from . import clock, driver, ledger, units
 from .eligibility import LotFacts
 from .errors import NotFound
 from .projects import PROJECT_SQL, Need, ProjectInfo, projects_from_rows
@@ -123,7 +123,7 @@ class Snapshot:
 
     def lot_facts(self) -> dict[str, LotFacts]:
         """{serial: LotFacts} of the lots the project holds, for the eligibility rule."""
-        return {r[1]: LotFacts(r[1], r[2], r[5], ledger._as_date(r[9]), ledger._as_date(r[6]), r[10] or "active")
+        return {r[1]: LotFacts(r[1], r[2], r[5], clock.as_date(r[9]), clock.as_date(r[6]), r[10] or "active")
                 for r in self.rows}
 
 
@@ -191,8 +191,8 @@ def candidate_lots(conn: Connection, book: Rulebook, project_id: str, needs: lis
 def as_lots(rows: list[tuple]) -> Iterator[LotAvail]:
     """LotAvail per LOT_SELECT row, in the rows' (drawing) order."""
     for serial, zone, expires, amount, pollutant, last, effective in rows:
-        yield LotAvail(serial, zone, ledger._as_date(expires), int(amount), ledger._as_date(last), pollutant,
-                       ledger._as_date(effective))
+        yield LotAvail(serial, zone, clock.as_date(expires), int(amount), clock.as_date(last), pollutant,
+                       clock.as_date(effective))
 
 
 def shortfall_message(book: Rulebook, short: list[tuple[Need, int]]) -> str:

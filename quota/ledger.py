@@ -11,7 +11,8 @@ from typing import Iterable, Iterator, NamedTuple
 from sqlalchemy import Connection, bindparam, text
 
 from . import driver
-from .db import GENESIS, insert_many, lock_head, update_many, values_statement
+from .clock import as_date
+from .db import GENESIS, insert_many, lock_head, update_many, values_statement  # noqa: F401 (GENESIS: the chain's start)
 from .errors import Problem, Refused
 
 HASH_SCHEME = "quota-chain-v2"  # every new transaction; ledgers begun earlier keep a v1 prefix (chaincheck)
@@ -221,7 +222,7 @@ def _total_rows(conn: Connection, specs: list["TxnSpec"], known: dict[str, dt.da
     for i in range(0, len(serials), 500):
         for serial, exp in conn.execute(text("SELECT serial, expires FROM lot WHERE serial IN :s")
                                         .bindparams(bindparam("s", expanding=True)), {"s": serials[i:i + 500]}):
-            looked_up[serial] = _as_date(exp)
+            looked_up[serial] = as_date(exp)
     for spec in specs:
         for leg in spec.legs:
             kind = account_kind(leg.account)
@@ -250,7 +251,7 @@ def _load_pairs(conn: Connection, keys: set[tuple[str, str]],
     for account, lot in keys:
         if account in known and lot in known[account]:
             amount, last = known[account][lot]
-            out[(account, lot)] = _Pair(None, int(amount), _as_date(last), False)
+            out[(account, lot)] = _Pair(None, int(amount), as_date(last), False)
     keys = {k for k in keys if k[0] not in known}
     if not keys:
         return out
@@ -266,7 +267,7 @@ def _load_pairs(conn: Connection, keys: set[tuple[str, str]],
     for sql, params in queries:
         for a, l, g, last in conn.execute(sql, params):
             if (a, l) in keys:
-                out[(a, l)] = _Pair(None, int(g), _as_date(last), False)
+                out[(a, l)] = _Pair(None, int(g), as_date(last), False)
     return out
 
 
@@ -321,12 +322,6 @@ def _write_pairs(conn: Connection, inserts: list[tuple], updates: list[tuple]) -
                 [(r[7], r[8], r[0], r[1]) for r in updates])
 
 
-def _as_date(value) -> dt.date | None:
-    if value is None or isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value))
-
-
 # --------------------------------------------------------------------------- verification
 
 def iter_chain(conn: Connection) -> Iterator[tuple[dict, str, str]]:
@@ -352,7 +347,7 @@ def iter_chain(conn: Connection) -> Iterator[tuple[dict, str, str]]:
 
 
 def _body(t, legs) -> tuple[dict, str, str]:
-    body = txn_body(t[0], t[1], _as_date(t[2]), t[3], t[4], t[5], t[6], t[7], t[8], json.loads(t[9]), legs)
+    body = txn_body(t[0], t[1], as_date(t[2]), t[3], t[4], t[5], t[6], t[7], t[8], json.loads(t[9]), legs)
     return body, t[10], t[11]
 
 

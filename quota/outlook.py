@@ -20,7 +20,7 @@ from collections import defaultdict
 
 from sqlalchemy import Engine, text
 
-from . import db, ledger, planner, plans
+from . import clock, db, planner, plans
 from .errors import Refused
 
 
@@ -37,7 +37,7 @@ def outlook(engine: Engine, *, years: int = 5, as_of: dt.date | None = None, sce
                 "SELECT l.serial, l.pollutant, l.zone, l.expires, l.effective_date, b.amount_g, s.status FROM lot l "
                 "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
                 "LEFT JOIN lot_status s ON s.serial = l.serial WHERE b.amount_g > 0 ORDER BY l.serial")):
-            effective, expires = ledger._as_date(effective), ledger._as_date(expires)
+            effective, expires = clock.as_date(effective), clock.as_date(expires)
             if (status or "active") == "active" and effective > day and (expires is None or expires > effective):
                 later.append((effective, planner.PLot(serial, pol, book.matching_key(pol, zone), expires, int(amount))))
     projects = [p for _, p in pairs]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import datetime as dt
 import math
 import os
@@ -137,7 +138,7 @@ def quiet():
         os.close(devnull)
 
 
-def _exp(lot: PLot) -> dt.date:
+def lot_expiry(lot: PLot) -> dt.date:
     return lot.expires or FAR
 
 
@@ -145,11 +146,11 @@ def build_rows(projects: list[PProject], lots: list[PLot], candidates: list[PCan
     """One row per (group, supply plateau) that some project's date falls in; dominated rows dropped."""
     supply: dict[tuple, list[tuple[dt.date, int]]] = defaultdict(list)
     for lot in lots:
-        supply[(lot.pollutant, lot.key)].append((_exp(lot), lot.available_g))
+        supply[(lot.pollutant, lot.key)].append((lot_expiry(lot), lot.available_g))
     cand_supply: dict[tuple, list[tuple[dt.date, int, int]]] = defaultdict(list)
     for ci, cand in enumerate(candidates):
         for lot in cand.lots:
-            cand_supply[(lot.pollutant, lot.key)].append((_exp(lot), lot.available_g, ci))
+            cand_supply[(lot.pollutant, lot.key)].append((lot_expiry(lot), lot.available_g, ci))
     needs: dict[tuple, list[tuple[dt.date, int, int]]] = defaultdict(list)
     for pi, p in enumerate(projects):
         for n in p.needs:
@@ -566,7 +567,7 @@ def solve_part(projects, rows, candidates, lp_y, lp_bound, gap, budget, solver, 
     funded = _lp_fill(projects, rows, funded, chosen, lp_y) if len(projects) > BIG else \
         greedy(projects, rows, funded, chosen)
     objective = _value(projects, funded)
-    exact = (optimal and _gap(objective, bound) <= max(gap, 1e-6) + 1e-9) or _proven(projects, objective, bound)
+    exact = (optimal and relative_gap(objective, bound) <= max(gap, 1e-6) + 1e-9) or _proven(projects, objective, bound)
     return {"status": "optimal" if exact else "feasible", "funded": sorted(funded), "chosen": sorted(chosen),
             "bound": max(bound, objective), "how": "MIP"}
 
@@ -575,7 +576,7 @@ def _value(projects, funded) -> float:
     return float(objective_exact(projects, funded))
 
 
-def _gap(objective: float, bound: float) -> float:
+def relative_gap(objective: float, bound: float) -> float:
     return 0.0 if bound <= 0 else max(0.0, (bound - objective) / bound)
 
 
@@ -617,14 +618,16 @@ def _solver(name: str, time_limit: float, gap: float, start: set[int] | None, y:
     # only set in the planner's worker processes (quota.decompose), which set the same one each time
     # light presolve: HiGHS 1.16's full presolve can loop forever (HPresolve::strengthenInequalities,
     # after a restart, ignoring the time limit) on a warm-started model of the "few-large" shape
-    return _WarmHiGHS(start, y, msg=False, timeLimit=time_limit, gapRel=gap, presolve_mode=2,
+    return _warm_highs_class()(start, y, msg=False, timeLimit=time_limit, gapRel=gap, presolve_mode=2,
                       **({"threads": threads} if threads else {}))
 
 
-try:
-    import pulp as _pulp
+@functools.cache
+def _warm_highs_class():
+    """PuLP's HiGHS subclass, built on first use: importing the planner must not load pulp or highspy."""
+    import pulp
 
-    class _WarmHiGHS(_pulp.HiGHS):
+    class WarmHiGHS(pulp.HiGHS):
         """PuLP's HiGHS with a starting solution (a greedy plan) and access to the MIP bound."""
 
         def __init__(self, start, y, **kw):
@@ -644,8 +647,8 @@ try:
             info = lp.solverModel.getInfo()
             self.mip_bound = getattr(info, "mip_dual_bound", None)
             self.claimed = -float(getattr(info, "objective_function_value", float("nan")))  # PuLP minimises -obj
-except ImportError:  # pragma: no cover - pulp is a dependency
-    _WarmHiGHS = None
+
+    return WarmHiGHS
 
 
 def _mip_bound(engine, lp_bound: float) -> float:
@@ -723,7 +726,7 @@ def draws(projects: list[PProject], lots: list[PLot], funded: list[int]) -> dict
     for lot in lots:
         by_group[(lot.pollutant, lot.key)].append(lot)
     for group in by_group.values():
-        group.sort(key=lambda l: (_exp(l), l.serial))
+        group.sort(key=lambda l: (lot_expiry(l), l.serial))
     out: dict[int, list[tuple[PLot, str, int]]] = defaultdict(list)
     order = sorted(funded, key=lambda i: (-projects[i].on.toordinal(), projects[i].project_id))
     for pi in order:
@@ -733,7 +736,7 @@ def draws(projects: list[PProject], lots: list[PLot], funded: list[int]) -> dict
             for lot in by_group.get((need.pollutant, need.key), []):
                 if want == 0:
                     break
-                if _exp(lot) <= p.on or left[lot.serial] == 0:
+                if lot_expiry(lot) <= p.on or left[lot.serial] == 0:
                     continue
                 take = min(want, left[lot.serial])
                 left[lot.serial] -= take
@@ -759,7 +762,7 @@ def shortfalls(projects: list[PProject], lots: list[PLot], funded: list[int],
         short = {}
         for need in p.needs:
             avail = sum(left[l.serial] for l in lots
-                        if l.pollutant == need.pollutant and l.key == need.key and _exp(l) > p.on)
+                        if l.pollutant == need.pollutant and l.key == need.key and lot_expiry(l) > p.on)
             if avail < need.required_g:
                 short[need.pollutant] = need.required_g - avail
         out[pi] = short

@@ -24,7 +24,7 @@ def gather(conn: Connection, book: Rulebook, as_of: dt.date, scenario: Scenario 
             "SELECT l.serial, l.pollutant, l.zone, l.expires, l.effective_date, b.amount_g, s.status FROM lot l "
             "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
             "LEFT JOIN lot_status s ON s.serial = l.serial WHERE b.amount_g > 0 ORDER BY l.serial")):
-        expires, effective = ledger._as_date(expires), ledger._as_date(effective)
+        expires, effective = clock.as_date(expires), clock.as_date(effective)
         if not available_on(LotFacts(serial, pol, zone, effective, expires, status or "active"), as_of):
             continue  # the planner's candidate sets follow the eligibility rule (each project's date in solve)
         lots.append(PLot(serial, pol, book.matching_key(pol, zone), expires, int(amount)))
@@ -129,7 +129,7 @@ def check_options(time_limit: float, gap: float, solver: str) -> None:
 def _result(book, infos, projects, lots, rows, sol, candidates, chosen, scenario, zones) -> dict:
     unit = {p: book.pollutants[p].unit for p in book.pollutants}
     out = {"plan_id": None, "status": sol.status, "objective": sol.objective, "bound": sol.bound,
-           "lp_bound": sol.lp_bound, "gap": planner._gap(sol.objective, sol.bound), "solver": sol.solver,
+           "lp_bound": sol.lp_bound, "gap": planner.relative_gap(sol.objective, sol.bound), "solver": sol.solver,
            "seconds": round(sol.seconds, 3), "scenario": scenario.name if scenario else None,
            "funded": [], "unfunded": [], "shadow_prices": [], "binding": [], "short": [],
            "units": dict(sorted(unit.items()))}
@@ -235,8 +235,8 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
                           "plan_state", plan_id=plan_id)
         version, book = rulebooks.current(conn)
         problems: list[str] = []
-        lots = {r[0]: (LotFacts(r[0], r[1], r[2], ledger._as_date(r[3]), ledger._as_date(r[4]), r[5] or "active"),
-                       int(r[6]), ledger._as_date(r[7])) for r in conn.execute(text(
+        lots = {r[0]: (LotFacts(r[0], r[1], r[2], clock.as_date(r[3]), clock.as_date(r[4]), r[5] or "active"),
+                       int(r[6]), clock.as_date(r[7])) for r in conn.execute(text(
             "SELECT l.serial, l.pollutant, l.zone, l.effective_date, l.expires, s.status, b.amount_g, b.last_date "
             "FROM lot l JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
             "LEFT JOIN lot_status s ON s.serial = l.serial"))}

@@ -183,8 +183,8 @@ def projects_from_rows(book: Rulebook, rows) -> list[ProjectInfo]:
     for r in rows:
         info = infos.get(r[0])
         if info is None:
-            info = infos[r[0]] = ProjectInfo(r[0], r[1], r[2], r[3] or "", int(r[4]), ledger._as_date(r[5]),
-                                             bool(r[6]), r[7], reserved_until=ledger._as_date(r[11]))
+            info = infos[r[0]] = ProjectInfo(r[0], r[1], r[2], r[3] or "", int(r[4]), clock.as_date(r[5]),
+                                             bool(r[6]), r[7], reserved_until=clock.as_date(r[11]))
         if r[8] is not None:
             ratio, reasons = book.ratio(r[8], info.industry, info.zone, Decimal(r[10]) if r[10] else None)
             info.needs.append(Need(r[8], int(r[9]), ratio, tuple(reasons), required_g(int(r[9]), ratio),

@@ -40,7 +40,7 @@ def check_date(conn: Connection, day: dt.date, what: str = "date") -> None:
         raise Refused(f"{what} {day} is after today ({today}); the ledger records what has happened",
                       "bad_date", date=day.isoformat(), today=today.isoformat())
     rows = driver.select(conn, drawing.LAST_DATE)[0]  # read ahead with the lock on PostgreSQL
-    last = ledger._as_date(rows[0][0]) if rows else None  # operations' dates never decrease along the chain
+    last = clock.as_date(rows[0][0]) if rows else None  # operations' dates never decrease along the chain
     if last is not None and day < last:
         raise Refused(f"{what} {day} is before the ledger's last transaction ({last}); mutations cannot be "
                       "back-dated", "bad_date", date=day.isoformat(), last=last.isoformat())

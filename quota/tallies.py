@@ -168,7 +168,7 @@ def settle_ledger(conn: Connection, name: str, sha: str, records: list[TallyReco
     records = [dataclasses.replace(r, supersedes=stored_ids.get(identity.loose(r.supersedes), r.supersedes))
                if r.supersedes else r for r in records]
     known = {r[0]: (r[1], r[2]) for r in conn.execute(text("SELECT source_id, name, zone FROM source"))}
-    history = [sources.Prior(r[3], r[0], r[1], r[2], ledger._as_date(r[5]),
+    history = [sources.Prior(r[3], r[0], r[1], r[2], clock.as_date(r[5]),
                              units.grams_exact(Decimal(r[6]), r[7]) if r[2] == "upgrade" and r[6] else None)
                for r in current]
     records, found = sources.settle(name, records, book, history, known, credit=_credit)
@@ -316,7 +316,7 @@ def _supersede(conn: Connection, records: list[TallyRecord], book: Rulebook) -> 
                 "WHERE l.tally_id = :t"), {"t": tally}).one()
             chain.append(row)
             tally = row[5]
-        expired = {c[0] for c in chain if c[3] is not None and ledger._as_date(c[3]) <= today}
+        expired = {c[0] for c in chain if c[3] is not None and clock.as_date(c[3]) <= today}
         spent, available = 0, 0
         for account, lot, amount in conn.execute(
                 text("SELECT account, lot, amount_g FROM balance WHERE lot IN :lots").bindparams(
@@ -336,7 +336,7 @@ def _supersede(conn: Connection, records: list[TallyRecord], book: Rulebook) -> 
             # superseded even when nothing is left (a transaction without postings)
             spec = ledger.TxnSpec("revoke", today, legs, f"superseded by tally {r.tally_id}", r.report_no, None,
                                   {"lot": serial, "superseded_by": r.tally_id})
-        lives = [ledger._as_date(c[3]) for c in chain]
+        lives = [clock.as_date(c[3]) for c in chain]
         until = None if any(x is None for x in lives) else min(lives)  # a correction never extends a lot's life
         out[r.tally_id] = (spent, spec, until)
     return out

@@ -6,7 +6,7 @@ import json
 import pytest
 from sqlalchemy import text
 
-from quota import audit, plans, quota_ops, tallies
+from quota import audit, balances, plans, quota_ops, tallies
 from quota.errors import Refused, ValidationFailed
 from tests.conftest import TALLY_HEADER, snapshot
 from tests.integration.test_eligibility import D, TODAY, account, book, cli, lots  # noqa: F401 (book: fixture)
@@ -21,7 +21,7 @@ def source_total(engine, *tally_ids: str) -> int:
 
 
 def cod_available(engine) -> int:
-    return next(r["available_g"] for r in audit.balance(engine)["rows"] if r["pollutant"] == "COD")
+    return next(r["available_g"] for r in balances.balance(engine)["rows"] if r["pollutant"] == "COD")
 
 
 def test_superseding_twice_credits_a_source_no_more_than_its_latest_tally(book, write_csv):

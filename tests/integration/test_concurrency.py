@@ -4,7 +4,7 @@ import multiprocessing as mp
 
 import pytest
 
-from quota import audit, db, projects, tallies
+from quota import audit, balances, db, projects, tallies
 from tests.conftest import PROJECT_HEADER, TALLY_HEADER
 
 WORKERS = 8
@@ -43,6 +43,6 @@ def test_processes_reserving_one_lot_never_overdraw_it(db_url, engine, write_csv
         p.join(timeout=60)
     assert all(isinstance(v, int) for v in got.values()), got
     assert sorted(got.values()) == [0] * 5 + [3_000_000] * 3
-    lot = audit.balance(engine, by="lot", as_of=None)["rows"][0]
+    lot = balances.balance(engine, by="lot", as_of=None)["rows"][0]
     assert lot["available_g"] == 1_000_000 and lot["reserved_g"] == 9_000_000
     assert audit.verify(engine)[1] == []

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, plans, projects, quota_ops, rulebooks, tallies
+from quota import audit, balances, plans, projects, quota_ops, rulebooks, tallies
 from quota.errors import Refused, ValidationFailed
 from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
 
@@ -38,7 +38,7 @@ def book(engine, pin_today, write_csv):
 
 
 def lots(engine) -> dict:
-    return {r["tally_id"]: r for r in audit.balance(engine, by="lot")["rows"]}
+    return {r["tally_id"]: r for r in balances.balance(engine, by="lot")["rows"]}
 
 
 def account(engine, name: str) -> int:
@@ -215,7 +215,7 @@ def test_plan_apply_refuses_draws_outside_the_projects_watershed_after_a_zone_mo
 @pytest.mark.parametrize("forge", ["other_pollutant", "other_watershed", "expired_lot", "negative", "missing_lot"])
 def test_a_forged_plan_row_cannot_make_apply_skip_a_check(book, forge):
     plan = plans.run_plan(book, as_of=TODAY)
-    by = {r["tally_id"]: r["lot"] for r in audit.balance(book, by="lot")["rows"]}
+    by = {r["tally_id"]: r["lot"] for r in balances.balance(book, by="lot")["rows"]}
     funded = [f for f in plan["funded"] if f["project_id"] == "P-PB"]
     assert funded
     target = {"other_pollutant": ("P-PB", by["T-NEW"], "PB", 1_000),           # a COD lot for a PB need

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from quota import audit, beancount_export, export, projects, quota_ops, statement, table_export, tallies
+from quota import audit, balances, beancount_export, export, projects, quota_ops, statement, table_export, tallies
 from tests.conftest import DATA, TALLY_HEADER
 
 D = dt.date
@@ -121,7 +121,7 @@ def test_as_of_exports_verify_and_reproduce_the_ledger_of_that_day(busy, tmp_pat
     assert stated_balances(path) == table_balances
     summary, problems = export.verify_export(str(path))
     assert problems == []
-    by_lot = {r["lot"]: r for r in audit.balance(busy, by="lot", as_of=day)["rows"]}
+    by_lot = {r["lot"]: r for r in balances.balance(busy, by="lot", as_of=day)["rows"]}
     stated = stated_balances(path)
     assert {lot: r["available_g"] + r["lapsed_g"] for lot, r in by_lot.items()} == \
            {lot: stated.get((f"lot:{lot}", lot), 0) for lot in by_lot}
@@ -176,7 +176,7 @@ def test_beancount_export_passes_bean_check_and_matches_lot_balances(busy, tmp_p
     entries, errors, _ = loader.load_file(str(path))
     assert errors == []
     asserted = {(e.account, e.amount.currency): e.amount.number for e in entries if isinstance(e, data.Balance)}
-    for row in audit.balance(busy, by="lot", as_of=None)["rows"]:
+    for row in balances.balance(busy, by="lot", as_of=None)["rows"]:
         account = f"Assets:Lots:{row['zone']}:{row['lot']}"
         if (account, row["pollutant"]) in asserted:
             grams = asserted[(account, row["pollutant"])] * (1_000_000 if row["unit"] == "t/a" else 1000)

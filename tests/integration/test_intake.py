@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, beancount_export, projects, quota_ops, scenario, tallies, units
+from quota import audit, balances, beancount_export, projects, quota_ops, scenario, tallies, units
 from quota.errors import ValidationFailed
 from quota.rules import load_rulebook_file
 from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
@@ -32,7 +32,7 @@ def problems(engine, path, importer=tallies.import_tallies) -> dict:
 
 
 def credited(engine) -> dict[str, int]:
-    return {r["tally_id"]: r["issued_g"] for r in audit.balance(engine, by="lot")["rows"]}
+    return {r["tally_id"]: r["issued_g"] for r in balances.balance(engine, by="lot")["rows"]}
 
 
 @pytest.fixture
@@ -166,7 +166,7 @@ def test_full_width_digits_and_punctuation_read_as_ascii(engine, write_csv):
     tallies.import_tallies(engine, write_csv("f.csv", TALLY_HEADER, [
         "Ｆ１,ｓ１,甲厂,ｃｌｏｓｕｒｅ,ｊｔ－ｙｔ,ｃｏｄ,１８．４,２０,,ｔ／ａ,２０２１,２０２２－０９－１５,m,x,R1",
         'F2,S2,乙厂,closure,JT-YT,NOX,"１，２３４.5",,,t/a,2021,2022-09-15,m,x,R2']), actor="clerk")
-    rows = {r["tally_id"]: r for r in audit.balance(engine, by="lot")["rows"]}
+    rows = {r["tally_id"]: r for r in balances.balance(engine, by="lot")["rows"]}
     assert rows["F1"]["issued_g"] == 18_400_000 and rows["F1"]["source_id"] == "S1"
     assert rows["F1"]["zone"] == "JT-YT" and rows["F1"]["pollutant"] == "COD"
     assert rows["F2"]["issued_g"] == 1_234_500_000

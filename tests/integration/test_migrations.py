@@ -6,7 +6,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
-from quota import audit, db, migrate, plans, projects, quota_ops, rulebooks, tallies
+from quota import audit, balances, db, migrate, plans, projects, quota_ops, rulebooks, tallies
 from tests.conftest import DATA
 
 
@@ -29,8 +29,8 @@ def test_baseline_database_with_data_upgrades_without_loss(db_url):
     quota_ops.reserve(engine, "P2026-01", actor="clerk", date=dt.date(2026, 11, 29))
     quota_ops.approve(engine, "P2026-01", doc="D", actor="clerk", date=dt.date(2026, 11, 30))
     quota_ops.reserve(engine, "P2026-03", actor="clerk", date=dt.date(2026, 11, 30))
-    balances = audit.balance(engine)["rows"]
-    zones = audit.balance(engine, by="zone")["rows"]
+    balances = balances.balance(engine)["rows"]
+    zones = balances.balance(engine, by="zone")["rows"]
     before = snapshot_without_plan(engine)
     from alembic import command
     with engine.begin() as conn:
@@ -52,7 +52,7 @@ def test_baseline_database_with_data_upgrades_without_loss(db_url):
     assert [c["name"] for c in inspect(engine).get_columns("chain_head")] == ["id"]  # 0008: the head is the last txn
     assert integer_triggers(engine) == (12 if engine.dialect.name == "sqlite" else 0)  # 0010
     assert snapshot_without_plan(engine) == before
-    assert audit.balance(engine)["rows"] == balances and audit.balance(engine, by="zone")["rows"] == zones
+    assert balances.balance(engine)["rows"] == balances and balances.balance(engine, by="zone")["rows"] == zones
     assert audit.verify(engine)[1] == []
     plan = plans.run_plan(engine, as_of=dt.date(2026, 11, 29))  # the new tables work
     assert plan["plan_id"] == "PLAN-0001"

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, plans, projects, quota_ops, tallies
+from quota import audit, balances, plans, projects, quota_ops, tallies
 from quota.errors import Refused, ValidationFailed
 from tests.conftest import DATA, PROJECT_HEADER, snapshot
 
@@ -28,7 +28,7 @@ def test_plan_on_the_sample_has_the_contract_shape_and_is_exact(sample):
         assert key in plan
     required = {(p["project_id"], n["pollutant"]): n["required_g"] for p in projects.project_rows(sample)
                 for n in p["needs"]}
-    lots = {r["lot"]: r for r in audit.balance(sample, by="lot", as_of=None)["rows"]}
+    lots = {r["lot"]: r for r in balances.balance(sample, by="lot", as_of=None)["rows"]}
     drawn = {}
     for f in plan["funded"]:
         got = {}

@@ -4,7 +4,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import text
 
-from quota import audit, drawing, projects, quota_ops, rulebooks, tallies
+from quota import audit, balances, drawing, projects, quota_ops, rulebooks, tallies
 from quota.errors import IdempotencyConflict, QuotaError, Refused
 from tests.conftest import DATA, snapshot
 
@@ -19,7 +19,7 @@ def sample(engine):
 
 
 def totals(engine, **kw):
-    return {r["pollutant"]: r for r in audit.balance(engine, **kw)["rows"]}
+    return {r["pollutant"]: r for r in balances.balance(engine, **kw)["rows"]}
 
 
 @pytest.mark.parametrize("first_rows", [drawing.DRAW_LIMIT, 1])
@@ -105,7 +105,7 @@ def test_expire_moves_lots_and_lapsed_reservations(sample, pin_today):
     pin_today(D(2027, 1, 1))
     result = quota_ops.expire(sample, D(2027, 1, 1), actor="a")
     assert "P2026-03" in result["lapsed_reservations"]
-    rows = {r["lot"]: r for r in audit.balance(sample, by="lot", as_of=None)["rows"]}
+    rows = {r["lot"]: r for r in balances.balance(sample, by="lot", as_of=None)["rows"]}
     cod = rows["COD-2021-00005"]  # expired 2026-12-15: its remaining 20.8 t and the released 6 t
     assert cod["available_g"] == 0 and cod["state"] == "expired"
     assert totals(sample, as_of=None)["COD"]["reserved_g"] == 0
@@ -122,7 +122,7 @@ def test_cancel_after_lot_expiry_returns_quota_to_expired(sample, pin_today):
     quota_ops.approve(sample, "P2026-03", doc="D1", actor="a", date=D(2026, 11, 30))
     pin_today(D(2027, 1, 5))  # time passes: the COD lot expired on 2026-12-15
     quota_ops.cancel(sample, "P2026-03", actor="a", date=D(2027, 1, 5))
-    rows = {r["lot"]: r for r in audit.balance(sample, by="lot", as_of=D(2027, 1, 5))["rows"]}
+    rows = {r["lot"]: r for r in balances.balance(sample, by="lot", as_of=D(2027, 1, 5))["rows"]}
     assert rows["COD-2021-00005"]["expired_g"] == 6_000_000
     assert rows["COD-2021-00005"]["lapsed_g"] == 20_800_000  # not yet expired by `quota expire`: lapsed
     assert rows["COD-2021-00005"]["available_g"] == 0 and rows["COD-2021-00005"]["state"] == "expired"
@@ -134,7 +134,7 @@ def test_balance_as_of_a_date_replays_history(sample):
     assert before["NOX"]["reserved_g"] == 0
     assert totals(sample, as_of=D(2026, 11, 29))["NOX"]["reserved_g"] == 1_000_000
     # before any lot existed
-    assert audit.balance(sample, as_of=D(2020, 1, 1))["rows"] == []
+    assert balances.balance(sample, as_of=D(2020, 1, 1))["rows"] == []
     with pytest.raises(Refused):  # history cannot be rewritten by back-dating
         quota_ops.release(sample, "P2026-11", actor="a", date=D(2026, 11, 1))
 
@@ -214,7 +214,7 @@ def test_a_draw_over_many_lots_reads_past_the_first_rows(engine, write_csv, monk
     projects.import_projects(engine, write_csv(
         "p.csv", "project_id,name,zone,industry,pollutant,increment,unit,priority,needed_by,must_fund,ratio",
         ["PX,项目,JT-YT,x,COD,3.5,t/a,1,,false,1"]), actor="clerk")
-    lots = {r["lot"]: r for r in audit.balance(engine, by="lot")["rows"]}
+    lots = {r["lot"]: r for r in balances.balance(engine, by="lot")["rows"]}
     order = sorted(lots, key=lambda s: lots[s]["expires"])
     monkeypatch.setattr(drawing, "DRAW_LIMIT", 2)
     r = quota_ops.reserve(engine, "PX", actor="clerk", date=D(2026, 11, 29))
@@ -244,7 +244,7 @@ def test_never_expiring_lots_are_drawn_after_every_expiring_one(engine, write_cs
     projects.import_projects(engine, write_csv(
         "p.csv", "project_id,name,zone,industry,pollutant,increment,unit,priority,needed_by,must_fund,ratio",
         ["PX,项目,JT-YT,x,COD,3.5,t/a,1,,false,1"]), actor="clerk")
-    lots = {r["lot"]: r for r in audit.balance(engine, by="lot")["rows"]}
+    lots = {r["lot"]: r for r in balances.balance(engine, by="lot")["rows"]}
     expiring = sorted((lots[s]["expires"], s) for s in lots if lots[s]["expires"])
     forever = sorted(s for s in lots if not lots[s]["expires"])
     assert len(expiring) == 2 and len(forever) == 2 and expiring[0][0] < expiring[1][0]

@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, db, idempotency, ledger, plans, projects, quota_ops, roles, tallies
+from quota import audit, balances, db, idempotency, ledger, plans, projects, quota_ops, roles, tallies
 from quota.errors import QuotaError, Refused
 from tests.conftest import DATA, ENGINES, PROJECT_HEADER, TALLY_HEADER, snapshot
 
@@ -41,7 +41,7 @@ def denied(fn):
 def test_auditor_reads_but_cannot_write(pg):
     auditor = as_role(pg, "quota_auditor")
     assert audit.verify(auditor)[1] == []
-    assert audit.balance(auditor)["rows"]
+    assert balances.balance(auditor)["rows"]
     msg = denied(lambda: quota_ops.reserve(auditor, "P2026-03", actor="quota_auditor", date=dt.date(2026, 11, 29)))
     assert "permission denied" in msg
     auditor.dispose()

@@ -2,7 +2,7 @@
 import pytest
 from sqlalchemy import text
 
-from quota import audit, projects, tallies
+from quota import audit, balances, projects, tallies
 from quota.errors import ValidationFailed
 from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
 
@@ -10,14 +10,14 @@ from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
 def test_sample_tallies_become_lots_with_hand_computed_amounts(engine):
     result = tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
     assert result["tallies"] == 23 and len(result["lots"]) == 23
-    rows = {r["lot"]: r for r in audit.balance(engine, by="lot")["rows"]}
+    rows = {r["lot"]: r for r in balances.balance(engine, by="lot")["rows"]}
     by_tally = {r["tally_id"]: r for r in rows.values()}
     assert by_tally["T2022-002"]["issued_g"] == 1_600_000      # min(1.85 actual, 1.60 permitted)
     assert by_tally["T2023-017"]["issued_g"] == 30_500_000     # upgrade: min(52, 60) - 21.5
     assert by_tally["T2025-022"]["issued_g"] == 10_300_000     # upgrade: min(18, 16.5) - 6.2
     assert by_tally["T2023-014"]["issued_g"] == 14_200 and by_tally["T2023-014"]["unit"] == "kg/a"
     assert by_tally["T2021-005"]["expires"] == "2026-12-15"    # 5 years after the effective date
-    totals = {r["pollutant"]: r["available_g"] for r in audit.balance(engine)["rows"]}
+    totals = {r["pollutant"]: r["available_g"] for r in balances.balance(engine)["rows"]}
     assert totals["COD"] == (18_400_000 + 26_800_000 + 3_400_000 + 30_500_000)
     with engine.connect() as conn:
         actors = {r[0] for r in conn.execute(text("SELECT DISTINCT actor FROM txn"))}
@@ -66,7 +66,7 @@ def test_a_superseding_tally_replaces_only_the_unused_part(engine, write_csv):
     header = TALLY_HEADER + ",supersedes"
     tallies.import_tallies(engine, write_csv("b.csv", header, [
         "S-2,S1,甲厂,closure,JT-YT,COD,7,,,t/a,2020,2024-07-01,m,x,R1b,S-1"]), actor="clerk")
-    rows = {r["tally_id"]: r for r in audit.balance(engine, by="lot", as_of=None)["rows"]}
+    rows = {r["tally_id"]: r for r in balances.balance(engine, by="lot", as_of=None)["rows"]}
     assert rows["S-1"]["available_g"] == 0 and rows["S-1"]["reserved_g"] == 4_000_000
     assert rows["S-1"]["state"] == "superseded"  # what it still lends to P1 never returns to it
     # 7 t credited: nothing of S-1 was allocated or expired, so the new lot holds 7 t; the 4 t P1 reserved on S-1
