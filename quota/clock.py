@@ -7,7 +7,7 @@ import datetime as dt
 import os
 import re
 
-from .errors import QuotaError
+from quota.errors import QuotaError
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 

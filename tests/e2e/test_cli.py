@@ -10,7 +10,9 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, balances, db
+from quota.audit import trace as audit
+from quota.ledger import balances
+from quota.store import db
 from tests.conftest import DATA, TALLY_HEADER, snapshot
 
 runner = CliRunner()
@@ -147,7 +149,7 @@ def test_a_refusal_under_json_prints_the_error_object_on_stdout(loaded):
 
 
 def test_an_unexpected_error_is_one_line_and_a_traceback_file(loaded, monkeypatch):
-    from quota import audit as audit_module
+    from quota.audit import trace as audit_module
 
     def boom(*a, **k):
         raise RuntimeError("solver exploded")

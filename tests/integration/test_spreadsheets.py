@@ -4,7 +4,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import balances, tallies
+from quota.ledger import balances
+from quota.intake import tallies
 from quota.errors import ValidationFailed
 from tests.conftest import DATA, TALLY_HEADER
 
