@@ -156,3 +156,29 @@ def test_docs_and_code_cite_only_what_is_in_the_repository():
             path = token.split("::")[0]
             if path.startswith(tops) and not re.search(r"[<>*…{}]", path):
                 assert (ROOT / path).exists(), f"{doc.name} cites {path}, which does not exist"
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's anchors for the headings outside fenced blocks."""
+    out, fenced = set(), False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            out.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return out
+
+
+def test_links_between_the_docs_resolve():
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (doc.parent / path).resolve() if path else doc
+            assert linked.exists(), f"{doc.name} links to {target}, which does not exist"
+            if anchor:
+                assert anchor in _anchors(linked.read_text(encoding="utf-8")), \
+                    f"{doc.name} links to {target}: no such heading"
