@@ -152,6 +152,7 @@ def test_docs_and_code_cite_only_what_is_in_the_repository():
             assert (ROOT / cited).exists(), f"{path.relative_to(ROOT)} cites {cited}, which does not exist"
     tops = ("quota/", "cli/", "tests/", "bench/", "data/", "docs/", "scripts/", ".ci/")
     for doc in DOCS:
+        assert not re.search(r"\b[Ii]ssue \d", doc.read_text(encoding="utf-8")), f"{doc.name} cites the issue tracker"
         for token in re.findall(r"`([^`\s]+)`", doc.read_text(encoding="utf-8")):
             path = token.split("::")[0]
             if path.startswith(tops) and not re.search(r"[<>*…{}]", path):

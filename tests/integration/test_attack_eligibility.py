@@ -1,4 +1,4 @@
-"""Holes found by a hostile test of issue 12's eligibility rewrite (which lot may serve which project, where grams
+"""Holes found by a hostile test of the eligibility rule's rewrite (which lot may serve which project, where grams
 go back to, which dates a mutation may carry), each fixed since; every test states the behaviour the rule promises; on SQLite and PostgreSQL, through the CLI where a user meets it."""
 import datetime as dt
 import json
@@ -58,7 +58,7 @@ def test_superseding_a_lapsed_lot_does_not_give_its_expired_grams_a_new_life(boo
 
 def test_a_back_dated_reservation_cannot_draw_a_lot_expired_by_today(book, db_url):
     # the chain's last transaction is the 2024-01-01 issue, so 2026-05-01 is not "before the last transaction";
-    # T-OLD expired on 2026-06-01, six months before today: the case issue 12 opens with
+    # T-OLD expired on 2026-06-01, six months before today: the case that opened the eligibility rewrite
     old = lots(book)["T-OLD"]["lot"]
     cli(db_url, "reserve", "P-PAST", "--date", "2026-05-01")
     cli(db_url, "approve", "P-PAST", "--doc", "D-1", "--date", "2026-05-02")

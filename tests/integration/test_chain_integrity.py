@@ -1,5 +1,5 @@
 """Provenance under the hash chain, a verify that knows the domain, and exports that cannot hide a transaction
-(issue 12 items 7-8, issue 18 item 2), on SQLite and PostgreSQL: every forgery is made the way an insider
+(docs/design.md, the invariants), on SQLite and PostgreSQL: every forgery is made the way an insider
 would (append-only triggers dropped on a copy, hashes recomputed) and must make `verify` fail naming the row."""
 import datetime as dt
 import hashlib
@@ -122,7 +122,7 @@ def test_editing_a_provenance_row_fails_verify_naming_the_row(busy, tmp_path, ca
 
 
 def test_a_forged_issue_topping_up_an_existing_lot_fails_verify(busy, tmp_path):
-    """The clerk's forgery of issue 18: an issue of 300 t into an existing lot, hashed as the writer hashes it
+    """A clerk's forgery: an issue of 300 t into an existing lot, hashed as the writer hashes it
     (sha256 of prev | date | sha256 of the canonical body), balances and totals adjusted to match."""
     serial, tally_id, source_id, zone = first_lot(busy)
     forged, url = copy_of(busy, tmp_path)

@@ -1,4 +1,4 @@
-"""Issue 12's hostile cases for the one eligibility rule: which lot may serve which project, where grams go back
+"""Hostile cases for the one eligibility rule: which lot may serve which project, where grams go back
 to, what approve and plan apply re-check, which dates a mutation may carry. Each through the library and, where a
 user meets it, through the CLI; on SQLite and PostgreSQL."""
 import datetime as dt

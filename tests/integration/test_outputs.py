@@ -1,4 +1,4 @@
-"""Outputs never destroy data (issue 18): every file a command writes appears complete or not at all,
+"""Outputs never destroy data: every file a command writes appears complete or not at all,
 never over a database; each export carries its own end; one snapshot per table export."""
 import csv
 import datetime as dt

@@ -204,7 +204,7 @@ def test_a_clerk_may_post_only_the_clerks_transaction_kinds(pg, write_csv):
 
 @pg_only
 def test_the_forging_script_run_as_the_clerk_is_refused_by_the_database(pg):
-    """The insider's script of issue 18: an issue of 300 t into an existing lot, hashed with the chain, the
+    """An insider's forging script: an issue of 300 t into an existing lot, hashed with the chain, the
     balances adjusted. Refused as an issue; refused as well dressed up as a clerk's kind."""
     before = snapshot(pg)
     serial, zone, _ = lot_of(pg)
@@ -325,7 +325,7 @@ def test_stored_plans_are_only_marked_applied_once_by_the_clerk(pg):
 
 @pg_only
 def test_no_role_can_plant_an_idempotency_row_another_user_reads(pg):
-    """Issue 18: the planner planted a row under the clerk's key, and `approve --key K` reported it. The
+    """A hole found once: the planner planted a row under the clerk's key, and `approve --key K` reported it. The
     planner now cannot write the table at all; a row the clerk writes names the clerk, and an owner's
     command with that key is refused instead of reporting it."""
     planner, clerk = as_role(pg, "quota_planner"), as_role(pg, "quota_clerk")

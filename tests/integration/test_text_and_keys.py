@@ -1,5 +1,5 @@
 """Data is never markup (rich on the terminal, Markdown statements, spreadsheet formulas in plan files),
-and idempotency keys are checked (issue 18)."""
+and idempotency keys are checked."""
 import csv
 import datetime as dt
 import io
