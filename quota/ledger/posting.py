@@ -10,6 +10,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 from sqlalchemy import Connection, bindparam, text
 
+from quota.accounts import lot_account, project_account  # noqa: F401 (used by callers as posting.*)
 from quota.store import driver
 from quota.clock import as_date
 from quota.store.db import GENESIS, insert_many, lock_head, update_many, values_statement  # noqa: F401 (GENESIS: the chain's start)
@@ -32,14 +33,6 @@ class Leg(NamedTuple):
     amount_g: int
     zone: str
     project_id: str | None = None
-
-
-def lot_account(serial: str) -> str:
-    return f"lot:{serial}"
-
-
-def project_account(project_id: str, part: str) -> str:
-    return f"project:{project_id}:{part}"
 
 
 @functools.lru_cache(maxsize=1 << 16)  # called for every leg, several times per operation
