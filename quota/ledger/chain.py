@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 
+from typing import NamedTuple
+
 from quota.accounts import lot_account, pool_account, project_account
 from quota.errors import Problem
 from quota.ledger.posting import GENESIS, NEVER, NO_POSTING_KINDS, NONNEG_KINDS, TOTAL_KINDS, account_kind, canonical, chain_hash
@@ -40,6 +42,14 @@ TALLY_FACTS = ("tally_id", "source_id", "measure", "zone", "pollutant", "baselin
 PROJECT_FACTS = ("name", "zone", "industry", "priority", "needed_by", "must_fund")
 
 
+class KeptTxn(NamedTuple):
+    """A transaction the checker keeps for a later comparison (an idempotency record's result names it)."""
+    kind: str
+    project: str | None
+    ref: str | None
+    meta: dict
+    postings: list  # [account, lot, pollutant, grams] per posting
+
 class ChainChecker:
     """Feed `txn`/`stub` per transaction in chain order, call `finish`, then `balance` per stated balance row
     and `balances_done`. Problems accumulate in `problems`, each naming `source` and the row given."""
@@ -62,7 +72,7 @@ class ChainChecker:
         self.supersedes_of: dict[str, str] = {}  # tally -> the tally it superseded
         self.key_of = None  # (rulebook version, pollutant, zone) -> matching key, when the caller knows the rulebooks
         self.used_projects: dict[str, int] = {}
-        self.kept: dict[int, tuple] = {}  # seq -> (kind, project, ref, meta, postings), for `watch`
+        self.kept: dict[int, KeptTxn] = {}  # the transactions named in `watch`
         self.partial = False  # stubs seen: lots and projects they created are unknown here
         self._seen: set[tuple[str, str]] = set()
         self._kinds: dict[str, str] = {}  # account -> its kind (account_kind, looked up once per account)
@@ -142,7 +152,7 @@ class ChainChecker:
         meta, date = body.get("meta") or {}, str(body.get("date"))
         self.n_txn += 1
         if seq in self.watch:
-            self.kept[seq] = (kind, project, body.get("ref"), meta, legs)
+            self.kept[seq] = KeptTxn(kind, project, body.get("ref"), meta, legs)
         if kind == "register":
             if legs:
                 self.bad(row, "postings", "a register transaction moves no grams")
