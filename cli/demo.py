@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cli import render
 from quota import audit, db, projects, quota_ops, rulebooks, tallies
-from quota.errors import QuotaError
+from quota.errors import Problem, Refused, ValidationFailed
 
 
 def _fresh_sqlite(url: str) -> None:
@@ -18,6 +18,7 @@ def _fresh_sqlite(url: str) -> None:
 # The demo's day: the sample lots (vintages 2021-2025, life 5 years) and projects (needed 2027) tell their story
 # on it, whatever the calendar says. `quota demo --today DATE` runs it on another day.
 DEMO_TODAY = dt.date(2026, 11, 30)
+DEMO_FILES = ("rules.toml", "tallies.csv", "projects.csv")
 
 
 def run_demo(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) -> None:
@@ -35,11 +36,15 @@ def run_demo(url: str, data: Path, actor: str, today: dt.date, fresh_default: bo
 
 
 def _run(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) -> None:
+    missing = [Problem.of(str(data / name), 0, "", "is_directory" if (data / name).is_dir() else "file_not_found")
+               for name in DEMO_FILES if not (data / name).is_file()]
+    if missing:  # refused before any database is opened or replaced
+        raise ValidationFailed(missing)
     if fresh_default:
         _fresh_sqlite(url)
     engine = db.make_engine(url)
     if db.schema_exists(engine):
-        raise QuotaError(f"{url} already holds a quota ledger; the demo needs a fresh database")
+        raise Refused(f"{url} already holds a quota ledger; the demo needs a fresh database", "not_fresh", url=url)
     render.out.rule(f"quota demo — {url}, today {today}")
     version = rulebooks.init(engine, str(data / "rules.toml"), actor)["version"]
     render.out.print(f"$ quota init --rules {data / 'rules.toml'}   → rulebook v{version}")

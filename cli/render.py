@@ -73,15 +73,9 @@ def problems(items: list[Problem], heading: str = "refused") -> None:
     err.print(msg(heading, n=len(items)), style="bold red")
     lang = LANG["lang"]
     for p in items[:MAX_PROBLEM_LINES]:
-        shown = Problem(p.source, p.row, p.column, i18n.translate_error(p.message, lang)) if lang == "zh" else p
-        err.print(f"  {shown}", markup=False)
+        err.print(f"  {p.located(lang)}", markup=False)
     if len(items) > MAX_PROBLEM_LINES:
         err.print("  " + msg("more_problems", n=len(items) - MAX_PROBLEM_LINES), markup=False)
-
-
-def error(message: str) -> None:
-    err.print(f"[bold red]{msg('error')}:[/] ", markup=True, highlight=False, end="")
-    err.print(i18n.translate_error(message, LANG["lang"]), markup=False, highlight=False)
 
 
 def refusal(exc) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy import Connection, Engine, text
 
 from . import clock, db, idempotency, ledger, planner, quota_ops, rulebooks, units
 from .eligibility import LotFacts, available_on, serves_until, why_not
-from .errors import NotFound, Refused
+from .errors import NotFound, Reason, Refused
 from .planner import PCandidate, PLot, PNeed, PProject
 from .projects import Need, ProjectInfo, load_projects, required_g
 from .drawing import LotAvail
@@ -199,7 +199,7 @@ def get_plan(engine: Engine, plan_id: str) -> dict:
     with db.reading(engine) as conn:
         row = conn.execute(text("SELECT result, applied_at FROM plan WHERE plan_id = :p"), {"p": plan_id}).first()
     if row is None:
-        raise NotFound(f"no plan {plan_id!r}")
+        raise NotFound(f"no plan {plan_id!r}", "plan", plan_id)
     return {**json.loads(row[0]), "applied_at": row[1]}
 
 
@@ -218,23 +218,25 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
         row = conn.execute(text("SELECT result, applied_at, scenario_name, scenario FROM plan WHERE plan_id = :p"),
                            {"p": plan_id}).first()
         if row is None:
-            raise NotFound(f"no plan {plan_id!r}")
+            raise NotFound(f"no plan {plan_id!r}", "plan", plan_id)
         if row[1]:
-            raise Refused(f"plan {plan_id} was already applied at {row[1]}", "plan_state", plan_id=plan_id)
+            raise Refused(f"plan {plan_id} was already applied at {row[1]}", "plan_state", plan_id=plan_id,
+                          reason="applied", applied_at=str(row[1]))
         try:
             plan = json.loads(row[0])
             funded = [(str(f["project_id"]), [(str(d["lot"]), str(d["pollutant"]), d["amount_g"]) for d in f["draws"]])
                       for f in plan["funded"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise Refused(f"plan {plan_id} is malformed ({exc}); run the plan again", "plan_state",
-                          plan_id=plan_id) from None
+                          plan_id=plan_id, reason="malformed") from None
         if plan.get("status") == "infeasible":
-            raise Refused(f"plan {plan_id} is infeasible; there is nothing to apply", "plan_state", plan_id=plan_id)
+            raise Refused(f"plan {plan_id} is infeasible; there is nothing to apply", "plan_state", plan_id=plan_id,
+                          reason="infeasible")
         if row[2] or row[3] or plan.get("scenario"):
             raise Refused(f"plan {plan_id} is a scenario (hypothetical lots, projects or rules); it cannot be applied",
-                          "plan_state", plan_id=plan_id)
+                          "plan_state", plan_id=plan_id, reason="scenario")
         version, book = rulebooks.current(conn)
-        problems: list[str] = []
+        problems: list[Reason] = []
         lots = {r[0]: (LotFacts(r[0], r[1], r[2], ledger._as_date(r[3]), ledger._as_date(r[4]), r[5] or "active"),
                        int(r[6]), ledger._as_date(r[7])) for r in conn.execute(text(
             "SELECT l.serial, l.pollutant, l.zone, l.effective_date, l.expires, s.status, b.amount_g, b.last_date "
@@ -244,26 +246,26 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
         for _, draws in funded:
             for serial, _, g in draws:
                 if type(g) is not int or g <= 0:
-                    problems.append(f"a draw of {g!r} g from lot {serial} is not a positive whole number of grams")
+                    problems.append(Reason("plan_bad_draw", grams=repr(g), lot=serial))
                     continue
                 wanted[serial] = wanted.get(serial, 0) + g
         for serial, g in sorted(wanted.items()):
             have = lots[serial][1] if serial in lots else None
             if have is None:
-                problems.append(f"there is no lot {serial}")
+                problems.append(Reason("plan_no_lot", lot=serial))
             elif have < g:
-                problems.append(f"lot {serial} now holds {have} g, the plan draws {g} g")
+                problems.append(Reason("plan_lot_holds", lot=serial, have=have, g=g))
         seen: set[str] = set()
         for project_id, _ in funded:
             if project_id in seen:
-                problems.append(f"project {project_id} is funded twice")
+                problems.append(Reason("plan_funded_twice", project_id=project_id))
             seen.add(project_id)
         posted = []
         for project_id, draws in funded:
             infos = load_projects(conn, book, project_id=project_id) if project_id else []
             info = infos[0] if infos else None
             if info is None or info.state != "pipeline":
-                problems.append(f"project {project_id} is now {info.state if info else 'missing'}")
+                problems.append(Reason("plan_project_state", project_id=project_id, state=info.state if info else "missing"))
                 continue
             needs = {n.pollutant: n for n in info.needs}
             per_pol: dict[str, list] = {}
@@ -271,18 +273,18 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
                 if serial not in lots or type(g) is not int or g <= 0:
                     continue
                 need = needs.get(pol)
-                reason = (f"project {project_id} has no {pol} need" if need is None else
+                reason = (Reason("plan_no_need", project_id=project_id, pollutant=pol) if need is None else
                           why_not(book, lots[serial][0], pol, need.key, today, info.needed_by, now))
                 if reason:
-                    problems.append(f"{project_id} {pol}: {reason}")
+                    problems.append(Reason("plan_draw_refused", project_id=project_id, pollutant=pol, reason=reason))
                 f, _, last = lots[serial]
                 per_pol.setdefault(pol, []).append((LotAvail(serial, f.zone, f.expires, lots[serial][1], last, pol,
                                                              f.effective), g))
             for pol, need in needs.items():
                 got = sum(g for _, g in per_pol.get(pol, []))
                 if got != need.required_g:
-                    problems.append(f"project {project_id} now needs {need.required_g} g of {pol}, "
-                                    f"the plan gives {got} g")
+                    problems.append(Reason("plan_need_changed", project_id=project_id, required_g=need.required_g,
+                                           pollutant=pol, got=got))
             posted.append((info, per_pol))
         if problems:
             raise Refused(f"plan {plan_id} no longer fits the ledger: " + "; ".join(problems[:5]) +

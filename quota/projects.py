@@ -68,10 +68,10 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[dict], list[Problem]]
         zone, pollutant, unit = r.zone_pollutant_unit(book)
         increment = r.amount("increment", unit=unit)
         if increment is not None and increment == 0:
-            r.fail("increment", "increment must be greater than zero")
+            r.fail("increment", "zero_increment")
         ratio_raw = r.amount("ratio", required=False)
         if ratio_raw is not None and not (1 <= ratio_raw <= 100):
-            r.fail("ratio", f"ratio must be from 1 to 100, got {ratio_raw}")
+            r.fail("ratio", "bad_ratio", value=str(ratio_raw))
         shared = {"name": pname, "zone": zone, "industry": r.text("industry", False),
                   "priority": r.integer("priority", 1, 1, 1_000_000),
                   "needed_by": r.date("needed_by", required=False), "must_fund": r.boolean("must_fund")}
@@ -79,16 +79,17 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[dict], list[Problem]]
             first = projects[pid]
             for col in SHARED:
                 if first[col] != shared[col]:
-                    r.fail(col, f"differs from row {first['row']} of project {pid} ({first[col]!r})")
+                    r.fail(col, "project_differs", first_row=first["row"], project_id=pid, value=str(first[col]))
             if pollutant in first["needs"]:
-                r.fail("pollutant", f"project {pid} already lists {pollutant} at row {first['needs'][pollutant]['row']}")
+                r.fail("pollutant", "repeated_need", project_id=pid, pollutant=pollutant,
+                       first_row=first["needs"][pollutant]["row"])
         if len(problems) > before:
             continue
         proj = projects.setdefault(pid, {"project_id": pid, "row": rowno, **shared, "needs": {}})
         proj["needs"][pollutant] = {"row": rowno, "increment_g": units.to_requirement_g(increment, unit),
                                     "ratio": None if ratio_raw is None else str(ratio_raw)}
     if not rows and not problems:
-        problems.append(Problem(name, 0, "", "the file has no data rows"))
+        problems.append(Problem.of(name, 0, "", "no_data_rows"))
     return list(projects.values()), problems
 
 
@@ -106,8 +107,8 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
     def check(conn: Connection) -> list[Problem]:
         # every stored id by its normal form: an id stored before ids were normalised still matches
         existing = {identity.loose(r[0]): r[0] for r in conn.execute(text("SELECT project_id FROM project"))}
-        return [Problem(name, p["row"], "project_id", f"project {existing[identity.loose(p['project_id'])]!r} "
-                                                      "is already registered")
+        return [Problem.of(name, p["row"], "project_id", "project_exists",
+                           project_id=existing[identity.loose(p["project_id"])])
                 for p in projects if identity.loose(p["project_id"]) in existing]
 
     summary = {"projects": len(projects), "rows": sum(len(p["needs"]) for p in projects),
@@ -173,7 +174,7 @@ def load_projects(conn: Connection, book: Rulebook, *, project_id: str | None = 
         args["s"] = state
     infos = projects_from_rows(book, conn.execute(text(sql + " ORDER BY p.project_id, n.pollutant"), args))
     if project_id is not None and not infos:
-        raise NotFound(f"no project {project_id!r}")
+        raise NotFound(f"no project {project_id!r}", "project", project_id)
     return infos
 
 
