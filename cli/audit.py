@@ -22,7 +22,8 @@ def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proje
 
     Example: quota trace P2026-01 --format html --out P2026-01.html
     """
-    from quota import audit, statement
+    from quota.audit import trace as audit
+    from quota.audit import statement
     if fmt is not None and fmt not in ("md", "html", "xlsx"):
         raise typer.BadParameter("--format must be md, html or xlsx")
     if fmt == "xlsx" and out is None:
@@ -55,14 +56,14 @@ def verify(ctx: typer.Context,
     Example: quota verify --export ledger.jsonl --expect-head 4212ccff…
     """
     from cli.progress import reporter
-    from quota import audit
-    from quota import export as exp
+    from quota.audit import trace as audit
+    from quota.audit import jsonl as exp
     with failures(as_json), reporter() as progress:
         if export is not None and export.is_dir():
-            from quota import table_export
+            from quota.audit import table_export
             summary, problems = table_export.verify_tables(str(export), expect_head)
         elif export is not None and export.suffix in (".beancount", ".bean"):
-            from quota import beancount_export
+            from quota.audit import beancount_export
             summary, problems = beancount_export.verify_beancount(str(export), expect_head)
         elif export is not None:
             summary, problems = exp.verify_export(str(export), progress, expect_head)
@@ -94,7 +95,9 @@ def export(ctx: typer.Context,
     """Export the ledger for auditors.  Example: quota export --format jsonl --out ledger.jsonl"""
     if fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
-    from quota import beancount_export, export as exp, table_export
+    from quota.audit import beancount_export
+    from quota.audit import jsonl as exp
+    from quota.audit import table_export
     from cli.progress import reporter
     day = _date(as_of)
     from quota import outfiles

@@ -13,7 +13,7 @@ import typer
 from sqlalchemy.exc import DBAPIError
 
 from cli import render
-from quota import db
+from quota.store import db
 from quota.errors import QuotaError, Refused, ValidationFailed
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -147,9 +147,9 @@ def _refuse(exc: QuotaError, as_json: bool):
 def init(ctx: typer.Context,
          rules: Annotated[Path, typer.Option("--rules", help="Rulebook TOML file.")]) -> None:
     """Create the schema and load the rulebook.  Example: quota init --rules data/rules.toml"""
-    from quota import rulebooks
+    from quota.rules import versions
     with failures():
-        result = rulebooks.init(ctx.obj.engine, str(rules), ctx.obj.actor)
+        result = versions.init(ctx.obj.engine, str(rules), ctx.obj.actor)
     render.done(f"initialised {ctx.obj.url}: rulebook version {result['version']}"
                 + ("" if result["changed"] else " (unchanged)"))
 
@@ -157,10 +157,10 @@ def init(ctx: typer.Context,
 @rules_app.command("show")
 def rules_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Show the rulebook in force.  Example: quota rules show --json"""
-    from quota import rulebooks
+    from quota.rules import versions
     with failures(as_json), db.reading(ctx.obj.engine) as conn:
-        version, book = rulebooks.current(conn)
-    info = {"version": version, **rulebooks.describe(book)}
+        version, book = versions.current(conn)
+    info = {"version": version, **versions.describe(book)}
     if as_json:
         return render.emit_json(info)
     render.out.print(f"Rulebook v{version}: {book.jurisdiction_name} {book.jurisdiction_name_zh} "
@@ -182,9 +182,9 @@ def rules_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @rules_app.command("load")
 def rules_load(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Rulebook TOML file.")]) -> None:
     """Load a new rulebook version.  Example: quota rules load data/rules.toml"""
-    from quota import rulebooks
+    from quota.rules import versions
     with failures():
-        result = rulebooks.load(ctx.obj.engine, str(file), ctx.obj.actor)
+        result = versions.load(ctx.obj.engine, str(file), ctx.obj.actor)
     render.done(f"rulebook version {result['version']}" + ("" if result["changed"] else " (unchanged)"))
 
 
@@ -199,7 +199,7 @@ def tally_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="
     Example: quota tally import data/tallies.csv
     """
     from cli.progress import reporter
-    from quota import tallies
+    from quota.intake import tallies
     with failures(as_json), reporter() as progress:
         result = tallies.import_tallies(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run,
                                         progress=progress)
@@ -222,9 +222,9 @@ def project_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help
 
     Example: quota project import data/projects.csv
     """
-    from quota import projects
+    from quota.intake import project_files
     with failures(as_json):
-        result = projects.import_projects(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run)
+        result = project_files.import_projects(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run)
     if as_json:
         return render.emit_json(result)
     render.done(render.msg("would_import_projects" if dry_run else "imported_projects", n=result["projects"],
@@ -235,7 +235,7 @@ def project_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help
 def project_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List projects with their requirements (ratio applied).  Example: quota project list"""
     from quota import units
-    from quota.projects import project_rows
+    from quota.ledger.projects import project_rows
     with failures(as_json):
         rows = project_rows(ctx.obj.engine)
     if as_json:
@@ -258,11 +258,11 @@ def balance(ctx: typer.Context,
             as_of: Annotated[Optional[str], typer.Option("--as-of", help="Balances as of this date.")] = None,
             as_json: JsonOpt = False) -> None:
     """Available, reserved and allocated quota.  Example: quota balance --by zone --pollutant COD"""
-    from quota import audit
+    from quota.ledger import balances
     if by not in ("pollutant", "zone", "lot"):
         raise typer.BadParameter("--by must be pollutant, zone or lot")
     with failures(as_json):
-        result = audit.balance(ctx.obj.engine, by=by, pollutant=pollutant, zone=zone, as_of=_date(as_of))
+        result = balances.balance(ctx.obj.engine, by=by, pollutant=pollutant, zone=zone, as_of=_date(as_of))
     if as_json:
         return render.emit_json(result)
     render.balances(result)
@@ -285,7 +285,7 @@ def reserve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
 
     All pollutants or nothing. Example: quota reserve P2026-01 --expires 2027-03-31
     """
-    from quota import quota_ops
+    from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.reserve(ctx.obj.engine, project, actor=ctx.obj.actor, pollutant=pollutant,
                                    expires=_date(expires), date=_date(date), key=key)
@@ -297,7 +297,7 @@ def approve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
             doc: Annotated[str, typer.Option("--doc", help="Approval document number.")],
             date: DateOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Confirm a project's reservations as allocations.  Example: quota approve P2026-01 --doc "金环审[2026]12号" """
-    from quota import quota_ops
+    from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.approve(ctx.obj.engine, project, doc=doc, actor=ctx.obj.actor, date=_date(date), key=key)
     _done(result, render.msg("approved", project=project, doc=doc, txn=result["txn"]), as_json)
@@ -307,7 +307,7 @@ def approve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
 def release(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Project id.")],
             date: DateOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Release a project's reservations back to their lots.  Example: quota release P2026-03"""
-    from quota import quota_ops
+    from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.release(ctx.obj.engine, project, actor=ctx.obj.actor, date=_date(date), key=key)
     _done(result, render.msg("released", project=project, txn=result["txn"]), as_json)
@@ -317,7 +317,7 @@ def release(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
 def cancel(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Project id.")],
            date: DateOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Withdraw a project: its reserved and allocated quota returns to the lots.  Example: quota cancel P2026-03"""
-    from quota import quota_ops
+    from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.cancel(ctx.obj.engine, project, actor=ctx.obj.actor, date=_date(date), key=key)
     _done(result, render.msg("cancelled", project=project) + (f", txn {result['txn']}" if result["txn"] else ""),
@@ -329,7 +329,7 @@ def expire(ctx: typer.Context,
            as_of: Annotated[str, typer.Option("--as-of", help="Expire lots and reservations lapsed by this date.")],
            key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Post expired lots to expired and release lapsed reservations.  Example: quota expire --as-of 2026-12-31"""
-    from quota import quota_ops
+    from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.expire(ctx.obj.engine, _date(as_of), actor=ctx.obj.actor, key=key)
     _done(result, render.msg("expired", lots=len(result["expired"]), res=len(result["lapsed_reservations"])),
@@ -344,7 +344,7 @@ def revoke(ctx: typer.Context, lot: Annotated[str, typer.Argument(help="Lot seri
 
     Example: quota revoke COD-2022-00001 --memo "report withdrawn"
     """
-    from quota import quota_ops
+    from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.revoke(ctx.obj.engine, lot, actor=ctx.obj.actor, memo=memo, date=_date(date), key=key)
     _done(result, render.msg("revoked", g=result["revoked_g"], lot=lot, txn=result["txn"]), as_json)
@@ -376,7 +376,7 @@ app.add_typer(db_app, name="db")
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply schema migrations (Alembic) to the database.  Example: quota db upgrade"""
-    from quota import migrate
+    from quota.store import migrate
     with failures():
         result = migrate.upgrade(ctx.obj.engine)
     render.done(f"schema at revision {result['to']} (was {result['from'] or 'empty'})")
@@ -390,7 +390,7 @@ def db_roles(ctx: typer.Context,
 
     Example: quota --db postgresql+psycopg://admin@db/quota db roles
     """
-    from quota import roles
+    from quota.store import roles
     if print_only:
         for sql in roles.roles_sql(schema):
             render.out.print(sql + ";", markup=False)
@@ -411,12 +411,13 @@ def report(ctx: typer.Context,
 
     Example: quota --lang zh report --html report.html --plan PLAN-0001 --outlook 5
     """
-    from quota import outfiles, report as rep
+    from quota import outfiles
+    from quota.report import html as rep
     with failures():
         outfiles.check_target(html, ctx.obj.engine)  # refused before any work: never the database
         ahead = None
         if outlook:
-            from quota import outlook as ol
+            from quota.planning import outlook as ol
             ahead = ol.outlook(ctx.obj.engine, years=outlook, as_of=_date(as_of))
         page = rep.build(ctx.obj.engine, plan_id=plan, as_of=_date(as_of), lang=render.LANG["lang"], outlook=ahead)
         with outfiles.atomic_file(html, ctx.obj.engine) as fh:

@@ -76,7 +76,8 @@ def plan_run(ctx: typer.Context,
     """
     from cli.main import _date, failures
     from cli.progress import reporter
-    from quota import outfiles, plans
+    from quota import outfiles
+    from quota.planning import plans
     with failures(as_json), reporter() as progress:
         if out:  # refused before the plan is solved and stored
             outfiles.check_folder(out, plans.PLAN_FILES, ctx.obj.engine)
@@ -98,7 +99,7 @@ def plan_show(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="P
               as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
     """Show a stored plan.  Example: quota plan show PLAN-0001"""
     from cli.main import failures
-    from quota import plans
+    from quota.planning import plans
     with failures(as_json):
         result = plans.get_plan(ctx.obj.engine, plan_id)
     if as_json:
@@ -111,7 +112,7 @@ def plan_list(ctx: typer.Context,
               as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
     """List the stored plans, newest last.  Example: quota plan list"""
     from cli.main import failures
-    from quota import plans
+    from quota.planning import plans
     with failures(as_json):
         result = plans.list_plans(ctx.obj.engine)
     if as_json:
@@ -128,7 +129,7 @@ def plan_apply(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="
                as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
     """Turn a solved plan into reservations, all or nothing.  Example: quota plan apply PLAN-0001"""
     from cli.main import _date, failures
-    from quota import plans
+    from quota.planning import plans
     with failures(as_json):
         result = plans.apply_plan(ctx.obj.engine, plan_id, actor=ctx.obj.actor, date=_date(date), key=key)
     if as_json:
@@ -146,7 +147,8 @@ def plan_outlook(ctx: typer.Context,
     """Year by year, per pollutant and key: supply left, pipeline demand, the plan's allocations, and
     the first year each key runs short.  Example: quota plan outlook --years 5 --scenario s.toml"""
     from cli.main import _date, failures
-    from quota import outlook, units
+    from quota.planning import outlook
+    from quota import units
     with failures(as_json):
         result = outlook.outlook(ctx.obj.engine, years=years, as_of=_date(as_of),
                                  scenario_path=str(scenario) if scenario else None, time_limit=time_limit)

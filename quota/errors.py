@@ -10,7 +10,7 @@ class Problem:
 
     `row` is the 1-based line number in the file as a spreadsheet user sees it
     (the header is row 1, the first data row is row 2); 0 means the whole file. `code` names the rule from the
-    documented list (README, "Refusals"), `facts` are its data; the catalogue (quota.i18n) renders the message in
+    documented list (README, "Refusals"), `facts` are its data; the catalogue (quota.report.findings) renders the message in
     English and Chinese from them, and `message` is the English text. Build one with `Problem.of`.
     """
 
@@ -24,7 +24,7 @@ class Problem:
     @classmethod
     def of(cls, source: str, row: int, column: str, code: str, /, **facts) -> "Problem":
         """A finding named by its code; its English message is rendered from the catalogue."""
-        from .i18n import problem_text
+        from quota.report.findings import problem_text
         return cls(source, row, column, problem_text(code, facts, "en"), code, facts)
 
     def at(self, **where) -> "Problem":
@@ -36,7 +36,7 @@ class Problem:
         """The message in `lang`, rendered from the code and facts (the stored message when there is no code)."""
         if not self.code:
             return self.message
-        from .i18n import problem_text
+        from quota.report.findings import problem_text
         return problem_text(self.code, self.facts, lang)
 
     def __str__(self) -> str:
@@ -58,19 +58,19 @@ class Problem:
 
 class Reason(str):
     """A reason given as text (its English rendering) that keeps its `code` and `facts`, so that a front end renders
-    it in any language from the catalogue (quota.i18n) without reading the text back."""
+    it in any language from the catalogue (quota.report.findings) without reading the text back."""
 
     code: str
     facts: dict
 
     def __new__(cls, code: str, /, **facts):
-        from .i18n import problem_text
+        from quota.report.findings import problem_text
         self = super().__new__(cls, problem_text(code, facts, "en"))
         self.code, self.facts = code, facts
         return self
 
     def text(self, lang: str = "en") -> str:
-        from .i18n import problem_text
+        from quota.report.findings import problem_text
         return problem_text(self.code, self.facts, lang)
 
 

@@ -38,10 +38,10 @@ _SPACES = re.compile(r"\s+")
 
 class BadId(ValueError):
     """An id or a text refused at the input edge; the message says what is wrong. `code` and `facts` name it for
-    the catalogue (quota.i18n), which renders `reason` (English) and its Chinese."""
+    the catalogue (quota.report.findings), which renders `reason` (English) and its Chinese."""
 
     def __init__(self, what: str, text: str, code: str, /, **facts):
-        from .i18n import problem_text
+        from quota.report.findings import problem_text
         self.what, self.text, self.code, self.facts = what, text, code, facts
         self.reason = problem_text(code, facts, "en")
         super().__init__(f"{what} {text!r} {self.reason}")

@@ -11,10 +11,10 @@ DISPLAY_PLACES: dict[str, int] = {"t/a": 4, "kg/a": 3}
 
 class AmountError(ValueError):
     """A text could not be read as a finite, non-negative amount. `code` and `facts` name why, for the catalogue
-    (quota.i18n), which renders the message in English and Chinese."""
+    (quota.report.findings), which renders the message in English and Chinese."""
 
     def __init__(self, code: str, /, **facts):
-        from .i18n import problem_text
+        from quota.report.findings import problem_text
         self.code, self.facts = code, facts
         super().__init__(problem_text(code, facts, "en"))
 

@@ -1,0 +1,143 @@
+"""Reading CSV/XLSX input files into rows of text, with header aliases (English and Chinese)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from quota.errors import Problem
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _Unreadable(Exception):
+    """The file cannot be read as rows: `code` and `facts` of the problem that says why."""
+
+    def __init__(self, code: str, /, **facts):
+        super().__init__(code)
+        self.code, self.facts = code, facts
+
+
+HEADER_SCAN = 20  # rows of a sheet searched for the header (title rows above it are skipped)
+
+
+def _csv(path: str, info: dict):
+    """A CSV as text cells, one row per physical line (blank lines kept, so row numbers are the file's lines).
+    UTF-8 first; a file that is not UTF-8 but decodes cleanly as GB18030 (what Chinese Excel writes, a superset of
+    GBK) is read as such, and `info["encoding"]` says so."""
+    import pandas as pd
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding, skipinitialspace=True,
+                                skip_blank_lines=False)
+        except UnicodeDecodeError as exc:
+            if encoding == "gb18030":
+                raise _Unreadable("not_text", byte=exc.start) from None
+            continue
+        info["encoding"] = "utf-8" if encoding == "utf-8-sig" else encoding
+        return frame, 0
+
+
+def _known_columns(cells, aliases: dict[str, str]) -> int:
+    return len({aliases.get(str(c).strip()) or aliases.get(str(c).strip().lower()) for c in cells} - {None})
+
+
+def _xlsx(path: str, aliases: dict[str, str], required: list[str], sheet: str | None, info: dict):
+    """The sheet (`sheet`, or the first that has the columns) as text cells under its header row: the first of
+    its first HEADER_SCAN rows that names most of the required columns. Returns (frame, rows above the header)."""
+    import pandas as pd
+    with pd.ExcelFile(path, engine="openpyxl") as book:
+        names = [str(n) for n in book.sheet_names]
+        if sheet and sheet not in names:
+            raise _Unreadable("no_sheet", sheet=sheet, sheets=names)
+        sheets = pd.read_excel(book, dtype=str, keep_default_na=False, sheet_name=sheet if sheet else None,
+                               header=None)
+    if sheet:
+        sheets = {sheet: sheets}
+    need = max(1, (len(required) + 1) // 2)
+    for sheet_name, raw in sheets.items():
+        for i in range(min(HEADER_SCAN, len(raw))):
+            if _known_columns(raw.iloc[i].tolist(), aliases) >= need:
+                frame = raw.iloc[i + 1:].reset_index(drop=True)
+                frame.columns = [str(c) if str(c).strip() else f"Unnamed: {k}" for k, c in enumerate(raw.iloc[i])]
+                info["sheet"] = str(sheet_name)
+                return frame, i
+    raise _Unreadable("no_header_row", scan=HEADER_SCAN, sheets=[str(s) for s in sheets], required=list(required))
+
+
+def read_rows(path: str, aliases: dict[str, str], required: list[str], optional: list[str],
+              sheet: str | None = None, info: dict | None = None
+              ) -> tuple[list[tuple[int, dict[str, str]]], list[Problem]]:
+    """Rows as (spreadsheet row number, {canonical column: stripped text}); problems as data.
+
+    Header names are matched case-insensitively after trimming, and Chinese aliases map to
+    the canonical English names. Cell values are always read as text (never as floats). Row numbers are the
+    file's own: a CSV's physical line, a sheet's row (title rows above the header included). `info` receives
+    how the file was read (`encoding` of a CSV, `sheet` of a workbook).
+    """
+    info = {} if info is None else info
+    name = Path(path).name
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix in (".xlsx", ".xlsm"):
+            frame, above = _xlsx(path, aliases, required, sheet, info)
+        elif suffix in (".csv", ".txt", ""):
+            frame, above = _csv(path, info)
+        else:
+            return [], [Problem.of(name, 0, "", "unsupported_file_type", suffix=suffix)]
+    except FileNotFoundError:
+        return [], [Problem.of(name, 0, "", "file_not_found")]
+    except IsADirectoryError:
+        return [], [Problem.of(name, 0, "", "is_directory")]
+    except PermissionError:
+        return [], [Problem.of(name, 0, "", "no_permission")]
+    except _Unreadable as exc:
+        return [], [Problem.of(name, 0, "", exc.code, **exc.facts)]
+    except Exception as exc:  # malformed CSV/XLSX of any kind: report, do not crash
+        from pandas.errors import EmptyDataError
+        return [], [Problem.of(name, 0, "", "empty_file" if isinstance(exc, EmptyDataError) else "unreadable_file")]
+    problems: list[Problem] = []
+    mapping: dict[str, str] = {}
+    for col in frame.columns:
+        key = str(col).strip().lstrip("\ufeff")
+        canon = aliases.get(key) or aliases.get(key.lower())
+        if canon is None:
+            if key.lower().startswith("unnamed:") or not key:
+                continue
+            problems.append(Problem.of(name, 1 + above, key, "unknown_column"))
+            continue
+        if canon in mapping.values():
+            problems.append(Problem.of(name, 1 + above, key, "duplicate_column", canon=canon))
+            continue
+        mapping[col] = canon
+    for col in required:
+        if col not in mapping.values():
+            problems.append(Problem.of(name, 1 + above, col, "missing_column"))
+    if problems:
+        return [], problems
+    rows = []
+    positions = [(list(frame.columns).index(col), canon) for col, canon in mapping.items()]
+    for i, record in enumerate(frame.to_numpy(dtype=object).tolist()):
+        row = {canon: str(record[pos]).strip() for pos, canon in positions}
+        for col in optional:
+            row.setdefault(col, "")
+        if not any(row.values()):
+            continue  # blank line
+        rows.append((i + 2 + above, row))
+    return rows, []
+
+
+def alias_map(pairs: dict[str, list[str]]) -> dict[str, str]:
+    """{alias (lower-cased) -> canonical name} including each canonical name itself."""
+    out = {}
+    for canon, names in pairs.items():
+        out[canon] = canon
+        for n in names:
+            out[n] = canon
+            out[n.lower()] = canon
+    return out

@@ -1,0 +1,227 @@
+"""Message catalogue: user-facing strings of the CLI and the report in English and Chinese.
+
+`t(key, lang, **params)` formats a message; `header(text, lang)` translates a table header;
+`problem_text(code, facts, lang)` renders a validation finding (errors.Problem) and `refusal(code, message, facts,
+lang)` a refusal (errors.QuotaError), both from their code and facts: no message is ever read back.
+"""
+from __future__ import annotations
+
+from quota.report.findings import PROBLEMS, WORDS, WORDS_ZH, problem_text, reason_text  # noqa: F401  (re-exported)
+
+LANGS = ("en", "zh")
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "refused": {"en": "refused: {n} problem(s); nothing was written", "zh": "已拒绝：{n} 个问题；未写入任何数据"},
+    "more_problems": {"en": "... and {n} more problem(s) (--json lists every one)",
+                      "zh": "……另有 {n} 个问题（--json 列出全部）"},
+    "verify_failed": {"en": "verification FAILED: {n} problem(s)", "zh": "校验失败：{n} 个问题"},
+    "error": {"en": "error", "zh": "错误"},
+    "verified": {"en": "{what} verified: {txns} transactions, {posts} postings, {accts} balances; head {head} ({scheme})",
+                 "zh": "{what}校验通过：{txns} 笔交易，{posts} 条分录，{accts} 个余额；链头 {head}（{scheme}）"},
+    "ledger": {"en": "ledger", "zh": "台账"},
+    "export_file": {"en": "export {path}", "zh": "导出文件 {path} "},
+    "balance_title": {"en": "Quota balance as of {day}", "zh": "总量指标余额（截至 {day}）"},
+    "credited": {"en": "{n} tallies credited", "zh": "已入库 {n} 条测算"},
+    "would_credit": {"en": "{n} tallies would be credited", "zh": "将入库 {n} 条测算（试运行）"},
+    "capped": {"en": "{tally}: baseline capped at upgrade {by}'s post-upgrade emissions ({amount} {unit} credited)",
+               "zh": "{tally}：基准按提升改造 {by} 的改造后排放量封顶（入库 {amount} {unit}）"},
+    "imported_projects": {"en": "imported {n} projects ({rows} rows)", "zh": "已导入 {n} 个项目（{rows} 行）"},
+    "would_import_projects": {"en": "would import {n} projects ({rows} rows)", "zh": "将导入 {n} 个项目（{rows} 行，试运行）"},
+    "reserved": {"en": "reserved {project}: {n} draw(s), transaction {txn}", "zh": "已预留 {project}：{n} 笔指标，交易 {txn}"},
+    "approved": {"en": "approved {project} ({doc}), transaction {txn}", "zh": "已核定 {project}（{doc}），交易 {txn}"},
+    "released": {"en": "released {project}, transaction {txn}", "zh": "已释放 {project} 的预留，交易 {txn}"},
+    "cancelled": {"en": "cancelled {project}", "zh": "已撤销 {project}"},
+    "expired": {"en": "expired {lots} lot(s); released {res} lapsed reservation(s)",
+                "zh": "已核销过期批次 {lots} 个；释放过期预留 {res} 个"},
+    "revoked": {"en": "revoked {g} g of {lot}, transaction {txn}", "zh": "已注销 {lot} 的 {g} 克，交易 {txn}"},
+    "replayed": {"en": " (repeated key: nothing new was written)", "zh": "（重复的幂等键：未写入新数据）"},
+    "retried": {"en": "note: retried {n} time(s) after transient database errors: {what}",
+                "zh": "提示：数据库暂时性错误后自动重试 {n} 次：{what}"},
+    "plan_head": {"en": "Plan {id} as of {day}: {status}, objective {obj} (bound {bound}, LP bound {lp}, gap {gap}), "
+                        "{solver} in {secs} s",
+                  "zh": "方案 {id}（截至 {day}）：{status}，目标值 {obj}（上界 {bound}，LP 上界 {lp}，差距 {gap}），"
+                        "{solver} 用时 {secs} 秒"},
+    "funded": {"en": "Funded: {n} projects", "zh": "可保障项目：{n} 个"},
+    "unfunded": {"en": "Unfunded: {n} projects", "zh": "未能保障项目：{n} 个"},
+    "shadow": {"en": "Shadow prices: priority one more unit of quota would add (LP relaxation)",
+               "zh": "影子价格：每增加一个单位指标可增加的优先级（线性松弛）"},
+    "binding": {"en": "Binding: supply that blocks unfunded projects", "zh": "约束：限制未保障项目的指标供给"},
+    "infeasible": {"en": "Must-fund projects cannot all be funded: short", "zh": "必保项目无法全部保障，缺口如下"},
+    "candidates": {"en": "Candidate measures (cost of the chosen set: {cost})", "zh": "候选减排措施（所选组合费用：{cost}）"},
+    "applied": {"en": "applied {id}: reserved {n} projects", "zh": "已执行方案 {id}：预留 {n} 个项目"},
+    "chosen": {"en": "chosen", "zh": "选中"},
+    "report_written": {"en": "report written to {path}", "zh": "报告已写入 {path}"},
+    "report_title": {"en": "Emission quota report — {name}", "zh": "总量指标报告 — {name}"},
+    "report_as_of": {"en": "As of {day}", "zh": "截至 {day}"},
+    "report_balance": {"en": "Available, reserved and allocated quota by pollutant and matching key",
+                       "zh": "按污染物与匹配区域的可用、预留、已核定指标"},
+    "report_expiry": {"en": "Lots by expiry date", "zh": "指标批次到期时间"},
+    "report_expiring": {"en": "Expiring in the next 12 months", "zh": "未来 12 个月内到期"},
+    "report_plan": {"en": "Plan {id}: supply and demand by pollutant and key", "zh": "方案 {id}：按污染物与匹配区域的供需"},
+    "report_projects": {"en": "Funded and unfunded projects", "zh": "保障与未保障项目"},
+    "report_flow": {"en": "Where the quota comes from: sources → projects", "zh": "指标流向：平衡源 → 项目"},
+    "report_none": {"en": "nothing", "zh": "无"},
+    "report_flagged": {"en": "Quota held from revoked or superseded lots (for the auditor)",
+                       "zh": "来自已注销或已被替代批次的指标（供审计核查）"},
+    "report_outlook": {"en": "Outlook {first}–{last}: quota left at each year's end, and demand the plan cannot fund",
+                       "zh": "{first}–{last} 年展望：各年末剩余指标，以及方案无法保障的需求"},
+    "outlook_left": {"en": "left at year end", "zh": "年末剩余"},
+    "outlook_short": {"en": "unfunded demand", "zh": "未保障需求"},
+    "available": {"en": "available", "zh": "可用"},
+    "reserved_kind": {"en": "reserved", "zh": "预留"},
+    "allocated_kind": {"en": "allocated", "zh": "已核定"},
+    "supply": {"en": "supply", "zh": "供给"},
+    "demand": {"en": "demand", "zh": "需求"},
+    "funded_word": {"en": "funded", "zh": "保障"},
+    "unfunded_word": {"en": "unfunded", "zh": "未保障"},
+}
+
+HEADERS: dict[str, str] = {
+    "Pollutant": "污染物", "Zone": "区域", "Lot": "批次", "Available": "可用", "Reserved": "预留",
+    "Allocated": "已分配", "Lapsed": "已过期未核销", "Unit": "单位", "Expires": "到期", "Tally": "测算编号",
+    "Source": "平衡源", "State": "状态", "Issued": "入库量", "Amount": "数量", "Report": "报告编号",
+    "Project": "项目", "Priority": "优先级", "Needed by": "需求日期", "Increment": "新增量", "Ratio": "替代比例",
+    "Required": "所需指标", "Key": "匹配键", "File": "文件", "Row": "行", "Column": "列", "Problem": "问题",
+    "Name": "名称", "Measure": "措施", "Assessor": "测算单位", "Held": "已持有", "Why": "依据",
+    "Cost": "费用", "Candidate": "候选措施", "Short": "缺口", "Supply": "供给", "Used": "已用", "Blocks": "受限项目",
+    "Expires after": "到期晚于", "Value": "影子价格", "Requirement": "总量需求", "Sources of the quota": "指标来源",
+    "Pollutants": "污染物", "Zones": "区域",
+}
+
+def t(key: str, lang: str = "en", **params) -> str:
+    entry = MESSAGES[key]
+    return entry.get(lang, entry["en"]).format(**params)
+
+
+def header(text: str, lang: str = "en") -> str:
+    return HEADERS.get(text, text) if lang == "zh" else text
+
+
+# Refusals rendered from their code and facts (errors.QuotaError.code/.facts), never read back from a message.
+def _w(word: str) -> str:
+    """A word code (a state, a kind...) in Chinese."""
+    return WORDS_ZH.get(word, word)
+
+
+WHAT_ZH = {"pollutant": "污染物", "zone": "区域", "solver": "求解器", "time_limit": "时间限制", "gap": "差距",
+           "by": "分组方式", "years": "年数", "lock_timeout": "锁等待时间", "project id": "项目编号", "lot serial": "批次编号",
+           "plan id": "方案编号", "project": "项目", "lot": "指标批次", "plan": "方案", "doc": "批复文号", "memo": "说明",
+           "actor": "操作人", "date": "日期", "QUOTA_TODAY": "QUOTA_TODAY"}
+
+
+def _what(word: str) -> str:
+    return WHAT_ZH.get(word, word)
+
+
+def _short_zh(facts: dict) -> str:
+    from quota.units import display, display_up
+    parts = [f"{s['pollutant']} 在 {s['key']} 缺口 {display_up(s['short_g'], s['unit'])} {s['unit']}（{s['short_g']} 克；"
+             f"需 {display_up(s['required_g'], s['unit'])}，可用 {display(s['eligible_g'], s['unit'])}）"
+             for s in facts.get("short", [])]
+    return f"无法为 {facts['project_id']} 预留指标：" + "；".join(parts)
+
+
+def _holding_zh(facts: dict) -> str:
+    from quota.units import display, display_up
+    parts = []
+    for p in facts.get("problems", []):
+        if p["problem"] == "lot_not_eligible":
+            parts.append(f"{p['pollutant']}：{reason_text(p['reason'], 'zh')}")
+        elif p["problem"] == "not_needed":
+            parts.append(f"{p['pollutant']}：持有不需要的指标 {p['held_g']} 克")
+        else:
+            unit = p.get("unit", "")
+            held = display(p["held_g"], unit) + f" {unit}" if unit else f"{p['held_g']} 克"
+            need = display_up(p["required_g"], unit) + f" {unit}" if unit else f"{p['required_g']} 克"
+            parts.append(f"{p['pollutant']}：持有 {held}，{p['key']} 按比例 {p['ratio']} 需 {need}")
+    pid = facts["project_id"]
+    return (f"项目 {pid} 不能核定：" + ("；".join(parts) or "持有指标与现行规则下的需求不一致")
+            + f"；请先运行 `quota reserve {pid}` 补足或重新落实")
+
+
+def _plan_state_zh(f: dict) -> str:
+    why = {"applied": f"已于 {f.get('applied_at', '')} 执行", "malformed": "记录已损坏，请重新求解",
+           "infeasible": "不可行，没有可执行的内容", "scenario": "是情景方案（假设的批次、项目或规则），不能执行"}
+    return f"方案 {f['plan_id']} 不能执行：" + why.get(f.get("reason", ""), "状态不允许")
+
+
+def _bad_date_zh(f: dict) -> str:
+    if "calendar" in f:
+        return f"QUOTA_TODAY {f['value']} 晚于日历日期（{f['calendar']}）：时钟只能回拨，不能提前"
+    if "value" in f:
+        return f"{_what(f.get('what', 'date'))} {f['value']!r} 不是日期（格式 YYYY-MM-DD）"
+    if "today" in f:
+        return f"日期 {f['date']} 晚于今天 {f['today']}：台账只记录已发生的事项"
+    if "last" in f:
+        return f"日期 {f['date']} 早于台账最后一笔交易（{f['last']}）：不能倒签"
+    return f"日期 {f['date']} 无效：预留到期日须晚于预留日期"
+
+
+REFUSALS_ZH = {
+    "insufficient_quota": _short_zh,
+    "holding_mismatch": _holding_zh,
+    "lot_not_eligible": lambda f: (_holding_zh(f) if "problems" in f else
+                                   f"无法为 {f['project_id']} 预留指标：{reason_text(f.get('reason', ''), 'zh')}"),
+    "nothing_to_reserve": lambda f: f"项目 {f['project_id']} 已足额预留",
+    "project_state": lambda f: f"项目 {f['project_id']} 当前状态为{_w(f['state'])}，不能执行此操作",
+    "unknown_pollutant": lambda f: f"项目 {f['project_id']} 没有 {f['pollutant']} 的新增排放量",
+    "lot_state": lambda f: f"指标批次 {f['lot']} 已{_w(f['state']).lstrip('已')}",
+    "plan_state": _plan_state_zh,
+    "plan_stale": lambda f: f"方案 {f['plan_id']} 已与台账不符：" + "；".join(
+        reason_text(p, "zh") for p in f.get("problems", [])[:5])
+        + (f"（另有 {len(f['problems']) - 5} 项）" if len(f.get("problems", [])) > 5 else ""),
+    "bad_date": _bad_date_zh,
+    "overdraw": lambda f: f"{f['account']}（{f['lot']}）余额将为负：{f['balance_g']} + {f['change_g']} 克",
+    "missing_doc": lambda f: "核定需要批复文号（--doc）",
+    "reservation_lapsed": lambda f: f"项目 {f['project_id']} 的预留已于 {f['lapsed']} 到期，请重新预留"
+                                    "（`quota expire` 会释放到期预留）",
+    "missing_memo": lambda f: "注销需要说明原因（--memo）",
+    "bad_id": lambda f: f"{_what(f['what'])} {f.get('value', '')!r} {problem_text(f['reason'], f, 'zh')}"
+    if "reason" in f else f"{_what(f['what'])}无效",
+    "bad_text": lambda f: f"{_what(f['what'])} {problem_text(f['reason'], f, 'zh')}" if "reason" in f
+    else f"{_what(f['what'])}含有不允许的字符",
+    "bad_key": lambda f: {"empty": "幂等键为空：请给出非空的 --key，或不使用该选项",
+                          "too_long": f"幂等键过长（{f.get('length')} 个字符，最多 {f.get('max')} 个）",
+                          "control_character": f"幂等键含控制字符（{f.get('character')}）"}[f["reason"]],
+    "key_conflict": lambda f: (f"幂等键 {f['key']!r} 由数据库用户 {f['user']} 记录，请使用新的键" if f.get("user")
+                               else f"幂等键 {f['key']!r} 已用于另一个请求，请使用新的键"),
+    "output_is_database": lambda f: f"{f['path']} 是数据库文件：输出从不覆盖数据库，请换一个文件名",
+    "output_kind": lambda f: f"{f['path']}：文件与文件夹不符（导出为文件时不能指向文件夹，反之亦然）",
+    "output_not_ours": lambda f: f"{f['path']} 已存在，且含有本次导出不会写入的文件（{'、'.join(f['files'][:5])}）："
+                                 "请换一个文件夹或先移除它",
+    "cannot_write": lambda f: f"无法写入 {f.get('path') or '输出文件'}：{_errno_zh(f)}；未替换任何已有文件",
+    "unknown_code": lambda f: f"未知{_what(f['what'])} '{f['value']}'",
+    "bad_option": lambda f: f"选项 {_what(f['option'])} 的值无效：{f['value']}",
+    "ledger_busy": lambda f: f"台账繁忙：另一写入者一直持有写锁（已尝试 {f['attempts']} 次，每次等待 {f['lock_timeout']}），"
+                             "未写入任何内容，请稍后重试",
+    "cannot_grant": lambda f: (f"{f['user']} 无权在 schema {f['schema']} 上授权（不拥有 {'、'.join(f['not_owned'])}）："
+                               "请由台账所有者运行 `quota db roles`" if f.get("not_owned") else
+                               f"{f['user']} 不能创建角色（缺少 CREATEROLE 权限）：请由有权限的用户运行 `quota db roles`"),
+    "not_postgresql": lambda f: "角色是 PostgreSQL 的功能；SQLite 没有用户",
+    "not_found": lambda f: (f"schema {f['schema']} 中没有台账：请先运行 `quota init --rules 文件`" if "schema" in f
+                            else f"没有{_what(f.get('what') or '对象')} {f.get('value', '')!r}"),
+    "not_initialised": lambda f: "数据库尚未初始化（没有台账或规则库）：请先运行 `quota init --rules 文件`",
+    "bad_database_url": lambda f: f"不能使用数据库地址 {f.get('url', '')!r}：请使用 sqlite:///文件 "
+                                  "或 postgresql+psycopg://用户@主机/数据库",
+    "in_transaction": lambda f: "该连接已在事务中；台账操作自成一个事务（请先提交或回滚，或传入 engine）",
+    "not_fresh": lambda f: f"{f['url']} 已有台账；演示需要一个新的数据库",
+    "database_error": lambda f: f"数据库错误：{f['detail']}",
+    "internal_error": lambda f: f"内部错误（{f['kind']}：{f['detail']}）；完整的回溯信息写在 {f['file']}"
+                                "（QUOTA_DEBUG=1 可直接显示）",
+    "invalid_input": lambda f: f"已拒绝：{len(f['problems'])} 个问题；未写入任何数据",
+}
+
+
+def _errno_zh(f: dict) -> str:
+    import errno
+    return {errno.ENOSPC: "磁盘空间不足", errno.EACCES: "没有权限", errno.EPERM: "没有权限", errno.ENOENT: "文件夹不存在",
+            errno.EROFS: "只读文件系统", errno.EISDIR: "是文件夹", errno.ENOTDIR: "路径中有不是文件夹的部分",
+            errno.EDQUOT: "超出磁盘配额"}.get(f.get("errno"), f.get("reason", ""))
+
+
+def refusal(code: str, message: str, facts: dict, lang: str = "en") -> str:
+    """A refusal in `lang`: English is the library's message; Chinese is rendered from the code and its facts
+    (every code has a Chinese rendering: tests/unit/test_catalogue.py)."""
+    if lang != "zh":
+        return message
+    return REFUSALS_ZH[code](facts)
