@@ -13,6 +13,8 @@ import typer
 from sqlalchemy.exc import DBAPIError
 
 from cli import render
+from quota.intake.columns import (PROJECT_NAMES, PROJECT_OPTIONAL, PROJECT_REQUIRED, TALLY_NAMES, TALLY_OPTIONAL,
+                                  TALLY_REQUIRED, describe as describe_columns)
 from quota.store import db
 from quota.errors import QuotaError, Refused, ValidationFailed
 
@@ -112,7 +114,7 @@ def failures(as_json: bool = False):
         detail = " ".join((str(exc.orig) if exc.orig else str(exc)).split())
         _refuse(Refused(f"database error: {detail}", "database_error", detail=detail), as_json)
     except OSError as exc:  # an output cannot be written (no space, no permission): nothing was replaced
-        path, reason = str(exc.filename or ""), exc.strerror or type(exc).__name__
+        path, reason = str(exc.filename or ""), exc.strerror or str(exc) or type(exc).__name__
         _refuse(Refused(f"cannot write {path or 'the output'}: {reason}", "cannot_write", path=path, reason=reason,
                         errno=exc.errno), as_json)
     except (KeyboardInterrupt, SystemExit):
@@ -190,21 +192,38 @@ def rules_load(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Ru
 
 # --------------------------------------------------------------------------- imports
 
-@tally_app.command("import")
+SheetOpt = Annotated[Optional[str], typer.Option("--sheet", help="The sheet of an XLSX workbook to read "
+                                                 "(default: the first sheet that has the columns).")]
+
+
+def _read_note(file: Path, read: dict) -> None:
+    """Say on stderr how a file was read when it is not plain UTF-8 CSV: its encoding, or a workbook's sheet."""
+    if read.get("encoding") not in (None, "utf-8"):
+        render.note(render.msg("read_encoding", file=file.name, encoding=read["encoding"].upper()))
+    if read.get("sheet") is not None:
+        render.note(render.msg("read_sheet", file=file.name, sheet=read["sheet"], row=read.get("header_row", 1)))
+
+
+@tally_app.command("import", epilog=describe_columns(TALLY_REQUIRED, TALLY_OPTIONAL, TALLY_NAMES))
 def tally_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="CSV or XLSX tally file.")],
                  dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only; write nothing.")] = False,
-                 key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-    """Validate a tally file and credit every tally as a lot, all or nothing.
+                 sheet: SheetOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Validate a tally file and credit every tally as a lot, all or nothing. A CSV is read as UTF-8, or as
+    GB18030/GBK (what Chinese Excel saves) when it is not UTF-8; stderr says which.
 
     Example: quota tally import data/tallies.csv
     """
     from cli.progress import reporter
     from quota.intake import tallies
+    read: dict = {}
     with failures(as_json), reporter() as progress:
-        result = tallies.import_tallies(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run,
-                                        progress=progress)
+        try:
+            result = tallies.import_tallies(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key,
+                                            dry_run=dry_run, progress=progress, sheet=sheet, read=read)
+        finally:
+            _read_note(file, read)
     if as_json:
-        return render.emit_json(result)
+        return render.emit_json({**result, "read": read})
     title = render.msg("would_credit" if dry_run else "credited", n=result["tallies"])
     render.out.print(render.table(title, ["Pollutant", "Amount", "Unit"],
                                   [[c["pollutant"], c["amount"], c["unit"]] for c in result["credited"]],
@@ -214,19 +233,25 @@ def tally_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="
                          markup=False, highlight=False)
 
 
-@project_app.command("import")
+@project_app.command("import", epilog=describe_columns(PROJECT_REQUIRED, PROJECT_OPTIONAL, PROJECT_NAMES))
 def project_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="CSV or XLSX project file.")],
                    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only; write nothing.")] = False,
-                   key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-    """Validate a project file and add its projects to the pipeline, all or nothing.
+                   sheet: SheetOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Validate a project file and add its projects to the pipeline, all or nothing. A CSV is read as UTF-8, or
+    as GB18030/GBK (what Chinese Excel saves) when it is not UTF-8; stderr says which.
 
     Example: quota project import data/projects.csv
     """
     from quota.intake import project_files
+    read: dict = {}
     with failures(as_json):
-        result = project_files.import_projects(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run)
+        try:
+            result = project_files.import_projects(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key,
+                                                   dry_run=dry_run, sheet=sheet, read=read)
+        finally:
+            _read_note(file, read)
     if as_json:
-        return render.emit_json(result)
+        return render.emit_json({**result, "read": read})
     render.done(render.msg("would_import_projects" if dry_run else "imported_projects", n=result["projects"],
                            rows=result["rows"]))
 

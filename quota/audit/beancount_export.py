@@ -165,11 +165,8 @@ def verify_beancount(path: str, expect_head: str | None = None) -> tuple[dict, l
     problems: list[Problem] = []
     summary = {"file": path, "hash_scheme": posting.HASH_SCHEME, "as_of": None, "transactions": 0, "postings": 0,
                "accounts": 0, "final_hash": None, "ok": False}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            body = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        return summary, [Problem(path, 0, "", f"unreadable: {exc}")]
+    from quota.audit.jsonl import open_text
+    body = open_text(path)
     entries, errors, _ = loader.load_string(body)
     for err in errors[:20]:
         line = (getattr(err, "source", None) or {}).get("lineno", 0) or 0

@@ -14,6 +14,7 @@ from typing import Iterator
 
 from sqlalchemy import Connection, Engine, text
 
+from quota.audit.jsonl import unreadable
 from quota.store import db
 from quota.ledger import posting as ledger
 from quota import outfiles
@@ -212,13 +213,11 @@ def verify_tables(path: str, expect_head: str | None = None) -> tuple[dict, list
         files = {f["name"]: f for f in manifest["files"]}
         fmt = manifest.get("table_format")
     except (OSError, ValueError, KeyError, TypeError):
-        return summary, [Problem(str(folder / outfiles.MANIFEST), 0, "", "missing or unreadable: not a complete "
-                                 "quota export folder (interrupted, or not written by quota export?)")]
+        raise unreadable(str(folder / outfiles.MANIFEST), "no_manifest") from None
     if manifest.get("format") == "quota-plan":  # plan run --out: each file's presence and sha256
         fmt = None
     elif manifest.get("format") != MANIFEST_FORMAT or fmt not in ("csv", "parquet"):
-        return summary, [Problem(str(folder / outfiles.MANIFEST), 0, "format",
-                                 f"not a quota table export ({manifest.get('format')!r})")]
+        raise unreadable(str(folder / outfiles.MANIFEST), "not_a_table_export", format=str(manifest.get("format")))
     head = manifest.get("head") or {}
     summary.update(hash_scheme=manifest.get("hash_scheme"), as_of=manifest.get("as_of"), final_hash=head.get("hash"))
     for extra in sorted(c.name for c in folder.iterdir() if c.name not in files and c.name != outfiles.MANIFEST):

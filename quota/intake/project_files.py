@@ -16,22 +16,19 @@ from quota.errors import Problem, ValidationFailed
 from quota.intake.fields import RowReader
 from quota.rules.book import Rulebook
 from quota.ledger.projects import register_meta
+from quota.intake.columns import PROJECT_NAMES, PROJECT_OPTIONAL, PROJECT_REQUIRED
 from quota.intake.tables import alias_map, file_sha256, read_rows
 
-REQUIRED = ["project_id", "name", "zone", "pollutant", "increment", "unit"]
-OPTIONAL = ["industry", "priority", "needed_by", "must_fund", "ratio"]
-ALIASES = alias_map({
-    "project_id": ["项目编号"], "name": ["项目名称"], "zone": ["区域", "所在区域", "控制单元"],
-    "industry": ["行业", "行业类别"], "pollutant": ["污染物", "污染因子"],
-    "increment": ["新增排放量", "新增量", "排放增量"], "unit": ["单位", "计量单位"], "priority": ["优先级"],
-    "needed_by": ["需求日期", "需要日期"], "must_fund": ["必须保障", "必保"], "ratio": ["替代比例", "削减替代比例"],
-})
+REQUIRED, OPTIONAL = PROJECT_REQUIRED, PROJECT_OPTIONAL
+ALIASES = alias_map(PROJECT_NAMES)
 SHARED = ("name", "zone", "industry", "priority", "needed_by", "must_fund")
 
 
-def validate_rows(path: str, book: Rulebook) -> tuple[list[dict], list[Problem]]:
-    """Parse and check a project file; one dict per project with its needs."""
-    rows, problems = read_rows(path, ALIASES, REQUIRED, OPTIONAL)
+def validate_rows(path: str, book: Rulebook, sheet: str | None = None,
+                  read: dict | None = None) -> tuple[list[dict], list[Problem]]:
+    """Parse and check a project file; one dict per project with its needs. `sheet` names the sheet of a
+    workbook; `read` receives how the file was read (tables.read_rows: encoding, sheet)."""
+    rows, problems = read_rows(path, ALIASES, REQUIRED, OPTIONAL, sheet=sheet, info=read)
     name = Path(path).name
     projects: dict[str, dict] = {}
     for rowno, cells in rows:
@@ -68,12 +65,14 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[dict], list[Problem]]
 
 
 def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = None,
-                    dry_run: bool = False) -> dict:
-    """Validate a project file and add its projects to the pipeline, all or nothing."""
+                    dry_run: bool = False, sheet: str | None = None, read: dict | None = None) -> dict:
+    """Validate a project file and add its projects to the pipeline, all or nothing. `sheet` names the sheet of
+    a workbook (default: the first with the columns); `read` receives how the file was read (encoding, sheet),
+    also when it is refused."""
     name = Path(path).name
     with db.reading(engine) as conn:
         _, book = versions.current(conn)
-    projects, problems = validate_rows(path, book)
+    projects, problems = validate_rows(path, book, sheet, read)
     if problems:
         raise ValidationFailed(problems)
     sha = file_sha256(path)

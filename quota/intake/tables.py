@@ -65,7 +65,7 @@ def _xlsx(path: str, aliases: dict[str, str], required: list[str], sheet: str | 
             if _known_columns(raw.iloc[i].tolist(), aliases) >= need:
                 frame = raw.iloc[i + 1:].reset_index(drop=True)
                 frame.columns = [str(c) if str(c).strip() else f"Unnamed: {k}" for k, c in enumerate(raw.iloc[i])]
-                info["sheet"] = str(sheet_name)
+                info["sheet"], info["header_row"] = str(sheet_name), i + 1
                 return frame, i
     raise _Unreadable("no_header_row", scan=HEADER_SCAN, sheets=[str(s) for s in sheets], required=list(required))
 

@@ -21,21 +21,11 @@ from quota import units
 from quota.errors import Problem, ValidationFailed
 from quota.intake.fields import RowReader
 from quota.rules.book import Rulebook
+from quota.intake.columns import TALLY_NAMES, TALLY_OPTIONAL, TALLY_REQUIRED
 from quota.intake.tables import alias_map, file_sha256, read_rows
 
-REQUIRED = ["tally_id", "source_id", "source_name", "measure", "zone", "pollutant", "baseline_actual",
-            "unit", "effective_date", "report_no"]
-OPTIONAL = ["permitted", "post", "baseline_year", "method", "assessor", "supersedes", "distinct_source"]
-ALIASES = alias_map({
-    "tally_id": ["测算编号"], "source_id": ["平衡源编号", "企业编号", "源编号"],
-    "source_name": ["企业名称", "平衡源名称", "项目名称"], "measure": ["措施", "削减方式", "类型"],
-    "zone": ["区域", "控制单元", "所在区域"], "pollutant": ["污染物", "污染因子"],
-    "baseline_actual": ["基准排放量", "实际排放量", "基准年实际排放量"], "permitted": ["许可排放量", "许可量"],
-    "post": ["改造后排放量", "削减后排放量"], "unit": ["单位", "计量单位"], "baseline_year": ["基准年"],
-    "effective_date": ["生效日期", "入库日期"], "method": ["测算方法", "核算方法"],
-    "assessor": ["测算单位", "第三方机构", "核算单位"], "report_no": ["报告编号", "测算报告编号"],
-    "supersedes": ["替代测算编号", "取代"], "distinct_source": ["独立平衡源", "非同一平衡源"],
-})
+REQUIRED, OPTIONAL = TALLY_REQUIRED, TALLY_OPTIONAL
+ALIASES = alias_map(TALLY_NAMES)
 MEASURES = {"closure": "closure", "关闭": "closure", "关停": "closure", "关闭项目": "closure",
             "upgrade": "upgrade", "提升改造": "upgrade", "改造": "upgrade", "提升改造项目": "upgrade"}
 
@@ -82,9 +72,11 @@ def _credit(book: Rulebook, r: "TallyRecord", cap_g: Decimal | None) -> int:
     return creditable_g(book, r.measure, r.unit, r.baseline_actual, r.permitted, r.post, cap_g)
 
 
-def validate_rows(path: str, book: Rulebook) -> tuple[list[TallyRecord], list[Problem]]:
-    """Parse and check a tally file against the rulebook alone (no database)."""
-    rows, problems = read_rows(path, ALIASES, REQUIRED, OPTIONAL)
+def validate_rows(path: str, book: Rulebook, sheet: str | None = None,
+                  read: dict | None = None) -> tuple[list[TallyRecord], list[Problem]]:
+    """Parse and check a tally file against the rulebook alone (no database). `sheet` names the sheet of a
+    workbook; `read` receives how the file was read (tables.read_rows: encoding, sheet)."""
+    rows, problems = read_rows(path, ALIASES, REQUIRED, OPTIONAL, sheet=sheet, info=read)
     name = Path(path).name
     records: list[TallyRecord] = []
     seen_ids: dict[str, int] = {}
@@ -189,18 +181,20 @@ def settle_ledger(conn: Connection, name: str, sha: str, records: list[TallyReco
 
 
 def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = None,
-                   dry_run: bool = False, progress=None) -> dict:
+                   dry_run: bool = False, progress=None, sheet: str | None = None, read: dict | None = None) -> dict:
     """Validate a tally file and, if every row is valid, credit each tally as a lot.
 
     All or nothing: any problem raises ValidationFailed listing every problem, and nothing
-    is written. With `dry_run`, the checks run and nothing is written either way.
+    is written. With `dry_run`, the checks run and nothing is written either way. `sheet` names the sheet of
+    a workbook (default: the first with the columns); `read` receives how the file was read (encoding, sheet),
+    also when it is refused.
     """
     name = Path(path).name
     with db.reading(engine) as conn:
         version, book = versions.current(conn)
     if progress:
         progress("validate", 0, 2)
-    records, problems = validate_rows(path, book)
+    records, problems = validate_rows(path, book, sheet, read)
     if progress:
         progress("validate", 1, 2)
     if problems:

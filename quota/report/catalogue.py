@@ -16,6 +16,7 @@ MESSAGES: dict[str, dict[str, str]] = {
                       "zh": "……另有 {n} 个问题（--json 列出全部）"},
     "verify_failed": {"en": "verification FAILED: {n} problem(s)", "zh": "校验失败：{n} 个问题"},
     "error": {"en": "error", "zh": "错误"},
+    "error_prefix": {"en": "error: ", "zh": "错误："},
     "verified": {"en": "{what} verified: {txns} transactions, {posts} postings, {accts} balances; head {head} ({scheme})",
                  "zh": "{what}校验通过：{txns} 笔交易，{posts} 条分录，{accts} 个余额；链头 {head}（{scheme}）"},
     "ledger": {"en": "ledger", "zh": "台账"},
@@ -25,6 +26,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "would_credit": {"en": "{n} tallies would be credited", "zh": "将入库 {n} 条测算（试运行）"},
     "capped": {"en": "{tally}: baseline capped at upgrade {by}'s post-upgrade emissions ({amount} {unit} credited)",
                "zh": "{tally}：基准按提升改造 {by} 的改造后排放量封顶（入库 {amount} {unit}）"},
+    "read_encoding": {"en": "read {file} as {encoding} text (not UTF-8)", "zh": "已按 {encoding} 编码读取 {file}（不是 UTF-8）"},
+    "read_sheet": {"en": "read {file}: sheet '{sheet}', header on row {row}", "zh": "已读取 {file}：工作表 '{sheet}'，表头在第 {row} 行"},
     "imported_projects": {"en": "imported {n} projects ({rows} rows)", "zh": "已导入 {n} 个项目（{rows} 行）"},
     "would_import_projects": {"en": "would import {n} projects ({rows} rows)", "zh": "将导入 {n} 个项目（{rows} 行，试运行）"},
     "reserved": {"en": "reserved {project}: {n} draw(s), transaction {txn}", "zh": "已预留 {project}：{n} 笔指标，交易 {txn}"},
@@ -208,6 +211,7 @@ REFUSALS_ZH = {
     "database_error": lambda f: f"数据库错误：{f['detail']}",
     "internal_error": lambda f: f"内部错误（{f['kind']}：{f['detail']}）；完整的回溯信息写在 {f['file']}"
                                 "（QUOTA_DEBUG=1 可直接显示）",
+    "unreadable_export": lambda f: f"无法校验 {f['path']}：{problem_text(f['reason'], f, 'zh')}",
     "invalid_input": lambda f: f"已拒绝：{len(f['problems'])} 个问题；未写入任何数据",
 }
 
