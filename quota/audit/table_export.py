@@ -118,19 +118,21 @@ def write_tables(engine: Engine, fmt: str, out: str, as_of: dt.date | None = Non
         head_seq, head_hash = db.chain_head(conn)  # the database has answered: now files may be written
         if fmt == "xlsx":
             from openpyxl import Workbook
-            wb = Workbook(write_only=True)
+            wb, saving = Workbook(write_only=True), False
             try:
                 for name in TABLES:
                     ws = wb.create_sheet(name)
                     ws.append(headers(name, lang))
                     for row in iter_table(conn, name, as_of):
                         ws.append(list(row))
+                with outfiles.atomic_path(path, engine) as tmp:  # an unwritable target fails here, before saving
+                    saving = True
+                    wb.save(tmp)
             except BaseException:
-                for ws in wb.worksheets:  # close the sheets' temporary files
-                    ws.close()
+                if not saving:
+                    for ws in wb.worksheets:  # close the sheets' temporary files
+                        ws.close()
                 raise
-            with outfiles.atomic_path(path, engine) as tmp:
-                wb.save(tmp)
             return [str(path)]
         rows: dict[str, int] = {}
         with outfiles.atomic_dir(path, file_names(fmt), engine) as tmp:
