@@ -200,7 +200,7 @@ def _read_note(file: Path, read: dict) -> None:
     """Say on stderr how a file was read when it is not plain UTF-8 CSV: its encoding, or a workbook's sheet."""
     if read.get("encoding") not in (None, "utf-8"):
         render.note(render.msg("read_encoding", file=file.name, encoding=read["encoding"].upper()))
-    if read.get("sheet") is not None:
+    if read.get("sheet") is not None and (read.get("header_row") != 1 or not read.get("first_sheet")):
         render.note(render.msg("read_sheet", file=file.name, sheet=read["sheet"], row=read.get("header_row", 1)))
 
 

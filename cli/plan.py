@@ -84,9 +84,8 @@ def plan_run(ctx: typer.Context,
         if progress:
             progress(f"solving (up to {time_limit:g} s)", 0, None)
         result = plans.run_plan(ctx.obj.engine, as_of=_date(as_of), scenario_path=str(scenario) if scenario else None,
-                                time_limit=time_limit, gap=gap, actor=ctx.obj.actor, solver=solver)
-        if out:
-            plans.write_plan_files(result, str(out), ctx.obj.engine)
+                                time_limit=time_limit, gap=gap, actor=ctx.obj.actor, solver=solver,
+                                out=str(out) if out else None)
     if as_json:
         return render.emit_json(result)
     render_plan(result)

@@ -66,6 +66,7 @@ def _xlsx(path: str, aliases: dict[str, str], required: list[str], sheet: str | 
                 frame = raw.iloc[i + 1:].reset_index(drop=True)
                 frame.columns = [str(c) if str(c).strip() else f"Unnamed: {k}" for k, c in enumerate(raw.iloc[i])]
                 info["sheet"], info["header_row"] = str(sheet_name), i + 1
+                info["first_sheet"] = str(sheet_name) == str(next(iter(sheets)))
                 return frame, i
     raise _Unreadable("no_header_row", scan=HEADER_SCAN, sheets=[str(s) for s in sheets], required=list(required))
 

@@ -72,8 +72,11 @@ def gather(conn: Connection, book: Rulebook, as_of: dt.date, scenario: Scenario 
 
 
 def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str | None = None,
-             time_limit: float = 10.0, gap: float = 0.0, actor: str = "planner", solver: str = "auto") -> dict:
-    """Solve the allocation for all pipeline projects; store and return the plan (DESIGN 5.3 shape)."""
+             time_limit: float = 10.0, gap: float = 0.0, actor: str = "planner", solver: str = "auto",
+             out: str | None = None) -> dict:
+    """Solve the allocation for all pipeline projects; store and return the plan (DESIGN 5.3 shape). With `out`,
+    the plan's files are written (write_plan_files) inside the transaction that stores it: a folder that cannot be
+    written stores no plan."""
     check_options(time_limit, gap, solver)
     with db.reading(engine) as conn:
         version, book, scenario, day = planning_inputs(conn, as_of, scenario_path)
@@ -99,6 +102,8 @@ def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str
                      {"i": plan_id, "c": posting.now_iso(), "a": actor, "d": day, "s": sol.status, "v": version,
                       "h": int(head), "n": scenario.name if scenario else "", "t": scenario.text if scenario else "",
                       "r": json.dumps(result, ensure_ascii=False)})
+        if out:
+            write_plan_files(result, out, engine)
         return result
 
     return db.run_write(engine, store, lock=False)  # not a ledger write; a clashing id is retried

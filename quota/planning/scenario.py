@@ -9,7 +9,7 @@ from pathlib import Path
 
 from quota import units
 from quota.errors import ValidationFailed
-from quota.rules.book import MEDIA, RatioRule, Rulebook
+from quota.rules.book import MEDIA, RatioRule, Rulebook, locate
 from quota.rules.tomlcheck import Checker, read_toml
 
 
@@ -81,8 +81,8 @@ def load_scenario(path: str, book: Rulebook) -> Scenario:
     p = _Parser(name, book)
     sc = p.parse(data)
     sc.text = text
-    if p.problems:
-        raise ValidationFailed(p.problems)
+    if p.problems:  # each at its line, found from its key path (rules.book.locate)
+        raise ValidationFailed([q if q.row else q.at(row=locate(text, q.column)) for q in p.problems])
     return sc
 
 

@@ -185,6 +185,8 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     "matching_differs": ("matching keys differ from the rulebooks: {rows}", "匹配键与规则库不一致：{rows}"),
     "positive_amount": ("amount must be greater than zero", "数量必须大于零"),
     "not_negative": ("must not be negative, got {value}", "不能为负：{value}"),
+    "bad_mode": ("must be 'priority' (most priority within budget) or 'cheapest', got {value!r}",
+                 "应为 'priority'（预算内优先级最高）或 'cheapest'（费用最低），实际为 {value!r}"),
     # why a lot cannot serve a project (eligibility.why_not), and why a stored plan no longer fits (plan apply)
     "lot_status": ("lot {lot} is {state}", "指标批次 {lot} {state}"),
     "lot_pollutant": ("lot {lot} holds {held}, not {pollutant}", "指标批次 {lot} 为 {held}，不是 {pollutant}"),
@@ -204,8 +206,6 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     "plan_draw_refused": ("{project_id} {pollutant}: {reason}", "{project_id} {pollutant}：{reason}"),
     "plan_need_changed": ("project {project_id} now needs {required_g} g of {pollutant}, the plan gives {got} g",
                           "项目 {project_id} 现需 {pollutant} {required_g} 克，方案给出 {got} 克"),
-    "bad_mode": ("must be 'priority' (most priority within budget) or 'cheapest', got {value!r}",
-                 "应为 'priority'（预算内优先级最高）或 'cheapest'（费用最低），实际为 {value!r}"),
 }
 
 

@@ -186,12 +186,15 @@ def locate(text: str, column: str) -> int:
             section, key = (".".join(parts[:-1]), parts[-1]) if key is None else (table, key)
         else:
             section = table
-        for i, line in enumerate(lines):
-            if line.strip() == f"[{section}]":
-                start = i
-                break
+        if not section:  # a top-level key: before the first table header
+            start = -1
         else:
-            return 0
+            for i, line in enumerate(lines):
+                if line.strip() == f"[{section}]":
+                    start = i
+                    break
+            else:
+                return 0
     if key is None:
         return start + 1
     for i in range(start + 1, len(lines)):
