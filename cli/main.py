@@ -267,7 +267,7 @@ def project_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return render.emit_json({"projects": rows})
     render.out.print(render.table("Projects", ["Project", "Name", "Zone", "Priority", "Needed by", "State",
                                                "Pollutant", "Increment", "Ratio", "Required", "Unit"],
-                                  [[p["project_id"], p["name"], p["zone"], p["priority"], p["needed_by"], p["state"],
+                                  [[p["project_id"], p["name"], p["zone"], p["priority"], p["needed_by"], render.word(p["state"]),
                                     n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"],
                                     units.display(n["required_g"], n["unit"]), n["unit"]]
                                    for p in rows for n in p["needs"]], right={"Increment", "Required", "Ratio"}))

@@ -19,7 +19,7 @@ def render_plan(result: dict) -> None:
         return f"{(units.display_up if up else units.display)(grams, unit[pol])} {unit[pol]}"
 
     status = result["status"]
-    render.out.print(render.msg("plan_head", id=result["plan_id"], day=result["as_of"], status=status,
+    render.out.print(render.msg("plan_head", id=result["plan_id"], day=result["as_of"], status=render.word(status),
                                 obj=f"{result['objective']:g}", bound=f"{result['bound']:g}",
                                 lp=f"{result['lp_bound']:.4g}", gap=f"{100 * result['gap']:.2f}%",
                                 solver=result["solver"], secs=f"{result['seconds']:.2f}")
@@ -117,7 +117,7 @@ def plan_list(ctx: typer.Context,
     if as_json:
         return render.emit_json(result)
     render.out.print(render.table(None, ["Plan", "As of", "Status", "Scenario", "Created", "Actor", "Applied"],
-                                  [[p["plan_id"], p["as_of"], p["status"], p["scenario"] or "-", p["created_at"],
+                                  [[p["plan_id"], p["as_of"], render.word(p["status"]), p["scenario"] or "-", p["created_at"],
                                     p["actor"], p["applied_at"] or "-"] for p in result["plans"]]))
 
 
@@ -162,7 +162,7 @@ def plan_outlook(ctx: typer.Context,
             cells.append(cell + (f" (short {units.display_up(r['unmet_g'], g['unit'])})" if r["unmet_g"] > 0 else ""))
         rows.append([g["pollutant"], g["key"], g["unit"], str(g["first_short_year"] or "-"), *cells])
     render.out.print(render.table(f"Outlook from {result['as_of']}: quota left at each year's end (plan "
-                                  f"{result['plan']['status']})", ["Pollutant", "Key", "Unit", "First short",
+                                  f"{render.word(result['plan']['status'])})", ["Pollutant", "Key", "Unit", "First short",
                                                                     *map(str, span)], rows,
                                   right=set(map(str, span))))
     if result["candidates"]:

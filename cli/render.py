@@ -43,6 +43,11 @@ def h(text: str) -> str:
     return i18n.header(text, LANG["lang"])
 
 
+def word(value) -> str:
+    """A state or status word (approved, revoked, optimal...) in the current language."""
+    return i18n.WORDS[value][1] if LANG["lang"] == "zh" and value in i18n.WORDS else str(value)
+
+
 def msg(key: str, **params) -> str:
     """A catalogue message in the current language."""
     return i18n.t(key, LANG["lang"], **params)
@@ -100,7 +105,7 @@ def balances(result: dict) -> None:
                    "Reserved", "Allocated", "Unit"]
         from quota import units
         rows = [[r["lot"], r["pollutant"], r["zone"], r["tally_id"], r["source_id"], r["expires"] or "never",
-                 r["state"], units.display(r["issued_g"], r["unit"]), r["available"], r["reserved"],
+                 word(r["state"]), units.display(r["issued_g"], r["unit"]), r["available"], r["reserved"],
                  r["allocated"], r["unit"]] for r in result["rows"]]
     else:
         from quota import units
@@ -116,13 +121,13 @@ def balances(result: dict) -> None:
 def trace(result: dict) -> None:
     from quota import units
     out.print(f"[bold]{esc(result['project_id'])}[/] {esc(result['name'])} — zone {esc(result['zone'])}, "
-              f"industry {esc(result['industry'] or '-')}, state [bold]{esc(result['state'])}[/]", markup=True)
+              f"industry {esc(result['industry'] or '-')}, state [bold]{esc(word(result['state']))}[/]", markup=True)
     out.print(table(h("Requirement"), ["Pollutant", "Increment", "Ratio", "Why", "Required", "Held", "Key", "Unit"],
                     [[n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"], "; ".join(n["why"]),
                       units.display(n["required_g"], n["unit"]), units.display(n["held_g"], n["unit"]), n["key"],
                       n["unit"]] for n in result["needs"]], right={"Increment", "Required", "Held", "Ratio"}))
     out.print(table(h("Sources of the quota"), ["Pollutant", "Lot", "State", "Amount", "Tally", "Source", "Report"],
                     [[d["pollutant"], d["lot"] + ("" if d["lot_state"] == "active" else f" ({d['lot_state'].upper()})"),
-                      d["state"], d["amount"], d["tally_id"],
+                      word(d["state"]), d["amount"], d["tally_id"],
                       f"{d['source_id']} {d['source_name']} ({d['measure']})", d["report_no"]]
                      for d in result["draws"]], right={"Amount"}))
