@@ -8,12 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from cli import render
-from cli.main import JsonOpt, _date, app, failures
+from cli.core import JsonOpt, failures, parse_date
 
 FORMATS = ("jsonl", "csv", "xlsx", "parquet", "beancount")
 
 
-@app.command()
 def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Project id.")],
           fmt: Annotated[Optional[str], typer.Option("--format", help="Source statement as md, html or xlsx.")] = None,
           out: Annotated[Optional[Path], typer.Option(help="Write the statement to this file.")] = None,
@@ -41,7 +40,6 @@ def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proje
     render.trace(result)
 
 
-@app.command()
 def verify(ctx: typer.Context,
            export: Annotated[Optional[Path], typer.Option("--export", help="Verify an export offline (no database): "
                                                           "a JSONL file, a .beancount file, or a CSV/Parquet "
@@ -84,7 +82,6 @@ def verify(ctx: typer.Context,
                                     scheme=summary["hash_scheme"]))
 
 
-@app.command()
 def export(ctx: typer.Context,
            fmt: Annotated[str, typer.Option("--format", help="jsonl, csv, xlsx, parquet or beancount.")],
            out: Annotated[Path, typer.Option(help="Output file (jsonl, xlsx, beancount) or folder (csv, parquet, "
@@ -99,7 +96,7 @@ def export(ctx: typer.Context,
     from quota.audit import jsonl as exp
     from quota.audit import table_export
     from cli.progress import reporter
-    day = _date(as_of)
+    day = parse_date(as_of)
     from quota import outfiles
     engine = ctx.obj.engine
     with failures(), reporter() as progress:
@@ -117,3 +114,6 @@ def export(ctx: typer.Context,
         else:
             files = table_export.write_tables(engine, fmt, str(out), day, lang=render.LANG["lang"])
             render.done(f"exported {len(files)} file(s) to {out}" + (", with manifest.json" if fmt != "xlsx" else ""))
+
+
+COMMANDS = [trace, verify, export]

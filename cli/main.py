@@ -1,22 +1,17 @@
 """The typer app: global options, and one thin command per library call."""
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import functools
-import getpass
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from sqlalchemy.exc import DBAPIError
 
-from cli import render
+from cli import audit, render
+from cli.core import DATA_DIR, DateOpt, JsonOpt, KeyOpt, State, default_actor, failures, parse_date
+from cli.plan import plan_app
 from quota.intake.columns import (PROJECT_NAMES, PROJECT_OPTIONAL, PROJECT_REQUIRED, TALLY_NAMES, TALLY_OPTIONAL,
                                   TALLY_REQUIRED, describe as describe_columns)
 from quota.store import db
-from quota.errors import QuotaError, Refused, ValidationFailed
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   pretty_exceptions_show_locals=False,
@@ -27,37 +22,6 @@ project_app = typer.Typer(no_args_is_help=True, help="Import and list incoming p
 app.add_typer(rules_app, name="rules")
 app.add_typer(tally_app, name="tally")
 app.add_typer(project_app, name="project")
-
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-
-
-@dataclass
-class State:
-    url: str
-    actor: str
-    url_given: bool
-    lock_timeout: Optional[float] = None
-
-    @functools.cached_property
-    def engine(self):
-        return db.make_engine(self.url, self.lock_timeout)
-
-
-def _date(value: Optional[str]) -> Optional[dt.date]:
-    if value is None:
-        return None
-    from quota.clock import ClockError, parse_day
-    try:
-        return parse_day(value)
-    except ClockError:
-        raise typer.BadParameter(f"{value!r} is not a date (use YYYY-MM-DD)") from None
-
-
-DateOpt = Annotated[Optional[str], typer.Option(help="Effective date YYYY-MM-DD (default: today).")]
-KeyOpt = Annotated[Optional[str], typer.Option("--key", help="Idempotency key: repeating the command with "
-                                               "the same key and content is a no-op that reports the first result.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-
 
 @app.callback()
 def main(
@@ -78,69 +42,7 @@ def main(
         raise typer.BadParameter("--lang must be en or zh")
     render.LANG["lang"] = lang
     url = url or db.DEFAULT_URL
-    ctx.obj = State(url, actor or _default_actor(url), url != db.DEFAULT_URL, lock_timeout)
-
-
-def _default_actor(url: str) -> str:
-    """--actor, else the database user of a PostgreSQL URL, else the operating-system user."""
-    if url.startswith("postgresql"):
-        from sqlalchemy.engine import make_url
-        user = make_url(url).username
-        if user:
-            return user
-    try:
-        return getpass.getuser()
-    except Exception:  # pragma: no cover - no user database
-        return "unknown"
-
-
-@contextlib.contextmanager
-def failures(as_json: bool = False):
-    """Turn library errors into one message on stderr and exit code 1 (and, under --json, the error object
-    {"error": {"code", "message", ...}} on stdout); report automatic retries. An unexpected exception prints
-    one line and where its traceback was written (QUOTA_DEBUG=1 shows the traceback instead)."""
-    try:
-        yield
-    except (typer.Exit, typer.Abort, typer.BadParameter):  # usage errors are typer's (exit code 2)
-        raise
-    except ValidationFailed as exc:
-        if as_json:
-            render.emit_json(exc.to_dict())
-        render.problems(exc.problems)
-        raise typer.Exit(1) from None
-    except QuotaError as exc:
-        _refuse(exc, as_json)
-    except DBAPIError as exc:  # cannot connect, permission denied, disk full, locked for too long...
-        detail = " ".join((str(exc.orig) if exc.orig else str(exc)).split())
-        _refuse(Refused(f"database error: {detail}", "database_error", detail=detail), as_json)
-    except OSError as exc:  # an output cannot be written (no space, no permission): nothing was replaced
-        path, reason = str(exc.filename or ""), exc.strerror or str(exc) or type(exc).__name__
-        _refuse(Refused(f"cannot write {path or 'the output'}: {reason}", "cannot_write", path=path, reason=reason,
-                        errno=exc.errno), as_json)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:
-        import os
-        if os.environ.get("QUOTA_DEBUG") == "1":
-            raise
-        import tempfile
-        import traceback
-        with tempfile.NamedTemporaryFile("w", prefix="quota-crash-", suffix=".txt", delete=False) as fh:
-            traceback.print_exc(file=fh)
-        kind, detail = type(exc).__name__, " ".join(str(exc).split())
-        _refuse(Refused(f"internal error ({kind}: {detail}); the traceback is in {fh.name} (QUOTA_DEBUG=1 shows it)",
-                        "internal_error", kind=kind, detail=detail, file=fh.name), as_json)
-    finally:
-        if db.RETRIES:
-            render.note(render.msg("retried", n=len(db.RETRIES), what="; ".join(db.RETRIES[:3])))
-
-
-def _refuse(exc: QuotaError, as_json: bool):
-    """One line on stderr in the user's language (and the error object on stdout under --json); exit code 1."""
-    if as_json:
-        render.emit_json(exc.to_dict())
-    render.refusal(exc)
-    raise typer.Exit(1) from None
+    ctx.obj = State(url, actor or default_actor(url), url != db.DEFAULT_URL, lock_timeout)
 
 
 # --------------------------------------------------------------------------- setup
@@ -287,7 +189,7 @@ def balance(ctx: typer.Context,
     if by not in ("pollutant", "zone", "lot"):
         raise typer.BadParameter("--by must be pollutant, zone or lot")
     with failures(as_json):
-        result = balances.balance(ctx.obj.engine, by=by, pollutant=pollutant, zone=zone, as_of=_date(as_of))
+        result = balances.balance(ctx.obj.engine, by=by, pollutant=pollutant, zone=zone, as_of=parse_date(as_of))
     if as_json:
         return render.emit_json(result)
     render.balances(result)
@@ -313,7 +215,7 @@ def reserve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
     from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.reserve(ctx.obj.engine, project, actor=ctx.obj.actor, pollutant=pollutant,
-                                   expires=_date(expires), date=_date(date), key=key)
+                                   expires=parse_date(expires), date=parse_date(date), key=key)
     _done(result, render.msg("reserved", project=project, n=len(result["draws"]), txn=result["txn"]), as_json)
 
 
@@ -324,7 +226,7 @@ def approve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
     """Confirm a project's reservations as allocations.  Example: quota approve P2026-01 --doc "金环审[2026]12号" """
     from quota.ledger import operations as quota_ops
     with failures(as_json):
-        result = quota_ops.approve(ctx.obj.engine, project, doc=doc, actor=ctx.obj.actor, date=_date(date), key=key)
+        result = quota_ops.approve(ctx.obj.engine, project, doc=doc, actor=ctx.obj.actor, date=parse_date(date), key=key)
     _done(result, render.msg("approved", project=project, doc=doc, txn=result["txn"]), as_json)
 
 
@@ -334,7 +236,7 @@ def release(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
     """Release a project's reservations back to their lots.  Example: quota release P2026-03"""
     from quota.ledger import operations as quota_ops
     with failures(as_json):
-        result = quota_ops.release(ctx.obj.engine, project, actor=ctx.obj.actor, date=_date(date), key=key)
+        result = quota_ops.release(ctx.obj.engine, project, actor=ctx.obj.actor, date=parse_date(date), key=key)
     _done(result, render.msg("released", project=project, txn=result["txn"]), as_json)
 
 
@@ -344,7 +246,7 @@ def cancel(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proj
     """Withdraw a project: its reserved and allocated quota returns to the lots.  Example: quota cancel P2026-03"""
     from quota.ledger import operations as quota_ops
     with failures(as_json):
-        result = quota_ops.cancel(ctx.obj.engine, project, actor=ctx.obj.actor, date=_date(date), key=key)
+        result = quota_ops.cancel(ctx.obj.engine, project, actor=ctx.obj.actor, date=parse_date(date), key=key)
     _done(result, render.msg("cancelled", project=project) + (f", txn {result['txn']}" if result["txn"] else ""),
           as_json)
 
@@ -356,7 +258,7 @@ def expire(ctx: typer.Context,
     """Post expired lots to expired and release lapsed reservations.  Example: quota expire --as-of 2026-12-31"""
     from quota.ledger import operations as quota_ops
     with failures(as_json):
-        result = quota_ops.expire(ctx.obj.engine, _date(as_of), actor=ctx.obj.actor, key=key)
+        result = quota_ops.expire(ctx.obj.engine, parse_date(as_of), actor=ctx.obj.actor, key=key)
     _done(result, render.msg("expired", lots=len(result["expired"]), res=len(result["lapsed_reservations"])),
           as_json)
 
@@ -371,7 +273,7 @@ def revoke(ctx: typer.Context, lot: Annotated[str, typer.Argument(help="Lot seri
     """
     from quota.ledger import operations as quota_ops
     with failures(as_json):
-        result = quota_ops.revoke(ctx.obj.engine, lot, actor=ctx.obj.actor, memo=memo, date=_date(date), key=key)
+        result = quota_ops.revoke(ctx.obj.engine, lot, actor=ctx.obj.actor, memo=memo, date=parse_date(date), key=key)
     _done(result, render.msg("revoked", g=result["revoked_g"], lot=lot, txn=result["txn"]), as_json)
 
 
@@ -390,7 +292,7 @@ def demo(ctx: typer.Context,
     from cli.demo import DEMO_TODAY, run_demo
     url = ctx.obj.url if ctx.obj.url_given else "sqlite:///quota-demo.db"
     with failures():
-        run_demo(url, data or DATA_DIR, ctx.obj.actor, _date(today) or DEMO_TODAY,
+        run_demo(url, data or DATA_DIR, ctx.obj.actor, parse_date(today) or DEMO_TODAY,
                  fresh_default=not ctx.obj.url_given)
 
 
@@ -443,17 +345,16 @@ def report(ctx: typer.Context,
         ahead = None
         if outlook:
             from quota.planning import outlook as ol
-            ahead = ol.outlook(ctx.obj.engine, years=outlook, as_of=_date(as_of))
-        page = rep.build(ctx.obj.engine, plan_id=plan, as_of=_date(as_of), lang=render.LANG["lang"], outlook=ahead)
+            ahead = ol.outlook(ctx.obj.engine, years=outlook, as_of=parse_date(as_of))
+        page = rep.build(ctx.obj.engine, plan_id=plan, as_of=parse_date(as_of), lang=render.LANG["lang"], outlook=ahead)
         with outfiles.atomic_file(html, ctx.obj.engine) as fh:
             fh.write(page)
     render.done(render.msg("report_written", path=html))
 
 
-from cli.plan import plan_app  # noqa: E402  (after app, to register the sub-commands)
-from cli import audit as _audit  # noqa: E402,F401  (registers trace, verify, export)
-
 app.add_typer(plan_app, name="plan")
+for command in audit.COMMANDS:  # trace, verify, export: top-level commands
+    app.command()(command)
 
 
 def run() -> None:

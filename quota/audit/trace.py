@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
+from quota.accounts import lot_balance_join
 from quota import clock
 from quota.store import db
 from quota.ledger import posting
@@ -28,7 +29,7 @@ def trace(engine: Engine, project_id: str) -> dict:
             "t.report_no, t.assessor, t.method, l.expires, l.zone, lb.amount_g, ls.status "
             "FROM balance b JOIN lot l ON l.serial = b.lot JOIN tally t ON t.tally_id = l.tally_id "
             "JOIN source s ON s.source_id = t.source_id LEFT JOIN lot_status ls ON ls.serial = l.serial "
-            "LEFT JOIN balance lb ON lb.account = 'lot:' || l.serial AND lb.lot = l.serial "
+            "LEFT JOIN balance lb ON " + lot_balance_join("lb", "l.serial") + " "
             "WHERE b.account IN (:r, :a) AND b.amount_g > 0 ORDER BY b.pollutant, b.lot, b.kind"), accounts).all()
         # the project's transactions (every transaction that moves a project's grams names the project)
         history = conn.execute(text(

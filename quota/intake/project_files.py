@@ -5,6 +5,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 
+from quota.intake import batches
 from quota import clock
 from quota.store import db
 from quota.ledger import idempotency
@@ -97,9 +98,7 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
         found = check(conn)
         if found:
             raise ValidationFailed(found)
-        batch = conn.execute(text("INSERT INTO import_batch (kind, file_name, sha256, rows, imported_at, actor) "
-                                  "VALUES ('project', :f, :s, :n, :t, :a) RETURNING id"),
-                             {"f": name, "s": sha, "n": summary["rows"], "t": posting.now_iso(), "a": actor}).scalar_one()
+        batch = batches.record(conn, "project", name, sha, summary["rows"], posting.now_iso(), actor)
         conn.execute(text("INSERT INTO project (project_id, name, zone, industry, priority, needed_by, must_fund, "
                           "state, import_id) VALUES (:project_id, :name, :zone, :industry, :priority, :needed_by, "
                           ":must_fund, 'pipeline', :b)"),

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
+from quota.intake import batches
 from quota import clock
+from quota.accounts import pool_account
 from quota.store import db
 from quota.store import driver
 from quota.ledger import idempotency
@@ -222,9 +224,7 @@ def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = N
 def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, version: int, name: str,
               sha: str, actor: str, progress=None) -> dict:
     now = posting.now_iso()
-    batch = conn.execute(text("INSERT INTO import_batch (kind, file_name, sha256, rows, imported_at, actor) "
-                              "VALUES ('tally', :f, :s, :n, :t, :a) RETURNING id"),
-                         {"f": name, "s": sha, "n": len(records), "t": now, "a": actor}).scalar_one()
+    batch = batches.record(conn, "tally", name, sha, len(records), now, actor)
     known = {r[0] for r in conn.execute(text("SELECT source_id FROM source"))}
     new_sources = {}
     for r in records:
@@ -251,7 +251,7 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
                         r.creditable_g, r.supersedes or None, batch, r.row))
         lots.append((serial, r.tally_id, r.pollutant, r.zone, r.effective_date, expires, amount))
         legs = [posting.Leg(posting.lot_account(serial), serial, r.pollutant, amount, r.zone),
-                posting.Leg(f"issued:{r.pollutant}", serial, r.pollutant, -amount, r.zone)]
+                posting.Leg(pool_account("issued", r.pollutant), serial, r.pollutant, -amount, r.zone)]
         meta = issue_meta(r, expires)
         specs.append(posting.TxnSpec("issue", r.effective_date, legs, f"{r.measure} {r.source_name}",
                                     r.report_no, None, meta))
@@ -328,7 +328,7 @@ def _supersede(conn: Connection, records: list[TallyRecord], book: Rulebook) -> 
         serial, zone, pol, _, status, _ = chain[0]
         spec = None
         if not status:
-            dest = f"expired:{pol}" if serial in expired else f"superseded:{pol}"
+            dest = pool_account("expired" if serial in expired else "superseded", pol)
             legs = [posting.Leg(posting.lot_account(serial), serial, pol, -available, zone),
                     posting.Leg(dest, serial, pol, available, zone)] if available else []
             # dated today: it changes the old lot's balance now (the new lot is booked at its vintage); marked

@@ -14,6 +14,9 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 
+from typing import NamedTuple
+
+from quota.accounts import lot_account, pool_account, project_account
 from quota.errors import Problem
 from quota.ledger.posting import GENESIS, NEVER, NO_POSTING_KINDS, NONNEG_KINDS, TOTAL_KINDS, account_kind, canonical, chain_hash
 
@@ -39,6 +42,14 @@ TALLY_FACTS = ("tally_id", "source_id", "measure", "zone", "pollutant", "baselin
 PROJECT_FACTS = ("name", "zone", "industry", "priority", "needed_by", "must_fund")
 
 
+class KeptTxn(NamedTuple):
+    """A transaction the checker keeps for a later comparison (an idempotency record's result names it)."""
+    kind: str
+    project: str | None
+    ref: str | None
+    meta: dict
+    postings: list  # [account, lot, pollutant, grams] per posting
+
 class ChainChecker:
     """Feed `txn`/`stub` per transaction in chain order, call `finish`, then `balance` per stated balance row
     and `balances_done`. Problems accumulate in `problems`, each naming `source` and the row given."""
@@ -61,7 +72,7 @@ class ChainChecker:
         self.supersedes_of: dict[str, str] = {}  # tally -> the tally it superseded
         self.key_of = None  # (rulebook version, pollutant, zone) -> matching key, when the caller knows the rulebooks
         self.used_projects: dict[str, int] = {}
-        self.kept: dict[int, tuple] = {}  # seq -> (kind, project, ref, meta, postings), for `watch`
+        self.kept: dict[int, KeptTxn] = {}  # the transactions named in `watch`
         self.partial = False  # stubs seen: lots and projects they created are unknown here
         self._seen: set[tuple[str, str]] = set()
         self._kinds: dict[str, str] = {}  # account -> its kind (account_kind, looked up once per account)
@@ -141,7 +152,7 @@ class ChainChecker:
         meta, date = body.get("meta") or {}, str(body.get("date"))
         self.n_txn += 1
         if seq in self.watch:
-            self.kept[seq] = (kind, project, body.get("ref"), meta, legs)
+            self.kept[seq] = KeptTxn(kind, project, body.get("ref"), meta, legs)
         if kind == "register":
             if legs:
                 self.bad(row, "postings", "a register transaction moves no grams")
@@ -185,12 +196,12 @@ class ChainChecker:
                     self.bad(row, "postings", f"a {kind} may not debit {account}")
                 drawn.append((key, k))
             if k == "lot":
-                owned = account == "lot:" + lot
+                owned = account == lot_account(lot)
                 if lot in status and (amount > 0 or kind == "reserve") and kind != "adjust":
                     self.bad(row, "postings", f"{'grams return to' if amount > 0 else 'a reservation draws from'} "
                              f"lot {lot}, {status[lot][0]} in transaction {status[lot][1]}")
             elif k in PROJECT_KINDS:
-                owned = project is not None and account == f"project:{project}:{k}"
+                owned = project is not None and account == project_account(project, k)
                 if k == "allocated":
                     self.spent[lot] += amount
                 if project not in self.used_projects:
@@ -239,7 +250,7 @@ class ChainChecker:
         facts = self.projects[project]
         # (not the booking day: a clock pinned back, as the demo's, books on the calendar's day)
         until = max(date, str(facts.get("needed_by") or ""))
-        target = f"project:{project}:{'reserved' if kind == 'reserve' else 'allocated'}"
+        target = project_account(project, "reserved" if kind == "reserve" else "allocated")
         for account, lot, pol, amount in legs:
             if account != target or amount <= 0:
                 continue
@@ -267,7 +278,7 @@ class ChainChecker:
                      f"{self.lot_status[serial][1]}")
         if any(lot != serial for _, lot, _, _ in legs):
             self.bad(row, "postings", f"a revocation of lot {serial} moves grams of another lot")
-        left = self.pairs.get((f"lot:{serial}", serial), [0])[0]
+        left = self.pairs.get((lot_account(serial), serial), [0])[0]
         if serial in self.lots and sum(a for _, _, _, a in legs if a > 0) != left:
             self.bad(row, "postings", f"a revocation of lot {serial} must take all its unallocated grams ({left} g)")
 
@@ -276,10 +287,10 @@ class ChainChecker:
             self.bad(row, "postings", "an issue posts exactly lot:<serial> +amount and issued:<P> -amount")
             return
         (a1, serial, pol, g), (a0, lot0, pol0, g0) = sorted(legs, key=lambda l: l[3], reverse=True)
-        if a1 != f"lot:{serial}" or a0 != f"issued:{pol}" or lot0 != serial or pol0 != pol or g <= 0 or g0 != -g:
+        if a1 != lot_account(serial) or a0 != pool_account("issued", pol) or lot0 != serial or pol0 != pol or g <= 0 or g0 != -g:
             self.bad(row, "postings", "an issue posts exactly lot:<serial> +amount and issued:<P> -amount")
             return
-        if serial in self.lots or (f"lot:{serial}", serial) in self.pairs:
+        if serial in self.lots or (lot_account(serial), serial) in self.pairs:
             self.bad(row, "postings", f"issue into lot {serial}, which already exists (an issue never tops up a lot)")
             return
         tid = meta.get("tally_id")

@@ -9,6 +9,7 @@ from typing import Iterator, NamedTuple
 from sqlalchemy import Connection
 
 from quota import clock
+from quota.accounts import lot_balance_join, project_account
 from quota.store import driver
 from quota.ledger import posting
 from quota import units
@@ -44,9 +45,9 @@ class LotAvail(NamedTuple):
 # SQLite keeps NULL first, so it walks the expiring lots, and only when they are fewer than the limit the
 # never-expiring ones after them (two statements; a sort of the union cost more than the second walk).
 LOT_SELECT = "SELECT l.serial, l.zone, l.expires, b.amount_g, l.pollutant, b.last_date, l.effective_date FROM lot l "
-LOT_JOIN = {"sqlite": "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial ",
+LOT_JOIN = {"sqlite": "JOIN balance b ON " + lot_balance_join("b", "l.serial") + " ",
             "postgresql": "CROSS JOIN LATERAL (SELECT amount_g, last_date FROM balance "
-                          "WHERE account = 'lot:' || l.serial AND lot = l.serial OFFSET 0) b "}
+                          "WHERE " + lot_balance_join("balance", "l.serial") + " OFFSET 0) b "}
 LOT_WHERE = "WHERE l.pollutant = ? AND l.zone IN ({zones}) AND b.amount_g > 0 AND l.effective_date <= ? "
 LOT_PG = LOT_SELECT + LOT_JOIN["postgresql"] + LOT_WHERE + ("AND (l.expires IS NULL OR l.expires > ?) "
                                                             "ORDER BY l.expires, l.serial LIMIT ?")
@@ -93,21 +94,35 @@ def _with_zones(sql: str, n: int) -> str:
     return sql.format(zones=", ".join("?" * n))
 
 
+class HeldRow(NamedTuple):
+    """One balance row of a project's account (SNAPSHOT_PAIRS), with the lot's facts and its own balance."""
+    account: str
+    lot: str
+    pollutant: str
+    amount_g: int
+    last_date: dt.date | str | None
+    zone: str
+    expires: dt.date | str | None
+    lot_amount_g: int | None        # the lot's own balance (None: none)
+    lot_last_date: dt.date | str | None
+    effective: dt.date | str | None
+    status: str | None              # lot_status (None: active)
+
+
 @dataclass
 class Snapshot:
     """What one operation on a project reads, in one round trip: the project and its needs, and every
     balance row of its accounts (with the lot's zone, expiry and own balance)."""
     info: ProjectInfo
-    rows: list[tuple]  # account, lot, pollutant, grams, last date, lot zone, lot expiry, lot grams, lot last date,
-    #                    lot effective date, lot status (NULL: active)
+    rows: list[HeldRow]
 
     def held(self, part: str) -> dict[str, dict[str, int]]:
         """{pollutant: {lot: grams}} held by the project's reserved or allocated account."""
         account = posting.project_account(self.info.project_id, part)
         out: dict[str, dict[str, int]] = {}
-        for r in sorted(self.rows, key=lambda r: r[1]):
-            if r[0] == account and r[3] > 0:
-                out.setdefault(r[2], {})[r[1]] = int(r[3])
+        for r in sorted(self.rows, key=lambda r: r.lot):
+            if r.account == account and r.amount_g > 0:
+                out.setdefault(r.pollutant, {})[r.lot] = int(r.amount_g)
         return out
 
     def known(self, drawn: list[LotAvail] = ()) -> dict[str, dict[str, tuple[int, dt.date | None]]]:
@@ -117,30 +132,30 @@ class Snapshot:
         for account in ("reserved", "allocated"):
             out[posting.project_account(self.info.project_id, account)] = {}
         for r in self.rows:
-            out.setdefault(r[0], {})[r[1]] = (int(r[3]), r[4])
-            if r[7] is not None:
-                out[posting.lot_account(r[1])] = {r[1]: (int(r[7]), r[8])}
+            out.setdefault(r.account, {})[r.lot] = (int(r.amount_g), r.last_date)
+            if r.lot_amount_g is not None:
+                out[posting.lot_account(r.lot)] = {r.lot: (int(r.lot_amount_g), r.lot_last_date)}
         for lot in drawn:
             out[posting.lot_account(lot.serial)] = {lot.serial: (lot.available_g, lot.last_date)}
         return out
 
     def lot_facts(self) -> dict[str, LotFacts]:
         """{serial: LotFacts} of the lots the project holds, for the eligibility rule."""
-        return {r[1]: LotFacts(r[1], r[2], r[5], clock.as_date(r[9]), clock.as_date(r[6]), r[10] or "active")
-                for r in self.rows}
+        return {r.lot: LotFacts(r.lot, r.pollutant, r.zone, clock.as_date(r.effective), clock.as_date(r.expires),
+                                r.status or "active") for r in self.rows}
 
 
 SNAPSHOT_PROJECT = PROJECT_SQL + " WHERE p.project_id = ? ORDER BY n.pollutant"
 SNAPSHOT_PAIRS = ("SELECT b.account, b.lot, b.pollutant, b.amount_g, b.last_date, l.zone, l.expires, lb.amount_g, "
                   "lb.last_date, l.effective_date, s.status FROM balance b JOIN lot l ON l.serial = b.lot LEFT JOIN balance lb "
-                  "ON lb.account = 'lot:' || b.lot AND lb.lot = b.lot LEFT JOIN lot_status s ON s.serial = b.lot "
+                  "ON " + lot_balance_join("lb", "b.lot") + " LEFT JOIN lot_status s ON s.serial = b.lot "
                   "WHERE b.account IN (?, ?) ORDER BY b.account, b.lot")
 
 
 def snapshot_reads(project_id: str) -> list[tuple[str, tuple]]:
     """The queries of `snapshot` (so db.run_write can read them ahead with the chain-head lock)."""
     return [(SNAPSHOT_PROJECT, (project_id,)),
-            (SNAPSHOT_PAIRS, (f"project:{project_id}:reserved", f"project:{project_id}:allocated"))]
+            (SNAPSHOT_PAIRS, (project_account(project_id, "reserved"), project_account(project_id, "allocated")))]
 
 
 # the date of the chain's last operation: every operation is dated no earlier than the one before it (check_date),
@@ -166,28 +181,28 @@ def snapshot(conn: Connection, book: Rulebook, project_id: str) -> Snapshot:
     infos = projects_from_rows(book, found[0])
     if not infos:
         raise NotFound(f"no project {project_id!r}", "project", project_id)
-    return Snapshot(infos[0], found[1])
+    return Snapshot(infos[0], [HeldRow(*r) for r in found[1]])
 
 
 def candidate_lots(conn: Connection, book: Rulebook, project_id: str, needs: list[Need], on: dt.date,
-                   today: dt.date, limit: int | None = None, floor: dt.date | None = None) -> dict[str, list[tuple]]:
-    """{pollutant: LOT_SELECT rows}, the first `limit` (DRAW_LIMIT) of each need, all needs in one round
-    trip. On PostgreSQL the first rows of every need were read ahead with the chain-head lock
+                   today: dt.date, limit: int | None = None, floor: dt.date | None = None) -> dict[str, list[LotAvail]]:
+    """{pollutant: candidate lots in drawing order}, the first `limit` (DRAW_LIMIT) of each need, all needs in
+    one round trip. On PostgreSQL the first rows of every need were read ahead with the chain-head lock
     (PROJECT_LOTS_PG)."""
     if conn.dialect.name != "sqlite" and limit is None:
-        rows = driver.select(conn, project_lots_query(project_id, today, floor))[0]
+        lots = list(as_lots(driver.select(conn, project_lots_query(project_id, today, floor))[0]))
         # the rulebook has the last word on matching, whatever the matching table says (verify checks it too)
-        return {n.pollutant: [r for r in rows if r[4] == n.pollutant and book.matching_key(n.pollutant, r[1]) == n.key]
-                for n in needs}
+        return {n.pollutant: [x for x in lots if x.pollutant == n.pollutant
+                              and book.matching_key(n.pollutant, x.zone) == n.key] for n in needs}
     dialect, limit = conn.dialect.name, limit or DRAW_LIMIT
     found = driver.select(conn, *[lot_query(dialect, book, n, on, today, limit) for n in needs])
-    out = {n.pollutant: rows for n, rows in zip(needs, found)}
+    out = {n.pollutant: list(as_lots(rows)) for n, rows in zip(needs, found)}
     if dialect == "sqlite":  # never-expiring lots come after all the expiring ones
         more = [n for n in needs if len(out[n.pollutant]) < limit]
         found = driver.select(conn, *[lot_query(dialect, book, n, on, today, limit - len(out[n.pollutant]), True)
                                       for n in more]) if more else []
         for n, rows in zip(more, found):
-            out[n.pollutant] = out[n.pollutant] + rows
+            out[n.pollutant] = out[n.pollutant] + list(as_lots(rows))
     return out
 
 
@@ -212,7 +227,7 @@ def shortfall_message(book: Rulebook, short: list[tuple[Need, int]]) -> str:
 Draws = dict[str, list[tuple[LotAvail, int]]]
 
 
-def plan_draws(needs: list[Need], lots: dict[str, list[tuple]],
+def plan_draws(needs: list[Need], lots: dict[str, list[LotAvail]],
                cut: int | None = None) -> tuple[Draws, list[tuple[Need, int]]]:
     """Draw each need from its candidate lots (in drawing order); returns (draws, shortfalls). With `cut`,
     a need whose lots were cut at that many rows is not a shortfall yet: it is returned with -1."""
@@ -221,7 +236,7 @@ def plan_draws(needs: list[Need], lots: dict[str, list[tuple]],
     for need in needs:
         left = need.required_g
         picks = []
-        for lot in as_lots(lots[need.pollutant]):
+        for lot in lots[need.pollutant]:
             if left == 0:
                 break
             take = min(left, lot.available_g)

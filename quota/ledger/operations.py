@@ -3,10 +3,12 @@ on a Connection the caller holds to reuse across operations)."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, text
 
 from quota import clock
+from quota.accounts import lot_balance_join, pool_account
 from quota.ledger import drawing
 from quota.store import driver
 from quota import identity
@@ -114,7 +116,14 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
     return idempotency.run(engine, key, "reserve", request, work, reads_ahead(engine, project_id, today, floor))
 
 
-Return = tuple[str, str, int, str, str]  # lot, pollutant, grams, destination account, lot zone
+class Return(NamedTuple):
+    """Grams a reservation gives back: from lot `lot` of `pollutant` to account `to` (the lot's own, or where
+    grams that left circulation go), the lot being in `zone`."""
+    lot: str
+    pollutant: str
+    grams: int
+    to: str
+    zone: str
 
 
 def rebalance(book: Rulebook, snap: Snapshot, needs: list[Need], today: dt.date,
@@ -130,7 +139,7 @@ def rebalance(book: Rulebook, snap: Snapshot, needs: list[Need], today: dt.date,
         for lot, grams in sorted(held.get(need.pollutant, {}).items()):
             f = facts[lot]
             if why_not(book, f, need.pollutant, need.key, today, info.needed_by, now):
-                returns.append((lot, need.pollutant, grams, return_account(f, max(today, now or today)), f.zone))
+                returns.append(Return(lot, need.pollutant, grams, return_account(f, max(today, now or today)), f.zone))
             else:
                 keep.append((f, grams))
         keep.sort(key=lambda fg: (fg[0].expires is None, fg[0].expires or dt.date.max, fg[0].serial))
@@ -139,7 +148,7 @@ def rebalance(book: Rulebook, snap: Snapshot, needs: list[Need], today: dt.date,
             kept = min(grams, left)
             left -= kept
             if grams > kept:
-                returns.append((f.serial, need.pollutant, grams - kept, posting.lot_account(f.serial), f.zone))
+                returns.append(Return(f.serial, need.pollutant, grams - kept, posting.lot_account(f.serial), f.zone))
         if left:
             missing.append(need._replace(required_g=left))
     return returns, missing
@@ -161,9 +170,9 @@ def post_reservation(conn: Connection, book: Rulebook, version: int, info: Proje
     account = posting.project_account(info.project_id, "reserved")
     if returns:
         legs = []
-        for lot, pol, grams, dest, zone in returns:
-            legs.append(posting.Leg(account, lot, pol, -grams, info.zone, info.project_id))
-            legs.append(posting.Leg(dest, lot, pol, grams, zone))
+        for r in returns:
+            legs.append(posting.Leg(account, r.lot, r.pollutant, -r.grams, info.zone, info.project_id))
+            legs.append(posting.Leg(r.to, r.lot, r.pollutant, r.grams, r.zone))
         specs.append(posting.TxnSpec("release", today, legs, f"rebalance {info.name}", "", info.project_id,
                                     {"rebalance": True}))
     legs = []
@@ -171,7 +180,7 @@ def post_reservation(conn: Connection, book: Rulebook, version: int, info: Proje
         for lot, amount in draws[pol]:
             legs.append(posting.Leg(posting.lot_account(lot.serial), lot.serial, pol, -amount, lot.zone))
             legs.append(posting.Leg(account, lot.serial, pol, amount, info.zone, info.project_id))
-    needs = [n for n in info.needs if n.pollutant in draws or any(r[1] == n.pollutant for r in returns)]
+    needs = [n for n in info.needs if n.pollutant in draws or any(r.pollutant == n.pollutant for r in returns)]
     if legs:
         meta = {"requirements": {n.pollutant: {"increment_g": n.increment_g, "ratio": str(n.ratio),
                                                "why": list(n.reasons), "required_g": n.required_g, "key": n.key}
@@ -186,7 +195,7 @@ def post_reservation(conn: Connection, book: Rulebook, version: int, info: Proje
     return {"project_id": info.project_id, "txn": seqs[-1], "state": "reserved",
             "draws": [{"lot": lot.serial, "pollutant": pol, "amount_g": amount}
                       for pol in sorted(draws) for lot, amount in draws[pol]],
-            "returned": [{"lot": r[0], "pollutant": r[1], "amount_g": r[2], "to": r[3]} for r in returns]}
+            "returned": [{"lot": r.lot, "pollutant": r.pollutant, "amount_g": r.grams, "to": r.to} for r in returns]}
 
 
 def holding_problems(book: Rulebook, snap: Snapshot, today: dt.date, now: dt.date | None = None) -> list[dict]:
@@ -312,8 +321,8 @@ def release(engine: Engine | Connection, project_id: str, *, actor: str, date: d
         if info.state != "reserved" or not snap.held("reserved"):
             raise Refused(f"project {project_id} is {info.state} and holds no reservation to release",
                           "project_state", project_id=project_id, state=info.state)
-        seq = _post_return(conn, snap, "release", _return_legs(snap, "reserved", today), today, actor, version,
-                           f"release {info.name}")
+        legs = _return_legs(snap, "reserved", max(today, clock.today()))  # as reserve: an expired lot takes nothing back
+        seq = _post_return(conn, snap, "release", legs, today, actor, version, f"release {info.name}")
         _set_state(conn, project_id, "pipeline")
         return {"project_id": project_id, "txn": seq, "state": "pipeline"}
 
@@ -336,7 +345,8 @@ def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt
         if info.state == "cancelled":
             raise Refused(f"project {project_id} is already cancelled", "project_state", project_id=project_id,
                           state=info.state)
-        legs = _return_legs(snap, "reserved", today) + _return_legs(snap, "allocated", today)
+        now = max(today, clock.today())  # as reserve: a lot expired by now takes nothing back
+        legs = _return_legs(snap, "reserved", now) + _return_legs(snap, "allocated", now)
         seq = None
         if legs:
             seq = _post_return(conn, snap, "cancel", legs, today, actor, version, f"cancel {info.name}")
@@ -358,11 +368,11 @@ def expire(engine: Engine | Connection, as_of: dt.date, *, actor: str, key: str 
         expired = []
         for serial, pol, zone, amount in conn.execute(text(
                 "SELECT l.serial, l.pollutant, l.zone, b.amount_g FROM lot l JOIN balance b "
-                "ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
+                "ON " + lot_balance_join("b", "l.serial") + " "
                 "WHERE l.expires IS NOT NULL AND l.expires <= :d AND b.amount_g > 0 ORDER BY l.serial"),
                 {"d": as_of}):
             legs += [posting.Leg(posting.lot_account(serial), serial, pol, -int(amount), zone),
-                     posting.Leg(f"expired:{pol}", serial, pol, int(amount), zone)]
+                     posting.Leg(pool_account("expired", pol), serial, pol, int(amount), zone)]
             expired.append({"lot": serial, "pollutant": pol, "amount_g": int(amount)})
         lapsed = []
         for (pid,) in conn.execute(text("SELECT project_id FROM project WHERE state = 'reserved' AND "
@@ -398,7 +408,7 @@ def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, d
         check_date(conn, today)
         version, _ = versions.current(conn)
         row = conn.execute(text("SELECT l.pollutant, l.zone, b.amount_g, s.status FROM lot l JOIN balance b ON "
-                                "b.account = 'lot:' || l.serial AND b.lot = l.serial LEFT JOIN lot_status s "
+                                + lot_balance_join("b", "l.serial") + " LEFT JOIN lot_status s "
                                 "ON s.serial = l.serial WHERE l.serial = :s"), {"s": serial}).first()
         if row is None:
             raise NotFound(f"no lot {serial!r}", "lot", serial)
@@ -406,7 +416,7 @@ def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, d
         if status:
             raise Refused(f"lot {serial} is already {status}", "lot_state", lot=serial, state=status)
         legs = [posting.Leg(posting.lot_account(serial), serial, pol, -amount, zone),
-                posting.Leg(f"revoked:{pol}", serial, pol, amount, zone)] if amount > 0 else []
+                posting.Leg(pool_account("revoked", pol), serial, pol, amount, zone)] if amount > 0 else []
         seq = posting.post(conn, "revoke", today, legs, actor=actor, rulebook=version, memo=memo, meta={"lot": serial})
         mark_lot(conn, serial, "revoked", seq)
         return {"lot": serial, "txn": seq, "revoked_g": amount}

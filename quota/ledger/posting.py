@@ -10,6 +10,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 from sqlalchemy import Connection, bindparam, text
 
+from quota.accounts import lot_account, project_account  # noqa: F401 (used by callers as posting.*)
 from quota.store import driver
 from quota.clock import as_date
 from quota.store.db import GENESIS, insert_many, lock_head, update_many, values_statement  # noqa: F401 (GENESIS: the chain's start)
@@ -32,14 +33,6 @@ class Leg(NamedTuple):
     amount_g: int
     zone: str
     project_id: str | None = None
-
-
-def lot_account(serial: str) -> str:
-    return f"lot:{serial}"
-
-
-def project_account(project_id: str, part: str) -> str:
-    return f"project:{project_id}:{part}"
 
 
 @functools.lru_cache(maxsize=1 << 16)  # called for every leg, several times per operation
@@ -324,8 +317,15 @@ def _write_pairs(conn: Connection, inserts: list[tuple], updates: list[tuple]) -
 
 # --------------------------------------------------------------------------- verification
 
-def iter_chain(conn: Connection) -> Iterator[tuple[dict, str, str]]:
-    """Yield (hashed body, prev_hash, hash) per transaction in chain order.
+class ChainEntry(NamedTuple):
+    """One transaction as the chain hashed it: its body, the previous hash and its own."""
+    body: dict
+    prev_hash: str
+    hash: str
+
+
+def iter_chain(conn: Connection) -> Iterator[ChainEntry]:
+    """Yield a ChainEntry per transaction in chain order.
 
     One streamed query (transactions joined to their postings) on the caller's connection, so
     the whole walk sees the caller's snapshot and memory stays flat.
@@ -346,9 +346,10 @@ def iter_chain(conn: Connection) -> Iterator[tuple[dict, str, str]]:
         yield _body(current, legs)
 
 
-def _body(t, legs) -> tuple[dict, str, str]:
-    body = txn_body(t[0], t[1], as_date(t[2]), t[3], t[4], t[5], t[6], t[7], t[8], json.loads(t[9]), legs)
-    return body, t[10], t[11]
+def _body(t, legs) -> ChainEntry:
+    body = txn_body(t.seq, t.kind, as_date(t.effective_date), t.booked_at, t.actor, t.memo, t.ref, t.project_id,
+                    t.rulebook_version, json.loads(t.meta), legs)
+    return ChainEntry(body, t.prev_hash, t.hash)
 
 
 def verify(conn: Connection, progress=None, expect_head: str | None = None) -> tuple[dict, list[Problem]]:

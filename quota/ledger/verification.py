@@ -8,7 +8,7 @@ import json
 from sqlalchemy import Connection, text
 
 from quota.ledger import posting
-from quota.ledger.chain import ChainChecker
+from quota.ledger.chain import ChainChecker, KeptTxn
 from quota.errors import Problem
 
 TALLY_COLUMNS = [("source_id", "text"), ("measure", "text"), ("zone", "text"), ("pollutant", "text"),
@@ -159,14 +159,14 @@ def _operations(conn: Connection, chk: ChainChecker, results: list) -> None:
             return
 
 
-def _txn(chk: ChainChecker, seq, kind: str, project=None) -> tuple[tuple | None, str | None]:
+def _txn(chk: ChainChecker, seq, kind: str, project=None) -> tuple[KeptTxn | None, str | None]:
     found = chk.kept.get(seq) if isinstance(seq, int) else None
     if found is None:
         return None, f"names transaction {seq!r}, which does not exist"
-    if found[0] != kind:
-        return None, f"names transaction {seq}, a {found[0]}, not a {kind}"
-    if project is not None and found[1] != project:
-        return None, f"names transaction {seq} of project {found[1]}, not {project}"
+    if found.kind != kind:
+        return None, f"names transaction {seq}, a {found.kind}, not a {kind}"
+    if project is not None and found.project != project:
+        return None, f"names transaction {seq} of project {found.project}, not {project}"
     return found, None
 
 
@@ -188,14 +188,14 @@ def _reserve_problem(chk: ChainChecker, r: dict, pid) -> str | None:
         found, problem = _txn(chk, txn, "reserve", pid)
         if problem:
             return problem
-        if draws != _credited(found[4], "reserved"):
+        if draws != _credited(found.postings, "reserved"):
             return f"its draws differ from transaction {txn}"
     if returned:
         seq = txn - 1 if draws and isinstance(txn, int) else txn
         found, problem = _txn(chk, seq, "release", pid)
         if problem:
             return problem
-        if returned != sorted((lot, pol, g, account) for account, lot, pol, g in found[4] if g > 0):
+        if returned != sorted((lot, pol, g, account) for account, lot, pol, g in found.postings if g > 0):
             return f"its returns differ from transaction {seq}"
     return None
 
@@ -208,8 +208,8 @@ def _operation_problem(chk: ChainChecker, command: str, r: dict, states: dict) -
         found, problem = _txn(chk, r.get("txn"), command, pid)
         if problem:
             return problem
-        if command == "approve" and found[2] != r.get("doc"):
-            return f"document {r.get('doc')!r} differs from transaction {r['txn']} ({found[2]!r})"
+        if command == "approve" and found.ref != r.get("doc"):
+            return f"document {r.get('doc')!r} differs from transaction {r['txn']} ({found.ref!r})"
         return None
     if command == "cancel":
         return None if states.get(pid) == "cancelled" else f"reports a cancellation of {pid!r}, which is not cancelled"
@@ -218,12 +218,12 @@ def _operation_problem(chk: ChainChecker, command: str, r: dict, states: dict) -
         if r.get("txn") is None:
             return None if not expired else "reports expired lots but no transaction"
         found, problem = _txn(chk, r.get("txn"), "expire")
-        return problem or (None if expired == _credited(found[4]) else f"its lots differ from transaction {r['txn']}")
+        return problem or (None if expired == _credited(found.postings) else f"its lots differ from transaction {r['txn']}")
     if command == "revoke":
         found, problem = _txn(chk, r.get("txn"), "revoke")
         if problem:
             return problem
-        if found[3].get("lot") != r.get("lot") or sum(g for *_, g in _credited(found[4])) != r.get("revoked_g"):
+        if found.meta.get("lot") != r.get("lot") or sum(g for *_, g in _credited(found.postings)) != r.get("revoked_g"):
             return f"its lot or grams differ from transaction {r['txn']}"
         return None
     if command == "plan apply":
@@ -232,7 +232,7 @@ def _operation_problem(chk: ChainChecker, command: str, r: dict, states: dict) -
             found, problem = _txn(chk, seq, "reserve")
             if problem:
                 return problem
-            projects.append(found[1])
+            projects.append(found.project)
         return None if sorted(projects) == sorted(r.get("reserved") or []) else \
             "its projects differ from the reservations it names"
     if command == "tally import":
@@ -247,7 +247,7 @@ def _operation_problem(chk: ChainChecker, command: str, r: dict, states: dict) -
             found, problem = _txn(chk, r.get("txn"), "register")
             if problem:
                 return problem
-            if sorted(found[3].get("projects") or {}) != sorted(ids):
+            if sorted(found.meta.get("projects") or {}) != sorted(ids):
                 return f"its projects differ from transaction {r['txn']}"
         missing = [p for p in ids if p not in chk.projects]
         return f"names projects the chain never registered ({missing[:3]})" if missing else None

@@ -20,6 +20,7 @@ from collections import defaultdict
 
 from sqlalchemy import Engine, text
 
+from quota.accounts import lot_balance_join
 from quota import clock
 from quota.store import db
 from quota.planning import milp
@@ -38,7 +39,7 @@ def outlook(engine: Engine, *, years: int = 5, as_of: dt.date | None = None, sce
         later = []  # active lots with a balance that become effective after the as-of date
         for serial, pol, zone, expires, effective, amount, status in conn.execute(text(
                 "SELECT l.serial, l.pollutant, l.zone, l.expires, l.effective_date, b.amount_g, s.status FROM lot l "
-                "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
+                "JOIN balance b ON " + lot_balance_join("b", "l.serial") + " "
                 "LEFT JOIN lot_status s ON s.serial = l.serial WHERE b.amount_g > 0 ORDER BY l.serial")):
             effective, expires = clock.as_date(effective), clock.as_date(expires)
             if (status or "active") == "active" and effective > day and (expires is None or expires > effective):

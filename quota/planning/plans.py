@@ -6,6 +6,7 @@ import json
 
 from sqlalchemy import Connection, Engine, text
 
+from quota.accounts import lot_balance_join
 from quota import clock
 from quota.store import db
 from quota.ledger import idempotency
@@ -29,7 +30,7 @@ def gather(conn: Connection, book: Rulebook, as_of: dt.date, scenario: Scenario 
     lots, zones = [], {}
     for serial, pol, zone, expires, effective, amount, status in conn.execute(text(
             "SELECT l.serial, l.pollutant, l.zone, l.expires, l.effective_date, b.amount_g, s.status FROM lot l "
-            "JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
+            "JOIN balance b ON " + lot_balance_join("b", "l.serial") + " "
             "LEFT JOIN lot_status s ON s.serial = l.serial WHERE b.amount_g > 0 ORDER BY l.serial")):
         expires, effective = clock.as_date(expires), clock.as_date(effective)
         if not available_on(LotFacts(serial, pol, zone, effective, expires, status or "active"), as_of):
@@ -252,7 +253,7 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
         lots = {r[0]: (LotFacts(r[0], r[1], r[2], clock.as_date(r[3]), clock.as_date(r[4]), r[5] or "active"),
                        int(r[6]), clock.as_date(r[7])) for r in conn.execute(text(
             "SELECT l.serial, l.pollutant, l.zone, l.effective_date, l.expires, s.status, b.amount_g, b.last_date "
-            "FROM lot l JOIN balance b ON b.account = 'lot:' || l.serial AND b.lot = l.serial "
+            "FROM lot l JOIN balance b ON " + lot_balance_join("b", "l.serial") + " "
             "LEFT JOIN lot_status s ON s.serial = l.serial"))}
         wanted: dict[str, int] = {}
         for _, draws in funded:

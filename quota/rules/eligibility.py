@@ -18,6 +18,7 @@ import datetime as dt
 from typing import NamedTuple
 
 from quota.errors import Reason
+from quota.accounts import lot_account, pool_account
 from quota.rules.book import Rulebook
 
 ACTIVE, REVOKED, SUPERSEDED = "active", "revoked", "superseded"
@@ -71,12 +72,12 @@ def why_not(book: Rulebook, lot: LotFacts, pollutant: str, key: str, today: dt.d
 def return_account(lot: LotFacts, on: dt.date) -> str:
     """Where grams released or cancelled from `lot` on `on` go: back to the lot only while it can serve."""
     if lot.status == REVOKED:
-        return f"revoked:{lot.pollutant}"
+        return pool_account("revoked", lot.pollutant)
     if lot.status == SUPERSEDED:
-        return f"superseded:{lot.pollutant}"
+        return pool_account("superseded", lot.pollutant)
     if expired_on(lot, on):
-        return f"expired:{lot.pollutant}"
-    return f"lot:{lot.serial}"
+        return pool_account("expired", lot.pollutant)
+    return lot_account(lot.serial)
 
 
 def available_on(lot: LotFacts, day: dt.date) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import random
 import time
@@ -106,7 +107,29 @@ def _transient(exc: BaseException) -> bool:
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout expired
 
 
-RETRIES: list[str] = []  # human-readable log of automatic retries (reported, not swallowed)
+_RETRIES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("quota_retries", default=None)
+
+DatabaseError = DBAPIError  # what a front end catches: cannot connect, permission denied, disk full...
+
+
+def retries() -> list[str]:
+    """The human-readable log of automatic retries in this context (a CLI run, a web request): reported by the
+    front end, not swallowed. Each context starts with its own empty log."""
+    log = _RETRIES.get()
+    if log is None:
+        log = []
+        _RETRIES.set(log)
+    return log
+
+
+def describe(exc: DBAPIError) -> str:
+    """A database error in one line: the driver's own message."""
+    return str(exc.orig).strip() if exc.orig else str(exc)
+
+
+def url_user(url: str) -> str | None:
+    """The user name a database URL connects as, if it names one."""
+    return make_url(url).username
 
 
 def run_write(bind: Engine | Connection, fn: Callable[[Connection], T], attempts: int = 8, lock: bool = True,
@@ -138,7 +161,7 @@ def run_write(bind: Engine | Connection, fn: Callable[[Connection], T], attempts
                         f"{waited} each; nothing was written, try again later (QUOTA_LOCK_TIMEOUT sets the "
                         f"wait)", "ledger_busy", attempts=timeouts, lock_timeout=waited) from exc
             if attempt < attempts and (_transient(exc) or (not lock and isinstance(exc, IntegrityError))):
-                RETRIES.append(f"attempt {attempt}: {type(exc.orig).__name__}: "
+                retries().append(f"attempt {attempt}: {type(exc.orig).__name__}: "
                                f"{(str(exc.orig).strip().splitlines() or [''])[0][:80]}")
                 time.sleep(random.uniform(0.01, 0.05) * attempt)
                 continue

@@ -50,7 +50,7 @@ def _worker(url: str, seed: int, n_projects: int, ops: int, barrier, results) ->
             done["refused"] += 1
         except Exception as exc:  # anything else fails the test
             done["errors"].append(f"{op} {pid}: {type(exc).__name__}: {exc}")
-    done["retries"] = list(qdb.RETRIES)
+    done["retries"] = list(qdb.retries())
     results.put(done)
     engine.dispose()
 
@@ -194,7 +194,7 @@ def test_sigkill_in_a_large_import_and_in_a_plan_apply_leaves_the_database_as_it
 
 def test_transient_errors_are_retried_and_reported_others_are_not(engine):
     from sqlalchemy.exc import OperationalError
-    db.RETRIES.clear()
+    db.retries().clear()
     calls = []
 
     def flaky(conn):
@@ -204,7 +204,7 @@ def test_transient_errors_are_retried_and_reported_others_are_not(engine):
         return "done"
 
     assert db.run_write(engine, flaky) == "done" and len(calls) == 3
-    assert len(db.RETRIES) == 2 and "database is locked" in db.RETRIES[0]
+    assert len(db.retries()) == 2 and "database is locked" in db.retries()[0]
 
     def broken(conn):
         calls.append(1)
@@ -214,4 +214,4 @@ def test_transient_errors_are_retried_and_reported_others_are_not(engine):
     with pytest.raises(OperationalError):
         db.run_write(engine, broken)
     assert len(calls) == 1  # not transient: no retry
-    db.RETRIES.clear()
+    db.retries().clear()

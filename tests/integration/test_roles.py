@@ -399,18 +399,18 @@ def test_a_writer_behind_a_held_lock_gives_up_as_busy_within_its_timeout(pg, mon
     holder.begin()
     holder.exec_driver_sql("SELECT id FROM chain_head WHERE id = 1 FOR UPDATE")
     try:
-        db.RETRIES.clear()
+        db.retries().clear()
         busy = db.make_engine(url, 0.2)
         started = time.monotonic()
         with pytest.raises(db.LedgerBusy, match="the ledger is busy") as info:
             operations.reserve(busy, "P2026-03", actor="c", date=DAY)
         assert info.value.code == "ledger_busy" and info.value.facts == {"attempts": 3, "lock_timeout": "200ms"}
         assert time.monotonic() - started < 5
-        assert len(db.RETRIES) == db.LOCK_ATTEMPTS - 1  # reported retries, then the refusal
+        assert len(db.retries()) == db.LOCK_ATTEMPTS - 1  # reported retries, then the refusal
         busy.dispose()
         before = snapshot(pg)
         monkeypatch.setenv("QUOTA_LOCK_TIMEOUT", "0.2")
-        db.RETRIES.clear()
+        db.retries().clear()
         started = time.monotonic()
         code, out = cli(url, "reserve", "P2026-03", "--date", str(DAY))
         assert code == 1 and "the ledger is busy" in out and "200ms each" in out and "retried 2 time" in out, out
@@ -419,7 +419,7 @@ def test_a_writer_behind_a_held_lock_gives_up_as_busy_within_its_timeout(pg, mon
     finally:
         holder.rollback()
         holder.close()
-    db.RETRIES.clear()
+    db.retries().clear()
     code, out = cli(url, "--lock-timeout", "0.2", "reserve", "P2026-03", "--date", str(DAY))
     assert code == 0, out
 
