@@ -155,8 +155,8 @@ def verify_export(path: str, progress=None, expect_head: str | None = None) -> t
     problems: list[Problem] = []
     name = path
 
-    def bad(line: int, column: str, message: str) -> None:
-        problems.append(Problem(name, line, column, message))
+    def bad(line: int, column: str, code: str, /, **facts) -> None:
+        problems.append(Problem.of(name, line, column, code, **facts))
 
     chk: ChainChecker | None = None
     header, end, end_line, in_balances, lineno = None, None, 0, False, 0
@@ -167,24 +167,24 @@ def verify_export(path: str, progress=None, expect_head: str | None = None) -> t
         except (ValueError, KeyError, TypeError):
             if lineno == 1:
                 raise unreadable(path, "not_an_export") from None
-            bad(lineno, "", "not a JSON record of the export (truncated or edited?)")
+            bad(lineno, "", "not_a_record")
             break
         if lineno == 1:
             if kind != "header" or rec.get("format") != FORMAT:
                 raise unreadable(path, "not_an_export")
             if rec.get("hash_scheme") not in SCHEMES:
-                bad(1, "hash_scheme", f"unknown hash scheme {rec.get('hash_scheme')!r}")
+                bad(1, "hash_scheme", "unknown_scheme", scheme=repr(rec.get("hash_scheme")))
                 break
             header = rec
             chk = ChainChecker(name, schemes=SCHEMES[rec["hash_scheme"]], as_of=rec.get("as_of"))
             chk.expect = expect_head.strip().lower() if expect_head else None
             continue
         if end is not None:
-            bad(lineno, "type", "a line after the end record")
+            bad(lineno, "type", "after_end")
             break
         if kind in ("txn", "stub", "later"):
             if in_balances:
-                bad(lineno, "type", "a transaction after the balances")
+                bad(lineno, "type", "txn_after_balances")
             if kind == "stub":
                 chk.stub(rec.get("seq"), rec.get("date"), rec.get("body_hash"), rec.get("prev_hash", ""),
                          rec.get("hash"), lineno)
@@ -205,19 +205,19 @@ def verify_export(path: str, progress=None, expect_head: str | None = None) -> t
                 in_balances = True
                 chk.finish()
             if rec.get("final_hash") != chk.prev or header.get("final_hash") != chk.prev:
-                bad(lineno, "final_hash", "the chain does not end at the stated final hash")
+                bad(lineno, "final_hash", "final_hash_mismatch")
             if (rec.get("transactions"), rec.get("postings")) != (chk.n_txn, chk.n_post):
-                bad(lineno, "transactions", f"the end record counts {rec.get('transactions')} transactions and "
-                    f"{rec.get('postings')} postings; the file holds {chk.n_txn} and {chk.n_post}")
+                bad(lineno, "transactions", "end_counts", transactions=rec.get("transactions"),
+                    postings=rec.get("postings"), n_txn=chk.n_txn, n_post=chk.n_post)
         else:
-            bad(lineno, "type", f"unknown record type {kind!r}")
+            bad(lineno, "type", "unknown_record", kind=repr(kind))
         if len(problems) + len(chk.problems) >= 50:
             break
     if header is None and not problems:
         raise unreadable(path, "empty_file")
     if chk is not None:
         if end is None and not any(p.column == "" for p in problems):
-            bad(lineno + 1, "", "the file ends without its end record (truncated?)")
+            bad(lineno + 1, "", "no_end_record")
         if end is not None:
             chk.balances_done(name, every_pair=False)
             chk.check_head(end_line)
@@ -240,9 +240,9 @@ def _check_counts(header: dict, chk: ChainChecker, line: int, bad) -> None:
     shown = chk.n_txn + chk.n_stub + chk.n_later
     if header.get("hash_scheme") == ledger.HASH_V1:  # v1 headers counted the whole chain only in full exports
         if header.get("as_of") is None and (counts.get("transactions"), counts.get("postings")) != (chk.n_txn, chk.n_post):
-            bad(line, "counts", "the header's counts do not match the transactions in the file")
+            bad(line, "counts", "header_counts")
         return
     want = {"transactions": shown, "postings": chk.n_post, "stubs": chk.n_stub + chk.n_later}
     if {k: counts.get(k) for k in want} != want or header.get("final_seq") != chk.seq:
-        bad(line, "counts", f"the header counts {counts} up to transaction {header.get('final_seq')}; the file holds "
-            f"{want} up to transaction {chk.seq}")
+        bad(line, "counts", "header_counts_to", counts=str(counts), final=header.get("final_seq"), want=str(want),
+            seq=chk.seq)

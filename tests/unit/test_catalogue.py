@@ -162,8 +162,9 @@ def test_no_regular_expression_reads_a_message_back():
 
 
 def test_library_problems_carry_codes():
-    """Input validation builds every Problem with Problem.of (a code and facts), never from a bare message."""
-    for folder in ("intake", "rules", "planning"):
+    """The library builds every Problem (an input finding, a verify finding) with Problem.of (a code and facts),
+    never from a bare message."""
+    for folder in ("intake", "rules", "planning", "ledger", "audit", "store"):
         for path in (ROOT / "quota" / folder).rglob("*.py"):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             bare = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call)
