@@ -69,10 +69,10 @@ def rules_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return render.emit_json(info)
     render.out.print(f"Rulebook v{version}: {book.jurisdiction_name} {book.jurisdiction_name_zh} "
                      f"({book.jurisdiction_code})")
-    render.out.print(render.table("Pollutants", ["Pollutant", "Name", "Unit", "Key"],
+    render.out.print(render.table(render.h("Pollutants"), ["Pollutant", "Name", "Unit", "Key"],
                                   [[p["code"], f"{p['name']} {p['name_zh']}", p["unit"],
                                     f"{p['medium']} -> {info['matching'][p['medium']]}"] for p in info["pollutants"]]))
-    render.out.print(render.table("Zones", ["Zone", "Name", "Key", "State"],
+    render.out.print(render.table(render.h("Zones"), ["Zone", "Name", "Key", "State"],
                                   [[z["code"], f"{z['name']} {z['name_zh']}", f"{z['watershed']} / {z['airshed']}",
                                     "non-attainment: " + ", ".join(z["non_attainment"]) if z["non_attainment"] else ""]
                                    for z in info["zones"]]))
@@ -167,7 +167,7 @@ def project_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         rows = project_rows(ctx.obj.engine)
     if as_json:
         return render.emit_json({"projects": rows})
-    render.out.print(render.table("Projects", ["Project", "Name", "Zone", "Priority", "Needed by", "State",
+    render.out.print(render.table(render.h("Projects"), ["Project", "Name", "Zone", "Priority", "Needed by", "State",
                                                "Pollutant", "Increment", "Ratio", "Required", "Unit"],
                                   [[p["project_id"], p["name"], p["zone"], p["priority"], p["needed_by"], render.word(p["state"]),
                                     n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"],
@@ -216,7 +216,7 @@ def reserve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
     with failures(as_json):
         result = quota_ops.reserve(ctx.obj.engine, project, actor=ctx.obj.actor, pollutant=pollutant,
                                    expires=parse_date(expires), date=parse_date(date), key=key)
-    _done(result, render.msg("reserved", project=project, n=len(result["draws"]), txn=result["txn"]), as_json)
+    _done(result, render.msg("reserved", project=result.get("project_id", project), n=len(result["draws"]), txn=result["txn"]), as_json)
 
 
 @app.command()
@@ -227,7 +227,7 @@ def approve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
     from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.approve(ctx.obj.engine, project, doc=doc, actor=ctx.obj.actor, date=parse_date(date), key=key)
-    _done(result, render.msg("approved", project=project, doc=doc, txn=result["txn"]), as_json)
+    _done(result, render.msg("approved", project=result.get("project_id", project), doc=doc, txn=result["txn"]), as_json)
 
 
 @app.command()
@@ -237,7 +237,7 @@ def release(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
     from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.release(ctx.obj.engine, project, actor=ctx.obj.actor, date=parse_date(date), key=key)
-    _done(result, render.msg("released", project=project, txn=result["txn"]), as_json)
+    _done(result, render.msg("released", project=result.get("project_id", project), txn=result["txn"]), as_json)
 
 
 @app.command()
@@ -247,7 +247,7 @@ def cancel(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proj
     from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.cancel(ctx.obj.engine, project, actor=ctx.obj.actor, date=parse_date(date), key=key)
-    _done(result, render.msg("cancelled", project=project) + (f", txn {result['txn']}" if result["txn"] else ""),
+    _done(result, render.msg("cancelled", project=result.get("project_id", project)) + (f", txn {result['txn']}" if result["txn"] else ""),
           as_json)
 
 
@@ -274,7 +274,7 @@ def revoke(ctx: typer.Context, lot: Annotated[str, typer.Argument(help="Lot seri
     from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.revoke(ctx.obj.engine, lot, actor=ctx.obj.actor, memo=memo, date=parse_date(date), key=key)
-    _done(result, render.msg("revoked", g=result["revoked_g"], lot=lot, txn=result["txn"]), as_json)
+    _done(result, render.msg("revoked", g=result["revoked_g"], lot=result.get("lot", lot), txn=result["txn"]), as_json)
 
 
 # --------------------------------------------------------------------------- demo

@@ -120,8 +120,9 @@ def balances(result: dict) -> None:
 
 def trace(result: dict) -> None:
     from quota import units
-    out.print(f"[bold]{esc(result['project_id'])}[/] {esc(result['name'])} — zone {esc(result['zone'])}, "
-              f"industry {esc(result['industry'] or '-')}, state [bold]{esc(word(result['state']))}[/]", markup=True)
+    out.print(f"[bold]{esc(result['project_id'])}[/] {esc(result['name'])} — "
+              + esc(msg("trace_head", zone=result["zone"], industry=result["industry"] or "-",
+                        state=word(result["state"]))), markup=True)
     out.print(table(h("Requirement"), ["Pollutant", "Increment", "Ratio", "Why", "Required", "Held", "Key", "Unit"],
                     [[n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"], "; ".join(n["why"]),
                       units.display(n["required_g"], n["unit"]), units.display(n["held_g"], n["unit"]), n["key"],
