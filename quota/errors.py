@@ -16,6 +16,7 @@ class Problem:
     row: int
     column: str
     message: str
+    code: str = ""  # the rule broken, where one is named (e.g. bad_number, bad_priority)
 
     def __str__(self) -> str:
         where = self.source

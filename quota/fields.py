@@ -20,8 +20,8 @@ class RowReader:
     def __init__(self, source: str, row: int, cells: dict[str, str], problems: list[Problem]):
         self.source, self.row, self.cells, self.problems = source, row, cells, problems
 
-    def fail(self, column: str, message: str) -> None:
-        self.problems.append(Problem(self.source, self.row, column, message))
+    def fail(self, column: str, message: str, code: str = "") -> None:
+        self.problems.append(Problem(self.source, self.row, column, message, code))
 
     def raw(self, col: str) -> str:
         """The cell as NFKC text, trimmed (full-width digits and letters read as ASCII)."""
@@ -118,6 +118,17 @@ class RowReader:
             self.fail(col, f"must be a whole number from {lo} to {hi}, got {raw!r}")
             return default
         return value
+
+    def priority(self, col: str) -> int | Decimal:
+        """A priority (units.parse_priority): 1 when empty; an int when whole, else the exact Decimal."""
+        raw = self.cells.get(col, "").strip()
+        if not raw:
+            return 1
+        try:
+            return units.parse_priority(raw)
+        except units.PriorityError as exc:
+            self.fail(col, str(exc), exc.code)
+            return 1
 
     def boolean(self, col: str) -> bool:
         raw = self.raw(col).lower()

@@ -105,6 +105,8 @@ ERROR_PATTERNS: list[tuple[str, str]] = [
     (r"unknown zone '(?P<z>[^']*)'.*", "未知区域 '{z}'"),
     (r"unknown pollutant '(?P<z>[^']*)'.*", "未知污染物 '{z}'"),
     (r"amount must not be negative, got (?P<v>.*)", "数量不能为负：{v}"),
+    (r"priority must be greater than 0 and at most (?P<m>\S+), got (?P<v>.*)", "优先级须大于 0 且不超过 {m}：{v}"),
+    (r"priority must have at most (?P<n>\d+) decimal places, got (?P<v>.*)", "优先级最多 {n} 位小数：{v}"),
     (r"not a number: (?P<v>.*)", "不是数字：{v}"),
     (r"not a finite number: (?P<v>.*)", "不是有限数字：{v}"),
     (r"not a valid date (?P<v>.*) \(use YYYY-MM-DD\)", "日期无效 {v}（格式 YYYY-MM-DD）"),

@@ -21,9 +21,11 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fractions import Fraction
 from typing import NamedTuple
+
+from . import units
 
 FAR = dt.date.max
 # grams -> kilograms inside the solver: its feasibility tolerance (1e-6) is then a milligram, so a
@@ -53,21 +55,17 @@ class PNeed:
     required_g: int
 
 
-MAX_PRIORITY = Decimal(10) ** 6   # priorities are 0 < p <= 10^6 ...
-PRIORITY_PLACES = 4               # ... with at most 4 decimal places: a total over 50,000 projects
-# then has at most 15 significant digits, so the float the solver and JSON carry is exact
+MAX_PRIORITY = units.MAX_PRIORITY        # priorities are 0 < p <= 10^6 with at most 4 decimal places
+PRIORITY_PLACES = units.PRIORITY_PLACES  # (units.parse_priority): exact as float through the solver
 
 
 def check_priority(value) -> str | None:
     """Why `value` is not a valid priority (a whole number or a decimal like 7.5), or None."""
     try:
-        d = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        return f"must be a number, not {value!r}"
-    if not d.is_finite() or d <= 0 or d > MAX_PRIORITY:
-        return f"must be greater than 0 and at most {MAX_PRIORITY:,}"
-    if d.as_tuple().exponent < -PRIORITY_PLACES and d != d.quantize(Decimal(1).scaleb(-PRIORITY_PLACES)):
-        return f"must have at most {PRIORITY_PLACES} decimal places"
+        units.parse_priority(value if isinstance(value, (int, Decimal)) and not isinstance(value, bool)
+                             else str(value))
+    except units.PriorityError as exc:
+        return str(exc)
     return None
 
 

@@ -42,7 +42,7 @@ class ProjectInfo:
     name: str
     zone: str
     industry: str
-    priority: int
+    priority: int | Decimal  # units.parse_priority: an int when whole, else the exact Decimal
     needed_by: dt.date | None
     must_fund: bool
     state: str
@@ -73,7 +73,7 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[dict], list[Problem]]
         if ratio_raw is not None and not (1 <= ratio_raw <= 100):
             r.fail("ratio", f"ratio must be from 1 to 100, got {ratio_raw}")
         shared = {"name": pname, "zone": zone, "industry": r.text("industry", False),
-                  "priority": r.integer("priority", 1, 1, 1_000_000),
+                  "priority": r.priority("priority"),
                   "needed_by": r.date("needed_by", required=False), "must_fund": r.boolean("must_fund")}
         if pid in projects:
             first = projects[pid]
@@ -126,10 +126,11 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
         batch = conn.execute(text("INSERT INTO import_batch (kind, file_name, sha256, rows, imported_at, actor) "
                                   "VALUES ('project', :f, :s, :n, :t, :a) RETURNING id"),
                              {"f": name, "s": sha, "n": summary["rows"], "t": ledger.now_iso(), "a": actor}).scalar_one()
-        conn.execute(text("INSERT INTO project (project_id, name, zone, industry, priority, needed_by, must_fund, "
+        conn.execute(text("INSERT INTO project (project_id, name, zone, industry, priority_e4, needed_by, must_fund, "
                           "state, import_id) VALUES (:project_id, :name, :zone, :industry, :priority, :needed_by, "
                           ":must_fund, 'pipeline', :b)"),
-                     [{k: p[k] for k in ("project_id", *SHARED)} | {"b": batch} for p in projects])
+                     [{k: p[k] for k in ("project_id", *SHARED)} | {"priority": units.priority_e4(p["priority"]),
+                                                                    "b": batch} for p in projects])
         conn.execute(text("INSERT INTO project_need (project_id, pollutant, increment_g, ratio) "
                           "VALUES (:p, :q, :g, :r)"),
                      [{"p": p["project_id"], "q": q, "g": n["increment_g"], "r": n["ratio"]}
@@ -146,9 +147,11 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
 
 def register_meta(projects: list[dict]) -> dict:
     """What a `register` transaction commits about each project: its requirement facts (verify compares the
-    project and project_need rows with them)."""
+    project and project_need rows with them). A whole priority is a JSON integer, as it always was; a decimal
+    one its exact text ("7.5"), never a float in the hashed JSON."""
     return {p["project_id"]: {"name": p["name"], "zone": p["zone"], "industry": p["industry"],
-                              "priority": p["priority"],
+                              "priority": p["priority"] if isinstance(p["priority"], int)
+                              else units.priority_text(p["priority"]),
                               "needed_by": p["needed_by"].isoformat() if p["needed_by"] else None,
                               "must_fund": bool(p["must_fund"]),
                               "needs": {q: {"increment_g": n["increment_g"], "ratio": n["ratio"]}
@@ -156,7 +159,7 @@ def register_meta(projects: list[dict]) -> dict:
             for p in projects}
 
 
-PROJECT_SQL = ("SELECT p.project_id, p.name, p.zone, p.industry, p.priority, p.needed_by, p.must_fund, p.state, "
+PROJECT_SQL = ("SELECT p.project_id, p.name, p.zone, p.industry, p.priority_e4, p.needed_by, p.must_fund, p.state, "
                "n.pollutant, n.increment_g, n.ratio, p.reserved_until FROM project p "
                "LEFT JOIN project_need n ON n.project_id = p.project_id")
 
@@ -183,7 +186,8 @@ def projects_from_rows(book: Rulebook, rows) -> list[ProjectInfo]:
     for r in rows:
         info = infos.get(r[0])
         if info is None:
-            info = infos[r[0]] = ProjectInfo(r[0], r[1], r[2], r[3] or "", int(r[4]), ledger._as_date(r[5]),
+            info = infos[r[0]] = ProjectInfo(r[0], r[1], r[2], r[3] or "", units.priority_from_e4(r[4]),
+                                             ledger._as_date(r[5]),
                                              bool(r[6]), r[7], reserved_until=ledger._as_date(r[11]))
         if r[8] is not None:
             ratio, reasons = book.ratio(r[8], info.industry, info.zone, Decimal(r[10]) if r[10] else None)
@@ -198,7 +202,8 @@ def project_rows(engine: Engine) -> list[dict]:
         _, book = rulebooks.current(conn)
         infos = load_projects(conn, book)
     return [{"project_id": p.project_id, "name": p.name, "zone": p.zone, "industry": p.industry,
-             "priority": p.priority, "needed_by": p.needed_by.isoformat() if p.needed_by else None,
+             "priority": units.priority_json(p.priority),
+             "needed_by": p.needed_by.isoformat() if p.needed_by else None,
              "must_fund": p.must_fund, "state": p.state,
              "needs": [{"pollutant": n.pollutant, "increment_g": n.increment_g, "ratio": str(n.ratio),
                         "why": list(n.reasons), "required_g": n.required_g, "key": n.key,

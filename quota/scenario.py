@@ -28,7 +28,7 @@ class ExtraProject:
     name: str
     zone: str
     industry: str
-    priority: int
+    priority: int | Decimal  # units.parse_priority
     needed_by: dt.date | None
     must_fund: bool
     needs: dict[str, int]               # pollutant -> increment grams
@@ -97,8 +97,8 @@ class _Parser:
     def __init__(self, source: str, book: Rulebook):
         self.source, self.book, self.problems = source, book, []
 
-    def err(self, where: str, message: str) -> None:
-        self.problems.append(Problem(self.source, 0, where, message))
+    def err(self, where: str, message: str, code: str = "") -> None:
+        self.problems.append(Problem(self.source, 0, where, message, code))
 
     def date(self, value, where: str) -> dt.date | None:
         if value is None or value == "":
@@ -199,9 +199,11 @@ class _Parser:
                     self.err(f"{w}.ratios.{pol}", "ratio must be from 1 to 100")
                 else:
                     ratios[pol] = r
-            priority = pr.get("priority", 1)
-            if not isinstance(priority, int) or priority < 1:
-                self.err(f"{w}.priority", "must be a whole number >= 1")
+            # a TOML integer, a TOML decimal (7.5, read exactly) or a text by the number grammar ("7.5")
+            try:
+                priority = units.parse_priority(pr.get("priority", 1))
+            except units.PriorityError as exc:
+                self.err(f"{w}.priority", str(exc), exc.code)
                 priority = 1
             sc.projects.append(ExtraProject(pid, self.free(pr.get("name", ""), f"{w}.name"), zone,
                                             str(pr.get("industry", "")), priority,
