@@ -11,9 +11,15 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, db, export, plans, projects, scenario, table_export, tallies, units
+from quota import units
+from quota.audit import jsonl as export
+from quota.audit import table_export, trace as audit
 from quota.errors import ValidationFailed
-from quota.rules import load_rulebook_file
+from quota.intake import project_files, tallies
+from quota.ledger import projects
+from quota.planning import plans, scenario
+from quota.rules.book import load_rulebook_file
+from quota.store import db
 from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
 
 runner = CliRunner()
@@ -37,7 +43,7 @@ def project_file(write_csv, priorities=PRIORITIES, name="p.csv") -> str:
 @pytest.fixture
 def ledger(engine, write_csv):
     tallies.import_tallies(engine, write_csv("t.csv", TALLY_HEADER, [TALLY]), actor="clerk")
-    projects.import_projects(engine, project_file(write_csv), actor="clerk")
+    project_files.import_projects(engine, project_file(write_csv), actor="clerk")
     return engine
 
 
@@ -64,7 +70,7 @@ def test_an_odd_priority_is_refused_with_a_named_code_and_nothing_written(db_url
     assert [(p["row"], p["column"], p["code"]) for p in error["problems"]] == [(3, "priority", code)]
     assert snapshot(engine) == before
     with pytest.raises(ValidationFailed) as info:  # the library names the same rule
-        projects.import_projects(engine, path, actor="clerk")
+        project_files.import_projects(engine, path, actor="clerk")
     assert [(p.row, p.column, p.code) for p in info.value.problems] == [(3, "priority", code)]
     engine.dispose()
 
@@ -75,7 +81,7 @@ def test_the_rows_of_one_project_must_agree_on_its_priority_by_value(engine, wri
                                                "P2,乙,JT-YT,food,COD,1,t/a,7.5,,false,",
                                                "P2,乙,JT-YT,food,NH3-N,0.1,t/a,7.5001,,false,"])
     with pytest.raises(ValidationFailed) as info:
-        projects.import_projects(engine, path, actor="clerk")
+        project_files.import_projects(engine, path, actor="clerk")
     assert [(p.row, p.column) for p in info.value.problems] == [(5, "priority")]
 
 
