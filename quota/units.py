@@ -211,3 +211,8 @@ def priority_text(priority: int | Decimal) -> str:
 def priority_from_json(value: int | float | str | Decimal) -> int | Decimal:
     """A priority read back from JSON (a stored plan: a number whose text was the exact decimal)."""
     return priority_from_e4(priority_e4(Decimal(str(value))))
+
+
+def decimal_text(d: Decimal) -> str:
+    """An exact total as plain text: `10` rather than `10.0`, `7.5` rather than `7.50`, never an exponent."""
+    return str(int(d)) if d == d.to_integral_value() else format(d.normalize(), "f")

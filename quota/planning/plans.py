@@ -138,7 +138,7 @@ def _result(book, infos, projects, lots, rows, sol, candidates, chosen, scenario
     unit = {p: book.pollutants[p].unit for p in book.pollutants}
     # "objective" is the contract's number; "objective_exact" the same total as exact decimal text
     out = {"plan_id": None, "status": sol.status, "objective": sol.objective,
-           "objective_exact": str(milp.objective_exact(projects, sol.funded)), "bound": sol.bound,
+           "objective_exact": units.decimal_text(milp.objective_exact(projects, sol.funded)), "bound": sol.bound,
            "lp_bound": sol.lp_bound, "gap": milp.relative_gap(sol.objective, sol.bound), "solver": sol.solver,
            "seconds": round(sol.seconds, 3), "scenario": scenario.name if scenario else None,
            "funded": [], "unfunded": [], "shadow_prices": [], "binding": [], "short": [],
