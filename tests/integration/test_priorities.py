@@ -1,6 +1,7 @@
 """Decimal priorities (a score like 7.5, an economic value) from the project file to the plan, on SQLite and
 PostgreSQL: stored exactly (integer ten-thousandths), committed to the chain, exported, verified, and the plan's
-objective reported exactly. Odd spellings are refused with a named code and nothing written."""
+objective reported exactly. Odd spellings are refused with a named code (the number grammar's, or priority_range,
+priority_places) and nothing written."""
 import csv
 import itertools
 import json
@@ -48,14 +49,14 @@ def ledger(engine, write_csv):
 
 
 @pytest.mark.parametrize("typed, code, why", [
-    ("7,5", "bad_number", "ambiguous number '7,5': use a dot for decimals"),
-    ("1e3", "bad_number", "no exponent form"),
-    ("nan", "bad_number", "not a finite number"),
-    ("-3", "bad_priority", "greater than 0"),
-    ("0", "bad_priority", "greater than 0"),
-    ("7.12345", "bad_priority", "at most 4 decimal places"),
-    ("1000000.5", "bad_priority", "at most 1,000,000"),
-    ("1,000,001", "bad_priority", "at most 1,000,000"),
+    ("7,5", "number_ambiguous_comma", "ambiguous number '7,5': use a dot for decimals"),
+    ("1e3", "number_exponent", "no exponent form"),
+    ("nan", "number_not_finite", "not a finite number"),
+    ("-3", "priority_range", "greater than 0"),
+    ("0", "priority_range", "greater than 0"),
+    ("7.12345", "priority_places", "at most 4 decimal places"),
+    ("1000000.5", "priority_range", "at most 1,000,000"),
+    ("1,000,001", "priority_range", "at most 1,000,000"),
 ])
 def test_an_odd_priority_is_refused_with_a_named_code_and_nothing_written(db_url, write_csv, typed, code, why):
     assert quota(db_url, "init", "--rules", str(DATA / "rules.toml")).exit_code == 0
@@ -176,8 +177,9 @@ def test_a_scenario_project_takes_a_decimal_priority_and_refuses_odd_ones(tmp_pa
                     'needs = { COD = "1" }\n', encoding="utf-8")
     sc = scenario.load_scenario(str(path), BOOK)
     assert [p.priority for p in sc.projects] == [Decimal("7.5"), Decimal("2.25"), 4]
-    for typed, code in (('"7,5"', "bad_number"), ("0", "bad_priority"), ("1.00001", "bad_priority"),
-                        ('"nan"', "bad_number"), ("-2", "bad_priority"), ("2000000", "bad_priority")):
+    for typed, code in (('"7,5"', "number_ambiguous_comma"), ("0", "priority_range"), ("1.00001", "priority_places"),
+                        ('"nan"', "number_not_finite"), ("-2", "priority_range"), ("2000000", "priority_range"),
+                        ("true", "wrong_type")):
         path.write_text(f'[[projects]]\nproject_id = "X1"\nzone = "JT-YT"\npriority = {typed}\n'
                         'needs = { COD = "1" }\n', encoding="utf-8")
         with pytest.raises(ValidationFailed) as info:

@@ -41,12 +41,13 @@ def test_a_priority_reads_exactly_whole_ones_as_ints(typed, value):
     assert json.dumps(units.priority_json(got)) == units.priority_text(got)  # the JSON number is the decimal's text
 
 
-@pytest.mark.parametrize("typed, code", [("7,5", "bad_number"), ("1e3", "bad_number"), ("nan", "bad_number"),
-                                         ("inf", "bad_number"), (7.5, "bad_number"), (True, "bad_number"),
-                                         ("-3", "bad_priority"), ("0", "bad_priority"), ("7.12345", "bad_priority"),
-                                         ("1000000.0001", "bad_priority")])
+@pytest.mark.parametrize("typed, code", [("7,5", "number_ambiguous_comma"), ("1e3", "number_exponent"),
+                                         ("nan", "number_not_finite"), ("inf", "number_not_finite"),
+                                         (7.5, "number_float"), (True, "not_a_number"), ("-3", "priority_range"),
+                                         ("0", "priority_range"), ("7.12345", "priority_places"),
+                                         ("1000000.0001", "priority_range")])
 def test_an_odd_priority_names_its_rule(typed, code):
-    with pytest.raises(units.PriorityError) as info:
+    with pytest.raises(units.AmountError) as info:
         units.parse_priority(typed)
     assert info.value.code == code
 
