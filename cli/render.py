@@ -187,7 +187,7 @@ def plan(result: dict) -> None:
 
     status = result["status"]
     out.print(msg("plan_head", id=result["plan_id"], day=result["as_of"], status=word(status),
-                         obj=f"{result['objective']:g}", bound=f"{result['bound']:g}",
+                         obj=result.get("objective_exact") or f"{result['objective']:g}", bound=f"{result['bound']:g}",
                          lp=f"{result['lp_bound']:.4g}", gap=f"{100 * result['gap']:.2f}%",
                          solver=result["solver"], secs=f"{result['seconds']:.2f}")
               + (f", scenario {result['scenario']!r}" if result.get("scenario") else ""), markup=False)
