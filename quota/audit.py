@@ -1,7 +1,9 @@
 """Auditor's views: source statement (trace) of a project, and verification of the ledger."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from typing import Iterator
 
 from sqlalchemy import Engine, text
 
@@ -12,7 +14,18 @@ from .projects import load_projects
 
 def balance(engine: Engine, *, by: str = "pollutant", pollutant: str | None = None, zone: str | None = None,
             as_of: dt.date | None = None) -> dict:
-    """Available / reserved / allocated quota as DESIGN 5.3 (`quota balance --json`)."""
+    """Available / reserved / allocated quota as DESIGN 5.3 (`quota balance --json`), every row in a list."""
+    with balance_stream(engine, by=by, pollutant=pollutant, zone=zone, as_of=as_of) as (head, rows):
+        return {**head, "rows": list(rows)}
+
+
+@contextlib.contextmanager
+def balance_stream(engine: Engine, *, by: str = "pollutant", pollutant: str | None = None, zone: str | None = None,
+                   as_of: dt.date | None = None) -> Iterator[tuple[dict, Iterator[dict]]]:
+    """`balance` as (head, rows): the result without its rows ({"as_of", "by"}) and an iterator of the rows, read
+    from the database while the context is open. By lot the rows stream from one query (balances.lot_rows), so
+    a caller that writes each row as it comes (`quota balance --by lot --json`) holds one batch, not the ledger.
+    Refusals (an unknown code or grouping) are raised on entering, before any row."""
     if by not in ("pollutant", "zone", "lot"):
         raise Refused(f"cannot group by {by!r}: use pollutant, zone or lot", "bad_option", option="by", value=by)
     with db.reading(engine) as conn:
@@ -22,8 +35,12 @@ def balance(engine: Engine, *, by: str = "pollutant", pollutant: str | None = No
         # codes are case-insensitive, as in the imports; an unknown one is refused rather than shown as nothing
         pollutant = _known(pollutant, book.pollutants, "pollutant")
         zone = _known(zone, book.zones, "zone")
-        rows = balances.balance_rows(conn, unit_of, by=by, pollutant=pollutant, zone=zone, as_of=as_of, today=day)
-    return {"as_of": day.isoformat(), "by": by, "rows": rows}
+        head = {"as_of": day.isoformat(), "by": by}
+        if by == "lot":
+            yield head, balances.lot_rows(conn, unit_of, pollutant=pollutant, zone=zone, as_of=as_of, today=day)
+        else:
+            yield head, iter(balances.balance_rows(conn, unit_of, by=by, pollutant=pollutant, zone=zone, as_of=as_of,
+                                                   today=day))
 
 
 def _known(code: str | None, known: dict, what: str) -> str | None:
