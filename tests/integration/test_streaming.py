@@ -239,3 +239,22 @@ class _Sink(io.TextIOBase):
     def write(self, s):
         self.n += len(s)
         return len(s)
+
+
+# ----------------------------------------------------------------- the JSONL export's balances
+
+@pytest.mark.parametrize("as_of", [None, dt.date(2022, 9, 15), dt.date(2099, 1, 1)])
+def test_jsonl_balance_lines_are_the_sums_of_its_transactions(busy, as_of):
+    """The balance lines (summed and sorted by the database, streamed) are exactly what summing the file's own
+    txn lines per (account, lot, pollutant) gives, non-zero ones, in code-point order."""
+    from quota import export
+    records = list(export.export_lines(busy, as_of))
+    sums: dict[tuple, int] = {}
+    for rec in records:
+        if rec["type"] == "txn":
+            for account, lot, pol, amount in rec["postings"]:
+                sums[(account, lot, pol)] = sums.get((account, lot, pol), 0) + amount
+    want = [{"type": "balance", "account": a, "lot": l, "pollutant": p, "amount_g": g}
+            for (a, l, p), g in sorted(sums.items()) if g]
+    assert [r for r in records if r["type"] == "balance"] == want and want
+    assert all(type(r["amount_g"]) is int for r in want)
