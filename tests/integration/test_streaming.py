@@ -18,9 +18,17 @@ from typer.testing import CliRunner
 
 from cli import render
 from cli.main import app
-from quota import audit, balances, clock, db, projects, quota_ops, rulebooks, tallies, units
+from quota import clock, units
+from quota.audit import jsonl as export
+from quota.clock import as_date as _as_date
 from quota.errors import Refused
-from quota.ledger import _as_date
+from quota.intake import project_files as projects
+from quota.intake import tallies
+from quota.ledger import balances
+from quota.ledger import balances as audit  # balance() and balance_stream() live beside the queries
+from quota.ledger import operations as quota_ops
+from quota.rules import versions as rulebooks
+from quota.store import db
 from tests.conftest import DATA, TALLY_HEADER
 
 
@@ -247,7 +255,6 @@ class _Sink(io.TextIOBase):
 def test_jsonl_balance_lines_are_the_sums_of_its_transactions(busy, as_of):
     """The balance lines (summed and sorted by the database, streamed) are exactly what summing the file's own
     txn lines per (account, lot, pollutant) gives, non-zero ones, in code-point order."""
-    from quota import export
     records = list(export.export_lines(busy, as_of))
     sums: dict[tuple, int] = {}
     for rec in records:
