@@ -84,10 +84,11 @@ def _balances(conn, as_of: dt.date | None):
     and streamed, so memory stays flat in the number of lots (a sum per pair in Python held them all)."""
     collate = "" if conn.dialect.name == "sqlite" else ' COLLATE "C"'
     where = "WHERE t.effective_date <= :d " if as_of is not None else ""
-    return conn.execution_options(stream_results=True, yield_per=5000).execute(text(
+    return conn.execute(text(
         "SELECT p.account, p.lot, p.pollutant, SUM(p.amount_g) FROM posting p JOIN txn t ON t.seq = p.txn_seq "
         f"{where}GROUP BY p.account, p.lot, p.pollutant HAVING SUM(p.amount_g) <> 0 "
-        f"ORDER BY p.account{collate}, p.lot{collate}, p.pollutant{collate}"), {"d": as_of} if as_of else {})
+        f"ORDER BY p.account{collate}, p.lot{collate}, p.pollutant{collate}"), {"d": as_of} if as_of else {},
+        execution_options={"stream_results": True, "yield_per": 5000})
 
 
 def write_jsonl(engine: Engine, out: IO[str], as_of: dt.date | None = None, progress=None) -> dict:

@@ -46,7 +46,7 @@ def _order(conn: Connection, *columns: str) -> str:
 
 
 def _stream(conn: Connection, sql: str, args: dict):
-    return conn.execution_options(stream_results=True, yield_per=BATCH).execute(text(sql), args)
+    return conn.execute(text(sql), args, execution_options={"stream_results": True, "yield_per": BATCH})
 
 
 def balance_rows(conn: Connection, units_of: dict[str, str], *, by: str = "pollutant",
