@@ -18,7 +18,7 @@ def file_sha256(path: str) -> str:
 HEADER_SCAN = 20  # rows of a sheet searched for the header (title rows above it are skipped)
 
 
-CHUNK = 20_000  # CSV rows parsed at a time: a file of any size is read in pieces of this many rows
+CHUNK = 5000  # CSV rows parsed at a time: a file of any size is read in pieces of this many rows
 _CSV = dict(dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
 
 
