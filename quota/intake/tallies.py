@@ -224,7 +224,7 @@ def _ledger(conn: Connection, idx: _Index, sha: str) -> _Ledger:
     tallies, superseded, h = [], set(), {"tally": [], "key": [], "source": [], "look": []}
     stream = {"stream_results": True, "yield_per": BATCH}  # this statement's options, not the connection's
     for part in conn.execute(text("SELECT source_id, pollutant, measure, tally_id, supersedes, effective_date, "
-                                  "post, unit FROM tally"), execution_options=stream).partitions():
+                                  "post, unit FROM tally"), execution_options=stream).partitions(BATCH):
         th = np.fromiter((hash(identity.loose(r[3])) for r in part), np.int64, len(part))
         kh = np.fromiter((hash((identity.loose(r[0]), r[1])) for r in part), np.int64, len(part))
         for r, keep, t, k in zip(part, _member(th, ids) | _member(kh, keys), th.tolist(), kh.tolist()):
@@ -234,7 +234,7 @@ def _ledger(conn: Connection, idx: _Index, sha: str) -> _Ledger:
                 h["key"].append(k)
         superseded.update(identity.loose(r[4]) for r in part if r[4])
     sources = {}
-    for part in conn.execute(text("SELECT source_id, name, zone FROM source"), execution_options=stream).partitions():
+    for part in conn.execute(text("SELECT source_id, name, zone FROM source"), execution_options=stream).partitions(BATCH):
         sh = np.fromiter((hash(identity.loose(r[0])) for r in part), np.int64, len(part))
         lh = np.fromiter((hash((identity.name_key(r[1]), r[2])) for r in part), np.int64, len(part))
         for r, keep, s, look in zip(part, _member(sh, srcs) | _member(lh, looks), sh.tolist(), lh.tolist()):
