@@ -96,7 +96,7 @@ def _credit(book: Rulebook, r: "TallyRecord", cap_g: Decimal | None) -> int:
 # writes it in batches, in one transaction. A hash only picks rows for the exact checks, which compare the ids
 # themselves, so a collision costs time, never a wrong answer.
 
-BATCH = 5000  # records written (and posted) at a time in the import's one transaction
+BATCH = 2000  # records written (and posted) at a time in the import's one transaction
 
 
 def _cells(r: RowReader, book: Rulebook, today: dt.date) -> tuple:
@@ -432,9 +432,12 @@ def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = N
         return _summary(checked, held, book, [], dry_run=True)
 
     def work(conn: Connection) -> dict:
-        nonlocal checked, plan
+        nonlocal checked, plan, idx
+        if idx is None:  # a retried transaction: the index was let go before the writes
+            idx = _scan(rows, name)
         led_now = _ledger(conn, idx, sha)  # the ledger as this transaction sees it
         plan_now = _plan(idx, led_now)
+        idx = None  # the writes need the plan's masks only: 48 bytes a row less from here on
         if (plan_now.hold & ~plan.hold).any():  # it met more of this file since: those rows are read again
             plan, checked = plan_now, _validate(rows, name, book, plan_now)
             if checked.problems:
@@ -453,6 +456,11 @@ def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = N
     return idempotency.run(engine, key, "tally import", {"sha256": sha}, work)
 
 
+def _serial(pollutant: str, year: int, n: int) -> str:
+    """A lot's serial: its pollutant, its vintage's year and its number in the ledger (COD-2022-00001)."""
+    return f"{pollutant}-{year}-{n:05d}"
+
+
 def _register(conn: Connection, rows, held: dict[int, TallyRecord], checked: _Checked, led: _Ledger, plan: _Plan,
               book: Rulebook, version: int, name: str, sha: str, actor: str, progress=None) -> dict:
     """Write the file's tallies, lots and issue transactions, BATCH rows at a time, reading it once more (the kept
@@ -469,15 +477,16 @@ def _register(conn: Connection, rows, held: dict[int, TallyRecord], checked: _Ch
                                 (spec.meta["lot"], "superseded", seq)))
     stored = set(led.sources)
     repeated: set[str] = set()  # sources already written here whose hash repeats in the file (checked exactly)
-    serials: list[str] = []
+    pollutants = sorted(book.pollutants)
+    lot_pollutant, lot_year = array("B"), array("H")  # the serials, 3 bytes a lot until the end (see _serials)
     today = clock.today()
     pending: list[tuple[TallyRecord, bool]] = []
 
     def flush() -> None:
         new_sources, tallies, lots, specs = [], [], [], []
         for r, repeats in pending:
-            n = nlots + len(serials) + 1
-            serial = f"{r.pollutant}-{r.effective_date.year}-{n:05d}"
+            n = nlots + len(lot_year) + 1
+            serial = _serial(r.pollutant, r.effective_date.year, n)
             expires = book.lot_expiry(r.effective_date)
             spent, _, until = revokes.get(r.tally_id, (0, None, None))
             if until is not None and (expires is None or until < expires):
@@ -501,7 +510,8 @@ def _register(conn: Connection, rows, held: dict[int, TallyRecord], checked: _Ch
                     posting.Leg(pool_account("issued", r.pollutant), serial, r.pollutant, -amount, r.zone)]
             specs.append(posting.TxnSpec("issue", r.effective_date, legs, f"{r.measure} {r.source_name}",
                                          r.report_no, None, issue_meta(r, expires)))
-            serials.append(serial)
+            lot_pollutant.append(pollutants.index(r.pollutant))
+            lot_year.append(r.effective_date.year)
         db.insert_many(conn, "source", ["source_id", "name", "zone"], new_sources)
         db.insert_many(conn, "tally", ["tally_id", "source_id", "measure", "zone", "pollutant", "baseline_actual",
                                        "permitted", "post", "unit", "baseline_year", "effective_date", "method",
@@ -514,7 +524,7 @@ def _register(conn: Connection, rows, held: dict[int, TallyRecord], checked: _Ch
             posting.post_many(conn, specs, actor=actor, rulebook=version, lot_expiry=expiry, new_lots=set(expiry))
         pending.clear()
         if progress:
-            progress("write", len(serials), checked.count)
+            progress("write", len(lot_year), checked.count)
 
     changed = ValidationFailed([Problem(name, 0, "", "the file changed while it was being imported; import it again")])
     for i, (rowno, cells) in enumerate(rows()):
@@ -531,8 +541,10 @@ def _register(conn: Connection, rows, held: dict[int, TallyRecord], checked: _Ch
         if len(pending) >= BATCH:
             flush()
     flush()
-    if len(serials) != checked.count:
+    if len(lot_year) != checked.count:
         raise changed
+    serials = [_serial(pollutants[p], y, n) for n, p, y in zip(range(nlots + 1, nlots + len(lot_year) + 1),
+                                                                 lot_pollutant, lot_year)]
     result = _summary(checked, [held[i] for i in sorted(held)], book, serials)
     result["import_id"] = int(batch)
     return result

@@ -193,8 +193,12 @@ def test_emit_json_stream_writes_what_emit_json_writes(head, items, monkeypatch)
         fn(*args)
         monkeypatch.undo()
         return buf.getvalue()
-    assert captured(render.emit_json_stream, head, "rows", iter(items)) == \
-        captured(render.emit_json, {**head, "rows": items})
+    want = json.dumps({**head, "rows": items}, ensure_ascii=False, indent=2, default=str) + "\n"
+    assert captured(render.emit_json_stream, head, "rows", iter(items)) == want
+    assert captured(render.emit_json, {**head, "rows": items, "after": items, "n": 1}) == \
+        json.dumps({**head, "rows": items, "after": items, "n": 1}, ensure_ascii=False, indent=2, default=str) + "\n"
+    for other in ([], {}, "x", [items], {1: items}, {"a": {}}):
+        assert captured(render.emit_json, other) == json.dumps(other, ensure_ascii=False, indent=2, default=str) + "\n"
 
 
 # ----------------------------------------------------------------- memory does not grow with the lots
