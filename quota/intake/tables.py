@@ -15,6 +15,14 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
+class _Unreadable(Exception):
+    """The file cannot be read as rows: `code` and `facts` of the problem that says why."""
+
+    def __init__(self, code: str, /, **facts):
+        super().__init__(code)
+        self.code, self.facts = code, facts
+
+
 HEADER_SCAN = 20  # rows of a sheet searched for the header (title rows above it are skipped)
 
 
@@ -24,7 +32,7 @@ _CSV = dict(dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_
 
 def _csv_encoding(path: str) -> str:
     """UTF-8 (a BOM allowed) or, for a file that is not UTF-8 but decodes cleanly as GB18030 (what Chinese Excel
-    writes, a superset of GBK), GB18030: checked by decoding the file in pieces of 1 MB, as pandas would."""
+    writes, a superset of GBK), GB18030: found by decoding the file in pieces of 1 MB, never whole."""
     import codecs
     for encoding in ("utf-8-sig", "gb18030"):
         decoder, offset = codecs.getincrementaldecoder(encoding)(), 0
@@ -36,8 +44,7 @@ def _csv_encoding(path: str) -> str:
                 decoder.decode(b"", final=True)
         except UnicodeDecodeError as exc:
             if encoding == "gb18030":
-                raise ValueError(f"neither UTF-8 nor GB18030/GBK text ({exc.reason} at byte {offset + exc.start}); "
-                                 "save it as CSV UTF-8") from None
+                raise _Unreadable("not_text", byte=offset + exc.start) from None
             continue
         return encoding
 
@@ -65,8 +72,12 @@ def _xlsx(path: str, aliases: dict[str, str], required: list[str], sheet: str | 
     """The sheet (`sheet`, or the first that has the columns) as text cells under its header row: the first of
     its first HEADER_SCAN rows that names most of the required columns. Returns (frame, rows above the header)."""
     import pandas as pd
-    sheets = pd.read_excel(path, dtype=str, keep_default_na=False, sheet_name=sheet if sheet else None,
-                           header=None, engine="openpyxl")
+    with pd.ExcelFile(path, engine="openpyxl") as book:
+        names = [str(n) for n in book.sheet_names]
+        if sheet and sheet not in names:
+            raise _Unreadable("no_sheet", sheet=sheet, sheets=names)
+        sheets = pd.read_excel(book, dtype=str, keep_default_na=False, sheet_name=sheet if sheet else None,
+                               header=None)
     if sheet:
         sheets = {sheet: sheets}
     need = max(1, (len(required) + 1) // 2)
@@ -75,11 +86,10 @@ def _xlsx(path: str, aliases: dict[str, str], required: list[str], sheet: str | 
             if _known_columns(raw.iloc[i].tolist(), aliases) >= need:
                 frame = raw.iloc[i + 1:].reset_index(drop=True)
                 frame.columns = [str(c) if str(c).strip() else f"Unnamed: {k}" for k, c in enumerate(raw.iloc[i])]
-                info["sheet"] = str(sheet_name)
+                info["sheet"], info["header_row"] = str(sheet_name), i + 1
+                info["first_sheet"] = str(sheet_name) == str(next(iter(sheets)))
                 return frame, lambda: iter([frame]), i
-    names = ", ".join(repr(str(s)) for s in sheets)
-    raise ValueError(f"no sheet has a header row naming the required columns in its first {HEADER_SCAN} rows "
-                     f"(sheets: {names}; required: {', '.join(required)})")
+    raise _Unreadable("no_header_row", scan=HEADER_SCAN, sheets=[str(s) for s in sheets], required=list(required))
 
 
 def read_rows(path: str, aliases: dict[str, str], required: list[str], optional: list[str],
@@ -90,38 +100,36 @@ def read_rows(path: str, aliases: dict[str, str], required: list[str], optional:
     Header names are matched case-insensitively after trimming, and Chinese aliases map to
     the canonical English names. Cell values are always read as text (never as floats). Row numbers are the
     file's own: a CSV's physical line, a sheet's row (title rows above the header included). `info` receives
-    how the file was read (`encoding` of a CSV, `sheet` of a workbook). Every row at once: see open_rows for a
-    stream.
+    how the file was read (`encoding` of a CSV, `sheet` of a workbook). Every row at once: open_rows streams.
     """
     problems, rows = open_rows(path, aliases, required, optional, sheet, info)
     if problems:
         return [], problems
     try:
         return list(rows()), []
-    except Exception as exc:  # noqa: BLE001 -- a malformed file of any kind: reported, never a crash
-        return [], [unreadable(Path(path).name, exc, sheet)]
+    except Exception as exc:  # a file malformed further on: reported, never a crash
+        return [], [unreadable(Path(path).name, exc)]
 
 
-def unreadable(name: str, exc: BaseException, sheet: str | None = None) -> Problem:
-    """The problem that names why a file cannot be read (raised when it is opened or while its rows are read)."""
+def unreadable(name: str, exc: BaseException) -> Problem:
+    """The problem that says why a file cannot be read, from what reading it raised (opening it, or its rows)."""
     if isinstance(exc, FileNotFoundError):
-        return Problem(name, 0, "", "file not found")
+        return Problem.of(name, 0, "", "file_not_found")
     if isinstance(exc, IsADirectoryError):
-        return Problem(name, 0, "", "is a directory, not a file")
-    if isinstance(exc, ValueError):  # pandas' parser errors are ValueErrors: their message is shown
-        message = str(exc)
-        if "Worksheet named" in message or "not found" in message and sheet:
-            message = f"no sheet named {sheet!r}"
-        return Problem(name, 0, "", message)
-    kind = "empty file" if type(exc).__name__ == "EmptyDataError" else "not a readable CSV or XLSX file"
-    return Problem(name, 0, "", f"cannot read file: {kind}")
+        return Problem.of(name, 0, "", "is_directory")
+    if isinstance(exc, PermissionError):
+        return Problem.of(name, 0, "", "no_permission")
+    if isinstance(exc, _Unreadable):
+        return Problem.of(name, 0, "", exc.code, **exc.facts)
+    from pandas.errors import EmptyDataError
+    return Problem.of(name, 0, "", "empty_file" if isinstance(exc, EmptyDataError) else "unreadable_file")
 
 
 def open_rows(path: str, aliases: dict[str, str], required: list[str], optional: list[str],
               sheet: str | None = None, info: dict | None = None):
-    """(problems, rows): the header's problems, and a function that yields the rows as read_rows lists them,
-    reading a CSV CHUNK rows at a time (a fresh pass over the file on each call; a file that turns out
-    malformed further on raises, see `unreadable`). rows is None when there are problems."""
+    """(problems, rows): the file's and its header's problems, and a function that yields the rows as read_rows
+    lists them, reading a CSV CHUNK rows at a time (a fresh pass over the file on each call; a file malformed
+    further on raises while its rows are read: see `unreadable`). rows is None when there are problems."""
     info = {} if info is None else info
     name = Path(path).name
     suffix = Path(path).suffix.lower()
@@ -131,9 +139,9 @@ def open_rows(path: str, aliases: dict[str, str], required: list[str], optional:
         elif suffix in (".csv", ".txt", ""):
             frame, frames, above = _csv(path, info)
         else:
-            return [Problem(name, 0, "", f"unsupported file type {suffix!r} (use .csv or .xlsx)")], None
-    except Exception as exc:  # noqa: BLE001 -- malformed CSV/XLSX of any kind: report, do not crash
-        return [unreadable(name, exc, sheet)], None
+            return [Problem.of(name, 0, "", "unsupported_file_type", suffix=suffix)], None
+    except Exception as exc:  # malformed CSV/XLSX of any kind: report, do not crash
+        return [unreadable(name, exc)], None
     problems: list[Problem] = []
     mapping: dict[str, str] = {}
     for col in frame.columns:
@@ -142,15 +150,15 @@ def open_rows(path: str, aliases: dict[str, str], required: list[str], optional:
         if canon is None:
             if key.lower().startswith("unnamed:") or not key:
                 continue
-            problems.append(Problem(name, 1 + above, key, "unknown column (see the README for the file format)"))
+            problems.append(Problem.of(name, 1 + above, key, "unknown_column"))
             continue
         if canon in mapping.values():
-            problems.append(Problem(name, 1 + above, key, f"column {canon!r} appears twice"))
+            problems.append(Problem.of(name, 1 + above, key, "duplicate_column", canon=canon))
             continue
         mapping[col] = canon
     for col in required:
         if col not in mapping.values():
-            problems.append(Problem(name, 1 + above, col, "required column is missing"))
+            problems.append(Problem.of(name, 1 + above, col, "missing_column"))
     if problems:
         return problems, None
     positions = [(list(frame.columns).index(col), canon) for col, canon in mapping.items()]

@@ -26,21 +26,11 @@ from quota import units
 from quota.errors import Problem, ValidationFailed
 from quota.intake.fields import RowReader
 from quota.rules.book import Rulebook
+from quota.intake.columns import TALLY_NAMES, TALLY_OPTIONAL, TALLY_REQUIRED
 from quota.intake.tables import alias_map, file_sha256, open_rows, unreadable
 
-REQUIRED = ["tally_id", "source_id", "source_name", "measure", "zone", "pollutant", "baseline_actual",
-            "unit", "effective_date", "report_no"]
-OPTIONAL = ["permitted", "post", "baseline_year", "method", "assessor", "supersedes", "distinct_source"]
-ALIASES = alias_map({
-    "tally_id": ["测算编号"], "source_id": ["平衡源编号", "企业编号", "源编号"],
-    "source_name": ["企业名称", "平衡源名称", "项目名称"], "measure": ["措施", "削减方式", "类型"],
-    "zone": ["区域", "控制单元", "所在区域"], "pollutant": ["污染物", "污染因子"],
-    "baseline_actual": ["基准排放量", "实际排放量", "基准年实际排放量"], "permitted": ["许可排放量", "许可量"],
-    "post": ["改造后排放量", "削减后排放量"], "unit": ["单位", "计量单位"], "baseline_year": ["基准年"],
-    "effective_date": ["生效日期", "入库日期"], "method": ["测算方法", "核算方法"],
-    "assessor": ["测算单位", "第三方机构", "核算单位"], "report_no": ["报告编号", "测算报告编号"],
-    "supersedes": ["替代测算编号", "取代"], "distinct_source": ["独立平衡源", "非同一平衡源"],
-})
+REQUIRED, OPTIONAL = TALLY_REQUIRED, TALLY_OPTIONAL
+ALIASES = alias_map(TALLY_NAMES)
 MEASURES = {"closure": "closure", "关闭": "closure", "关停": "closure", "关闭项目": "closure",
             "upgrade": "upgrade", "提升改造": "upgrade", "改造": "upgrade", "提升改造项目": "upgrade"}
 
@@ -112,18 +102,17 @@ def _cells(r: RowReader, book: Rulebook, today: dt.date) -> tuple:
     year = r.integer("baseline_year", 0, 1950, 2100) or None
     effective = r.date("effective_date")
     if effective is not None and effective > today:
-        r.fail("effective_date", f"effective date {effective} is after today ({today}): a tally is "
-               "registered once its reduction has taken effect")
+        r.fail("effective_date", "future_tally", date=str(effective), today=str(today))
     report_no = r.text("report_no", max_len=100)
     distinct = r.boolean("distinct_source")
     if measure == "closure" and post:
-        r.fail("post", f"a closure has no post-measure emissions: post must be empty or 0, got {post}")
+        r.fail("post", "closure_post", value=str(post))
     if measure == "upgrade" and actual is not None:
         base = min(actual, permitted) if (permitted is not None and book.baseline == "min_actual_permitted") else actual
         if post is None:
-            r.fail("post", "an upgrade needs its post-upgrade emissions")
+            r.fail("post", "upgrade_needs_post")
         elif post >= base:
-            r.fail("post", f"post-upgrade emissions {post} are not below the baseline {base}: no reduction")
+            r.fail("post", "post_not_below", post=str(post), base=str(base))
     return (tally_id, source_id, source_name, measure, zone, pollutant, unit, actual, permitted, post, year,
             effective, report_no, distinct)
 
@@ -293,18 +282,18 @@ def _validate(rows, name: str, book: Rulebook, plan: _Plan | None) -> _Checked:
         tally_id, source_id, source_name, zone = cells[0], cells[1], cells[2], cells[4]
         if plan is None or plan.tally_ids[i]:
             if tally_id in seen_ids:
-                r.fail("tally_id", f"tally_id {tally_id!r} repeats row {seen_ids[tally_id]}")
+                r.fail("tally_id", "repeated_id", value=tally_id, first_row=seen_ids[tally_id])
             seen_ids.setdefault(tally_id, rowno)
         if plan is None or plan.source_names[i]:
             if source_id in known and known[source_id][:2] != (source_name, zone):
-                r.fail("source_id", f"source {source_id} has another name or zone at row {known[source_id][2]}")
+                r.fail("source_id", "source_differs", source=source_id, first_row=known[source_id][2])
             known.setdefault(source_id, (source_name, zone, rowno))
         if len(problems) > before:
             continue
         measure, pollutant, unit, actual, permitted, post = cells[3], cells[5], cells[6], cells[7], cells[8], cells[9]
         credit = creditable_g(book, measure, unit, actual, permitted, post)
         if credit <= 0:
-            r.fail("baseline_actual", "creditable amount is zero after rounding and discount")
+            r.fail("baseline_actual", "zero_credit")
             continue
         count += 1
         if plan is None or plan.hold[i]:
@@ -312,15 +301,17 @@ def _validate(rows, name: str, book: Rulebook, plan: _Plan | None) -> _Checked:
         else:
             grams[pollutant] = grams.get(pollutant, 0) + credit
     if not n and not problems:
-        problems.append(Problem(name, 0, "", "the file has no data rows"))
+        problems.append(Problem.of(name, 0, "", "no_data_rows"))
     # one history per source and pollutant within the file (the ledger's part: settle_ledger)
     settled, found = sources.settle(name, list(held.values()), book, credit=_credit)
     return _Checked(problems + found, dict(zip(held, settled)), count, grams)
 
 
-def validate_rows(path: str, book: Rulebook) -> tuple[list[TallyRecord], list[Problem]]:
-    """Parse and check a tally file against the rulebook alone (no database); every record at once."""
-    problems, rows = open_rows(path, ALIASES, REQUIRED, OPTIONAL)
+def validate_rows(path: str, book: Rulebook, sheet: str | None = None,
+                  read: dict | None = None) -> tuple[list[TallyRecord], list[Problem]]:
+    """Parse and check a tally file against the rulebook alone (no database); every record at once. `sheet` names
+    the sheet of a workbook; `read` receives how the file was read (tables.read_rows: encoding, sheet)."""
+    problems, rows = open_rows(path, ALIASES, REQUIRED, OPTIONAL, sheet=sheet, info=read)
     if problems:
         return [], problems
     try:
@@ -352,8 +343,7 @@ def _settle_ledger(led: _Ledger, name: str, records: list[TallyRecord], book: Ru
     `others_g`: the grams of the file's other rows, for the 64-bit total."""
     problems: list[Problem] = []
     if led.prior:
-        problems.append(Problem(name, 0, "", f"this file was already imported (batch {led.prior[0]} at "
-                                             f"{led.prior[1]})"))
+        problems.append(Problem.of(name, 0, "", "already_imported", batch=led.prior[0], at=str(led.prior[1])))
     rows = led.tallies
     stored_ids = {identity.loose(r[3]): r[3] for r in rows}
     current = [r for r in rows if identity.loose(r[3]) not in led.superseded]
@@ -361,13 +351,13 @@ def _settle_ledger(led: _Ledger, name: str, records: list[TallyRecord], book: Ru
     measures = {(identity.loose(r[0]), r[1], r[2]): r[3] for r in current}
     for r in records:
         if identity.loose(r.tally_id) in stored_ids:
-            problems.append(Problem(name, r.row, "tally_id", f"tally {r.tally_id!r} is already in the ledger"))
+            problems.append(Problem.of(name, r.row, "tally_id", "tally_exists", tally=r.tally_id))
         if r.supersedes:
             now = measures.get((identity.loose(r.source_id), r.pollutant, r.measure))
             if now is None or not identity.same(now, r.supersedes):
-                problems.append(Problem(name, r.row, "supersedes",
-                                        f"{r.supersedes!r} is not the current {r.measure} tally of {r.pollutant} "
-                                        f"for source {r.source_id} (current: {now or 'none'})"))
+                problems.append(Problem.of(name, r.row, "supersedes", "not_current_tally", tally=r.supersedes,
+                                           measure=r.measure, pollutant=r.pollutant, source=r.source_id,
+                                           current=now or ""))
     records = [dataclasses.replace(r, supersedes=stored_ids.get(identity.loose(r.supersedes), r.supersedes))
                if r.supersedes else r for r in records]
     history = [sources.Prior(r[3], r[0], r[1], r[2], clock.as_date(r[5]),
@@ -377,8 +367,8 @@ def _settle_ledger(led: _Ledger, name: str, records: list[TallyRecord], book: Ru
     problems += found
     adding = others_g + sum(r.creditable_g for r in records)
     if led.issued + adding > units.MAX_TOTAL_G:
-        problems.append(Problem(name, 0, "", f"overflow: the ledger has issued {led.issued:,} g; {adding:,} g more "
-                                             f"would pass the 64-bit limit of {units.MAX_TOTAL_G:,} g"))
+        problems.append(Problem.of(name, 0, "", "overflow", issued=f"{led.issued:,}", adding=f"{adding:,}",
+                                   limit=f"{units.MAX_TOTAL_G:,}"))
     return records, problems
 
 
@@ -390,23 +380,25 @@ def _signature(path: str) -> tuple:
 def _unchanged(path: str, name: str, signature: tuple) -> None:
     """The file is read more than once: refuse it if it changed in between (what was checked is what is written)."""
     if _signature(path) != signature:
-        raise ValidationFailed([Problem(name, 0, "", "the file changed while it was being imported; import it again")])
+        raise ValidationFailed([Problem.of(name, 0, "", "file_changed")])
 
 
 def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = None,
-                   dry_run: bool = False, progress=None) -> dict:
+                   dry_run: bool = False, progress=None, sheet: str | None = None, read: dict | None = None) -> dict:
     """Validate a tally file and, if every row is valid, credit each tally as a lot.
 
     All or nothing: any problem raises ValidationFailed listing every problem, and nothing
-    is written. With `dry_run`, the checks run and nothing is written either way. The file is read in passes
-    (see `_scan`); memory stays flat in the number of rows and of lots in the ledger.
+    is written. With `dry_run`, the checks run and nothing is written either way. `sheet` names the sheet of
+    a workbook (default: the first with the columns); `read` receives how the file was read (encoding, sheet),
+    also when it is refused. The file is read in passes (see `_scan`); memory stays flat in the number of rows
+    and of lots in the ledger.
     """
     name = Path(path).name
     with db.reading(engine) as conn:
         version, book = versions.current(conn)
     if progress:
         progress("validate", 0, 2)
-    problems, rows = open_rows(path, ALIASES, REQUIRED, OPTIONAL)
+    problems, rows = open_rows(path, ALIASES, REQUIRED, OPTIONAL, sheet=sheet, info=read)
     if problems:
         raise ValidationFailed(problems)
     signature = _signature(path)
@@ -493,10 +485,8 @@ def _register(conn: Connection, rows, held: dict[int, TallyRecord], checked: _Ch
                 expires = until  # the grams it corrects keep the life of the tally they were first credited under
             amount = r.creditable_g - spent
             if amount <= 0:
-                raise ValidationFailed([Problem(name, r.row, "baseline_actual",
-                                                f"superseding tally credits {r.creditable_g} g but "
-                                                f"{revokes[r.tally_id][0]} g of the tallies it replaces were already "
-                                                "allocated or expired")])
+                raise ValidationFailed([Problem.of(name, r.row, "baseline_actual", "supersede_spent",
+                                                   credit_g=r.creditable_g, spent_g=revokes[r.tally_id][0])])
             if r.source_id not in stored and not (repeats and r.source_id in repeated):
                 new_sources.append((r.source_id, r.source_name, r.zone))  # its first row: the file's spelling
                 if repeats:
@@ -526,7 +516,7 @@ def _register(conn: Connection, rows, held: dict[int, TallyRecord], checked: _Ch
         if progress:
             progress("write", len(lot_year), checked.count)
 
-    changed = ValidationFailed([Problem(name, 0, "", "the file changed while it was being imported; import it again")])
+    changed = ValidationFailed([Problem.of(name, 0, "", "file_changed")])
     for i, (rowno, cells) in enumerate(rows()):
         r = held.get(i)
         if r is None:

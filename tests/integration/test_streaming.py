@@ -285,7 +285,7 @@ def old_settle_ledger(conn, name, sha, records, book):
     prior = conn.execute(text("SELECT id, imported_at FROM import_batch WHERE kind = 'tally' AND sha256 = :s"),
                          {"s": sha}).first()
     if prior:
-        problems.append(Problem(name, 0, "", f"this file was already imported (batch {prior[0]} at {prior[1]})"))
+        problems.append(Problem.of(name, 0, "", "already_imported", batch=prior[0], at=str(prior[1])))
     rows = conn.execute(text("SELECT source_id, pollutant, measure, tally_id, supersedes, effective_date, post, "
                              "unit FROM tally")).all()
     stored_ids = {identity.loose(r[3]): r[3] for r in rows}
@@ -294,13 +294,13 @@ def old_settle_ledger(conn, name, sha, records, book):
     measures = {(identity.loose(r[0]), r[1], r[2]): r[3] for r in current}
     for r in records:
         if identity.loose(r.tally_id) in stored_ids:
-            problems.append(Problem(name, r.row, "tally_id", f"tally {r.tally_id!r} is already in the ledger"))
+            problems.append(Problem.of(name, r.row, "tally_id", "tally_exists", tally=r.tally_id))
         if r.supersedes:
             now = measures.get((identity.loose(r.source_id), r.pollutant, r.measure))
             if now is None or not identity.same(now, r.supersedes):
-                problems.append(Problem(name, r.row, "supersedes",
-                                        f"{r.supersedes!r} is not the current {r.measure} tally of {r.pollutant} "
-                                        f"for source {r.source_id} (current: {now or 'none'})"))
+                problems.append(Problem.of(name, r.row, "supersedes", "not_current_tally", tally=r.supersedes,
+                                           measure=r.measure, pollutant=r.pollutant, source=r.source_id,
+                                           current=now or ""))
     records = [dataclasses.replace(r, supersedes=stored_ids.get(identity.loose(r.supersedes), r.supersedes))
                if r.supersedes else r for r in records]
     known = {r[0]: (r[1], r[2]) for r in conn.execute(text("SELECT source_id, name, zone FROM source"))}
