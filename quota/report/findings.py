@@ -135,6 +135,8 @@ PROBLEMS: dict[str, tuple[str, str]] = {
                                                   "（现行：{current}）"),
     "overflow": ("overflow: the ledger has issued {issued} g; {adding} g more would pass the 64-bit limit of "
                  "{limit} g", "溢出：台账已入库 {issued} 克；再加 {adding} 克将超过 64 位上限 {limit} 克"),
+    "file_changed": ("the file changed while it was being imported (it is read more than once); import it again",
+                     "导入过程中文件被修改（文件会被读取多次）；请重新导入"),
     "supersede_spent": ("superseding tally credits {credit_g} g but {spent_g} g of the tallies it replaces were "
                         "already allocated or expired", "替代测算入库 {credit_g} 克，但被替代测算已有 {spent_g} 克"
                                                         "核定或过期"),
