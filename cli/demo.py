@@ -90,9 +90,8 @@ def _run(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) 
 
 def _plan(engine, today: dt.date, actor: str) -> str:
     """Run the planner on the pipeline (as `quota plan run`) and print the plan; returns its id."""
-    from cli.plan import render_plan
     from quota.planning import plans
     result = plans.run_plan(engine, as_of=today, actor=actor)
     render.out.print(f"\n$ quota plan run --as-of {today}")
-    render_plan(result)
+    render.plan(result)
     return result["plan_id"]

@@ -67,20 +67,7 @@ def rules_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     info = {"version": version, **versions.describe(book)}
     if as_json:
         return render.emit_json(info)
-    render.out.print(f"Rulebook v{version}: {book.jurisdiction_name} {book.jurisdiction_name_zh} "
-                     f"({book.jurisdiction_code})")
-    render.out.print(render.table(render.h("Pollutants"), ["Pollutant", "Name", "Unit", "Key"],
-                                  [[p["code"], f"{p['name']} {p['name_zh']}", p["unit"],
-                                    f"{p['medium']} -> {info['matching'][p['medium']]}"] for p in info["pollutants"]]))
-    render.out.print(render.table(render.h("Zones"), ["Zone", "Name", "Key", "State"],
-                                  [[z["code"], f"{z['name']} {z['name_zh']}", f"{z['watershed']} / {z['airshed']}",
-                                    "non-attainment: " + ", ".join(z["non_attainment"]) if z["non_attainment"] else ""]
-                                   for z in info["zones"]]))
-    r = info["ratios"]
-    render.out.print(f"Ratios: default {r['default']}, non-attainment {r['non_attainment']}; rules: "
-                     + ("; ".join(", ".join(f"{k}={v}" for k, v in x.items() if v) for x in r["rules"]) or "none"))
-    c = info["crediting"]
-    render.out.print(f"Crediting: baseline {c['baseline']}, discount {c['discount']}, life {c['life_years']} years")
+    render.rulebook(info, book)
 
 
 @rules_app.command("load")
@@ -126,13 +113,7 @@ def tally_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="
             _read_note(file, read)
     if as_json:
         return render.emit_json({**result, "read": read})
-    title = render.msg("would_credit" if dry_run else "credited", n=result["tallies"])
-    render.out.print(render.table(title, ["Pollutant", "Amount", "Unit"],
-                                  [[c["pollutant"], c["amount"], c["unit"]] for c in result["credited"]],
-                                  right={"Amount"}))
-    for c in result.get("capped", []):  # a source credited from an earlier upgrade's emissions
-        render.out.print(render.msg("capped", tally=c["tally_id"], by=c["by"], amount=c["amount"], unit=c["unit"]),
-                         markup=False, highlight=False)
+    render.credited(result, dry_run)
 
 
 @project_app.command("import", epilog=describe_columns(PROJECT_REQUIRED, PROJECT_OPTIONAL, PROJECT_NAMES))
@@ -161,18 +142,12 @@ def project_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help
 @project_app.command("list")
 def project_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List projects with their requirements (ratio applied).  Example: quota project list"""
-    from quota import units
     from quota.ledger.projects import project_rows
     with failures(as_json):
         rows = project_rows(ctx.obj.engine)
     if as_json:
         return render.emit_json({"projects": rows})
-    render.out.print(render.table(render.h("Projects"), ["Project", "Name", "Zone", "Priority", "Needed by", "State",
-                                               "Pollutant", "Increment", "Ratio", "Required", "Unit"],
-                                  [[p["project_id"], p["name"], p["zone"], p["priority"], p["needed_by"], render.word(p["state"]),
-                                    n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"],
-                                    units.display(n["required_g"], n["unit"]), n["unit"]]
-                                   for p in rows for n in p["needs"]], right={"Increment", "Required", "Ratio"}))
+    render.projects(rows)
 
 
 # --------------------------------------------------------------------------- queries

@@ -132,3 +132,125 @@ def trace(result: dict) -> None:
                       word(d["state"]), d["amount"], d["tally_id"],
                       f"{d['source_id']} {d['source_name']} ({d['measure']})", d["report_no"]]
                      for d in result["draws"]], right={"Amount"}))
+
+
+# --------------------------------------------------------------------------- views of one command
+
+def rulebook(info: dict, book) -> None:
+    """`quota rules show`: the rulebook in force."""
+    version = info["version"]
+    out.print(f"Rulebook v{version}: {book.jurisdiction_name} {book.jurisdiction_name_zh} "
+              f"({book.jurisdiction_code})")
+    out.print(table(h("Pollutants"), ["Pollutant", "Name", "Unit", "Key"],
+                           [[p["code"], f"{p['name']} {p['name_zh']}", p["unit"],
+                             f"{p['medium']} -> {info['matching'][p['medium']]}"] for p in info["pollutants"]]))
+    out.print(table(h("Zones"), ["Zone", "Name", "Key", "State"],
+                           [[z["code"], f"{z['name']} {z['name_zh']}", f"{z['watershed']} / {z['airshed']}",
+                             "non-attainment: " + ", ".join(z["non_attainment"]) if z["non_attainment"] else ""]
+                            for z in info["zones"]]))
+    r = info["ratios"]
+    out.print(f"Ratios: default {r['default']}, non-attainment {r['non_attainment']}; rules: "
+              + ("; ".join(", ".join(f"{k}={v}" for k, v in x.items() if v) for x in r["rules"]) or "none"))
+    c = info["crediting"]
+    out.print(f"Crediting: baseline {c['baseline']}, discount {c['discount']}, life {c['life_years']} years")
+
+
+def credited(result: dict, dry_run: bool) -> None:
+    """`quota tally import`: what was (or would be) credited, by pollutant."""
+    title = msg("would_credit" if dry_run else "credited", n=result["tallies"])
+    out.print(table(title, ["Pollutant", "Amount", "Unit"],
+                           [[c["pollutant"], c["amount"], c["unit"]] for c in result["credited"]],
+                           right={"Amount"}))
+    for c in result.get("capped", []):  # a source credited from an earlier upgrade's emissions
+        out.print(msg("capped", tally=c["tally_id"], by=c["by"], amount=c["amount"], unit=c["unit"]),
+                  markup=False, highlight=False)
+
+
+def projects(rows: list[dict]) -> None:
+    """`quota project list`: one line per project and pollutant."""
+    from quota import units
+    out.print(table(h("Projects"), ["Project", "Name", "Zone", "Priority", "Needed by", "State",
+                                        "Pollutant", "Increment", "Ratio", "Required", "Unit"],
+                           [[p["project_id"], p["name"], p["zone"], p["priority"], p["needed_by"], word(p["state"]),
+                             n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"],
+                             units.display(n["required_g"], n["unit"]), n["unit"]]
+                            for p in rows for n in p["needs"]], right={"Increment", "Required", "Ratio"}))
+
+
+def plan(result: dict) -> None:
+    """A solved plan: its head line, draws, unfunded projects, shadow prices, binding expiries, candidates."""
+    from quota import units
+    unit = result["units"]
+
+    def amount(pol: str, grams: int, up: bool = False) -> str:
+        return f"{(units.display_up if up else units.display)(grams, unit[pol])} {unit[pol]}"
+
+    status = result["status"]
+    out.print(msg("plan_head", id=result["plan_id"], day=result["as_of"], status=word(status),
+                         obj=f"{result['objective']:g}", bound=f"{result['bound']:g}",
+                         lp=f"{result['lp_bound']:.4g}", gap=f"{100 * result['gap']:.2f}%",
+                         solver=result["solver"], secs=f"{result['seconds']:.2f}")
+              + (f", scenario {result['scenario']!r}" if result.get("scenario") else ""), markup=False)
+    if status == "infeasible":
+        out.print(table(msg("infeasible"), ["Pollutant", "Key", "Amount",
+                                                                                   "Unit"],
+                               [[s["pollutant"], s["key"], s["short"], s["unit"]] for s in result["short"]],
+                               right={"Amount"}))
+        return
+    rows = []
+    for f in result["funded"]:
+        for d in f["draws"]:
+            rows.append([f["project_id"], f["priority"], d["pollutant"], d["lot"], d["zone"],
+                  amount(d["pollutant"], d["amount_g"])])
+    out.print(table(msg("funded", n=len(result["funded"])), ["Project", "Priority", "Pollutant",
+                                                                        "Lot", "Zone", "Amount"], rows,
+                           right={"Priority", "Amount"}))
+    if result["unfunded"]:
+        out.print(table(msg("unfunded", n=len(result["unfunded"])), ["Project", "Priority", "Short"],
+                               [[u["project_id"], u["priority"],
+                                 ", ".join(f"{p} {amount(p, g, up=True)}" for p, g in u["shortfall_g"].items()) or "-"]
+                                for u in result["unfunded"]], right={"Priority"}))
+    if result["shadow_prices"]:
+        out.print(table(msg("shadow"),
+                               ["Pollutant", "Key", "Value"],
+                               [[s["pollutant"], s["key"], f"{s['value']:.4g} per {s['per']}"]
+                                for s in result["shadow_prices"]]))
+    if result["binding"]:
+        out.print(table(msg("binding"),
+                               ["Pollutant", "Key", "Expires after", "Supply", "Used", "Blocks"],
+                               [[b["pollutant"], b["key"], b["after"], amount(b["pollutant"], b["supply_g"]),
+                                 amount(b["pollutant"], b["used_g"]), ", ".join(b["blocks"])]
+                                for b in result["binding"]], right={"Supply", "Used"}))
+    if result.get("candidates") is not None:
+        out.print(table(msg("candidates", cost=result.get("cost", 0)),
+                               ["Candidate", "Cost", "State"],
+                               [[c["candidate_id"], c["cost"], msg("chosen") if c["chosen"] else ""]
+                                for c in result["candidates"]], right={"Cost"}))
+
+
+def plans(rows: list[dict]) -> None:
+    """`quota plan list`: the stored plans."""
+    out.print(table(None, ["Plan", "As of", "Status", "Scenario", "Created", "Actor", "Applied"],
+                           [[p["plan_id"], p["as_of"], word(p["status"]), p["scenario"] or "-", p["created_at"],
+                             p["actor"], p["applied_at"] or "-"] for p in rows]))
+
+
+def outlook(result: dict) -> None:
+    """`quota plan outlook`: quota left at each year's end per pollutant and key, and the candidates."""
+    from quota import units
+    span = result["years"]
+    rows = []
+    for g in result["groups"]:
+        cells = []
+        for r in g["years"]:
+            cell = units.display(r["closing_g"], g["unit"])
+            cells.append(cell + (f" (short {units.display_up(r['unmet_g'], g['unit'])})" if r["unmet_g"] > 0 else ""))
+        rows.append([g["pollutant"], g["key"], g["unit"], str(g["first_short_year"] or "-"), *cells])
+    out.print(table(f"Outlook from {result['as_of']}: quota left at each year's end (plan "
+                           f"{word(result['plan']['status'])})", ["Pollutant", "Key", "Unit", "First short",
+                                                             *map(str, span)], rows,
+                           right=set(map(str, span))))
+    if result["candidates"]:
+        out.print(table("Candidate measures", ["Candidate", "Chosen", "Tally by"],
+                               [[c["candidate_id"], "yes" if c["chosen"] else "", c["tally_by"] or "-"]
+                                for c in result["candidates"]]))
