@@ -156,9 +156,11 @@ def balance(ctx: typer.Context,
     if by not in ("pollutant", "zone", "lot"):
         raise typer.BadParameter("--by must be pollutant, zone or lot")
     with failures(as_json):
+        if as_json:  # written row by row as the database yields them (`--by lot` lists every lot)
+            with balances.balance_stream(ctx.obj.engine, by=by, pollutant=pollutant, zone=zone,
+                                         as_of=parse_date(as_of)) as (head, rows):
+                return render.emit_json_stream(head, "rows", rows)
         result = balances.balance(ctx.obj.engine, by=by, pollutant=pollutant, zone=zone, as_of=parse_date(as_of))
-    if as_json:
-        return render.emit_json(result)
     render.balances(result)
 
 
@@ -183,7 +185,7 @@ def reserve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
     with failures(as_json):
         result = quota_ops.reserve(ctx.obj.engine, project, actor=ctx.obj.actor, pollutant=pollutant,
                                    expires=parse_date(expires), date=parse_date(date), key=key)
-    _done(result, render.msg("reserved", project=result.get("project_id", project), n=len(result["draws"]), txn=result["txn"]), as_json)
+    _done(result, render.msg("reserved", project=project, n=len(result["draws"]), txn=result["txn"]), as_json)
 
 
 @app.command()
@@ -194,7 +196,7 @@ def approve(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
     from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.approve(ctx.obj.engine, project, doc=doc, actor=ctx.obj.actor, date=parse_date(date), key=key)
-    _done(result, render.msg("approved", project=result.get("project_id", project), doc=doc, txn=result["txn"]), as_json)
+    _done(result, render.msg("approved", project=project, doc=doc, txn=result["txn"]), as_json)
 
 
 @app.command()
@@ -204,7 +206,7 @@ def release(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Pro
     from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.release(ctx.obj.engine, project, actor=ctx.obj.actor, date=parse_date(date), key=key)
-    _done(result, render.msg("released", project=result.get("project_id", project), txn=result["txn"]), as_json)
+    _done(result, render.msg("released", project=project, txn=result["txn"]), as_json)
 
 
 @app.command()
@@ -214,7 +216,7 @@ def cancel(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proj
     from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.cancel(ctx.obj.engine, project, actor=ctx.obj.actor, date=parse_date(date), key=key)
-    _done(result, render.msg("cancelled", project=result.get("project_id", project)) + (f", txn {result['txn']}" if result["txn"] else ""),
+    _done(result, render.msg("cancelled", project=project) + (f", txn {result['txn']}" if result["txn"] else ""),
           as_json)
 
 
@@ -241,7 +243,7 @@ def revoke(ctx: typer.Context, lot: Annotated[str, typer.Argument(help="Lot seri
     from quota.ledger import operations as quota_ops
     with failures(as_json):
         result = quota_ops.revoke(ctx.obj.engine, lot, actor=ctx.obj.actor, memo=memo, date=parse_date(date), key=key)
-    _done(result, render.msg("revoked", g=result["revoked_g"], lot=result.get("lot", lot), txn=result["txn"]), as_json)
+    _done(result, render.msg("revoked", g=result["revoked_g"], lot=lot, txn=result["txn"]), as_json)
 
 
 # --------------------------------------------------------------------------- demo

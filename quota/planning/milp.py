@@ -22,8 +22,11 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fractions import Fraction
+from typing import NamedTuple
+
+from quota import units
 
 FAR = dt.date.max
 # grams -> kilograms inside the solver: its feasibility tolerance (1e-6) is then a milligram, so a
@@ -31,6 +34,9 @@ FAR = dt.date.max
 # project the solver funded was then dropped by the integer re-check)
 SCALE = 1e-3
 BIG = 5000  # projects in a part above which the start skips the density greedy (see lp_rounding)
+MIN_SOLVE = 0.1  # seconds: a part left less solver time than this keeps its start
+HIGHS_OVERRUN = 0.05  # share of its time limit by which HiGHS may overrun it on a big part
+TAIL_PER_TERM = 4e-6  # seconds per project and row term that the repair and fill after a solve take
 
 
 @dataclass(frozen=True)
@@ -50,27 +56,30 @@ class PNeed:
     required_g: int
 
 
-MAX_PRIORITY = Decimal(10) ** 6   # priorities are 0 < p <= 10^6 ...
-PRIORITY_PLACES = 4               # ... with at most 4 decimal places: a total over 50,000 projects
-# then has at most 15 significant digits, so the float the solver and JSON carry is exact
+MAX_PRIORITY = units.MAX_PRIORITY        # priorities are 0 < p <= 10^6 with at most 4 decimal places
+PRIORITY_PLACES = units.PRIORITY_PLACES  # (units.parse_priority): exact as float through the solver
 
 
 def check_priority(value) -> str | None:
     """Why `value` is not a valid priority (a whole number or a decimal like 7.5), or None."""
     try:
-        d = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        return f"must be a number, not {value!r}"
-    if not d.is_finite() or d <= 0 or d > MAX_PRIORITY:
-        return f"must be greater than 0 and at most {MAX_PRIORITY:,}"
-    if d.as_tuple().exponent < -PRIORITY_PLACES and d != d.quantize(Decimal(1).scaleb(-PRIORITY_PLACES)):
-        return f"must have at most {PRIORITY_PLACES} decimal places"
+        units.parse_priority(value if isinstance(value, (int, Decimal)) and not isinstance(value, bool)
+                             else str(value))
+    except units.AmountError as exc:
+        return str(exc)
     return None
 
 
 def objective_exact(projects, funded) -> Decimal:
-    """The priority funded, exactly (priorities are int or Decimal)."""
-    return sum((Decimal(projects[i].priority) for i in funded), Decimal(0))
+    """The priority funded, exactly (priorities are int or Decimal; whole ones are summed as ints)."""
+    whole, frac = 0, Decimal(0)
+    for i in funded:
+        p = projects[i].priority
+        if type(p) is int:
+            whole += p
+        else:
+            frac += p
+    return frac + whole
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,18 @@ class PProject:
     must_fund: bool
     on: dt.date  # lots must not expire by this date (needed_by, or the plan's as_of)
     needs: tuple[PNeed, ...]
+
+
+class _Slim(NamedTuple):
+    """What a part's solve reads of a project (its rows carry the rest): sent to a worker process,
+    a named tuple pickles and unpickles many times faster than a PProject with its needs."""
+    project_id: str
+    priority: int | Decimal
+    must_fund: bool
+
+
+def _slim(projects: list[PProject]) -> list[_Slim]:
+    return [_Slim(p.project_id, p.priority, p.must_fund) for p in projects]
 
 
 @dataclass(frozen=True)
@@ -165,7 +186,8 @@ def build_rows(projects: list[PProject], lots: list[PLot], candidates: list[PCan
             by_plateau.setdefault(bisect.bisect_right(expiries, on), on)
         for plateau, threshold in sorted(by_plateau.items()):
             row = Row(group, threshold, sum(g for e, g in supply.get(group, []) if e > threshold))
-            row.terms = [(pi, g) for on, g, pi in items if on >= threshold]
+            # items are sorted by date: the projects dated on or after the threshold are a suffix
+            row.terms = [(pi, g) for _, g, pi in items[bisect.bisect_left(items, (threshold,)):]]
             agg: dict[int, int] = defaultdict(int)
             for e, g, ci in cand_supply.get(group, []):
                 if e > threshold:
@@ -187,19 +209,23 @@ def feasible(rows: list[Row], funded: set[int], chosen: set[int]) -> list[tuple[
 
 
 def _fill(projects: list[PProject], rows: list[Row], start: set[int], chosen: set[int], order) -> set[int]:
-    """Add projects to `start`, in the order given by the key function `order(pi, cap)`, while every
-    row still holds in integer grams."""
-    cap = {id(r): r.supply_g + sum(g for ci, g in r.cand_terms if ci in chosen) for r in rows}
-    use = {id(r): sum(g for pi, g in r.terms if pi in start) for r in rows}
-    rows_of: dict[int, list[tuple[Row, int]]] = defaultdict(list)
-    for r in rows:
+    """Add projects to `start`, in the order given by the key function `order(pi, cap, rows_of)`, while
+    every row still holds in integer grams (`cap` per row index; `rows_of[pi]` lists (row index, grams))."""
+    cap = [r.supply_g + sum(g for ci, g in r.cand_terms if ci in chosen) for r in rows]
+    use = [0] * len(rows)
+    rows_of: list[list[tuple[int, int]]] = [[] for _ in projects]
+    for k, r in enumerate(rows):
         for pi, g in r.terms:
-            rows_of[pi].append((r, g))
+            rows_of[pi].append((k, g))
+    for pi in start:
+        for k, g in rows_of[pi]:
+            use[k] += g
     funded = set(start)
     for pi in sorted((i for i in range(len(projects)) if i not in funded), key=lambda i: order(i, cap, rows_of)):
-        if all(use[id(r)] + g <= cap[id(r)] for r, g in rows_of[pi]):
-            for r, g in rows_of[pi]:
-                use[id(r)] += g
+        mine = rows_of[pi]
+        if all(use[k] + g <= cap[k] for k, g in mine):
+            for k, g in mine:
+                use[k] += g
             funded.add(pi)
     return funded
 
@@ -207,7 +233,7 @@ def _fill(projects: list[PProject], rows: list[Row], start: set[int], chosen: se
 def greedy(projects: list[PProject], rows: list[Row], start: set[int], chosen: set[int]) -> set[int]:
     """Add projects to `start` by priority per unit of scarce resource while every row still holds."""
     def density(i, cap, rows_of):
-        load = sum(g / max(cap[id(r)], 1) for r, g in rows_of[i])
+        load = sum(g / max(cap[k], 1) for k, g in rows_of[i])
         return (-float(projects[i].priority) / (load + 1e-9), projects[i].project_id)
     return _fill(projects, rows, start, chosen, density)
 
@@ -256,7 +282,9 @@ def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidat
     from quota.planning import decompose
 
     t0 = time.perf_counter()
-    deadline = t0 + max(0.3, time_limit - 0.2)
+    # the time limit covers the whole solve: the parts' results are merged (and a part whose worker
+    # overran falls back to its start) in the time held back here
+    deadline = t0 + max(0.3, time_limit - 0.2 - 1e-5 * len(projects))
     decompose.warm(len(projects), workers)
     candidates = candidates or []
     rows = build_rows(projects, lots, candidates)
@@ -308,7 +336,7 @@ def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidat
             continue
         frac = sum(1 for v in (*y.values(), *z.values()) if min(v, 1 - v) >= 1e-9)
         subs[k] = (part, sub, part_lp)
-        jobs.append(decompose.Job(k, frac + 0.01 * len(sp), (sp, srows, scands, y, part_lp, gap, budget, solver)))
+        jobs.append(decompose.Job(k, frac + 0.01 * len(sp), (_slim(sp), srows, scands, y, part_lp, gap, budget, solver)))
     decompose.run(jobs, deadline, workers)
     results = {}
     for job in jobs:
@@ -318,10 +346,13 @@ def solve(projects: list[PProject], lots: list[PLot], candidates: list[PCandidat
         results[job.key] = (res, job.seconds, job.limit)
     # time left (parts that finished early): a second round for the parts not proven, from their plans
     again = [decompose.Job(k, res["bound"] - _value(subs[k][1][0], res["funded"]),
-                           (*subs[k][1], {li: lp_y.get(pi, 0.0) for li, pi in enumerate(subs[k][0].projects)},
+                           (_slim(subs[k][1][0]), *subs[k][1][1:],
+                            {li: lp_y.get(pi, 0.0) for li, pi in enumerate(subs[k][0].projects)},
                             res["bound"], gap, budget, solver, res["funded"]))
              for k, (res, _, _) in sorted(results.items())
-             if res["status"] == "feasible" and not res["chosen"] and not subs[k][1][2]]
+             if res["status"] == "feasible" and not res["chosen"] and not subs[k][1][2]
+             # worth it only when the time left well exceeds the part's transfer, repair and fill
+             and 3 * _tail(*subs[k][1][:2]) < deadline - time.perf_counter() - 1.0]
     if again and deadline - time.perf_counter() > 1.0:
         decompose.run(again, deadline, workers)
         for job in again:
@@ -469,6 +500,9 @@ def _within_budget(cands, chosen, budget) -> bool:
 def _subproblem(projects, rows, candidates, part, chosen_fixed):
     """The part's projects, rows and candidates, renumbered from 0. Candidates already chosen
     (mode "cheapest") become plain supply."""
+    if not chosen_fixed and len(part.projects) == len(projects) and len(part.rows) == len(rows) \
+            and len(part.cands) == len(candidates):  # one part: the whole model, already numbered so
+        return projects, rows, candidates
     loc = {pi: li for li, pi in enumerate(part.projects)}
     cloc = {ci: li for li, ci in enumerate(part.cands)}
     srows = []
@@ -515,6 +549,11 @@ def _fallback(projects, rows, start, lp_bound, lp_y=None) -> dict:
             "how": "fallback"}
 
 
+def _tail(projects, rows) -> float:
+    """Seconds the repair and fill of a part take (by its size), about what its transfer to a worker takes."""
+    return TAIL_PER_TERM * (len(projects) + sum(len(r.terms) for r in rows))
+
+
 def solve_part(projects, rows, candidates, lp_y, lp_bound, gap, budget, solver, start=None, *,
                time_limit: float, threads: int | None = None, on_start=None) -> dict:
     """One independent part (local indices): the LP-guided start, proven optimal when it reaches the
@@ -523,17 +562,29 @@ def solve_part(projects, rows, candidates, lp_y, lp_bound, gap, budget, solver, 
     must = {i for i, p in enumerate(projects) if p.must_fund}
     if start is not None:
         start = set(start)
+        # what the repair and fill after the solver will take: the start's own cost, else by size
+        tail = _tail(projects, rows)
     elif not candidates:
         start = lp_rounding(projects, rows, must, set(), lp_y)
+        tail = 1.2 * (time.perf_counter() - t0)
+    else:
+        tail = _tail(projects, rows)
+    fill_cost = tail
     if start is not None and _proven(projects, _value(projects, start), lp_bound):
         return {"status": "optimal", "funded": sorted(start), "chosen": [], "bound": _value(projects, start),
                 "how": "start reaches bound"}
-    if start is not None and time_limit <= 0:  # no time for the solver: the start (already filled)
+    if start is not None and time_limit - tail - (time.perf_counter() - t0) < MIN_SOLVE:
+        # no time for the solver (or not enough to then repair and fill): the start, already filled
         return {"status": "feasible", "funded": sorted(start), "chosen": [], "bound": max(lp_bound, _value(projects, start)),
                 "how": "start"}
     if start is not None and on_start is not None:
         on_start(sorted(start))
-    left = lambda: time_limit - (time.perf_counter() - t0)  # noqa: E731
+    # the solver stops early enough for the repair and fill to end within the part's time
+    # HiGHS checks its clock between steps, which on a big part can overrun its limit by a second:
+    # allow it HIGHS_OVERRUN of its time on top of the tail
+    budget_left = time_limit - tail - (time.perf_counter() - t0)
+    tail += HIGHS_OVERRUN * max(0.0, budget_left)
+    left = lambda: time_limit - tail - (time.perf_counter() - t0)  # noqa: E731
     if _use_highs(solver):
         optimal, funded, chosen, claimed, mip_bound = _mip_highs(projects, rows, candidates, budget, time_limit=left(),
                                                                  gap=gap, start=start, threads=threads)
@@ -566,9 +617,11 @@ def solve_part(projects, rows, candidates, lp_y, lp_bound, gap, budget, solver, 
     funded = _repair(projects, rows, funded, chosen, must)
     if start is not None and _value(projects, start) > _value(projects, funded):
         funded = start
-    # fill what still fits (in LP order on a big part: the density order costs seconds there)
-    funded = _lp_fill(projects, rows, funded, chosen, lp_y) if len(projects) > BIG else \
-        greedy(projects, rows, funded, chosen)
+    # fill what still fits (in LP order on a big part: the density order costs seconds there), unless
+    # the solver overran so far that the fill would end past the part's time: the plan is due
+    if time_limit - (time.perf_counter() - t0) > 0.8 * fill_cost or len(projects) <= BIG:
+        funded = _lp_fill(projects, rows, funded, chosen, lp_y) if len(projects) > BIG else \
+            greedy(projects, rows, funded, chosen)
     objective = _value(projects, funded)
     exact = (optimal and relative_gap(objective, bound) <= max(gap, 1e-6) + 1e-9) or _proven(projects, objective, bound)
     return {"status": "optimal" if exact else "feasible", "funded": sorted(funded), "chosen": sorted(chosen),
@@ -699,11 +752,12 @@ def _cheapest(projects, rows, candidates, time_limit, solver) -> set[int] | None
     """Cheapest set of candidates that makes every must-fund project feasible."""
     import pulp
     must = [i for i, p in enumerate(projects) if p.must_fund]
+    must_set = set(must)
     prob = pulp.LpProblem("cheapest_measures", pulp.LpMinimize)
     z = {i: pulp.LpVariable(f"z_{i}", cat="Binary") for i in range(len(candidates))}
     prob += pulp.LpAffineExpression([(z[i], float(c.cost)) for i, c in enumerate(candidates)])
     for r_i, row in enumerate(rows):
-        need = sum(g for pi, g in row.terms if pi in set(must))
+        need = sum(g for pi, g in row.terms if pi in must_set)
         if need > row.supply_g:
             prob += pulp.LpConstraint(pulp.LpAffineExpression([(z[ci], g * SCALE) for ci, g in row.cand_terms]),
                                       pulp.LpConstraintGE, f"c{r_i}", (need - row.supply_g) * SCALE)

@@ -288,6 +288,29 @@ def test_priority_rule():
     assert "a number" in milp.check_priority("high")
 
 
+def test_the_watchdog_never_waits_past_the_runs_deadline():
+    """A worker is presumed stuck GRACE after its own limit, but never later than END_GRACE past the deadline of
+    the whole solve (the plan is due: its part keeps its start)."""
+    from quota.planning import decompose
+    job = decompose.Job(0, 1.0, ())
+    # a part given 10 s from t=0, its solver started at t=1: stuck at 11 s, well before a deadline at 20 s
+    assert decompose._kill_at((job, 0.0, 10.0), 1.0, 20.0) == 10.0 + decompose.GRACE
+    # the same part when the run's deadline is 10.2 s: killed END_GRACE after it, not GRACE after its limit
+    assert decompose._kill_at((job, 0.0, 10.0), 1.0, 10.2) == pytest.approx(10.2 + decompose.END_GRACE)
+
+
+def test_a_part_sent_to_a_worker_carries_no_needs():
+    """What a worker needs of a project is its id, priority and must-fund flag (its rows carry the rest); the
+    slim form pickles small and fast, and a solve through the workers equals one in this process."""
+    import pickle
+    projects = [PProject(f"P{i}", 7.5 if i % 2 else 3, i == 0, DAY, tuple(PNeed("COD", "A", 1000 + j) for j in range(8)))
+                for i in range(200)]
+    slim = milp._slim(projects)
+    assert [(s.project_id, s.priority, s.must_fund) for s in slim] == \
+        [(p.project_id, p.priority, p.must_fund) for p in projects]
+    assert len(pickle.dumps(slim)) < len(pickle.dumps(projects)) / 3
+
+
 def test_a_worker_past_its_time_is_killed_and_its_part_keeps_its_start(monkeypatch):
     from quota.planning import decompose
     projects, lots = two_markets()
