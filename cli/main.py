@@ -1,6 +1,7 @@
 """The typer app: global options, and one thin command per library call."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -327,4 +328,23 @@ for command in audit.COMMANDS:  # trace, verify, export: top-level commands
 
 
 def run() -> None:
-    app(prog_name="quota")
+    """The console script. Under --json a usage error (exit 2) also prints {"error": {"code": "usage", ...}} on
+    stdout, as every refusal does; the usage text stays on stderr as typer writes it."""
+    if "--json" not in sys.argv[1:]:
+        app(prog_name="quota")
+        return
+    # typer's own click (vendored or not): its usage error and base exception, found from typer.BadParameter
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    try:
+        code = app(prog_name="quota", standalone_mode=False)
+    except usage_error as exc:
+        render.emit_json({"error": {"code": "usage", "message": exc.format_message()}})
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click_exception as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
