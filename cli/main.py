@@ -1,6 +1,7 @@
 """The typer app: global options, and one thin command per library call."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -85,14 +86,6 @@ SheetOpt = Annotated[Optional[str], typer.Option("--sheet", help="The sheet of a
                                                  "(default: the first sheet that has the columns).")]
 
 
-def _read_note(file: Path, read: dict) -> None:
-    """Say on stderr how a file was read when it is not plain UTF-8 CSV: its encoding, or a workbook's sheet."""
-    if read.get("encoding") not in (None, "utf-8"):
-        render.note(render.msg("read_encoding", file=file.name, encoding=read["encoding"].upper()))
-    if read.get("sheet") is not None and (read.get("header_row") != 1 or not read.get("first_sheet")):
-        render.note(render.msg("read_sheet", file=file.name, sheet=read["sheet"], row=read.get("header_row", 1)))
-
-
 @tally_app.command("import", epilog=describe_columns(TALLY_REQUIRED, TALLY_OPTIONAL, TALLY_NAMES))
 def tally_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="CSV or XLSX tally file.")],
                  dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only; write nothing.")] = False,
@@ -110,7 +103,7 @@ def tally_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="
             result = tallies.import_tallies(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key,
                                             dry_run=dry_run, progress=progress, sheet=sheet, read=read)
         finally:
-            _read_note(file, read)
+            render.read_note(file.name, read)
     if as_json:
         return render.emit_json({**result, "read": read})
     render.credited(result, dry_run)
@@ -132,7 +125,7 @@ def project_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help
             result = project_files.import_projects(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key,
                                                    dry_run=dry_run, sheet=sheet, read=read)
         finally:
-            _read_note(file, read)
+            render.read_note(file.name, read)
     if as_json:
         return render.emit_json({**result, "read": read})
     render.done(render.msg("would_import_projects" if dry_run else "imported_projects", n=result["projects"],
@@ -335,4 +328,23 @@ for command in audit.COMMANDS:  # trace, verify, export: top-level commands
 
 
 def run() -> None:
-    app(prog_name="quota")
+    """The console script. Under --json a usage error (exit 2) also prints {"error": {"code": "usage", ...}} on
+    stdout, as every refusal does; the usage text stays on stderr as typer writes it."""
+    if "--json" not in sys.argv[1:]:
+        app(prog_name="quota")
+        return
+    # typer's own click (vendored or not): its usage error and base exception, found from typer.BadParameter
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    try:
+        code = app(prog_name="quota", standalone_mode=False)
+    except usage_error as exc:
+        render.emit_json({"error": {"code": "usage", "message": exc.format_message()}})
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click_exception as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

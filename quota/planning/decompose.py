@@ -53,7 +53,7 @@ def split(n_projects: int, rows, n_cands: int, *, couple_candidates: bool, budge
     widest: set = set()
     for row in rows:
         first = row.terms[0][0]
-        # a group's rows are nested (milp.build_rows: each holds the projects dated on or after its
+        # a group's rows are nested (problem.build_rows: each holds the projects dated on or after its
         # threshold) and its first row, at the earliest date, holds them all: joining that one suffices
         if row.group not in widest:
             widest.add(row.group)
