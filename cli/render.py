@@ -166,8 +166,9 @@ def balances(result: dict) -> None:
 
 def trace(result: dict) -> None:
     from quota import units
-    out.print(f"[bold]{esc(result['project_id'])}[/] {esc(result['name'])} — zone {esc(result['zone'])}, "
-              f"industry {esc(result['industry'] or '-')}, state [bold]{esc(word(result['state']))}[/]", markup=True)
+    out.print(f"[bold]{esc(result['project_id'])}[/] {esc(result['name'])} — "
+              + esc(msg("trace_head", zone=result["zone"], industry=result["industry"] or "-",
+                        state=word(result["state"]))), markup=True)
     out.print(table(h("Requirement"), ["Pollutant", "Increment", "Ratio", "Why", "Required", "Held", "Key", "Unit"],
                     [[n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"], "; ".join(n["why"]),
                       units.display(n["required_g"], n["unit"]), units.display(n["held_g"], n["unit"]), n["key"],
@@ -186,10 +187,10 @@ def rulebook(info: dict, book) -> None:
     version = info["version"]
     out.print(f"Rulebook v{version}: {book.jurisdiction_name} {book.jurisdiction_name_zh} "
               f"({book.jurisdiction_code})")
-    out.print(table("Pollutants", ["Pollutant", "Name", "Unit", "Key"],
+    out.print(table(h("Pollutants"), ["Pollutant", "Name", "Unit", "Key"],
                            [[p["code"], f"{p['name']} {p['name_zh']}", p["unit"],
                              f"{p['medium']} -> {info['matching'][p['medium']]}"] for p in info["pollutants"]]))
-    out.print(table("Zones", ["Zone", "Name", "Key", "State"],
+    out.print(table(h("Zones"), ["Zone", "Name", "Key", "State"],
                            [[z["code"], f"{z['name']} {z['name_zh']}", f"{z['watershed']} / {z['airshed']}",
                              "non-attainment: " + ", ".join(z["non_attainment"]) if z["non_attainment"] else ""]
                             for z in info["zones"]]))
@@ -214,7 +215,7 @@ def credited(result: dict, dry_run: bool) -> None:
 def projects(rows: list[dict]) -> None:
     """`quota project list`: one line per project and pollutant."""
     from quota import units
-    out.print(table("Projects", ["Project", "Name", "Zone", "Priority", "Needed by", "State",
+    out.print(table(h("Projects"), ["Project", "Name", "Zone", "Priority", "Needed by", "State",
                                         "Pollutant", "Increment", "Ratio", "Required", "Unit"],
                            [[p["project_id"], p["name"], p["zone"], p["priority"], p["needed_by"], word(p["state"]),
                              n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"],
@@ -232,7 +233,7 @@ def plan(result: dict) -> None:
 
     status = result["status"]
     out.print(msg("plan_head", id=result["plan_id"], day=result["as_of"], status=word(status),
-                         obj=f"{result['objective']:g}", bound=f"{result['bound']:g}",
+                         obj=result.get("objective_exact") or f"{result['objective']:g}", bound=f"{result['bound']:g}",
                          lp=f"{result['lp_bound']:.4g}", gap=f"{100 * result['gap']:.2f}%",
                          solver=result["solver"], secs=f"{result['seconds']:.2f}")
               + (f", scenario {result['scenario']!r}" if result.get("scenario") else ""), markup=False)

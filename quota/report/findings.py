@@ -88,6 +88,11 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     # numbers (units.parse_decimal)
     "not_a_number": ("not a number: {value}", "不是数字：{value}"),
     "number_float": ("floating-point value given; amounts must be exact text", "给出的是浮点数；数量须为精确的文本"),
+    # priorities (units.parse_priority), after the number grammar
+    "priority_range": ("priority must be greater than 0 and at most {max}, got {value}",
+                       "优先级须大于 0 且不超过 {max}：{value}"),
+    "priority_places": ("priority must have at most {places} decimal places, got {value}",
+                        "优先级最多 {places} 位小数：{value}"),
     "number_not_finite": ("not a finite number: {value}", "不是有限数字：{value}"),
     "number_empty": ("empty amount", "数量为空"),
     "number_too_long": ("not a number: {length} characters is longer than any amount ({max} at most)",
