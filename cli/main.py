@@ -55,8 +55,8 @@ def init(ctx: typer.Context,
     from quota.rules import versions
     with failures():
         result = versions.init(ctx.obj.engine, str(rules), ctx.obj.actor)
-    render.done(f"initialised {ctx.obj.url}: rulebook version {result['version']}"
-                + ("" if result["changed"] else " (unchanged)"))
+    render.done(render.msg("initialised", url=ctx.obj.url, version=result["version"])
+                + ("" if result["changed"] else render.msg("unchanged")))
 
 
 @rules_app.command("show")
@@ -77,7 +77,8 @@ def rules_load(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Ru
     from quota.rules import versions
     with failures():
         result = versions.load(ctx.obj.engine, str(file), ctx.obj.actor)
-    render.done(f"rulebook version {result['version']}" + ("" if result["changed"] else " (unchanged)"))
+    render.done(render.msg("rulebook_version", version=result["version"])
+                + ("" if result["changed"] else render.msg("unchanged")))
 
 
 # --------------------------------------------------------------------------- imports
@@ -276,7 +277,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     from quota.store import migrate
     with failures():
         result = migrate.upgrade(ctx.obj.engine)
-    render.done(f"schema at revision {result['to']} (was {result['from'] or 'empty'})")
+    render.done(render.msg("schema_at", to=result["to"], was=result["from"] or render.msg("schema_empty")))
 
 
 @db_app.command("roles")
@@ -294,7 +295,7 @@ def db_roles(ctx: typer.Context,
         return
     with failures():
         stmts = roles.create_roles(ctx.obj.engine)
-    render.done(f"created/granted {', '.join(roles.ROLES)} ({len(stmts)} statements)")
+    render.done(render.msg("roles_created", roles=", ".join(roles.ROLES), n=len(stmts)))
 
 
 @app.command()
