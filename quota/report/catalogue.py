@@ -191,6 +191,7 @@ REFUSALS_ZH = {
                                else f"幂等键 {f['key']!r} 已用于另一个请求，请使用新的键"),
     "output_is_database": lambda f: f"{f['path']} 是数据库文件：输出从不覆盖数据库，请换一个文件名",
     "output_kind": lambda f: f"{f['path']}：文件与文件夹不符（导出为文件时不能指向文件夹，反之亦然）",
+    "output_not_regular": lambda f: f"{f['path']} 不是普通文件（是管道或设备）：输出只写入文件，请给出文件名",
     "output_not_ours": lambda f: f"{f['path']} 已存在，且含有本次导出不会写入的文件（{'、'.join(f['files'][:5])}）："
                                  "请换一个文件夹或先移除它",
     "cannot_write": lambda f: f"无法写入 {f.get('path') or '输出文件'}：{_errno_zh(f)}；未替换任何已有文件",

@@ -49,6 +49,7 @@ REFUSAL_FACTS: dict[str, list[dict]] = {
                 {"reason": "control_character", "character": "U+0007"}],
     "key_conflict": [{"key": "k1"}, {"key": "k1", "user": "clerk"}],
     "output_is_database": [{"path": "quota.db"}], "output_kind": [{"path": "out"}],
+    "output_not_regular": [{"path": "/dev/stdout"}],
     "output_not_ours": [{"path": "out", "files": ["a.txt"]}],
     "cannot_write": [{"path": "/x/y", "reason": "No space left on device", "errno": 28},
                      {"path": "", "reason": "Read-only file system", "errno": None}],
