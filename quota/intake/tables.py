@@ -64,6 +64,23 @@ def _csv(path: str, info: dict):
     return header, frames, 0
 
 
+EXCEL_DIGITS = 15  # significant digits Excel shows and computes with
+
+
+def cell_text(value) -> str:
+    """A workbook cell as the text its user sees: a number cell by Excel's 15 significant digits, in plain
+    digits (0.00001, not '1e-05'; =0.1+0.2 is 0.3, not 0.30000000000000004), other cells as str."""
+    if value is None or isinstance(value, float) and value != value:
+        return ""
+    if isinstance(value, float):
+        if value in (float("inf"), float("-inf")):
+            return str(value)
+        from decimal import Context, Decimal
+        d = Context(prec=EXCEL_DIGITS).create_decimal(repr(value)).normalize()
+        return format(d, "f")
+    return str(value)
+
+
 def _known_columns(cells, aliases: dict[str, str]) -> int:
     return len({aliases.get(str(c).strip()) or aliases.get(str(c).strip().lower()) for c in cells} - {None})
 
@@ -76,10 +93,11 @@ def _xlsx(path: str, aliases: dict[str, str], required: list[str], sheet: str | 
         names = [str(n) for n in book.sheet_names]
         if sheet and sheet not in names:
             raise _Unreadable("no_sheet", sheet=sheet, sheets=names)
-        sheets = pd.read_excel(book, dtype=str, keep_default_na=False, sheet_name=sheet if sheet else None,
+        sheets = pd.read_excel(book, dtype=object, keep_default_na=False, sheet_name=sheet if sheet else None,
                                header=None)
     if sheet:
         sheets = {sheet: sheets}
+    sheets = {k: v.map(cell_text) for k, v in sheets.items()}
     need = max(1, (len(required) + 1) // 2)
     for sheet_name, raw in sheets.items():
         for i in range(min(HEADER_SCAN, len(raw))):

@@ -1,5 +1,7 @@
 """Spreadsheets as bureaus make them: GBK CSV from Chinese Excel, title rows above the header, blank lines, a
 blank first sheet, and a file with thousands of bad rows."""
+from decimal import Decimal
+
 import pytest
 from typer.testing import CliRunner
 
@@ -54,3 +56,26 @@ def test_a_file_of_many_bad_rows_prints_a_screenful(db_url, tmp_path):
     assert r.exit_code == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 102 and "1400 more problem(s)" in lines[-1]
+
+
+def test_number_cells_read_as_excel_shows_them(engine, tmp_path):
+    """A number cell is a binary float: 0.00001 typed in Excel used to be read as '1e-05' (refused: "no exponent
+    form; write the digits out") and =0.1+0.2 as 0.30000000000000004 (a requirement one gram too big)."""
+    from openpyxl import Workbook
+    from quota.intake import project_files
+    from quota.ledger import projects
+    path = tmp_path / "numbers.xlsx"
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["project_id", "name", "zone", "industry", "pollutant", "increment", "unit", "priority"])
+    sheet.append(["PX-1", "x", "JT-YT", "chemical", "COD", 0.1 + 0.2, "t/a", 7.5])
+    sheet.append(["PX-2", "y", "JT-YT", "chemical", "COD", 0.00001, "t/a", 0.0001])
+    sheet.append(["PX-3", "z", "JT-YT", "chemical", "TP", 2.0, "t/a", 1000000.0])
+    book.save(path)
+    project_files.import_projects(engine, str(path), actor="clerk")
+    from quota.rules import versions
+    with engine.connect() as conn:
+        found = {p.project_id: p for p in projects.load_projects(conn, versions.current(conn)[1])}
+    assert {k: (p.priority, {n.pollutant: n.increment_g for n in p.needs}) for k, p in found.items()} == {
+        "PX-1": (Decimal("7.5"), {"COD": 300_000}), "PX-2": (Decimal("0.0001"), {"COD": 10}),
+        "PX-3": (1_000_000, {"TP": 2_000_000})}
