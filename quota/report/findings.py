@@ -33,6 +33,8 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     # reading a file
     "file_not_found": ("file not found", "文件不存在"),
     "is_directory": ("is a directory, not a file", "是文件夹，不是文件"),
+    "not_regular_file": ("is a pipe or a device, not a file (an import reads its file more than once): save it to a "
+                         "file and import that", "是管道或设备，不是文件（导入需多次读取文件）：请先保存为文件再导入"),
     "no_permission": ("cannot read the file: permission denied", "无法读取文件：没有权限"),
     "cannot_read_file": ("cannot read the file: {detail}", "无法读取文件：{detail}"),
     "not_utf8": ("not UTF-8 text (byte {byte} cannot be decoded); save it as UTF-8",

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from quota.ledger import balances
-from quota.intake import tallies
+from quota.intake import project_files, tallies
 from quota.errors import ValidationFailed
 from tests.conftest import DATA, TALLY_HEADER
 
@@ -79,3 +79,32 @@ def test_number_cells_read_as_excel_shows_them(engine, tmp_path):
     assert {k: (p.priority, {n.pollutant: n.increment_g for n in p.needs}) for k, p in found.items()} == {
         "PX-1": (Decimal("7.5"), {"COD": 300_000}), "PX-2": (Decimal("0.0001"), {"COD": 10}),
         "PX-3": (1_000_000, {"TP": 2_000_000})}
+
+
+def test_a_gbk_csv_that_kept_a_utf8_bom_imports(engine, tmp_path):
+    """A UTF-8 file's BOM kept when it was saved again as GBK: read as GB18030, the BOM used to eat the first
+    header's first letter ('锘縯ally_id': an unknown column and a missing one)."""
+    path = tmp_path / "gbk-bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(ROWS[:4]) + "\n").encode("gbk"))
+    read: dict = {}
+    result = tallies.import_tallies(engine, str(path), actor="clerk", read=read)
+    assert result["tallies"] == 3 and read["encoding"] == "gb18030"
+    assert {r["tally_id"] for r in balances.balance(engine, by="lot")["rows"]} == {"T2022-001", "T2022-002", "T2022-003"}
+
+
+def test_a_pipe_is_refused_as_a_pipe_not_as_an_empty_file(engine, tmp_path):
+    """`quota tally import <(iconv ... x.csv)`: a pipe is read once, so its second pass found an empty file."""
+    import os
+    from tests.conftest import snapshot
+    before = snapshot(engine)
+    for importer in (tallies.import_tallies, project_files.import_projects):
+        r, w = os.pipe()
+        os.write(w, ("\n".join(ROWS[:4]) + "\n").encode())
+        os.close(w)
+        try:
+            with pytest.raises(ValidationFailed) as info:
+                importer(engine, f"/proc/self/fd/{r}", actor="clerk")
+        finally:
+            os.close(r)
+        assert [p.code for p in info.value.problems] == ["not_regular_file"]
+    assert snapshot(engine) == before
