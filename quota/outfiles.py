@@ -72,7 +72,7 @@ def check_target(path: Path | str, db=None, folder: bool = False) -> Path:
     else:
         if p.is_dir():
             raise Refused(f"{path} is a folder; give a file name", "output_kind", path=str(path))
-        if _special(p):  # a FIFO, /dev/stdout, /dev/null: the rename into place would replace it with a file
+        if _special(p) or _device_path(p):  # a FIFO, /dev/stdout, /dev/null: the rename would replace it by a file
             raise Refused(f"{path} is not a regular file (a pipe or a device); an output is written to a file, "
                           "give a file name", "output_not_regular", path=str(path))
         if is_sqlite_file(p):
@@ -88,6 +88,15 @@ def _special(path: Path) -> bool:
     except OSError:
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _device_path(path: Path) -> bool:
+    """True for a name under /dev or /proc (but /dev/shm): `/dev/stdout` is a symlink to /proc/self/fd/1, whose
+    target is a regular file when stdout is redirected to one; renaming into place would replace the symlink."""
+    for name in {os.path.abspath(path), os.path.realpath(path)}:
+        if name.startswith(("/dev/", "/proc/")) and not name.startswith("/dev/shm/"):
+            return True
+    return False
 
 
 def _mode_for(target: Path, base: int = 0o666) -> int:

@@ -120,6 +120,17 @@ def test_an_output_to_a_pipe_is_refused_not_waited_on_nor_replaced(ledger, engin
     assert snapshot(engine) == before
 
 
+def test_standard_streams_and_devices_are_refused_as_targets(tmp_path):
+    """`--out /dev/stdout` with stdout redirected to a file: os.stat says regular file, and the rename into place
+    replaced the /dev/stdout symlink itself by a regular file (for every later process). Checked only: writing
+    would damage the machine running the test when the check is missing."""
+    for target in ("/dev/stdout", "/dev/null", "/dev/fd/1", "/proc/self/fd/1"):
+        with pytest.raises(Refused) as info:
+            outfiles.check_target(target)
+        assert info.value.code == "output_not_regular"
+    assert outfiles.check_target(tmp_path / "plain.jsonl") == tmp_path / "plain.jsonl"
+
+
 def test_the_library_refuses_the_database_as_a_target(ledger, engine, tmp_path):
     target = sqlite_file(tmp_path / "x.sqlite")
     with pytest.raises(Refused, match="SQLite database"):
