@@ -41,18 +41,22 @@ def _csv_encoding(path: str) -> tuple[str, int]:
     import codecs
     with open(path, "rb") as fh:
         bom = len(UTF8_BOM) if fh.read(len(UTF8_BOM)) == UTF8_BOM else 0
+    line = 1  # the first line that is not UTF-8: where a file that mixes both encodings changes
     for encoding, skip in (("utf-8-sig", 0), ("gb18030", bom)):
-        decoder, offset = codecs.getincrementaldecoder(encoding)(), skip
+        decoder, offset, lines, piece = codecs.getincrementaldecoder(encoding)(), skip, 0, b""
         try:
             with open(path, "rb") as fh:
                 fh.seek(skip)
                 for piece in iter(lambda: fh.read(1 << 20), b""):
                     decoder.decode(piece)
                     offset += len(piece)
+                    lines += piece.count(b"\n")
+                piece = b""
                 decoder.decode(b"", final=True)
         except UnicodeDecodeError as exc:
             if encoding == "gb18030":
-                raise _Unreadable("not_text", byte=offset + exc.start) from None
+                raise _Unreadable("not_text", byte=offset + exc.start, line=line) from None
+            line = lines + piece[:exc.start].count(b"\n") + 1
             continue
         return encoding, skip
 

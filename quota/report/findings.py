@@ -40,8 +40,10 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     "not_utf8": ("not UTF-8 text (byte {byte} cannot be decoded); save it as UTF-8",
                  "不是 UTF-8 文本（第 {byte} 字节无法解码）；请另存为 UTF-8"),
     "not_utf8_line": ("not UTF-8 text (line {line} cannot be decoded)", "不是 UTF-8 文本（第 {line} 行无法解码）"),
-    "not_text": ("neither UTF-8 nor GB18030/GBK text (byte {byte} cannot be decoded); save it as CSV UTF-8",
-                 "既不是 UTF-8 也不是 GB18030/GBK 文本（第 {byte} 字节无法解码）；请另存为 CSV UTF-8"),
+    "not_text": ("neither UTF-8 nor GB18030/GBK text (line {line} is not UTF-8; byte {byte} is not GB18030: a mix of "
+                 "both?); save it as CSV UTF-8",
+                 "既不是 UTF-8 也不是 GB18030/GBK 文本（第 {line} 行不是 UTF-8；第 {byte} 字节不是 GB18030：是否两种编码混用？）；"
+                 "请另存为 CSV UTF-8"),
     "not_an_export": ("not a quota export: its first line is not the export's JSON header",
                       "不是 quota 导出文件：第一行不是导出文件的 JSON 表头"),
     "no_manifest": ("missing or unreadable: not a complete quota export folder (interrupted, or not written by "

@@ -142,3 +142,17 @@ def test_import_help_lists_the_columns_with_their_chinese_headers():
     assert "tally_id (测算编号)" in text and "baseline_actual (基准排放量 /" in text and "--sheet" in text
     text = " ".join(runner.invoke(app, ["project", "import", "--help"]).stdout.split())
     assert "project_id (项目编号)" in text and "must_fund (必须保障 / 必保)" in text
+
+
+def test_a_csv_half_utf8_half_gbk_names_the_line_where_the_encoding_changes(engine, tmp_path):
+    """GBK rows pasted into a UTF-8 file: the refusal said only "byte 266", useless in a spreadsheet."""
+    from tests.conftest import snapshot
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(("\n".join(ROWS[:6]) + "\n").encode("utf-8") + ("\n".join(ROWS[6:9]) + "\n").encode("gbk"))
+    before = snapshot(engine)
+    with pytest.raises(ValidationFailed) as info:
+        tallies.import_tallies(engine, str(path), actor="clerk")
+    [problem] = info.value.problems
+    assert problem.code == "not_text" and problem.facts["line"] == 7 and "line 7 is not UTF-8" in problem.message
+    assert "第 7 行不是 UTF-8" in problem.text("zh")
+    assert snapshot(engine) == before
