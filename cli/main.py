@@ -438,3 +438,4 @@ app.add_typer(plan_app, name="plan")
 
 def run() -> None:
     app(prog_name="quota")
+from cli import users as _users  # noqa: E402,F401  (registers user add/list/disable/token and serve)

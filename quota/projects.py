@@ -192,11 +192,11 @@ def projects_from_rows(book: Rulebook, rows) -> list[ProjectInfo]:
     return list(infos.values())
 
 
-def project_rows(engine: Engine) -> list[dict]:
-    """All projects with their needs as plain dicts (for `quota project list`)."""
+def project_rows(engine: Engine, state: str | None = None) -> list[dict]:
+    """All projects (or those in `state`) with their needs as plain dicts (for `quota project list`)."""
     with db.reading(engine) as conn:
         _, book = rulebooks.current(conn)
-        infos = load_projects(conn, book)
+        infos = load_projects(conn, book, state=state)
     return [{"project_id": p.project_id, "name": p.name, "zone": p.zone, "industry": p.industry,
              "priority": p.priority, "needed_by": p.needed_by.isoformat() if p.needed_by else None,
              "must_fund": p.must_fund, "state": p.state,

@@ -1,0 +1,289 @@
+"""HTML pages: each route names its action (quota.accounts.ACTIONS), calls one library function and renders it.
+
+Writes are POST forms with the session's CSRF token and an idempotency key made when the form was shown
+(the CLI's --key), answered with a redirect (post/redirect/get): a double click or a reload posts once.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Optional
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse, Response
+
+from quota import accounts, audit, i18n, plans, projects, quota_ops, report
+from quota.clock import parse_day
+from web.app import (check_csrf, current_user, csrf_token, engine_of, need, page, redirect)
+
+router = APIRouter(include_in_schema=False)
+LOTS_PER_PAGE = 50
+
+
+def _day(value: Optional[str], what: str = "date") -> Optional[dt.date]:
+    return parse_day(value, what) if value else None
+
+
+def _text(value: Optional[str]) -> Optional[str]:
+    value = (value or "").strip()
+    return value or None
+
+
+# --------------------------------------------------------------------------- sign in, language
+
+@router.get("/login")
+def login_form(request: Request):
+    if current_user(request) is not None:
+        return RedirectResponse("/", status_code=303)
+    return page(request, "login.html", {"error": None})
+
+
+@router.post("/login", dependencies=[Depends(check_csrf)])
+async def login(request: Request, username: str = Form(""), password: str = Form("")):
+    result = await run_in_threadpool(accounts.authenticate, engine_of(request), username, password)
+    if result.delay_s and request.app.state.throttle:
+        await asyncio.sleep(result.delay_s)  # slows guessing down without holding a worker thread
+    if result.user is None:
+        lang = request.state.lang
+        message = i18n.t(f"web_login_{result.reason}", lang, until=(result.locked_until or "")[:16].replace("T", " "))
+        return page(request, "login.html", {"error": message, "username": username},
+                    429 if result.reason == "locked" else 401)
+    session = request.state.session
+    session.clear()  # a new session (and CSRF token) at sign-in: no fixation
+    session["u"] = result.user.name
+    request.state.user = result.user
+    csrf_token(request)
+    return RedirectResponse("/", status_code=303)
+
+
+@router.post("/logout", dependencies=[Depends(check_csrf)])
+def logout(request: Request):
+    request.state.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/lang/{lang}")
+def switch_language(request: Request, lang: str, next: str = "/"):
+    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    response = RedirectResponse(target, status_code=303)
+    if lang in i18n.LANGS:
+        response.set_cookie("quota_lang", lang, max_age=365 * 86400, samesite="strict", httponly=True,
+                            secure=request.url.scheme == "https")
+    return response
+
+
+# --------------------------------------------------------------------------- overview, lots
+
+@router.get("/")
+def overview(request: Request, as_of: Optional[str] = None, user=Depends(need("read_balance"))):
+    engine = engine_of(request)
+    data = report.overview(engine, as_of=_day(as_of, "as-of date"), lang=request.state.lang)
+    return page(request, "overview.html", {"o": data, "verified": accounts.last_verification(engine),
+                                           "as_of": as_of or ""})
+
+
+@router.get("/lots")
+def lots(request: Request, pollutant: Optional[str] = None, zone: Optional[str] = None, state: Optional[str] = None,
+         expires_before: Optional[str] = None, page_no: int = Query(1, alias="page", ge=1),
+         user=Depends(need("read_lots"))):
+    before = _day(expires_before, "expires before")
+    result = audit.balance(engine_of(request), by="lot", pollutant=_text(pollutant), zone=_text(zone))
+    rows = [r for r in result["rows"] if (not state or r["state"] == state)
+            and (before is None or (r["expires"] and r["expires"] < before.isoformat()))]
+    start = (page_no - 1) * LOTS_PER_PAGE
+    return page(request, "lots.html", {
+        "rows": rows[start:start + LOTS_PER_PAGE], "total": len(rows), "page_no": page_no,
+        "pages": max(1, -(-len(rows) // LOTS_PER_PAGE)), "as_of": result["as_of"],
+        "f": {"pollutant": pollutant or "", "zone": zone or "", "state": state or "",
+              "expires_before": expires_before or ""},
+        "query": "&".join(f"{k}={quote(v)}" for k, v in (("pollutant", pollutant), ("zone", zone), ("state", state),
+                                                         ("expires_before", expires_before)) if v)})
+
+
+@router.get("/lots/{serial}")
+def lot(request: Request, serial: str, user=Depends(need("read_lots"))):
+    return page(request, "lot.html", {"lot": audit.lot_detail(engine_of(request), serial)})
+
+
+# --------------------------------------------------------------------------- projects
+
+STATES = ("pipeline", "reserved", "approved", "cancelled")
+
+
+@router.get("/projects")
+def project_list(request: Request, state: Optional[str] = None, user=Depends(need("read_projects"))):
+    rows = projects.project_rows(engine_of(request), state=state if state in STATES else None)
+    return page(request, "projects.html", {"rows": rows, "state": state or "", "states": STATES})
+
+
+@router.get("/projects/{project_id}")
+def project(request: Request, project_id: str, user=Depends(need("read_projects"))):
+    return page(request, "project.html", {"s": audit.trace(engine_of(request), project_id)})
+
+
+@router.post("/projects/{project_id}/reserve", dependencies=[Depends(check_csrf)])
+def reserve(request: Request, project_id: str, key: str = Form(...), pollutant: str = Form(""),
+            expires: str = Form(""), confirm: str = Form(""), user=Depends(need("reserve"))):
+    """Without `confirm`: the draws the reservation would take (dry run), and a form to confirm them (same key).
+    With `confirm`: the reservation, once per key."""
+    engine = engine_of(request)
+    args = dict(actor=user.name, pollutant=_text(pollutant), expires=_day(_text(expires), "lapse date"))
+    if not confirm:
+        preview = quota_ops.reserve(engine, project_id, dry_run=True, **args)
+        return page(request, "reserve_preview.html", {
+            "p": audit.trace(engine, project_id), "preview": preview, "key": key, "pollutant": pollutant,
+            "expires": expires})
+    result = quota_ops.reserve(engine, project_id, key=key, **args)
+    message = i18n.t("reserved", request.state.lang, project=result["project_id"], n=len(result["draws"]),
+                     txn=result["txn"]) + (i18n.t("replayed", request.state.lang) if result["replayed"] else "")
+    return redirect(f"/projects/{quote(result['project_id'])}", message, request)
+
+
+@router.post("/projects/{project_id}/approve", dependencies=[Depends(check_csrf)])
+def approve(request: Request, project_id: str, key: str = Form(...), doc: str = Form(""),
+            user=Depends(need("approve"))):
+    result = quota_ops.approve(engine_of(request), project_id, doc=doc, actor=user.name, key=key)
+    message = i18n.t("approved", request.state.lang, project=result["project_id"], doc=doc, txn=result["txn"])
+    return redirect(f"/projects/{quote(result['project_id'])}", _replayed(message, result, request), request)
+
+
+@router.post("/projects/{project_id}/release", dependencies=[Depends(check_csrf)])
+def release(request: Request, project_id: str, key: str = Form(...), user=Depends(need("release"))):
+    result = quota_ops.release(engine_of(request), project_id, actor=user.name, key=key)
+    message = i18n.t("released", request.state.lang, project=result["project_id"], txn=result["txn"])
+    return redirect(f"/projects/{quote(result['project_id'])}", _replayed(message, result, request), request)
+
+
+@router.post("/projects/{project_id}/cancel", dependencies=[Depends(check_csrf)])
+def cancel(request: Request, project_id: str, key: str = Form(...), user=Depends(need("cancel"))):
+    result = quota_ops.cancel(engine_of(request), project_id, actor=user.name, key=key)
+    message = i18n.t("cancelled", request.state.lang, project=result["project_id"])
+    return redirect(f"/projects/{quote(result['project_id'])}", _replayed(message, result, request), request)
+
+
+def _replayed(message: str, result: dict, request: Request) -> str:
+    return message + (i18n.t("replayed", request.state.lang) if result.get("replayed") else "")
+
+
+@router.get("/projects/{project_id}/statement.{fmt}")
+def statement(request: Request, project_id: str, fmt: str, user=Depends(need("read_statement"))):
+    """The source statement (总量来源说明) as Markdown or HTML, for the approval file."""
+    from quota import statement as st
+    if fmt not in ("md", "html"):
+        return Response(status_code=404)
+    s = st.statement(engine_of(request), project_id, request.state.lang)
+    body, media = (st.to_markdown(s), "text/markdown") if fmt == "md" else (st.to_html(s), "text/html")
+    return Response(body, media_type=f"{media}; charset=utf-8", headers={
+        "Content-Disposition": f"attachment; filename=\"statement-{quote(s.get('project_id', project_id))}.{fmt}\""})
+
+
+# --------------------------------------------------------------------------- plans
+
+@router.get("/plans")
+def plan_list(request: Request, user=Depends(need("read_plans"))):
+    return page(request, "plans.html", {"plans": plans.list_plans(engine_of(request))["plans"]})
+
+
+@router.post("/plans", dependencies=[Depends(check_csrf)])
+def plan_run(request: Request, as_of: str = Form(""), time_limit: float = Form(10.0), user=Depends(need("run_plan"))):
+    result = plans.run_plan(engine_of(request), as_of=_day(_text(as_of), "as-of date"),
+                            time_limit=min(time_limit, 60.0), actor=user.name)
+    return redirect(f"/plans/{quote(result['plan_id'])}", None, request)
+
+
+@router.get("/plans/{plan_id}")
+def plan(request: Request, plan_id: str, user=Depends(need("read_plans"))):
+    return page(request, "plan.html", {"p": plans.get_plan(engine_of(request), plan_id)})
+
+
+@router.post("/plans/{plan_id}/apply", dependencies=[Depends(check_csrf)])
+def plan_apply(request: Request, plan_id: str, key: str = Form(...), user=Depends(need("apply_plan"))):
+    result = plans.apply_plan(engine_of(request), plan_id, actor=user.name, key=key)
+    message = i18n.t("applied", request.state.lang, id=plan_id, n=len(result.get("reserved", result.get("projects", []))))
+    return redirect(f"/plans/{quote(plan_id)}", _replayed(message, result, request), request)
+
+
+# --------------------------------------------------------------------------- audit
+
+@router.get("/audit")
+def history(request: Request, project: Optional[str] = None, lot: Optional[str] = None, since: Optional[str] = None,
+            until: Optional[str] = None, before: Optional[int] = None, user=Depends(need("read_history"))):
+    result = audit.history(engine_of(request), project_id=_text(project), lot=_text(lot),
+                           since=_day(_text(since), "from date"), until=_day(_text(until), "to date"), before_seq=before)
+    return page(request, "audit.html", {"rows": result["transactions"], "f": {
+        "project": project or "", "lot": lot or "", "since": since or "", "until": until or ""}})
+
+
+@router.post("/audit/verify", dependencies=[Depends(check_csrf)])
+def verify(request: Request, user=Depends(need("verify"))):
+    engine = engine_of(request)
+    summary, problems = audit.verify(engine)
+    accounts.record_verification(engine, summary, not problems, user.name)
+    return page(request, "verify.html", {"summary": summary, "problems": [str(p) for p in problems]},
+                200 if not problems else 409)
+
+
+@router.get("/audit/export.{fmt}")
+def export(request: Request, fmt: str, as_of: Optional[str] = None, user=Depends(need("export"))):
+    """The ledger as JSONL (verifiable offline with `quota verify --export`) or Beancount."""
+    import io
+    day = _day(_text(as_of), "as-of date")
+    out = io.StringIO()
+    if fmt == "jsonl":
+        from quota import export as exp
+        exp.write_jsonl(engine_of(request), out, day)
+    elif fmt == "beancount":
+        from quota import beancount_export
+        beancount_export.write_beancount(engine_of(request), out, day)
+    else:
+        return Response(status_code=404)
+    return Response(out.getvalue(), media_type="text/plain; charset=utf-8",
+                    headers={"Content-Disposition": f"attachment; filename=\"ledger.{fmt}\""})
+
+
+# --------------------------------------------------------------------------- admin
+
+@router.get("/admin")
+def admin(request: Request, user=Depends(need("manage_users"))):
+    return page(request, "admin.html", {"users": accounts.list_users(engine_of(request))["users"],
+                                        "roles": accounts.ROLES, "token": None})
+
+
+@router.post("/admin/users", dependencies=[Depends(check_csrf)])
+def add_user(request: Request, name: str = Form(""), role: str = Form(""), password: str = Form(""),
+             user=Depends(need("manage_users"))):
+    result = accounts.add_user(engine_of(request), name, role, password)
+    return redirect("/admin", i18n.t("user_added", request.state.lang, name=result["name"], role=result["role"]),
+                    request)
+
+
+@router.post("/admin/users/{name}/disable", dependencies=[Depends(check_csrf)])
+def disable_user(request: Request, name: str, user=Depends(need("manage_users"))):
+    result = accounts.disable_user(engine_of(request), name)
+    return redirect("/admin", i18n.t("user_disabled", request.state.lang, name=result["name"]), request)
+
+
+@router.post("/admin/users/{name}/token", dependencies=[Depends(check_csrf)])
+def user_token(request: Request, name: str, user=Depends(need("manage_users"))):
+    result = accounts.new_token(engine_of(request), name)
+    return page(request, "admin.html", {"users": accounts.list_users(engine_of(request))["users"],
+                                        "roles": accounts.ROLES, "token": result})
+
+
+@router.post("/admin/lots/{serial}/revoke", dependencies=[Depends(check_csrf)])
+def revoke(request: Request, serial: str, key: str = Form(...), memo: str = Form(""), user=Depends(need("revoke"))):
+    result = quota_ops.revoke(engine_of(request), serial, actor=user.name, memo=memo, key=key)
+    return redirect(f"/lots/{quote(result['lot'])}", _replayed(i18n.t(
+        "revoked", request.state.lang, g=result["revoked_g"], lot=result["lot"], txn=result["txn"]), result, request),
+        request)
+
+
+@router.post("/admin/expire", dependencies=[Depends(check_csrf)])
+def expire(request: Request, key: str = Form(...), as_of: str = Form(""), user=Depends(need("expire"))):
+    from quota import clock
+    result = quota_ops.expire(engine_of(request), _day(_text(as_of), "as-of date") or clock.today(), actor=user.name,
+                              key=key)
+    return redirect("/admin", _replayed(i18n.t("expired", request.state.lang, lots=len(result["expired"]),
+                                               res=len(result["lapsed_reservations"])), result, request), request)
