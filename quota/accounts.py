@@ -99,9 +99,12 @@ def _role(role: str) -> str:
     return value
 
 
+ARGON2: dict = {}  # PasswordHasher parameters; empty: argon2-cffi's defaults (RFC 9106 low-memory profile)
+
+
 def _hasher():
     from argon2 import PasswordHasher  # imported by the commands that need it only
-    return PasswordHasher()
+    return PasswordHasher(**ARGON2)
 
 
 def hash_password(password: str) -> str:
