@@ -15,6 +15,7 @@ from . import driver
 from .errors import QuotaError, Refused
 
 DEFAULT_URL = "sqlite:///quota.db"
+DatabaseError = DBAPIError  # what a front end catches for "the database failed" (it imports no sqlalchemy)
 GENESIS = "0" * 64
 T = TypeVar("T")
 

@@ -6,6 +6,8 @@ result (Jinja2 templates, autoescaped) or returns it as JSON (/api/v1, the CLI's
 """
 from __future__ import annotations
 
+from typing import Any
+
 import hmac
 import logging
 import os
@@ -19,10 +21,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
-
 from quota import accounts, i18n, units
+from quota.db import DatabaseError
 from quota.errors import NotFound, QuotaError, ValidationFailed
 
 HERE = Path(__file__).resolve().parent
@@ -74,15 +74,10 @@ class Session(dict):
         super().clear()
 
 
-def check_database(engine: Engine) -> None:
+def check_database(engine: Any) -> None:
     """Refuse to serve a database without the quota schema or below the current migration."""
-    from quota import db, migrate
-    if not db.schema_exists(engine):
-        raise db.NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
-    from alembic.script import ScriptDirectory
-    head = ScriptDirectory.from_config(migrate._config(None)).get_current_head()
-    if migrate.current_revision(engine) != head:
-        raise db.NotInitialised("the database schema is older than this version of quota: run `quota db upgrade`")
+    from quota import migrate
+    migrate.check_current(engine)
 
 
 def pick_lang(request: Request) -> str:
@@ -99,7 +94,7 @@ def pick_lang(request: Request) -> str:
     return "zh"
 
 
-def create_app(engine: Engine, *, public: bool = False, throttle: bool = True) -> FastAPI:
+def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> FastAPI:
     """The workspace on `engine` (schema at head). `throttle=False` skips the delay after failed logins (tests
     of everything else); the failures are still counted and the lock-out still applies."""
     app = FastAPI(title="quota", version="1", docs_url=None, redoc_url=None, openapi_url="/api/v1/openapi.json",
@@ -181,8 +176,8 @@ def create_app(engine: Engine, *, public: bool = False, throttle: bool = True) -
             return JSONResponse({"error": {"code": "bad_request", "message": message, "problems": problems}}, 422)
         return page(request, "error.html", {"message": message, "code": "bad_request"}, 422)
 
-    @app.exception_handler(DBAPIError)
-    async def database_error(request: Request, exc: DBAPIError):
+    @app.exception_handler(DatabaseError)
+    async def database_error(request: Request, exc: DatabaseError):
         log.exception("database error on %s", request.url.path)
         body = {"error": {"code": "database_error", "message": "database error; nothing was written"}}
         if request.url.path.startswith("/api/"):
@@ -205,7 +200,7 @@ def app_from_env() -> FastAPI:
 
 # --------------------------------------------------------------------------- helpers for the routes
 
-def engine_of(request: Request) -> Engine:
+def engine_of(request: Request) -> Any:
     return request.app.state.engine
 
 
