@@ -27,7 +27,12 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from quota import audit, db, ledger, projects, rulebooks, tallies
+from quota.ledger import balances
+from quota.store import db
+from quota.ledger import posting as ledger
+from quota.intake import project_files
+from quota.rules import versions
+from quota.intake import tallies
 from tests.databases import fresh_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +66,7 @@ def project_csv(path: Path, n: int) -> None:
 
 def init(url: str):
     engine = db.make_engine(url)
-    rulebooks.init(engine, str(ROOT / "data" / "rules.toml"), "bench")
+    versions.init(engine, str(ROOT / "data" / "rules.toml"), "bench")
     return engine
 
 
@@ -83,7 +88,7 @@ def build(engine, postings: int, n_lots: int = 2000, n_projects: int = 20000, tm
     tally_csv(tmp / "lots.csv", n_lots, start=10_000_000)
     tallies.import_tallies(engine, str(tmp / "lots.csv"), actor="bench")
     project_csv(tmp / "projects.csv", n_projects)
-    projects.import_projects(engine, str(tmp / "projects.csv"), actor="bench")
+    project_files.import_projects(engine, str(tmp / "projects.csv"), actor="bench")
     with engine.connect() as c:
         lots = [(r[0], r[1], r[2]) for r in c.execute(text("SELECT serial, pollutant, zone FROM lot ORDER BY serial"))]
         version = c.execute(text("SELECT max(version) FROM rulebook")).scalar_one()
@@ -151,7 +156,7 @@ def bench_ledger(kind: str, tmp: Path, postings: int) -> None:
         xs = []
         for _ in range(100):
             t = time.perf_counter()
-            audit.balance(engine, by=by)
+            balances.balance(engine, by=by)
             xs.append(time.perf_counter() - t)
         med = statistics.median(xs) * 1000
         print(f"  balance --by {by} in the library: median {med:.1f} ms of 100   target < 20 ms   "
@@ -177,7 +182,9 @@ def bench_ledger(kind: str, tmp: Path, postings: int) -> None:
 # ---------------------------------------------------------------- reservation throughput
 
 def _library_worker(url: str, ids: list[str], barrier, q) -> None:
-    from quota import db as qdb, quota_ops, rulebooks as qrulebooks
+    from quota.store import db as qdb
+    from quota.ledger import operations
+    from quota.rules import versions as qrulebooks
     engine = qdb.make_engine(url)
     with engine.connect() as conn:  # one connection for the run, opened before the clock starts, as the raw worker's
         with conn.begin():
@@ -185,7 +192,7 @@ def _library_worker(url: str, ids: list[str], barrier, q) -> None:
         barrier.wait()
         t0 = time.perf_counter()
         for pid in ids:
-            quota_ops.reserve(conn, pid, actor="bench", date=dt.date(2026, 1, 1))  # one transaction each
+            operations.reserve(conn, pid, actor="bench", date=dt.date(2026, 1, 1))  # one transaction each
         q.put(time.perf_counter() - t0)
     engine.dispose()
 
@@ -261,7 +268,7 @@ def bench_throughput(kind: str, tmp: Path, per_client: int, rounds: int = 3) -> 
         tally_csv(tmp / "tl.csv", 300, start=20_000_000)
         tallies.import_tallies(engine, str(tmp / "tl.csv"), actor="bench")
         project_csv(tmp / "tp.csv", n * rounds)
-        projects.import_projects(engine, str(tmp / "tp.csv"), actor="bench")
+        project_files.import_projects(engine, str(tmp / "tp.csv"), actor="bench")
         with engine.begin() as c:
             for sql in RAW_SCHEMA:
                 c.execute(text(sql))

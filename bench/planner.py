@@ -16,9 +16,10 @@ import time
 import pulp
 
 from bench.generate import SHAPES, describe, shape
-from quota import decompose, planner
-from quota.decompose import cores
-from quota.planner import _exp, quiet
+from quota.planning import decompose
+from quota.planning import milp
+from quota.planning.decompose import cores
+from quota.planning.milp import lot_expiry, quiet
 
 
 def naive_model(projects, lots):
@@ -36,7 +37,7 @@ def naive_model(projects, lots):
         for n in p.needs:
             terms = []
             for k in by_group.get((n.pollutant, n.key), []):
-                if _exp(lots[k]) > p.on:
+                if lot_expiry(lots[k]) > p.on:
                     x = pulp.LpVariable(f"x{j}_{n.pollutant}_{k}", lowBound=0)
                     terms.append((x, 1.0))
                     use[k].append(x)
@@ -57,9 +58,9 @@ def plain(projects, lots, solver, time_limit):
     with quiet():
         prob.solve(solver(msg=False, timeLimit=time_limit))
     funded = {j for j, v in y.items() if (v.varValue or 0) > 0.5}
-    rows = planner.build_rows(projects, lots, [])
+    rows = milp.build_rows(projects, lots, [])
     must = {j for j, p in enumerate(projects) if p.must_fund}
-    ok = not planner.feasible(rows, funded, set()) and must <= funded  # else: no valid plan in time
+    ok = not milp.feasible(rows, funded, set()) and must <= funded  # else: no valid plan in time
     bound = None
     model = getattr(prob, "solverModel", None)
     if model is not None:  # HiGHS: PuLP minimises -objective
@@ -72,7 +73,7 @@ def per_component(projects, lots, time_limit):
     """Plain HiGHS on each connected component of the project-pool graph, one after another,
     each with an equal share of the time limit: (seconds, objective, valid, proven bound, components)."""
     t0 = time.perf_counter()
-    rows = planner.build_rows(projects, lots, [])
+    rows = milp.build_rows(projects, lots, [])
     parts = decompose.split(len(projects), rows, 0, couple_candidates=False, budget=False)
     value, bound, ok = 0, 0.0, True
     for part in parts:
@@ -87,7 +88,7 @@ def per_component(projects, lots, time_limit):
 
 def fund_in_order(projects, lots, order) -> int:
     """Fund projects in the given order whenever they still fit; returns the priority funded."""
-    rows = planner.build_rows(projects, lots, [])
+    rows = milp.build_rows(projects, lots, [])
     cap = [r.supply_g for r in rows]
     use = [0] * len(rows)
     rows_of = {}
@@ -121,7 +122,7 @@ def shape_table(names, n, time_limit, seed, skip_plain=False) -> None:
         projects, lots = shape(name, n, seed)
         print(f"{name:<17}{describe(projects, lots)}")
         t0 = time.perf_counter()
-        sol, rows = planner.solve(projects, lots, time_limit=time_limit, gap=0.0)
+        sol, rows = milp.solve(projects, lots, time_limit=time_limit, gap=0.0)
         results = [("ours", time.perf_counter() - t0, sol.objective, True, sol.bound)]
         if not skip_plain:
             secs, value, ok, bound = plain(projects, lots, pulp.HiGHS, time_limit)
@@ -147,9 +148,9 @@ def large(names, n, time_limit, seed) -> None:
     for name in names:
         projects, lots = shape(name, n, seed)
         t0 = time.perf_counter()
-        sol, _ = planner.solve(projects, lots, time_limit=time_limit, gap=0.0)
+        sol, _ = milp.solve(projects, lots, time_limit=time_limit, gap=0.0)
         secs = time.perf_counter() - t0
-        feasible = not planner.feasible(planner.build_rows(projects, lots, []), set(sol.funded), set())
+        feasible = not milp.feasible(milp.build_rows(projects, lots, []), set(sol.funded), set())
         for w in decompose.POOL.workers:  # reap the workers so their peak memory is counted
             w.kill()
         decompose.POOL.workers = []

@@ -8,12 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from cli import render
-from cli.main import JsonOpt, _date, app, failures
+from cli.core import JsonOpt, failures, parse_date
 
 FORMATS = ("jsonl", "csv", "xlsx", "parquet", "beancount")
 
 
-@app.command()
 def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Project id.")],
           fmt: Annotated[Optional[str], typer.Option("--format", help="Source statement as md, html or xlsx.")] = None,
           out: Annotated[Optional[Path], typer.Option(help="Write the statement to this file.")] = None,
@@ -22,7 +21,8 @@ def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proje
 
     Example: quota trace P2026-01 --format html --out P2026-01.html
     """
-    from quota import audit, statement
+    from quota.audit import trace as audit
+    from quota.audit import statement
     if fmt is not None and fmt not in ("md", "html", "xlsx"):
         raise typer.BadParameter("--format must be md, html or xlsx")
     if fmt == "xlsx" and out is None:
@@ -40,7 +40,6 @@ def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proje
     render.trace(result)
 
 
-@app.command()
 def verify(ctx: typer.Context,
            export: Annotated[Optional[Path], typer.Option("--export", help="Verify an export offline (no database): "
                                                           "a JSONL file, a .beancount file, or a CSV/Parquet "
@@ -55,14 +54,14 @@ def verify(ctx: typer.Context,
     Example: quota verify --export ledger.jsonl --expect-head 4212ccff…
     """
     from cli.progress import reporter
-    from quota import audit
-    from quota import export as exp
+    from quota.audit import trace as audit
+    from quota.audit import jsonl as exp
     with failures(as_json), reporter() as progress:
         if export is not None and export.is_dir():
-            from quota import table_export
+            from quota.audit import table_export
             summary, problems = table_export.verify_tables(str(export), expect_head)
         elif export is not None and export.suffix in (".beancount", ".bean"):
-            from quota import beancount_export
+            from quota.audit import beancount_export
             summary, problems = beancount_export.verify_beancount(str(export), expect_head)
         elif export is not None:
             summary, problems = exp.verify_export(str(export), progress, expect_head)
@@ -83,7 +82,6 @@ def verify(ctx: typer.Context,
                                     scheme=summary["hash_scheme"]))
 
 
-@app.command()
 def export(ctx: typer.Context,
            fmt: Annotated[str, typer.Option("--format", help="jsonl, csv, xlsx, parquet or beancount.")],
            out: Annotated[Path, typer.Option(help="Output file (jsonl, xlsx, beancount) or folder (csv, parquet, "
@@ -94,9 +92,11 @@ def export(ctx: typer.Context,
     """Export the ledger for auditors.  Example: quota export --format jsonl --out ledger.jsonl"""
     if fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
-    from quota import beancount_export, export as exp, table_export
+    from quota.audit import beancount_export
+    from quota.audit import jsonl as exp
+    from quota.audit import table_export
     from cli.progress import reporter
-    day = _date(as_of)
+    day = parse_date(as_of)
     from quota import outfiles
     engine = ctx.obj.engine
     with failures(), reporter() as progress:
@@ -114,3 +114,6 @@ def export(ctx: typer.Context,
         else:
             files = table_export.write_tables(engine, fmt, str(out), day, lang=render.LANG["lang"])
             render.note(f"exported {len(files)} file(s) to {out}" + (", with manifest.json" if fmt != "xlsx" else ""))
+
+
+COMMANDS = [trace, verify, export]

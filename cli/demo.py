@@ -5,7 +5,13 @@ import datetime as dt
 from pathlib import Path
 
 from cli import render
-from quota import audit, db, projects, quota_ops, rulebooks, tallies
+from quota.audit import trace
+from quota.ledger import balances
+from quota.store import db
+from quota.intake import project_files
+from quota.ledger import operations
+from quota.rules import versions
+from quota.intake import tallies
 from quota.errors import QuotaError
 
 
@@ -41,35 +47,36 @@ def _run(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) 
     if db.schema_exists(engine):
         raise QuotaError(f"{url} already holds a quota ledger; the demo needs a fresh database")
     render.out.rule(f"quota demo — {url}, today {today}")
-    version = rulebooks.init(engine, str(data / "rules.toml"), actor)["version"]
+    version = versions.init(engine, str(data / "rules.toml"), actor)["version"]
     render.out.print(f"$ quota init --rules {data / 'rules.toml'}   → rulebook v{version}")
     t = tallies.import_tallies(engine, str(data / "tallies.csv"), actor=actor)
     render.out.print(f"$ quota tally import tallies.csv   → {t['tallies']} tallies credited as {len(t['lots'])} lots")
-    p = projects.import_projects(engine, str(data / "projects.csv"), actor=actor)
+    p = project_files.import_projects(engine, str(data / "projects.csv"), actor=actor)
     render.out.print(f"$ quota project import projects.csv   → {p['projects']} projects in the pipeline")
     render.out.print()
-    render.balances(audit.balance(engine, as_of=None) | {"as_of": today.isoformat()})
+    render.balances(balances.balance(engine, as_of=None) | {"as_of": today.isoformat()})
     pid = "P2026-01"
-    r = quota_ops.reserve(engine, pid, actor=actor, date=today, expires=today + dt.timedelta(days=90))
+    r = operations.reserve(engine, pid, actor=actor, date=today, expires=today + dt.timedelta(days=90))
     render.out.print(f"\n$ quota reserve {pid}   → {len(r['draws'])} draws reserved (transaction {r['txn']})")
-    a = quota_ops.approve(engine, pid, doc="金环审〔2026〕12号", actor=actor, date=today)
+    a = operations.approve(engine, pid, doc="金环审〔2026〕12号", actor=actor, date=today)
     render.out.print(f"$ quota approve {pid} --doc 金环审〔2026〕12号   → approved (transaction {a['txn']})")
     try:
-        quota_ops.reserve(engine, "P2026-04", actor=actor, date=today)
+        operations.reserve(engine, "P2026-04", actor=actor, date=today)
     except QuotaError as exc:
         render.out.print(f"$ quota reserve P2026-04   → refused: {exc}")
     render.out.print()
-    render.trace(audit.trace(engine, pid))
+    render.trace(trace.trace(engine, pid))
     render.out.print()
-    render.balances(audit.balance(engine, by="zone", pollutant="COD"))
+    render.balances(balances.balance(engine, by="zone", pollutant="COD"))
     plan_id = _plan(engine, today, actor)
-    from quota import outfiles, report
+    from quota import outfiles
+    from quota.report import html as report
     page = Path("quota-demo-report.html")
     html = report.build(engine, plan_id=plan_id, as_of=today, lang=render.LANG["lang"])
     with outfiles.atomic_file(page, engine) as fh:
         fh.write(html)
     render.out.print(f"\n$ quota report --html {page} --plan {plan_id}   → open it in a browser")
-    summary, problems = audit.verify(engine)
+    summary, problems = trace.verify(engine)
     status = "verified" if not problems else f"{len(problems)} PROBLEMS"
     render.out.print(f"\n$ quota verify   → {status}: {summary['transactions']} transactions, "
                      f"{summary['postings']} postings, head {summary['head'][:16]}…")
@@ -79,7 +86,7 @@ def _run(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) 
 def _plan(engine, today: dt.date, actor: str) -> str:
     """Run the planner on the pipeline (as `quota plan run`) and print the plan; returns its id."""
     from cli.plan import render_plan
-    from quota import plans
+    from quota.planning import plans
     result = plans.run_plan(engine, as_of=today, actor=actor)
     render.out.print(f"\n$ quota plan run --as-of {today}")
     render_plan(result)

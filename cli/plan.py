@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from cli import render
+from cli.core import failures, parse_date
 
 plan_app = typer.Typer(no_args_is_help=True, help="Allocation plans: solve, show, apply.")
 
@@ -74,15 +75,15 @@ def plan_run(ctx: typer.Context,
 
     Example: quota plan run --as-of 2026-12-01 --scenario data/scenario.toml
     """
-    from cli.main import _date, failures
     from cli.progress import reporter
-    from quota import outfiles, plans
+    from quota import outfiles
+    from quota.planning import plans
     with failures(as_json), reporter() as progress:
         if out:  # refused before the plan is solved and stored
             outfiles.check_folder(out, plans.PLAN_FILES, ctx.obj.engine)
         if progress:
             progress(f"solving (up to {time_limit:g} s)", 0, None)
-        result = plans.run_plan(ctx.obj.engine, as_of=_date(as_of), scenario_path=str(scenario) if scenario else None,
+        result = plans.run_plan(ctx.obj.engine, as_of=parse_date(as_of), scenario_path=str(scenario) if scenario else None,
                                 time_limit=time_limit, gap=gap, actor=ctx.obj.actor, solver=solver)
         if out:
             plans.write_plan_files(result, str(out), ctx.obj.engine)
@@ -97,8 +98,7 @@ def plan_run(ctx: typer.Context,
 def plan_show(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="Plan id, e.g. PLAN-0001.")],
               as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
     """Show a stored plan.  Example: quota plan show PLAN-0001"""
-    from cli.main import failures
-    from quota import plans
+    from quota.planning import plans
     with failures(as_json):
         result = plans.get_plan(ctx.obj.engine, plan_id)
     if as_json:
@@ -110,8 +110,7 @@ def plan_show(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="P
 def plan_list(ctx: typer.Context,
               as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
     """List the stored plans, newest last.  Example: quota plan list"""
-    from cli.main import failures
-    from quota import plans
+    from quota.planning import plans
     with failures(as_json):
         result = plans.list_plans(ctx.obj.engine)
     if as_json:
@@ -127,10 +126,9 @@ def plan_apply(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="
                key: Annotated[Optional[str], typer.Option("--key", help="Idempotency key.")] = None,
                as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
     """Turn a solved plan into reservations, all or nothing.  Example: quota plan apply PLAN-0001"""
-    from cli.main import _date, failures
-    from quota import plans
+    from quota.planning import plans
     with failures(as_json):
-        result = plans.apply_plan(ctx.obj.engine, plan_id, actor=ctx.obj.actor, date=_date(date), key=key)
+        result = plans.apply_plan(ctx.obj.engine, plan_id, actor=ctx.obj.actor, date=parse_date(date), key=key)
     if as_json:
         return render.emit_json(result)
     render.out.print(render.msg("applied", id=plan_id, n=len(result["reserved"])))
@@ -145,10 +143,10 @@ def plan_outlook(ctx: typer.Context,
                  as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
     """Year by year, per pollutant and key: supply left, pipeline demand, the plan's allocations, and
     the first year each key runs short.  Example: quota plan outlook --years 5 --scenario s.toml"""
-    from cli.main import _date, failures
-    from quota import outlook, units
+    from quota.planning import outlook
+    from quota import units
     with failures(as_json):
-        result = outlook.outlook(ctx.obj.engine, years=years, as_of=_date(as_of),
+        result = outlook.outlook(ctx.obj.engine, years=years, as_of=parse_date(as_of),
                                  scenario_path=str(scenario) if scenario else None, time_limit=time_limit)
     if as_json:
         return render.emit_json(result)

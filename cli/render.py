@@ -5,7 +5,7 @@ import json
 import os
 import sys
 
-from quota import i18n
+from quota.report import catalogue as i18n
 from quota.errors import Problem
 
 

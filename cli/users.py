@@ -7,11 +7,10 @@ from typing import Annotated, Optional
 import typer
 
 from cli import render
-from cli.main import JsonOpt, app, failures
+from cli.core import JsonOpt, failures
 
 user_app = typer.Typer(no_args_is_help=True, help="Users of the web workspace (quota serve): add, list, disable, "
                                                   "API tokens.")
-app.add_typer(user_app, name="user")
 
 
 @user_app.command("add")
@@ -22,7 +21,7 @@ def user_add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login
              as_json: JsonOpt = False) -> None:
     """Add a user; the password (at least 10 characters) is asked twice, or read from stdin, and stored as an
     Argon2 hash.  Example: quota user add wang --role clerk"""
-    from quota import accounts
+    from quota.store import users as accounts
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -37,7 +36,7 @@ def user_add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login
 @user_app.command("list")
 def user_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List users with their role and state (never a password).  Example: quota user list"""
-    from quota import accounts
+    from quota.store import users as accounts
     with failures(as_json):
         result = accounts.list_users(ctx.obj.engine)
     if as_json:
@@ -51,7 +50,7 @@ def user_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def user_disable(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login name.")],
                  as_json: JsonOpt = False) -> None:
     """Shut a user out: logins, open sessions and API tokens stop working.  Example: quota user disable wang"""
-    from quota import accounts
+    from quota.store import users as accounts
     with failures(as_json):
         result = accounts.disable_user(ctx.obj.engine, name)
     if as_json:
@@ -63,7 +62,7 @@ def user_disable(ctx: typer.Context, name: Annotated[str, typer.Argument(help="L
 def user_token(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login name.")],
                as_json: JsonOpt = False) -> None:
     """Print a new API token for the user, once (only its hash is kept).  Example: quota user token wang"""
-    from quota import accounts
+    from quota.store import users as accounts
     with failures(as_json):
         result = accounts.new_token(ctx.obj.engine, name)
     if as_json:
@@ -71,7 +70,6 @@ def user_token(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Log
     render.done(result["token"])
 
 
-@app.command()
 def serve(ctx: typer.Context,
           host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only; put a "
                                                  "reverse proxy with TLS in front for a bureau).")] = "127.0.0.1",

@@ -7,7 +7,7 @@ import datetime as dt
 import os
 import re
 
-from .errors import QuotaError
+from quota.errors import QuotaError
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -25,6 +25,13 @@ def parse_day(text: str, what: str = "date") -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise ClockError(f"{what} {text!r} is not a date (use YYYY-MM-DD)") from None
+
+
+def as_date(value) -> dt.date | None:
+    """A date read back from the database (a date on PostgreSQL, ISO text on SQLite), or None."""
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))
 
 
 def today() -> dt.date:

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import Refused
+from quota.errors import Refused
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 MANIFEST = "manifest.json"

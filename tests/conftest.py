@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from quota import db, rulebooks
+from quota.store import db
+from quota.rules import versions
 from tests.databases import fresh_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +32,7 @@ def db_url(request, tmp_path):
 @pytest.fixture
 def engine(db_url):
     eng = db.make_engine(db_url)
-    rulebooks.init(eng, str(DATA / "rules.toml"), "tester")
+    versions.init(eng, str(DATA / "rules.toml"), "tester")
     yield eng
     eng.dispose()
 
@@ -68,10 +69,10 @@ def write_csv(tmp_path):
 
 def snapshot(engine) -> dict:
     """Every row of every table, sorted: to show that a refused operation wrote nothing."""
-    from quota import model
+    from quota.store import schema
     out = {}
     with engine.connect() as conn:
-        for m in model.TABLES:
+        for m in schema.TABLES:
             name = m.__tablename__
             rows = conn.execute(text(f"SELECT * FROM {name}")).all()
             out[name] = sorted(tuple(str(v) for v in r) for r in rows)

@@ -8,7 +8,9 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel
 
-from quota import audit, plans, projects, quota_ops
+from quota.audit import trace as audit
+from quota.ledger import balances, operations as quota_ops, projects
+from quota.planning import plans
 from quota.clock import parse_day
 from web.app import api_need, engine_of
 
@@ -38,7 +40,7 @@ class PlanBody(BaseModel):
 def balance(request: Request, by: str = "pollutant", pollutant: Optional[str] = None, zone: Optional[str] = None,
             as_of: Optional[str] = None, user=Depends(api_need("read_balance"))) -> dict:
     """`quota balance --json`."""
-    return audit.balance(engine_of(request), by=by, pollutant=pollutant or None, zone=zone or None,
+    return balances.balance(engine_of(request), by=by, pollutant=pollutant or None, zone=zone or None,
                          as_of=_day(as_of, "as-of date"))
 
 
@@ -84,7 +86,7 @@ def cancel(request: Request, project_id: str, key: Optional[str] = KeyHeader,
 def verify(request: Request, user=Depends(api_need("verify"))) -> dict:
     """`quota verify --json` (409 when it finds a problem)."""
     from fastapi.responses import JSONResponse
-    from quota import accounts
+    from quota.store import users as accounts
     summary, problems = audit.verify(engine_of(request))
     accounts.record_verification(engine_of(request), summary, not problems, user.name)
     body = {**summary, "problems": [p.to_dict() for p in problems]}

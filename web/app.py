@@ -21,8 +21,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from quota import accounts, i18n, units
-from quota.db import DatabaseError
+from quota import units
+from quota.report import catalogue as i18n
+from quota.store import users as accounts
+from quota.store.db import DatabaseError
 from quota.errors import NotFound, QuotaError, ValidationFailed
 
 HERE = Path(__file__).resolve().parent
@@ -76,7 +78,7 @@ class Session(dict):
 
 def check_database(engine: Any) -> None:
     """Refuse to serve a database without the quota schema or below the current migration."""
-    from quota import migrate
+    from quota.store import migrate
     migrate.check_current(engine)
 
 
@@ -192,7 +194,7 @@ def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> F
 
 def app_from_env() -> FastAPI:
     """The app uvicorn's workers build (`quota serve` passes the database URL in QUOTA_DB)."""
-    from quota import db
+    from quota.store import db
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     engine = db.make_engine(os.environ.get("QUOTA_DB") or db.DEFAULT_URL)
     return create_app(engine, public=os.environ.get("QUOTA_PUBLIC") == "1")

@@ -14,7 +14,11 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
-from quota import accounts, audit, i18n, plans, projects, quota_ops, report
+from quota.audit import trace as audit
+from quota.ledger import balances, operations as quota_ops, projects
+from quota.planning import plans
+from quota.report import catalogue as i18n, html as report
+from quota.store import users as accounts
 from quota.clock import parse_day
 from web.app import (check_csrf, current_user, csrf_token, engine_of, need, page, redirect)
 
@@ -89,7 +93,7 @@ def lots(request: Request, pollutant: Optional[str] = None, zone: Optional[str] 
          expires_before: Optional[str] = None, page_no: int = Query(1, alias="page", ge=1),
          user=Depends(need("read_lots"))):
     before = _day(expires_before, "expires before")
-    result = audit.balance(engine_of(request), by="lot", pollutant=_text(pollutant), zone=_text(zone))
+    result = balances.balance(engine_of(request), by="lot", pollutant=_text(pollutant), zone=_text(zone))
     rows = [r for r in result["rows"] if (not state or r["state"] == state)
             and (before is None or (r["expires"] and r["expires"] < before.isoformat()))]
     start = (page_no - 1) * LOTS_PER_PAGE
@@ -170,7 +174,7 @@ def _replayed(message: str, result: dict, request: Request) -> str:
 @router.get("/projects/{project_id}/statement.{fmt}")
 def statement(request: Request, project_id: str, fmt: str, user=Depends(need("read_statement"))):
     """The source statement (总量来源说明) as Markdown or HTML, for the approval file."""
-    from quota import statement as st
+    from quota.audit import statement as st
     if fmt not in ("md", "html"):
         return Response(status_code=404)
     s = st.statement(engine_of(request), project_id, request.state.lang)
@@ -232,10 +236,10 @@ def export(request: Request, fmt: str, as_of: Optional[str] = None, user=Depends
     day = _day(_text(as_of), "as-of date")
     out = io.StringIO()
     if fmt == "jsonl":
-        from quota import export as exp
+        from quota.audit import jsonl as exp
         exp.write_jsonl(engine_of(request), out, day)
     elif fmt == "beancount":
-        from quota import beancount_export
+        from quota.audit import beancount_export
         beancount_export.write_beancount(engine_of(request), out, day)
     else:
         return Response(status_code=404)

@@ -10,7 +10,9 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, db
+from quota.audit import trace as audit
+from quota.ledger import balances
+from quota.store import db
 from tests.conftest import DATA, TALLY_HEADER, snapshot
 
 runner = CliRunner()
@@ -122,14 +124,14 @@ def test_quota_demo_runs_as_a_real_process(tmp_path):
     assert "verified" in proc.stdout and "P2026-01" in proc.stdout and "PLAN-0001" in proc.stdout
     assert "<svg" in (tmp_path / "quota-demo-report.html").read_text(encoding="utf-8")
     engine = db.make_engine(f"sqlite:///{tmp_path / 'quota-demo.db'}")
-    lots = audit.balance(engine, by="lot")["rows"]
+    lots = balances.balance(engine, by="lot")["rows"]
     assert len(lots) == 23
     assert audit.trace(engine, "P2026-01")["state"] == "approved"
     assert audit.verify(engine)[1] == []
     # a second run starts afresh rather than piling onto the first
     again = subprocess.run([str(exe), "demo", "--today", "2026-11-29"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and len(audit.balance(engine, by="lot")["rows"]) == 23
+    assert again.returncode == 0 and len(balances.balance(engine, by="lot")["rows"]) == 23
     engine.dispose()
 
 
@@ -147,7 +149,7 @@ def test_a_refusal_under_json_prints_the_error_object_on_stdout(loaded):
 
 
 def test_an_unexpected_error_is_one_line_and_a_traceback_file(loaded, monkeypatch):
-    from quota import audit as audit_module
+    from quota.audit import trace as audit_module
 
     def boom(*a, **k):
         raise RuntimeError("solver exploded")

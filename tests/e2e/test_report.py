@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import i18n
+from quota.report import catalogue
 from tests.conftest import DATA
 
 runner = CliRunner()
@@ -95,18 +95,18 @@ def test_json_is_identical_in_both_languages(planned):
 
 
 def test_every_message_exists_in_both_languages_with_the_same_placeholders():
-    for key, entry in i18n.MESSAGES.items():
-        assert set(entry) == set(i18n.LANGS), key
+    for key, entry in catalogue.MESSAGES.items():
+        assert set(entry) == set(catalogue.LANGS), key
         names = {lang: set(re.findall(r"{(\w+)}", text)) for lang, text in entry.items()}
         assert names["en"] == names["zh"], key
-    assert all(v and v != k for k, v in i18n.HEADERS.items())
+    assert all(v and v != k for k, v in catalogue.HEADERS.items())
 
 
 def test_cli_messages_come_from_the_catalogue():
     used = set()
     for path in (Path(__file__).resolve().parents[2] / "cli").glob("*.py"):
         used |= set(re.findall(r"""msg\(["'](\w+)["']""", path.read_text(encoding="utf-8")))
-    assert used and used <= set(i18n.MESSAGES), used - set(i18n.MESSAGES)
+    assert used and used <= set(catalogue.MESSAGES), used - set(catalogue.MESSAGES)
 
 
 def _import_with_stderr(url, path, tty: bool) -> str:

@@ -6,7 +6,11 @@ import json
 import pytest
 from sqlalchemy import text
 
-from quota import audit, plans, quota_ops, tallies
+from quota.audit import trace
+from quota.ledger import balances
+from quota.planning import plans
+from quota.ledger import operations
+from quota.intake import tallies
 from quota.errors import Refused, ValidationFailed
 from tests.conftest import TALLY_HEADER, snapshot
 from tests.integration.test_eligibility import D, TODAY, account, book, cli, lots  # noqa: F401 (book: fixture)
@@ -21,18 +25,18 @@ def source_total(engine, *tally_ids: str) -> int:
 
 
 def cod_available(engine) -> int:
-    return next(r["available_g"] for r in audit.balance(engine)["rows"] if r["pollutant"] == "COD")
+    return next(r["available_g"] for r in balances.balance(engine)["rows"] if r["pollutant"] == "COD")
 
 
 def test_superseding_twice_credits_a_source_no_more_than_its_latest_tally(book, write_csv):
     # S-NEW's T-NEW credits 5 t; P-A is allocated 2 t of it
-    quota_ops.reserve(book, "P-A", actor="c", date=TODAY)
-    quota_ops.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
+    operations.reserve(book, "P-A", actor="c", date=TODAY)
+    operations.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
     # corrected to 6 t: the new lot holds 6 - 2 = 4 t; P-B is allocated 2 t of it
     tallies.import_tallies(book, write_csv("s1.csv", SUPERSEDING, [
         "T-N2,S-NEW,新厂,closure,JT-DC,COD,6,,,t/a,2023,2024-01-01,m,a,R-N2,T-NEW"]), actor="clerk")
-    quota_ops.reserve(book, "P-B", actor="c", date=TODAY)
-    quota_ops.approve(book, "P-B", doc="D-2", actor="c", date=TODAY)
+    operations.reserve(book, "P-B", actor="c", date=TODAY)
+    operations.approve(book, "P-B", doc="D-2", actor="c", date=TODAY)
     # corrected again to 7 t: 4 t are already given out (2 t + 2 t), so at most 3 t may be issued
     tallies.import_tallies(book, write_csv("s2.csv", SUPERSEDING, [
         "T-N3,S-NEW,新厂,closure,JT-DC,COD,7,,,t/a,2023,2024-01-01,m,a,R-N3,T-N2"]), actor="clerk")
@@ -58,7 +62,7 @@ def test_a_back_dated_reservation_cannot_draw_a_lot_expired_by_today(book, db_ur
     old = lots(book)["T-OLD"]["lot"]
     cli(db_url, "reserve", "P-PAST", "--date", "2026-05-01")
     cli(db_url, "approve", "P-PAST", "--doc", "D-1", "--date", "2026-05-02")
-    held = {d["lot"] for d in audit.trace(book, "P-PAST")["draws"]}
+    held = {d["lot"] for d in trace.trace(book, "P-PAST")["draws"]}
     assert old not in held                                             # today: allocated from COD-2021-00001
 
 
@@ -77,7 +81,7 @@ def test_plan_apply_refuses_a_project_funded_twice(book):
 
 
 def test_approve_refuses_a_reservation_whose_lapse_date_has_come(book, db_url, pin_today):
-    quota_ops.reserve(book, "P-A", actor="c", date=TODAY, expires=D(2026, 12, 2))
+    operations.reserve(book, "P-A", actor="c", date=TODAY, expires=D(2026, 12, 2))
     pin_today(D(2026, 12, 3))                                          # lapsed on 2026-12-02
     before = snapshot(book)
     r = cli(db_url, "approve", "P-A", "--doc", "D-1")
@@ -86,29 +90,29 @@ def test_approve_refuses_a_reservation_whose_lapse_date_has_come(book, db_url, p
 
 
 def test_a_revoked_tally_is_superseded_or_refused_with_a_clear_message(book, db_url, write_csv):
-    quota_ops.revoke(book, lots(book)["T-NEW"]["lot"], actor="admin", memo="report withdrawn", date=TODAY)
+    operations.revoke(book, lots(book)["T-NEW"]["lot"], actor="admin", memo="report withdrawn", date=TODAY)
     before = snapshot(book)
     r = cli(db_url, "tally", "import", write_csv("sup.csv", SUPERSEDING, [
         "T-NEW2,S-NEW,新厂,closure,JT-DC,COD,12,,,t/a,2023,2024-01-01,m,a,R-NEW2,T-NEW"]))
     assert "database error" not in r.output
     if r.exit_code == 0:
-        assert lots(book)["T-NEW"]["state"] == "revoked" and audit.verify(book)[1] == []
+        assert lots(book)["T-NEW"]["state"] == "revoked" and trace.verify(book)[1] == []
     else:
         assert "supersedes" in r.output and snapshot(book) == before
 
 
 def test_superseding_a_partly_reserved_lot_loses_no_quota(book, write_csv):
-    quota_ops.reserve(book, "P-A", actor="c", date=TODAY)              # 2 t of T-NEW's 5 t, not approved
+    operations.reserve(book, "P-A", actor="c", date=TODAY)              # 2 t of T-NEW's 5 t, not approved
     tallies.import_tallies(book, write_csv("sup.csv", SUPERSEDING, [
         "T-NEW2,S-NEW,新厂,closure,JT-DC,COD,4,,,t/a,2023,2024-01-01,m,a,R-NEW2,T-NEW"]), actor="clerk")
-    quota_ops.reserve(book, "P-A", actor="c", date=TODAY)              # moves off the superseded lot
-    quota_ops.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
+    operations.reserve(book, "P-A", actor="c", date=TODAY)              # moves off the superseded lot
+    operations.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
     # S-NEW is now credited 4 t: P-A's 2 t and 2 t still available
     assert account(book, "project:P-A:allocated") + lots(book)["T-NEW2"]["available_g"] == 4_000_000
 
 
 def test_a_clock_set_back_cannot_date_a_mutation_before_the_last_transaction(book, db_url, pin_today):
-    quota_ops.reserve(book, "P-A", actor="c")                          # dated 2026-11-30
+    operations.reserve(book, "P-A", actor="c")                          # dated 2026-11-30
     pin_today(D(2026, 11, 1))                                          # QUOTA_TODAY, or a server clock, set back
     before = snapshot(book)
     r = cli(db_url, "revoke", lots(book)["T-CDH"]["lot"], "--memo", "invalid")  # a lot untouched since 2024
@@ -143,7 +147,7 @@ def test_a_back_dated_plan_apply_cannot_draw_a_lot_expired_by_today(book, db_url
     old = lots(book)["T-OLD"]["lot"]
     plan = plans.run_plan(book, as_of=D(2026, 5, 1))                  # T-OLD was valid then
     cli(db_url, "plan", "apply", plan["plan_id"], "--date", "2026-05-01")
-    held = {d["lot"] for p in ("P-A", "P-B", "P-PAST") for d in audit.trace(book, p)["draws"]}
+    held = {d["lot"] for p in ("P-A", "P-B", "P-PAST") for d in trace.trace(book, p)["draws"]}
     assert old not in held                                             # today: P-A, P-B, P-PAST hold 7 t of it
 
 

@@ -13,7 +13,14 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, db, export, ledger, migrate, projects, quota_ops, tallies
+from quota.audit import trace
+from quota.store import db
+from quota.audit import jsonl
+from quota.ledger import posting as ledger
+from quota.store import migrate
+from quota.intake import project_files
+from quota.ledger import operations
+from quota.intake import tallies
 from tests.conftest import DATA
 
 D = dt.date
@@ -29,15 +36,15 @@ def quota(url, *args):
 def busy(engine, pin_today):
     """The sample ledger with a reservation, an approval, a cancellation, a release and an expiry."""
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk", key="import-projects")
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="clerk", key="import-projects")
     pin_today(D(2027, 1, 1))  # the ledger lives until then
-    quota_ops.reserve(engine, "P2026-08", actor="a", date=D(2026, 11, 29), key="r8")
-    quota_ops.approve(engine, "P2026-08", doc="金环审〔2026〕31号", actor="b", date=D(2026, 12, 2), key="a8")
-    quota_ops.reserve(engine, "P2026-03", actor="a", date=D(2026, 12, 2))
-    quota_ops.cancel(engine, "P2026-03", actor="a", date=D(2026, 12, 20), key="c3")
-    quota_ops.reserve(engine, "P2026-11", actor="a", date=D(2026, 12, 20))
-    quota_ops.release(engine, "P2026-11", actor="a", date=D(2026, 12, 21))
-    quota_ops.expire(engine, D(2027, 1, 1), actor="system", key="x1")
+    operations.reserve(engine, "P2026-08", actor="a", date=D(2026, 11, 29), key="r8")
+    operations.approve(engine, "P2026-08", doc="金环审〔2026〕31号", actor="b", date=D(2026, 12, 2), key="a8")
+    operations.reserve(engine, "P2026-03", actor="a", date=D(2026, 12, 2))
+    operations.cancel(engine, "P2026-03", actor="a", date=D(2026, 12, 20), key="c3")
+    operations.reserve(engine, "P2026-11", actor="a", date=D(2026, 12, 20))
+    operations.release(engine, "P2026-11", actor="a", date=D(2026, 12, 21))
+    operations.expire(engine, D(2027, 1, 1), actor="system", key="x1")
     return engine
 
 
@@ -75,7 +82,7 @@ def first_lot(engine, pollutant="COD"):
 
 
 def test_an_honest_ledger_verifies_with_every_check(busy):
-    summary, problems = audit.verify(busy)
+    summary, problems = trace.verify(busy)
     assert problems == [] and summary["v1_transactions"] == 0
     with busy.connect() as conn:  # the issue's hashed body carries what the source statement cites
         meta = json.loads(conn.execute(text("SELECT meta FROM txn WHERE kind = 'issue' ORDER BY seq")).first()[0])
@@ -107,7 +114,7 @@ def test_editing_a_provenance_row_fails_verify_naming_the_row(busy, tmp_path, ca
     if case == "balance_zone":  # the clerk's move of quota between zones, totals kept consistent
         statements += [("UPDATE balance_total SET zone = 'JT-XB' WHERE kind = 'lot' AND zone = :z", {"z": zone})]
     forge(forged, *statements)
-    summary, problems = audit.verify(forged)
+    summary, problems = trace.verify(forged)
     assert not summary["ok"]
     assert (problems[0].source, problems[0].column) == (where, column), problems[:3]
     result = quota(url, "verify")
@@ -144,7 +151,7 @@ def test_a_forged_issue_topping_up_an_existing_lot_fails_verify(busy, tmp_path):
          [{"g": p[3], "a": p[0], "l": serial} for p in postings]),
         ("UPDATE balance_total SET amount_g = amount_g + :g WHERE kind = 'lot' AND pollutant = 'COD' AND zone = :z "
          "AND expires = :e", {"g": grams, "z": zone, "e": expires or ledger.NEVER}), drop=())
-    summary, problems = audit.verify(forged)
+    summary, problems = trace.verify(forged)
     assert not summary["ok"]
     assert ledger.txn_hash(prev, body) == digest  # hashed exactly as the writer hashes
     assert problems[0] == problems[0].__class__("txn", seq + 1, "postings",
@@ -167,7 +174,7 @@ def test_a_planted_idempotency_row_fails_verify(busy, tmp_path, planted):
                                 "doc": "金环审〔2026〕31号"}}[planted]
     forge(forged, ("INSERT INTO operation (key, command, request_hash, result, created_at) "
                    "VALUES ('K', 'approve', 'x', :r, '2026-12-22T00:00:00Z')", {"r": json.dumps(result)}), drop=())
-    summary, problems = audit.verify(forged)
+    summary, problems = trace.verify(forged)
     assert [(p.source, p.column) for p in problems] == [("operation K", "result")]
     cli = quota(url, "verify")
     assert cli.exit_code == 1 and "operation K" in cli.stderr
@@ -182,13 +189,13 @@ def test_idempotency_rows_of_every_command_verify_and_a_changed_result_does_not(
         row = json.loads(conn.execute(text("SELECT result FROM operation WHERE key = 'r8'")).scalar_one())
     row["draws"][0]["amount_g"] += 1
     forge(forged, ("UPDATE operation SET result = :r WHERE key = 'r8'", {"r": json.dumps(row)}), drop=())
-    assert [p.source for p in audit.verify(forged)[1]] == ["operation r8"]
+    assert [p.source for p in trace.verify(forged)[1]] == ["operation r8"]
 
 
 def full_export(engine, tmp_path, as_of=None) -> Path:
     path = tmp_path / f"ledger-{as_of}.jsonl"
     with open(path, "w", encoding="utf-8") as fh:
-        export.write_jsonl(engine, fh, as_of)
+        jsonl.write_jsonl(engine, fh, as_of)
     return path
 
 
@@ -232,7 +239,7 @@ def test_hiding_the_approval_as_a_stub_in_a_full_export_fails(busy, tmp_path):
     i = next(i for i, r in enumerate(recs) if r.get("kind") == "approve")
     recs[i] = as_stub(recs[i])  # a stub that matches the chain's hash exactly
     write(path, restate(recs))
-    summary, problems = export.verify_export(str(path))
+    summary, problems = jsonl.verify_export(str(path))
     assert problems and problems[0].row == i + 1 and problems[0].column == "type"
     cli = runner.invoke(app, ["verify", "--export", str(path)])
     assert cli.exit_code == 1 and "a full export has no stubs" in cli.stderr
@@ -240,7 +247,7 @@ def test_hiding_the_approval_as_a_stub_in_a_full_export_fails(busy, tmp_path):
 
 def test_an_as_of_export_may_stub_only_what_is_dated_after_it(busy, tmp_path):
     path = full_export(busy, tmp_path, D(2026, 12, 1))
-    assert export.verify_export(str(path))[1] == []
+    assert jsonl.verify_export(str(path))[1] == []
     recs = records(path)
     assert sum(r["type"] == "stub" for r in recs) == recs[0]["counts"]["stubs"] > 0
     # the approval (2026-12-02) is a stub: its date cannot be moved before the as-of date
@@ -248,45 +255,45 @@ def test_an_as_of_export_may_stub_only_what_is_dated_after_it(busy, tmp_path):
     moved = [dict(r) for r in recs]
     moved[i]["date"] = "2026-11-30"
     write(path, moved)
-    assert [(p.row, p.column) for p in export.verify_export(str(path))[1]][:1] == [(i + 1, "hash")]
+    assert [(p.row, p.column) for p in jsonl.verify_export(str(path))[1]][:1] == [(i + 1, "hash")]
     # a transaction dated on or before the as-of date (the reservation of 2026-11-29) cannot become a stub
     j = next(i for i, r in enumerate(recs) if r.get("kind") == "reserve" and r["date"] == "2026-11-29")
     hidden = [dict(r) for r in recs]
     hidden[j] = as_stub(hidden[j])
     write(path, restate(hidden))
-    problems = export.verify_export(str(path))[1]
+    problems = jsonl.verify_export(str(path))[1]
     assert (problems[0].row, problems[0].column) == (j + 1, "date")
     # the header's counts are checked
     wrong = [dict(r) for r in recs]
     wrong[0] = {**wrong[0], "counts": {**wrong[0]["counts"], "stubs": 0}}
     write(path, wrong)
-    assert [p.column for p in export.verify_export(str(path))[1]] == ["counts"]
+    assert [p.column for p in jsonl.verify_export(str(path))[1]] == ["counts"]
 
 
 def test_expect_head_catches_a_truncated_chain_in_the_database_and_in_an_export(busy, tmp_path):
-    projects.import_projects(busy, str(_one_project(tmp_path)), actor="clerk")  # the chain's last transaction
-    head = audit.verify(busy)[0]["head"]
+    project_files.import_projects(busy, str(_one_project(tmp_path)), actor="clerk")  # the chain's last transaction
+    head = trace.verify(busy)[0]["head"]
     path = full_export(busy, tmp_path)
     forged, url = copy_of(busy, tmp_path)
     forge(forged, ("DELETE FROM project_need WHERE project_id = 'P-LAST'", {}),
           ("DELETE FROM project WHERE project_id = 'P-LAST'", {}),
           ("DELETE FROM txn WHERE seq = (SELECT max(seq) FROM txn)", {}))
-    summary, problems = audit.verify(forged)
+    summary, problems = trace.verify(forged)
     assert problems == []  # consistent in itself: only a head kept elsewhere shows the loss
-    problems = audit.verify(forged, expect_head=head)[1]
+    problems = trace.verify(forged, expect_head=head)[1]
     assert [p.column for p in problems] == ["head"] and "nowhere in this chain" in problems[0].message
     assert quota(url, "verify", "--expect-head", summary["head"]).exit_code == 0
     cli = quota(url, "verify", "--expect-head", head)
     assert cli.exit_code == 1 and "expected head" in cli.stderr
     recs = records(path)
-    assert export.verify_export(str(path), expect_head=head)[1] == []
+    assert jsonl.verify_export(str(path), expect_head=head)[1] == []
     assert recs[recs[0]["final_seq"]]["kind"] == "register"  # the last transaction line
     cut = recs[:recs[0]["final_seq"]] + recs[recs[0]["final_seq"] + 1:]
     last = cut[recs[0]["final_seq"] - 1]
     cut[0] = {**cut[0], "final_hash": last["hash"], "final_seq": last["seq"]}
     cut[-1] = {**cut[-1], "final_hash": last["hash"]}
     write(path, restate(cut))
-    assert export.verify_export(str(path))[1] == []
+    assert jsonl.verify_export(str(path))[1] == []
     cli = runner.invoke(app, ["verify", "--export", str(path), "--expect-head", head])
     assert cli.exit_code == 1 and "expected head" in cli.stderr
 
@@ -300,9 +307,9 @@ def _one_project(tmp_path):
 
 def test_v1_exports_still_verify(tmp_path):
     full = FIXTURES / "v1-export.jsonl"
-    summary, problems = export.verify_export(str(full))
+    summary, problems = jsonl.verify_export(str(full))
     assert problems == [] and summary["hash_scheme"] == "quota-chain-v1" and summary["transactions"] == 30
-    summary, problems = export.verify_export(str(FIXTURES / "v1-export-as-of-2026-12-02.jsonl"))
+    summary, problems = jsonl.verify_export(str(FIXTURES / "v1-export-as-of-2026-12-02.jsonl"))
     assert problems == [] and summary["unchecked_stubs"] == 4
     cli = runner.invoke(app, ["verify", "--export", str(FIXTURES / "v1-export-as-of-2026-12-02.jsonl")])
     assert cli.exit_code == 0 and "cannot be checked" in cli.stderr
@@ -317,7 +324,7 @@ def test_a_v1_full_export_cannot_hide_the_approval_as_a_stub(tmp_path):
     end = forged[-1]  # counts as a v1 header states them: the transactions shown in full
     forged[0]["counts"] = {"transactions": end["transactions"], "postings": end["postings"]}
     write(path, forged)
-    problems = export.verify_export(str(path))[1]
+    problems = jsonl.verify_export(str(path))[1]
     assert problems and problems[0].row == i + 1
     assert runner.invoke(app, ["verify", "--export", str(path)]).exit_code == 1
 
@@ -330,17 +337,17 @@ def test_a_v1_ledger_upgrades_commits_its_provenance_and_keeps_verifying(tmp_pat
     engine = db.make_engine(f"sqlite:///{target}")
     from tests.integration.test_migrations import HEAD
     assert migrate.upgrade(engine)["to"] == HEAD
-    summary, problems = audit.verify(engine)
+    summary, problems = trace.verify(engine)
     assert problems == [] and summary["v1_transactions"] == 30 and summary["transactions"] == 31
     pin_today(D(2027, 1, 2))
-    quota_ops.reserve(engine, "P2026-01", actor="clerk", date=D(2027, 1, 2))
-    summary, problems = audit.verify(engine)
+    operations.reserve(engine, "P2026-01", actor="clerk", date=D(2027, 1, 2))
+    summary, problems = trace.verify(engine)
     assert problems == [] and summary["transactions"] == 32
     path = full_export(engine, tmp_path, D(2026, 12, 2))  # v1 transactions after the date are shown in full
-    assert {r["type"] for r in records(path)} >= {"later", "stub"} and export.verify_export(str(path))[1] == []
+    assert {r["type"] for r in records(path)} >= {"later", "stub"} and jsonl.verify_export(str(path))[1] == []
     tally = first_lot(engine)[1]
     forge(engine, ("UPDATE tally SET assessor = 'Someone' WHERE tally_id = :t", {"t": tally}))
-    problems = audit.verify(engine)[1]
+    problems = trace.verify(engine)[1]
     assert (problems[0].source, problems[0].column) == (f"tally {tally}", "assessor")
     engine.dispose()
 
@@ -350,22 +357,22 @@ def rebalanced(engine, pin_today):
     """A reservation whose lot is then revoked, re-reserved (its grams go to revoked:NOX, new ones drawn) and
     released: every step keyed, so each idempotency record is checked too."""
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
     pin_today(D(2026, 12, 1))
     day = D(2026, 12, 1)
-    first = quota_ops.reserve(engine, "P2026-02", actor="a", date=day, key="r1")
+    first = operations.reserve(engine, "P2026-02", actor="a", date=day, key="r1")
     lot = first["draws"][0]["lot"]
-    quota_ops.revoke(engine, lot, actor="auditor", memo="report withdrawn", date=day, key="v1")
-    again = quota_ops.reserve(engine, "P2026-02", actor="a", date=day, key="r2")
+    operations.revoke(engine, lot, actor="auditor", memo="report withdrawn", date=day, key="v1")
+    again = operations.reserve(engine, "P2026-02", actor="a", date=day, key="r2")
     assert again["returned"] == [{"lot": lot, "pollutant": "NOX", "amount_g": 2_000_000, "to": "revoked:NOX"}]
     assert again["draws"] and again["draws"][0]["lot"] != lot
-    quota_ops.release(engine, "P2026-02", actor="a", date=day, key="l1")
+    operations.release(engine, "P2026-02", actor="a", date=day, key="l1")
     return engine, lot
 
 
 def test_a_rebalanced_reservation_and_a_revoked_lot_verify(rebalanced):
     engine, lot = rebalanced
-    summary, problems = audit.verify(engine)
+    summary, problems = trace.verify(engine)
     assert problems == []
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM operation")).scalar_one() == 4
@@ -388,5 +395,5 @@ def test_lot_status_and_returns_are_checked_against_the_chain(rebalanced, tmp_pa
     else:
         forge(forged, ("DELETE FROM lot_status WHERE serial = :s", {"s": lot}), drop=("lot_status",))
         where = ("lot_status", "")
-    problems = audit.verify(forged)[1]
+    problems = trace.verify(forged)[1]
     assert [(p.source, p.column) for p in problems] == [where]

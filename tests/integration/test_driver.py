@@ -7,7 +7,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from quota import db, driver, ledger
+from quota.store import db
+from quota.store import driver
+from quota.ledger import posting
 
 OP = "INSERT INTO operation (key, command, request_hash, result, created_at) VALUES (?, 'test', '', ?, '')"
 
@@ -45,17 +47,17 @@ def test_a_writer_that_waited_for_the_lock_chains_onto_the_transaction_committed
     """The head is read after the write lock is taken: a writer that waited while another committed a
     transaction gets that transaction as its head (a stale head would fork the chain)."""
     version = db.run_write(engine, lambda conn: driver.state(conn).rulebook[0])
-    leg = [ledger.Leg("adjustment:X", "X", "COD", 5, "JT-YT"), ledger.Leg("adjustment:Y", "X", "COD", -5, "JT-YT")]
+    leg = [posting.Leg("adjustment:X", "X", "COD", 5, "JT-YT"), posting.Leg("adjustment:Y", "X", "COD", -5, "JT-YT")]
     first_has_lock, seen = threading.Event(), {}
 
     def slow_writer(conn):
         first_has_lock.set()
         time.sleep(0.5)  # the second writer is waiting for the lock meanwhile
-        return ledger.post(conn, "adjust", dt.date(2026, 1, 1), leg, actor="a", rulebook=version)
+        return posting.post(conn, "adjust", dt.date(2026, 1, 1), leg, actor="a", rulebook=version)
 
     def second_writer(conn):
         seen["head"] = driver.state(conn).head
-        return ledger.post(conn, "adjust", dt.date(2026, 1, 1), leg, actor="b", rulebook=version)
+        return posting.post(conn, "adjust", dt.date(2026, 1, 1), leg, actor="b", rulebook=version)
 
     first = threading.Thread(target=lambda: seen.update(first=db.run_write(engine, slow_writer)))
     first.start()
@@ -65,5 +67,5 @@ def test_a_writer_that_waited_for_the_lock_chains_onto_the_transaction_committed
     with engine.connect() as conn:
         first_hash = conn.execute(text("SELECT hash FROM txn WHERE seq = :s"), {"s": seen["first"]}).scalar_one()
         # the chain links (these synthetic adjustments between made-up accounts break the domain rules on purpose)
-        assert [p for p in ledger.verify(conn)[1] if p.column in ("seq", "prev_hash", "hash")] == []
+        assert [p for p in posting.verify(conn)[1] if p.column in ("seq", "prev_hash", "hash")] == []
     assert seen["head"] == (seen["first"], first_hash) and second == seen["first"] + 1

@@ -9,7 +9,13 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, plans, projects, quota_ops, rulebooks, tallies
+from quota.audit import trace as audit
+from quota.ledger import balances
+from quota.planning import plans
+from quota.intake import project_files
+from quota.ledger import operations
+from quota.rules import versions
+from quota.intake import tallies
 from quota.errors import Refused, ValidationFailed
 from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
 
@@ -29,7 +35,7 @@ def book(engine, pin_today, write_csv):
         "T-NEW,S-NEW,新厂,closure,JT-DC,COD,5,,,t/a,2023,2024-01-01,m,a,R-NEW",
         "T-CDH,S-CDH,东厂,closure,JT-XB,COD,50,,,t/a,2023,2024-01-01,m,a,R-CDH",
         "T-PB,S-PB,铅厂,closure,JT-YT,PB,30,,,kg/a,2023,2024-01-01,m,a,R-PB"]), actor="clerk")
-    projects.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
+    project_files.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
         "P-PAST,过期项目,JT-YT,food,COD,3,t/a,1,2026-01-01,false,",
         "P-A,甲,JT-YT,food,COD,2,t/a,1,,false,",
         "P-B,乙,JT-YT,food,COD,2,t/a,1,,false,",
@@ -38,7 +44,7 @@ def book(engine, pin_today, write_csv):
 
 
 def lots(engine) -> dict:
-    return {r["tally_id"]: r for r in audit.balance(engine, by="lot")["rows"]}
+    return {r["tally_id"]: r for r in balances.balance(engine, by="lot")["rows"]}
 
 
 def account(engine, name: str) -> int:
@@ -80,9 +86,9 @@ def test_dates_out_of_reason_are_refused_and_nothing_is_written(book, db_url, ar
 
 
 def test_back_dated_mutations_are_refused(book):
-    quota_ops.reserve(book, "P-A", actor="c", date=TODAY)
+    operations.reserve(book, "P-A", actor="c", date=TODAY)
     with pytest.raises(Refused) as info:
-        quota_ops.reserve(book, "P-B", actor="c", date=D(2026, 11, 1))
+        operations.reserve(book, "P-B", actor="c", date=D(2026, 11, 1))
     assert info.value.code == "bad_date" and "before the ledger's last transaction" in str(info.value)
 
 
@@ -95,19 +101,19 @@ def test_a_tally_effective_after_today_is_refused(book, write_csv):
 
 def test_revoked_quota_never_comes_back(book, db_url):
     new = lots(book)["T-NEW"]["lot"]
-    quota_ops.reserve(book, "P-A", actor="c", date=TODAY)                   # 2 t of L-NEW's 5 t
+    operations.reserve(book, "P-A", actor="c", date=TODAY)                   # 2 t of L-NEW's 5 t
     assert cli(db_url, "revoke", new, "--memo", "report withdrawn", "--date", TODAY.isoformat()).exit_code == 0
     assert account(book, "revoked:COD") == 3_000_000                      # the unallocated part
     # the reservation drawn from it can no longer be approved ...
     r = cli(db_url, "approve", "P-A", "--doc", "D-1", "--date", TODAY.isoformat())
     assert r.exit_code == 1 and "revoked" in r.output
     # ... and released, its grams go to revoked:, never back to the lot
-    quota_ops.release(book, "P-A", actor="c", date=TODAY)
+    operations.release(book, "P-A", actor="c", date=TODAY)
     assert account(book, "revoked:COD") == 5_000_000
     row = lots(book)["T-NEW"]
     assert row["available_g"] == 0 and row["state"] == "revoked"
     with pytest.raises(Refused) as info:                                    # nothing left in DJ to draw
-        quota_ops.reserve(book, "P-A", actor="c", date=TODAY)
+        operations.reserve(book, "P-A", actor="c", date=TODAY)
     assert info.value.code == "insufficient_quota"
     assert audit.verify(book)[1] == []
 
@@ -115,49 +121,49 @@ def test_revoked_quota_never_comes_back(book, db_url):
 def test_reserve_moves_a_holding_off_a_revoked_lot_and_approve_then_passes(book, write_csv):
     tallies.import_tallies(book, write_csv("more.csv", TALLY_HEADER, [
         "T-2,S-2,二厂,closure,JT-DC,COD,4,,,t/a,2024,2025-01-01,m,a,R-2"]), actor="clerk")
-    first = quota_ops.reserve(book, "P-A", actor="c", date=TODAY)
+    first = operations.reserve(book, "P-A", actor="c", date=TODAY)
     drawn = {d["lot"] for d in first["draws"]}
     assert drawn == {lots(book)["T-NEW"]["lot"]}                            # earliest expiry first
-    quota_ops.revoke(book, drawn.pop(), actor="admin", memo="invalid", date=TODAY)
-    again = quota_ops.reserve(book, "P-A", actor="c", date=TODAY)           # rebalance
+    operations.revoke(book, drawn.pop(), actor="admin", memo="invalid", date=TODAY)
+    again = operations.reserve(book, "P-A", actor="c", date=TODAY)           # rebalance
     assert [(x["to"], x["amount_g"]) for x in again["returned"]] == [("revoked:COD", 2_000_000)]
     assert {d["lot"] for d in again["draws"]} == {lots(book)["T-2"]["lot"]}
-    quota_ops.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
+    operations.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
     assert audit.verify(book)[1] == []
 
 
 def test_allocations_from_a_lot_revoked_later_stay_flagged_and_never_return_to_it(book, db_url):
     new = lots(book)["T-NEW"]["lot"]
-    quota_ops.reserve(book, "P-A", actor="c", date=TODAY)
-    quota_ops.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
-    quota_ops.revoke(book, new, actor="admin", memo="invalid", date=TODAY)
+    operations.reserve(book, "P-A", actor="c", date=TODAY)
+    operations.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
+    operations.revoke(book, new, actor="admin", memo="invalid", date=TODAY)
     trace = audit.trace(book, "P-A")
     assert [(d["lot"], d["state"], d["lot_state"]) for d in trace["draws"]] == [(new, "allocated", "revoked")]
     r = cli(db_url, "trace", "P-A", "--format", "md")
     assert "REVOKED" in r.stdout
-    quota_ops.cancel(book, "P-A", actor="c", date=TODAY)
+    operations.cancel(book, "P-A", actor="c", date=TODAY)
     assert account(book, "revoked:COD") == 5_000_000 and lots(book)["T-NEW"]["available_g"] == 0
 
 
 def test_a_fully_reserved_lot_can_be_revoked_and_its_grams_do_not_return(book, write_csv):
     tallies.import_tallies(book, write_csv("small.csv", TALLY_HEADER, [
         "T-S,S-S,小厂,closure,JT-XB,COD,1,,,t/a,2024,2025-01-01,m,a,R-S"]), actor="clerk")
-    projects.import_projects(book, write_csv("q.csv", PROJECT_HEADER, [
+    project_files.import_projects(book, write_csv("q.csv", PROJECT_HEADER, [
         "P-X,丙,JT-XB,food,COD,51,t/a,1,,false,"]), actor="clerk")
-    quota_ops.reserve(book, "P-X", actor="c", date=TODAY)                  # all of CDH's 51 t
+    operations.reserve(book, "P-X", actor="c", date=TODAY)                  # all of CDH's 51 t
     small = lots(book)["T-S"]["lot"]
-    result = quota_ops.revoke(book, small, actor="admin", memo="invalid", date=TODAY)
+    result = operations.revoke(book, small, actor="admin", memo="invalid", date=TODAY)
     assert result["revoked_g"] == 0                                         # nothing unallocated: only marked
-    quota_ops.release(book, "P-X", actor="c", date=TODAY)
+    operations.release(book, "P-X", actor="c", date=TODAY)
     assert lots(book)["T-S"]["available_g"] == 0 and account(book, "revoked:COD") == 1_000_000
     assert audit.verify(book)[1] == []
 
 
 def test_a_superseded_lot_gets_nothing_back(book, write_csv):
-    quota_ops.reserve(book, "P-A", actor="c", date=TODAY)
+    operations.reserve(book, "P-A", actor="c", date=TODAY)
     tallies.import_tallies(book, write_csv("sup.csv", TALLY_HEADER + ",supersedes", [
         "T-NEW2,S-NEW,新厂,closure,JT-DC,COD,4,,,t/a,2023,2024-01-01,m,a,R-NEW2,T-NEW"]), actor="clerk")
-    quota_ops.release(book, "P-A", actor="c", date=TODAY)
+    operations.release(book, "P-A", actor="c", date=TODAY)
     row = lots(book)["T-NEW"]
     assert row["state"] == "superseded" and row["available_g"] == 0
     assert account(book, "superseded:COD") == 5_000_000
@@ -173,27 +179,27 @@ def _rules_with(tmp_path, old: str, new: str) -> str:
 
 
 def test_approve_refuses_a_shortfall_after_a_ratio_rises_and_reserve_tops_it_up(book, db_url, tmp_path):
-    quota_ops.reserve(book, "P-A", actor="c", date=TODAY)                   # 2 t at ratio 1
-    rulebooks.load(book, _rules_with(tmp_path, "default = 1.0", "default = 1.5"), "admin")
+    operations.reserve(book, "P-A", actor="c", date=TODAY)                   # 2 t at ratio 1
+    versions.load(book, _rules_with(tmp_path, "default = 1.0", "default = 1.5"), "admin")
     r = cli(db_url, "approve", "P-A", "--doc", "D-1", "--date", TODAY.isoformat())
     assert r.exit_code == 1 and "3.0000" in r.output and "quota reserve P-A" in r.output
-    top = quota_ops.reserve(book, "P-A", actor="c", date=TODAY)
+    top = operations.reserve(book, "P-A", actor="c", date=TODAY)
     assert sum(d["amount_g"] for d in top["draws"]) == 1_000_000 and top["returned"] == []
-    quota_ops.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
+    operations.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
     assert account(book, "project:P-A:allocated") == 3_000_000
     assert audit.verify(book)[1] == []
 
 
 def test_a_lowered_requirement_gives_the_surplus_back_before_approval(book, tmp_path):
-    rulebooks.load(book, _rules_with(tmp_path, "default = 1.0", "default = 2.0"), "admin")
-    quota_ops.reserve(book, "P-A", actor="c", date=TODAY)                   # 4 t at ratio 2
-    rulebooks.load(book, _rules_with(tmp_path, "default = 1.0", "default = 1.0"), "admin")
+    versions.load(book, _rules_with(tmp_path, "default = 1.0", "default = 2.0"), "admin")
+    operations.reserve(book, "P-A", actor="c", date=TODAY)                   # 4 t at ratio 2
+    versions.load(book, _rules_with(tmp_path, "default = 1.0", "default = 1.0"), "admin")
     with pytest.raises(Refused) as info:
-        quota_ops.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
+        operations.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
     assert info.value.code == "holding_mismatch" and info.value.facts["problems"][0]["problem"] == "surplus"
-    back = quota_ops.reserve(book, "P-A", actor="c", date=TODAY)
+    back = operations.reserve(book, "P-A", actor="c", date=TODAY)
     assert [x["amount_g"] for x in back["returned"]] == [2_000_000] and back["draws"] == []
-    quota_ops.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
+    operations.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
     assert account(book, "project:P-A:allocated") == 2_000_000
     assert audit.verify(book)[1] == []
 
@@ -203,7 +209,7 @@ def test_plan_apply_refuses_draws_outside_the_projects_watershed_after_a_zone_mo
     funded = {f["project_id"] for f in plan["funded"]}
     assert "P-A" in funded
     # JT-YT moves to watershed CDH: the plan's DJ lots can no longer serve P-A
-    rulebooks.load(book, _rules_with(tmp_path, 'code = "JT-YT"\nname = "Yaotang Subdistrict"\nname_zh = "尧塘街道"\n'
+    versions.load(book, _rules_with(tmp_path, 'code = "JT-YT"\nname = "Yaotang Subdistrict"\nname_zh = "尧塘街道"\n'
                                                'watershed = "DJ"', 'code = "JT-YT"\nname = "Yaotang Subdistrict"\n'
                                                'name_zh = "尧塘街道"\nwatershed = "CDH"'), "admin")
     before = snapshot(book)
@@ -215,7 +221,7 @@ def test_plan_apply_refuses_draws_outside_the_projects_watershed_after_a_zone_mo
 @pytest.mark.parametrize("forge", ["other_pollutant", "other_watershed", "expired_lot", "negative", "missing_lot"])
 def test_a_forged_plan_row_cannot_make_apply_skip_a_check(book, forge):
     plan = plans.run_plan(book, as_of=TODAY)
-    by = {r["tally_id"]: r["lot"] for r in audit.balance(book, by="lot")["rows"]}
+    by = {r["tally_id"]: r["lot"] for r in balances.balance(book, by="lot")["rows"]}
     funded = [f for f in plan["funded"] if f["project_id"] == "P-PB"]
     assert funded
     target = {"other_pollutant": ("P-PB", by["T-NEW"], "PB", 1_000),           # a COD lot for a PB need
@@ -251,18 +257,18 @@ def test_a_partial_reservation_keeps_the_projects_lapse_date(book, write_csv):
     it (it used to be overwritten with nothing)."""
     tallies.import_tallies(book, write_csv("nh3.csv", TALLY_HEADER, [
         "T-N,S-N,氮厂,closure,JT-YT,NH3-N,5,,,t/a,2023,2024-01-01,m,a,R-N"]), actor="clerk")
-    projects.import_projects(book, write_csv("two.csv", PROJECT_HEADER, [
+    project_files.import_projects(book, write_csv("two.csv", PROJECT_HEADER, [
         "P-2,两项,JT-YT,food,COD,1,t/a,1,,false,", "P-2,两项,JT-YT,food,NH3-N,1,t/a,1,,false,"]), actor="clerk")
 
     def lapse():
         with book.connect() as conn:
             return conn.execute(text("SELECT reserved_until FROM project WHERE project_id = 'P-2'")).scalar_one()
 
-    quota_ops.reserve(book, "P-2", actor="c", pollutant="COD", expires=D(2027, 1, 31), date=TODAY)
-    quota_ops.reserve(book, "P-2", actor="c", pollutant="NH3-N", date=TODAY)
+    operations.reserve(book, "P-2", actor="c", pollutant="COD", expires=D(2027, 1, 31), date=TODAY)
+    operations.reserve(book, "P-2", actor="c", pollutant="NH3-N", date=TODAY)
     assert str(lapse()) == "2027-01-31"
     with pytest.raises(Refused) as info:
-        quota_ops.reserve(book, "P-2", actor="c", date=TODAY)
+        operations.reserve(book, "P-2", actor="c", date=TODAY)
     assert info.value.code == "nothing_to_reserve"
 
 
@@ -297,15 +303,16 @@ def test_a_correction_never_extends_the_life_of_the_grams_it_corrects(book, writ
 def test_verify_judges_every_reservation_by_the_eligibility_rule(book, lot_of):
     """A reservation written around the library (correctly hashed and balanced, as an insider with the write
     path could) from a lot that could not serve the project fails `verify`."""
-    from quota import db, ledger
+    from quota.store import db
+    from quota.ledger import posting
     serial = lots(book)[lot_of]["lot"]
     zone = lots(book)[lot_of]["zone"]
 
     def forge(conn):
-        version, _ = rulebooks.current(conn)
-        legs = [ledger.Leg(ledger.lot_account(serial), serial, "COD", -1_000_000, zone),
-                ledger.Leg(ledger.project_account("P-A", "reserved"), serial, "COD", 1_000_000, "JT-YT", "P-A")]
-        return ledger.post_many(conn, [ledger.TxnSpec("reserve", TODAY, legs, "forged", "", "P-A", {})],
+        version, _ = versions.current(conn)
+        legs = [posting.Leg(posting.lot_account(serial), serial, "COD", -1_000_000, zone),
+                posting.Leg(posting.project_account("P-A", "reserved"), serial, "COD", 1_000_000, "JT-YT", "P-A")]
+        return posting.post_many(conn, [posting.TxnSpec("reserve", TODAY, legs, "forged", "", "P-A", {})],
                                 actor="insider", rulebook=version)
 
     db.run_write(book, forge)
@@ -314,12 +321,31 @@ def test_verify_judges_every_reservation_by_the_eligibility_rule(book, lot_of):
 
 
 def test_the_report_flags_quota_held_from_a_lot_revoked_later(book):
-    from quota import report
+    from quota.report import html
     new = lots(book)["T-NEW"]["lot"]
-    quota_ops.reserve(book, "P-A", actor="c", date=TODAY)
-    quota_ops.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
-    assert new not in report.build(book).split("Quota held from revoked or superseded lots")[1].split("<h2>")[0]
-    quota_ops.revoke(book, new, actor="admin", memo="invalid", date=TODAY)
-    flagged = report.build(book).split("Quota held from revoked or superseded lots")[1].split("<h2>")[0]
+    operations.reserve(book, "P-A", actor="c", date=TODAY)
+    operations.approve(book, "P-A", doc="D-1", actor="c", date=TODAY)
+    assert new not in html.build(book).split("Quota held from revoked or superseded lots")[1].split("<h2>")[0]
+    operations.revoke(book, new, actor="admin", memo="invalid", date=TODAY)
+    flagged = html.build(book).split("Quota held from revoked or superseded lots")[1].split("<h2>")[0]
     assert new in flagged and "revoked" in flagged and "2.0000" in flagged
-    assert new in report.build(book, lang="zh").split("来自已注销或已被替代批次的指标")[1].split("<h2>")[0]
+    assert new in html.build(book, lang="zh").split("来自已注销或已被替代批次的指标")[1].split("<h2>")[0]
+
+
+@pytest.mark.parametrize("op", ["release", "cancel"])
+def test_a_back_dated_return_goes_where_reserve_would_send_it_today(engine, pin_today, write_csv, op):
+    """release and cancel choose where grams go as reserve does, on the later of the operation's date and the
+    clock's today: a lot that expired after the back-dated day but before today takes nothing back."""
+    pin_today(D(2026, 11, 30))
+    tallies.import_tallies(engine, write_csv("t.csv", TALLY_HEADER, [
+        "T-SOON,S-SOON,将到期厂,closure,JT-YT,COD,10,,,t/a,2020,2021-12-10,m,a,R-SOON"]), actor="clerk")
+    project_files.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
+        "P-A,甲,JT-YT,food,COD,2,t/a,1,,false,"]), actor="clerk")
+    pin_today(D(2026, 12, 1))
+    operations.reserve(engine, "P-A", actor="c", date=D(2026, 12, 1))
+    assert lots(engine)["T-SOON"]["expires"] == "2026-12-10"
+    pin_today(D(2026, 12, 20))  # the lot has expired by now
+    getattr(operations, op)(engine, "P-A", actor="c", date=D(2026, 12, 5))
+    assert account(engine, "expired:COD") == 2_000_000
+    serial = lots(engine)["T-SOON"]["lot"]
+    assert account(engine, f"lot:{serial}") == 8_000_000  # the 2 t did not go back to the expired lot

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from quota import audit, beancount_export, export, projects, quota_ops, statement, table_export, tallies
+from quota.audit import trace
+from quota.ledger import balances
+from quota.audit import beancount_export
+from quota.audit import jsonl as export
+from quota.intake import project_files
+from quota.ledger import operations
+from quota.audit import statement
+from quota.audit import table_export
+from quota.intake import tallies
 from tests.conftest import DATA, TALLY_HEADER
 
 D = dt.date
@@ -21,15 +29,15 @@ D = dt.date
 def busy(engine, pin_today):
     """The sample ledger with a reservation, an approval, a release, a cancellation and an expiry."""
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
     pin_today(D(2027, 1, 1))  # the ledger lives until then
-    quota_ops.reserve(engine, "P2026-08", actor="a", date=D(2026, 11, 29))
-    quota_ops.approve(engine, "P2026-08", doc="金环审〔2026〕31号", actor="b", date=D(2026, 12, 2))
-    quota_ops.reserve(engine, "P2026-03", actor="a", date=D(2026, 12, 2))
-    quota_ops.cancel(engine, "P2026-03", actor="a", date=D(2026, 12, 20))
-    quota_ops.reserve(engine, "P2026-11", actor="a", date=D(2026, 12, 20))
-    quota_ops.release(engine, "P2026-11", actor="a", date=D(2026, 12, 21))
-    quota_ops.expire(engine, D(2027, 1, 1), actor="system")
+    operations.reserve(engine, "P2026-08", actor="a", date=D(2026, 11, 29))
+    operations.approve(engine, "P2026-08", doc="金环审〔2026〕31号", actor="b", date=D(2026, 12, 2))
+    operations.reserve(engine, "P2026-03", actor="a", date=D(2026, 12, 2))
+    operations.cancel(engine, "P2026-03", actor="a", date=D(2026, 12, 20))
+    operations.reserve(engine, "P2026-11", actor="a", date=D(2026, 12, 20))
+    operations.release(engine, "P2026-11", actor="a", date=D(2026, 12, 21))
+    operations.expire(engine, D(2027, 1, 1), actor="system")
     return engine
 
 
@@ -53,7 +61,7 @@ def test_export_round_trip_equals_the_database(busy, tmp_path):
     path = jsonl(busy, tmp_path)
     summary, problems = export.verify_export(str(path))
     assert problems == [] and summary["ok"]
-    db_summary, _ = audit.verify(busy)
+    db_summary, _ = trace.verify(busy)
     assert (summary["transactions"], summary["postings"], summary["final_hash"]) == \
            (db_summary["transactions"], db_summary["postings"], db_summary["head"])
     from sqlalchemy import text
@@ -121,7 +129,7 @@ def test_as_of_exports_verify_and_reproduce_the_ledger_of_that_day(busy, tmp_pat
     assert stated_balances(path) == table_balances
     summary, problems = export.verify_export(str(path))
     assert problems == []
-    by_lot = {r["lot"]: r for r in audit.balance(busy, by="lot", as_of=day)["rows"]}
+    by_lot = {r["lot"]: r for r in balances.balance(busy, by="lot", as_of=day)["rows"]}
     stated = stated_balances(path)
     assert {lot: r["available_g"] + r["lapsed_g"] for lot, r in by_lot.items()} == \
            {lot: stated.get((f"lot:{lot}", lot), 0) for lot in by_lot}
@@ -176,7 +184,7 @@ def test_beancount_export_passes_bean_check_and_matches_lot_balances(busy, tmp_p
     entries, errors, _ = loader.load_file(str(path))
     assert errors == []
     asserted = {(e.account, e.amount.currency): e.amount.number for e in entries if isinstance(e, data.Balance)}
-    for row in audit.balance(busy, by="lot", as_of=None)["rows"]:
+    for row in balances.balance(busy, by="lot", as_of=None)["rows"]:
         account = f"Assets:Lots:{row['zone']}:{row['lot']}"
         if (account, row["pollutant"]) in asserted:
             grams = asserted[(account, row["pollutant"])] * (1_000_000 if row["unit"] == "t/a" else 1000)

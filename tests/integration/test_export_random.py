@@ -7,7 +7,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quota import beancount_export, db, export, projects, quota_ops, rulebooks, tallies
+from quota.audit import beancount_export
+from quota.store import db
+from quota.audit import jsonl
+from quota.intake import project_files
+from quota.ledger import operations
+from quota.rules import versions
+from quota.intake import tallies
 from quota.errors import Refused
 from tests.conftest import DATA, ENGINES, PROJECT_HEADER, TALLY_HEADER
 from tests.databases import fresh_url
@@ -34,7 +40,7 @@ def test_random_ledgers_pass_bean_check_and_verify(kind, pin_today):
         url, drop = fresh_url(kind, tmp)
         engine = db.make_engine(url)
         try:
-            rulebooks.init(engine, str(DATA / "rules.toml"), "gen")
+            versions.init(engine, str(DATA / "rules.toml"), "gen")
             day = dt.date(2026, 1, 1)
             rows = [f"T{i},S{i},源{i},closure,{z},{p},{milli / 1000:.3f},,,{u},,{day - dt.timedelta(days=age)},m,a,R{i}"
                     for i, ((p, z, u), milli, age) in enumerate(lots)]
@@ -44,27 +50,27 @@ def test_random_ledgers_pass_bean_check_and_verify(kind, pin_today):
                      enumerate(ops)]
             if prows:
                 (tmp / "p.csv").write_text(PROJECT_HEADER + "\n" + "\n".join(prows) + "\n", encoding="utf-8")
-                projects.import_projects(engine, str(tmp / "p.csv"), actor="gen")
+                project_files.import_projects(engine, str(tmp / "p.csv"), actor="gen")
             for i, (_, _, op) in enumerate(ops):
                 try:
-                    quota_ops.reserve(engine, f"P{i}", actor="gen", date=day)
+                    operations.reserve(engine, f"P{i}", actor="gen", date=day)
                     if op == "approve":
-                        quota_ops.approve(engine, f"P{i}", doc=f"D{i}", actor="gen", date=day)
+                        operations.approve(engine, f"P{i}", doc=f"D{i}", actor="gen", date=day)
                     elif op == "cancel":
-                        quota_ops.cancel(engine, f"P{i}", actor="gen", date=day)
+                        operations.cancel(engine, f"P{i}", actor="gen", date=day)
                     elif op == "release":
-                        quota_ops.release(engine, f"P{i}", actor="gen", date=day)
+                        operations.release(engine, f"P{i}", actor="gen", date=day)
                 except Refused:
                     pass
-            quota_ops.expire(engine, day + dt.timedelta(days=expire_after), actor="gen")
+            operations.expire(engine, day + dt.timedelta(days=expire_after), actor="gen")
             path = tmp / "l.beancount"
             with open(path, "w", encoding="utf-8") as fh:
                 beancount_export.write_beancount(engine, fh, today=day + dt.timedelta(days=expire_after))
             check = bean_check(path)
             assert check.returncode == 0, check.stdout + check.stderr
             with open(tmp / "l.jsonl", "w", encoding="utf-8") as fh:
-                export.write_jsonl(engine, fh)
-            assert export.verify_export(str(tmp / "l.jsonl"))[1] == []
+                jsonl.write_jsonl(engine, fh)
+            assert jsonl.verify_export(str(tmp / "l.jsonl"))[1] == []
         finally:
             engine.dispose()
             drop()

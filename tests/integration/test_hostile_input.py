@@ -5,9 +5,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quota import projects, tallies
+from quota.intake import project_files
+from quota.intake import tallies
 from quota.errors import ValidationFailed
-from quota.rules import load_rulebook_file
+from quota.rules.book import load_rulebook_file
 from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
 
 BOOK = load_rulebook_file(str(DATA / "rules.toml"))
@@ -59,7 +60,7 @@ def test_any_tally_file_gives_records_or_problems_never_a_crash(tmp_path_factory
 def test_any_project_file_gives_projects_or_problems_never_a_crash(tmp_path_factory, rows):
     tmp = tmp_path_factory.mktemp("p")
     path = write(tmp, "p.csv", PROJECT_COLS, rows)
-    found, problems = projects.validate_rows(path, BOOK)
+    found, problems = project_files.validate_rows(path, BOOK)
     assert found or problems
     assert all(p.row >= 1 and p.column for p in problems if p.row)
 

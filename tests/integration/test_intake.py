@@ -12,9 +12,17 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, beancount_export, projects, quota_ops, scenario, tallies, units
+from quota.audit import trace
+from quota.ledger import balances
+from quota.audit import beancount_export
+from quota.intake import project_files
+from quota.ledger import projects
+from quota.ledger import operations
+from quota.planning import scenario
+from quota.intake import tallies
+from quota import units
 from quota.errors import ValidationFailed
-from quota.rules import load_rulebook_file
+from quota.rules.book import load_rulebook_file
 from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
 
 runner = CliRunner()
@@ -32,7 +40,7 @@ def problems(engine, path, importer=tallies.import_tallies) -> dict:
 
 
 def credited(engine) -> dict[str, int]:
-    return {r["tally_id"]: r["issued_g"] for r in audit.balance(engine, by="lot")["rows"]}
+    return {r["tally_id"]: r["issued_g"] for r in balances.balance(engine, by="lot")["rows"]}
 
 
 @pytest.fixture
@@ -49,7 +57,7 @@ def test_the_same_source_under_another_spelling_is_not_credited_again(db_url, wr
     assert quota(db_url, "tally", "import", str(DATA / "tallies.csv")).exit_code == 0
     path = write_csv("again.csv", TALLY_HEADER, [
         f"T2024-901,{spelling},金坛华源化工有限公司,closure,JT-YT,COD,18.40,,,t/a,2023,2024-03-01,m,x,R-901"])
-    from quota import db
+    from quota.store import db
     engine = db.make_engine(db_url)
     before = snapshot(engine)
     result = quota(db_url, "tally", "import", path)
@@ -122,7 +130,7 @@ def test_what_a_source_is_credited_is_bounded_by_its_first_baseline(sample, writ
     tallies.import_tallies(sample, write_csv("c.csv", TALLY_HEADER, [
         "X4,F2,乙厂,closure,JT-YT,COD,20,,,t/a,2024,2025-06-01,m,x,X4"]), actor="clerk")
     assert credited(sample)["X4"] == 4_000_000
-    assert audit.verify(sample)[1] == []
+    assert trace.verify(sample)[1] == []
 
 
 def test_the_cli_says_which_credit_was_capped(db_url, write_csv):
@@ -166,11 +174,11 @@ def test_full_width_digits_and_punctuation_read_as_ascii(engine, write_csv):
     tallies.import_tallies(engine, write_csv("f.csv", TALLY_HEADER, [
         "Ｆ１,ｓ１,甲厂,ｃｌｏｓｕｒｅ,ｊｔ－ｙｔ,ｃｏｄ,１８．４,２０,,ｔ／ａ,２０２１,２０２２－０９－１５,m,x,R1",
         'F2,S2,乙厂,closure,JT-YT,NOX,"１，２３４.5",,,t/a,2021,2022-09-15,m,x,R2']), actor="clerk")
-    rows = {r["tally_id"]: r for r in audit.balance(engine, by="lot")["rows"]}
+    rows = {r["tally_id"]: r for r in balances.balance(engine, by="lot")["rows"]}
     assert rows["F1"]["issued_g"] == 18_400_000 and rows["F1"]["source_id"] == "S1"
     assert rows["F1"]["zone"] == "JT-YT" and rows["F1"]["pollutant"] == "COD"
     assert rows["F2"]["issued_g"] == 1_234_500_000
-    projects.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
+    project_files.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
         "ｐ1,甲,JT-YT,chemical,COD,１２．５,t/a,２,,false,"]), actor="clerk")
     (p,) = projects.project_rows(engine)
     assert (p["project_id"], p["priority"], p["needs"][0]["increment_g"]) == ("P1", 2, 12_500_000)
@@ -190,9 +198,9 @@ def test_a_look_alike_project_id_is_refused(db_url, write_csv, pid, why):
 
 
 def test_a_project_id_in_another_case_or_width_is_already_registered(engine, write_csv):
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
     got = problems(engine, write_csv("p.csv", PROJECT_HEADER, ["ｐ2026-01,仿冒项目,JT-YT,chemical,COD,8,t/a,5,,false,"]),
-                   projects.import_projects)
+                   project_files.import_projects)
     assert "project 'P2026-01' is already registered" in got[(2, "project_id")]
 
 
@@ -251,8 +259,8 @@ AMOUNTS = [("posting", "amount_g"), ("balance", "amount_g"), ("balance_total", "
 def test_an_amount_column_never_holds_a_non_integer(sample, table, column):
     """SQLite turns an integer past 2^63 into REAL silently: the 0010 triggers refuse it (and any
     REAL); PostgreSQL's BIGINT refuses a value out of range."""
-    projects.import_projects(sample, str(DATA / "projects.csv"), actor="clerk")
-    quota_ops.reserve(sample, "P2026-01", actor="clerk", date=dt.date(2026, 11, 29))
+    project_files.import_projects(sample, str(DATA / "projects.csv"), actor="clerk")
+    operations.reserve(sample, "P2026-01", actor="clerk", date=dt.date(2026, 11, 29))
     sqlite = sample.dialect.name == "sqlite"
     bad = [1.5, 2.0 ** 63] if sqlite else [2 ** 63]
     with sample.connect() as conn:
@@ -289,7 +297,7 @@ def test_an_amount_column_never_holds_a_non_integer(sample, table, column):
             with sample.begin() as conn:
                 conn.execute(sa.text(f"UPDATE {table} SET {column} = {column} + 9223372036854775807 "
                                      f"WHERE {column} > 0"))
-    assert audit.verify(sample)[1] == []
+    assert trace.verify(sample)[1] == []
 
 
 def bean_check(path: Path) -> subprocess.CompletedProcess:
@@ -298,12 +306,12 @@ def bean_check(path: Path) -> subprocess.CompletedProcess:
 
 
 def test_beancount_keeps_one_account_per_distinct_project_id(sample, write_csv, tmp_path):
-    projects.import_projects(sample, write_csv("p.csv", PROJECT_HEADER, [
+    project_files.import_projects(sample, write_csv("p.csv", PROJECT_HEADER, [
         "金坛-01,金坛项目,JT-YT,chemical,COD,1,t/a,1,,false,",
         "溧阳-01,溧阳项目,JT-YT,chemical,COD,2,t/a,1,,false,",
         "P-01,普通项目,JT-YT,chemical,COD,3,t/a,1,,false,"]), actor="clerk")
     for pid in ("金坛-01", "溧阳-01", "P-01"):
-        quota_ops.reserve(sample, pid, actor="clerk", date=dt.date(2026, 11, 29))
+        operations.reserve(sample, pid, actor="clerk", date=dt.date(2026, 11, 29))
     path = tmp_path / "l.beancount"
     with open(path, "w", encoding="utf-8") as fh:
         beancount_export.write_beancount(sample, fh, today=dt.date(2026, 12, 1))

@@ -6,7 +6,15 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
-from quota import audit, db, migrate, plans, projects, quota_ops, rulebooks, tallies
+from quota.audit import trace
+from quota.ledger import balances
+from quota.store import db
+from quota.store import migrate
+from quota.planning import plans
+from quota.intake import project_files
+from quota.ledger import operations
+from quota.rules import versions
+from quota.intake import tallies
 from tests.conftest import DATA
 
 
@@ -23,14 +31,14 @@ def test_baseline_database_with_data_upgrades_without_loss(db_url):
     balance totals are backfilled from it. The baseline database is made by loading data and
     downgrading to 0001: the tables that remain are exactly those of a baseline install."""
     engine = db.make_engine(db_url)
-    rulebooks.init(engine, str(DATA / "rules.toml"), "admin")
+    versions.init(engine, str(DATA / "rules.toml"), "admin")
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
-    quota_ops.reserve(engine, "P2026-01", actor="clerk", date=dt.date(2026, 11, 29))
-    quota_ops.approve(engine, "P2026-01", doc="D", actor="clerk", date=dt.date(2026, 11, 30))
-    quota_ops.reserve(engine, "P2026-03", actor="clerk", date=dt.date(2026, 11, 30))
-    balances = audit.balance(engine)["rows"]
-    zones = audit.balance(engine, by="zone")["rows"]
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    operations.reserve(engine, "P2026-01", actor="clerk", date=dt.date(2026, 11, 29))
+    operations.approve(engine, "P2026-01", doc="D", actor="clerk", date=dt.date(2026, 11, 30))
+    operations.reserve(engine, "P2026-03", actor="clerk", date=dt.date(2026, 11, 30))
+    pollutants = balances.balance(engine)["rows"]
+    zones = balances.balance(engine, by="zone")["rows"]
     before = snapshot_without_plan(engine)
     from alembic import command
     with engine.begin() as conn:
@@ -52,8 +60,8 @@ def test_baseline_database_with_data_upgrades_without_loss(db_url):
     assert [c["name"] for c in inspect(engine).get_columns("chain_head")] == ["id"]  # 0008: the head is the last txn
     assert integer_triggers(engine) == (12 if engine.dialect.name == "sqlite" else 0)  # 0010
     assert snapshot_without_plan(engine) == before
-    assert audit.balance(engine)["rows"] == balances and audit.balance(engine, by="zone")["rows"] == zones
-    assert audit.verify(engine)[1] == []
+    assert balances.balance(engine)["rows"] == pollutants and balances.balance(engine, by="zone")["rows"] == zones
+    assert trace.verify(engine)[1] == []
     plan = plans.run_plan(engine, as_of=dt.date(2026, 11, 29))  # the new tables work
     assert plan["plan_id"] == "PLAN-0001"
     assert migrate.upgrade(engine) == {"from": HEAD, "to": HEAD}  # idempotent
@@ -79,7 +87,7 @@ def balance_has_rowid(engine) -> bool:
 
 
 def snapshot_without_plan(engine):
-    from quota import model
+    from quota.store import schema as model
     out = {}
     with engine.connect() as conn:
         for m in model.TABLES:

@@ -7,7 +7,13 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import db, outlook, plans, projects, rulebooks, tallies
+from quota.store import db
+from quota.planning import outlook
+from quota.planning import plans
+from quota.intake import project_files
+from quota.ledger import projects
+from quota.rules import versions
+from quota.intake import tallies
 from tests.conftest import DATA
 
 DAY = dt.date(2026, 11, 29)
@@ -15,7 +21,7 @@ DAY = dt.date(2026, 11, 29)
 
 def load(engine):
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
 
 
 def test_outlook_agrees_with_the_ledger_and_the_plan(engine):
@@ -24,7 +30,7 @@ def test_outlook_agrees_with_the_ledger_and_the_plan(engine):
     plan = plans.run_plan(engine, as_of=DAY)
     assert out["years"] == [2026, 2027, 2028, 2029, 2030]
     with db.reading(engine) as conn:
-        _, book = rulebooks.current(conn)
+        _, book = versions.current(conn)
         ledger = defaultdict(int)
         for pol, zone, amount, effective, expires in conn.execute(text(
                 "SELECT l.pollutant, l.zone, b.amount_g, l.effective_date, l.expires FROM lot l "

@@ -11,7 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, beancount_export, export, outfiles, projects, quota_ops, table_export, tallies
+from quota.audit import trace as audit
+from quota.audit import beancount_export
+from quota.audit import jsonl as export
+from quota import outfiles
+from quota.intake import project_files
+from quota.ledger import operations
+from quota.audit import table_export
+from quota.intake import tallies
 from quota.errors import Refused
 from tests.conftest import DATA, TALLY_HEADER, snapshot
 
@@ -27,11 +34,11 @@ def quota(url, *args):
 @pytest.fixture
 def ledger(engine, db_url, pin_today):
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
     pin_today(D(2026, 12, 31))
-    quota_ops.reserve(engine, "P2026-08", actor="a", date=D(2026, 11, 29))
-    quota_ops.approve(engine, "P2026-08", doc="金环审〔2026〕31号", actor="b", date=D(2026, 12, 2))
-    quota_ops.reserve(engine, "P2026-03", actor="a", date=D(2026, 12, 2))
+    operations.reserve(engine, "P2026-08", actor="a", date=D(2026, 11, 29))
+    operations.approve(engine, "P2026-08", doc="金环审〔2026〕31号", actor="b", date=D(2026, 12, 2))
+    operations.reserve(engine, "P2026-03", actor="a", date=D(2026, 12, 2))
     return db_url
 
 
@@ -162,7 +169,8 @@ def _broken_xlsx(s, path):
 
 
 def test_a_statement_and_the_report_are_written_whole_or_not_at_all(ledger, tmp_path, monkeypatch):
-    from quota import report, statement
+    from quota.report import html as report
+    from quota.audit import statement
     for fmt, name, broken in (("md", "to_markdown", lambda s: UNWRITABLE), ("html", "to_html", lambda s: UNWRITABLE),
                               ("xlsx", "to_xlsx", _broken_xlsx)):
         target = tmp_path / f"s.{fmt}"
@@ -324,7 +332,7 @@ def test_a_table_export_reads_one_snapshot_while_an_import_commits(ledger, engin
 
 KILLED_EXPORT = """
 import sys, time
-from quota import table_export
+from quota.audit import table_export
 real = table_export.iter_table
 def slow(bind, name, as_of):
     if name == "postings":

@@ -6,7 +6,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, plans, projects, quota_ops, tallies
+from quota.audit import trace
+from quota.ledger import balances
+from quota.planning import plans
+from quota.intake import project_files
+from quota.ledger import projects
+from quota.ledger import operations
+from quota.intake import tallies
 from quota.errors import Refused, ValidationFailed
 from tests.conftest import DATA, PROJECT_HEADER, snapshot
 
@@ -16,7 +22,7 @@ DAY = dt.date(2026, 11, 29)
 @pytest.fixture
 def sample(engine):
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
     return engine
 
 
@@ -28,7 +34,7 @@ def test_plan_on_the_sample_has_the_contract_shape_and_is_exact(sample):
         assert key in plan
     required = {(p["project_id"], n["pollutant"]): n["required_g"] for p in projects.project_rows(sample)
                 for n in p["needs"]}
-    lots = {r["lot"]: r for r in audit.balance(sample, by="lot", as_of=None)["rows"]}
+    lots = {r["lot"]: r for r in balances.balance(sample, by="lot", as_of=None)["rows"]}
     drawn = {}
     for f in plan["funded"]:
         got = {}
@@ -45,7 +51,7 @@ def test_plan_on_the_sample_has_the_contract_shape_and_is_exact(sample):
 
 
 def test_infeasible_must_fund_says_what_is_short(sample, write_csv):
-    projects.import_projects(sample, write_csv("p.csv", PROJECT_HEADER, [
+    project_files.import_projects(sample, write_csv("p.csv", PROJECT_HEADER, [
         "MF-1,必保项目,JT-XB,food,TP,0.3,t/a,9,,true,"]), actor="clerk")
     plan = plans.run_plan(sample, as_of=DAY)
     assert plan["status"] == "infeasible"
@@ -55,7 +61,7 @@ def test_infeasible_must_fund_says_what_is_short(sample, write_csv):
 def test_empty_pipeline_and_no_lots(engine, write_csv):
     plan = plans.run_plan(engine, as_of=DAY)
     assert plan["status"] == "optimal" and plan["funded"] == [] and plan["unfunded"] == []
-    projects.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
+    project_files.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
         "P1,甲,JT-YT,food,COD,2,t/a,1,,false,", "P2,乙,JT-ZL,power,PB,3,kg/a,1,,false,"]), actor="clerk")
     plan = plans.run_plan(engine, as_of=DAY)
     assert plan["funded"] == []
@@ -65,7 +71,7 @@ def test_empty_pipeline_and_no_lots(engine, write_csv):
 
 def test_a_project_no_lot_can_match_is_reported_short(sample, write_csv):
     # PB is matched by zone: the only lead lot is in JT-XB, so a JT-ZL project can never be served
-    projects.import_projects(sample, write_csv("p.csv", PROJECT_HEADER, [
+    project_files.import_projects(sample, write_csv("p.csv", PROJECT_HEADER, [
         "PB-ZL,铅项目,JT-ZL,battery,PB,1,kg/a,50,,false,"]), actor="clerk")
     plan = plans.run_plan(sample, as_of=DAY)
     assert {u["project_id"]: u["shortfall_g"] for u in plan["unfunded"]}["PB-ZL"] == {"PB": 1_000}
@@ -76,9 +82,9 @@ def test_plan_apply_reserves_everything_or_nothing(sample):
     result = plans.apply_plan(sample, plan["plan_id"], actor="clerk", date=DAY)
     assert sorted(result["reserved"]) == sorted(f["project_id"] for f in plan["funded"])
     for f in plan["funded"]:
-        held = {(d["lot"], d["pollutant"]): d["amount_g"] for d in audit.trace(sample, f["project_id"])["draws"]}
+        held = {(d["lot"], d["pollutant"]): d["amount_g"] for d in trace.trace(sample, f["project_id"])["draws"]}
         assert held == {(d["lot"], d["pollutant"]): d["amount_g"] for d in f["draws"]}
-    assert audit.verify(sample)[1] == []
+    assert trace.verify(sample)[1] == []
     with pytest.raises(Refused, match="already applied"):
         plans.apply_plan(sample, plan["plan_id"], actor="clerk", date=DAY)
 
@@ -87,7 +93,7 @@ def test_plan_apply_is_refused_when_the_ledger_no_longer_fits(sample):
     plan = plans.run_plan(sample, as_of=DAY)
     funded = {f["project_id"] for f in plan["funded"]}
     assert "P2026-09" not in funded
-    quota_ops.reserve(sample, "P2026-02", actor="clerk", date=DAY)  # takes what the plan counted on
+    operations.reserve(sample, "P2026-02", actor="clerk", date=DAY)  # takes what the plan counted on
     before = snapshot(sample)
     with pytest.raises(Refused, match="no longer fits"):
         plans.apply_plan(sample, plan["plan_id"], actor="clerk", date=DAY)

@@ -4,7 +4,14 @@ import datetime as dt
 import pytest
 from sqlalchemy import text
 
-from quota import audit, drawing, projects, quota_ops, rulebooks, tallies
+from quota.audit import trace
+from quota.ledger import balances
+from quota.ledger import drawing
+from quota.intake import project_files
+from quota.ledger import projects
+from quota.ledger import operations as quota_ops
+from quota.rules import versions
+from quota.intake import tallies
 from quota.errors import IdempotencyConflict, QuotaError, Refused
 from tests.conftest import DATA, snapshot
 
@@ -14,12 +21,12 @@ D = dt.date
 @pytest.fixture
 def sample(engine):
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
     return engine
 
 
 def totals(engine, **kw):
-    return {r["pollutant"]: r for r in audit.balance(engine, **kw)["rows"]}
+    return {r["pollutant"]: r for r in balances.balance(engine, **kw)["rows"]}
 
 
 @pytest.mark.parametrize("first_rows", [drawing.DRAW_LIMIT, 1])
@@ -36,7 +43,7 @@ def test_reserve_takes_ratio_matching_and_earliest_expiry(sample, monkeypatch, f
     assert sum(g for (p, _), g in draws.items() if p == "SO2") == 6_000_000
     t = totals(sample, as_of=None)
     assert t["NOX"]["reserved_g"] == 10_000_000
-    assert audit.verify(sample)[1] == []
+    assert trace.verify(sample)[1] == []
 
 
 def test_lots_that_expire_before_needed_by_are_not_drawn(sample):
@@ -70,7 +77,7 @@ def test_full_lifecycle_keeps_every_gram(sample):
     quota_ops.release(sample, "P2026-05", actor="a", date=day)
     assert totals(sample, as_of=None) == start
     assert projects.project_rows(sample)[4]["state"] == "pipeline"
-    summary, problems = audit.verify(sample)
+    summary, problems = trace.verify(sample)
     assert problems == [] and summary["transactions"] == 23 + 1 + 5  # issues, the projects' register, operations
 
 
@@ -95,7 +102,7 @@ def test_operations_on_a_held_connection_are_each_their_own_transaction(sample):
         assert snapshot(sample) == before
         quota_ops.cancel(conn, "P2026-02", actor="b", date=day)
     assert totals(sample, as_of=None) == start
-    summary, problems = audit.verify(sample)
+    summary, problems = trace.verify(sample)
     assert problems == [] and summary["transactions"] == 23 + 1 + 3
 
 
@@ -105,7 +112,7 @@ def test_expire_moves_lots_and_lapsed_reservations(sample, pin_today):
     pin_today(D(2027, 1, 1))
     result = quota_ops.expire(sample, D(2027, 1, 1), actor="a")
     assert "P2026-03" in result["lapsed_reservations"]
-    rows = {r["lot"]: r for r in audit.balance(sample, by="lot", as_of=None)["rows"]}
+    rows = {r["lot"]: r for r in balances.balance(sample, by="lot", as_of=None)["rows"]}
     cod = rows["COD-2021-00005"]  # expired 2026-12-15: its remaining 20.8 t and the released 6 t
     assert cod["available_g"] == 0 and cod["state"] == "expired"
     assert totals(sample, as_of=None)["COD"]["reserved_g"] == 0
@@ -113,7 +120,7 @@ def test_expire_moves_lots_and_lapsed_reservations(sample, pin_today):
         expired = conn.execute(text("SELECT amount_g FROM balance WHERE account = 'expired:COD' "
                                     "AND lot = 'COD-2021-00005'")).scalar_one()
     assert expired == 26_800_000
-    assert audit.verify(sample)[1] == []
+    assert trace.verify(sample)[1] == []
 
 
 def test_cancel_after_lot_expiry_returns_quota_to_expired(sample, pin_today):
@@ -122,7 +129,7 @@ def test_cancel_after_lot_expiry_returns_quota_to_expired(sample, pin_today):
     quota_ops.approve(sample, "P2026-03", doc="D1", actor="a", date=D(2026, 11, 30))
     pin_today(D(2027, 1, 5))  # time passes: the COD lot expired on 2026-12-15
     quota_ops.cancel(sample, "P2026-03", actor="a", date=D(2027, 1, 5))
-    rows = {r["lot"]: r for r in audit.balance(sample, by="lot", as_of=D(2027, 1, 5))["rows"]}
+    rows = {r["lot"]: r for r in balances.balance(sample, by="lot", as_of=D(2027, 1, 5))["rows"]}
     assert rows["COD-2021-00005"]["expired_g"] == 6_000_000
     assert rows["COD-2021-00005"]["lapsed_g"] == 20_800_000  # not yet expired by `quota expire`: lapsed
     assert rows["COD-2021-00005"]["available_g"] == 0 and rows["COD-2021-00005"]["state"] == "expired"
@@ -134,7 +141,7 @@ def test_balance_as_of_a_date_replays_history(sample):
     assert before["NOX"]["reserved_g"] == 0
     assert totals(sample, as_of=D(2026, 11, 29))["NOX"]["reserved_g"] == 1_000_000
     # before any lot existed
-    assert audit.balance(sample, as_of=D(2020, 1, 1))["rows"] == []
+    assert balances.balance(sample, as_of=D(2020, 1, 1))["rows"] == []
     with pytest.raises(Refused):  # history cannot be rewritten by back-dating
         quota_ops.release(sample, "P2026-11", actor="a", date=D(2026, 11, 1))
 
@@ -174,7 +181,7 @@ def test_verify_detects_tampering_below_the_triggers(sample):
         else:
             conn.execute(text("ALTER TABLE posting DISABLE TRIGGER posting_append_only"))
         conn.execute(text("UPDATE posting SET amount_g = amount_g + 1 WHERE id = 1"))
-    summary, problems = audit.verify(sample)
+    summary, problems = trace.verify(sample)
     columns = {(p.source, p.column) for p in problems}
     assert ("txn", "hash") in columns  # the content no longer matches its hash
     assert any(p.source == "balance" for p in problems)  # and the balances no longer replay
@@ -184,14 +191,14 @@ def test_verify_detects_tampering_below_the_triggers(sample):
 def test_verify_detects_an_edited_balance(sample):
     with sample.begin() as conn:
         conn.execute(text("UPDATE balance SET amount_g = amount_g + 5 WHERE account = 'lot:COD-2022-00001'"))
-    problems = audit.verify(sample)[1]
+    problems = trace.verify(sample)[1]
     assert [p.column for p in problems][:1] == ["lot:COD-2022-00001 COD-2022-00001"]
 
 
 def test_verify_detects_edited_balance_totals(sample):
     with sample.begin() as conn:
         conn.execute(text("UPDATE balance_total SET amount_g = amount_g + 1 WHERE kind = 'lot' AND pollutant = 'COD'"))
-    problems = audit.verify(sample)[1]
+    problems = trace.verify(sample)[1]
     assert [p.source for p in problems] == ["balance_total"]
 
 
@@ -200,7 +207,7 @@ def test_verify_detects_a_forged_matching_key(sample):
     watersheds: verify compares the stored keys with the rulebooks."""
     with sample.begin() as conn:
         conn.execute(text("INSERT INTO matching (version, pollutant, zone, key) VALUES (1, 'COD', 'JT-NEW', 'DJ')"))
-    problems = audit.verify(sample)[1]
+    problems = trace.verify(sample)[1]
     assert [p.source for p in problems] == ["matching"] and "JT-NEW" in problems[0].message
 
 
@@ -211,10 +218,10 @@ def test_a_draw_over_many_lots_reads_past_the_first_rows(engine, write_csv, monk
               "baseline_year,effective_date,method,assessor,report_no")
     rows = [f"T{i},S{i},源{i},closure,JT-YT,COD,1.0,,,t/a,2020,2025-0{i + 1}-01,m,x,R{i}" for i in range(5)]
     tallies.import_tallies(engine, write_csv("t.csv", header, rows), actor="clerk")
-    projects.import_projects(engine, write_csv(
+    project_files.import_projects(engine, write_csv(
         "p.csv", "project_id,name,zone,industry,pollutant,increment,unit,priority,needed_by,must_fund,ratio",
         ["PX,项目,JT-YT,x,COD,3.5,t/a,1,,false,1"]), actor="clerk")
-    lots = {r["lot"]: r for r in audit.balance(engine, by="lot")["rows"]}
+    lots = {r["lot"]: r for r in balances.balance(engine, by="lot")["rows"]}
     order = sorted(lots, key=lambda s: lots[s]["expires"])
     monkeypatch.setattr(drawing, "DRAW_LIMIT", 2)
     r = quota_ops.reserve(engine, "PX", actor="clerk", date=D(2026, 11, 29))
@@ -237,14 +244,14 @@ def test_never_expiring_lots_are_drawn_after_every_expiring_one(engine, write_cs
     never = tmp_path / "rules-never.toml"
     never.write_text((DATA / "rules.toml").read_text(encoding="utf-8").replace("life_years = 5", "life_years = 0"),
                      encoding="utf-8")
-    rulebooks.load(engine, str(never), "admin")
+    versions.load(engine, str(never), "admin")
     tallies.import_tallies(engine, write_csv("t2.csv", header, [
         f"N{i},SN{i},新源{i},closure,JT-YT,COD,1.0,,,t/a,2020,2024-0{5 - i}-01,m,x,RN{i}" for i in range(2)]),
         actor="clerk")
-    projects.import_projects(engine, write_csv(
+    project_files.import_projects(engine, write_csv(
         "p.csv", "project_id,name,zone,industry,pollutant,increment,unit,priority,needed_by,must_fund,ratio",
         ["PX,项目,JT-YT,x,COD,3.5,t/a,1,,false,1"]), actor="clerk")
-    lots = {r["lot"]: r for r in audit.balance(engine, by="lot")["rows"]}
+    lots = {r["lot"]: r for r in balances.balance(engine, by="lot")["rows"]}
     expiring = sorted((lots[s]["expires"], s) for s in lots if lots[s]["expires"])
     forever = sorted(s for s in lots if not lots[s]["expires"])
     assert len(expiring) == 2 and len(forever) == 2 and expiring[0][0] < expiring[1][0]
@@ -252,4 +259,4 @@ def test_never_expiring_lots_are_drawn_after_every_expiring_one(engine, write_cs
     r = quota_ops.reserve(engine, "PX", actor="clerk", date=D(2026, 11, 29))
     assert [d["lot"] for d in r["draws"]] == [s for _, s in expiring] + forever
     assert [d["amount_g"] for d in r["draws"]] == [1_000_000, 1_000_000, 1_000_000, 500_000]
-    assert audit.verify(engine)[1] == []
+    assert trace.verify(engine)[1] == []

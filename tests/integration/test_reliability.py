@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from quota import audit, db, plans, projects, tallies
+from quota.audit import trace
+from quota.store import db
+from quota.planning import plans
+from quota.intake import project_files
+from quota.ledger import projects
+from quota.intake import tallies
 from tests.conftest import PROJECT_HEADER, TALLY_HEADER, snapshot
 
 DAY = dt.date(2026, 3, 1)
@@ -21,8 +26,8 @@ OPS = int(os.environ.get("QUOTA_STRESS_OPS", "25"))  # bench/reliability.py runs
 
 
 def _worker(url: str, seed: int, n_projects: int, ops: int, barrier, results) -> None:
-    from quota import db as qdb
-    from quota import quota_ops
+    from quota.store import db as qdb
+    from quota.ledger import operations as quota_ops
     from quota.errors import NotFound, Refused
     rng = random.Random(seed)
     engine = qdb.make_engine(url)
@@ -45,7 +50,7 @@ def _worker(url: str, seed: int, n_projects: int, ops: int, barrier, results) ->
             done["refused"] += 1
         except Exception as exc:  # anything else fails the test
             done["errors"].append(f"{op} {pid}: {type(exc).__name__}: {exc}")
-    done["retries"] = list(qdb.RETRIES)
+    done["retries"] = list(qdb.retries())
     results.put(done)
     engine.dispose()
 
@@ -55,7 +60,7 @@ def _setup_contention(engine, write_csv, n_lots=8, n_projects=200):
     tallies.import_tallies(engine, write_csv("t.csv", TALLY_HEADER, [
         f"C{i},S{i},源{i},closure,JT-YT,COD,{10 + i},,,t/a,2020,2025-0{i + 1}-01,m,x,R{i}" for i in range(n_lots)]),
         actor="setup")
-    projects.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
+    project_files.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
         f"P{i:03d},项目{i},JT-DC,food,COD,{1 + (i % 4) * 0.75},t/a,1,,false," for i in range(n_projects)]),
         actor="setup")
 
@@ -95,7 +100,7 @@ def test_eight_clerks_on_overlapping_lots_never_break_the_ledger(db_url, engine,
     assert errors == []
     assert sum(o["ok"] for o in outcomes) > 0
     assert sum(o["ok"] + o["refused"] for o in outcomes) == WORKERS * OPS
-    summary, problems = audit.verify(engine)
+    summary, problems = trace.verify(engine)
     assert problems == []
     _all_or_nothing(engine)
     with engine.connect() as conn:
@@ -112,8 +117,8 @@ def _cancels_without_txn(engine) -> int:
 
 
 def _same_key(url: str, barrier, results) -> None:
-    from quota import db as qdb
-    from quota import quota_ops
+    from quota.store import db as qdb
+    from quota.ledger import operations as quota_ops
     engine = qdb.make_engine(url)
     barrier.wait()
     r = quota_ops.reserve(engine, "P000", actor="retry", date=DAY, key="clerk-7:req-42")
@@ -168,13 +173,13 @@ def test_sigkill_in_a_large_import_and_in_a_plan_apply_leaves_the_database_as_it
             killed_mid_way += rc == -signal.SIGKILL
         else:
             assert len(after["lot"]) == len(before["lot"]) + 20_000
-        assert audit.verify(engine)[1] == []
+        assert trace.verify(engine)[1] == []
     assert killed_mid_way >= 1, "the import finished before it could be killed; make it bigger"
     # a plan apply over many projects, killed mid-way
     small = write_csv("lots.csv", TALLY_HEADER, [
         f"L{i},T{i},源{i},closure,JT-YT,COD,2,,,t/a,2020,2025-01-01,m,x,R{i}" for i in range(300)])
     tallies.import_tallies(engine, small, actor="setup")
-    projects.import_projects(engine, write_csv("pp.csv", PROJECT_HEADER, [
+    project_files.import_projects(engine, write_csv("pp.csv", PROJECT_HEADER, [
         f"Q{i:03d},项目{i},JT-DC,food,COD,1.5,t/a,1,,false," for i in range(300)]), actor="setup")
     plan = plans.run_plan(engine, as_of=DAY)
     before = snapshot(engine)
@@ -184,12 +189,12 @@ def test_sigkill_in_a_large_import_and_in_a_plan_apply_leaves_the_database_as_it
     # all or nothing: unchanged, or (finished, or killed after its commit) every funded project reserved
     if after != before:
         assert len(after["txn"]) == len(before["txn"]) + len(plan["funded"])
-    assert audit.verify(engine)[1] == []
+    assert trace.verify(engine)[1] == []
 
 
 def test_transient_errors_are_retried_and_reported_others_are_not(engine):
     from sqlalchemy.exc import OperationalError
-    db.RETRIES.clear()
+    db.retries().clear()
     calls = []
 
     def flaky(conn):
@@ -199,7 +204,7 @@ def test_transient_errors_are_retried_and_reported_others_are_not(engine):
         return "done"
 
     assert db.run_write(engine, flaky) == "done" and len(calls) == 3
-    assert len(db.RETRIES) == 2 and "database is locked" in db.RETRIES[0]
+    assert len(db.retries()) == 2 and "database is locked" in db.retries()[0]
 
     def broken(conn):
         calls.append(1)
@@ -209,4 +214,4 @@ def test_transient_errors_are_retried_and_reported_others_are_not(engine):
     with pytest.raises(OperationalError):
         db.run_write(engine, broken)
     assert len(calls) == 1  # not transient: no retry
-    db.RETRIES.clear()
+    db.retries().clear()

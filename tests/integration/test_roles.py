@@ -10,7 +10,16 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, db, idempotency, ledger, plans, projects, quota_ops, roles, tallies
+from quota.audit import trace
+from quota.ledger import balances
+from quota.store import db
+from quota.ledger import idempotency
+from quota.ledger import posting as ledger
+from quota.planning import plans
+from quota.intake import project_files
+from quota.ledger import operations
+from quota.store import roles
+from quota.intake import tallies
 from quota.errors import QuotaError, Refused
 from tests.conftest import DATA, ENGINES, PROJECT_HEADER, TALLY_HEADER, snapshot
 
@@ -20,7 +29,7 @@ def pg(engine):
     if engine.dialect.name != "postgresql":
         pytest.skip("roles are PostgreSQL only")
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="admin")
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="admin")
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="admin")
     roles.create_roles(engine)
     return engine
 
@@ -40,9 +49,9 @@ def denied(fn):
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_auditor_reads_but_cannot_write(pg):
     auditor = as_role(pg, "quota_auditor")
-    assert audit.verify(auditor)[1] == []
-    assert audit.balance(auditor)["rows"]
-    msg = denied(lambda: quota_ops.reserve(auditor, "P2026-03", actor="quota_auditor", date=dt.date(2026, 11, 29)))
+    assert trace.verify(auditor)[1] == []
+    assert balances.balance(auditor)["rows"]
+    msg = denied(lambda: operations.reserve(auditor, "P2026-03", actor="quota_auditor", date=dt.date(2026, 11, 29)))
     assert "permission denied" in msg
     auditor.dispose()
 
@@ -51,8 +60,8 @@ def test_auditor_reads_but_cannot_write(pg):
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_clerk_works_the_ledger_but_cannot_edit_it(pg):
     clerk = as_role(pg, "quota_clerk")
-    quota_ops.reserve(clerk, "P2026-03", actor="quota_clerk", date=dt.date(2026, 11, 29))
-    quota_ops.approve(clerk, "P2026-03", doc="D-1", actor="quota_clerk", date=dt.date(2026, 11, 29))
+    operations.reserve(clerk, "P2026-03", actor="quota_clerk", date=dt.date(2026, 11, 29))
+    operations.approve(clerk, "P2026-03", doc="D-1", actor="quota_clerk", date=dt.date(2026, 11, 29))
     for sql in ("UPDATE posting SET amount_g = 0", "DELETE FROM txn", "DELETE FROM balance", "TRUNCATE posting",
                 "UPDATE txn SET actor = 'x'"):
         def run(sql=sql):
@@ -73,7 +82,7 @@ def test_planner_plans_but_cannot_reserve(pg):
     assert plan["status"] == "optimal"
     assert "permission denied" in denied(lambda: plans.apply_plan(planner, plan["plan_id"], actor="quota_planner",
                                                                    date=dt.date(2026, 11, 29)))
-    assert "permission denied" in denied(lambda: quota_ops.reserve(planner, "P2026-03", actor="quota_planner",
+    assert "permission denied" in denied(lambda: operations.reserve(planner, "P2026-03", actor="quota_planner",
                                                                     date=dt.date(2026, 11, 29)))
     planner.dispose()
 
@@ -83,18 +92,18 @@ def test_planner_plans_but_cannot_reserve(pg):
 def test_roles_made_before_an_upgrade_can_read_the_tables_it_adds(engine):
     """Roles granted at revision 0004, then `quota db upgrade`: the clerk reads the new matching table."""
     from alembic import command
-    from quota import migrate
+    from quota.store import migrate
     with engine.begin() as conn:
         command.downgrade(migrate._config(conn), "0004")
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="admin")
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="admin")
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="admin")
     with engine.begin() as conn:  # roles as an earlier quota granted them (no default privileges)
         for sql in roles.roles_sql(roles.current_schema(engine)):
             if not sql.startswith("ALTER DEFAULT"):
                 conn.exec_driver_sql(sql.replace("%", "%%"))
     migrate.upgrade(engine)
     clerk = as_role(engine, "quota_clerk")
-    r = quota_ops.reserve(clerk, "P2026-03", actor="quota_clerk", date=dt.date(2026, 11, 29))
+    r = operations.reserve(clerk, "P2026-03", actor="quota_clerk", date=dt.date(2026, 11, 29))
     assert r["state"] == "reserved"
     clerk.dispose()
 
@@ -174,7 +183,7 @@ def forge(conn, kind: str, legs: list[tuple[str, str, str, int]], project_id=Non
 def test_a_clerk_may_post_only_the_clerks_transaction_kinds(pg, write_csv):
     clerk = as_role(pg, "quota_clerk")
     # project import (a register transaction) is the clerk's
-    projects.import_projects(clerk, write_csv("p.csv", PROJECT_HEADER, ["P9,新项目,JT-YT,food,COD,1,t/a,1,,false,"]),
+    project_files.import_projects(clerk, write_csv("p.csv", PROJECT_HEADER, ["P9,新项目,JT-YT,food,COD,1,t/a,1,,false,"]),
                              actor="quota_clerk")
     for kind in ("issue", "revoke", "expire", "adjust", "supersede", "whatever"):
         def run(kind=kind):
@@ -221,7 +230,7 @@ def test_the_forging_script_run_as_the_clerk_is_refused_by_the_database(pg):
         msg = denied(run)
         assert "permission denied" in msg and expected in msg, (kind, msg)
     assert snapshot(pg) == before
-    assert audit.verify(pg)[1] == []
+    assert trace.verify(pg)[1] == []
     # the same script run by the owner goes through: the owner may post every kind (verify's business)
     with pg.begin() as conn:
         forge(conn, "issue", invent)
@@ -232,15 +241,15 @@ def test_the_forging_script_run_as_the_clerk_is_refused_by_the_database(pg):
 def test_a_clerk_returns_quota_to_lots_and_to_expired_through_its_commands(pg):
     """release and cancel put grams back on lots (and on expired:) through the posting guard."""
     clerk = as_role(pg, "quota_clerk")
-    quota_ops.reserve(clerk, "P2026-03", actor="quota_clerk", date=DAY)
-    quota_ops.release(clerk, "P2026-03", actor="quota_clerk", date=DAY)
-    quota_ops.reserve(clerk, "P2026-03", actor="quota_clerk", date=DAY)
-    quota_ops.approve(clerk, "P2026-03", doc="D-1", actor="quota_clerk", date=DAY)
-    assert quota_ops.cancel(clerk, "P2026-03", actor="quota_clerk", date=DAY)["state"] == "cancelled"
+    operations.reserve(clerk, "P2026-03", actor="quota_clerk", date=DAY)
+    operations.release(clerk, "P2026-03", actor="quota_clerk", date=DAY)
+    operations.reserve(clerk, "P2026-03", actor="quota_clerk", date=DAY)
+    operations.approve(clerk, "P2026-03", doc="D-1", actor="quota_clerk", date=DAY)
+    assert operations.cancel(clerk, "P2026-03", actor="quota_clerk", date=DAY)["state"] == "cancelled"
     # grams reserved from a lot the owner then revokes go to revoked:, by the clerk's release
-    drawn = quota_ops.reserve(clerk, "P2026-05", actor="quota_clerk", date=DAY)["draws"][0]
-    quota_ops.revoke(pg, drawn["lot"], actor="admin", memo="tally found invalid", date=DAY)
-    seq = quota_ops.release(clerk, "P2026-05", actor="quota_clerk", date=DAY)["txn"]
+    drawn = operations.reserve(clerk, "P2026-05", actor="quota_clerk", date=DAY)["draws"][0]
+    operations.revoke(pg, drawn["lot"], actor="admin", memo="tally found invalid", date=DAY)
+    seq = operations.release(clerk, "P2026-05", actor="quota_clerk", date=DAY)["txn"]
     with pg.connect() as conn:
         accounts = {r[0] for r in conn.execute(text("SELECT account FROM posting WHERE txn_seq = :s AND "
                                                     "amount_g > 0"), {"s": seq})}
@@ -249,13 +258,13 @@ def test_a_clerk_returns_quota_to_lots_and_to_expired_through_its_commands(pg):
     with clerk.connect() as conn, conn.begin() as t:  # what a release of an expired lot's grams posts
         forge(conn, "release", [("project:P2026-01:reserved", serial, "COD", -5), ("expired:COD", serial, "COD", 5)])
         t.rollback()
-    assert audit.verify(pg)[1] == []
+    assert trace.verify(pg)[1] == []
     clerk.dispose()
 
 
 @pg_only
 def test_a_clerk_cannot_move_quota_between_zones_or_stop_the_writers(pg, write_csv):
-    quota_ops.reserve(pg, "P2026-03", actor="admin", date=DAY)
+    operations.reserve(pg, "P2026-03", actor="admin", date=DAY)
     clerk = as_role(pg, "quota_clerk")
     refused = {
         "UPDATE balance SET zone = 'LY-XX'": "permission denied",
@@ -282,8 +291,8 @@ def test_a_clerk_cannot_move_quota_between_zones_or_stop_the_writers(pg, write_c
         conn.execute(text("UPDATE project SET doc = doc WHERE project_id = 'P2026-03'"))
         conn.execute(text("UPDATE balance SET last_date = last_date WHERE account = 'project:P2026-03:reserved'"))
     # the clerk's writers still lock the head row: the next reservation goes through
-    assert quota_ops.approve(clerk, "P2026-03", doc="D", actor="quota_clerk", date=DAY)["state"] == "approved"
-    assert audit.verify(pg)[1] == []
+    assert operations.approve(clerk, "P2026-03", doc="D", actor="quota_clerk", date=DAY)["state"] == "approved"
+    assert trace.verify(pg)[1] == []
     new = write_csv("new.csv", TALLY_HEADER, ["T2026-901,S91,New works,closure,JT-YT,COD,5,,,t/a,2025,2026-01-10,"
                                               "monitoring,Lab,R-901"])
     code, out = cli(role_url(pg, "quota_clerk"), "tally", "import", new)
@@ -320,7 +329,7 @@ def test_no_role_can_plant_an_idempotency_row_another_user_reads(pg):
     planner now cannot write the table at all; a row the clerk writes names the clerk, and an owner's
     command with that key is refused instead of reporting it."""
     planner, clerk = as_role(pg, "quota_planner"), as_role(pg, "quota_clerk")
-    quota_ops.reserve(pg, "P2026-03", actor="admin", date=DAY)
+    operations.reserve(pg, "P2026-03", actor="admin", date=DAY)
     request = {"project": "P2026-03", "doc": "D-1", "date": str(DAY)}
 
     def plant(who, command, req):
@@ -339,8 +348,8 @@ def test_no_role_can_plant_an_idempotency_row_another_user_reads(pg):
     assert code == 1 and "recorded by database user quota_clerk" in out, out
     assert snapshot(pg) == before
     # the clerk's own retry with its key replays its own row, as before
-    first = quota_ops.approve(clerk, "P2026-03", doc="D-1", actor="c", date=DAY, key="K2")
-    again = quota_ops.approve(clerk, "P2026-03", doc="D-1", actor="c", date=DAY, key="K2")
+    first = operations.approve(clerk, "P2026-03", doc="D-1", actor="c", date=DAY, key="K2")
+    again = operations.approve(clerk, "P2026-03", doc="D-1", actor="c", date=DAY, key="K2")
     assert again["replayed"] and again["txn"] == first["txn"]
     planner.dispose()
     clerk.dispose()
@@ -360,11 +369,11 @@ def test_db_roles_refuses_a_caller_who_cannot_grant(pg):
 @pg_only
 def test_grants_of_roles_made_before_0012_are_tightened_by_the_upgrade(engine):
     from alembic import command
-    from quota import migrate
+    from quota.store import migrate
     with engine.begin() as conn:
         command.downgrade(migrate._config(conn), "0011")
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="admin")
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="admin")
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="admin")
     roles.create_roles(engine)
     with engine.begin() as conn:  # as an earlier `quota db roles` granted them
         conn.exec_driver_sql("GRANT UPDATE ON balance, balance_total, chain_head, project, plan TO quota_clerk")
@@ -377,7 +386,7 @@ def test_grants_of_roles_made_before_0012_are_tightened_by_the_upgrade(engine):
             with clerk.begin() as conn:
                 conn.execute(text(sql))
         assert "permission denied" in denied(run), sql
-    assert quota_ops.reserve(clerk, "P2026-03", actor="c", date=DAY)["state"] == "reserved"
+    assert operations.reserve(clerk, "P2026-03", actor="c", date=DAY)["state"] == "reserved"
     clerk.dispose()
 
 
@@ -390,18 +399,18 @@ def test_a_writer_behind_a_held_lock_gives_up_as_busy_within_its_timeout(pg, mon
     holder.begin()
     holder.exec_driver_sql("SELECT id FROM chain_head WHERE id = 1 FOR UPDATE")
     try:
-        db.RETRIES.clear()
+        db.retries().clear()
         busy = db.make_engine(url, 0.2)
         started = time.monotonic()
         with pytest.raises(db.LedgerBusy, match="the ledger is busy") as info:
-            quota_ops.reserve(busy, "P2026-03", actor="c", date=DAY)
+            operations.reserve(busy, "P2026-03", actor="c", date=DAY)
         assert info.value.code == "ledger_busy" and info.value.facts == {"attempts": 3, "lock_timeout": "200ms"}
         assert time.monotonic() - started < 5
-        assert len(db.RETRIES) == db.LOCK_ATTEMPTS - 1  # reported retries, then the refusal
+        assert len(db.retries()) == db.LOCK_ATTEMPTS - 1  # reported retries, then the refusal
         busy.dispose()
         before = snapshot(pg)
         monkeypatch.setenv("QUOTA_LOCK_TIMEOUT", "0.2")
-        db.RETRIES.clear()
+        db.retries().clear()
         started = time.monotonic()
         code, out = cli(url, "reserve", "P2026-03", "--date", str(DAY))
         assert code == 1 and "the ledger is busy" in out and "200ms each" in out and "retried 2 time" in out, out
@@ -410,7 +419,7 @@ def test_a_writer_behind_a_held_lock_gives_up_as_busy_within_its_timeout(pg, mon
     finally:
         holder.rollback()
         holder.close()
-    db.RETRIES.clear()
+    db.retries().clear()
     code, out = cli(url, "--lock-timeout", "0.2", "reserve", "P2026-03", "--date", str(DAY))
     assert code == 0, out
 

@@ -4,7 +4,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import audit, tallies
+from quota.ledger import balances
+from quota.intake import tallies
 from quota.errors import ValidationFailed
 from tests.conftest import DATA, TALLY_HEADER
 
@@ -18,7 +19,7 @@ def test_a_gbk_csv_from_chinese_excel_imports(engine, tmp_path):
     path.write_bytes((header + "\n" + "\n".join(ROWS[1:4]) + "\n").encode("gbk"))
     result = tallies.import_tallies(engine, str(path), actor="clerk")
     assert result["tallies"] == 3
-    assert {r["tally_id"] for r in audit.balance(engine, by="lot")["rows"]} == {"T2022-001", "T2022-002", "T2022-003"}
+    assert {r["tally_id"] for r in balances.balance(engine, by="lot")["rows"]} == {"T2022-001", "T2022-002", "T2022-003"}
 
 
 def test_row_numbers_are_the_files_own_lines_despite_blank_lines(engine, tmp_path):

@@ -18,7 +18,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import text
 
-from quota import audit, db, plans, projects, quota_ops, rulebooks, tallies
+from quota.audit import trace
+from quota.store import db
+from quota.planning import plans
+from quota.intake import project_files
+from quota.ledger import operations
+from quota.rules import versions
+from quota.intake import tallies
 from quota.errors import Refused, ValidationFailed
 from tests.conftest import DATA, ENGINES, PROJECT_HEADER, TALLY_HEADER
 from tests.databases import fresh_url
@@ -39,7 +45,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.tmp = Path(tempfile.mkdtemp())
         url, self.drop = fresh_url(self.kind, self.tmp)
         self.engine = db.make_engine(url)
-        rulebooks.init(self.engine, str(DATA / "rules.toml"), "model")
+        versions.init(self.engine, str(DATA / "rules.toml"), "model")
         self.day = dt.date(2026, 1, 1)
         from quota import clock
         self.pinned = clock.today
@@ -206,7 +212,7 @@ class LedgerMachine(RuleBasedStateMachine):
         supply = sum(l["available"] for s, l in self.lots.items() if self._eligible(s, p))
         increment_g = max(1, supply * percent // 100 // 2)
         zone = SETUP[pollutant][0]
-        projects.import_projects(self.engine, self._csv(
+        project_files.import_projects(self.engine, self._csv(
             PROJECT_HEADER, f"{pid},项目,{zone},x,{pollutant},{increment_g / 1_000_000:.6f},t/a,1,"
                             f"{needed_by or ''},false,"), actor="model")
         p["increment"] = increment_g
@@ -235,7 +241,7 @@ class LedgerMachine(RuleBasedStateMachine):
         short = self._reservable("short")
         pid = data.draw(st.sampled_from(short or self._reservable("full")))
         with pytest.raises(Refused, match="short by" if short else "already reserved in full"):
-            quota_ops.reserve(self.engine, pid, actor="model", date=self.day)
+            operations.reserve(self.engine, pid, actor="model", date=self.day)
 
     @precondition(lambda self: self._reservable("ok"))
     @rule(data=st.data())
@@ -244,7 +250,7 @@ class LedgerMachine(RuleBasedStateMachine):
         pid = data.draw(st.sampled_from(self._reservable("ok")))
         p = self.projects[pid]
         returns, keep, draws, short = self._rebalance(pid)
-        result = quota_ops.reserve(self.engine, pid, actor="model", date=self.day)
+        result = operations.reserve(self.engine, pid, actor="model", date=self.day)
         assert {d["lot"]: d["amount_g"] for d in result["draws"]} == draws
         assert sorted((r["lot"], r["amount_g"]) for r in result["returned"]) == sorted(returns)
         for serial, g in returns:
@@ -262,9 +268,9 @@ class LedgerMachine(RuleBasedStateMachine):
         p = self.projects[pid]
         if any(not self._eligible(s, p) for s in p["held"]) or sum(p["held"].values()) != self._required(p):
             with pytest.raises(Refused, match="cannot be approved"):
-                quota_ops.approve(self.engine, pid, doc="DOC", actor="model", date=self.day)
+                operations.approve(self.engine, pid, doc="DOC", actor="model", date=self.day)
             return
-        quota_ops.approve(self.engine, pid, doc="DOC", actor="model", date=self.day)
+        operations.approve(self.engine, pid, doc="DOC", actor="model", date=self.day)
         p.update(state="approved", part="allocated")
 
     def _return(self, p):
@@ -276,7 +282,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def release(self, data):
         pid = self._pick(data, {"reserved"})
-        quota_ops.release(self.engine, pid, actor="model", date=self.day)
+        operations.release(self.engine, pid, actor="model", date=self.day)
         self._return(self.projects[pid])
         self.projects[pid]["state"] = "pipeline"
 
@@ -304,7 +310,7 @@ class LedgerMachine(RuleBasedStateMachine):
         pid = self._pick(data, {"pipeline", "reserved", "approved"})
         if pid is None:
             return
-        quota_ops.cancel(self.engine, pid, actor="model", date=self.day)
+        operations.cancel(self.engine, pid, actor="model", date=self.day)
         self._return(self.projects[pid])
         self.projects[pid]["state"] = "cancelled"
 
@@ -318,7 +324,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if not serials:
             return
         serial = data.draw(st.sampled_from(serials))
-        result = quota_ops.revoke(self.engine, serial, actor="model", memo="invalid", date=self.day)
+        result = operations.revoke(self.engine, serial, actor="model", memo="invalid", date=self.day)
         lot = self.lots[serial]
         assert result["revoked_g"] == lot["available"]
         if lot["available"]:
@@ -344,12 +350,12 @@ class LedgerMachine(RuleBasedStateMachine):
             DC_BLOCK, DC_BLOCK.replace('watershed = "DJ"', f'watershed = "{self.dc_watershed}"'), 1)
         path = self.tmp / f"rules{next(self.ids)}.toml"
         path.write_text(text_, encoding="utf-8")
-        rulebooks.load(self.engine, str(path), "model")
+        versions.load(self.engine, str(path), "model")
 
     @rule(days=st.integers(1, 900))
     def expire(self, days):
         self.day += dt.timedelta(days=days)
-        quota_ops.expire(self.engine, self.day, actor="model")
+        operations.expire(self.engine, self.day, actor="model")
         for serial, lot in self.lots.items():
             if lot["expires"] <= self.day and lot["available"] > 0:
                 self.expired_of[serial] = self.expired_of.get(serial, 0) + lot["available"]
@@ -390,7 +396,7 @@ class LedgerMachine(RuleBasedStateMachine):
             sums[r[3]] = sums.get(r[3], 0) + r[4]
         assert all(v == 0 for v in sums.values())
         assert {k: int(v) for k, v in credited.items()} == self.credited  # no source credited twice
-        assert audit.verify(self.engine)[1] == []
+        assert trace.verify(self.engine)[1] == []
 
 
 @pytest.mark.parametrize("kind", ENGINES)

@@ -2,7 +2,11 @@
 import pytest
 from sqlalchemy import text
 
-from quota import audit, projects, tallies
+from quota.audit import trace
+from quota.ledger import balances
+from quota.intake import project_files
+from quota.ledger import projects
+from quota.intake import tallies
 from quota.errors import ValidationFailed
 from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
 
@@ -10,19 +14,19 @@ from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
 def test_sample_tallies_become_lots_with_hand_computed_amounts(engine):
     result = tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
     assert result["tallies"] == 23 and len(result["lots"]) == 23
-    rows = {r["lot"]: r for r in audit.balance(engine, by="lot")["rows"]}
+    rows = {r["lot"]: r for r in balances.balance(engine, by="lot")["rows"]}
     by_tally = {r["tally_id"]: r for r in rows.values()}
     assert by_tally["T2022-002"]["issued_g"] == 1_600_000      # min(1.85 actual, 1.60 permitted)
     assert by_tally["T2023-017"]["issued_g"] == 30_500_000     # upgrade: min(52, 60) - 21.5
     assert by_tally["T2025-022"]["issued_g"] == 10_300_000     # upgrade: min(18, 16.5) - 6.2
     assert by_tally["T2023-014"]["issued_g"] == 14_200 and by_tally["T2023-014"]["unit"] == "kg/a"
     assert by_tally["T2021-005"]["expires"] == "2026-12-15"    # 5 years after the effective date
-    totals = {r["pollutant"]: r["available_g"] for r in audit.balance(engine)["rows"]}
+    totals = {r["pollutant"]: r["available_g"] for r in balances.balance(engine)["rows"]}
     assert totals["COD"] == (18_400_000 + 26_800_000 + 3_400_000 + 30_500_000)
     with engine.connect() as conn:
         actors = {r[0] for r in conn.execute(text("SELECT DISTINCT actor FROM txn"))}
     assert actors == {"clerk"}
-    summary, problems = audit.verify(engine)
+    summary, problems = trace.verify(engine)
     assert problems == [] and summary["transactions"] == 23
 
 
@@ -59,20 +63,20 @@ def test_double_counting_is_refused(engine, write_csv):
 def test_a_superseding_tally_replaces_only_the_unused_part(engine, write_csv):
     tallies.import_tallies(engine, write_csv("a.csv", TALLY_HEADER, [
         "S-1,S1,甲厂,closure,JT-YT,COD,10,,,t/a,2020,2024-01-01,m,x,R1"]), actor="clerk")
-    projects.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
+    project_files.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
         "P1,项目,JT-DC,food,COD,4,t/a,1,,false,"]), actor="clerk")
-    from quota import quota_ops
-    quota_ops.reserve(engine, "P1", actor="clerk", date=__import__("datetime").date(2024, 6, 1))
+    from quota.ledger import operations
+    operations.reserve(engine, "P1", actor="clerk", date=__import__("datetime").date(2024, 6, 1))
     header = TALLY_HEADER + ",supersedes"
     tallies.import_tallies(engine, write_csv("b.csv", header, [
         "S-2,S1,甲厂,closure,JT-YT,COD,7,,,t/a,2020,2024-07-01,m,x,R1b,S-1"]), actor="clerk")
-    rows = {r["tally_id"]: r for r in audit.balance(engine, by="lot", as_of=None)["rows"]}
+    rows = {r["tally_id"]: r for r in balances.balance(engine, by="lot", as_of=None)["rows"]}
     assert rows["S-1"]["available_g"] == 0 and rows["S-1"]["reserved_g"] == 4_000_000
     assert rows["S-1"]["state"] == "superseded"  # what it still lends to P1 never returns to it
     # 7 t credited: nothing of S-1 was allocated or expired, so the new lot holds 7 t; the 4 t P1 reserved on S-1
     # can never be approved from it and go to superseded: when released (they are not spent)
     assert rows["S-2"]["issued_g"] == 7_000_000
-    assert audit.verify(engine)[1] == []
+    assert trace.verify(engine)[1] == []
 
 
 def test_project_import_checks_rows_and_groups(engine, write_csv):
@@ -84,11 +88,11 @@ def test_project_import_checks_rows_and_groups(engine, write_csv):
     ])
     before = snapshot(engine)
     with pytest.raises(ValidationFailed) as info:
-        projects.import_projects(engine, path, actor="clerk")
+        project_files.import_projects(engine, path, actor="clerk")
     got = {(p.row, p.column) for p in info.value.problems}
     assert got == {(3, "zone"), (4, "increment"), (5, "priority"), (5, "must_fund"), (5, "ratio")}
     assert snapshot(engine) == before
-    ok = projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    ok = project_files.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
     assert ok["projects"] == 12 and ok["rows"] == 31
     rows = {p["project_id"]: p for p in projects.project_rows(engine)}
     nox = {n["pollutant"]: n for n in rows["P2026-03"]["needs"]}["NOX"]

@@ -10,7 +10,12 @@ from typer.testing import CliRunner
 
 from cli import render
 from cli.main import app
-from quota import idempotency, plans, projects, quota_ops, statement, tallies
+from quota.ledger import idempotency
+from quota.planning import plans
+from quota.intake import project_files
+from quota.ledger import operations
+from quota.audit import statement
+from quota.intake import tallies
 from quota.errors import Refused
 from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
 
@@ -31,7 +36,7 @@ def marked(engine, db_url, write_csv, pin_today):
     tallies.import_tallies(engine, write_csv("t.csv", TALLY_HEADER, [
         f'T1,S1,"{SOURCE}",closure,JT-YT,COD,20.0,,,t/a,2020,2024-01-01,m,"<b>检测</b> | x","R[/]1 <script>"']),
         actor="clerk")
-    projects.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
+    project_files.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
         f'PX1,"{NAME}",JT-YT,chemical,COD,1.0,t/a,5,2027-06-30,true,']), actor="clerk")
     return db_url
 
@@ -115,7 +120,7 @@ def test_plan_files_neutralise_formulas(tmp_path):
     values = [c.value for ws in wb for row in ws.iter_rows() for c in row if isinstance(c.value, str)]
     assert "'=1+1" in values and not any(v.startswith(("=", "+", "@")) for v in values)
     assert not any(v.startswith("-") for v in values)
-    from quota import table_export
+    from quota.audit import table_export
     assert table_export.verify_tables(str(tmp_path / "plan"))[1] == []
     (tmp_path / "plan" / "draws.csv").write_text("plan_id\n", encoding="utf-8")
     problems = table_export.verify_tables(str(tmp_path / "plan"))[1]
@@ -129,19 +134,19 @@ def test_plan_files_neutralise_formulas(tmp_path):
                                           ("a\u2028b", "control character")])
 def test_a_bad_key_is_refused_and_nothing_written(engine, key, message):
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
     before = snapshot(engine)
     with pytest.raises(Refused, match=message):
-        quota_ops.reserve(engine, "P2026-03", actor="a", key=key)
+        operations.reserve(engine, "P2026-03", actor="a", key=key)
     assert snapshot(engine) == before
 
 
 def test_a_key_of_the_limit_works_and_replays(engine):
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="clerk")
-    projects.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
+    project_files.import_projects(engine, str(DATA / "projects.csv"), actor="clerk")
     key = "键" * idempotency.KEY_MAX
-    first = quota_ops.reserve(engine, "P2026-03", actor="a", key=key)
-    again = quota_ops.reserve(engine, "P2026-03", actor="a", key=key)
+    first = operations.reserve(engine, "P2026-03", actor="a", key=key)
+    again = operations.reserve(engine, "P2026-03", actor="a", key=key)
     assert again["replayed"] and again["txn"] == first["txn"]
 
 

@@ -1,16 +1,16 @@
 """The pure chain-and-balance checker on hand-made chains: what each transaction kind may move."""
 import pytest
 
-from quota import ledger
-from quota.chaincheck import ChainChecker
+from quota.ledger import posting
+from quota.ledger.chain import ChainChecker
 
 
 def chain(*txns):
     """(body, prev_hash, hash) per transaction, hashed as the writer hashes (quota-chain-v2)."""
-    out, prev = [], ledger.GENESIS
+    out, prev = [], posting.GENESIS
     for seq, (kind, date, project, meta, postings) in enumerate(txns, 1):
-        body = ledger.txn_body(seq, kind, date, "2026-01-01T00:00:00.000000Z", "t", "", "", project, 1, meta, postings)
-        digest = ledger.txn_hash(prev, body)
+        body = posting.txn_body(seq, kind, date, "2026-01-01T00:00:00.000000Z", "t", "", "", project, 1, meta, postings)
+        digest = posting.txn_hash(prev, body)
         out.append((body, prev, digest))
         prev = digest
     return out
@@ -70,7 +70,7 @@ def test_a_stub_is_bound_to_its_date():
         chk = ChainChecker("f.jsonl", as_of=as_of)
         for b, p, d in txns[:2]:
             chk.txn(b, p, d, b["seq"])
-        chk.stub(3, date, ledger.body_hash(body), prev, digest, 3)
+        chk.stub(3, date, posting.body_hash(body), prev, digest, 3)
         assert (chk.problems == []) is ok, chk.problems
 
 

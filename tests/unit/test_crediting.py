@@ -2,9 +2,9 @@ from decimal import Decimal
 
 import pytest
 
-from quota.projects import required_g
-from quota.rules import load_rulebook_file
-from quota.tallies import creditable_g, validate_rows
+from quota.ledger.projects import required_g
+from quota.rules.book import load_rulebook_file
+from quota.intake.tallies import creditable_g, validate_rows
 from tests.conftest import DATA, TALLY_HEADER
 
 

@@ -3,7 +3,7 @@ import datetime as dt
 
 from hypothesis import given, settings, strategies as st
 
-from quota import ledger
+from quota.ledger import posting as ledger
 
 text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=12)  # any Unicode, quotes and controls too
 json_value = st.recursive(st.none() | st.booleans() | st.integers() | text,

@@ -3,7 +3,8 @@ from decimal import Decimal
 
 import pytest
 
-from quota import identity, units
+from quota import identity
+from quota import units
 
 
 @pytest.mark.parametrize("typed", ["S01", "s01", " S01 ", "Ｓ０１", "ｓ01"])
@@ -79,7 +80,7 @@ def test_the_row_bound_is_the_same_grams_in_every_unit():
 
 
 def test_rulebook_codes_are_ids_in_the_same_normal_form():
-    from quota.rules import parse_rulebook
+    from quota.rules.book import parse_rulebook
     from tests.conftest import DATA
     text = (DATA / "rules.toml").read_text(encoding="utf-8")
     book, problems = parse_rulebook(text.replace('code = "COD"', 'code = "cod"').replace('code = "JT-YT"', 'code = "ｊｔ-ｙｔ"'))

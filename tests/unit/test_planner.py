@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quota import planner
-from quota.planner import PLot, PNeed, PProject
+from quota.planning import milp
+from quota.planning.milp import PLot, PNeed, PProject
 
 DAY = dt.date(2026, 1, 1)
 
@@ -89,7 +89,7 @@ def test_planner_matches_brute_force_optimum(seed):
             value = sum(projects[i].priority for i in subset)
             if value > best and max_flow_feasible(projects, lots, subset):
                 best = value
-    sol, _ = planner.solve(projects, lots, time_limit=20, gap=0.0)
+    sol, _ = milp.solve(projects, lots, time_limit=20, gap=0.0)
     assert sol.status == "optimal"
     assert sol.objective == best
     assert max_flow_feasible(projects, lots, sol.funded)
@@ -121,14 +121,14 @@ instances = st.builds(lambda seed, n, m: random_instance(random.Random(seed), n,
 @given(instances)
 def test_plans_never_overdraw_and_cover_every_funded_project_exactly(instance):
     projects, lots = instance
-    sol, rows = planner.solve(projects, lots, time_limit=10, gap=0.0)
-    assert not planner.feasible(rows, set(sol.funded), set())
-    drawn = planner.draws(projects, lots, sol.funded)
+    sol, rows = milp.solve(projects, lots, time_limit=10, gap=0.0)
+    assert not milp.feasible(rows, set(sol.funded), set())
+    drawn = milp.draws(projects, lots, sol.funded)
     check_draws(projects, lots, sol.funded, drawn)
-    again, _ = planner.solve(projects, lots, time_limit=10, gap=0.0)
-    assert again.funded == sol.funded and planner.draws(projects, lots, again.funded) == drawn
+    again, _ = milp.solve(projects, lots, time_limit=10, gap=0.0)
+    assert again.funded == sol.funded and milp.draws(projects, lots, again.funded) == drawn
     # grams are conserved: what each lot gives plus what it keeps is what it had
-    short = planner.shortfalls(projects, lots, sol.funded, drawn)
+    short = milp.shortfalls(projects, lots, sol.funded, drawn)
     assert set(short) == set(range(len(projects))) - set(sol.funded)
 
 
@@ -137,7 +137,7 @@ def test_earliest_expiring_lots_are_drawn_first():
             PLot("early", "COD", "A", DAY + dt.timedelta(days=100), 5_000_000),
             PLot("never", "COD", "A", None, 5_000_000)]
     p = [PProject("P1", 1, False, DAY, (PNeed("COD", "A", 6_000_000),))]
-    drawn = planner.draws(p, lots, [0])
+    drawn = milp.draws(p, lots, [0])
     assert [(l.serial, g) for l, _, g in drawn[0]] == [("early", 5_000_000), ("late", 1_000_000)]
 
 
@@ -146,9 +146,9 @@ def test_restrictive_projects_are_served_first_so_nobody_is_stranded():
             PLot("long", "COD", "A", DAY + dt.timedelta(days=500), 1_000_000)]
     p = [PProject("EARLY", 1, False, DAY, (PNeed("COD", "A", 1_000_000),)),
          PProject("LATE", 1, False, DAY + dt.timedelta(days=200), (PNeed("COD", "A", 1_000_000),))]
-    sol, _ = planner.solve(p, lots, time_limit=5)
+    sol, _ = milp.solve(p, lots, time_limit=5)
     assert sol.funded == [0, 1]
-    drawn = planner.draws(p, lots, sol.funded)
+    drawn = milp.draws(p, lots, sol.funded)
     assert drawn[1][0][0].serial == "long" and drawn[0][0][0].serial == "short"
 
 
@@ -156,22 +156,22 @@ def test_infeasible_must_fund_names_pollutant_key_and_amount():
     lots = [PLot("L1", "TP", "CDH", None, 50_000)]
     p = [PProject("M", 1, True, DAY, (PNeed("TP", "CDH", 120_000), PNeed("COD", "CDH", 1))),
          PProject("O", 5, False, DAY, (PNeed("TP", "CDH", 10_000),))]
-    sol, rows = planner.solve(p, lots, time_limit=5)
+    sol, rows = milp.solve(p, lots, time_limit=5)
     assert sol.status == "infeasible"
-    assert planner.must_fund_shortfalls(p, rows, set()) == [
+    assert milp.must_fund_shortfalls(p, rows, set()) == [
         {"pollutant": "COD", "key": "CDH", "short_g": 1}, {"pollutant": "TP", "key": "CDH", "short_g": 70_000}]
 
 
 def test_cheapest_candidates_fund_the_must_fund_projects():
-    from quota.planner import PCandidate
+    from quota.planning.milp import PCandidate
     lots = [PLot("L1", "TP", "X", None, 50_000)]
     p = [PProject("M", 1, True, DAY, (PNeed("TP", "X", 120_000),))]
     cands = [PCandidate("big", 900, (PLot("c1", "TP", "X", None, 200_000, "big"),)),
              PCandidate("small", 300, (PLot("c2", "TP", "X", None, 80_000, "small"),)),
              PCandidate("tiny", 100, (PLot("c3", "TP", "X", None, 60_000, "tiny"),))]
-    sol, _ = planner.solve(p, lots, cands, mode="cheapest", time_limit=5)
+    sol, _ = milp.solve(p, lots, cands, mode="cheapest", time_limit=5)
     assert sol.status == "optimal" and sol.chosen == [1] and sol.funded == [0]  # 300 < 100+? tiny alone is short
-    sol, _ = planner.solve(p, lots, cands, mode="priority", budget=150, time_limit=5)
+    sol, _ = milp.solve(p, lots, cands, mode="priority", budget=150, time_limit=5)
     assert sol.status == "infeasible" or sol.funded == []
 
 
@@ -196,12 +196,12 @@ def keyed_instance(rng: random.Random, n_projects: int, n_lots: int, keys=("A", 
                  st.integers(0, 10**6), st.integers(1, 24), st.integers(1, 16)))
 def test_decomposed_solve_equals_the_monolithic_optimum(instance):
     projects, lots = instance
-    whole, rows = planner.solve(projects, lots, time_limit=20, gap=0.0, split=False, workers=0)
-    parts, _ = planner.solve(projects, lots, time_limit=20, gap=0.0)
+    whole, rows = milp.solve(projects, lots, time_limit=20, gap=0.0, split=False, workers=0)
+    parts, _ = milp.solve(projects, lots, time_limit=20, gap=0.0)
     assert whole.status == parts.status == "optimal"
     assert parts.objective == whole.objective
     assert abs(parts.lp_bound - whole.lp_bound) <= 1e-6 * max(1.0, whole.lp_bound)
-    assert not planner.feasible(rows, set(parts.funded), set())
+    assert not milp.feasible(rows, set(parts.funded), set())
     assert max_flow_feasible(projects, lots, parts.funded)
 
 
@@ -221,14 +221,14 @@ def two_markets():
 def test_independent_parts_are_solved_separately(monkeypatch):
     projects, lots = two_markets()
     built = []
-    real = planner._highs
+    real = milp._highs
 
     def spy(ps, rows, *args, **kw):
         built.append(sorted(p.project_id for p in ps))
         return real(ps, rows, *args, **kw)
 
-    monkeypatch.setattr(planner, "_highs", spy)
-    sol, _ = planner.solve(projects, lots, time_limit=10, workers=0)
+    monkeypatch.setattr(milp, "_highs", spy)
+    sol, _ = milp.solve(projects, lots, time_limit=10, workers=0)
     # one model of everything for the LP bound and the shadow prices, then one MILP per part
     assert built[0] == sorted(p.project_id for p in projects)
     assert sorted(built[1:]) == [["A1", "A2", "A3"], ["B1", "B2", "B3", "B4"]]
@@ -241,9 +241,9 @@ def test_parts_that_fit_are_settled_without_a_solver(monkeypatch):
     projects, lots = two_markets()
     lots.append(PLot("LB2", "COD", "B", None, 1_000_000))  # now everything in B fits
     built = []
-    real = planner._highs
-    monkeypatch.setattr(planner, "_highs", lambda ps, *a, **kw: built.append(len(ps)) or real(ps, *a, **kw))
-    sol, _ = planner.solve(projects, lots, time_limit=10, workers=0)
+    real = milp._highs
+    monkeypatch.setattr(milp, "_highs", lambda ps, *a, **kw: built.append(len(ps)) or real(ps, *a, **kw))
+    sol, _ = milp.solve(projects, lots, time_limit=10, workers=0)
     assert built == [7, 3]  # the LP of everything, then the MILP of A alone
     assert [(p["projects"], p["how"]) for p in sol.parts] == [(3, "MIP"), (4, "all fit")]
     assert {projects[i].project_id for i in sol.funded} >= {"B1", "B2", "B3", "B4"}
@@ -252,8 +252,8 @@ def test_parts_that_fit_are_settled_without_a_solver(monkeypatch):
 def test_worker_processes_give_the_same_plan_as_solving_here():
     rng = random.Random(7)
     projects, lots = keyed_instance(rng, 40, 14)
-    here, _ = planner.solve(projects, lots, time_limit=20, gap=0.0, workers=0)
-    pooled, _ = planner.solve(projects, lots, time_limit=20, gap=0.0, workers=2)
+    here, _ = milp.solve(projects, lots, time_limit=20, gap=0.0, workers=0)
+    pooled, _ = milp.solve(projects, lots, time_limit=20, gap=0.0, workers=2)
     assert here.status == pooled.status == "optimal"
     assert pooled.funded == here.funded and pooled.objective == here.objective
     assert sum(p["how"] == "MIP" for p in pooled.parts) >= 2  # more than one part went to the workers
@@ -273,31 +273,31 @@ def test_decimal_priorities_match_brute_force_exactly(seed):
             value = sum((projects[i].priority for i in subset), Decimal(0))
             if value > best and max_flow_feasible(projects, lots, subset):
                 best = value
-    sol, _ = planner.solve(projects, lots, time_limit=20, gap=0.0)
+    sol, _ = milp.solve(projects, lots, time_limit=20, gap=0.0)
     assert sol.status == "optimal"
-    assert planner.objective_exact(projects, sol.funded) == best
+    assert milp.objective_exact(projects, sol.funded) == best
     assert Decimal(repr(sol.objective)) == best  # the float carried to JSON reads back exactly
 
 
 def test_priority_rule():
-    assert planner.check_priority("7.5") is None and planner.check_priority(1_000_000) is None
-    assert planner.check_priority("0.0001") is None and planner.check_priority("2.50000") is None
-    assert "at most 1,000,000" in planner.check_priority("1000000.5")
-    assert "greater than 0" in planner.check_priority("0")
-    assert "4 decimal places" in planner.check_priority("1.23456")
-    assert "a number" in planner.check_priority("high")
+    assert milp.check_priority("7.5") is None and milp.check_priority(1_000_000) is None
+    assert milp.check_priority("0.0001") is None and milp.check_priority("2.50000") is None
+    assert "at most 1,000,000" in milp.check_priority("1000000.5")
+    assert "greater than 0" in milp.check_priority("0")
+    assert "4 decimal places" in milp.check_priority("1.23456")
+    assert "a number" in milp.check_priority("high")
 
 
 def test_a_worker_past_its_time_is_killed_and_its_part_keeps_its_start(monkeypatch):
-    from quota import decompose
+    from quota.planning import decompose
     projects, lots = two_markets()
     # the watchdog's margin made hugely negative: every worker counts as stuck once its solver starts
     monkeypatch.setattr(decompose, "GRACE", -1000.0)
     decompose.POOL.ensure(1)
     before = decompose.POOL.workers[0].proc.pid  # workers=1 runs on the first worker
-    sol, rows = planner.solve(projects, lots, time_limit=10, workers=1)
+    sol, rows = milp.solve(projects, lots, time_limit=10, workers=1)
     assert [p["how"] for p in sol.parts] == ["fallback", "fallback"]
     # the LP-guided starts (A1; B2 and B3), not the solver's optimum of 17 (A2+A3, B1+B4)
     assert sol.status == "feasible" and sol.objective == 13 and sol.funded == [0, 4, 5]
-    assert not planner.feasible(rows, set(sol.funded), set())
+    assert not milp.feasible(rows, set(sol.funded), set())
     assert decompose.POOL.workers[0].proc.pid != before and decompose.POOL.workers[0].alive()

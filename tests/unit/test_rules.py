@@ -4,7 +4,7 @@ from decimal import Decimal
 import pytest
 
 from quota.errors import ValidationFailed
-from quota.rules import load_rulebook_file, parse_rulebook
+from quota.rules.book import load_rulebook_file, parse_rulebook
 from tests.conftest import DATA
 
 SAMPLE = (DATA / "rules.toml").read_text(encoding="utf-8")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SQL = re.compile(r"\b(SELECT\b.+\bFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+TABLE)\b", re.I | re.S)
-FORBIDDEN = ("sqlalchemy", "sqlmodel", "psycopg", "sqlite3", "quota.driver", "alembic")
+FORBIDDEN = ("sqlalchemy", "sqlmodel", "psycopg", "sqlite3", "quota.store.driver", "alembic")
 
 
 def sources(folder: str):

@@ -2,7 +2,7 @@
 machine, and these tests sign in hundreds of times); one test checks the production default."""
 import pytest
 
-from quota import accounts
+from quota.store import users as accounts
 
 
 @pytest.fixture(autouse=True)

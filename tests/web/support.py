@@ -6,7 +6,9 @@ import re
 
 from fastapi.testclient import TestClient
 
-from quota import accounts, db, projects, rulebooks, tallies
+from quota.intake import project_files as projects, tallies
+from quota.rules import versions as rulebooks
+from quota.store import db, users as accounts
 from tests.conftest import DATA
 from web.app import create_app
 

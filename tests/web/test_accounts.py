@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota import accounts
+from quota.store import users as accounts
 from quota.errors import NotFound, Refused
 from tests.conftest import DATA
 
@@ -120,7 +120,7 @@ def test_tokens_are_stored_hashed_and_printed_once(url):
     assert r.exit_code == 0
     token = r.stdout.strip()
     assert token.startswith("qt_") and len(token) > 40
-    from quota import db
+    from quota.store import db
     from sqlalchemy import text
     engine = db.make_engine(url)
     with engine.connect() as conn:

@@ -8,7 +8,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from cli.main import app as cli_app
-from quota import accounts
+from quota.store import users as accounts
 from tests.conftest import PROJECT_HEADER, TALLY_HEADER, snapshot
 from tests.web.support import PASSWORD, client, csrf, csrf_of, key_of, login, make_app, prepare, text_of
 
@@ -147,7 +147,7 @@ def test_approve_release_cancel_record_the_user(ws):
     assert c.post("/projects/P2026-01/cancel", data={"csrf_token": csrf_of(page), "key": key}).status_code == 303
     assert txns(engine, "P2026-01", "approve") == ["clerk"] and txns(engine, "P2026-01", "cancel") == ["clerk"]
     assert txns(engine, "P2026-03", "release") == ["clerk"]
-    from quota import audit
+    from quota.audit import trace as audit
     assert audit.verify(engine)[1] == []
 
 
@@ -187,7 +187,7 @@ def test_the_language_switch_and_the_browser_language(ws):
 
 def test_names_are_shown_as_text_never_as_markup(db_url, write_csv):
     engine = prepare(db_url)
-    from quota import projects, tallies
+    from quota.intake import project_files as projects, tallies
     evil = "<script>alert(1)</script>"
     tallies.import_tallies(engine, write_csv("t.csv", TALLY_HEADER, [
         f"T-X1,S-X1,{evil},closure,JT-YT,COD,5.0,,,t/a,2024,2026-01-15,monitoring,\"<b>Lab</b>\",R-1"]), actor="t")
@@ -195,8 +195,8 @@ def test_names_are_shown_as_text_never_as_markup(db_url, write_csv):
         f"P-X1,{evil},JT-YT,chemical,COD,1.0,t/a,1,2027-06-30,false,"]), actor="t")
     app = make_app(engine)
     c = login(app, "clerk")
-    from quota import audit
-    serial = next(r["lot"] for r in audit.balance(engine, by="lot")["rows"] if r["tally_id"] == "T-X1")
+    from quota.ledger import balances
+    serial = next(r["lot"] for r in balances.balance(engine, by="lot")["rows"] if r["tally_id"] == "T-X1")
     for path in ("/projects", "/projects/P-X1", f"/lots/{serial}"):
         body = c.get(path).text
         assert "<script>alert" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body, path
@@ -221,7 +221,7 @@ def test_the_overview_numbers_are_the_balance_by_pollutant_and_key(ws, db_url):
     page = c.get("/").text
     rows = re.findall(r'<tr data-pollutant="([^"]+)" data-key="([^"]+)">.*?<td class="n">([^<]+)</td>'
                       r'<td class="n">([^<]+)</td><td class="n">([^<]+)</td>', page)
-    from quota import report
+    from quota.report import html as report
     expected = [(r["pollutant"], r["key"], r["available"], r["reserved"], r["allocated"])
                 for r in report.overview(engine)["rows"]]
     assert rows == expected and len(rows) > 3

@@ -4,7 +4,7 @@ route of the app, so a new route without a row fails here."""
 import pytest
 from fastapi.routing import APIRoute
 
-from quota import accounts
+from quota.store import users as accounts
 from tests.conftest import ENGINES, snapshot
 from tests.databases import fresh_url
 from tests.web.support import CHEAP_ARGON2, ROLES, client, csrf, login, make_app, prepare
@@ -62,7 +62,7 @@ def workspace(request, tmp_path_factory):
     url, drop = fresh_url(request.param, tmp_path_factory.mktemp("web"))
     saved, accounts.ARGON2 = accounts.ARGON2, CHEAP_ARGON2
     engine = prepare(url)
-    from quota import plans
+    from quota.planning import plans
     plans.run_plan(engine, time_limit=5)  # PLAN-0001
     for i in (1, 2):
         accounts.add_user(engine, f"victim{i}", "clerk", "victim password 1")

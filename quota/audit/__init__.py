@@ -1,0 +1,1 @@
+"""Audit: a project's trace, the JSONL and Beancount exports, table exports and source statements."""

@@ -1,0 +1,200 @@
+"""The canonical JSONL export and its offline verification (no database needed).
+
+Lines, in order: one `header`; one `txn` per transaction in chain order; one `balance` per (account, lot)
+with a non-zero balance; one `end` line. A `txn` line is the hashed body plus `prev_hash` and `hash`, so any
+reader can recompute the chain (ledger.txn_hash). A full export shows every transaction in full. An --as-of
+export shows a transaction dated after its as-of date as a `stub` (seq, date, body_hash, prev_hash, hash:
+quota-chain-v2 hashes the date beside the body's hash, so the stub's date is checked), or, for a
+transaction hashed under quota-chain-v1, as a `later` line in full whose postings are not counted.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from typing import IO, Iterator
+
+from sqlalchemy import Engine, text
+
+from quota.store import db
+from quota.ledger import posting as ledger
+from quota.rules import versions
+from quota.ledger.chain import ChainChecker
+from quota.errors import Problem
+
+FORMAT = "quota-export"
+FORMAT_VERSION = 1
+NONNEG = ledger.NONNEG_KINDS
+SCHEMES = {ledger.HASH_SCHEME: frozenset({1, 2}), ledger.HASH_V1: frozenset({1})}  # header scheme -> hashes
+
+
+def _snapshot(engine: Engine):
+    """A connection whose reads all see one snapshot (REPEATABLE READ on PostgreSQL)."""
+    conn = engine.connect()
+    if conn.dialect.name != "sqlite":
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+    conn.begin()
+    return conn
+
+
+def export_lines(engine: Engine, as_of: dt.date | None = None) -> Iterator[dict]:
+    """Yield the export's records (header, txn/stub, balance, end), streaming."""
+    conn = _snapshot(engine)
+    try:
+        version, book = versions.current(conn)
+        head_seq, head_hash = db.chain_head(conn)
+        counts = conn.execute(text("SELECT (SELECT count(*) FROM txn), (SELECT count(*) FROM posting)")).one()
+        n_all, n_postings, n_out = int(counts[0]), int(counts[1]), 0
+        if as_of is not None:  # what the file shows in full, and what it stands in for
+            n_postings, n_out = (int(v) for v in conn.execute(text(
+                "SELECT (SELECT count(*) FROM posting p JOIN txn t ON t.seq = p.txn_seq WHERE t.effective_date <= :d), "
+                "(SELECT count(*) FROM txn WHERE effective_date > :d)"), {"d": as_of}).one())
+        yield {"type": "header", "format": FORMAT, "format_version": FORMAT_VERSION,
+               "hash_scheme": ledger.HASH_SCHEME, "exported_at": ledger.now_iso(),
+               "jurisdiction": {"code": book.jurisdiction_code, "name": book.jurisdiction_name,
+                                "name_zh": book.jurisdiction_name_zh},
+               "rulebook_version": version, "as_of": as_of.isoformat() if as_of else None,
+               "selection": "effective_date <= as_of (others as stubs)" if as_of else "all",
+               "counts": {"transactions": n_all, "postings": n_postings, "stubs": n_out},
+               "final_hash": head_hash, "final_seq": int(head_seq),
+               "units": {p.code: p.unit for p in sorted(book.pollutants.values(), key=lambda p: p.code)}}
+        balances: dict[tuple[str, str, str], int] = defaultdict(int)
+        n_txn = n_post = 0
+        for body, prev, digest in ledger.iter_chain(conn):
+            if as_of is not None and body["date"] > as_of.isoformat():
+                inner = ledger.body_hash(body)
+                if ledger.chain_hash(prev, body["date"], inner) == digest:  # quota-chain-v2: date + body hash
+                    yield {"type": "stub", "seq": body["seq"], "date": body["date"], "body_hash": inner,
+                           "prev_hash": prev, "hash": digest}
+                else:  # a quota-chain-v1 transaction cannot be stubbed: shown in full, not counted
+                    yield {"type": "later", **body, "prev_hash": prev, "hash": digest}
+                continue
+            n_txn += 1
+            for account, lot, pol, amount in body["postings"]:
+                balances[(account, lot, pol)] += amount
+                n_post += 1
+            yield {"type": "txn", **body, "prev_hash": prev, "hash": digest}
+        for (account, lot, pol), amount in sorted(balances.items()):
+            if amount:
+                yield {"type": "balance", "account": account, "lot": lot, "pollutant": pol, "amount_g": amount}
+        yield {"type": "end", "transactions": n_txn, "postings": n_post, "final_hash": head_hash}
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def write_jsonl(engine: Engine, out: IO[str], as_of: dt.date | None = None, progress=None) -> dict:
+    """Write the JSONL export to `out`; return the end record."""
+    last, total, n = {}, None, 0
+    for record in export_lines(engine, as_of):
+        out.write(json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n")
+        last = record
+        if record["type"] == "header":
+            total = record["counts"]["transactions"]
+        elif record["type"] in ("txn", "stub", "later"):
+            n += 1
+            if progress and n % 5000 == 0:
+                progress("export", n, total)
+    return last
+
+
+def verify_export(path: str, progress=None, expect_head: str | None = None) -> tuple[dict, list[Problem]]:
+    """Recompute the hash chain and every balance from an export file alone, through the same checker as the
+    database verify (quota.chaincheck); with `expect_head`, the chain must end at that hash.
+
+    Returns (summary, problems); the first problem names the first bad line.
+    """
+    problems: list[Problem] = []
+    name = path
+
+    def bad(line: int, column: str, message: str) -> None:
+        problems.append(Problem(name, line, column, message))
+
+    chk: ChainChecker | None = None
+    header, end, end_line, in_balances, lineno = None, None, 0, False, 0
+    with open(path, encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                rec = json.loads(raw)
+                kind = rec["type"]
+            except (ValueError, KeyError, TypeError):
+                bad(lineno, "", "not a JSON record of the export (truncated or edited?)")
+                break
+            if lineno == 1:
+                if kind != "header" or rec.get("format") != FORMAT:
+                    bad(1, "type", "the first line must be the quota-export header")
+                    break
+                if rec.get("hash_scheme") not in SCHEMES:
+                    bad(1, "hash_scheme", f"unknown hash scheme {rec.get('hash_scheme')!r}")
+                    break
+                header = rec
+                chk = ChainChecker(name, schemes=SCHEMES[rec["hash_scheme"]], as_of=rec.get("as_of"))
+                chk.expect = expect_head.strip().lower() if expect_head else None
+                continue
+            if end is not None:
+                bad(lineno, "type", "a line after the end record")
+                break
+            if kind in ("txn", "stub", "later"):
+                if in_balances:
+                    bad(lineno, "type", "a transaction after the balances")
+                if kind == "stub":
+                    chk.stub(rec.get("seq"), rec.get("date"), rec.get("body_hash"), rec.get("prev_hash", ""),
+                             rec.get("hash"), lineno)
+                else:
+                    body = {k: v for k, v in rec.items() if k not in ("type", "prev_hash", "hash")}
+                    chk.txn(body, str(rec.get("prev_hash", "")), rec.get("hash"), lineno, counted=kind == "txn")
+                    if progress and kind == "txn" and chk.n_txn % 5000 == 0:
+                        progress("verify", chk.n_txn, header["counts"]["transactions"])
+            elif kind == "balance":
+                if not in_balances:
+                    in_balances = True
+                    chk.finish()
+                chk.balance(rec.get("account"), rec.get("lot"), lineno, name, amount_g=rec.get("amount_g"),
+                            pollutant=rec.get("pollutant"))
+            elif kind == "end":
+                end, end_line = rec, lineno
+                if not in_balances:
+                    in_balances = True
+                    chk.finish()
+                if rec.get("final_hash") != chk.prev or header.get("final_hash") != chk.prev:
+                    bad(lineno, "final_hash", "the chain does not end at the stated final hash")
+                if (rec.get("transactions"), rec.get("postings")) != (chk.n_txn, chk.n_post):
+                    bad(lineno, "transactions", f"the end record counts {rec.get('transactions')} transactions and "
+                        f"{rec.get('postings')} postings; the file holds {chk.n_txn} and {chk.n_post}")
+            else:
+                bad(lineno, "type", f"unknown record type {kind!r}")
+            if len(problems) + len(chk.problems) >= 50:
+                break
+    if header is None and not problems:
+        bad(1, "", "empty file")
+    if chk is not None:
+        if end is None and not any(p.column == "" for p in problems):
+            bad(lineno + 1, "", "the file ends without its end record (truncated?)")
+        if end is not None:
+            chk.balances_done(name, every_pair=False)
+            chk.check_head(end_line)
+            _check_counts(header, chk, end_line, bad)
+        problems = chk.problems + problems
+        problems.sort(key=lambda p: (p.row == 0, p.row))
+    summary = {"file": path, "hash_scheme": header.get("hash_scheme") if header else None,
+               "as_of": header.get("as_of") if header else None,
+               "transactions": chk.n_txn if chk else 0, "postings": chk.n_post if chk else 0,
+               "stubs": chk.n_stub + chk.n_later if chk else 0, "unchecked_stubs": chk.n_unchecked if chk else 0,
+               "accounts": len(chk.pairs) if chk else 0, "final_hash": chk.prev if chk else None,
+               "ok": not problems}
+    return summary, problems
+
+
+def _check_counts(header: dict, chk: ChainChecker, line: int, bad) -> None:
+    """The header's counts must describe the file: every transaction of the chain (in full or as a stub),
+    the postings shown, and the stubs; and its final seq the last transaction's."""
+    counts = header.get("counts") or {}
+    shown = chk.n_txn + chk.n_stub + chk.n_later
+    if header.get("hash_scheme") == ledger.HASH_V1:  # v1 headers counted the whole chain only in full exports
+        if header.get("as_of") is None and (counts.get("transactions"), counts.get("postings")) != (chk.n_txn, chk.n_post):
+            bad(line, "counts", "the header's counts do not match the transactions in the file")
+        return
+    want = {"transactions": shown, "postings": chk.n_post, "stubs": chk.n_stub + chk.n_later}
+    if {k: counts.get(k) for k in want} != want or header.get("final_seq") != chk.seq:
+        bad(line, "counts", f"the header counts {counts} up to transaction {header.get('final_seq')}; the file holds "
+            f"{want} up to transaction {chk.seq}")

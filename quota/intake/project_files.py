@@ -1,0 +1,117 @@
+"""Project files: validation and import into the project register."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, text
+
+from quota.intake import batches
+from quota import clock
+from quota.store import db
+from quota.ledger import idempotency
+from quota import identity
+from quota.ledger import posting
+from quota.rules import versions
+from quota import units
+from quota.errors import Problem, ValidationFailed
+from quota.intake.fields import RowReader
+from quota.rules.book import Rulebook
+from quota.ledger.projects import register_meta
+from quota.intake.tables import alias_map, file_sha256, read_rows
+
+REQUIRED = ["project_id", "name", "zone", "pollutant", "increment", "unit"]
+OPTIONAL = ["industry", "priority", "needed_by", "must_fund", "ratio"]
+ALIASES = alias_map({
+    "project_id": ["项目编号"], "name": ["项目名称"], "zone": ["区域", "所在区域", "控制单元"],
+    "industry": ["行业", "行业类别"], "pollutant": ["污染物", "污染因子"],
+    "increment": ["新增排放量", "新增量", "排放增量"], "unit": ["单位", "计量单位"], "priority": ["优先级"],
+    "needed_by": ["需求日期", "需要日期"], "must_fund": ["必须保障", "必保"], "ratio": ["替代比例", "削减替代比例"],
+})
+SHARED = ("name", "zone", "industry", "priority", "needed_by", "must_fund")
+
+
+def validate_rows(path: str, book: Rulebook) -> tuple[list[dict], list[Problem]]:
+    """Parse and check a project file; one dict per project with its needs."""
+    rows, problems = read_rows(path, ALIASES, REQUIRED, OPTIONAL)
+    name = Path(path).name
+    projects: dict[str, dict] = {}
+    for rowno, cells in rows:
+        before = len(problems)
+        r = RowReader(name, rowno, cells, problems)
+        pid = r.code("project_id")
+        pname = r.text("name")
+        zone, pollutant, unit = r.zone_pollutant_unit(book)
+        increment = r.amount("increment", unit=unit)
+        if increment is not None and increment == 0:
+            r.fail("increment", "increment must be greater than zero")
+        ratio_raw = r.amount("ratio", required=False)
+        if ratio_raw is not None and not (1 <= ratio_raw <= 100):
+            r.fail("ratio", f"ratio must be from 1 to 100, got {ratio_raw}")
+        shared = {"name": pname, "zone": zone, "industry": r.text("industry", False),
+                  "priority": r.integer("priority", 1, 1, 1_000_000),
+                  "needed_by": r.date("needed_by", required=False), "must_fund": r.boolean("must_fund")}
+        if pid in projects:
+            first = projects[pid]
+            for col in SHARED:
+                if first[col] != shared[col]:
+                    r.fail(col, f"differs from row {first['row']} of project {pid} ({first[col]!r})")
+            if pollutant in first["needs"]:
+                r.fail("pollutant", f"project {pid} already lists {pollutant} at row {first['needs'][pollutant]['row']}")
+        if len(problems) > before:
+            continue
+        proj = projects.setdefault(pid, {"project_id": pid, "row": rowno, **shared, "needs": {}})
+        proj["needs"][pollutant] = {"row": rowno, "increment_g": units.to_requirement_g(increment, unit),
+                                    "ratio": None if ratio_raw is None else str(ratio_raw)}
+    if not rows and not problems:
+        problems.append(Problem(name, 0, "", "the file has no data rows"))
+    return list(projects.values()), problems
+
+
+def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = None,
+                    dry_run: bool = False) -> dict:
+    """Validate a project file and add its projects to the pipeline, all or nothing."""
+    name = Path(path).name
+    with db.reading(engine) as conn:
+        _, book = versions.current(conn)
+    projects, problems = validate_rows(path, book)
+    if problems:
+        raise ValidationFailed(problems)
+    sha = file_sha256(path)
+
+    def check(conn: Connection) -> list[Problem]:
+        # every stored id by its normal form: an id stored before ids were normalised still matches
+        existing = {identity.loose(r[0]): r[0] for r in conn.execute(text("SELECT project_id FROM project"))}
+        return [Problem(name, p["row"], "project_id", f"project {existing[identity.loose(p['project_id'])]!r} "
+                                                      "is already registered")
+                for p in projects if identity.loose(p["project_id"]) in existing]
+
+    summary = {"projects": len(projects), "rows": sum(len(p["needs"]) for p in projects),
+               "project_ids": sorted(p["project_id"] for p in projects), "dry_run": dry_run}
+    if dry_run:
+        with db.reading(engine) as conn:
+            found = check(conn)
+        if found:
+            raise ValidationFailed(found)
+        return summary
+
+    def work(conn: Connection) -> dict:
+        found = check(conn)
+        if found:
+            raise ValidationFailed(found)
+        batch = batches.record(conn, "project", name, sha, summary["rows"], posting.now_iso(), actor)
+        conn.execute(text("INSERT INTO project (project_id, name, zone, industry, priority, needed_by, must_fund, "
+                          "state, import_id) VALUES (:project_id, :name, :zone, :industry, :priority, :needed_by, "
+                          ":must_fund, 'pipeline', :b)"),
+                     [{k: p[k] for k in ("project_id", *SHARED)} | {"b": batch} for p in projects])
+        conn.execute(text("INSERT INTO project_need (project_id, pollutant, increment_g, ratio) "
+                          "VALUES (:p, :q, :g, :r)"),
+                     [{"p": p["project_id"], "q": q, "g": n["increment_g"], "r": n["ratio"]}
+                      for p in projects for q, n in sorted(p["needs"].items())])
+        version, _ = versions.current(conn)
+        seq = posting.post_many(conn, [posting.TxnSpec("register", clock.today(), [], f"register {len(projects)} "
+                                                     f"project(s) from {name}", sha, None,
+                                                     {"projects": register_meta(projects)})],
+                               actor=actor, rulebook=version)[0]
+        return {**summary, "import_id": int(batch), "txn": seq}
+
+    return idempotency.run(engine, key, "project import", {"sha256": sha}, work)

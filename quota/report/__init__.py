@@ -1,0 +1,1 @@
+"""The HTML report and the message catalogue (English and Chinese)."""

@@ -1,0 +1,298 @@
+"""Message catalogue: user-facing strings of the CLI and the report in English and Chinese.
+
+`t(key, lang, **params)` formats a message; `header(text, lang)` translates a table header;
+`translate_error(message, lang)` renders the library's (English) refusals in Chinese by pattern.
+"""
+from __future__ import annotations
+
+import re
+
+LANGS = ("en", "zh")
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "refused": {"en": "refused: {n} problem(s); nothing was written", "zh": "已拒绝：{n} 个问题；未写入任何数据"},
+    "more_problems": {"en": "... and {n} more problem(s) (--json lists every one)",
+                      "zh": "……另有 {n} 个问题（--json 列出全部）"},
+    "verify_failed": {"en": "verification FAILED: {n} problem(s)", "zh": "校验失败：{n} 个问题"},
+    "error": {"en": "error", "zh": "错误"},
+    "verified": {"en": "{what} verified: {txns} transactions, {posts} postings, {accts} balances; head {head} ({scheme})",
+                 "zh": "{what}校验通过：{txns} 笔交易，{posts} 条分录，{accts} 个余额；链头 {head}（{scheme}）"},
+    "ledger": {"en": "ledger", "zh": "台账"},
+    "export_file": {"en": "export {path}", "zh": "导出文件 {path} "},
+    "balance_title": {"en": "Quota balance as of {day}", "zh": "总量指标余额（截至 {day}）"},
+    "credited": {"en": "{n} tallies credited", "zh": "已入库 {n} 条测算"},
+    "would_credit": {"en": "{n} tallies would be credited", "zh": "将入库 {n} 条测算（试运行）"},
+    "capped": {"en": "{tally}: baseline capped at upgrade {by}'s post-upgrade emissions ({amount} {unit} credited)",
+               "zh": "{tally}：基准按提升改造 {by} 的改造后排放量封顶（入库 {amount} {unit}）"},
+    "imported_projects": {"en": "imported {n} projects ({rows} rows)", "zh": "已导入 {n} 个项目（{rows} 行）"},
+    "would_import_projects": {"en": "would import {n} projects ({rows} rows)", "zh": "将导入 {n} 个项目（{rows} 行，试运行）"},
+    "reserved": {"en": "reserved {project}: {n} draw(s), transaction {txn}", "zh": "已预留 {project}：{n} 笔指标，交易 {txn}"},
+    "approved": {"en": "approved {project} ({doc}), transaction {txn}", "zh": "已核定 {project}（{doc}），交易 {txn}"},
+    "released": {"en": "released {project}, transaction {txn}", "zh": "已释放 {project} 的预留，交易 {txn}"},
+    "cancelled": {"en": "cancelled {project}", "zh": "已撤销 {project}"},
+    "expired": {"en": "expired {lots} lot(s); released {res} lapsed reservation(s)",
+                "zh": "已核销过期批次 {lots} 个；释放过期预留 {res} 个"},
+    "revoked": {"en": "revoked {g} g of {lot}, transaction {txn}", "zh": "已注销 {lot} 的 {g} 克，交易 {txn}"},
+    "replayed": {"en": " (repeated key: nothing new was written)", "zh": "（重复的幂等键：未写入新数据）"},
+    "retried": {"en": "note: retried {n} time(s) after transient database errors: {what}",
+                "zh": "提示：数据库暂时性错误后自动重试 {n} 次：{what}"},
+    "plan_head": {"en": "Plan {id} as of {day}: {status}, objective {obj} (bound {bound}, LP bound {lp}, gap {gap}), "
+                        "{solver} in {secs} s",
+                  "zh": "方案 {id}（截至 {day}）：{status}，目标值 {obj}（上界 {bound}，LP 上界 {lp}，差距 {gap}），"
+                        "{solver} 用时 {secs} 秒"},
+    "funded": {"en": "Funded: {n} projects", "zh": "可保障项目：{n} 个"},
+    "unfunded": {"en": "Unfunded: {n} projects", "zh": "未能保障项目：{n} 个"},
+    "shadow": {"en": "Shadow prices: priority one more unit of quota would add (LP relaxation)",
+               "zh": "影子价格：每增加一个单位指标可增加的优先级（线性松弛）"},
+    "binding": {"en": "Binding: supply that blocks unfunded projects", "zh": "约束：限制未保障项目的指标供给"},
+    "infeasible": {"en": "Must-fund projects cannot all be funded: short", "zh": "必保项目无法全部保障，缺口如下"},
+    "candidates": {"en": "Candidate measures (cost of the chosen set: {cost})", "zh": "候选减排措施（所选组合费用：{cost}）"},
+    "applied": {"en": "applied {id}: reserved {n} projects", "zh": "已执行方案 {id}：预留 {n} 个项目"},
+    "chosen": {"en": "chosen", "zh": "选中"},
+    "report_written": {"en": "report written to {path}", "zh": "报告已写入 {path}"},
+    "report_title": {"en": "Emission quota report — {name}", "zh": "总量指标报告 — {name}"},
+    "report_as_of": {"en": "As of {day}", "zh": "截至 {day}"},
+    "report_balance": {"en": "Available, reserved and allocated quota by pollutant and matching key",
+                       "zh": "按污染物与匹配区域的可用、预留、已核定指标"},
+    "report_expiry": {"en": "Lots by expiry date", "zh": "指标批次到期时间"},
+    "report_expiring": {"en": "Expiring in the next 12 months", "zh": "未来 12 个月内到期"},
+    "report_plan": {"en": "Plan {id}: supply and demand by pollutant and key", "zh": "方案 {id}：按污染物与匹配区域的供需"},
+    "report_projects": {"en": "Funded and unfunded projects", "zh": "保障与未保障项目"},
+    "report_flow": {"en": "Where the quota comes from: sources → projects", "zh": "指标流向：平衡源 → 项目"},
+    "report_none": {"en": "nothing", "zh": "无"},
+    "report_flagged": {"en": "Quota held from revoked or superseded lots (for the auditor)",
+                       "zh": "来自已注销或已被替代批次的指标（供审计核查）"},
+    "report_outlook": {"en": "Outlook {first}–{last}: quota left at each year's end, and demand the plan cannot fund",
+                       "zh": "{first}–{last} 年展望：各年末剩余指标，以及方案无法保障的需求"},
+    "outlook_left": {"en": "left at year end", "zh": "年末剩余"},
+    "outlook_short": {"en": "unfunded demand", "zh": "未保障需求"},
+    "available": {"en": "available", "zh": "可用"},
+    "reserved_kind": {"en": "reserved", "zh": "预留"},
+    "allocated_kind": {"en": "allocated", "zh": "已核定"},
+    "supply": {"en": "supply", "zh": "供给"},
+    "demand": {"en": "demand", "zh": "需求"},
+    "funded_word": {"en": "funded", "zh": "保障"},
+    "unfunded_word": {"en": "unfunded", "zh": "未保障"},
+}
+
+HEADERS: dict[str, str] = {
+    "Pollutant": "污染物", "Zone": "区域", "Lot": "批次", "Available": "可用", "Reserved": "预留",
+    "Allocated": "已分配", "Lapsed": "已过期未核销", "Unit": "单位", "Expires": "到期", "Tally": "测算编号",
+    "Source": "平衡源", "State": "状态", "Issued": "入库量", "Amount": "数量", "Report": "报告编号",
+    "Project": "项目", "Priority": "优先级", "Needed by": "需求日期", "Increment": "新增量", "Ratio": "替代比例",
+    "Required": "所需指标", "Key": "匹配键", "File": "文件", "Row": "行", "Column": "列", "Problem": "问题",
+    "Name": "名称", "Measure": "措施", "Assessor": "测算单位", "Held": "已持有", "Why": "依据",
+    "Cost": "费用", "Candidate": "候选措施", "Short": "缺口", "Supply": "供给", "Used": "已用", "Blocks": "受限项目",
+    "Expires after": "到期晚于", "Value": "影子价格", "Requirement": "总量需求", "Sources of the quota": "指标来源",
+    "Pollutants": "污染物", "Zones": "区域",
+}
+
+# English refusals of the library -> Chinese, by pattern (named groups are carried over).
+ERROR_PATTERNS: list[tuple[str, str]] = [
+    (r"cannot reserve (?P<p>\S+): (?P<rest>.*)", "无法为 {p} 预留指标：{rest}"),
+    (r"(?P<pol>\S+) short by (?P<a>\S+) (?P<u>\S+) \((?P<g>\d+) g\) in (?P<k>\S+) \(needs (?P<n>\S+) at ratio "
+     r"(?P<r>\S+), eligible (?P<e>\S+)\)",
+     "{pol} 在 {k} 缺口 {a} {u}（{g} 克）（需 {n}，替代比例 {r}，可用 {e}）"),
+    (r"project (?P<p>\S+) is (?P<s>\S+); reserve it before approving", "项目 {p} 状态为 {s}，请先预留再核定"),
+    (r"project (?P<p>\S+) is (?P<s>\S+); only pipeline projects can be reserved", "项目 {p} 状态为 {s}，只能预留待审项目"),
+    (r"no project '(?P<p>[^']+)'", "没有项目 '{p}'"),
+    (r"no lot '(?P<p>[^']+)'", "没有指标批次 '{p}'"),
+    (r"no plan '(?P<p>[^']+)'", "没有方案 '{p}'"),
+    (r"the database has no quota schema: run `quota init --rules FILE` first", "数据库尚未初始化：请先运行 `quota init --rules 文件`"),
+    (r"required value is empty", "必填值为空"),
+    (r"required amount is empty", "必填数量为空"),
+    (r"required column is missing", "缺少必需的列"),
+    (r"unknown zone '(?P<z>[^']*)'.*", "未知区域 '{z}'"),
+    (r"unknown pollutant '(?P<z>[^']*)'.*", "未知污染物 '{z}'"),
+    (r"amount must not be negative, got (?P<v>.*)", "数量不能为负：{v}"),
+    (r"not a number: (?P<v>.*)", "不是数字：{v}"),
+    (r"not a finite number: (?P<v>.*)", "不是有限数字：{v}"),
+    (r"not a valid date (?P<v>.*) \(use YYYY-MM-DD\)", "日期无效 {v}（格式 YYYY-MM-DD）"),
+    (r"unit '(?P<u>[^']*)' is not (?P<p>\S+)'s unit '(?P<w>[^']*)'", "单位 '{u}' 不是 {p} 的单位 '{w}'"),
+    (r"this file was already imported (?P<rest>.*)", "该文件已导入 {rest}"),
+    (r"(?P<rest>.*) \(double counting(?P<more>.*)\)", "{rest}（重复计算{more}）"),
+    (r"plan (?P<p>\S+) no longer fits the ledger: (?P<rest>.*)", "方案 {p} 已与台账不符：{rest}"),
+    (r"key '(?P<k>[^']*)' was already used for a different request (?P<rest>.*)", "幂等键 '{k}' 已用于其他请求 {rest}"),
+]
+
+
+def t(key: str, lang: str = "en", **params) -> str:
+    entry = MESSAGES[key]
+    return entry.get(lang, entry["en"]).format(**params)
+
+
+def header(text: str, lang: str = "en") -> str:
+    return HEADERS.get(text, text) if lang == "zh" else text
+
+
+def translate_error(message: str, lang: str = "en") -> str:
+    """The message in `lang`; in Chinese, known refusals are rewritten, each part of a '; '-joined list."""
+    if lang != "zh":
+        return message
+    return "；".join(_one(part) for part in message.split("; "))
+
+
+def _one(message: str) -> str:
+    for pattern, template in ERROR_PATTERNS:
+        m = re.fullmatch(pattern, message)
+        if m:
+            groups = {k: _one(v) if k in ("rest",) else v for k, v in m.groupdict().items()}
+            return template.format(**groups)
+    return message
+
+
+# Refusals rendered from their code and facts (errors.QuotaError.code/.facts), never read back from a message.
+STATES_ZH = {"pipeline": "待审", "reserved": "已预留", "approved": "已批复", "cancelled": "已撤销", "scenario": "情景",
+             "revoked": "已注销", "superseded": "已被替代", "expired": "已过期", "active": "有效"}
+WHAT_ZH = {"pollutant": "污染物", "zone": "区域", "solver": "求解器", "time_limit": "时间限制", "gap": "差距",
+           "by": "分组方式", "years": "年数"}
+
+
+def _short_zh(facts: dict) -> str:
+    from quota.units import display, display_up
+    parts = [f"{s['pollutant']} 在 {s['key']} 缺口 {display_up(s['short_g'], s['unit'])} {s['unit']}（{s['short_g']} 克；"
+             f"需 {display_up(s['required_g'], s['unit'])}，可用 {display(s['eligible_g'], s['unit'])}）"
+             for s in facts.get("short", [])]
+    return f"无法为 {facts['project_id']} 预留指标：" + "；".join(parts)
+
+
+REFUSALS_ZH = {
+    "insufficient_quota": _short_zh,
+    "holding_mismatch": lambda f: f"项目 {f['project_id']} 不能核定：持有指标与现行规则下的需求不一致，"
+                                  f"请先运行 `quota reserve {f['project_id']}` 补足或退回差额",
+    "lot_not_eligible": lambda f: f"项目 {f['project_id']} 不能核定：所持指标批次已不可用（注销、被替代、过期或匹配区域不符），"
+                                  f"请先运行 `quota reserve {f['project_id']}` 重新落实",
+    "nothing_to_reserve": lambda f: f"项目 {f['project_id']} 已足额预留",
+    "project_state": lambda f: f"项目 {f['project_id']} 当前状态为{STATES_ZH.get(f['state'], f['state'])}，不能执行此操作",
+    "unknown_pollutant": lambda f: f"项目 {f['project_id']} 没有 {f['pollutant']} 的新增排放量",
+    "lot_state": lambda f: f"指标批次 {f['lot']} {STATES_ZH.get(f['state'], f['state'])}",
+    "plan_state": lambda f: f"方案 {f['plan_id']} 不能执行（已执行、不可行、情景方案或已损坏）",
+    "plan_stale": lambda f: f"方案 {f['plan_id']} 已与台账不符：" + "；".join(f.get("problems", [])[:5]),
+    "bad_date": lambda f: (f"日期 {f['date']} 晚于今天 {f['today']}：台账只记录已发生的事项" if "today" in f else
+                           f"日期 {f['date']} 早于台账最后一笔交易（{f['last']}）：不能倒签" if "last" in f else
+                           f"日期 {f['date']} 无效：预留到期日须晚于预留日期"),
+    "overdraw": lambda f: f"{f['account']}（{f['lot']}）余额将为负：{f['balance_g']} + {f['change_g']} 克",
+    "missing_doc": lambda f: "核定需要批复文号（--doc）",
+    "reservation_lapsed": lambda f: f"项目 {f['project_id']} 的预留已于 {f['lapsed']} 到期，请重新预留",
+    "missing_memo": lambda f: "注销需要说明原因（--memo）",
+    "bad_key": lambda f: {"empty": "幂等键为空：请给出非空的 --key，或不使用该选项",
+                          "too_long": f"幂等键过长（{f.get('length')} 个字符，最多 {f.get('max')} 个）",
+                          "control_character": f"幂等键含控制字符（{f.get('character')}）"}[f["reason"]],
+    "output_is_database": lambda f: f"{f['path']} 是数据库文件：输出从不覆盖数据库，请换一个文件名",
+    "output_kind": lambda f: f"{f['path']}：文件与文件夹不符（导出为文件时不能指向文件夹，反之亦然）",
+    "output_not_ours": lambda f: f"{f['path']} 已存在，且含有本次导出不会写入的文件（{'、'.join(f['files'][:5])}）："
+                                 "请换一个文件夹或先移除它",
+    "unknown_code": lambda f: f"未知{WHAT_ZH.get(f['what'], f['what'])} '{f['value']}'",
+    "bad_option": lambda f: f"选项 {WHAT_ZH.get(f['option'], f['option'])} 的值无效：{f['value']}",
+    "ledger_busy": lambda f: f"台账繁忙：另一写入者一直持有写锁（已尝试 {f['attempts']} 次，每次等待 {f['lock_timeout']}），"
+                             "未写入任何内容，请稍后重试",
+    "cannot_grant": lambda f: f"{f['user']} 无权在 schema {f['schema']} 上授权：请由台账所有者运行 `quota db roles`",
+}
+
+
+def refusal(code: str, message: str, facts: dict, lang: str = "en") -> str:
+    """A refusal in `lang`: English is the library's message; Chinese is rendered from the code and its facts
+    (a code without a Chinese rendering falls back to the pattern translation of the message)."""
+    if lang != "zh":
+        return message
+    render = REFUSALS_ZH.get(code)
+    if render is not None:
+        try:
+            return render(facts)
+        except (KeyError, TypeError):
+            pass
+    return translate_error(message, lang)
+
+
+# The web workspace (`quota serve`) and `quota user`: same catalogue, keys prefixed web_ (and user_).
+MESSAGES.update({
+    "user_added": {"en": "added user {name} ({role})", "zh": "已添加用户 {name}（{role}）"},
+    "user_disabled": {"en": "disabled user {name}", "zh": "已停用用户 {name}"},
+    "web_title": {"en": "quota — emission quota workspace", "zh": "总量指标管理平台"},
+    "web_overview": {"en": "Overview", "zh": "总览"},
+    "web_lots": {"en": "Lots", "zh": "指标批次"},
+    "web_projects": {"en": "Projects", "zh": "项目"},
+    "web_plans": {"en": "Plans", "zh": "方案"},
+    "web_audit": {"en": "Audit", "zh": "审计"},
+    "web_admin": {"en": "Administration", "zh": "系统管理"},
+    "web_login": {"en": "Sign in", "zh": "登录"},
+    "web_logout": {"en": "Sign out", "zh": "退出"},
+    "web_username": {"en": "User name", "zh": "用户名"},
+    "web_password": {"en": "Password", "zh": "密码"},
+    "web_signed_in_as": {"en": "{name} ({role})", "zh": "{name}（{role}）"},
+    "web_login_bad_credentials": {"en": "Wrong user name or password.", "zh": "用户名或密码错误。"},
+    "web_login_locked": {"en": "Too many failed sign-ins: this account is locked until {until} (UTC).",
+                         "zh": "登录失败次数过多：该账户已锁定至 {until}（UTC）。"},
+    "web_login_disabled": {"en": "This account is disabled.", "zh": "该账户已停用。"},
+    "web_login_required": {"en": "Please sign in.", "zh": "请先登录。"},
+    "web_forbidden": {"en": "Your role ({role}) may not do this ({action}).",
+                      "zh": "您的角色（{role}）无权执行此操作（{action}）。"},
+    "web_csrf": {"en": "The form has expired or did not come from this site (CSRF token missing or wrong). "
+                       "Reload the page and try again.",
+                 "zh": "表单已过期或不是来自本站（CSRF 令牌缺失或错误），请刷新页面后重试。"},
+    "web_database_error": {"en": "Database error: nothing was written. Try again later.",
+                           "zh": "数据库错误：未写入任何数据，请稍后重试。"},
+    "web_internal_error": {"en": "Internal error: nothing was written.", "zh": "内部错误：未写入任何数据。"},
+    "web_refused": {"en": "Refused", "zh": "已拒绝"},
+    "web_back": {"en": "Back", "zh": "返回"},
+    "web_as_of": {"en": "As of", "zh": "截至日期"},
+    "web_show": {"en": "Show", "zh": "查看"},
+    "web_filter": {"en": "Filter", "zh": "筛选"},
+    "web_all": {"en": "all", "zh": "全部"},
+    "web_chain_head": {"en": "Chain head: transaction {seq}, hash {hash}", "zh": "链头：第 {seq} 笔交易，哈希 {hash}"},
+    "web_last_verified": {"en": "Last verified {at} by {actor}: {result}", "zh": "最近一次校验：{at}，{actor}，{result}"},
+    "web_never_verified": {"en": "Not verified from the workspace yet.", "zh": "尚未在平台上校验过。"},
+    "web_ok": {"en": "passed", "zh": "通过"},
+    "web_failed": {"en": "FAILED", "zh": "未通过"},
+    "web_page": {"en": "Page {n} of {of} ({total} lots)", "zh": "第 {n} / {of} 页（共 {total} 个批次）"},
+    "web_previous": {"en": "Previous", "zh": "上一页"},
+    "web_next": {"en": "Next", "zh": "下一页"},
+    "web_expires_before": {"en": "Expires before", "zh": "到期早于"},
+    "web_movements": {"en": "Movements", "zh": "变动记录"},
+    "web_history": {"en": "History", "zh": "历史记录"},
+    "web_actions": {"en": "Actions", "zh": "操作"},
+    "web_reserve": {"en": "Reserve…", "zh": "预留…"},
+    "web_reserve_confirm": {"en": "Confirm the reservation", "zh": "确认预留"},
+    "web_reserve_preview": {"en": "The reservation of {project} would take these draws:",
+                            "zh": "为 {project} 预留将使用以下指标："},
+    "web_reserve_returns": {"en": "and give back:", "zh": "并退回："},
+    "web_lapse_date": {"en": "Lapses on (optional)", "zh": "预留到期日（可选）"},
+    "web_only_pollutant": {"en": "Only this pollutant (optional)", "zh": "仅此污染物（可选）"},
+    "web_approve": {"en": "Approve", "zh": "核定"},
+    "web_doc": {"en": "Approval document number", "zh": "批复文号"},
+    "web_release": {"en": "Release the reservation", "zh": "释放预留"},
+    "web_cancel": {"en": "Cancel the project", "zh": "撤销项目"},
+    "web_statement": {"en": "Source statement", "zh": "总量来源说明"},
+    "web_download": {"en": "Download", "zh": "下载"},
+    "web_no_actions": {"en": "Your role can take no action here.", "zh": "您的角色在此无可执行的操作。"},
+    "web_run_plan": {"en": "Run a plan", "zh": "运行方案"},
+    "web_time_limit": {"en": "Time limit (s)", "zh": "时间限制（秒）"},
+    "web_apply_plan": {"en": "Apply this plan", "zh": "执行此方案"},
+    "web_verify": {"en": "Verify the ledger", "zh": "校验台账"},
+    "web_exports": {"en": "Exports", "zh": "导出"},
+    "web_transactions": {"en": "Transactions", "zh": "交易记录"},
+    "web_from": {"en": "From", "zh": "起始日期"},
+    "web_to": {"en": "To", "zh": "截止日期"},
+    "web_older": {"en": "Older", "zh": "更早"},
+    "web_users": {"en": "Users", "zh": "用户"},
+    "web_add_user": {"en": "Add a user", "zh": "添加用户"},
+    "web_disable": {"en": "Disable", "zh": "停用"},
+    "web_new_token": {"en": "New API token", "zh": "新建 API 令牌"},
+    "web_token_once": {"en": "API token of {name} (shown once, copy it now):", "zh": "{name} 的 API 令牌（仅显示一次，请立即复制）："},
+    "web_revoke": {"en": "Revoke this lot", "zh": "注销此批次"},
+    "web_memo": {"en": "Reason", "zh": "原因"},
+    "web_expire": {"en": "Expire lots and lapsed reservations", "zh": "核销过期批次与过期预留"},
+    "web_shortfall": {"en": "Shortfall per pollutant and matching key", "zh": "按污染物与匹配区域的缺口"},
+    "web_nothing": {"en": "nothing", "zh": "无"},
+    "web_verified_ok": {"en": "The ledger verifies: {txns} transactions, {posts} postings; head {head}.",
+                        "zh": "台账校验通过：{txns} 笔交易，{posts} 条分录；链头 {head}。"},
+    "web_verify_failed": {"en": "Verification FAILED: {n} problem(s).", "zh": "校验失败：{n} 个问题。"},
+})
+HEADERS.update({
+    "User": "用户", "Role": "角色", "Created": "创建时间", "Disabled": "停用时间", "Tokens": "令牌数",
+    "Date": "日期", "Booked": "记账时间", "Actor": "经办人", "Kind": "类型", "Account": "账户", "Memo": "摘要",
+    "Ref": "文号", "Seq": "序号", "Hash": "哈希", "Effective": "生效日期", "Status": "状态", "Plan": "方案",
+    "Scenario": "情景", "Applied": "执行时间", "Industry": "行业", "Method": "测算方法", "Eligible": "可用",
+    "Draws": "使用指标", "Funded": "保障", "Unfunded": "未保障", "Objective": "目标值", "Baseline": "基准排放量",
+    "Permitted": "许可排放量", "Post": "改造后排放量", "Year": "基准年",
+})

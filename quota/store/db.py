@@ -1,0 +1,333 @@
+"""Engine, write transactions (one per operation, retried when locked), schema and triggers."""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import random
+import time
+from typing import Callable, Iterator, Sequence, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy.dialects import registry
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from quota.store import driver
+from quota.errors import QuotaError, Refused
+
+DEFAULT_URL = "sqlite:///quota.db"
+GENESIS = "0" * 64
+T = TypeVar("T")
+
+
+class NotInitialised(QuotaError):
+    code = "not_initialised"
+
+
+class BadDatabaseURL(QuotaError):
+    code = "bad_database_url"
+
+
+# sqlite+quota:// is quota.sqlite_dialect.SQLiteDialect, imported only when a SQLite engine is made
+registry.register("sqlite.quota", "quota.store.sqlite_dialect", "SQLiteDialect")
+
+
+LOCK_TIMEOUT_S = 5.0  # PostgreSQL: the longest a statement waits for a lock (QUOTA_LOCK_TIMEOUT, --lock-timeout)
+LOCK_ATTEMPTS = 3  # a write that timed out waiting for the ledger's lock is tried this many times in all
+
+
+class LedgerBusy(Refused):
+    """The ledger's write lock stayed held by another writer through every attempt."""
+
+
+def lock_timeout(value: float | str | None = None) -> float:
+    """Seconds a PostgreSQL statement may wait for a lock: `value`, else $QUOTA_LOCK_TIMEOUT, else
+    LOCK_TIMEOUT_S; 0 waits without limit."""
+    if value is None:
+        value = os.environ.get("QUOTA_LOCK_TIMEOUT") or LOCK_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:  # NaN fails too
+        raise Refused(f"lock timeout {value!r} must be a number of seconds from 0 to 3600", "bad_option",
+                      option="lock_timeout", value=str(value))
+    return seconds
+
+
+def make_engine(url: str = DEFAULT_URL, lock_timeout_s: float | str | None = None) -> Engine:
+    """An engine for SQLite (WAL, BEGIN IMMEDIATE for writers) or PostgreSQL (psycopg; every statement
+    waits at most `lock_timeout_s` for a lock, see `lock_timeout`, set once per connection); any other URL
+    is refused (BadDatabaseURL) before anything is opened."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if not (url.startswith("sqlite:///") or url == "sqlite://" or url.startswith("postgresql+psycopg://")):
+        raise BadDatabaseURL(f"cannot use the database URL {url!r}: use sqlite:///FILE (the default is "
+                             f"{DEFAULT_URL}) or postgresql+psycopg://user@host/dbname")
+    if url.startswith("sqlite"):
+        driver.sqlite_adapters()  # dates bound through the driver are stored as ISO text
+        engine = create_engine(make_url(url).set(drivername="sqlite+quota"),
+                               connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # pragma: no cover - driver hook
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (sqlite_dialect.SQLiteDialect.do_begin)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")  # a ledger: every commit is durable
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+    else:
+        # no pool_pre_ping: each command is a short process, and a ping costs a round trip per operation
+        parsed = make_url(url)
+        options = parsed.query.get("options", "")
+        options = " ".join(options) if isinstance(options, tuple) else options
+        millis = round(lock_timeout(lock_timeout_s) * 1000)
+        # in the connection's startup packet: no statement, no round trip
+        engine = create_engine(parsed, connect_args={"options": f"{options} -c lock_timeout={millis}".strip()})
+        driver.install(engine)
+    return engine
+
+
+def is_sqlite(conn_or_engine) -> bool:
+    return conn_or_engine.dialect.name == "sqlite"
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError) and "locked" in str(exc).lower():
+        return True
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None)
+    return code in ("40001", "40P01", LOCK_NOT_AVAILABLE)  # serialization failure, deadlock, lock timeout
+
+
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout expired
+
+
+_RETRIES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("quota_retries", default=None)
+
+DatabaseError = DBAPIError  # what a front end catches: cannot connect, permission denied, disk full...
+
+
+def retries() -> list[str]:
+    """The human-readable log of automatic retries in this context (a CLI run, a web request): reported by the
+    front end, not swallowed. Each context starts with its own empty log."""
+    log = _RETRIES.get()
+    if log is None:
+        log = []
+        _RETRIES.set(log)
+    return log
+
+
+def describe(exc: DBAPIError) -> str:
+    """A database error in one line: the driver's own message."""
+    return str(exc.orig).strip() if exc.orig else str(exc)
+
+
+def url_user(url: str) -> str | None:
+    """The user name a database URL connects as, if it names one."""
+    return make_url(url).username
+
+
+def run_write(bind: Engine | Connection, fn: Callable[[Connection], T], attempts: int = 8, lock: bool = True,
+              reads: Sequence[driver.Query] = ()) -> T:
+    """Run `fn(conn)` in one write transaction; retry transient lock/serialization errors.
+
+    `bind` is an Engine (a connection is checked out of its pool for the operation) or a Connection the
+    caller holds and reuses across operations (it must not be in a transaction: each operation is its
+    own). The ledger's write lock is taken first (lock_head; unless `lock` is false: writes outside
+    the ledger, such as storing a plan), so ledger writers are serialised and balance checks see the
+    latest committed state. `reads` are queries `fn` will make through driver.select, read
+    ahead in the same round trip as the lock. Any exception rolls the whole transaction back.
+    """
+    sqlite = is_sqlite(bind)
+    timeouts = 0
+    for attempt in range(1, attempts + 1):
+        try:
+            if isinstance(bind, Connection):
+                return _write_once(bind, fn, lock, reads, sqlite)
+            with bind.connect() as conn:
+                return _write_once(conn, fn, lock, reads, sqlite)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                timeouts += 1
+                if timeouts >= LOCK_ATTEMPTS or attempt == attempts:
+                    waited = _waited(bind)
+                    raise LedgerBusy(
+                        f"the ledger is busy: another writer held its lock through {timeouts} attempt(s) of "
+                        f"{waited} each; nothing was written, try again later (QUOTA_LOCK_TIMEOUT sets the "
+                        f"wait)", "ledger_busy", attempts=timeouts, lock_timeout=waited) from exc
+            if attempt < attempts and (_transient(exc) or (not lock and isinstance(exc, IntegrityError))):
+                retries().append(f"attempt {attempt}: {type(exc.orig).__name__}: "
+                               f"{(str(exc.orig).strip().splitlines() or [''])[0][:80]}")
+                time.sleep(random.uniform(0.01, 0.05) * attempt)
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def _waited(bind: Engine | Connection) -> str:
+    """The lock timeout the writer's connection had ("5s"), asked only after it gave up."""
+    try:
+        if isinstance(bind, Connection):
+            return str(bind.exec_driver_sql("SHOW lock_timeout").scalar())
+        with bind.connect() as conn:
+            return str(conn.exec_driver_sql("SHOW lock_timeout").scalar())
+    except DBAPIError:  # pragma: no cover - the server went away meanwhile
+        return "its lock timeout"
+
+
+def _write_once(conn: Connection, fn: Callable[[Connection], T], lock: bool, reads: Sequence[driver.Query],
+                sqlite: bool) -> T:
+    if conn.in_transaction():
+        raise QuotaError("this connection is already in a transaction; a ledger operation is a transaction "
+                         "of its own (commit or roll back first, or pass the engine)")
+    token = driver.activate(conn)
+    try:
+        if sqlite:
+            return _sqlite_write(conn, fn, lock, reads)
+        with conn.begin():
+            if lock:  # the locked head is kept for ledger.post_many in this transaction
+                driver.state(conn).head = lock_head(conn, reads)
+            result = fn(conn)
+            driver.flush(conn, commit=True)  # queued writes go out (and may fail) with the commit
+            return result
+    finally:
+        driver.deactivate(conn, token)
+
+
+def _sqlite_write(conn: Connection, fn: Callable[[Connection], T], lock: bool, reads: Sequence[driver.Query]) -> T:
+    """SQLite: BEGIN IMMEDIATE (the writers' lock, waiting up to busy_timeout) and COMMIT or ROLLBACK
+    through the driver. An operation that stays on the driver (reserve, approve, release, cancel) then
+    skips SQLAlchemy's transaction objects; one that runs SQLAlchemy statements makes SQLAlchemy begin
+    its own (SQLiteDialect.do_begin sees the transaction under way), which then commits or rolls back."""
+    driver.write(conn, ("BEGIN IMMEDIATE", ()))
+    try:
+        if lock:  # the locked head is kept for ledger.post_many in this transaction
+            driver.state(conn).head = lock_head(conn, reads)
+        result = fn(conn)
+        if conn.in_transaction():
+            conn.commit()
+        else:
+            driver.write(conn, ("COMMIT", ()))
+        return result
+    except BaseException:
+        if conn.in_transaction():
+            conn.rollback()
+        elif driver.state(conn).raw.in_transaction:
+            driver.write(conn, ("ROLLBACK", ()))
+        raise
+
+
+@contextlib.contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn:
+        with conn.begin():
+            yield conn
+
+
+def lock_head(conn: Connection, reads: Sequence[driver.Query] = ()) -> tuple[int, str]:
+    """Take the ledger's write lock and return the chain's head (seq, hash) — its last transaction, or
+    (0, GENESIS) — with the current rulebook's (version, sha256) kept in the driver state
+    (rulebooks.current). SQLite: run_write's BEGIN IMMEDIATE is the lock, and one statement reads both.
+    PostgreSQL: the chain_head row is locked FOR UPDATE, then the head is read by a second statement in the
+    same round trip; a statement's snapshot is taken when it starts, so the second sees what the previous
+    lock holder committed (the first, which waited for the lock, would not)."""
+    first = [(HEAD_SQL, ())] if driver.state(conn).sqlite else [(LOCK_SQL, ()), (HEAD_SQL, ())]
+    try:
+        found = driver.prefetch(conn, first, reads)
+    except DBAPIError as exc:
+        message = str(exc.orig).lower()
+        if "no such table" in message or "does not exist" in message:
+            raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first") from exc
+        raise
+    if not found[0]:
+        raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
+    seq, digest, version, sha = found[-1][0]
+    if version is not None:
+        driver.state(conn).rulebook = (int(version), sha)
+    return (int(seq), str(digest)) if seq is not None else (0, GENESIS)
+
+
+LOCK_SQL = "SELECT id FROM chain_head WHERE id = 1 FOR UPDATE"
+# the chain's head (its last transaction, if any) and the current rulebook version (if any), in one row; as
+# scalar subqueries, each a probe of the last primary key (SQLite materialises a LEFT JOINed subquery first)
+HEAD_SQL = ("SELECT (SELECT seq FROM txn ORDER BY seq DESC LIMIT 1), (SELECT hash FROM txn ORDER BY seq DESC LIMIT 1), "
+            "(SELECT version FROM rulebook ORDER BY version DESC LIMIT 1), "
+            "(SELECT sha256 FROM rulebook ORDER BY version DESC LIMIT 1)")
+
+
+def chain_head(conn: Connection) -> tuple[int, str]:
+    """(seq, hash) of the chain's last transaction, or (0, GENESIS) for an empty ledger (no lock taken)."""
+    seq, digest, _, _ = conn.exec_driver_sql(HEAD_SQL).one()
+    return (int(seq), str(digest)) if seq is not None else (0, GENESIS)
+
+
+def insert_many(conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
+    """Bulk INSERT of positional rows straight through the driver's executemany (no per-row
+    SQLAlchemy parameter processing): the fast path for imports and batched postings."""
+    if not rows:
+        return
+    if not is_sqlite(conn) and len(rows) >= 1000:  # PostgreSQL: COPY, in this transaction, beats executemany
+        driver.flush(conn)  # COPY goes straight to the driver: queued writes first
+        with conn.connection.dbapi_connection.cursor() as cur:
+            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(r)
+        return
+    conn.exec_driver_sql(*values_statement(conn, f"INSERT INTO {table} ({', '.join(columns)})", len(columns), rows))
+
+
+def values_statement(conn: Connection, head: str, width: int, rows: list[tuple], tail: str = "") -> tuple:
+    """(sql, params) for `head VALUES (...), (...) tail`: small batches as one multi-row statement
+    (one round trip), large ones through executemany."""
+    if len(rows) <= 50:
+        sql, params = driver.values(head, width, rows, tail)
+    else:
+        sql, params = driver.values(head, width, rows[:1], tail)[0], rows
+    return (sql if is_sqlite(conn) else sql.replace("?", "%s")), params
+
+
+def update_many(conn: Connection, sql_qmark: str, rows: list[tuple]) -> None:
+    """Bulk UPDATE with '?' placeholders (rewritten for psycopg) through the driver."""
+    if rows:
+        conn.exec_driver_sql(sql_qmark if is_sqlite(conn) else sql_qmark.replace("?", "%s"), rows)
+
+
+def schema_exists(engine: Engine) -> bool:
+    return inspect(engine).has_table("chain_head")
+
+
+_SQLITE_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS {t}_no_{op} BEFORE {op} ON {t}
+BEGIN SELECT RAISE(ABORT, 'quota ledger is append-only: {op} on {t} refused'); END
+"""
+_PG_FUNCTION = """
+CREATE OR REPLACE FUNCTION quota_append_only() RETURNS trigger AS $$
+BEGIN
+  RAISE EXCEPTION 'quota ledger is append-only: %% on %% refused', TG_OP, TG_TABLE_NAME;
+END $$ LANGUAGE plpgsql
+"""
+_PG_TRIGGER = """
+CREATE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON {t}
+FOR EACH STATEMENT EXECUTE FUNCTION quota_append_only()
+"""
+
+
+APPEND_ONLY = ["txn", "posting", "tally", "lot", "rulebook", "source"]
+
+
+def install_triggers(conn: Connection, tables: list[str] | None = None) -> None:
+    """Refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL) on the ledger tables, for everyone."""
+    if is_sqlite(conn):
+        for t in tables or APPEND_ONLY:
+            for op in ("UPDATE", "DELETE"):
+                conn.exec_driver_sql(_SQLITE_TRIGGER.format(t=t, op=op))
+        return
+    conn.exec_driver_sql(_PG_FUNCTION)
+    for t in tables or APPEND_ONLY:
+        exists = conn.execute(text("SELECT 1 FROM pg_trigger WHERE tgname = :n AND tgrelid = to_regclass(:t)"),
+                              {"n": f"{t}_append_only", "t": t}).first()
+        if not exists:
+            conn.exec_driver_sql(_PG_TRIGGER.format(t=t))
