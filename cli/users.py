@@ -21,13 +21,13 @@ def user_add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login
              as_json: JsonOpt = False) -> None:
     """Add a user; the password (at least 10 characters) is asked twice, or read from stdin, and stored as an
     Argon2 hash.  Example: quota user add wang --role clerk"""
-    from quota.store import users as accounts
+    from quota.store import users
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     with failures(as_json):
-        result = accounts.add_user(ctx.obj.engine, name, role, password)
+        result = users.add_user(ctx.obj.engine, name, role, password)
     if as_json:
         return render.emit_json(result)
     render.done(render.msg("user_added", name=result["name"], role=result["role"]))
@@ -36,9 +36,9 @@ def user_add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login
 @user_app.command("list")
 def user_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List users with their role and state (never a password).  Example: quota user list"""
-    from quota.store import users as accounts
+    from quota.store import users
     with failures(as_json):
-        result = accounts.list_users(ctx.obj.engine)
+        result = users.list_users(ctx.obj.engine)
     if as_json:
         return render.emit_json(result)
     render.out.print(render.table(None, ["User", "Role", "Created", "Disabled", "Tokens"],
@@ -50,9 +50,9 @@ def user_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def user_disable(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login name.")],
                  as_json: JsonOpt = False) -> None:
     """Shut a user out: logins, open sessions and API tokens stop working.  Example: quota user disable wang"""
-    from quota.store import users as accounts
+    from quota.store import users
     with failures(as_json):
-        result = accounts.disable_user(ctx.obj.engine, name)
+        result = users.disable_user(ctx.obj.engine, name)
     if as_json:
         return render.emit_json(result)
     render.done(render.msg("user_disabled", name=result["name"]))
@@ -62,9 +62,9 @@ def user_disable(ctx: typer.Context, name: Annotated[str, typer.Argument(help="L
 def user_token(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login name.")],
                as_json: JsonOpt = False) -> None:
     """Print a new API token for the user, once (only its hash is kept).  Example: quota user token wang"""
-    from quota.store import users as accounts
+    from quota.store import users
     with failures(as_json):
-        result = accounts.new_token(ctx.obj.engine, name)
+        result = users.new_token(ctx.obj.engine, name)
     if as_json:
         return render.emit_json(result)
     render.done(result["token"])

@@ -1,7 +1,7 @@
 """The ASGI app of `quota serve`: sessions, CSRF, language, security headers, request log, refusals.
 
 A second front end over the same library calls as the CLI: every route names the action it needs
-(quota.accounts.ACTIONS, checked on the server by `need`), calls one library function, and renders the
+(quota.users.ACTIONS, checked on the server by `need`), calls one library function, and renders the
 result (Jinja2 templates, autoescaped) or returns it as JSON (/api/v1, the CLI's --json shapes).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from quota import units
 from quota.report import catalogue as i18n
-from quota.store import users as accounts
+from quota.store import users
 from quota.store.db import DatabaseError
 from quota.errors import NotFound, QuotaError, ValidationFailed
 
@@ -104,7 +104,7 @@ def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> F
     app.state.engine = engine
     app.state.public = public
     app.state.throttle = throttle
-    app.state.signer = URLSafeTimedSerializer(accounts.session_secret(engine), salt="quota-session")
+    app.state.signer = URLSafeTimedSerializer(users.session_secret(engine), salt="quota-session")
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True)
     env.globals.update(display=units.display, header=i18n.header)
@@ -206,12 +206,12 @@ def engine_of(request: Request) -> Any:
     return request.app.state.engine
 
 
-def current_user(request: Request) -> accounts.User | None:
+def current_user(request: Request) -> users.User | None:
     """The signed-in user of the session (looked up each time: a disabled user's session ends at once)."""
     name = request.state.session.get("u")
     if not name:
         return None
-    user = accounts.get_user(engine_of(request), name)
+    user = users.get_user(engine_of(request), name)
     if user is None:
         request.state.session.clear()
     request.state.user = user
@@ -220,11 +220,11 @@ def current_user(request: Request) -> accounts.User | None:
 
 def need(action: str):
     """A dependency: the signed-in user, who must be allowed `action` (else 303 to /login, or 403)."""
-    def dependency(request: Request) -> accounts.User:
+    def dependency(request: Request) -> users.User:
         user = current_user(request)
         if user is None:
             raise LoginRequired()
-        if not accounts.allowed(user.role, action):
+        if not users.allowed(user.role, action):
             raise Forbidden(action)
         return user
     dependency.action = action
@@ -233,13 +233,13 @@ def need(action: str):
 
 def api_need(action: str):
     """A dependency of the API: the user of the bearer token (401 without one), allowed `action` (403)."""
-    def dependency(request: Request) -> accounts.User:
+    def dependency(request: Request) -> users.User:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        user = accounts.user_for_token(engine_of(request), token.strip()) if scheme.lower() == "bearer" else None
+        user = users.user_for_token(engine_of(request), token.strip()) if scheme.lower() == "bearer" else None
         if user is None:
             raise Unauthorized()
         request.state.user = user
-        if not accounts.allowed(user.role, action):
+        if not users.allowed(user.role, action):
             raise Forbidden(action)
         return user
     dependency.action = action
@@ -293,7 +293,7 @@ def page(request: Request, template: str, context: dict, status: int = 200) -> H
         request=request, user=user, lang=lang, csrf=csrf_token(request), flash=flash,
         t=lambda key, **kw: i18n.t(key, lang, **kw), h=lambda text: i18n.header(text, lang),
         state_name=lambda s: i18n.STATES_ZH.get(s, s) if lang == "zh" else s,
-        can=lambda action: user is not None and accounts.allowed(user.role, action),
+        can=lambda action: user is not None and users.allowed(user.role, action),
         new_key=form_key, path=request.url.path, **context)
     return HTMLResponse(html, status)
 

@@ -1,4 +1,4 @@
-"""HTML pages: each route names its action (quota.accounts.ACTIONS), calls one library function and renders it.
+"""HTML pages: each route names its action (quota.users.ACTIONS), calls one library function and renders it.
 
 Writes are POST forms with the session's CSRF token and an idempotency key made when the form was shown
 (the CLI's --key), answered with a redirect (post/redirect/get): a double click or a reload posts once.
@@ -18,7 +18,7 @@ from quota.audit import trace as audit
 from quota.ledger import balances, operations as quota_ops, projects
 from quota.planning import plans
 from quota.report import catalogue as i18n, html as report
-from quota.store import users as accounts
+from quota.store import users
 from quota.clock import parse_day
 from web.app import (check_csrf, current_user, csrf_token, engine_of, need, page, redirect)
 
@@ -46,7 +46,7 @@ def login_form(request: Request):
 
 @router.post("/login", dependencies=[Depends(check_csrf)])
 async def login(request: Request, username: str = Form(""), password: str = Form("")):
-    result = await run_in_threadpool(accounts.authenticate, engine_of(request), username, password)
+    result = await run_in_threadpool(users.authenticate, engine_of(request), username, password)
     if result.delay_s and request.app.state.throttle:
         await asyncio.sleep(result.delay_s)  # slows guessing down without holding a worker thread
     if result.user is None:
@@ -84,7 +84,7 @@ def switch_language(request: Request, lang: str, next: str = "/"):
 def overview(request: Request, as_of: Optional[str] = None, user=Depends(need("read_balance"))):
     engine = engine_of(request)
     data = report.overview(engine, as_of=_day(as_of, "as-of date"), lang=request.state.lang)
-    return page(request, "overview.html", {"o": data, "verified": accounts.last_verification(engine),
+    return page(request, "overview.html", {"o": data, "verified": users.last_verification(engine),
                                            "as_of": as_of or ""})
 
 
@@ -224,7 +224,7 @@ def history(request: Request, project: Optional[str] = None, lot: Optional[str] 
 def verify(request: Request, user=Depends(need("verify"))):
     engine = engine_of(request)
     summary, problems = audit.verify(engine)
-    accounts.record_verification(engine, summary, not problems, user.name)
+    users.record_verification(engine, summary, not problems, user.name)
     return page(request, "verify.html", {"summary": summary, "problems": [str(p) for p in problems]},
                 200 if not problems else 409)
 
@@ -251,29 +251,29 @@ def export(request: Request, fmt: str, as_of: Optional[str] = None, user=Depends
 
 @router.get("/admin")
 def admin(request: Request, user=Depends(need("manage_users"))):
-    return page(request, "admin.html", {"users": accounts.list_users(engine_of(request))["users"],
-                                        "roles": accounts.ROLES, "token": None})
+    return page(request, "admin.html", {"users": users.list_users(engine_of(request))["users"],
+                                        "roles": users.ROLES, "token": None})
 
 
 @router.post("/admin/users", dependencies=[Depends(check_csrf)])
 def add_user(request: Request, name: str = Form(""), role: str = Form(""), password: str = Form(""),
              user=Depends(need("manage_users"))):
-    result = accounts.add_user(engine_of(request), name, role, password)
+    result = users.add_user(engine_of(request), name, role, password)
     return redirect("/admin", i18n.t("user_added", request.state.lang, name=result["name"], role=result["role"]),
                     request)
 
 
 @router.post("/admin/users/{name}/disable", dependencies=[Depends(check_csrf)])
 def disable_user(request: Request, name: str, user=Depends(need("manage_users"))):
-    result = accounts.disable_user(engine_of(request), name)
+    result = users.disable_user(engine_of(request), name)
     return redirect("/admin", i18n.t("user_disabled", request.state.lang, name=result["name"]), request)
 
 
 @router.post("/admin/users/{name}/token", dependencies=[Depends(check_csrf)])
 def user_token(request: Request, name: str, user=Depends(need("manage_users"))):
-    result = accounts.new_token(engine_of(request), name)
-    return page(request, "admin.html", {"users": accounts.list_users(engine_of(request))["users"],
-                                        "roles": accounts.ROLES, "token": result})
+    result = users.new_token(engine_of(request), name)
+    return page(request, "admin.html", {"users": users.list_users(engine_of(request))["users"],
+                                        "roles": users.ROLES, "token": result})
 
 
 @router.post("/admin/lots/{serial}/revoke", dependencies=[Depends(check_csrf)])

@@ -8,12 +8,12 @@ from fastapi.testclient import TestClient
 
 from quota.intake import project_files as projects, tallies
 from quota.rules import versions as rulebooks
-from quota.store import db, users as accounts
+from quota.store import db, users
 from tests.conftest import DATA
 from web.app import create_app
 
 PASSWORD = "correct horse battery"
-ROLES = accounts.ROLES
+ROLES = users.ROLES
 CHEAP_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}  # tests only (see conftest.py)
 
 
@@ -24,7 +24,7 @@ def prepare(url: str):
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="tester")
     projects.import_projects(engine, str(DATA / "projects.csv"), actor="tester")
     for role in ROLES:
-        accounts.add_user(engine, role, role, PASSWORD)
+        users.add_user(engine, role, role, PASSWORD)
     return engine
 
 

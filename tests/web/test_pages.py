@@ -8,7 +8,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from cli.main import app as cli_app
-from quota.store import users as accounts
+from quota.store import users
 from tests.conftest import PROJECT_HEADER, TALLY_HEADER, snapshot
 from tests.web.support import PASSWORD, client, csrf, csrf_of, key_of, login, make_app, prepare, text_of
 
@@ -92,9 +92,9 @@ def test_failed_logins_are_slowed_then_locked_in_the_browser_too(ws, monkeypatch
     c = client(app)
     token = csrf_of(c.get("/login").text)
     codes = [c.post("/login", data={"username": "clerk", "password": "guess", "csrf_token": token}).status_code
-             for _ in range(accounts.LOCK_AFTER)]
-    assert codes == [401] * (accounts.LOCK_AFTER - 1) + [429]
-    assert waits and waits == sorted(waits) and len(waits) >= accounts.LOCK_AFTER - accounts.SLOW_AFTER
+             for _ in range(users.LOCK_AFTER)]
+    assert codes == [401] * (users.LOCK_AFTER - 1) + [429]
+    assert waits and waits == sorted(waits) and len(waits) >= users.LOCK_AFTER - users.SLOW_AFTER
     r = c.post("/login", data={"username": "clerk", "password": PASSWORD, "csrf_token": token})
     assert r.status_code == 429 and c.get("/").status_code == 303
     assert "锁定" in text_of(r.text) or "locked" in text_of(r.text)
@@ -211,7 +211,7 @@ def test_a_disabled_users_session_ends_at_once(ws):
     engine, app = ws
     c = login(app, "clerk")
     assert c.get("/").status_code == 200
-    accounts.disable_user(engine, "clerk")
+    users.disable_user(engine, "clerk")
     assert c.get("/").status_code == 303
 
 
@@ -256,7 +256,7 @@ def test_verify_from_the_workspace_is_shown_on_the_overview(ws):
 
 def api(app, engine, role):
     c = client(app)
-    c.headers["Authorization"] = f"Bearer {accounts.new_token(engine, role)['token']}"
+    c.headers["Authorization"] = f"Bearer {users.new_token(engine, role)['token']}"
     return c
 
 

@@ -4,7 +4,7 @@ route of the app, so a new route without a row fails here."""
 import pytest
 from fastapi.routing import APIRoute
 
-from quota.store import users as accounts
+from quota.store import users
 from tests.conftest import ENGINES, snapshot
 from tests.databases import fresh_url
 from tests.web.support import CHEAP_ARGON2, ROLES, client, csrf, login, make_app, prepare
@@ -60,19 +60,19 @@ COUNTER = iter(range(10**6))
 @pytest.fixture(scope="module", params=ENGINES)
 def workspace(request, tmp_path_factory):
     url, drop = fresh_url(request.param, tmp_path_factory.mktemp("web"))
-    saved, accounts.ARGON2 = accounts.ARGON2, CHEAP_ARGON2
+    saved, users.ARGON2 = users.ARGON2, CHEAP_ARGON2
     engine = prepare(url)
     from quota.planning import plans
     plans.run_plan(engine, time_limit=5)  # PLAN-0001
     for i in (1, 2):
-        accounts.add_user(engine, f"victim{i}", "clerk", "victim password 1")
+        users.add_user(engine, f"victim{i}", "clerk", "victim password 1")
     app = make_app(engine)
     clients = {role: login(app, role) for role in ROLES}
     clients["nobody"] = client(app)
-    tokens = {role: accounts.new_token(engine, role)["token"] for role in ROLES}
+    tokens = {role: users.new_token(engine, role)["token"] for role in ROLES}
     lot = engine.connect().exec_driver_sql("SELECT serial FROM lot ORDER BY serial LIMIT 1").scalar_one()
     yield {"app": app, "engine": engine, "clients": clients, "tokens": tokens, "lot": lot}
-    accounts.ARGON2 = saved
+    users.ARGON2 = saved
     engine.dispose()
     drop()
 
@@ -87,8 +87,8 @@ def test_every_route_of_the_app_is_in_the_matrix():
 
 def test_every_action_of_the_matrix_is_used_by_a_route_or_reserved_for_a_later_page():
     used = {r[3] for r in GUARDED}
-    assert used <= set(accounts.ACTIONS)
-    assert set(accounts.ACTIONS) - used == {"import_projects", "import_tallies", "load_rules"}  # pages to come
+    assert used <= set(users.ACTIONS)
+    assert set(users.ACTIONS) - used == {"import_projects", "import_tallies", "load_rules"}  # pages to come
 
 
 @pytest.mark.parametrize("who", WHO)
@@ -102,7 +102,7 @@ def test_role_matrix(workspace, route, who):
     headers = {}
     if api and who != "nobody":
         headers["Authorization"] = f"Bearer {workspace['tokens'][who]}"
-    allowed = who != "nobody" and accounts.allowed(who, action)
+    allowed = who != "nobody" and users.allowed(who, action)
     before = None if allowed else snapshot(workspace["engine"])
     if method == "GET":
         r = c.get(path, headers=headers)

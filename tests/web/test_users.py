@@ -1,4 +1,4 @@
-"""Users of the web workspace: the library (quota.accounts) and `quota user ...`, on both engines."""
+"""Users of the web workspace: the library (quota.store.users) and `quota user ...`, on both engines."""
 import datetime as dt
 import json
 
@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from quota.store import users as accounts
+from quota.store import users
 from quota.errors import NotFound, Refused
 from tests.conftest import DATA
 
@@ -25,10 +25,10 @@ def url(db_url):
 
 
 def test_there_is_no_default_account(engine):
-    assert accounts.list_users(engine) == {"users": []}
+    assert users.list_users(engine) == {"users": []}
     for name in ("admin", "root", "quota", "clerk"):
         for password in ("admin", "password", "quota", ""):
-            assert accounts.authenticate(engine, name, password).user is None
+            assert users.authenticate(engine, name, password).user is None
 
 
 def test_user_add_list_disable_through_the_cli(url):
@@ -61,57 +61,57 @@ def test_bad_users_are_refused_and_nothing_is_written(url, args, stdin, code):
 
 
 def test_a_name_is_taken_once_even_when_disabled(engine):
-    accounts.add_user(engine, "wang", "clerk", PASSWORD)
-    accounts.disable_user(engine, "wang")
+    users.add_user(engine, "wang", "clerk", PASSWORD)
+    users.disable_user(engine, "wang")
     with pytest.raises(Refused) as exc:
-        accounts.add_user(engine, "WANG", "admin", PASSWORD)
+        users.add_user(engine, "WANG", "admin", PASSWORD)
     assert exc.value.code == "user_exists"
     with pytest.raises(NotFound):
-        accounts.disable_user(engine, "li")
+        users.disable_user(engine, "li")
 
 
 @pytest.mark.default_argon2
 def test_passwords_are_stored_as_argon2_hashes(engine):
-    accounts.add_user(engine, "wang", "clerk", PASSWORD)
+    users.add_user(engine, "wang", "clerk", PASSWORD)
     from sqlalchemy import text
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT password_hash FROM web_user")).scalar_one()
     assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$") and PASSWORD not in stored  # the default costs
-    assert accounts.authenticate(engine, "wang", PASSWORD).user == accounts.User("wang", "clerk")
-    assert accounts.authenticate(engine, " Wang ", PASSWORD).user.name == "wang"
-    assert accounts.authenticate(engine, "wang", PASSWORD + "x").user is None
+    assert users.authenticate(engine, "wang", PASSWORD).user == users.User("wang", "clerk")
+    assert users.authenticate(engine, " Wang ", PASSWORD).user.name == "wang"
+    assert users.authenticate(engine, "wang", PASSWORD + "x").user is None
 
 
 def test_failed_logins_are_slowed_down_then_locked_out_then_let_in_again(engine):
-    accounts.add_user(engine, "wang", "clerk", PASSWORD)
+    users.add_user(engine, "wang", "clerk", PASSWORD)
     now = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.timezone.utc)
-    delays = [accounts.authenticate(engine, "wang", "guess", now) for _ in range(accounts.LOCK_AFTER - 1)]
-    assert [d.reason for d in delays] == ["bad_credentials"] * (accounts.LOCK_AFTER - 1)
-    assert [d.delay_s for d in delays[:accounts.SLOW_AFTER - 1]] == [0.0] * (accounts.SLOW_AFTER - 1)
-    slowed = [d.delay_s for d in delays[accounts.SLOW_AFTER - 1:]]
-    assert slowed[0] > 0 and slowed == sorted(slowed) and max(slowed) <= accounts.MAX_DELAY_S
-    locked = accounts.authenticate(engine, "wang", "guess", now)
+    delays = [users.authenticate(engine, "wang", "guess", now) for _ in range(users.LOCK_AFTER - 1)]
+    assert [d.reason for d in delays] == ["bad_credentials"] * (users.LOCK_AFTER - 1)
+    assert [d.delay_s for d in delays[:users.SLOW_AFTER - 1]] == [0.0] * (users.SLOW_AFTER - 1)
+    slowed = [d.delay_s for d in delays[users.SLOW_AFTER - 1:]]
+    assert slowed[0] > 0 and slowed == sorted(slowed) and max(slowed) <= users.MAX_DELAY_S
+    locked = users.authenticate(engine, "wang", "guess", now)
     assert locked.reason == "locked" and locked.user is None
     # while locked, even the right password is refused
-    assert accounts.authenticate(engine, "wang", PASSWORD, now + dt.timedelta(minutes=5)).reason == "locked"
-    later = now + dt.timedelta(minutes=accounts.LOCK_MINUTES + 1)
-    assert accounts.authenticate(engine, "wang", PASSWORD, later).user.name == "wang"
+    assert users.authenticate(engine, "wang", PASSWORD, now + dt.timedelta(minutes=5)).reason == "locked"
+    later = now + dt.timedelta(minutes=users.LOCK_MINUTES + 1)
+    assert users.authenticate(engine, "wang", PASSWORD, later).user.name == "wang"
     # success reset the count: one more failure is not slowed
-    assert accounts.authenticate(engine, "wang", "guess", later).delay_s == 0.0
+    assert users.authenticate(engine, "wang", "guess", later).delay_s == 0.0
 
 
 def test_a_disabled_user_cannot_sign_in_and_loses_tokens(engine):
-    accounts.add_user(engine, "wang", "clerk", PASSWORD)
-    token = accounts.new_token(engine, "wang")["token"]
-    assert accounts.user_for_token(engine, token) == accounts.User("wang", "clerk")
-    assert accounts.user_for_token(engine, token + "x") is None
-    assert accounts.get_user(engine, "wang") is not None
-    accounts.disable_user(engine, "wang")
-    assert accounts.authenticate(engine, "wang", PASSWORD).reason == "disabled"
-    assert accounts.user_for_token(engine, token) is None
-    assert accounts.get_user(engine, "wang") is None
+    users.add_user(engine, "wang", "clerk", PASSWORD)
+    token = users.new_token(engine, "wang")["token"]
+    assert users.user_for_token(engine, token) == users.User("wang", "clerk")
+    assert users.user_for_token(engine, token + "x") is None
+    assert users.get_user(engine, "wang") is not None
+    users.disable_user(engine, "wang")
+    assert users.authenticate(engine, "wang", PASSWORD).reason == "disabled"
+    assert users.user_for_token(engine, token) is None
+    assert users.get_user(engine, "wang") is None
     with pytest.raises(Refused):
-        accounts.new_token(engine, "wang")
+        users.new_token(engine, "wang")
 
 
 def test_tokens_are_stored_hashed_and_printed_once(url):
@@ -125,20 +125,20 @@ def test_tokens_are_stored_hashed_and_printed_once(url):
     engine = db.make_engine(url)
     with engine.connect() as conn:
         assert token not in str(conn.execute(text("SELECT * FROM web_token")).all())
-    assert accounts.user_for_token(engine, token).name == "wang"
+    assert users.user_for_token(engine, token).name == "wang"
     assert json.loads(cli(url, "user", "list", "--json").stdout)["users"][0]["tokens"] == 1
     engine.dispose()
 
 
 def test_the_session_secret_is_made_once_and_kept(engine):
-    first = accounts.session_secret(engine)
-    assert len(first) == 64 and accounts.session_secret(engine) == first
+    first = users.session_secret(engine)
+    assert len(first) == 64 and users.session_secret(engine) == first
 
 
 def test_the_role_matrix_is_data_and_unknown_actions_are_refused():
-    assert set().union(*accounts.ACTIONS.values()) == set(accounts.ROLES)
-    assert not accounts.allowed("admin", "no_such_action") and not accounts.allowed(None, "read_balance")
-    assert accounts.allowed("clerk", "reserve") and not accounts.allowed("auditor", "reserve")
+    assert set().union(*users.ACTIONS.values()) == set(users.ROLES)
+    assert not users.allowed("admin", "no_such_action") and not users.allowed(None, "read_balance")
+    assert users.allowed("clerk", "reserve") and not users.allowed("auditor", "reserve")
     writes = {"import_projects", "reserve", "approve", "release", "cancel", "import_tallies", "run_plan",
               "apply_plan", "manage_users", "load_rules", "revoke", "expire"}
-    assert not any(accounts.allowed("auditor", w) for w in writes)  # the auditor writes nothing
+    assert not any(users.allowed("auditor", w) for w in writes)  # the auditor writes nothing
