@@ -32,7 +32,7 @@ SESSION_COOKIE = "quota_session"
 LANG_COOKIE = "quota_lang"
 SESSION_MAX_AGE = 12 * 3600  # seconds; a session lasts a working day
 # refusal codes that mean the request itself was bad (HTTP 422); any other refusal is 409
-BAD_INPUT = {"invalid_input", "bad_id", "bad_text", "bad_date", "bad_key", "bad_option", "unknown_code",
+BAD_INPUT = {"invalid_input", "bad_upload", "bad_id", "bad_text", "bad_date", "bad_key", "bad_option", "unknown_code",
              "missing_doc", "missing_memo", "bad_username", "bad_role", "weak_password", "bad_number"}
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
 from typing import Optional
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
@@ -20,7 +26,8 @@ from quota.planning import plans
 from quota.report import catalogue as i18n, html as report
 from quota.store import users
 from quota.clock import parse_day
-from web.app import (check_csrf, current_user, csrf_token, engine_of, need, page, redirect)
+from quota.errors import Refused, ValidationFailed
+from web.app import check_csrf, current_user, csrf_token, engine_of, need, page, redirect, refusal_view
 
 router = APIRouter(include_in_schema=False)
 LOTS_PER_PAGE = 50
@@ -291,3 +298,95 @@ def expire(request: Request, key: str = Form(...), as_of: str = Form(""), user=D
                               key=key)
     return redirect("/admin", _replayed(i18n.t("expired", request.state.lang, lots=len(result["expired"]),
                                                res=len(result["lapsed_reservations"])), result, request), request)
+
+
+# --------------------------------------------------------------------------- imports
+
+UPLOADS = Path(tempfile.gettempdir()) / "quota-uploads"  # shared by the workers of one server
+MAX_UPLOAD = 50 * 1024 * 1024  # bytes
+KINDS = {"projects": "import_projects", "tallies": "import_tallies"}
+
+
+def _importer(kind: str):
+    if kind == "projects":
+        from quota.intake import project_files
+        return project_files.import_projects
+    from quota.intake import tallies
+    return tallies.import_tallies
+
+
+def _import_page(request: Request, kind: str, **context):
+    return page(request, "import.html", {"kind": kind, "result": None, "problems": [], "upload": "",
+                                         "name": "", **context}, context.pop("status", 200))
+
+
+def _stored(upload: str) -> Path:
+    """The file saved under an upload token (a random name the server chose); anything else is refused."""
+    if not re.fullmatch(r"[0-9a-f]{32}", upload or ""):
+        raise Refused("unknown upload; upload the file again", "bad_upload")
+    folder = UPLOADS / upload
+    files = sorted(folder.glob("*")) if folder.is_dir() else []
+    if not files:
+        raise Refused("the uploaded file is gone (uploads are kept for a day); upload it again", "bad_upload")
+    return files[0]
+
+
+def _purge_old_uploads() -> None:
+    if not UPLOADS.is_dir():
+        return
+    for folder in UPLOADS.iterdir():
+        try:
+            if time.time() - folder.stat().st_mtime > 86400:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def import_form(kind: str):
+    def view(request: Request, user=Depends(need(KINDS[kind]))):
+        return _import_page(request, kind)
+    return view
+
+
+def import_upload(kind: str):
+    async def view(request: Request, file: UploadFile = File(...), user=Depends(need(KINDS[kind]))):
+        """Save the upload under a token and run the import as a dry run: the rows it would add, or every problem
+        with its row and column; nothing is written either way."""
+        name = re.sub(r"[^\w.\-]", "_", Path(file.filename or "upload.csv").name)[-100:] or "upload.csv"
+        data = await file.read(MAX_UPLOAD + 1)
+        if len(data) > MAX_UPLOAD:
+            raise Refused(f"the file is larger than {MAX_UPLOAD // 2**20} MB", "bad_upload")
+        await run_in_threadpool(_purge_old_uploads)
+        token = secrets.token_hex(16)
+        folder = UPLOADS / token
+        folder.mkdir(parents=True, mode=0o700)
+        (folder / name).write_bytes(data)
+        try:
+            result = await run_in_threadpool(_importer(kind), engine_of(request), str(folder / name),
+                                             actor=user.name, dry_run=True)
+        except ValidationFailed as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            return _import_page(request, kind, name=name, status=422,
+                                problems=refusal_view(exc, request.state.lang)["problems"])
+        return _import_page(request, kind, name=name, result=result, upload=token)
+    return view
+
+
+def import_confirm(kind: str):
+    def view(request: Request, upload: str = Form(""), key: str = Form(...), user=Depends(need(KINDS[kind]))):
+        path = _stored(upload)
+        result = _importer(kind)(engine_of(request), str(path), actor=user.name, key=key)
+        shutil.rmtree(path.parent, ignore_errors=True)
+        lang = request.state.lang
+        if kind == "projects":
+            message = i18n.t("imported_projects", lang, n=result["projects"], rows=result["rows"])
+            return redirect("/projects", _replayed(message, result, request), request)
+        return redirect("/lots", _replayed(i18n.t("credited", lang, n=result["tallies"]), result, request), request)
+    return view
+
+
+for _kind in KINDS:
+    router.add_api_route(f"/import/{_kind}", import_form(_kind), methods=["GET"])
+    router.add_api_route(f"/import/{_kind}", import_upload(_kind), methods=["POST"], dependencies=[Depends(check_csrf)])
+    router.add_api_route(f"/import/{_kind}/confirm", import_confirm(_kind), methods=["POST"],
+                         dependencies=[Depends(check_csrf)])

@@ -286,6 +286,11 @@ MESSAGES.update({
     "web_nothing": {"en": "nothing", "zh": "无"},
     "web_verified_ok": {"en": "The ledger verifies: {txns} transactions, {posts} postings; head {head}.",
                         "zh": "台账校验通过：{txns} 笔交易，{posts} 条分录；链头 {head}。"},
+    "web_import": {"en": "Import", "zh": "导入"},
+    "web_import_projects": {"en": "Import projects", "zh": "导入项目"},
+    "web_import_tallies": {"en": "Import tallies", "zh": "导入测算"},
+    "web_dry_run": {"en": "Check (nothing is written)", "zh": "检查（不写入）"},
+    "web_confirm_import": {"en": "Import it", "zh": "确认导入"},
     "web_verify_failed": {"en": "Verification FAILED: {n} problem(s).", "zh": "校验失败：{n} 个问题。"},
 })
 HEADERS.update({
@@ -295,4 +300,12 @@ HEADERS.update({
     "Scenario": "情景", "Applied": "执行时间", "Industry": "行业", "Method": "测算方法", "Eligible": "可用",
     "Draws": "使用指标", "Funded": "保障", "Unfunded": "未保障", "Objective": "目标值", "Baseline": "基准排放量",
     "Permitted": "许可排放量", "Post": "改造后排放量", "Year": "基准年",
+})
+REFUSALS_ZH.update({
+    "bad_username": lambda f: f"用户名 {f['name']!r} 无效：须为 1 至 64 个字符（a-z、0-9、. _ -），以字母或数字开头",
+    "bad_role": lambda f: f"未知角色 {f['role']!r}：可选 clerk、planner、auditor、admin",
+    "weak_password": lambda f: f"密码过短：至少 {f['min']} 个字符",
+    "user_exists": lambda f: f"用户 {f['name']} 已存在",
+    "user_disabled": lambda f: f"用户 {f['name']} 已停用",
+    "bad_upload": lambda f: "上传的文件无效或已过期，请重新上传",
 })

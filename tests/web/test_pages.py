@@ -292,3 +292,39 @@ def test_api_writes_once_per_idempotency_key_and_refuse_as_data(ws):
     r = c.post("/api/v1/projects/P2026-01/approve", json={"doc": "D-7"}, headers={"Idempotency-Key": "k-2"})
     assert r.status_code == 200 and txns(engine, "P2026-01", "approve") == ["clerk"]
     assert api(app, engine, "auditor").post("/api/v1/projects/P2026-03/reserve").status_code == 403
+
+
+def test_import_shows_every_problem_then_imports_a_good_file_once(ws):
+    engine, app = ws
+    c = login(app, "clerk")
+    token = csrf(c)
+    bad = (PROJECT_HEADER + "\nP-N1,新项目,JT-YT,chemical,COD,abc,t/a,1,2027-06-30,false,\n"
+           "P-N1,新项目,NOWHERE,chemical,COD,1.0,t/a,1,2027-06-30,false,\n").encode()
+    before = snapshot(engine)
+    r = c.post("/import/projects", data={"csrf_token": token}, files={"file": ("bad.csv", bad, "text/csv")})
+    assert r.status_code == 422
+    rows = re.findall(r'<tr class="problem"><td class="n">(\d+)</td><td>([^<]*)</td>', r.text)
+    assert ("2", "increment") in rows and any(row == "3" for row, _ in rows)
+    assert 'name="upload"' not in r.text  # no confirmation for a file with problems
+    assert snapshot(engine) == before
+    good = (PROJECT_HEADER + "\nP-N1,新项目,JT-YT,chemical,COD,1.0,t/a,1,2027-06-30,false,\n").encode()
+    r = c.post("/import/projects", data={"csrf_token": token}, files={"file": ("good.csv", good, "text/csv")})
+    assert r.status_code == 200 and "P-N1" in r.text
+    assert snapshot(engine) == before  # the dry run wrote nothing
+    confirm = {"csrf_token": token, "key": key_of(r.text),
+               "upload": re.search(r'name="upload" value="([0-9a-f]{32})"', r.text).group(1)}
+    r = c.post("/import/projects/confirm", data=confirm)
+    assert r.status_code == 303 and r.headers["location"] == "/projects"
+    assert "P-N1" in c.get("/projects").text
+    again = c.post("/import/projects/confirm", data=confirm)  # the upload is gone after its import: refused
+    assert again.status_code == 422
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM project WHERE project_id = 'P-N1'")).scalar_one() == 1
+        assert conn.execute(text("SELECT actor FROM txn WHERE kind = 'register' ORDER BY seq DESC")).first()[0] \
+            == "clerk"
+    planner = login(app, "planner")
+    tallies = (TALLY_HEADER + "\nT-N1,S-N1,新关闭企业,closure,JT-YT,COD,2.0,,,t/a,2024,2026-01-15,monitoring,"
+               "Lab,R-9\n").encode()
+    r = planner.post("/import/tallies", data={"csrf_token": csrf(planner)},
+                     files={"file": ("t.csv", tallies, "text/csv")})
+    assert r.status_code == 200 and 'id="credited"' in r.text
