@@ -218,6 +218,8 @@ def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> F
 
     from web import api, pages
     app.include_router(pages.router)
+    if public:
+        app.add_api_route("/public", pages.public_registry, methods=["GET"], include_in_schema=False)
     app.include_router(api.router)
     return app
 

@@ -30,6 +30,7 @@ from quota.errors import Refused, ValidationFailed
 from web.app import check_csrf, current_user, csrf_token, engine_of, need, page, redirect, refusal_view
 
 router = APIRouter(include_in_schema=False)
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 LOTS_PER_PAGE = 50
 
 
@@ -182,11 +183,16 @@ def _replayed(message: str, result: dict, request: Request) -> str:
 def statement(request: Request, project_id: str, fmt: str, user=Depends(need("read_statement"))):
     """The source statement (总量来源说明) as Markdown or HTML, for the approval file."""
     from quota.audit import statement as st
-    if fmt not in ("md", "html"):
+    if fmt not in ("md", "html", "xlsx"):
         return Response(status_code=404)
     s = st.statement(engine_of(request), project_id, request.state.lang)
-    body, media = (st.to_markdown(s), "text/markdown") if fmt == "md" else (st.to_html(s), "text/html")
-    return Response(body, media_type=f"{media}; charset=utf-8", headers={
+    if fmt == "xlsx":
+        with tempfile.TemporaryDirectory() as tmp:
+            st.to_xlsx(s, str(Path(tmp) / "statement.xlsx"))
+            body, media = (Path(tmp) / "statement.xlsx").read_bytes(), XLSX
+    else:
+        body, media = (st.to_markdown(s), "text/markdown") if fmt == "md" else (st.to_html(s), "text/html")
+    return Response(body, media_type=media if fmt == "xlsx" else f"{media}; charset=utf-8", headers={
         "Content-Disposition": f"attachment; filename=\"statement-{quote(s.get('project_id', project_id))}.{fmt}\""})
 
 
@@ -207,6 +213,17 @@ def plan_run(request: Request, as_of: str = Form(""), time_limit: float = Form(1
 @router.get("/plans/{plan_id}")
 def plan(request: Request, plan_id: str, user=Depends(need("read_plans"))):
     return page(request, "plan.html", {"p": plans.get_plan(engine_of(request), plan_id)})
+
+
+@router.get("/plans/{plan_id}/plan.xlsx")
+def plan_xlsx(request: Request, plan_id: str, user=Depends(need("read_plans"))):
+    """The plan as the CLI's `plan run --out` writes it: summary, draws, unfunded and shadow prices sheets."""
+    result = plans.get_plan(engine_of(request), plan_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        plans.write_plan_files(result, str(Path(tmp) / "plan"))
+        body = (Path(tmp) / "plan" / "plan.xlsx").read_bytes()
+    return Response(body, media_type=XLSX,
+                    headers={"Content-Disposition": f"attachment; filename=\"{quote(result['plan_id'])}.xlsx\""})
 
 
 @router.post("/plans/{plan_id}/apply", dependencies=[Depends(check_csrf)])
@@ -238,10 +255,23 @@ def verify(request: Request, user=Depends(need("verify"))):
 
 @router.get("/audit/export.{fmt}")
 def export(request: Request, fmt: str, as_of: Optional[str] = None, user=Depends(need("export"))):
-    """The ledger as JSONL (verifiable offline with `quota verify --export`) or Beancount."""
+    """The ledger as JSONL (verifiable offline with `quota verify --export`), Beancount, an XLSX workbook, or the
+    CSV or Parquet folder (with its manifest.json) as a zip file."""
     import io
     day = _day(_text(as_of), "as-of date")
     out = io.StringIO()
+    if fmt in ("xlsx", "csv.zip", "parquet.zip"):
+        from quota.audit import table_export
+        kind = fmt.split(".")[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / ("ledger.xlsx" if kind == "xlsx" else "ledger")
+            table_export.write_tables(engine_of(request), kind, str(target), day, lang=request.state.lang)
+            if kind == "xlsx":
+                body, media = target.read_bytes(), XLSX
+            else:
+                body, media = Path(shutil.make_archive(str(target), "zip", target)).read_bytes(), "application/zip"
+        return Response(body, media_type=media,
+                        headers={"Content-Disposition": f"attachment; filename=\"ledger.{fmt}\""})
     if fmt == "jsonl":
         from quota.audit import jsonl as exp
         exp.write_jsonl(engine_of(request), out, day)
@@ -252,6 +282,14 @@ def export(request: Request, fmt: str, as_of: Optional[str] = None, user=Depends
         return Response(status_code=404)
     return Response(out.getvalue(), media_type="text/plain; charset=utf-8",
                     headers={"Content-Disposition": f"attachment; filename=\"ledger.{fmt}\""})
+
+
+# --------------------------------------------------------------------------- public registry (--public)
+
+def public_registry(request: Request):
+    """Lots and approved allocations with their approval documents: no sign-in, read-only (环境信息公开). Served
+    only when the server runs with --public."""
+    return page(request, "public.html", {"r": audit.public_registry(engine_of(request))})
 
 
 # --------------------------------------------------------------------------- admin

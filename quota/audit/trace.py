@@ -123,6 +123,36 @@ def history(engine: Engine, *, project_id: str | None = None, lot: str | None = 
                              for r in rows]}
 
 
+def public_registry(engine: Engine) -> dict:
+    """What the bureau discloses (环境信息公开): every lot with its source, issued and available amounts and
+    expiry, and every approved allocation with its approval document, per pollutant. No actors, hashes,
+    reservations under review or the pipeline."""
+    from quota.ledger import balances
+    lots = balances.balance(engine, by="lot")
+    with db.reading(engine) as conn:
+        _, book = versions.current(conn)
+        names = dict(conn.execute(text("SELECT l.serial, s.name FROM lot l JOIN tally t ON t.tally_id = l.tally_id "
+                                       "JOIN source s ON s.source_id = t.source_id")).all())
+        rows = conn.execute(text(
+            "SELECT p.project_id, p.name, p.zone, p.doc, b.pollutant, SUM(b.amount_g) FROM project p "
+            "JOIN balance b ON b.account = 'project:' || p.project_id || :part AND b.amount_g > 0 "
+            "WHERE p.state = 'approved' GROUP BY p.project_id, p.name, p.zone, p.doc, b.pollutant "
+            "ORDER BY p.project_id, b.pollutant"), {"part": ":allocated"}).all()
+    approved: dict[str, dict] = {}
+    for pid, name, zone, doc, pol, grams in rows:
+        unit = book.pollutants[pol].unit
+        entry = approved.setdefault(pid, {"project_id": pid, "name": name, "zone": zone, "doc": doc or "",
+                                          "allocated": []})
+        entry["allocated"].append({"pollutant": pol, "amount_g": int(grams), "unit": unit,
+                                   "amount": units.display(int(grams), unit)})
+    return {"as_of": lots["as_of"],
+            "lots": [{"lot": r["lot"], "pollutant": r["pollutant"], "zone": r["zone"],
+                      "source_name": names.get(r["lot"], ""), "issued": units.display(r["issued_g"], r["unit"]),
+                      "available": r["available"], "unit": r["unit"], "expires": r["expires"], "state": r["state"]}
+                     for r in lots["rows"]],
+            "approved": list(approved.values())}
+
+
 def verify(engine: Engine, progress=None, expect_head: str | None = None) -> tuple[dict, list[Problem]]:
     """Recompute the hash chain and every balance from the postings, compare the tables with what the chain
     committed, and the matching keys with the rulebooks (errors as data); with `expect_head`, the chain

@@ -286,6 +286,8 @@ MESSAGES.update({
     "web_nothing": {"en": "nothing", "zh": "无"},
     "web_verified_ok": {"en": "The ledger verifies: {txns} transactions, {posts} postings; head {head}.",
                         "zh": "台账校验通过：{txns} 笔交易，{posts} 条分录；链头 {head}。"},
+    "web_public": {"en": "Public registry of emission quota", "zh": "总量指标环境信息公开"},
+    "web_approved": {"en": "Approved allocations", "zh": "已核定的指标分配"},
     "web_import": {"en": "Import", "zh": "导入"},
     "web_import_projects": {"en": "Import projects", "zh": "导入项目"},
     "web_import_tallies": {"en": "Import tallies", "zh": "导入测算"},

@@ -328,3 +328,38 @@ def test_import_shows_every_problem_then_imports_a_good_file_once(ws):
     r = planner.post("/import/tallies", data={"csrf_token": csrf(planner)},
                      files={"file": ("t.csv", tallies, "text/csv")})
     assert r.status_code == 200 and 'id="credited"' in r.text
+
+
+def test_the_public_registry_is_off_unless_asked_and_shows_no_actor(ws):
+    engine, app = ws
+    assert client(app).get("/public").status_code == 404
+    c = login(app, "clerk")
+    page = c.get("/projects/P2026-01").text
+    c.post("/projects/P2026-01/reserve", data={"csrf_token": csrf_of(page), "key": key_of(page), "confirm": "1"})
+    page = c.get("/projects/P2026-01").text
+    key = re.search(r'id="approve-form">.*?name="key" value="([^"]+)"', page, re.S).group(1)
+    c.post("/projects/P2026-01/approve", data={"csrf_token": csrf_of(page), "key": key, "doc": "金环审[2026]12号"})
+    public = client(make_app(engine, public=True))
+    r = public.get("/public")  # no sign-in
+    assert r.status_code == 200
+    assert "金环审[2026]12号" in r.text and "P2026-01" in r.text and 'id="lots"' in r.text
+    assert "clerk" not in text_of(r.text) and "P2026-02" not in r.text  # no actor, no pipeline
+    assert public.get("/").status_code == 303  # everything else still needs a sign-in
+
+
+def test_downloads_statement_plan_and_exports(ws):
+    engine, app = ws
+    from quota.planning import plans
+    plans.run_plan(engine, time_limit=5)
+    auditor = login(app, "auditor")
+    for path, start in (("/projects/P2026-01/statement.md", b"#"), ("/projects/P2026-01/statement.xlsx", b"PK"),
+                        ("/plans/PLAN-0001/plan.xlsx", b"PK"), ("/audit/export.xlsx", b"PK"),
+                        ("/audit/export.csv.zip", b"PK"), ("/audit/export.beancount", b"")):
+        r = auditor.get(path)
+        assert r.status_code == 200 and r.content.startswith(start) and "attachment" in r.headers[
+            "content-disposition"], path
+    import io
+    import zipfile
+    names = zipfile.ZipFile(io.BytesIO(auditor.get("/audit/export.csv.zip").content)).namelist()
+    assert "manifest.json" in names and "postings.csv" in names
+    assert auditor.get("/audit/export.exe").status_code == 404

@@ -28,6 +28,7 @@ ROUTES = [
     ("GET", "/plans", "/plans", "read_plans", None),
     ("POST", "/plans", "/plans", "run_plan", {"time_limit": "5"}),
     ("GET", "/plans/{plan_id}", "/plans/PLAN-0001", "read_plans", None),
+    ("GET", "/plans/{plan_id}/plan.xlsx", "/plans/PLAN-0001/plan.xlsx", "read_plans", None),
     ("POST", "/plans/{plan_id}/apply", "/plans/PLAN-0001/apply", "apply_plan", {}),
     ("GET", "/audit", "/audit?project=P2026-01", "read_history", None),
     ("POST", "/audit/verify", "/audit/verify", "verify", {}),
