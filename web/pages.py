@@ -294,10 +294,33 @@ def public_registry(request: Request):
 
 # --------------------------------------------------------------------------- admin
 
+def _admin_page(request: Request, token: dict | None = None):
+    from quota.rules import versions
+    engine = engine_of(request)
+    return page(request, "admin.html", {"users": users.list_users(engine)["users"], "roles": users.ROLES,
+                                        "token": token, "rules": versions.show(engine)})
+
+
 @router.get("/admin")
 def admin(request: Request, user=Depends(need("manage_users"))):
-    return page(request, "admin.html", {"users": users.list_users(engine_of(request))["users"],
-                                        "roles": users.ROLES, "token": None})
+    return _admin_page(request)
+
+
+@router.post("/admin/rules", dependencies=[Depends(check_csrf)])
+async def load_rules(request: Request, file: UploadFile = File(...), user=Depends(need("load_rules"))):
+    """Load a new rulebook version from an uploaded TOML file (refused, with its problems, if it drops a
+    pollutant or zone in use)."""
+    from quota.rules import versions
+    data = await file.read(MAX_UPLOAD + 1)
+    if len(data) > MAX_UPLOAD:
+        raise Refused(f"the file is larger than {MAX_UPLOAD // 2**20} MB", "bad_upload")
+    name = re.sub(r"[^\w.\-]", "_", Path(file.filename or "rules.toml").name)[-100:] or "rules.toml"
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / name).write_bytes(data)
+        result = await run_in_threadpool(versions.load, engine_of(request), str(Path(tmp) / name), user.name)
+    message = i18n.t("web_rules_loaded", request.state.lang, version=result["version"]) + (
+        "" if result["changed"] else i18n.t("web_unchanged", request.state.lang))
+    return redirect("/admin", message, request)
 
 
 @router.post("/admin/users", dependencies=[Depends(check_csrf)])
@@ -316,9 +339,7 @@ def disable_user(request: Request, name: str, user=Depends(need("manage_users"))
 
 @router.post("/admin/users/{name}/token", dependencies=[Depends(check_csrf)])
 def user_token(request: Request, name: str, user=Depends(need("manage_users"))):
-    result = users.new_token(engine_of(request), name)
-    return page(request, "admin.html", {"users": users.list_users(engine_of(request))["users"],
-                                        "roles": users.ROLES, "token": result})
+    return _admin_page(request, users.new_token(engine_of(request), name))
 
 
 @router.post("/admin/lots/{serial}/revoke", dependencies=[Depends(check_csrf)])

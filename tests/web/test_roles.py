@@ -5,7 +5,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from quota.store import users
-from tests.conftest import ENGINES, snapshot
+from tests.conftest import DATA, ENGINES, snapshot
 from tests.databases import fresh_url
 from tests.web.support import CHEAP_ARGON2, ROLES, client, csrf, login, make_app, prepare
 
@@ -38,6 +38,7 @@ ROUTES = [
                                                               "password": "another long password"}),
     ("POST", "/admin/users/{name}/disable", "/admin/users/victim1/disable", "manage_users", {}),
     ("POST", "/admin/users/{name}/token", "/admin/users/victim2/token", "manage_users", {}),
+    ("POST", "/admin/rules", "/admin/rules", "load_rules", "rules"),
     ("POST", "/admin/lots/{serial}/revoke", "/admin/lots/{lot}/revoke", "revoke", {"memo": "report withdrawn"}),
     ("POST", "/admin/expire", "/admin/expire", "expire", {}),
     ("GET", "/import/projects", "/import/projects", "import_projects", None),
@@ -59,6 +60,7 @@ ROUTES = [
     ("GET", "/api/v1/plans/{plan_id}", "/api/v1/plans/PLAN-0001", "read_plans", None),
     ("POST", "/api/v1/plans/{plan_id}/apply", "/api/v1/plans/PLAN-0001/apply", "apply_plan", None),
 ]
+RULES = (DATA / "rules.toml").read_bytes()
 GUARDED = [r for r in ROUTES if r[3] is not None]
 WHO = [*ROLES, "nobody"]
 COUNTER = iter(range(10**6))
@@ -95,7 +97,7 @@ def test_every_route_of_the_app_is_in_the_matrix():
 def test_every_action_of_the_matrix_is_used_by_a_route_or_reserved_for_a_later_page():
     used = {r[3] for r in GUARDED}
     assert used <= set(users.ACTIONS)
-    assert set(users.ACTIONS) - used == {"load_rules"}  # a page to come
+    assert set(users.ACTIONS) == used
 
 
 @pytest.mark.parametrize("who", WHO)
@@ -116,10 +118,11 @@ def test_role_matrix(workspace, route, who):
     elif api:
         r = c.post(path, json=body, headers={**headers, "Idempotency-Key": f"matrix-{n}"})
     else:
-        upload = body == "upload"
+        upload = body in ("upload", "rules")
         form = {} if upload else {k: v.format(n=n) for k, v in (body or {}).items()}
         token = csrf(c) if who != "nobody" else None
-        files = {"file": ("empty.csv", b"project_id\n", "text/csv")} if upload else None
+        files = ({"file": ("rules.toml", RULES, "text/plain")} if body == "rules" else
+                 {"file": ("empty.csv", b"project_id\n", "text/csv")} if upload else None)
         r = c.post(path, data={**form, "key": f"web-matrix-{n}", **({"csrf_token": token} if token else {})},
                    files=files)
     if allowed:
