@@ -204,15 +204,28 @@ def plan_list(request: Request, user=Depends(need("read_plans"))):
 
 
 @router.post("/plans", dependencies=[Depends(check_csrf)])
-def plan_run(request: Request, as_of: str = Form(""), time_limit: float = Form(10.0), user=Depends(need("run_plan"))):
-    result = plans.run_plan(engine_of(request), as_of=_day(_text(as_of), "as-of date"),
-                            time_limit=min(time_limit, 60.0), actor=user.name)
+async def plan_run(request: Request, as_of: str = Form(""), time_limit: float = Form(10.0),
+                   scenario: Optional[UploadFile] = File(None), user=Depends(need("run_plan"))):
+    """Solve a plan (time limit at most 60 s), with an optional scenario (TOML) uploaded with the form."""
+    day = _day(_text(as_of), "as-of date")
+    data = await scenario.read(MAX_UPLOAD + 1) if scenario is not None and scenario.filename else b""
+    if len(data) > MAX_UPLOAD:
+        raise Refused(f"the file is larger than {MAX_UPLOAD // 2**20} MB", "bad_upload")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = None
+        if data:
+            path = Path(tmp) / "scenario.toml"
+            path.write_bytes(data)
+        result = await run_in_threadpool(lambda: plans.run_plan(engine_of(request), as_of=day, actor=user.name,
+                                                                scenario_path=str(path) if path else None,
+                                                                time_limit=min(time_limit, 60.0)))
     return redirect(f"/plans/{quote(result['plan_id'])}", None, request)
 
 
 @router.get("/plans/{plan_id}")
 def plan(request: Request, plan_id: str, user=Depends(need("read_plans"))):
-    return page(request, "plan.html", {"p": plans.get_plan(engine_of(request), plan_id)})
+    plan = plans.get_plan(engine_of(request), plan_id)
+    return page(request, "plan.html", {"p": plan, "chart": report.plan_chart(plan, request.state.lang)})
 
 
 @router.get("/plans/{plan_id}/plan.xlsx")

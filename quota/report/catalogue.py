@@ -292,6 +292,7 @@ MESSAGES.update({
     "web_load_rules": {"en": "Load a new rulebook version", "zh": "加载新版本规则"},
     "web_rules_loaded": {"en": "rulebook version {version}", "zh": "规则版本 {version}"},
     "web_unchanged": {"en": " (unchanged)", "zh": "（未变化）"},
+    "web_scenario": {"en": "Scenario (TOML, optional)", "zh": "情景文件（TOML，可选）"},
     "web_import": {"en": "Import", "zh": "导入"},
     "web_import_projects": {"en": "Import projects", "zh": "导入项目"},
     "web_import_tallies": {"en": "Import tallies", "zh": "导入测算"},

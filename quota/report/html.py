@@ -289,3 +289,12 @@ def overview(engine: Engine, *, as_of: dt.date | None = None, lang: str = "en") 
             "expiring": [{k: r[k] for k in ("lot", "pollutant", "zone", "expires", "available_g", "available",
                                             "unit")} for r in soon],
             "head": {"seq": seq, "hash": head}}
+
+
+def plan_chart(plan: dict, lang: str = "en") -> str:
+    """The report's supply-and-demand chart of a stored plan (plans.get_plan), per pollutant and key, as inline
+    SVG (for the web workspace's plan page)."""
+    unit = plan.get("units", {})
+    groups = [g for g in plan.get("groups", []) if g["demand_g"] and g["pollutant"] in unit]
+    return _grouped_bars([(f"{g['pollutant']} · {g['key']}", unit[g["pollutant"]], g["supply_g"], g["demand_g"])
+                          for g in groups]) if groups else ""

@@ -363,3 +363,29 @@ def test_downloads_statement_plan_and_exports(ws):
     names = zipfile.ZipFile(io.BytesIO(auditor.get("/audit/export.csv.zip").content)).namelist()
     assert "manifest.json" in names and "postings.csv" in names
     assert auditor.get("/audit/export.exe").status_code == 404
+
+
+def test_a_planner_runs_a_scenario_and_a_plan_and_applies_it_once(ws):
+    engine, app = ws
+    from tests.conftest import DATA
+    planner = login(app, "planner")
+    token = csrf(planner)
+    r = planner.post("/plans", data={"csrf_token": token, "time_limit": "5"},
+                     files={"scenario": ("scenario.toml", (DATA / "scenario.toml").read_bytes(), "text/plain")})
+    assert r.status_code == 303
+    scenario = planner.get(r.headers["location"]).text
+    assert 'id="candidates"' in scenario and "<svg" in scenario and 'id="apply"' in scenario
+    r = planner.post("/plans", data={"csrf_token": token, "time_limit": "5"})
+    plan_id = r.headers["location"].rsplit("/", 1)[1]
+    page = planner.get(f"/plans/{plan_id}").text
+    assert 'id="funded"' in page and 'id="binding"' in page
+    form = {"csrf_token": token, "key": key_of(page)}
+    r = planner.post(f"/plans/{plan_id}/apply", data=form)
+    assert r.status_code == 303
+    assert planner.post(f"/plans/{plan_id}/apply", data=form).status_code == 303  # the same key: replayed
+    with engine.connect() as conn:
+        actors = conn.execute(text("SELECT DISTINCT actor FROM txn WHERE kind = 'reserve'")).scalars().all()
+    assert actors == ["planner"]
+    scenario_id = "PLAN-0001"
+    r = planner.post(f"/plans/{scenario_id}/apply", data={"csrf_token": token, "key": "web-other"})
+    assert r.status_code == 409  # a scenario plan is never applied
