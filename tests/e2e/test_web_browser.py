@@ -35,7 +35,7 @@ def server(db_url, tmp_path):
                  ["project", "import", str(DATA / "projects.csv")]):
         r = runner.invoke(app, ["--db", db_url, *args])
         assert r.exit_code == 0, r.output
-    for name, role in (("wang", "clerk"), ("zhao", "auditor")):
+    for name, role in (("wang", "clerk"), ("zhao", "auditor"), ("li", "planner")):
         r = runner.invoke(app, ["--db", db_url, "user", "add", name, "--role", role, "--password-stdin"],
                           input=PASSWORD + "\n")
         assert r.exit_code == 0, r.output
@@ -151,3 +151,42 @@ def test_a_clerk_signs_in_reserves_and_approves_and_an_auditor_sees_no_write_but
     assert errors == []  # no console errors (a CSP violation would be one)
     r = runner.invoke(app, ["--db", db_url, "verify"])
     assert r.exit_code == 0, r.output
+
+
+def test_a_planner_uploads_a_bad_then_a_good_tally_file_runs_a_plan_and_applies_it(server, browser_page, tmp_path):
+    base, db_url = server
+    page, errors = browser_page
+    sign_in(page, base, "li")
+    header = (DATA / "tallies.csv").read_text(encoding="utf-8").splitlines()[0]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(header + "\nT-W1,S-W1,新关闭企业,closure,JT-YT,COD,abc,,,t/a,2024,2026-01-15,m,Lab,R-1\n",
+                   encoding="utf-8")
+    page.goto(base + "/import/tallies")
+    page.set_input_files("#upload-form input[type=file]", str(bad))
+    page.click("#upload")
+    page.wait_for_selector("#problems")
+    row = page.locator("#problems tr.problem").first.inner_text()
+    assert "2" in row and "baseline_actual" in row  # row 2, column baseline_actual
+    assert page.locator("#confirm").count() == 0
+    good = tmp_path / "good.csv"
+    good.write_text(header + "\nT-W1,S-W1,新关闭企业,closure,JT-YT,COD,3.0,,,t/a,2024,2026-01-15,m,Lab,R-1\n",
+                    encoding="utf-8")
+    page.set_input_files("#upload-form input[type=file]", str(good))
+    page.click("#upload")
+    page.wait_for_selector("#dry-run")
+    page.click("#confirm")
+    page.wait_for_url(base + "/lots")
+    assert "已入库 1 条测算" in page.inner_text("#flash")
+    # run a plan and apply it
+    page.goto(base + "/plans")
+    page.fill("#run-plan input[name=time_limit]", "5")
+    page.click("#run")
+    page.wait_for_selector("#funded")
+    assert page.locator("svg").count() >= 1
+    page.click("#apply")
+    page.wait_for_selector("#flash")
+    assert "已执行方案" in page.inner_text("#flash")
+    assert page.locator("#apply").count() == 0  # applied: no second button
+    plans = json.loads(runner.invoke(app, ["--db", db_url, "plan", "list", "--json"]).stdout)["plans"]
+    assert plans[-1]["applied_at"] and plans[-1]["actor"] == "li"
+    assert [e for e in errors if "422" not in e] == []  # the refused file's page is a 422, on purpose
