@@ -71,6 +71,8 @@ def user_token(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Log
 
 
 def serve(ctx: typer.Context,
+          url: Annotated[Optional[str], typer.Option("--db", help="Database URL (as the global --db, which it "
+                                                                  "overrides).")] = None,
           host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only; put a "
                                                  "reverse proxy with TLS in front for a bureau).")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="Port.")] = 8000,
@@ -79,10 +81,12 @@ def serve(ctx: typer.Context,
                                                                 "read-only).")] = False) -> None:
     """Run the web workspace (quota serve).  Example: quota --db postgresql+psycopg://quota@db/quota serve --workers 2"""
     import os
+    from quota.store import db
+    url = url or ctx.obj.url
     with failures():
         from web.app import check_database
-        check_database(ctx.obj.engine)  # refused before listening: no schema, an old schema
-    os.environ["QUOTA_DB"] = ctx.obj.url
+        check_database(db.make_engine(url) if url != ctx.obj.url else ctx.obj.engine)  # refused before listening
+    os.environ["QUOTA_DB"] = url
     os.environ["QUOTA_PUBLIC"] = "1" if public else ""
     import uvicorn
     uvicorn.run("web.app:app_from_env", factory=True, host=host, port=port, workers=workers,

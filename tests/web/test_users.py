@@ -142,3 +142,10 @@ def test_the_role_matrix_is_data_and_unknown_actions_are_refused():
     writes = {"import_projects", "reserve", "approve", "release", "cancel", "import_tallies", "run_plan",
               "apply_plan", "manage_users", "load_rules", "revoke", "expire"}
     assert not any(users.allowed("auditor", w) for w in writes)  # the auditor writes nothing
+
+
+def test_serve_refuses_a_database_without_the_schema_before_listening(db_url):
+    r = cli(db_url, "serve", "--port", "1")
+    assert r.exit_code == 1 and "quota init" in r.output
+    r = runner.invoke(app, ["serve", "--db", db_url, "--port", "1"])  # --db after the command, as in DESIGN 5.6
+    assert r.exit_code == 1 and "quota init" in r.output
