@@ -11,6 +11,7 @@ from quota.store import db
 from quota.rules import versions
 from quota import units
 from quota.errors import Refused
+from quota.accounts import lot_balance_join
 from quota.clock import as_date
 
 
@@ -167,3 +168,15 @@ def _known(code: str | None, known: dict, what: str) -> str | None:
         raise Refused(f"unknown {what} {code!r} (the rulebook has {', '.join(sorted(known))})", "unknown_code",
                       what=what, value=code)
     return value
+
+
+def expiring_lots(conn: Connection, units_of: dict[str, str], day: dt.date, until: dt.date) -> list[dict]:
+    """Lots that still hold quota today and expire after `day` and no later than `until`, soonest first, from
+    the maintained balances (no replay): what the overview lists as expiring in the next 12 months."""
+    rows = conn.execute(text(
+        "SELECT l.serial, l.pollutant, l.zone, l.expires, b.amount_g FROM lot l JOIN balance b ON "
+        + lot_balance_join("b", "l.serial") + " WHERE l.expires > :d AND l.expires <= :u AND b.amount_g > 0 "
+        "ORDER BY l.expires, l.serial"), {"d": day, "u": until}).all()
+    return [{"lot": r[0], "pollutant": r[1], "zone": r[2], "expires": as_date(r[3]).isoformat(),
+             "available_g": int(r[4]), "available": units.display(int(r[4]), units_of[r[1]]), "unit": units_of[r[1]]}
+            for r in rows]

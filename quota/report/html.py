@@ -265,7 +265,13 @@ def overview(engine: Engine, *, as_of: dt.date | None = None, lang: str = "en") 
     with db.reading(engine) as conn:
         _, book = versions.current(conn)
         unit = {p: book.pollutants[p].unit for p in book.pollutants}
-        lot_rows = balances.balance_rows(conn, unit, by="lot", as_of=as_of, today=day)
+        until = day + dt.timedelta(days=365)
+        if as_of is None:  # today: from the maintained balances
+            soon = balances.expiring_lots(conn, unit, day, until)
+        else:  # a past day: every lot replayed to that day
+            soon = sorted((r for r in balances.balance_rows(conn, unit, by="lot", as_of=as_of, today=day)
+                           if r["available_g"] > 0 and r["expires"]
+                           and day < dt.date.fromisoformat(r["expires"]) <= until), key=lambda r: (r["expires"], r["lot"]))
         by_zone = balances.balance_rows(conn, unit, by="zone", as_of=as_of, today=day)
         seq, head = db.chain_head(conn)
     groups: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -282,9 +288,6 @@ def overview(engine: Engine, *, as_of: dt.date | None = None, lang: str = "en") 
         (COLORS[kind], r[f"{kind}_g"], t({"available": "available", "reserved": "reserved_kind",
                                           "allocated": "allocated_kind"}[kind], lang))
         for kind in ("available", "reserved", "allocated")]) for r in rows]) if rows else ""
-    soon = sorted((r for r in lot_rows if r["available_g"] > 0 and r["expires"]
-                   and day < dt.date.fromisoformat(r["expires"]) <= day + dt.timedelta(days=365)),
-                  key=lambda r: (r["expires"], r["lot"]))
     return {"as_of": day.isoformat(), "rows": rows, "chart_svg": chart, "colors": COLORS,
             "expiring": [{k: r[k] for k in ("lot", "pollutant", "zone", "expires", "available_g", "available",
                                             "unit")} for r in soon],

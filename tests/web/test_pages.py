@@ -389,3 +389,19 @@ def test_a_planner_runs_a_scenario_and_a_plan_and_applies_it_once(ws):
     scenario_id = "PLAN-0001"
     r = planner.post(f"/plans/{scenario_id}/apply", data={"csrf_token": token, "key": "web-other"})
     assert r.status_code == 409  # a scenario plan is never applied
+
+
+def test_the_overviews_expiring_lots_today_match_the_replay_of_every_lot(ws):
+    engine, app = ws
+    c = login(app, "clerk")
+    page = c.get("/projects/P2026-01").text
+    c.post("/projects/P2026-01/reserve", data={"csrf_token": csrf_of(page), "key": key_of(page), "confirm": "1"})
+    import datetime as dt
+    from quota import clock
+    from quota.report import html as report
+    fast = report.overview(engine)["expiring"]
+    today = clock.today()
+    replayed = report.overview(engine, as_of=today)["expiring"]  # the as-of path replays every lot
+    assert fast == replayed
+    later = report.overview(engine, as_of=today - dt.timedelta(days=400))["expiring"]
+    assert later != fast or not fast
