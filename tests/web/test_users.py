@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from quota.store import users
 from quota.errors import NotFound, Refused
-from tests.conftest import DATA
+from tests.conftest import DATA, ENGINES
 
 runner = CliRunner()
 PASSWORD = "correct horse battery"
@@ -149,3 +149,33 @@ def test_serve_refuses_a_database_without_the_schema_before_listening(db_url):
     assert r.exit_code == 1 and "quota init" in r.output
     r = runner.invoke(app, ["serve", "--db", db_url, "--port", "1"])  # --db after the command, as in DESIGN 5.6
     assert r.exit_code == 1 and "quota init" in r.output
+
+
+@pytest.mark.skipif("postgresql" not in ENGINES, reason="PostgreSQL skipped")
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_database_roles_cannot_read_password_hashes_tokens_or_the_session_secret(engine):
+    """`quota db roles` (run after migration 0014, and roles made before it, upgraded through it): the least-privilege
+    roles read the ledger but none of the web tables."""
+    from quota.store import roles
+    from tests.integration.test_roles import as_role
+    users.add_user(engine, "wang", "clerk", PASSWORD)
+    users.session_secret(engine)
+    roles.create_roles(engine)
+    for role in roles.ROLES:
+        other = as_role(engine, role)
+        with other.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM rulebook").scalar() == 1  # reads the ledger
+        for table in ("web_user", "web_token", "web_setting"):
+            with other.connect() as conn, pytest.raises(Exception, match="permission denied"):
+                conn.exec_driver_sql(f"SELECT * FROM {table}").all()
+        other.dispose()
+    from alembic import command
+    from quota.store import migrate
+    with engine.begin() as conn:  # roles granted before 0014 (with default privileges): the upgrade revokes
+        command.downgrade(migrate._config(conn), "0012")
+    roles.create_roles(engine)
+    migrate.upgrade(engine)
+    clerk = as_role(engine, "quota_clerk")
+    with clerk.connect() as conn, pytest.raises(Exception, match="permission denied"):
+        conn.exec_driver_sql("SELECT * FROM web_user").all()
+    clerk.dispose()
