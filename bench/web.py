@@ -4,7 +4,7 @@ nothing (the checks after the run are printed as ok/FAILED).
     .venv/bin/python -m bench.web [--engine sqlite|postgresql|both] [--clients 8,32] [--seconds 60]
         [--workers 2] [--write-seconds 15]
 
-For each engine and client count: a fresh database (600 tallies, 3,000 small projects), `quota serve
+For each engine and client count: a fresh database (600 tallies, 12,000 small projects), `quota serve
 --workers N` on 127.0.0.1, and N concurrent clients (asyncio, httpx, keep-alive) for --seconds: 90% reads
 (half the overview page with a session, half GET /api/v1/balance), 10% writes through the API (reserve or
 release of a random project from a shared pool of 200, so clients overlap; 409 refusals are correct answers,
@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench password 123"
 MAX_SECONDS = 300
 MAX_CLIENTS = 64
+PROJECTS = 12000  # 200 shared by the mixed run, the rest reserved once each in the write phases
 
 
 def free_port() -> int:
@@ -53,7 +54,7 @@ def prepare(kind: str, tmp: Path) -> tuple[str, callable, str]:
     url, drop = fresh_url(kind, tmp, prefix="benchweb")
     engine = init(url)
     tally_csv(tmp / "t.csv", 600)
-    project_csv(tmp / "p.csv", 3000)
+    project_csv(tmp / "p.csv", PROJECTS)
     tallies.import_tallies(engine, str(tmp / "t.csv"), actor="bench")
     project_files.import_projects(engine, str(tmp / "p.csv"), actor="bench")
     users.add_user(engine, "bench-clerk", "clerk", PASSWORD)
@@ -225,7 +226,7 @@ def run(kind: str, clients: int, seconds: float, workers: int, write_seconds: fl
                       f"{pct(values, 99):8.1f}")
             for line in checks(url, result["reserved_ok"]):
                 print("  " + line)
-            fresh = [f"P{i:06d}" for i in range(200, 3000)]
+            fresh = [f"P{i:06d}" for i in range(200, PROJECTS)]
             half = len(fresh) // 2
             api_ids = [fresh[:half][i::clients] for i in range(clients)]
             lib_ids = [fresh[half:][i::clients] for i in range(clients)]
