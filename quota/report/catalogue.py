@@ -316,3 +316,4 @@ REFUSALS_ZH.update({
     "user_disabled": lambda f: f"用户 {f['name']} 已停用",
     "bad_upload": lambda f: "上传的文件无效或已过期，请重新上传",
 })
+ROLES_ZH = {"clerk": "审批科", "planner": "总量科", "auditor": "审计", "admin": "管理员"}
