@@ -105,15 +105,15 @@ def export(ctx: typer.Context,
         if fmt == "jsonl":
             with outfiles.atomic_file(out, engine) as fh:
                 end = exp.write_jsonl(engine, fh, day, progress)
-            render.note(f"exported {end['transactions']} transactions, {end['postings']} postings to {out}")
+            render.done(f"exported {end['transactions']} transactions, {end['postings']} postings to {out}")
         elif fmt == "beancount":
             with outfiles.atomic_file(out, engine) as fh:
                 info = beancount_export.write_beancount(engine, fh, day)
-            render.note(f"exported {info['transactions']} transactions on {info['accounts']} accounts to {out} "
+            render.done(f"exported {info['transactions']} transactions on {info['accounts']} accounts to {out} "
                         f"(balance assertions dated the day after {info['date']})")
         else:
             files = table_export.write_tables(engine, fmt, str(out), day, lang=render.LANG["lang"])
-            render.note(f"exported {len(files)} file(s) to {out}" + (", with manifest.json" if fmt != "xlsx" else ""))
+            render.done(f"exported {len(files)} file(s) to {out}" + (", with manifest.json" if fmt != "xlsx" else ""))
 
 
 COMMANDS = [trace, verify, export]

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from cli import render
-from quota.errors import QuotaError, ValidationFailed
+from quota.errors import QuotaError, Refused, ValidationFailed
 from quota.store import db
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -74,22 +74,14 @@ def failures(as_json: bool = False):
         render.problems(exc.problems)
         raise typer.Exit(1) from None
     except QuotaError as exc:
-        if as_json:
-            render.emit_json(exc.to_dict())
-        render.refusal(exc)
-        raise typer.Exit(1) from None
+        _refuse(exc, as_json)
     except db.DatabaseError as exc:  # cannot connect, permission denied, disk full, locked for too long...
-        message = f"database error: {db.describe(exc)}"
-        if as_json:
-            render.emit_json({"error": {"code": "database_error", "message": message}})
-        render.error(message)
-        raise typer.Exit(1) from None
+        detail = " ".join(db.describe(exc).split())
+        _refuse(Refused(f"database error: {detail}", "database_error", detail=detail), as_json)
     except OSError as exc:  # an output cannot be written (no space, no permission): nothing was replaced
-        message = f"cannot write {exc.filename or 'the output'}: {exc.strerror or exc}"
-        if as_json:
-            render.emit_json({"error": {"code": "cannot_write", "message": message}})
-        render.error(message)
-        raise typer.Exit(1) from None
+        path, reason = str(exc.filename or ""), exc.strerror or str(exc) or type(exc).__name__
+        _refuse(Refused(f"cannot write {path or 'the output'}: {reason}", "cannot_write", path=path, reason=reason,
+                        errno=exc.errno), as_json)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
@@ -100,12 +92,18 @@ def failures(as_json: bool = False):
         import traceback
         with tempfile.NamedTemporaryFile("w", prefix="quota-crash-", suffix=".txt", delete=False) as fh:
             traceback.print_exc(file=fh)
-        message = f"internal error ({type(exc).__name__}: {exc}); the traceback is in {fh.name} (QUOTA_DEBUG=1 shows it)"
-        if as_json:
-            render.emit_json({"error": {"code": "internal_error", "message": message}})
-        render.error(message)
-        raise typer.Exit(1) from None
+        kind, detail = type(exc).__name__, " ".join(str(exc).split())
+        _refuse(Refused(f"internal error ({kind}: {detail}); the traceback is in {fh.name} (QUOTA_DEBUG=1 shows it)",
+                        "internal_error", kind=kind, detail=detail, file=fh.name), as_json)
     finally:
         retried = db.retries()
         if retried:
             render.note(render.msg("retried", n=len(retried), what="; ".join(retried[:3])))
+
+
+def _refuse(exc: QuotaError, as_json: bool):
+    """One line on stderr in the user's language (and the error object on stdout under --json); exit code 1."""
+    if as_json:
+        render.emit_json(exc.to_dict())
+    render.refusal(exc)
+    raise typer.Exit(1) from None

@@ -12,7 +12,7 @@ from quota.intake import project_files
 from quota.ledger import operations
 from quota.rules import versions
 from quota.intake import tallies
-from quota.errors import QuotaError
+from quota.errors import Problem, QuotaError, Refused, ValidationFailed
 
 
 def _fresh_sqlite(url: str) -> None:
@@ -24,6 +24,7 @@ def _fresh_sqlite(url: str) -> None:
 # The demo's day: the sample lots (vintages 2021-2025, life 5 years) and projects (needed 2027) tell their story
 # on it, whatever the calendar says. `quota demo --today DATE` runs it on another day.
 DEMO_TODAY = dt.date(2026, 11, 30)
+DEMO_FILES = ("rules.toml", "tallies.csv", "projects.csv")
 
 
 def run_demo(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) -> None:
@@ -41,11 +42,15 @@ def run_demo(url: str, data: Path, actor: str, today: dt.date, fresh_default: bo
 
 
 def _run(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) -> None:
+    missing = [Problem.of(str(data / name), 0, "", "is_directory" if (data / name).is_dir() else "file_not_found")
+               for name in DEMO_FILES if not (data / name).is_file()]
+    if missing:  # refused before any database is opened or replaced
+        raise ValidationFailed(missing)
     if fresh_default:
         _fresh_sqlite(url)
     engine = db.make_engine(url)
     if db.schema_exists(engine):
-        raise QuotaError(f"{url} already holds a quota ledger; the demo needs a fresh database")
+        raise Refused(f"{url} already holds a quota ledger; the demo needs a fresh database", "not_fresh", url=url)
     render.out.rule(f"quota demo — {url}, today {today}")
     version = versions.init(engine, str(data / "rules.toml"), actor)["version"]
     render.out.print(f"$ quota init --rules {data / 'rules.toml'}   → rulebook v{version}")
@@ -85,9 +90,8 @@ def _run(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) 
 
 def _plan(engine, today: dt.date, actor: str) -> str:
     """Run the planner on the pipeline (as `quota plan run`) and print the plan; returns its id."""
-    from cli.plan import render_plan
     from quota.planning import plans
     result = plans.run_plan(engine, as_of=today, actor=actor)
     render.out.print(f"\n$ quota plan run --as-of {today}")
-    render_plan(result)
+    render.plan(result)
     return result["plan_id"]

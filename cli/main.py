@@ -9,6 +9,8 @@ import typer
 from cli import audit, render, users
 from cli.core import DATA_DIR, DateOpt, JsonOpt, KeyOpt, State, default_actor, failures, parse_date
 from cli.plan import plan_app
+from quota.intake.columns import (PROJECT_NAMES, PROJECT_OPTIONAL, PROJECT_REQUIRED, TALLY_NAMES, TALLY_OPTIONAL,
+                                  TALLY_REQUIRED, describe as describe_columns)
 from quota.store import db
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -65,20 +67,7 @@ def rules_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     info = {"version": version, **versions.describe(book)}
     if as_json:
         return render.emit_json(info)
-    render.out.print(f"Rulebook v{version}: {book.jurisdiction_name} {book.jurisdiction_name_zh} "
-                     f"({book.jurisdiction_code})")
-    render.out.print(render.table("Pollutants", ["Pollutant", "Name", "Unit", "Key"],
-                                  [[p["code"], f"{p['name']} {p['name_zh']}", p["unit"],
-                                    f"{p['medium']} -> {info['matching'][p['medium']]}"] for p in info["pollutants"]]))
-    render.out.print(render.table("Zones", ["Zone", "Name", "Key", "State"],
-                                  [[z["code"], f"{z['name']} {z['name_zh']}", f"{z['watershed']} / {z['airshed']}",
-                                    "non-attainment: " + ", ".join(z["non_attainment"]) if z["non_attainment"] else ""]
-                                   for z in info["zones"]]))
-    r = info["ratios"]
-    render.out.print(f"Ratios: default {r['default']}, non-attainment {r['non_attainment']}; rules: "
-                     + ("; ".join(", ".join(f"{k}={v}" for k, v in x.items() if v) for x in r["rules"]) or "none"))
-    c = info["crediting"]
-    render.out.print(f"Crediting: baseline {c['baseline']}, discount {c['discount']}, life {c['life_years']} years")
+    render.rulebook(info, book)
 
 
 @rules_app.command("load")
@@ -92,43 +81,60 @@ def rules_load(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Ru
 
 # --------------------------------------------------------------------------- imports
 
-@tally_app.command("import")
+SheetOpt = Annotated[Optional[str], typer.Option("--sheet", help="The sheet of an XLSX workbook to read "
+                                                 "(default: the first sheet that has the columns).")]
+
+
+def _read_note(file: Path, read: dict) -> None:
+    """Say on stderr how a file was read when it is not plain UTF-8 CSV: its encoding, or a workbook's sheet."""
+    if read.get("encoding") not in (None, "utf-8"):
+        render.note(render.msg("read_encoding", file=file.name, encoding=read["encoding"].upper()))
+    if read.get("sheet") is not None and (read.get("header_row") != 1 or not read.get("first_sheet")):
+        render.note(render.msg("read_sheet", file=file.name, sheet=read["sheet"], row=read.get("header_row", 1)))
+
+
+@tally_app.command("import", epilog=describe_columns(TALLY_REQUIRED, TALLY_OPTIONAL, TALLY_NAMES))
 def tally_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="CSV or XLSX tally file.")],
                  dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only; write nothing.")] = False,
-                 key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-    """Validate a tally file and credit every tally as a lot, all or nothing.
+                 sheet: SheetOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Validate a tally file and credit every tally as a lot, all or nothing. A CSV is read as UTF-8, or as
+    GB18030/GBK (what Chinese Excel saves) when it is not UTF-8; stderr says which.
 
     Example: quota tally import data/tallies.csv
     """
     from cli.progress import reporter
     from quota.intake import tallies
+    read: dict = {}
     with failures(as_json), reporter() as progress:
-        result = tallies.import_tallies(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run,
-                                        progress=progress)
+        try:
+            result = tallies.import_tallies(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key,
+                                            dry_run=dry_run, progress=progress, sheet=sheet, read=read)
+        finally:
+            _read_note(file, read)
     if as_json:
-        return render.emit_json(result)
-    title = render.msg("would_credit" if dry_run else "credited", n=result["tallies"])
-    render.out.print(render.table(title, ["Pollutant", "Amount", "Unit"],
-                                  [[c["pollutant"], c["amount"], c["unit"]] for c in result["credited"]],
-                                  right={"Amount"}))
-    for c in result.get("capped", []):  # a source credited from an earlier upgrade's emissions
-        render.out.print(render.msg("capped", tally=c["tally_id"], by=c["by"], amount=c["amount"], unit=c["unit"]),
-                         markup=False, highlight=False)
+        return render.emit_json({**result, "read": read})
+    render.credited(result, dry_run)
 
 
-@project_app.command("import")
+@project_app.command("import", epilog=describe_columns(PROJECT_REQUIRED, PROJECT_OPTIONAL, PROJECT_NAMES))
 def project_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="CSV or XLSX project file.")],
                    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only; write nothing.")] = False,
-                   key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-    """Validate a project file and add its projects to the pipeline, all or nothing.
+                   sheet: SheetOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Validate a project file and add its projects to the pipeline, all or nothing. A CSV is read as UTF-8, or
+    as GB18030/GBK (what Chinese Excel saves) when it is not UTF-8; stderr says which.
 
     Example: quota project import data/projects.csv
     """
     from quota.intake import project_files
+    read: dict = {}
     with failures(as_json):
-        result = project_files.import_projects(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key, dry_run=dry_run)
+        try:
+            result = project_files.import_projects(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key,
+                                                   dry_run=dry_run, sheet=sheet, read=read)
+        finally:
+            _read_note(file, read)
     if as_json:
-        return render.emit_json(result)
+        return render.emit_json({**result, "read": read})
     render.done(render.msg("would_import_projects" if dry_run else "imported_projects", n=result["projects"],
                            rows=result["rows"]))
 
@@ -136,18 +142,12 @@ def project_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help
 @project_app.command("list")
 def project_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List projects with their requirements (ratio applied).  Example: quota project list"""
-    from quota import units
     from quota.ledger.projects import project_rows
     with failures(as_json):
         rows = project_rows(ctx.obj.engine)
     if as_json:
         return render.emit_json({"projects": rows})
-    render.out.print(render.table("Projects", ["Project", "Name", "Zone", "Priority", "Needed by", "State",
-                                               "Pollutant", "Increment", "Ratio", "Required", "Unit"],
-                                  [[p["project_id"], p["name"], p["zone"], p["priority"], p["needed_by"], p["state"],
-                                    n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"],
-                                    units.display(n["required_g"], n["unit"]), n["unit"]]
-                                   for p in rows for n in p["needs"]], right={"Increment", "Required", "Ratio"}))
+    render.projects(rows)
 
 
 # --------------------------------------------------------------------------- queries
@@ -298,11 +298,7 @@ def db_roles(ctx: typer.Context,
             render.out.print(sql + ";", markup=False)
         return
     with failures():
-        try:
-            stmts = roles.create_roles(ctx.obj.engine)
-        except ValueError as exc:
-            render.error(str(exc))
-            raise typer.Exit(1) from None
+        stmts = roles.create_roles(ctx.obj.engine)
     render.done(f"created/granted {', '.join(roles.ROLES)} ({len(stmts)} statements)")
 
 

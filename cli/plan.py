@@ -1,4 +1,4 @@
-"""`quota plan run|apply|show`: thin wrappers around quota.plans, and the plan's rendering."""
+"""`quota plan run|show|list|apply|outlook`: thin wrappers around quota.planning (rendering in cli.render)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,54 +12,6 @@ from cli.core import failures, parse_date
 plan_app = typer.Typer(no_args_is_help=True, help="Allocation plans: solve, show, apply.")
 
 
-def render_plan(result: dict) -> None:
-    from quota import units
-    unit = result["units"]
-
-    def amount(pol: str, grams: int, up: bool = False) -> str:
-        return f"{(units.display_up if up else units.display)(grams, unit[pol])} {unit[pol]}"
-
-    status = result["status"]
-    render.out.print(render.msg("plan_head", id=result["plan_id"], day=result["as_of"], status=status,
-                                obj=f"{result['objective']:g}", bound=f"{result['bound']:g}",
-                                lp=f"{result['lp_bound']:.4g}", gap=f"{100 * result['gap']:.2f}%",
-                                solver=result["solver"], secs=f"{result['seconds']:.2f}")
-                     + (f", scenario {result['scenario']!r}" if result.get("scenario") else ""), markup=False)
-    if status == "infeasible":
-        render.out.print(render.table(render.msg("infeasible"), ["Pollutant", "Key", "Amount",
-                                                                                          "Unit"],
-                                      [[s["pollutant"], s["key"], s["short"], s["unit"]] for s in result["short"]],
-                                      right={"Amount"}))
-        return
-    rows = []
-    for f in result["funded"]:
-        for d in f["draws"]:
-            rows.append([f["project_id"], f["priority"], d["pollutant"], d["lot"], d["zone"],
-                         amount(d["pollutant"], d["amount_g"])])
-    render.out.print(render.table(render.msg("funded", n=len(result["funded"])), ["Project", "Priority", "Pollutant",
-                                                                               "Lot", "Zone", "Amount"], rows,
-                                  right={"Priority", "Amount"}))
-    if result["unfunded"]:
-        render.out.print(render.table(render.msg("unfunded", n=len(result["unfunded"])), ["Project", "Priority", "Short"],
-                                      [[u["project_id"], u["priority"],
-                                        ", ".join(f"{p} {amount(p, g, up=True)}" for p, g in u["shortfall_g"].items()) or "-"]
-                                       for u in result["unfunded"]], right={"Priority"}))
-    if result["shadow_prices"]:
-        render.out.print(render.table(render.msg("shadow"),
-                                      ["Pollutant", "Key", "Value"],
-                                      [[s["pollutant"], s["key"], f"{s['value']:.4g} per {s['per']}"]
-                                       for s in result["shadow_prices"]]))
-    if result["binding"]:
-        render.out.print(render.table(render.msg("binding"),
-                                      ["Pollutant", "Key", "Expires after", "Supply", "Used", "Blocks"],
-                                      [[b["pollutant"], b["key"], b["after"], amount(b["pollutant"], b["supply_g"]),
-                                        amount(b["pollutant"], b["used_g"]), ", ".join(b["blocks"])]
-                                       for b in result["binding"]], right={"Supply", "Used"}))
-    if result.get("candidates") is not None:
-        render.out.print(render.table(render.msg("candidates", cost=result.get("cost", 0)),
-                                      ["Candidate", "Cost", "State"],
-                                      [[c["candidate_id"], c["cost"], render.msg("chosen") if c["chosen"] else ""]
-                                       for c in result["candidates"]], right={"Cost"}))
 
 
 @plan_app.command("run")
@@ -84,12 +36,11 @@ def plan_run(ctx: typer.Context,
         if progress:
             progress(f"solving (up to {time_limit:g} s)", 0, None)
         result = plans.run_plan(ctx.obj.engine, as_of=parse_date(as_of), scenario_path=str(scenario) if scenario else None,
-                                time_limit=time_limit, gap=gap, actor=ctx.obj.actor, solver=solver)
-        if out:
-            plans.write_plan_files(result, str(out), ctx.obj.engine)
+                                time_limit=time_limit, gap=gap, actor=ctx.obj.actor, solver=solver,
+                                out=str(out) if out else None)
     if as_json:
         return render.emit_json(result)
-    render_plan(result)
+    render.plan(result)
     if out:
         render.note(f"plan files written to {out}")
 
@@ -103,7 +54,7 @@ def plan_show(ctx: typer.Context, plan_id: Annotated[str, typer.Argument(help="P
         result = plans.get_plan(ctx.obj.engine, plan_id)
     if as_json:
         return render.emit_json(result)
-    render_plan(result)
+    render.plan(result)
 
 
 @plan_app.command("list")
@@ -115,9 +66,7 @@ def plan_list(ctx: typer.Context,
         result = plans.list_plans(ctx.obj.engine)
     if as_json:
         return render.emit_json(result)
-    render.out.print(render.table(None, ["Plan", "As of", "Status", "Scenario", "Created", "Actor", "Applied"],
-                                  [[p["plan_id"], p["as_of"], p["status"], p["scenario"] or "-", p["created_at"],
-                                    p["actor"], p["applied_at"] or "-"] for p in result["plans"]]))
+    render.plans(result["plans"])
 
 
 @plan_app.command("apply")
@@ -144,25 +93,9 @@ def plan_outlook(ctx: typer.Context,
     """Year by year, per pollutant and key: supply left, pipeline demand, the plan's allocations, and
     the first year each key runs short.  Example: quota plan outlook --years 5 --scenario s.toml"""
     from quota.planning import outlook
-    from quota import units
     with failures(as_json):
         result = outlook.outlook(ctx.obj.engine, years=years, as_of=parse_date(as_of),
                                  scenario_path=str(scenario) if scenario else None, time_limit=time_limit)
     if as_json:
         return render.emit_json(result)
-    span = result["years"]
-    rows = []
-    for g in result["groups"]:
-        cells = []
-        for r in g["years"]:
-            cell = units.display(r["closing_g"], g["unit"])
-            cells.append(cell + (f" (short {units.display_up(r['unmet_g'], g['unit'])})" if r["unmet_g"] > 0 else ""))
-        rows.append([g["pollutant"], g["key"], g["unit"], str(g["first_short_year"] or "-"), *cells])
-    render.out.print(render.table(f"Outlook from {result['as_of']}: quota left at each year's end (plan "
-                                  f"{result['plan']['status']})", ["Pollutant", "Key", "Unit", "First short",
-                                                                    *map(str, span)], rows,
-                                  right=set(map(str, span))))
-    if result["candidates"]:
-        render.out.print(render.table("Candidate measures", ["Candidate", "Chosen", "Tally by"],
-                                      [[c["candidate_id"], "yes" if c["chosen"] else "", c["tally_by"] or "-"]
-                                       for c in result["candidates"]]))
+    render.outlook(result)

@@ -43,6 +43,11 @@ def h(text: str) -> str:
     return i18n.header(text, LANG["lang"])
 
 
+def word(value) -> str:
+    """A state or status word (approved, revoked, optimal...) in the current language."""
+    return i18n.WORDS[value][1] if LANG["lang"] == "zh" and value in i18n.WORDS else str(value)
+
+
 def msg(key: str, **params) -> str:
     """A catalogue message in the current language."""
     return i18n.t(key, LANG["lang"], **params)
@@ -73,20 +78,14 @@ def problems(items: list[Problem], heading: str = "refused") -> None:
     err.print(msg(heading, n=len(items)), style="bold red")
     lang = LANG["lang"]
     for p in items[:MAX_PROBLEM_LINES]:
-        shown = Problem(p.source, p.row, p.column, i18n.translate_error(p.message, lang)) if lang == "zh" else p
-        err.print(f"  {shown}", markup=False)
+        err.print(f"  {p.located(lang)}", markup=False)
     if len(items) > MAX_PROBLEM_LINES:
         err.print("  " + msg("more_problems", n=len(items) - MAX_PROBLEM_LINES), markup=False)
 
 
-def error(message: str) -> None:
-    err.print(f"[bold red]{msg('error')}:[/] ", markup=True, highlight=False, end="")
-    err.print(i18n.translate_error(message, LANG["lang"]), markup=False, highlight=False)
-
-
 def refusal(exc) -> None:
     """A library refusal (QuotaError) on stderr, in the user's language, rendered from its code and facts."""
-    err.print(f"[bold red]{msg('error')}:[/] ", markup=True, highlight=False, end="")
+    err.print(f"[bold red]{esc(msg('error_prefix'))}[/]", markup=True, highlight=False, end="")
     err.print(i18n.refusal(exc.code, str(exc), exc.facts, LANG["lang"]), markup=False, highlight=False)
 
 
@@ -106,7 +105,7 @@ def balances(result: dict) -> None:
                    "Reserved", "Allocated", "Unit"]
         from quota import units
         rows = [[r["lot"], r["pollutant"], r["zone"], r["tally_id"], r["source_id"], r["expires"] or "never",
-                 r["state"], units.display(r["issued_g"], r["unit"]), r["available"], r["reserved"],
+                 word(r["state"]), units.display(r["issued_g"], r["unit"]), r["available"], r["reserved"],
                  r["allocated"], r["unit"]] for r in result["rows"]]
     else:
         from quota import units
@@ -122,13 +121,135 @@ def balances(result: dict) -> None:
 def trace(result: dict) -> None:
     from quota import units
     out.print(f"[bold]{esc(result['project_id'])}[/] {esc(result['name'])} — zone {esc(result['zone'])}, "
-              f"industry {esc(result['industry'] or '-')}, state [bold]{esc(result['state'])}[/]", markup=True)
+              f"industry {esc(result['industry'] or '-')}, state [bold]{esc(word(result['state']))}[/]", markup=True)
     out.print(table(h("Requirement"), ["Pollutant", "Increment", "Ratio", "Why", "Required", "Held", "Key", "Unit"],
                     [[n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"], "; ".join(n["why"]),
                       units.display(n["required_g"], n["unit"]), units.display(n["held_g"], n["unit"]), n["key"],
                       n["unit"]] for n in result["needs"]], right={"Increment", "Required", "Held", "Ratio"}))
     out.print(table(h("Sources of the quota"), ["Pollutant", "Lot", "State", "Amount", "Tally", "Source", "Report"],
                     [[d["pollutant"], d["lot"] + ("" if d["lot_state"] == "active" else f" ({d['lot_state'].upper()})"),
-                      d["state"], d["amount"], d["tally_id"],
+                      word(d["state"]), d["amount"], d["tally_id"],
                       f"{d['source_id']} {d['source_name']} ({d['measure']})", d["report_no"]]
                      for d in result["draws"]], right={"Amount"}))
+
+
+# --------------------------------------------------------------------------- views of one command
+
+def rulebook(info: dict, book) -> None:
+    """`quota rules show`: the rulebook in force."""
+    version = info["version"]
+    out.print(f"Rulebook v{version}: {book.jurisdiction_name} {book.jurisdiction_name_zh} "
+              f"({book.jurisdiction_code})")
+    out.print(table("Pollutants", ["Pollutant", "Name", "Unit", "Key"],
+                           [[p["code"], f"{p['name']} {p['name_zh']}", p["unit"],
+                             f"{p['medium']} -> {info['matching'][p['medium']]}"] for p in info["pollutants"]]))
+    out.print(table("Zones", ["Zone", "Name", "Key", "State"],
+                           [[z["code"], f"{z['name']} {z['name_zh']}", f"{z['watershed']} / {z['airshed']}",
+                             "non-attainment: " + ", ".join(z["non_attainment"]) if z["non_attainment"] else ""]
+                            for z in info["zones"]]))
+    r = info["ratios"]
+    out.print(f"Ratios: default {r['default']}, non-attainment {r['non_attainment']}; rules: "
+              + ("; ".join(", ".join(f"{k}={v}" for k, v in x.items() if v) for x in r["rules"]) or "none"))
+    c = info["crediting"]
+    out.print(f"Crediting: baseline {c['baseline']}, discount {c['discount']}, life {c['life_years']} years")
+
+
+def credited(result: dict, dry_run: bool) -> None:
+    """`quota tally import`: what was (or would be) credited, by pollutant."""
+    title = msg("would_credit" if dry_run else "credited", n=result["tallies"])
+    out.print(table(title, ["Pollutant", "Amount", "Unit"],
+                           [[c["pollutant"], c["amount"], c["unit"]] for c in result["credited"]],
+                           right={"Amount"}))
+    for c in result.get("capped", []):  # a source credited from an earlier upgrade's emissions
+        out.print(msg("capped", tally=c["tally_id"], by=c["by"], amount=c["amount"], unit=c["unit"]),
+                  markup=False, highlight=False)
+
+
+def projects(rows: list[dict]) -> None:
+    """`quota project list`: one line per project and pollutant."""
+    from quota import units
+    out.print(table("Projects", ["Project", "Name", "Zone", "Priority", "Needed by", "State",
+                                        "Pollutant", "Increment", "Ratio", "Required", "Unit"],
+                           [[p["project_id"], p["name"], p["zone"], p["priority"], p["needed_by"], word(p["state"]),
+                             n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"],
+                             units.display(n["required_g"], n["unit"]), n["unit"]]
+                            for p in rows for n in p["needs"]], right={"Increment", "Required", "Ratio"}))
+
+
+def plan(result: dict) -> None:
+    """A solved plan: its head line, draws, unfunded projects, shadow prices, binding expiries, candidates."""
+    from quota import units
+    unit = result["units"]
+
+    def amount(pol: str, grams: int, up: bool = False) -> str:
+        return f"{(units.display_up if up else units.display)(grams, unit[pol])} {unit[pol]}"
+
+    status = result["status"]
+    out.print(msg("plan_head", id=result["plan_id"], day=result["as_of"], status=word(status),
+                         obj=f"{result['objective']:g}", bound=f"{result['bound']:g}",
+                         lp=f"{result['lp_bound']:.4g}", gap=f"{100 * result['gap']:.2f}%",
+                         solver=result["solver"], secs=f"{result['seconds']:.2f}")
+              + (f", scenario {result['scenario']!r}" if result.get("scenario") else ""), markup=False)
+    if status == "infeasible":
+        out.print(table(msg("infeasible"), ["Pollutant", "Key", "Amount",
+                                                                                   "Unit"],
+                               [[s["pollutant"], s["key"], s["short"], s["unit"]] for s in result["short"]],
+                               right={"Amount"}))
+        return
+    rows = []
+    for f in result["funded"]:
+        for d in f["draws"]:
+            rows.append([f["project_id"], f["priority"], d["pollutant"], d["lot"], d["zone"],
+                  amount(d["pollutant"], d["amount_g"])])
+    out.print(table(msg("funded", n=len(result["funded"])), ["Project", "Priority", "Pollutant",
+                                                                        "Lot", "Zone", "Amount"], rows,
+                           right={"Priority", "Amount"}))
+    if result["unfunded"]:
+        out.print(table(msg("unfunded", n=len(result["unfunded"])), ["Project", "Priority", "Short"],
+                               [[u["project_id"], u["priority"],
+                                 ", ".join(f"{p} {amount(p, g, up=True)}" for p, g in u["shortfall_g"].items()) or "-"]
+                                for u in result["unfunded"]], right={"Priority"}))
+    if result["shadow_prices"]:
+        out.print(table(msg("shadow"),
+                               ["Pollutant", "Key", "Value"],
+                               [[s["pollutant"], s["key"], f"{s['value']:.4g} per {s['per']}"]
+                                for s in result["shadow_prices"]]))
+    if result["binding"]:
+        out.print(table(msg("binding"),
+                               ["Pollutant", "Key", "Expires after", "Supply", "Used", "Blocks"],
+                               [[b["pollutant"], b["key"], b["after"], amount(b["pollutant"], b["supply_g"]),
+                                 amount(b["pollutant"], b["used_g"]), ", ".join(b["blocks"])]
+                                for b in result["binding"]], right={"Supply", "Used"}))
+    if result.get("candidates") is not None:
+        out.print(table(msg("candidates", cost=result.get("cost", 0)),
+                               ["Candidate", "Cost", "State"],
+                               [[c["candidate_id"], c["cost"], msg("chosen") if c["chosen"] else ""]
+                                for c in result["candidates"]], right={"Cost"}))
+
+
+def plans(rows: list[dict]) -> None:
+    """`quota plan list`: the stored plans."""
+    out.print(table(None, ["Plan", "As of", "Status", "Scenario", "Created", "Actor", "Applied"],
+                           [[p["plan_id"], p["as_of"], word(p["status"]), p["scenario"] or "-", p["created_at"],
+                             p["actor"], p["applied_at"] or "-"] for p in rows]))
+
+
+def outlook(result: dict) -> None:
+    """`quota plan outlook`: quota left at each year's end per pollutant and key, and the candidates."""
+    from quota import units
+    span = result["years"]
+    rows = []
+    for g in result["groups"]:
+        cells = []
+        for r in g["years"]:
+            cell = units.display(r["closing_g"], g["unit"])
+            cells.append(cell + (f" (short {units.display_up(r['unmet_g'], g['unit'])})" if r["unmet_g"] > 0 else ""))
+        rows.append([g["pollutant"], g["key"], g["unit"], str(g["first_short_year"] or "-"), *cells])
+    out.print(table(f"Outlook from {result['as_of']}: quota left at each year's end (plan "
+                           f"{word(result['plan']['status'])})", ["Pollutant", "Key", "Unit", "First short",
+                                                             *map(str, span)], rows,
+                           right=set(map(str, span))))
+    if result["candidates"]:
+        out.print(table("Candidate measures", ["Candidate", "Chosen", "Tally by"],
+                               [[c["candidate_id"], "yes" if c["chosen"] else "", c["tally_by"] or "-"]
+                                for c in result["candidates"]]))

@@ -1,7 +1,7 @@
 """Error records (errors as data) and the few exceptions that stop an operation."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, order=True)
@@ -9,13 +9,35 @@ class Problem:
     """One validation finding: where it is (file, row, column) and which rule it broke.
 
     `row` is the 1-based line number in the file as a spreadsheet user sees it
-    (the header is row 1, the first data row is row 2); 0 means the whole file.
+    (the header is row 1, the first data row is row 2); 0 means the whole file. `code` names the rule from the
+    documented list (README, "Refusals"), `facts` are its data; the catalogue (quota.report.findings) renders the message in
+    English and Chinese from them, and `message` is the English text. Build one with `Problem.of`.
     """
 
     source: str
     row: int
     column: str
     message: str
+    code: str = field(default="", compare=False)
+    facts: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @classmethod
+    def of(cls, source: str, row: int, column: str, code: str, /, **facts) -> "Problem":
+        """A finding named by its code; its English message is rendered from the catalogue."""
+        from quota.report.findings import problem_text
+        return cls(source, row, column, problem_text(code, facts, "en"), code, facts)
+
+    def at(self, **where) -> "Problem":
+        """The same finding at another place (source, row or column)."""
+        from dataclasses import replace
+        return replace(self, **where)
+
+    def text(self, lang: str = "en") -> str:
+        """The message in `lang`, rendered from the code and facts (the stored message when there is no code)."""
+        if not self.code:
+            return self.message
+        from quota.report.findings import problem_text
+        return problem_text(self.code, self.facts, lang)
 
     def __str__(self) -> str:
         where = self.source
@@ -25,8 +47,31 @@ class Problem:
             where += f" [{self.column}]"
         return f"{where}: {self.message}"
 
+    def located(self, lang: str = "en") -> str:
+        """file:row [column]: message, the message in `lang`."""
+        return str(self.at(message=self.text(lang)))
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"source": self.source, "row": self.row, "column": self.column, "message": self.message,
+                "code": self.code, "facts": dict(self.facts)}
+
+
+class Reason(str):
+    """A reason given as text (its English rendering) that keeps its `code` and `facts`, so that a front end renders
+    it in any language from the catalogue (quota.report.findings) without reading the text back."""
+
+    code: str
+    facts: dict
+
+    def __new__(cls, code: str, /, **facts):
+        from quota.report.findings import problem_text
+        self = super().__new__(cls, problem_text(code, facts, "en"))
+        self.code, self.facts = code, facts
+        return self
+
+    def text(self, lang: str = "en") -> str:
+        from quota.report.findings import problem_text
+        return problem_text(self.code, self.facts, lang)
 
 
 class QuotaError(Exception):
@@ -74,8 +119,16 @@ class NotFound(QuotaError):
 
     code = "not_found"
 
+    def __init__(self, message: str, what: str = "", value: str = ""):
+        super().__init__(message)
+        self.facts = {"what": what, "value": value}
+
 
 class IdempotencyConflict(QuotaError):
     """The same --key was used before with different content."""
 
     code = "key_conflict"
+
+    def __init__(self, message: str, key: str = "", user: str = ""):
+        super().__init__(message)
+        self.facts = {"key": key, **({"user": user} if user else {})}

@@ -37,11 +37,14 @@ _SPACES = re.compile(r"\s+")
 
 
 class BadId(ValueError):
-    """An id or a text refused at the input edge; the message says what is wrong."""
+    """An id or a text refused at the input edge; the message says what is wrong. `code` and `facts` name it for
+    the catalogue (quota.report.findings), which renders `reason` (English) and its Chinese."""
 
-    def __init__(self, what: str, text: str, reason: str):
-        self.what, self.text, self.reason = what, text, reason
-        super().__init__(f"{what} {text!r} {reason}")
+    def __init__(self, what: str, text: str, code: str, /, **facts):
+        from quota.report.findings import problem_text
+        self.what, self.text, self.code, self.facts = what, text, code, facts
+        self.reason = problem_text(code, facts, "en")
+        super().__init__(f"{what} {text!r} {self.reason}")
 
 
 def _describe(ch: str) -> str:
@@ -49,8 +52,8 @@ def _describe(ch: str) -> str:
     return f"U+{ord(ch):04X}" + (f" ({name})" if name else "")
 
 
-def _refused_char(text: str, free: bool, multiline: bool) -> str | None:
-    """The reason the first unacceptable character of `text` is refused, or None."""
+def _refused_char(text: str, free: bool, multiline: bool) -> tuple[str, dict] | None:
+    """The code and facts of the first unacceptable character of `text`, or None."""
     if text.isprintable():  # no Cc, Cf, Cs, Co, Cn, Zl or Zp character (checked at C speed)
         return None
     for ch in text:
@@ -58,17 +61,16 @@ def _refused_char(text: str, free: bool, multiline: bool) -> str | None:
         if cat == "Cc":
             if free and multiline and ch in "\n\t":
                 continue
-            kind = "a line break" if ch in "\r\n" else "an escape character" if ch == "\x1b" else \
-                "a control character"
-            return f"contains {kind} {_describe(ch)}"
+            kind = "char_line_break" if ch in "\r\n" else "char_escape" if ch == "\x1b" else "char_control"
+            return kind, {"char": _describe(ch)}
         if ch in BIDI:
-            return f"contains a bidirectional control {_describe(ch)} (it can make text show in another order)"
+            return "char_bidi", {"char": _describe(ch)}
         if cat in ("Zl", "Zp"):
-            return f"contains a line break {_describe(ch)}"
+            return "char_line_break", {"char": _describe(ch)}
         if cat in ("Cs", "Co", "Cn") and (not free or cat == "Cs"):
-            return f"contains an unassigned or private character {_describe(ch)}"
+            return "char_private", {"char": _describe(ch)}
         if cat == "Cf" and not free:
-            return f"contains an invisible character {_describe(ch)}"
+            return "char_invisible", {"char": _describe(ch)}
     return None
 
 
@@ -81,16 +83,16 @@ def code(text: object, what: str = "id", max_len: int = 64) -> str:
             return value
     reason = _refused_char(raw, free=False, multiline=False)
     if reason:
-        raise BadId(what, raw, reason)
+        raise BadId(what, raw, reason[0], **reason[1])
     value = unicodedata.normalize("NFKC", raw)
     value = unicodedata.normalize("NFKC", _SPACES.sub(" ", value).strip().upper())
     reason = _refused_char(value, free=False, multiline=False)  # NFKC can reveal what it composed
     if reason:
-        raise BadId(what, raw, reason)
+        raise BadId(what, raw, reason[0], **reason[1])
     if not value:
-        raise BadId(what, raw, "is empty")
+        raise BadId(what, raw, "id_empty")
     if len(value) > max_len:
-        raise BadId(what, raw, f"is longer than {max_len} characters")
+        raise BadId(what, raw, "id_too_long", max=max_len)
     return value
 
 
@@ -103,9 +105,9 @@ def free_text(text: object, what: str = "text", multiline: bool = False, max_len
         value = value.replace("\r\n", "\n")
     reason = _refused_char(value, free=True, multiline=multiline)
     if reason:
-        raise BadId(what, value, reason)
+        raise BadId(what, value, reason[0], **reason[1])
     if max_len is not None and len(value) > max_len:
-        raise BadId(what, value, f"is longer than {max_len} characters")
+        raise BadId(what, value, "id_too_long", max=max_len)
     return value
 
 

@@ -141,6 +141,18 @@ class _PendingFile:
 
 
 @contextlib.contextmanager
+def _naming(target: Path) -> Iterator[None]:
+    """An OSError about the temporary twin of `target` (no space, no permission...) names the target the user gave."""
+    try:
+        yield
+    except OSError as exc:
+        twin = str(target.parent / f".{target.name}.")
+        if exc.filename and str(exc.filename).startswith(twin) or exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
+        raise
+
+
+@contextlib.contextmanager
 def atomic_file(path: Path | str, db=None, mode: str = "w", encoding: str | None = "utf-8",
                 newline: str | None = None) -> Iterator[_PendingFile]:
     """A file-like object; the target appears, complete, when the block ends without an error."""
@@ -149,8 +161,9 @@ def atomic_file(path: Path | str, db=None, mode: str = "w", encoding: str | None
         encoding = None
     pending = _PendingFile(target, mode, encoding, newline)
     try:
-        yield pending
-        pending._commit(db)
+        with _naming(target):
+            yield pending
+            pending._commit(db)
     except BaseException:
         pending._discard()
         raise
@@ -160,18 +173,20 @@ def atomic_file(path: Path | str, db=None, mode: str = "w", encoding: str | None
 def atomic_path(path: Path | str, db=None) -> Iterator[Path]:
     """A temporary path beside the target, for writers that want a file name (openpyxl, pyarrow)."""
     target = check_target(path, db)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    with _naming(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        check_target(target, db)
-        os.chmod(tmp, _mode_for(target))
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        with _naming(target):
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            check_target(target, db)
+            os.chmod(tmp, _mode_for(target))
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -200,10 +215,12 @@ def atomic_dir(path: Path | str, names: Iterable[str], db=None) -> Iterator[Path
     target = Path(os.path.abspath(path))  # "." and "dir/" name a folder that can be renamed
     names = set(names)
     check_folder(target, names, db)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    with _naming(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        yield tmp
+        with _naming(target):
+            yield tmp
         for child in tmp.iterdir():
             with open(child, "rb+") as fh:
                 os.fsync(fh.fileno())

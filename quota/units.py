@@ -10,7 +10,13 @@ DISPLAY_PLACES: dict[str, int] = {"t/a": 4, "kg/a": 3}
 
 
 class AmountError(ValueError):
-    """A text could not be read as a finite, non-negative amount."""
+    """A text could not be read as a finite, non-negative amount. `code` and `facts` name why, for the catalogue
+    (quota.report.findings), which renders the message in English and Chinese."""
+
+    def __init__(self, code: str, /, **facts):
+        from quota.report.findings import problem_text
+        self.code, self.facts = code, facts
+        super().__init__(problem_text(code, facts, "en"))
 
 
 # The number grammar (one for every file and option): an optional sign, digits with an optional
@@ -32,59 +38,59 @@ def parse_decimal(text: object) -> Decimal:
     `１２．５`, `１，２３４`). Refused: `12,5` (ambiguous), `1,2,3.4`, `1_000`, `1 000`, exponents
     (`1e3`), NaN and infinities, and more than MAX_TEXT characters."""
     if isinstance(text, bool):
-        raise AmountError(f"not a number: {text!r}")
+        raise AmountError("not_a_number", value=repr(text))
     if isinstance(text, float):
-        raise AmountError("floating-point value given; amounts must be exact text")
+        raise AmountError("number_float")
     if isinstance(text, int):
         return Decimal(text)
     if isinstance(text, Decimal):
         if not text.is_finite():
-            raise AmountError(f"not a finite number: {text}")
+            raise AmountError("number_not_finite", value=repr(str(text)))
         return text
     s = unicodedata.normalize("NFKC", str(text)).strip() if text is not None else ""
     if not s:
-        raise AmountError("empty amount")
+        raise AmountError("number_empty")
     if len(s) > MAX_TEXT:
-        raise AmountError(f"not a number: {len(s)} characters is longer than any amount ({MAX_TEXT} at most)")
+        raise AmountError("number_too_long", length=len(s), max=MAX_TEXT)
     if _PLAIN.match(s):
         return Decimal(s.replace(",", ""))
-    raise AmountError(_why_not(s))
+    code = _why_not(s)
+    raise AmountError(code, value=repr(s))
 
 
 def _why_not(s: str) -> str:
+    """The code of why `s` is not a number (the catalogue says it in words)."""
     low = s.lower().lstrip("+-")
     if low in ("nan", "snan", "inf", "infinity"):
-        return f"not a finite number: {s!r}"
+        return "number_not_finite"
     if "_" in s:
-        return f"not a number: {s!r} (no underscores; write 1000 or 1,000)"
+        return "number_underscore"
     if re.fullmatch(r"[+-]?[\d.]+e[+-]?\d+", low):
-        return f"not a number: {s!r} (no exponent form; write the digits out)"
+        return "number_exponent"
     if re.fullmatch(r"[+-]?\d+,\d{1,2}", s) or re.fullmatch(r"[+-]?\d+,\d{4,}", s):
-        return (f"ambiguous number {s!r}: use a dot for decimals; a comma only separates thousands "
-                "in groups of three")
+        return "number_ambiguous_comma"
     if "," in s and re.fullmatch(r"[+-]?[\d,]+(\.\d+)?", s):
-        return f"not a number: {s!r} (a comma only separates thousands, in groups of three: 1,234.5)"
+        return "number_comma_groups"
     if re.fullmatch(r"[+-]?(\.\d+|\d+\.)", s):
-        return f"not a number: {s!r} (put digits on both sides of the dot: 0.5, 5.0)"
+        return "number_bare_dot"
     if re.fullmatch(r"[+-]?[\d.]+,\d+", s):
-        return f"not a number: {s!r} (use a dot for decimals; a comma only separates thousands in groups of three)"
+        return "number_decimal_comma"
     if re.search(r"\d\s+\d", s):
-        return f"not a number: {s!r} (no spaces inside a number)"
-    return f"not a number: {s!r}"
+        return "number_spaces"
+    return "not_a_number"
 
 
-def check_row_g(grams: Decimal | int, unit: str) -> str | None:
-    """Why an amount in grams is past the physical bound of one row, or None."""
+def check_row_g(grams: Decimal | int, unit: str) -> dict | None:
+    """The facts of an amount in grams past the physical bound of one row (the `amount_too_big` problem), or None."""
     if grams > MAX_ROW_G:
-        return (f"is implausibly large: more than {MAX_ROW_G // GRAMS_PER_UNIT[unit]:,} {unit} "
-                f"({MAX_ROW_G:,} g) in one row")
+        return {"max": f"{MAX_ROW_G // GRAMS_PER_UNIT[unit]:,}", "unit": unit, "max_g": f"{MAX_ROW_G:,}"}
     return None
 
 
 def grams_exact(amount: Decimal, unit: str) -> Decimal:
     """Amount in `unit` as (possibly fractional) grams, exactly."""
     if unit not in GRAMS_PER_UNIT:
-        raise AmountError(f"unknown unit {unit!r} (expected one of {sorted(GRAMS_PER_UNIT)})")
+        raise AmountError("unknown_unit", value=unit, known=sorted(GRAMS_PER_UNIT))
     return amount * GRAMS_PER_UNIT[unit]
 
 
@@ -136,15 +142,15 @@ def toml_decimal(text: str) -> Decimal:
     """tomllib's parse_float: a TOML float as an exact Decimal, by the same grammar (TOML's own
     underscores and exponents refused, and nan/inf); TOML integers are read by TOML itself."""
     if not re.fullmatch(r"[+-]?\d+\.\d+", text):
-        raise AmountError(f"not a number: {text!r} (write the digits out: no exponent, underscore, nan or inf)")
+        raise AmountError("toml_number", value=repr(text))
     return Decimal(text)
 
 
 def toml_problem_line(text: str, exc: AmountError) -> int:
     """The first line of a TOML text holding the number an AmountError names (0 if not found)."""
-    m = re.search(r"'([^']*)'", str(exc))
-    if m:
+    value = str(exc.facts.get("value", "")).strip("'")
+    if value:
         for i, line in enumerate(text.splitlines(), 1):
-            if m.group(1) in line.split("#")[0]:
+            if value in line.split("#")[0]:
                 return i
     return 0

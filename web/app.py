@@ -308,7 +308,7 @@ def refusal_view(exc: QuotaError, lang: str) -> dict:
                               "short_amount": units.display_up(s["short_g"], s["unit"])})
     if isinstance(exc, ValidationFailed):
         view["problems"] = [{"source": p.source, "row": p.row, "column": p.column,
-                             "message": i18n.translate_error(p.message, lang)} for p in exc.problems]
+                             "message": p.text(lang)} for p in exc.problems]
     project = exc.facts.get("project_id") if isinstance(exc.facts, dict) else None
     if project:
         view["back"] = f"/projects/{project}"

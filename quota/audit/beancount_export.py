@@ -165,22 +165,18 @@ def verify_beancount(path: str, expect_head: str | None = None) -> tuple[dict, l
     problems: list[Problem] = []
     summary = {"file": path, "hash_scheme": posting.HASH_SCHEME, "as_of": None, "transactions": 0, "postings": 0,
                "accounts": 0, "final_hash": None, "ok": False}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            body = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        return summary, [Problem(path, 0, "", f"unreadable: {exc}")]
+    from quota.audit.jsonl import open_text
+    body = open_text(path)
     entries, errors, _ = loader.load_string(body)
     for err in errors[:20]:
         line = (getattr(err, "source", None) or {}).get("lineno", 0) or 0
-        problems.append(Problem(path, int(line), "bean-check", str(err.message).strip()))
+        problems.append(Problem.of(path, int(line), "bean-check", "bean_check", detail=str(err.message).strip()))
     txns = [e for e in entries if isinstance(e, data.Transaction)]
     ends = [e for e in entries if isinstance(e, data.Custom) and e.type == END_TYPE]
     summary.update(transactions=len(txns), postings=sum(len(t.postings) for t in txns),
                    accounts=len({a.account for a in entries if isinstance(a, data.Open)}))
     if len(ends) != 1:
-        problems.append(Problem(path, body.count("\n") + 1, "", f"the file must end with one {END_TYPE!r} record; "
-                                f"found {len(ends)} (truncated?)"))
+        problems.append(Problem.of(path, body.count("\n") + 1, "", "end_records", type=END_TYPE, n=len(ends)))
         return summary, problems
     end = ends[0]
     meta = end.meta
@@ -191,21 +187,19 @@ def verify_beancount(path: str, expect_head: str | None = None) -> tuple[dict, l
         expected = None
     line = int(meta.get("lineno", 0) or 0)
     if expected is None or not body.endswith(expected):
-        problems.append(Problem(path, line, "", f"the file does not end with its complete {END_TYPE!r} record "
-                                "(truncated or edited?)"))
+        problems.append(Problem.of(path, line, "", "end_incomplete", type=END_TYPE))
         return summary, problems
     found = {"transactions": summary["transactions"], "postings": summary["postings"],
              "balances": sum(1 for e in entries if isinstance(e, data.Balance))}
     for key, value in found.items():
         if int(meta[key]) != value:
-            problems.append(Problem(path, line, key, f"the end record states {int(meta[key])}, the file holds {value}"))
+            problems.append(Problem.of(path, line, key, "end_states", stated=int(meta[key]), value=value))
     last = max(txns, key=lambda t: int(t.meta.get("seq", 0)), default=None)
     last_hash = last.meta.get("hash") if last else posting.GENESIS
     if last_hash != meta["last_hash"]:
-        problems.append(Problem(path, line, "last_hash", "the last transaction's hash is not the one the end "
-                                "record states"))
+        problems.append(Problem.of(path, line, "last_hash", "last_hash_mismatch"))
     if expect_head is not None and str(meta["final_hash"]) != expect_head:
-        problems.append(Problem(path, line, "final_hash", f"the export ends at {meta['final_hash']}, not at the "
-                                f"expected head {expect_head}"))
+        problems.append(Problem.of(path, line, "final_hash", "export_head", end=str(meta["final_hash"]),
+                                   expected=expect_head))
     summary.update(final_hash=str(meta["final_hash"]), ok=not problems)
     return summary, problems

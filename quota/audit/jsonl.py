@@ -20,7 +20,7 @@ from quota.store import db
 from quota.ledger import posting as ledger
 from quota.rules import versions
 from quota.ledger.chain import ChainChecker
-from quota.errors import Problem
+from quota.errors import Problem, Refused
 
 FORMAT = "quota-export"
 FORMAT_VERSION = 1
@@ -98,6 +98,54 @@ def write_jsonl(engine: Engine, out: IO[str], as_of: dt.date | None = None, prog
     return last
 
 
+def unreadable(path: str, reason: str, **facts) -> Refused:
+    """The refusal of an export that cannot be verified at all (missing, a folder, not UTF-8, not an export):
+    one line, exit 1; `reason` is a finding code of the catalogue (quota.report.findings)."""
+    from quota.report.findings import problem_text
+    return Refused(f"cannot verify {path}: {problem_text(reason, facts)}", "unreadable_export", path=path,
+                   reason=reason, **facts)
+
+
+def _open(path: str, mode: str = "r"):
+    try:
+        return open(path, mode, **({"encoding": "utf-8"} if mode == "r" else {}))
+    except FileNotFoundError:
+        raise unreadable(path, "file_not_found") from None
+    except IsADirectoryError:
+        raise unreadable(path, "is_directory") from None
+    except PermissionError:
+        raise unreadable(path, "no_permission") from None
+    except OSError as exc:
+        raise unreadable(path, "cannot_read_file", detail=exc.strerror or type(exc).__name__) from None
+
+
+def open_text(path: str) -> str:
+    """The whole text of an export file; Refused (unreadable_export) when it is missing, a folder, unreadable or not
+    UTF-8. A file cut inside its last character is a truncated export, not a foreign one: its text up to the cut
+    is returned, for the checks to find it incomplete."""
+    with _open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.end == len(raw) and exc.reason == "unexpected end of data":
+            return raw[:exc.start].decode("utf-8", errors="replace")
+        raise unreadable(path, "not_utf8", byte=exc.start) from None
+
+
+def _lines(path: str) -> Iterator[str]:
+    """The lines of an export file, read as they come; Refused (unreadable_export) as open_text."""
+    with _open(path) as fh:
+        n = 0
+        try:
+            for n, line in enumerate(fh, 1):
+                yield line
+        except UnicodeDecodeError as exc:
+            if exc.reason == "unexpected end of data":  # cut inside the last character: a truncated export
+                return
+            raise unreadable(path, "not_utf8_line", line=n + 1) from None
+
+
 def verify_export(path: str, progress=None, expect_head: str | None = None) -> tuple[dict, list[Problem]]:
     """Recompute the hash chain and every balance from an export file alone, through the same checker as the
     database verify (quota.chaincheck); with `expect_head`, the chain must end at that hash.
@@ -107,69 +155,69 @@ def verify_export(path: str, progress=None, expect_head: str | None = None) -> t
     problems: list[Problem] = []
     name = path
 
-    def bad(line: int, column: str, message: str) -> None:
-        problems.append(Problem(name, line, column, message))
+    def bad(line: int, column: str, code: str, /, **facts) -> None:
+        problems.append(Problem.of(name, line, column, code, **facts))
 
     chk: ChainChecker | None = None
     header, end, end_line, in_balances, lineno = None, None, 0, False, 0
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                rec = json.loads(raw)
-                kind = rec["type"]
-            except (ValueError, KeyError, TypeError):
-                bad(lineno, "", "not a JSON record of the export (truncated or edited?)")
-                break
+    for lineno, raw in enumerate(_lines(path), 1):
+        try:
+            rec = json.loads(raw)
+            kind = rec["type"]
+        except (ValueError, KeyError, TypeError):
             if lineno == 1:
-                if kind != "header" or rec.get("format") != FORMAT:
-                    bad(1, "type", "the first line must be the quota-export header")
-                    break
-                if rec.get("hash_scheme") not in SCHEMES:
-                    bad(1, "hash_scheme", f"unknown hash scheme {rec.get('hash_scheme')!r}")
-                    break
-                header = rec
-                chk = ChainChecker(name, schemes=SCHEMES[rec["hash_scheme"]], as_of=rec.get("as_of"))
-                chk.expect = expect_head.strip().lower() if expect_head else None
-                continue
-            if end is not None:
-                bad(lineno, "type", "a line after the end record")
+                raise unreadable(path, "not_an_export") from None
+            bad(lineno, "", "not_a_record")
+            break
+        if lineno == 1:
+            if kind != "header" or rec.get("format") != FORMAT:
+                raise unreadable(path, "not_an_export")
+            if rec.get("hash_scheme") not in SCHEMES:
+                bad(1, "hash_scheme", "unknown_scheme", scheme=repr(rec.get("hash_scheme")))
                 break
-            if kind in ("txn", "stub", "later"):
-                if in_balances:
-                    bad(lineno, "type", "a transaction after the balances")
-                if kind == "stub":
-                    chk.stub(rec.get("seq"), rec.get("date"), rec.get("body_hash"), rec.get("prev_hash", ""),
-                             rec.get("hash"), lineno)
-                else:
-                    body = {k: v for k, v in rec.items() if k not in ("type", "prev_hash", "hash")}
-                    chk.txn(body, str(rec.get("prev_hash", "")), rec.get("hash"), lineno, counted=kind == "txn")
-                    if progress and kind == "txn" and chk.n_txn % 5000 == 0:
-                        progress("verify", chk.n_txn, header["counts"]["transactions"])
-            elif kind == "balance":
-                if not in_balances:
-                    in_balances = True
-                    chk.finish()
-                chk.balance(rec.get("account"), rec.get("lot"), lineno, name, amount_g=rec.get("amount_g"),
-                            pollutant=rec.get("pollutant"))
-            elif kind == "end":
-                end, end_line = rec, lineno
-                if not in_balances:
-                    in_balances = True
-                    chk.finish()
-                if rec.get("final_hash") != chk.prev or header.get("final_hash") != chk.prev:
-                    bad(lineno, "final_hash", "the chain does not end at the stated final hash")
-                if (rec.get("transactions"), rec.get("postings")) != (chk.n_txn, chk.n_post):
-                    bad(lineno, "transactions", f"the end record counts {rec.get('transactions')} transactions and "
-                        f"{rec.get('postings')} postings; the file holds {chk.n_txn} and {chk.n_post}")
+            header = rec
+            chk = ChainChecker(name, schemes=SCHEMES[rec["hash_scheme"]], as_of=rec.get("as_of"))
+            chk.expect = expect_head.strip().lower() if expect_head else None
+            continue
+        if end is not None:
+            bad(lineno, "type", "after_end")
+            break
+        if kind in ("txn", "stub", "later"):
+            if in_balances:
+                bad(lineno, "type", "txn_after_balances")
+            if kind == "stub":
+                chk.stub(rec.get("seq"), rec.get("date"), rec.get("body_hash"), rec.get("prev_hash", ""),
+                         rec.get("hash"), lineno)
             else:
-                bad(lineno, "type", f"unknown record type {kind!r}")
-            if len(problems) + len(chk.problems) >= 50:
-                break
+                body = {k: v for k, v in rec.items() if k not in ("type", "prev_hash", "hash")}
+                chk.txn(body, str(rec.get("prev_hash", "")), rec.get("hash"), lineno, counted=kind == "txn")
+                if progress and kind == "txn" and chk.n_txn % 5000 == 0:
+                    progress("verify", chk.n_txn, header["counts"]["transactions"])
+        elif kind == "balance":
+            if not in_balances:
+                in_balances = True
+                chk.finish()
+            chk.balance(rec.get("account"), rec.get("lot"), lineno, name, amount_g=rec.get("amount_g"),
+                        pollutant=rec.get("pollutant"))
+        elif kind == "end":
+            end, end_line = rec, lineno
+            if not in_balances:
+                in_balances = True
+                chk.finish()
+            if rec.get("final_hash") != chk.prev or header.get("final_hash") != chk.prev:
+                bad(lineno, "final_hash", "final_hash_mismatch")
+            if (rec.get("transactions"), rec.get("postings")) != (chk.n_txn, chk.n_post):
+                bad(lineno, "transactions", "end_counts", transactions=rec.get("transactions"),
+                    postings=rec.get("postings"), n_txn=chk.n_txn, n_post=chk.n_post)
+        else:
+            bad(lineno, "type", "unknown_record", kind=repr(kind))
+        if len(problems) + len(chk.problems) >= 50:
+            break
     if header is None and not problems:
-        bad(1, "", "empty file")
+        raise unreadable(path, "empty_file")
     if chk is not None:
         if end is None and not any(p.column == "" for p in problems):
-            bad(lineno + 1, "", "the file ends without its end record (truncated?)")
+            bad(lineno + 1, "", "no_end_record")
         if end is not None:
             chk.balances_done(name, every_pair=False)
             chk.check_head(end_line)
@@ -192,9 +240,9 @@ def _check_counts(header: dict, chk: ChainChecker, line: int, bad) -> None:
     shown = chk.n_txn + chk.n_stub + chk.n_later
     if header.get("hash_scheme") == ledger.HASH_V1:  # v1 headers counted the whole chain only in full exports
         if header.get("as_of") is None and (counts.get("transactions"), counts.get("postings")) != (chk.n_txn, chk.n_post):
-            bad(line, "counts", "the header's counts do not match the transactions in the file")
+            bad(line, "counts", "header_counts")
         return
     want = {"transactions": shown, "postings": chk.n_post, "stubs": chk.n_stub + chk.n_later}
     if {k: counts.get(k) for k in want} != want or header.get("final_seq") != chk.seq:
-        bad(line, "counts", f"the header counts {counts} up to transaction {header.get('final_seq')}; the file holds "
-            f"{want} up to transaction {chk.seq}")
+        bad(line, "counts", "header_counts_to", counts=str(counts), final=header.get("final_seq"), want=str(want),
+            seq=chk.seq)

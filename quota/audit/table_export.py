@@ -14,6 +14,7 @@ from typing import Iterator
 
 from sqlalchemy import Connection, Engine, text
 
+from quota.audit.jsonl import unreadable
 from quota.store import db
 from quota.ledger import posting as ledger
 from quota import outfiles
@@ -117,19 +118,21 @@ def write_tables(engine: Engine, fmt: str, out: str, as_of: dt.date | None = Non
         head_seq, head_hash = db.chain_head(conn)  # the database has answered: now files may be written
         if fmt == "xlsx":
             from openpyxl import Workbook
-            wb = Workbook(write_only=True)
+            wb, saving = Workbook(write_only=True), False
             try:
                 for name in TABLES:
                     ws = wb.create_sheet(name)
                     ws.append(headers(name, lang))
                     for row in iter_table(conn, name, as_of):
                         ws.append(list(row))
+                with outfiles.atomic_path(path, engine) as tmp:  # an unwritable target fails here, before saving
+                    saving = True
+                    wb.save(tmp)
             except BaseException:
-                for ws in wb.worksheets:  # close the sheets' temporary files
-                    ws.close()
+                if not saving:
+                    for ws in wb.worksheets:  # close the sheets' temporary files
+                        ws.close()
                 raise
-            with outfiles.atomic_path(path, engine) as tmp:
-                wb.save(tmp)
             return [str(path)]
         rows: dict[str, int] = {}
         with outfiles.atomic_dir(path, file_names(fmt), engine) as tmp:
@@ -212,49 +215,45 @@ def verify_tables(path: str, expect_head: str | None = None) -> tuple[dict, list
         files = {f["name"]: f for f in manifest["files"]}
         fmt = manifest.get("table_format")
     except (OSError, ValueError, KeyError, TypeError):
-        return summary, [Problem(str(folder / outfiles.MANIFEST), 0, "", "missing or unreadable: not a complete "
-                                 "quota export folder (interrupted, or not written by quota export?)")]
+        raise unreadable(str(folder / outfiles.MANIFEST), "no_manifest") from None
     if manifest.get("format") == "quota-plan":  # plan run --out: each file's presence and sha256
         fmt = None
     elif manifest.get("format") != MANIFEST_FORMAT or fmt not in ("csv", "parquet"):
-        return summary, [Problem(str(folder / outfiles.MANIFEST), 0, "format",
-                                 f"not a quota table export ({manifest.get('format')!r})")]
+        raise unreadable(str(folder / outfiles.MANIFEST), "not_a_table_export", format=str(manifest.get("format")))
     head = manifest.get("head") or {}
     summary.update(hash_scheme=manifest.get("hash_scheme"), as_of=manifest.get("as_of"), final_hash=head.get("hash"))
     for extra in sorted(c.name for c in folder.iterdir() if c.name not in files and c.name != outfiles.MANIFEST):
-        problems.append(Problem(str(folder / extra), 0, "", "a file the manifest does not list"))
+        problems.append(Problem.of(str(folder / extra), 0, "", "unlisted_file"))
     for name in file_names(fmt) if fmt else ():
         if name not in files:
-            problems.append(Problem(str(folder / outfiles.MANIFEST), 0, "files", f"{name} is not listed"))
+            problems.append(Problem.of(str(folder / outfiles.MANIFEST), 0, "files", "not_listed", name=name))
     for name, entry in sorted(files.items()):
         target = folder / name
         if not target.is_file():
-            problems.append(Problem(str(target), 0, "", "missing (the manifest lists it)"))
+            problems.append(Problem.of(str(target), 0, "", "listed_missing"))
             continue
         if outfiles.sha256_file(target) != entry.get("sha256"):
             size = target.stat().st_size
-            problems.append(Problem(str(target), 0, "sha256", f"does not match the manifest ({size} bytes, "
-                                    f"the manifest states {entry.get('bytes')}: truncated or edited?)"))
+            problems.append(Problem.of(str(target), 0, "sha256", "sha_mismatch", size=size, stated=entry.get("bytes")))
             continue
         if fmt is None:
             continue
         try:
             n, last = _count_and_last(target, fmt)
         except Exception as exc:  # an unreadable file whose hash matches: a manifest written for a bad file
-            problems.append(Problem(str(target), 0, "", f"unreadable: {exc}"))
+            problems.append(Problem.of(str(target), 0, "", "unreadable_table", detail=" ".join(str(exc).split())))
             continue
         if n != entry.get("rows"):
-            problems.append(Problem(str(target), 0, "rows", f"{n} rows, the manifest states {entry.get('rows')}"))
+            problems.append(Problem.of(str(target), 0, "rows", "rows_stated", n=n, stated=entry.get("rows")))
         stem = name.rsplit(".", 1)[0]
         if stem in ("transactions", "postings", "balances"):
             summary[{"transactions": "transactions", "postings": "postings", "balances": "accounts"}[stem]] = n
         if stem == "transactions" and manifest.get("as_of") is None:
             seq, digest = (int(last["seq"]), last["hash"]) if last else (0, ledger.GENESIS)
             if (seq, digest) != (head.get("seq"), head.get("hash")):
-                problems.append(Problem(str(target), n + 1, "hash", "the last transaction is not the chain head "
-                                        "the manifest states"))
+                problems.append(Problem.of(str(target), n + 1, "hash", "not_manifest_head"))
     if expect_head is not None and head.get("hash") != expect_head:
-        problems.append(Problem(str(folder / outfiles.MANIFEST), 0, "head", f"the export ends at {head.get('hash')}, "
-                                f"not at the expected head {expect_head}"))
+        problems.append(Problem.of(str(folder / outfiles.MANIFEST), 0, "head", "export_head", end=str(head.get("hash")),
+                                   expected=expect_head))
     summary["ok"] = not problems
     return summary, problems

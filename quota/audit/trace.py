@@ -68,7 +68,7 @@ def lot_detail(engine: Engine, serial: str) -> dict:
             "JOIN source s ON s.source_id = t.source_id LEFT JOIN lot_status ls ON ls.serial = l.serial "
             "WHERE l.serial = :s"), {"s": serial}).first()
         if row is None:
-            raise NotFound(f"no lot {serial!r}")
+            raise NotFound(f"no lot {serial!r}", "lot", serial)
         moves = conn.execute(text(
             "SELECT x.seq, x.kind, x.effective_date, x.booked_at, x.actor, x.project_id, x.ref, x.memo, p.account, "
             "p.amount_g FROM posting p JOIN txn x ON x.seq = p.txn_seq WHERE p.lot = :s ORDER BY x.seq, p.id"),

@@ -21,8 +21,9 @@ class RowReader:
     def __init__(self, source: str, row: int, cells: dict[str, str], problems: list[Problem]):
         self.source, self.row, self.cells, self.problems = source, row, cells, problems
 
-    def fail(self, column: str, message: str) -> None:
-        self.problems.append(Problem(self.source, self.row, column, message))
+    def fail(self, column: str, code: str, /, **facts) -> None:
+        """A problem at this row and `column`, named by its code (the catalogue renders it, quota.report.findings)."""
+        self.problems.append(Problem.of(self.source, self.row, column, code, **facts))
 
     def raw(self, col: str) -> str:
         """The cell as NFKC text, trimmed (full-width digits and letters read as ASCII)."""
@@ -35,13 +36,13 @@ class RowReader:
         try:
             value = identity.free_text(self.cells.get(col, ""), col, multiline=multiline)
         except identity.BadId as exc:
-            self.fail(col, exc.reason)
+            self.fail(col, exc.code, **exc.facts)
             return ""
         if not value:
             if required:
-                self.fail(col, "required value is empty")
+                self.fail(col, "empty_value")
         elif len(value) > max_len:
-            self.fail(col, f"longer than {max_len} characters")
+            self.fail(col, "too_long", max=max_len)
             return value[:max_len]
         return value
 
@@ -51,12 +52,12 @@ class RowReader:
         raw = self.cells.get(col, "")
         if not raw.strip():
             if required:
-                self.fail(col, "required value is empty")
+                self.fail(col, "empty_value")
             return ""
         try:
             return identity.code(raw, col, max_len=max_len)
         except identity.BadId as exc:
-            self.fail(col, exc.reason)
+            self.fail(col, exc.code, **exc.facts)
             return ""
 
     def amount(self, col: str, required: bool = True, unit: str | None = None) -> Decimal | None:
@@ -65,22 +66,22 @@ class RowReader:
         raw = self.cells.get(col, "").strip()
         if not raw:
             if required:
-                self.fail(col, "required amount is empty")
+                self.fail(col, "empty_amount")
             return None
         try:
             value = units.parse_decimal(raw)
         except units.AmountError as exc:
-            self.fail(col, f"{exc}")
+            self.fail(col, exc.code, **exc.facts)
             return None
         if value < 0:
-            self.fail(col, f"amount must not be negative, got {raw}")
+            self.fail(col, "negative_amount", value=raw)
             return None
         if unit in units.GRAMS_PER_UNIT:
             too_big = units.check_row_g(units.grams_exact(value, unit), unit)
         else:
             too_big = units.check_row_g(value * units.GRAMS_PER_UNIT["t/a"], "t/a")
         if too_big:
-            self.fail(col, f"amount {raw} {too_big}")
+            self.fail(col, "amount_too_big", value=raw, **too_big)
             return None
         return value
 
@@ -88,7 +89,7 @@ class RowReader:
         raw = self.raw(col)
         if not raw:
             if required:
-                self.fail(col, "required date is empty (use YYYY-MM-DD)")
+                self.fail(col, "empty_date")
             return None
         m = _DATE_RE.match(raw)
         try:
@@ -96,10 +97,10 @@ class RowReader:
                 raise ValueError
             value = dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         except ValueError:
-            self.fail(col, f"not a valid date {raw!r} (use YYYY-MM-DD)")
+            self.fail(col, "bad_date", value=raw)
             return None
         if not (1950 <= value.year <= 2100):
-            self.fail(col, f"date {raw} is outside 1950-2100")
+            self.fail(col, "date_range", value=raw)
             return None
         return value
 
@@ -108,7 +109,7 @@ class RowReader:
         raw = self.cells.get(col, "").strip()
         if not raw:
             if default is None:
-                self.fail(col, "required whole number is empty")
+                self.fail(col, "empty_integer")
             return default
         try:
             d = units.parse_decimal(raw)
@@ -116,7 +117,7 @@ class RowReader:
         except units.AmountError:
             value = None
         if value is None or not (lo <= value <= hi):
-            self.fail(col, f"must be a whole number from {lo} to {hi}, got {raw!r}")
+            self.fail(col, "bad_integer", lo=lo, hi=hi, value=raw)
             return default
         return value
 
@@ -125,7 +126,7 @@ class RowReader:
         if raw in TRUE:
             return True
         if raw not in FALSE:
-            self.fail(col, f"must be true or false, got {raw!r}")
+            self.fail(col, "bad_boolean", value=raw)
         return False
 
     def zone_pollutant_unit(self, book) -> tuple[str, str, str]:
@@ -133,16 +134,15 @@ class RowReader:
         pollutant's own)."""
         zone = self.code("zone")
         if zone and zone not in book.zones:
-            self.fail("zone", f"unknown zone {zone!r} (rulebook has {', '.join(sorted(book.zones))})")
+            self.fail("zone", "unknown_zone", value=zone, known=sorted(book.zones))
         pollutant = self.code("pollutant")
         unit = self.raw("unit").lower()
         if not unit:
-            self.fail("unit", "required value is empty")
+            self.fail("unit", "empty_value")
         if pollutant and pollutant not in book.pollutants:
-            self.fail("pollutant", f"unknown pollutant {pollutant!r} (rulebook has "
-                      f"{', '.join(sorted(book.pollutants))})")
+            self.fail("pollutant", "unknown_pollutant", value=pollutant, known=sorted(book.pollutants))
         elif pollutant and unit and unit != book.pollutants[pollutant].unit:
-            self.fail("unit", f"unit {unit!r} is not {pollutant}'s unit {book.pollutants[pollutant].unit!r}")
+            self.fail("unit", "wrong_unit", unit=unit, pollutant=pollutant, expected=book.pollutants[pollutant].unit)
         return zone, pollutant, unit
 
     def choice(self, col: str, options: dict[str, str]) -> str:
@@ -150,8 +150,8 @@ class RowReader:
         value = options.get(raw) or options.get(raw.lower())
         if value is None:
             if not raw:
-                self.fail(col, "required value is empty")
+                self.fail(col, "empty_value")
             else:
-                self.fail(col, f"must be one of {', '.join(sorted(set(options.values())))}, got {raw!r}")
+                self.fail(col, "bad_choice", options=sorted(set(options.values())), value=raw)
             return ""
         return value

@@ -17,22 +17,19 @@ from quota.errors import Problem, ValidationFailed
 from quota.intake.fields import RowReader
 from quota.rules.book import Rulebook
 from quota.ledger.projects import register_meta
+from quota.intake.columns import PROJECT_NAMES, PROJECT_OPTIONAL, PROJECT_REQUIRED
 from quota.intake.tables import alias_map, file_sha256, read_rows
 
-REQUIRED = ["project_id", "name", "zone", "pollutant", "increment", "unit"]
-OPTIONAL = ["industry", "priority", "needed_by", "must_fund", "ratio"]
-ALIASES = alias_map({
-    "project_id": ["项目编号"], "name": ["项目名称"], "zone": ["区域", "所在区域", "控制单元"],
-    "industry": ["行业", "行业类别"], "pollutant": ["污染物", "污染因子"],
-    "increment": ["新增排放量", "新增量", "排放增量"], "unit": ["单位", "计量单位"], "priority": ["优先级"],
-    "needed_by": ["需求日期", "需要日期"], "must_fund": ["必须保障", "必保"], "ratio": ["替代比例", "削减替代比例"],
-})
+REQUIRED, OPTIONAL = PROJECT_REQUIRED, PROJECT_OPTIONAL
+ALIASES = alias_map(PROJECT_NAMES)
 SHARED = ("name", "zone", "industry", "priority", "needed_by", "must_fund")
 
 
-def validate_rows(path: str, book: Rulebook) -> tuple[list[dict], list[Problem]]:
-    """Parse and check a project file; one dict per project with its needs."""
-    rows, problems = read_rows(path, ALIASES, REQUIRED, OPTIONAL)
+def validate_rows(path: str, book: Rulebook, sheet: str | None = None,
+                  read: dict | None = None) -> tuple[list[dict], list[Problem]]:
+    """Parse and check a project file; one dict per project with its needs. `sheet` names the sheet of a
+    workbook; `read` receives how the file was read (tables.read_rows: encoding, sheet)."""
+    rows, problems = read_rows(path, ALIASES, REQUIRED, OPTIONAL, sheet=sheet, info=read)
     name = Path(path).name
     projects: dict[str, dict] = {}
     for rowno, cells in rows:
@@ -43,10 +40,10 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[dict], list[Problem]]
         zone, pollutant, unit = r.zone_pollutant_unit(book)
         increment = r.amount("increment", unit=unit)
         if increment is not None and increment == 0:
-            r.fail("increment", "increment must be greater than zero")
+            r.fail("increment", "zero_increment")
         ratio_raw = r.amount("ratio", required=False)
         if ratio_raw is not None and not (1 <= ratio_raw <= 100):
-            r.fail("ratio", f"ratio must be from 1 to 100, got {ratio_raw}")
+            r.fail("ratio", "bad_ratio", value=str(ratio_raw))
         shared = {"name": pname, "zone": zone, "industry": r.text("industry", False),
                   "priority": r.integer("priority", 1, 1, 1_000_000),
                   "needed_by": r.date("needed_by", required=False), "must_fund": r.boolean("must_fund")}
@@ -54,26 +51,29 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[dict], list[Problem]]
             first = projects[pid]
             for col in SHARED:
                 if first[col] != shared[col]:
-                    r.fail(col, f"differs from row {first['row']} of project {pid} ({first[col]!r})")
+                    r.fail(col, "project_differs", first_row=first["row"], project_id=pid, value=str(first[col]))
             if pollutant in first["needs"]:
-                r.fail("pollutant", f"project {pid} already lists {pollutant} at row {first['needs'][pollutant]['row']}")
+                r.fail("pollutant", "repeated_need", project_id=pid, pollutant=pollutant,
+                       first_row=first["needs"][pollutant]["row"])
         if len(problems) > before:
             continue
         proj = projects.setdefault(pid, {"project_id": pid, "row": rowno, **shared, "needs": {}})
         proj["needs"][pollutant] = {"row": rowno, "increment_g": units.to_requirement_g(increment, unit),
                                     "ratio": None if ratio_raw is None else str(ratio_raw)}
     if not rows and not problems:
-        problems.append(Problem(name, 0, "", "the file has no data rows"))
+        problems.append(Problem.of(name, 0, "", "no_data_rows"))
     return list(projects.values()), problems
 
 
 def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = None,
-                    dry_run: bool = False) -> dict:
-    """Validate a project file and add its projects to the pipeline, all or nothing."""
+                    dry_run: bool = False, sheet: str | None = None, read: dict | None = None) -> dict:
+    """Validate a project file and add its projects to the pipeline, all or nothing. `sheet` names the sheet of
+    a workbook (default: the first with the columns); `read` receives how the file was read (encoding, sheet),
+    also when it is refused."""
     name = Path(path).name
     with db.reading(engine) as conn:
         _, book = versions.current(conn)
-    projects, problems = validate_rows(path, book)
+    projects, problems = validate_rows(path, book, sheet, read)
     if problems:
         raise ValidationFailed(problems)
     sha = file_sha256(path)
@@ -81,8 +81,8 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
     def check(conn: Connection) -> list[Problem]:
         # every stored id by its normal form: an id stored before ids were normalised still matches
         existing = {identity.loose(r[0]): r[0] for r in conn.execute(text("SELECT project_id FROM project"))}
-        return [Problem(name, p["row"], "project_id", f"project {existing[identity.loose(p['project_id'])]!r} "
-                                                      "is already registered")
+        return [Problem.of(name, p["row"], "project_id", "project_exists",
+                           project_id=existing[identity.loose(p["project_id"])])
                 for p in projects if identity.loose(p["project_id"]) in existing]
 
     summary = {"projects": len(projects), "rows": sum(len(p["needs"]) for p in projects),

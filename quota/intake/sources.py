@@ -64,33 +64,29 @@ def settle(name: str, records: list, book, prior: list[Prior] = (), sources: dic
                 state = (item.measure, item.post_g, item.tally_id, date)
                 continue
             r = out[item]
-            where = f"source {r.source_id} ({r.pollutant})"
             if last_prior is not None and r.effective_date < last_prior.effective_date:
-                problems.append(Problem(name, r.row, "effective_date", (
-                    f"out_of_order: {where} has tally {last_prior.tally_id} dated {last_prior.effective_date} "
-                    "in the ledger; a measure dated before it would change what that tally credited")))
+                problems.append(Problem.of(name, r.row, "effective_date", "out_of_order", source=r.source_id,
+                                           pollutant=r.pollutant, tally=last_prior.tally_id,
+                                           date=str(last_prior.effective_date)))
                 continue
             if state and state[0] == "closure":
                 if r.measure == "closure":
-                    problems.append(Problem(name, r.row, "pollutant", (
-                        f"second_closure: {where} was closed by tally {state[2]} on {state[3]}: a second "
-                        "closure is double counting (give `supersedes` to replace that tally)")))
+                    problems.append(Problem.of(name, r.row, "pollutant", "second_closure", source=r.source_id,
+                                               pollutant=r.pollutant, tally=state[2], date=str(state[3])))
                 else:
-                    problems.append(Problem(name, r.row, "measure", (
-                        f"closed_source: {where} was closed by tally {state[2]} on {state[3]}: an upgrade "
-                        "after its closure credits nothing")))
+                    problems.append(Problem.of(name, r.row, "measure", "closed_source", source=r.source_id,
+                                               pollutant=r.pollutant, tally=state[2], date=str(state[3])))
                 continue
             cap = state[1] if state else None
             if cap is not None and r.measure == "upgrade" and post_g(r) >= cap:
-                problems.append(Problem(name, r.row, "post", (
-                    f"no_reduction: {where} already emits only {units.exact(int(cap), r.unit)} {r.unit} after "
-                    f"upgrade {state[2]}; post-upgrade emissions {r.post} are no further reduction")))
+                problems.append(Problem.of(name, r.row, "post", "no_reduction", source=r.source_id,
+                                           pollutant=r.pollutant, emits=units.exact(int(cap), r.unit), unit=r.unit,
+                                           tally=state[2], post=str(r.post)))
                 continue
             grams = credit(book, r, cap) if cap is not None or r.capped_by else r.creditable_g
             if grams <= 0:
-                problems.append(Problem(name, r.row, "baseline_actual", (
-                    f"creditable amount is zero after the cap of upgrade {state[2]}" if cap is not None
-                    else "creditable amount is zero after rounding and discount")))
+                problems.append(Problem.of(name, r.row, "baseline_actual", "zero_after_cap", tally=state[2])
+                                if cap is not None else Problem.of(name, r.row, "baseline_actual", "zero_credit"))
                 continue
             capped_by = state[2] if cap is not None and grams < credit(book, r, None) else ""
             if (grams, capped_by) != (r.creditable_g, r.capped_by):
@@ -112,8 +108,8 @@ def _identify(name: str, records: list, sources: dict, problems: list[Problem]) 
         if key in by_id:
             stored, _, zone = by_id[key]
             if zone != r.zone:
-                problems.append(Problem(name, r.row, "zone", f"source {stored} is registered in zone {zone}, "
-                                                             f"not {r.zone}"))
+                problems.append(Problem.of(name, r.row, "zone", "source_zone", source=stored, zone=zone,
+                                           given=r.zone))
             if stored != r.source_id:
                 r = dataclasses.replace(r, source_id=stored)
         elif key not in new:
@@ -121,10 +117,8 @@ def _identify(name: str, records: list, sources: dict, problems: list[Problem]) 
             look = (identity.name_key(r.source_name), r.zone)
             other = looks.get(look) if look[0] else None  # a name of no letters or digits compares to none
             if other is not None and not r.distinct_source:
-                problems.append(Problem(name, r.row, "source_id", (
-                    f"duplicate_source: source {r.source_id} has the name and zone of source {other} "
-                    f"({r.source_name}, {r.zone}); re-tally that source under its id, or, if they are two "
-                    "sources, set distinct_source to true")))
+                problems.append(Problem.of(name, r.row, "source_id", "duplicate_source", source=r.source_id,
+                                           other=other, name=r.source_name, zone=r.zone))
             looks.setdefault(look, r.source_id)
         out.append(r)
     return out

@@ -15,6 +15,14 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
+class _Unreadable(Exception):
+    """The file cannot be read as rows: `code` and `facts` of the problem that says why."""
+
+    def __init__(self, code: str, /, **facts):
+        super().__init__(code)
+        self.code, self.facts = code, facts
+
+
 HEADER_SCAN = 20  # rows of a sheet searched for the header (title rows above it are skipped)
 
 
@@ -29,8 +37,7 @@ def _csv(path: str, info: dict):
                                 skip_blank_lines=False)
         except UnicodeDecodeError as exc:
             if encoding == "gb18030":
-                raise ValueError(f"neither UTF-8 nor GB18030/GBK text ({exc.reason} at byte {exc.start}); save it "
-                                 "as CSV UTF-8") from None
+                raise _Unreadable("not_text", byte=exc.start) from None
             continue
         info["encoding"] = "utf-8" if encoding == "utf-8-sig" else encoding
         return frame, 0
@@ -44,8 +51,12 @@ def _xlsx(path: str, aliases: dict[str, str], required: list[str], sheet: str | 
     """The sheet (`sheet`, or the first that has the columns) as text cells under its header row: the first of
     its first HEADER_SCAN rows that names most of the required columns. Returns (frame, rows above the header)."""
     import pandas as pd
-    sheets = pd.read_excel(path, dtype=str, keep_default_na=False, sheet_name=sheet if sheet else None,
-                           header=None, engine="openpyxl")
+    with pd.ExcelFile(path, engine="openpyxl") as book:
+        names = [str(n) for n in book.sheet_names]
+        if sheet and sheet not in names:
+            raise _Unreadable("no_sheet", sheet=sheet, sheets=names)
+        sheets = pd.read_excel(book, dtype=str, keep_default_na=False, sheet_name=sheet if sheet else None,
+                               header=None)
     if sheet:
         sheets = {sheet: sheets}
     need = max(1, (len(required) + 1) // 2)
@@ -54,11 +65,10 @@ def _xlsx(path: str, aliases: dict[str, str], required: list[str], sheet: str | 
             if _known_columns(raw.iloc[i].tolist(), aliases) >= need:
                 frame = raw.iloc[i + 1:].reset_index(drop=True)
                 frame.columns = [str(c) if str(c).strip() else f"Unnamed: {k}" for k, c in enumerate(raw.iloc[i])]
-                info["sheet"] = str(sheet_name)
+                info["sheet"], info["header_row"] = str(sheet_name), i + 1
+                info["first_sheet"] = str(sheet_name) == str(next(iter(sheets)))
                 return frame, i
-    names = ", ".join(repr(str(s)) for s in sheets)
-    raise ValueError(f"no sheet has a header row naming the required columns in its first {HEADER_SCAN} rows "
-                     f"(sheets: {names}; required: {', '.join(required)})")
+    raise _Unreadable("no_header_row", scan=HEADER_SCAN, sheets=[str(s) for s in sheets], required=list(required))
 
 
 def read_rows(path: str, aliases: dict[str, str], required: list[str], optional: list[str],
@@ -80,19 +90,18 @@ def read_rows(path: str, aliases: dict[str, str], required: list[str], optional:
         elif suffix in (".csv", ".txt", ""):
             frame, above = _csv(path, info)
         else:
-            return [], [Problem(name, 0, "", f"unsupported file type {suffix!r} (use .csv or .xlsx)")]
+            return [], [Problem.of(name, 0, "", "unsupported_file_type", suffix=suffix)]
     except FileNotFoundError:
-        return [], [Problem(name, 0, "", "file not found")]
+        return [], [Problem.of(name, 0, "", "file_not_found")]
     except IsADirectoryError:
-        return [], [Problem(name, 0, "", "is a directory, not a file")]
-    except ValueError as exc:
-        message = str(exc)
-        if "Worksheet named" in message or "not found" in message and sheet:
-            message = f"no sheet named {sheet!r}"
-        return [], [Problem(name, 0, "", message)]
+        return [], [Problem.of(name, 0, "", "is_directory")]
+    except PermissionError:
+        return [], [Problem.of(name, 0, "", "no_permission")]
+    except _Unreadable as exc:
+        return [], [Problem.of(name, 0, "", exc.code, **exc.facts)]
     except Exception as exc:  # malformed CSV/XLSX of any kind: report, do not crash
-        kind = "empty file" if type(exc).__name__ == "EmptyDataError" else "not a readable CSV or XLSX file"
-        return [], [Problem(name, 0, "", f"cannot read file: {kind}")]
+        from pandas.errors import EmptyDataError
+        return [], [Problem.of(name, 0, "", "empty_file" if isinstance(exc, EmptyDataError) else "unreadable_file")]
     problems: list[Problem] = []
     mapping: dict[str, str] = {}
     for col in frame.columns:
@@ -101,15 +110,15 @@ def read_rows(path: str, aliases: dict[str, str], required: list[str], optional:
         if canon is None:
             if key.lower().startswith("unnamed:") or not key:
                 continue
-            problems.append(Problem(name, 1 + above, key, "unknown column (see the README for the file format)"))
+            problems.append(Problem.of(name, 1 + above, key, "unknown_column"))
             continue
         if canon in mapping.values():
-            problems.append(Problem(name, 1 + above, key, f"column {canon!r} appears twice"))
+            problems.append(Problem.of(name, 1 + above, key, "duplicate_column", canon=canon))
             continue
         mapping[col] = canon
     for col in required:
         if col not in mapping.values():
-            problems.append(Problem(name, 1 + above, col, "required column is missing"))
+            problems.append(Problem.of(name, 1 + above, col, "missing_column"))
     if problems:
         return [], problems
     rows = []

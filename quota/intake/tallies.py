@@ -23,21 +23,11 @@ from quota import units
 from quota.errors import Problem, ValidationFailed
 from quota.intake.fields import RowReader
 from quota.rules.book import Rulebook
+from quota.intake.columns import TALLY_NAMES, TALLY_OPTIONAL, TALLY_REQUIRED
 from quota.intake.tables import alias_map, file_sha256, read_rows
 
-REQUIRED = ["tally_id", "source_id", "source_name", "measure", "zone", "pollutant", "baseline_actual",
-            "unit", "effective_date", "report_no"]
-OPTIONAL = ["permitted", "post", "baseline_year", "method", "assessor", "supersedes", "distinct_source"]
-ALIASES = alias_map({
-    "tally_id": ["测算编号"], "source_id": ["平衡源编号", "企业编号", "源编号"],
-    "source_name": ["企业名称", "平衡源名称", "项目名称"], "measure": ["措施", "削减方式", "类型"],
-    "zone": ["区域", "控制单元", "所在区域"], "pollutant": ["污染物", "污染因子"],
-    "baseline_actual": ["基准排放量", "实际排放量", "基准年实际排放量"], "permitted": ["许可排放量", "许可量"],
-    "post": ["改造后排放量", "削减后排放量"], "unit": ["单位", "计量单位"], "baseline_year": ["基准年"],
-    "effective_date": ["生效日期", "入库日期"], "method": ["测算方法", "核算方法"],
-    "assessor": ["测算单位", "第三方机构", "核算单位"], "report_no": ["报告编号", "测算报告编号"],
-    "supersedes": ["替代测算编号", "取代"], "distinct_source": ["独立平衡源", "非同一平衡源"],
-})
+REQUIRED, OPTIONAL = TALLY_REQUIRED, TALLY_OPTIONAL
+ALIASES = alias_map(TALLY_NAMES)
 MEASURES = {"closure": "closure", "关闭": "closure", "关停": "closure", "关闭项目": "closure",
             "upgrade": "upgrade", "提升改造": "upgrade", "改造": "upgrade", "提升改造项目": "upgrade"}
 
@@ -84,9 +74,11 @@ def _credit(book: Rulebook, r: "TallyRecord", cap_g: Decimal | None) -> int:
     return creditable_g(book, r.measure, r.unit, r.baseline_actual, r.permitted, r.post, cap_g)
 
 
-def validate_rows(path: str, book: Rulebook) -> tuple[list[TallyRecord], list[Problem]]:
-    """Parse and check a tally file against the rulebook alone (no database)."""
-    rows, problems = read_rows(path, ALIASES, REQUIRED, OPTIONAL)
+def validate_rows(path: str, book: Rulebook, sheet: str | None = None,
+                  read: dict | None = None) -> tuple[list[TallyRecord], list[Problem]]:
+    """Parse and check a tally file against the rulebook alone (no database). `sheet` names the sheet of a
+    workbook; `read` receives how the file was read (tables.read_rows: encoding, sheet)."""
+    rows, problems = read_rows(path, ALIASES, REQUIRED, OPTIONAL, sheet=sheet, info=read)
     name = Path(path).name
     records: list[TallyRecord] = []
     seen_ids: dict[str, int] = {}
@@ -106,36 +98,35 @@ def validate_rows(path: str, book: Rulebook) -> tuple[list[TallyRecord], list[Pr
         year = r.integer("baseline_year", 0, 1950, 2100) or None
         effective = r.date("effective_date")
         if effective is not None and effective > today:
-            r.fail("effective_date", f"effective date {effective} is after today ({today}): a tally is "
-                   "registered once its reduction has taken effect")
+            r.fail("effective_date", "future_tally", date=str(effective), today=str(today))
         report_no = r.text("report_no", max_len=100)
         distinct = r.boolean("distinct_source")
         if measure == "closure" and post:
-            r.fail("post", f"a closure has no post-measure emissions: post must be empty or 0, got {post}")
+            r.fail("post", "closure_post", value=str(post))
         if measure == "upgrade" and actual is not None:
             base = min(actual, permitted) if (permitted is not None and book.baseline == "min_actual_permitted") else actual
             if post is None:
-                r.fail("post", "an upgrade needs its post-upgrade emissions")
+                r.fail("post", "upgrade_needs_post")
             elif post >= base:
-                r.fail("post", f"post-upgrade emissions {post} are not below the baseline {base}: no reduction")
+                r.fail("post", "post_not_below", post=str(post), base=str(base))
         if tally_id in seen_ids:
-            r.fail("tally_id", f"tally_id {tally_id!r} repeats row {seen_ids[tally_id]}")
+            r.fail("tally_id", "repeated_id", value=tally_id, first_row=seen_ids[tally_id])
         seen_ids.setdefault(tally_id, rowno)
         if source_id in known and known[source_id][:2] != (source_name, zone):
-            r.fail("source_id", f"source {source_id} has another name or zone at row {known[source_id][2]}")
+            r.fail("source_id", "source_differs", source=source_id, first_row=known[source_id][2])
         known.setdefault(source_id, (source_name, zone, rowno))
         if len(problems) > before:
             continue
         credit = creditable_g(book, measure, unit, actual, permitted, post)
         if credit <= 0:
-            r.fail("baseline_actual", "creditable amount is zero after rounding and discount")
+            r.fail("baseline_actual", "zero_credit")
             continue
         records.append(TallyRecord(rowno, tally_id, source_id, source_name, measure, zone, pollutant, actual,
                                    permitted, post, unit, year, effective, r.text("method", False),
                                    r.text("assessor", False), report_no,
                                    r.code("supersedes", False), credit, distinct_source=distinct))
     if not rows and not problems:
-        problems.append(Problem(name, 0, "", "the file has no data rows"))
+        problems.append(Problem.of(name, 0, "", "no_data_rows"))
     # one history per source and pollutant within the file (the ledger's part: check_ledger)
     records, found = sources.settle(name, records, book, credit=_credit)
     return records, problems + found
@@ -158,7 +149,7 @@ def settle_ledger(conn: Connection, name: str, sha: str, records: list[TallyReco
     prior = conn.execute(text("SELECT id, imported_at FROM import_batch WHERE kind = 'tally' AND sha256 = :s"),
                          {"s": sha}).first()
     if prior:
-        problems.append(Problem(name, 0, "", f"this file was already imported (batch {prior[0]} at {prior[1]})"))
+        problems.append(Problem.of(name, 0, "", "already_imported", batch=prior[0], at=str(prior[1])))
     rows = conn.execute(text("SELECT source_id, pollutant, measure, tally_id, supersedes, effective_date, post, "
                              "unit FROM tally")).all()
     stored_ids = {identity.loose(r[3]): r[3] for r in rows}
@@ -168,13 +159,13 @@ def settle_ledger(conn: Connection, name: str, sha: str, records: list[TallyReco
     measures = {(identity.loose(r[0]), r[1], r[2]): r[3] for r in current}
     for r in records:
         if identity.loose(r.tally_id) in stored_ids:
-            problems.append(Problem(name, r.row, "tally_id", f"tally {r.tally_id!r} is already in the ledger"))
+            problems.append(Problem.of(name, r.row, "tally_id", "tally_exists", tally=r.tally_id))
         if r.supersedes:
             now = measures.get((identity.loose(r.source_id), r.pollutant, r.measure))
             if now is None or not identity.same(now, r.supersedes):
-                problems.append(Problem(name, r.row, "supersedes",
-                                        f"{r.supersedes!r} is not the current {r.measure} tally of {r.pollutant} "
-                                        f"for source {r.source_id} (current: {now or 'none'})"))
+                problems.append(Problem.of(name, r.row, "supersedes", "not_current_tally", tally=r.supersedes,
+                                           measure=r.measure, pollutant=r.pollutant, source=r.source_id,
+                                           current=now or ""))
     records = [dataclasses.replace(r, supersedes=stored_ids.get(identity.loose(r.supersedes), r.supersedes))
                if r.supersedes else r for r in records]
     known = {r[0]: (r[1], r[2]) for r in conn.execute(text("SELECT source_id, name, zone FROM source"))}
@@ -186,24 +177,26 @@ def settle_ledger(conn: Connection, name: str, sha: str, records: list[TallyReco
     issued = int(conn.execute(text("SELECT COALESCE(SUM(issued_g), 0) FROM lot")).scalar_one())
     adding = sum(r.creditable_g for r in records)
     if issued + adding > units.MAX_TOTAL_G:
-        problems.append(Problem(name, 0, "", f"overflow: the ledger has issued {issued:,} g; {adding:,} g more "
-                                             f"would pass the 64-bit limit of {units.MAX_TOTAL_G:,} g"))
+        problems.append(Problem.of(name, 0, "", "overflow", issued=f"{issued:,}", adding=f"{adding:,}",
+                                   limit=f"{units.MAX_TOTAL_G:,}"))
     return records, problems
 
 
 def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = None,
-                   dry_run: bool = False, progress=None) -> dict:
+                   dry_run: bool = False, progress=None, sheet: str | None = None, read: dict | None = None) -> dict:
     """Validate a tally file and, if every row is valid, credit each tally as a lot.
 
     All or nothing: any problem raises ValidationFailed listing every problem, and nothing
-    is written. With `dry_run`, the checks run and nothing is written either way.
+    is written. With `dry_run`, the checks run and nothing is written either way. `sheet` names the sheet of
+    a workbook (default: the first with the columns); `read` receives how the file was read (encoding, sheet),
+    also when it is refused.
     """
     name = Path(path).name
     with db.reading(engine) as conn:
         version, book = versions.current(conn)
     if progress:
         progress("validate", 0, 2)
-    records, problems = validate_rows(path, book)
+    records, problems = validate_rows(path, book, sheet, read)
     if progress:
         progress("validate", 1, 2)
     if problems:
@@ -250,10 +243,8 @@ def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, vers
             expires = until  # the grams it corrects keep the life of the tally they were first credited under
         amount = r.creditable_g - spent
         if amount <= 0:
-            raise ValidationFailed([Problem(name, r.row, "baseline_actual",
-                                            f"superseding tally credits {r.creditable_g} g but "
-                                            f"{revokes[r.tally_id][0]} g of the tallies it replaces were already "
-                                            "allocated or expired")])
+            raise ValidationFailed([Problem.of(name, r.row, "baseline_actual", "supersede_spent",
+                                               credit_g=r.creditable_g, spent_g=revokes[r.tally_id][0])])
         tallies.append((r.tally_id, r.source_id, r.measure, r.zone, r.pollutant, str(r.baseline_actual),
                         None if r.permitted is None else str(r.permitted), None if r.post is None else str(r.post),
                         r.unit, r.baseline_year, r.effective_date, r.method, r.assessor, r.report_no,

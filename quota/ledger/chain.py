@@ -81,17 +81,17 @@ class ChainChecker:
         self.expect_at: int | None = None
 
     # ------------------------------------------------------------------ the chain
-    def bad(self, row: int, column: str, message: str, source: str | None = None) -> None:
+    def bad(self, row: int, column: str, code: str, source: str | None = None, /, **facts) -> None:
+        """A finding named by its code (the catalogue renders it, quota.report.findings)."""
         if len(self.problems) < self.limit:
-            self.problems.append(Problem(source or self.source, row, column, message))
+            self.problems.append(Problem.of(source or self.source, row, column, code, **facts))
 
     def _link(self, seq, prev_hash: str, row: int) -> None:
         expected = self.seq + 1
         if seq != expected:
-            self.bad(row, "seq", f"expected transaction {expected}, found {seq} "
-                     "(a transaction was deleted, inserted, duplicated or moved)")
+            self.bad(row, "seq", "seq_gap", expected=expected, found=seq)
         if prev_hash != self.prev:
-            self.bad(row, "prev_hash", "does not match the previous transaction's hash")
+            self.bad(row, "prev_hash", "prev_hash_mismatch")
         self.seq = seq if isinstance(seq, int) else expected
 
     def txn(self, body: dict, prev_hash: str, digest: str, row: int, counted: bool = True) -> None:
@@ -105,9 +105,9 @@ class ChainChecker:
         elif 1 in self.schemes and digest == hashlib.sha256(prev_hash.encode("utf-8") + text).hexdigest():
             self.n_v1 += 1
             if self.v2_from is not None:
-                self.bad(row, "hash", f"a quota-chain-v1 hash after the chain moved to v2 at transaction {self.v2_from}")
+                self.bad(row, "hash", "v1_after_v2", seq=self.v2_from)
         else:
-            self.bad(row, "hash", "content does not match its hash (edited?)")
+            self.bad(row, "hash", "hash_mismatch")
         self.prev = digest
         if digest == self.expect:
             self.expect_at = self.seq
@@ -116,7 +116,7 @@ class ChainChecker:
             self._not_before_as_of(body.get("date"), row)
             return
         if self.as_of is not None and str(body.get("date")) > self.as_of:
-            self.bad(row, "date", f"dated {body.get('date')}, after the export's as-of date {self.as_of}")
+            self.bad(row, "date", "after_as_of", date=str(body.get("date")), as_of=self.as_of)
         self._apply(body, row)
 
     def stub(self, seq, date: str | None, body_digest: str | None, prev_hash: str, digest: str, row: int) -> None:
@@ -126,11 +126,11 @@ class ChainChecker:
         self.partial = True
         self.n_stub += 1
         if self.as_of is None:
-            self.bad(row, "type", "a full export has no stubs: a transaction is hidden")
+            self.bad(row, "type", "stub_in_full_export")
         elif 2 not in self.schemes:  # a quota-chain-v1 stub carries nothing to check
             self.n_unchecked += 1
         elif date is None or body_digest is None or chain_hash(prev_hash, str(date), str(body_digest)) != digest:
-            self.bad(row, "hash", "the stub does not match its hash (its date or body hash was changed?)")
+            self.bad(row, "hash", "stub_mismatch")
         else:
             if self.v2_from is None:
                 self.v2_from = self.seq
@@ -141,10 +141,9 @@ class ChainChecker:
 
     def _not_before_as_of(self, date, row: int) -> None:
         if self.as_of is None:
-            self.bad(row, "type", "a full export shows every transaction in full")
+            self.bad(row, "type", "hidden_in_full_export")
         elif str(date) <= self.as_of:
-            self.bad(row, "date", f"a transaction dated {date}, on or before the as-of date {self.as_of}, "
-                     "is hidden as a stub")
+            self.bad(row, "date", "hidden_before_as_of", date=date, as_of=self.as_of)
 
     # ------------------------------------------------------------------ what each transaction may do
     def _apply(self, body: dict, row: int) -> None:
@@ -155,14 +154,14 @@ class ChainChecker:
             self.kept[seq] = KeptTxn(kind, project, body.get("ref"), meta, legs)
         if kind == "register":
             if legs:
-                self.bad(row, "postings", "a register transaction moves no grams")
+                self.bad(row, "postings", "register_moves")
             self._register(meta, seq, row)
             return
         rule = KIND_MOVES.get(kind)
         if rule is None:
-            self.bad(row, "kind", f"unknown transaction kind {kind!r}")
+            self.bad(row, "kind", "unknown_kind", kind=repr(kind))
         if not legs and kind not in NO_POSTING_KINDS:
-            self.bad(row, "postings", f"a {kind} transaction without postings")
+            self.bad(row, "postings", "no_postings", kind=kind)
         if kind == "revoke":
             self._revoke(meta, legs, seq, row)
         if kind == "issue":
@@ -187,19 +186,18 @@ class ChainChecker:
                 if date > pair[1]:
                     pair[1] = date
             if type(amount) is not int or amount == 0:
-                self.bad(row, "postings", f"{account} ({lot}): a posting of {amount!r} g")
+                self.bad(row, "postings", "bad_posting", account=account, lot=lot, amount=repr(amount))
             elif amount > 0:
                 if pos is not None and k not in pos:
-                    self.bad(row, "postings", f"a {kind} may not credit {account}")
+                    self.bad(row, "postings", "may_not_credit", kind=kind, account=account)
             else:
                 if neg is not None and k not in neg:
-                    self.bad(row, "postings", f"a {kind} may not debit {account}")
+                    self.bad(row, "postings", "may_not_debit", kind=kind, account=account)
                 drawn.append((key, k))
             if k == "lot":
                 owned = account == lot_account(lot)
                 if lot in status and (amount > 0 or kind == "reserve") and kind != "adjust":
-                    self.bad(row, "postings", f"{'grams return to' if amount > 0 else 'a reservation draws from'} "
-                             f"lot {lot}, {status[lot][0]} in transaction {status[lot][1]}")
+                    self.bad(row, "postings", "returns_to_closed_lot" if amount > 0 else "draws_closed_lot", lot=lot, state=status[lot][0], seq=status[lot][1])
             elif k in PROJECT_KINDS:
                 owned = project is not None and account == project_account(project, k)
                 if k == "allocated":
@@ -211,29 +209,28 @@ class ChainChecker:
                 if k == "expired":
                     self.spent[lot] += amount
             if not owned and rule is not None:
-                self.bad(row, "postings", f"account {account} does not belong to lot {lot}, pollutant {pol} "
-                         f"and project {project}")
+                self.bad(row, "postings", "foreign_account", account=account, lot=lot, pollutant=pol, project=project)
             info = lots.get(lot)
             if info is None:
                 if not partial:
-                    self.bad(row, "postings", f"lot {lot} was never issued")
+                    self.bad(row, "postings", "lot_never_issued", lot=lot)
             elif info["pollutant"] != pol:
-                self.bad(row, "postings", f"lot {lot} holds {info['pollutant']}, not {pol}")
+                self.bad(row, "postings", "lot_other_pollutant", lot=lot, held=info["pollutant"], pollutant=pol)
         moved = [k for k, v in per_lot.items() if v]
         if moved:
             pols: dict[str, int] = defaultdict(int)
             for _, _, pol, amount in legs:
                 pols[pol] += amount
             if any(pols.values()):
-                self.bad(row, "postings", f"does not balance: {dict(pols)}")
-            self.bad(row, "postings", f"moves grams between lots: {sorted(moved)[:3]}")
+                self.bad(row, "postings", "unbalanced", sums=str(dict(pols)))
+            self.bad(row, "postings", "between_lots", lots=[str(m) for m in sorted(moved)[:3]])
         for key, k in drawn:
             if k in NONNEG_KINDS and pairs[key][0] < 0:
-                self.bad(row, "postings", f"{key[0]} ({key[1]}) goes negative: {pairs[key][0]} g")
+                self.bad(row, "postings", "goes_negative", account=key[0], lot=key[1], grams=pairs[key][0])
             if kind == "expire" and k == "lot":
                 info = lots.get(key[1])
                 if info is not None and (info["expires"] is None or info["expires"] > date):
-                    self.bad(row, "postings", f"lot {key[1]} expires on {info['expires']}, not by {date}")
+                    self.bad(row, "postings", "lot_expired_by", lot=key[1], expires=str(info["expires"]), date=str(date))
         if kind in ("reserve", "approve") and project in self.projects:
             self._eligible(body, kind, legs, project, date, row)
         if kind == "revoke" and meta.get("superseded_by"):
@@ -258,47 +255,45 @@ class ChainChecker:
             if info is None:
                 continue
             if kind == "reserve" and str(info["effective_date"]) > date:
-                self.bad(row, "postings", f"lot {lot} is not effective until {info['effective_date']}, reserved on {date}")
+                self.bad(row, "postings", "reserved_before_effective", lot=lot, effective=str(info["effective_date"]), date=str(date))
             if info["expires"] is not None and str(info["expires"]) <= until:
-                self.bad(row, "postings", f"lot {lot} expires on {info['expires']}, before {until}: it cannot serve "
-                         f"{project}")
+                self.bad(row, "postings", "expires_before_needed", lot=lot, expires=str(info["expires"]), until=str(until), project=project)
             if self.key_of is not None and facts.get("zone"):
                 have = self.key_of(body.get("rulebook"), pol, info.get("zone"))
                 want = self.key_of(body.get("rulebook"), pol, facts["zone"])
                 if have is not None and want is not None and have != want:
-                    self.bad(row, "postings", f"lot {lot} is in {have}, project {project} needs {want}")
+                    self.bad(row, "postings", "lot_other_key", lot=lot, key=have, project=project, needs=want)
 
     def _revoke(self, meta: dict, legs: list, seq: int, row: int) -> None:
         """A revocation (or supersession) names its lot and takes only that lot's unallocated grams."""
         serial = meta.get("lot")
         if not isinstance(serial, str) or (serial not in self.lots and not self.partial):
-            self.bad(row, "meta", f"a revocation of {serial!r}, a lot that was never issued")
+            self.bad(row, "meta", "revoke_unknown_lot", lot=repr(serial))
         elif serial in self.lot_status:
-            self.bad(row, "meta", f"lot {serial} was already {self.lot_status[serial][0]} in transaction "
-                     f"{self.lot_status[serial][1]}")
+            self.bad(row, "meta", "lot_already", lot=serial, state=self.lot_status[serial][0], seq=self.lot_status[serial][1])
         if any(lot != serial for _, lot, _, _ in legs):
-            self.bad(row, "postings", f"a revocation of lot {serial} moves grams of another lot")
+            self.bad(row, "postings", "revoke_other_lot", lot=serial)
         left = self.pairs.get((lot_account(serial), serial), [0])[0]
         if serial in self.lots and sum(a for _, _, _, a in legs if a > 0) != left:
-            self.bad(row, "postings", f"a revocation of lot {serial} must take all its unallocated grams ({left} g)")
+            self.bad(row, "postings", "revoke_partial", lot=serial, left=left)
 
     def _issue(self, body: dict, meta: dict, legs: list, date: str, row: int) -> None:
         if len(legs) != 2 or body.get("project") is not None:
-            self.bad(row, "postings", "an issue posts exactly lot:<serial> +amount and issued:<P> -amount")
+            self.bad(row, "postings", "issue_shape")
             return
         (a1, serial, pol, g), (a0, lot0, pol0, g0) = sorted(legs, key=lambda l: l[3], reverse=True)
         if a1 != lot_account(serial) or a0 != pool_account("issued", pol) or lot0 != serial or pol0 != pol or g <= 0 or g0 != -g:
-            self.bad(row, "postings", "an issue posts exactly lot:<serial> +amount and issued:<P> -amount")
+            self.bad(row, "postings", "issue_shape")
             return
         if serial in self.lots or (lot_account(serial), serial) in self.pairs:
-            self.bad(row, "postings", f"issue into lot {serial}, which already exists (an issue never tops up a lot)")
+            self.bad(row, "postings", "issue_existing_lot", lot=serial)
             return
         tid = meta.get("tally_id")
         if not isinstance(tid, str) or not tid:
-            self.bad(row, "meta", "an issue names no tally")
+            self.bad(row, "meta", "issue_no_tally")
             return
         if tid in self.tally_lot:
-            self.bad(row, "meta", f"tally {tid} was already issued as lot {self.tally_lot[tid]}")
+            self.bad(row, "meta", "tally_issued_twice", tally=tid, lot=self.tally_lot[tid])
             return
         facts = {k: meta[k] for k in TALLY_FACTS if k in meta}
         facts.update(tally_id=tid, pollutant=pol, effective_date=date, seq=self.seq, rulebook=body.get("rulebook"))
@@ -315,7 +310,7 @@ class ChainChecker:
             self.sources[sid] = {"name": meta.get("source_name"), "zone": meta.get("zone"), "seq": self.seq}
         credit = meta.get("creditable_g")
         if not isinstance(credit, int):
-            self.bad(row, "meta", f"issue of tally {tid} states no creditable amount")
+            self.bad(row, "meta", "issue_no_credit", tally=tid)
             return
         used = 0
         old = meta.get("supersedes")
@@ -323,10 +318,10 @@ class ChainChecker:
             old_serial = self.tally_lot.get(old)
             if old_serial is None:
                 if not self.partial:
-                    self.bad(row, "meta", f"tally {tid} supersedes {old}, which was never issued")
+                    self.bad(row, "meta", "supersedes_unknown", tally=tid, old=old)
                 return
             if old in self.superseded:
-                self.bad(row, "meta", f"tally {old} was already superseded by {self.superseded[old]}")
+                self.bad(row, "meta", "superseded_twice", tally=old, by=self.superseded[old])
             self.superseded[old] = tid
             self.supersedes_of[tid] = old
             # what the whole chain it replaces gave out for good: allocated or expired grams (quota.tallies)
@@ -336,23 +331,22 @@ class ChainChecker:
                 used += self.spent.get(self.tally_lot[t], 0)
                 t = self.supersedes_of.get(t)
         if g != credit - used:
-            self.bad(row, "postings", f"issue of {g} g for tally {tid}, whose creditable amount is {credit} g"
-                     + (f" less {used} g already allocated or expired from the tallies it supersedes" if used else ""))
+            self.bad(row, "postings", "issue_amount", grams=g, tally=tid, credit=credit, used=used) if used else self.bad(row, "postings", "issue_amount_plain", grams=g, tally=tid, credit=credit)
 
     def _register(self, meta: dict, seq: int, row: int) -> None:
         projects = meta.get("projects")
         if not isinstance(projects, dict) and not meta.get("tallies"):
-            self.bad(row, "meta", "a register transaction names no project")
+            self.bad(row, "meta", "register_no_project")
         for pid, facts in sorted((projects or {}).items()):
             if pid in self.projects:
-                self.bad(row, "meta", f"project {pid} was already registered in transaction {self.projects[pid]['seq']}")
+                self.bad(row, "meta", "registered_twice", project_id=pid, seq=self.projects[pid]["seq"])
                 continue
             self.projects[pid] = {**facts, "seq": seq}
         # facts of tallies issued before issues carried them (committed once, by migration 0010)
         for tid, facts in sorted((meta.get("tallies") or {}).items()):
             have = self.tallies.get(tid)
             if have is None:
-                self.bad(row, "meta", f"registers facts of tally {tid}, which was never issued")
+                self.bad(row, "meta", "register_unknown_tally", tally=tid)
                 continue
             for k, v in sorted(facts.items()):
                 if k == "source_name":
@@ -360,7 +354,7 @@ class ChainChecker:
                     if src is not None and src.get("name") is None:
                         src["name"] = v
                 elif k in have and have[k] != v:
-                    self.bad(row, "meta", f"tally {tid}: {k} {v!r} differs from what its issue committed ({have[k]!r})")
+                    self.bad(row, "meta", "register_differs", tally=tid, key=k, value=repr(v), committed=repr(have[k]))
                 else:
                     have[k] = v
 
@@ -370,8 +364,7 @@ class ChainChecker:
             for pid, seq in sorted(self.used_projects.items(), key=lambda kv: kv[1]):
                 # projects first used under quota-chain-v1 predate registration (migration 0010 registers them)
                 if pid not in self.projects and self.v2_from is not None and seq >= self.v2_from:
-                    self.bad(seq if self.source == "txn" else 0, "project",
-                             f"project {pid} holds grams but was never registered in the chain")
+                    self.bad(seq if self.source == "txn" else 0, "project", "unregistered_project", project_id=pid)
                     break
         sums: dict[str, int] = defaultdict(int)
         for (_, lot), pair in self.pairs.items():
@@ -380,18 +373,18 @@ class ChainChecker:
                 sums[info["pollutant"]] += pair[0]
         for pol, total in sorted(sums.items()):
             if total:
-                self.bad(0, pol, f"accounts sum to {total} g, not zero")
+                self.bad(0, pol, "sum_not_zero", total=total)
 
     def check_head(self, row: int) -> None:
         """With a pinned head (`expect`, from --expect-head): the chain must end exactly there, so that a
         truncated tail (or a chain rewritten from some point on) is caught."""
         if self.expect is None or self.prev == self.expect:
             return
-        where = (f"the expected head is transaction {self.expect_at}; {self.seq - self.expect_at} transaction(s) "
-                 "follow it" if self.expect_at is not None else "the expected head is nowhere in this chain "
-                 "(transactions were removed from its end, or it was rewritten)")
-        self.bad(row, "head", f"the chain ends at {self.prev} (transaction {self.seq}), not at the expected head "
-                 f"{self.expect}: {where}")
+        if self.expect_at is not None:
+            self.bad(row, "head", "head_followed", end=self.prev, seq=self.seq, expected=self.expect,
+                     at=self.expect_at, after=self.seq - self.expect_at)
+        else:
+            self.bad(row, "head", "head_nowhere", end=self.prev, seq=self.seq, expected=self.expect)
 
     # ------------------------------------------------------------------ balances
     def expected(self, account: str, lot: str) -> dict | None:
@@ -413,19 +406,19 @@ class ChainChecker:
         want = self.expected(account, lot)
         if want is None:
             if stated.get("amount_g"):
-                self.bad(row, f"{account} {lot}", f"stated balance {stated['amount_g']} g, but no posting touches it",
-                         source)
+                self.bad(row, f"{account} {lot}", "balance_untouched", source, grams=stated["amount_g"])
             elif self.source == "txn":
-                self.bad(row, f"{account} {lot}", "a balance row that no posting touches", source)
+                self.bad(row, f"{account} {lot}", "balance_row_untouched", source)
             return
         for column, value in stated.items():
             if value != want[column] and not (want[column] is None and (self.partial or column in ("zone", "pollutant"))):
                 # (an unknown zone or pollutant comes from an unregistered project or an unissued lot: named already)
                 if column == "amount_g":
-                    message = f"stated {value!r} g, replay of postings gives {want[column]!r} g"
+                    code, facts = "balance_differs", {"value": repr(value), "replay": repr(want[column])}
                 else:
-                    message = f"{column}: stated {value!r}, the chain gives {want[column]!r}"
-                self.bad(row, f"{account} {lot}", message, source)
+                    code, facts = "balance_column_differs", {"column": column, "value": repr(value),
+                                                             "replay": repr(want[column])}
+                self.bad(row, f"{account} {lot}", code, source, **facts)
                 return
 
     def balances_done(self, source: str, every_pair: bool) -> None:
@@ -433,11 +426,10 @@ class ChainChecker:
         for key in sorted(set(self.pairs) - self._seen):
             amount = self.pairs[key][0]
             if amount or every_pair:
-                self.bad(0, f"{key[0]} {key[1]}", f"stated balance 0 g (no row), replay of postings gives {amount} g",
-                         source)
+                self.bad(0, f"{key[0]} {key[1]}", "balance_missing", source, grams=amount)
         for key, pair in sorted(self.pairs.items()):
             if pair[0] < 0 and account_kind(key[0]) in NONNEG_KINDS:
-                self.bad(0, f"{key[0]} {key[1]}", f"negative balance {pair[0]} g", source)
+                self.bad(0, f"{key[0]} {key[1]}", "negative_balance", source, grams=pair[0])
 
     def totals(self) -> dict[tuple, int]:
         """balance_total recomputed: (kind, pollutant, zone, lot expiry or NEVER) -> grams, non-zero only."""

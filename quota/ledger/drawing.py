@@ -180,7 +180,7 @@ def snapshot(conn: Connection, book: Rulebook, project_id: str) -> Snapshot:
     found = driver.select(conn, *snapshot_reads(project_id))
     infos = projects_from_rows(book, found[0])
     if not infos:
-        raise NotFound(f"no project {project_id!r}")
+        raise NotFound(f"no project {project_id!r}", "project", project_id)
     return Snapshot(infos[0], [HeldRow(*r) for r in found[1]])
 
 

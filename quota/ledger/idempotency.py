@@ -66,10 +66,10 @@ def run(engine: Engine | Connection, key: str | None, command: str, request: dic
             command_was, digest_was, result_was, user_was, user = rows[0]
             if user_was is not None and user_was != user:  # PostgreSQL: another user's row is never reported
                 raise IdempotencyConflict(f"key {key!r} was recorded by database user {user_was}, not {user}; "
-                                          "use a new key")
+                                          "use a new key", key, user_was)
             if command_was != command or digest_was != digest:
                 raise IdempotencyConflict(
-                    f"key {key!r} was already used for a different request ({command_was}); use a new key")
+                    f"key {key!r} was already used for a different request ({command_was}); use a new key", key)
             return {**json.loads(result_was), "replayed": True}
         result = fn(conn)
         driver.write(conn, ("INSERT INTO operation (key, command, request_hash, result, created_at) "

@@ -29,7 +29,7 @@ def edge_id(text: str, what: str) -> str:
     try:
         return identity.code(text, what)
     except identity.BadId as exc:
-        raise Refused(str(exc), "bad_id", what=what) from None
+        raise Refused(str(exc), "bad_id", what=what, value=exc.text, reason=exc.code, **exc.facts) from None
 
 
 def edge_text(text: str, what: str) -> str:
@@ -37,7 +37,7 @@ def edge_text(text: str, what: str) -> str:
     try:
         return identity.free_text(text, what)
     except identity.BadId as exc:
-        raise Refused(str(exc), "bad_text", what=what) from None
+        raise Refused(str(exc), "bad_text", what=what, reason=exc.code, **exc.facts) from None
 
 
 def check_date(conn: Connection, day: dt.date, what: str = "date") -> None:
@@ -239,11 +239,12 @@ def holding_problems(book: Rulebook, snap: Snapshot, today: dt.date, now: dt.dat
             reason = why_not(book, facts[lot], pol, need.key, today, info.needed_by, now)
             if reason:
                 out.append({"pollutant": pol, "problem": "lot_not_eligible", "lot": lot, "held_g": grams,
-                            "reason": reason})
+                            "reason": reason, "unit": book.pollutants[pol].unit})
         total = sum(lots.values())
         if total != need.required_g:
             out.append({"pollutant": pol, "problem": "short" if total < need.required_g else "surplus",
-                        "held_g": total, "required_g": need.required_g, "key": need.key, "ratio": str(need.ratio)})
+                        "held_g": total, "required_g": need.required_g, "key": need.key, "ratio": str(need.ratio),
+                        "unit": book.pollutants[pol].unit})
     return out
 
 
@@ -438,7 +439,7 @@ def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, d
                                 + lot_balance_join("b", "l.serial") + " LEFT JOIN lot_status s "
                                 "ON s.serial = l.serial WHERE l.serial = :s"), {"s": serial}).first()
         if row is None:
-            raise NotFound(f"no lot {serial!r}")
+            raise NotFound(f"no lot {serial!r}", "lot", serial)
         pol, zone, amount, status = row[0], row[1], int(row[2]), row[3]
         if status:
             raise Refused(f"lot {serial} is already {status}", "lot_state", lot=serial, state=status)

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, text
 
 from quota.ledger import posting
 from quota.ledger.chain import ChainChecker, KeptTxn
-from quota.errors import Problem
+from quota.errors import Problem, Reason
 
 TALLY_COLUMNS = [("source_id", "text"), ("measure", "text"), ("zone", "text"), ("pollutant", "text"),
                  ("baseline_actual", "text"), ("permitted", "text"), ("post", "text"), ("unit", "text"),
@@ -53,8 +53,8 @@ def verify(conn: Connection, progress=None, expect_head: str | None = None) -> t
         text("SELECT kind, pollutant, zone, expires, amount_g FROM balance_total")) if r[4]}
     for key in sorted(set(want) | set(have), key=str):
         if want.get(key, 0) != have.get(key, 0):
-            chk.bad(0, " ".join(map(str, key)), f"stored {have.get(key, 0)} g, the replay of the postings gives "
-                    f"{want.get(key, 0)} g (kind, pollutant, zone, lot expiry)", "balance_total")
+            chk.bad(0, " ".join(map(str, key)), "total_differs", "balance_total", stored=have.get(key, 0),
+                    replay=want.get(key, 0))
             break
     _tables(conn, chk)
     _operations(conn, chk, results)
@@ -96,16 +96,16 @@ def _compare(chk: ChainChecker, table: str, rows, committed: dict[str, dict], co
         seen.add(key)
         facts = committed.get(key)
         if facts is None:
-            chk.bad(0, "", f"not in the chain: no {kind} transaction commits this row", f"{table} {key}")
+            chk.bad(0, "", "row_not_in_chain", f"{table} {key}", kind=kind)
             return
         for (column, typ), value in zip(columns, r[1:]):
             if column in facts and _norm(value, typ) != _norm(facts[column], typ):
-                chk.bad(0, column, f"stored {_norm(value, typ)!r}, the chain committed {_norm(facts[column], typ)!r} "
-                        f"(transaction {facts['seq']})", f"{table} {key}")
+                chk.bad(0, column, "row_differs", f"{table} {key}", stored=repr(_norm(value, typ)),
+                        committed=repr(_norm(facts[column], typ)), seq=facts["seq"])
                 return
     missing = sorted(set(committed) - seen)
     if missing:
-        chk.bad(0, "", f"{len(missing)} row(s) the chain committed are missing, first {missing[0]}", table)
+        chk.bad(0, "", "rows_missing", table, n=len(missing), first=missing[0])
 
 
 def _norm(value, typ: str):
@@ -151,22 +151,22 @@ def _operations(conn: Connection, chk: ChainChecker, results: list) -> None:
         if problem is None:
             for seq in _seqs(result):
                 if seq in reported:
-                    problem = f"transaction {seq} is already reported by operation {reported[seq]!r}"
+                    problem = Reason("op_reported_twice", seq=seq, other=repr(reported[seq]))
                     break
                 reported[seq] = key
         if problem:
-            chk.bad(0, "result", f"{command}: {problem}", f"operation {key}")
+            chk.bad(0, "result", "operation_result", f"operation {key}", command=command, problem=problem)
             return
 
 
-def _txn(chk: ChainChecker, seq, kind: str, project=None) -> tuple[KeptTxn | None, str | None]:
+def _txn(chk: ChainChecker, seq, kind: str, project=None) -> tuple[KeptTxn | None, Reason | None]:
     found = chk.kept.get(seq) if isinstance(seq, int) else None
     if found is None:
-        return None, f"names transaction {seq!r}, which does not exist"
+        return None, Reason("op_no_txn", seq=repr(seq))
     if found.kind != kind:
-        return None, f"names transaction {seq}, a {found.kind}, not a {kind}"
+        return None, Reason("op_txn_kind", seq=seq, found=found.kind, kind=kind)
     if project is not None and found.project != project:
-        return None, f"names transaction {seq} of project {found.project}, not {project}"
+        return None, Reason("op_txn_project", seq=seq, found=found.project, project=project)
     return found, None
 
 
@@ -175,7 +175,7 @@ def _credited(legs, kind: str | None = None) -> list[tuple]:
                   if g > 0 and (kind is None or posting.account_kind(account) == kind))
 
 
-def _reserve_problem(chk: ChainChecker, r: dict, pid) -> str | None:
+def _reserve_problem(chk: ChainChecker, r: dict, pid) -> Reason | None:
     """A reservation reports its draws (the reserve transaction, `txn`) and the grams it gave back (a release
     just before it, or `txn` itself when it drew nothing)."""
     txn = r.get("txn")
@@ -183,24 +183,24 @@ def _reserve_problem(chk: ChainChecker, r: dict, pid) -> str | None:
     returned = sorted((d.get("lot"), d.get("pollutant"), d.get("amount_g"), d.get("to"))
                       for d in r.get("returned") or [])
     if not draws and not returned:
-        return "reports neither draws nor returns"
+        return Reason("op_nothing")
     if draws:
         found, problem = _txn(chk, txn, "reserve", pid)
         if problem:
             return problem
         if draws != _credited(found.postings, "reserved"):
-            return f"its draws differ from transaction {txn}"
+            return Reason("op_draws_differ", seq=txn)
     if returned:
         seq = txn - 1 if draws and isinstance(txn, int) else txn
         found, problem = _txn(chk, seq, "release", pid)
         if problem:
             return problem
         if returned != sorted((lot, pol, g, account) for account, lot, pol, g in found.postings if g > 0):
-            return f"its returns differ from transaction {seq}"
+            return Reason("op_returns_differ", seq=seq)
     return None
 
 
-def _operation_problem(chk: ChainChecker, command: str, r: dict, states: dict) -> str | None:
+def _operation_problem(chk: ChainChecker, command: str, r: dict, states: dict) -> Reason | None:
     pid = r.get("project_id")
     if command == "reserve":
         return _reserve_problem(chk, r, pid)
@@ -209,22 +209,22 @@ def _operation_problem(chk: ChainChecker, command: str, r: dict, states: dict) -
         if problem:
             return problem
         if command == "approve" and found.ref != r.get("doc"):
-            return f"document {r.get('doc')!r} differs from transaction {r['txn']} ({found.ref!r})"
+            return Reason("op_doc_differs", doc=repr(r.get("doc")), seq=r["txn"], found=repr(found.ref))
         return None
     if command == "cancel":
-        return None if states.get(pid) == "cancelled" else f"reports a cancellation of {pid!r}, which is not cancelled"
+        return None if states.get(pid) == "cancelled" else Reason("op_not_cancelled", project_id=repr(pid))
     if command == "expire":
         expired = sorted((d.get("lot"), d.get("pollutant"), d.get("amount_g")) for d in r.get("expired") or [])
         if r.get("txn") is None:
-            return None if not expired else "reports expired lots but no transaction"
+            return None if not expired else Reason("op_expired_no_txn")
         found, problem = _txn(chk, r.get("txn"), "expire")
-        return problem or (None if expired == _credited(found.postings) else f"its lots differ from transaction {r['txn']}")
+        return problem or (None if expired == _credited(found.postings) else Reason("op_lots_differ", seq=r["txn"]))
     if command == "revoke":
         found, problem = _txn(chk, r.get("txn"), "revoke")
         if problem:
             return problem
         if found.meta.get("lot") != r.get("lot") or sum(g for *_, g in _credited(found.postings)) != r.get("revoked_g"):
-            return f"its lot or grams differ from transaction {r['txn']}"
+            return Reason("op_revoke_differs", seq=r["txn"])
         return None
     if command == "plan apply":
         projects = []
@@ -234,12 +234,12 @@ def _operation_problem(chk: ChainChecker, command: str, r: dict, states: dict) -
                 return problem
             projects.append(found.project)
         return None if sorted(projects) == sorted(r.get("reserved") or []) else \
-            "its projects differ from the reservations it names"
+            Reason("op_plan_differs")
     if command == "tally import":
         lots = r.get("lots") or []
         unknown = [s for s in lots if s not in chk.lots]
         if unknown or r.get("tallies") != len(lots):
-            return f"names lots the chain never issued ({unknown[:3]})" if unknown else "counts differ from its lots"
+            return Reason("op_unknown_lots", lots=unknown[:3]) if unknown else Reason("op_counts_differ")
         return None
     if command == "project import":
         ids = r.get("project_ids") or []
@@ -248,7 +248,7 @@ def _operation_problem(chk: ChainChecker, command: str, r: dict, states: dict) -
             if problem:
                 return problem
             if sorted(found.meta.get("projects") or {}) != sorted(ids):
-                return f"its projects differ from transaction {r['txn']}"
+                return Reason("op_projects_differ", seq=r["txn"])
         missing = [p for p in ids if p not in chk.projects]
-        return f"names projects the chain never registered ({missing[:3]})" if missing else None
-    return f"unknown command {command!r}: its result cannot be checked"
+        return Reason("op_unknown_projects", projects=missing[:3]) if missing else None
+    return Reason("op_unknown_command", command=repr(command))

@@ -554,7 +554,10 @@ def solve_part(projects, rows, candidates, lp_y, lp_bound, gap, budget, solver, 
             status = prob.solve(engine)
         funded = {i for i, v in y.items() if (v.varValue or 0) > 0.5}
         chosen = {i for i, v in z.items() if (v.varValue or 0) > 0.5}
-        optimal, bound = status == pulp.LpStatusOptimal, lp_bound
+        # CBC's "Optimal" (sol_status) is a proof that no selection beats its incumbent by more than `gap`: its own
+        # bound; stopped at the time limit with a solution, PuLP says Optimal with an integer-feasible sol_status
+        optimal = status == pulp.LpStatusOptimal and prob.sol_status == pulp.LpSolutionOptimal
+        bound = min(lp_bound, _value(projects, funded) / (1 - gap)) if optimal and gap < 1 else lp_bound
         infeasible = status == pulp.LpStatusInfeasible
     if not optimal and not funded and start is None:
         if infeasible:

@@ -16,7 +16,7 @@ from quota.ledger import operations
 from quota.rules import versions
 from quota import units
 from quota.rules.eligibility import LotFacts, available_on, serves_until, why_not
-from quota.errors import NotFound, Refused
+from quota.errors import NotFound, Reason, Refused
 from quota.planning.milp import PCandidate, PLot, PNeed, PProject
 from quota.ledger.projects import Need, ProjectInfo, load_projects, required_g
 from quota.ledger.drawing import LotAvail
@@ -73,8 +73,11 @@ def gather(conn: Connection, book: Rulebook, as_of: dt.date, scenario: Scenario 
 
 
 def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str | None = None,
-             time_limit: float = 10.0, gap: float = 0.0, actor: str = "planner", solver: str = "auto") -> dict:
-    """Solve the allocation for all pipeline projects; store and return the plan (DESIGN 5.3 shape)."""
+             time_limit: float = 10.0, gap: float = 0.0, actor: str = "planner", solver: str = "auto",
+             out: str | None = None) -> dict:
+    """Solve the allocation for all pipeline projects; store and return the plan (DESIGN 5.3 shape). With `out`,
+    the plan's files are written (write_plan_files) inside the transaction that stores it: a folder that cannot be
+    written stores no plan."""
     check_options(time_limit, gap, solver)
     with db.reading(engine) as conn:
         version, book, scenario, day = planning_inputs(conn, as_of, scenario_path)
@@ -100,6 +103,8 @@ def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str
                      {"i": plan_id, "c": posting.now_iso(), "a": actor, "d": day, "s": sol.status, "v": version,
                       "h": int(head), "n": scenario.name if scenario else "", "t": scenario.text if scenario else "",
                       "r": json.dumps(result, ensure_ascii=False)})
+        if out:
+            write_plan_files(result, out, engine)
         return result
 
     return db.run_write(engine, store, lock=False)  # not a ledger write; a clashing id is retried
@@ -207,7 +212,7 @@ def get_plan(engine: Engine, plan_id: str) -> dict:
     with db.reading(engine) as conn:
         row = conn.execute(text("SELECT result, applied_at FROM plan WHERE plan_id = :p"), {"p": plan_id}).first()
     if row is None:
-        raise NotFound(f"no plan {plan_id!r}")
+        raise NotFound(f"no plan {plan_id!r}", "plan", plan_id)
     return {**json.loads(row[0]), "applied_at": row[1]}
 
 
@@ -226,23 +231,25 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
         row = conn.execute(text("SELECT result, applied_at, scenario_name, scenario FROM plan WHERE plan_id = :p"),
                            {"p": plan_id}).first()
         if row is None:
-            raise NotFound(f"no plan {plan_id!r}")
+            raise NotFound(f"no plan {plan_id!r}", "plan", plan_id)
         if row[1]:
-            raise Refused(f"plan {plan_id} was already applied at {row[1]}", "plan_state", plan_id=plan_id)
+            raise Refused(f"plan {plan_id} was already applied at {row[1]}", "plan_state", plan_id=plan_id,
+                          reason="applied", applied_at=str(row[1]))
         try:
             plan = json.loads(row[0])
             funded = [(str(f["project_id"]), [(str(d["lot"]), str(d["pollutant"]), d["amount_g"]) for d in f["draws"]])
                       for f in plan["funded"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise Refused(f"plan {plan_id} is malformed ({exc}); run the plan again", "plan_state",
-                          plan_id=plan_id) from None
+                          plan_id=plan_id, reason="malformed") from None
         if plan.get("status") == "infeasible":
-            raise Refused(f"plan {plan_id} is infeasible; there is nothing to apply", "plan_state", plan_id=plan_id)
+            raise Refused(f"plan {plan_id} is infeasible; there is nothing to apply", "plan_state", plan_id=plan_id,
+                          reason="infeasible")
         if row[2] or row[3] or plan.get("scenario"):
             raise Refused(f"plan {plan_id} is a scenario (hypothetical lots, projects or rules); it cannot be applied",
-                          "plan_state", plan_id=plan_id)
+                          "plan_state", plan_id=plan_id, reason="scenario")
         version, book = versions.current(conn)
-        problems: list[str] = []
+        problems: list[Reason] = []
         lots = {r[0]: (LotFacts(r[0], r[1], r[2], clock.as_date(r[3]), clock.as_date(r[4]), r[5] or "active"),
                        int(r[6]), clock.as_date(r[7])) for r in conn.execute(text(
             "SELECT l.serial, l.pollutant, l.zone, l.effective_date, l.expires, s.status, b.amount_g, b.last_date "
@@ -252,26 +259,26 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
         for _, draws in funded:
             for serial, _, g in draws:
                 if type(g) is not int or g <= 0:
-                    problems.append(f"a draw of {g!r} g from lot {serial} is not a positive whole number of grams")
+                    problems.append(Reason("plan_bad_draw", grams=repr(g), lot=serial))
                     continue
                 wanted[serial] = wanted.get(serial, 0) + g
         for serial, g in sorted(wanted.items()):
             have = lots[serial][1] if serial in lots else None
             if have is None:
-                problems.append(f"there is no lot {serial}")
+                problems.append(Reason("plan_no_lot", lot=serial))
             elif have < g:
-                problems.append(f"lot {serial} now holds {have} g, the plan draws {g} g")
+                problems.append(Reason("plan_lot_holds", lot=serial, have=have, g=g))
         seen: set[str] = set()
         for project_id, _ in funded:
             if project_id in seen:
-                problems.append(f"project {project_id} is funded twice")
+                problems.append(Reason("plan_funded_twice", project_id=project_id))
             seen.add(project_id)
         posted = []
         for project_id, draws in funded:
             infos = load_projects(conn, book, project_id=project_id) if project_id else []
             info = infos[0] if infos else None
             if info is None or info.state != "pipeline":
-                problems.append(f"project {project_id} is now {info.state if info else 'missing'}")
+                problems.append(Reason("plan_project_state", project_id=project_id, state=info.state if info else "missing"))
                 continue
             needs = {n.pollutant: n for n in info.needs}
             per_pol: dict[str, list] = {}
@@ -279,18 +286,18 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
                 if serial not in lots or type(g) is not int or g <= 0:
                     continue
                 need = needs.get(pol)
-                reason = (f"project {project_id} has no {pol} need" if need is None else
+                reason = (Reason("plan_no_need", project_id=project_id, pollutant=pol) if need is None else
                           why_not(book, lots[serial][0], pol, need.key, today, info.needed_by, now))
                 if reason:
-                    problems.append(f"{project_id} {pol}: {reason}")
+                    problems.append(Reason("plan_draw_refused", project_id=project_id, pollutant=pol, reason=reason))
                 f, _, last = lots[serial]
                 per_pol.setdefault(pol, []).append((LotAvail(serial, f.zone, f.expires, lots[serial][1], last, pol,
                                                              f.effective), g))
             for pol, need in needs.items():
                 got = sum(g for _, g in per_pol.get(pol, []))
                 if got != need.required_g:
-                    problems.append(f"project {project_id} now needs {need.required_g} g of {pol}, "
-                                    f"the plan gives {got} g")
+                    problems.append(Reason("plan_need_changed", project_id=project_id, required_g=need.required_g,
+                                           pollutant=pol, got=got))
             posted.append((info, per_pol))
         if problems:
             raise Refused(f"plan {plan_id} no longer fits the ledger: " + "; ".join(problems[:5]) +

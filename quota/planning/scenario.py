@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from quota import identity
 from quota import units
-from quota.errors import Problem, ValidationFailed
-from quota.rules.book import MEDIA, RatioRule, Rulebook
+from quota.errors import ValidationFailed
+from quota.rules.book import MEDIA, RatioRule, Rulebook, locate
+from quota.rules.tomlcheck import Checker, read_toml
 
 
 @dataclass
@@ -75,189 +74,171 @@ class Scenario:
 
 
 def load_scenario(path: str, book: Rulebook) -> Scenario:
-    """Parse and validate a scenario file against the rulebook; raise ValidationFailed with every problem."""
+    """Parse and validate a scenario file against the rulebook; raise ValidationFailed with every problem: every
+    key known (a "did you mean" when one is close), every value of its type, numbers finite, ids not repeated."""
     name = Path(path).name
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-        data = tomllib.loads(text, parse_float=units.toml_decimal)
-    except FileNotFoundError:
-        raise ValidationFailed([Problem(name, 0, "", "file not found")]) from None
-    except units.AmountError as exc:
-        raise ValidationFailed([Problem(name, units.toml_problem_line(text, exc), "", str(exc))]) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValidationFailed([Problem(name, getattr(exc, "lineno", 0) or 0, "", f"cannot read: {exc}")]) from None
+    text, data = read_toml(path, name, units.toml_decimal)
     p = _Parser(name, book)
     sc = p.parse(data)
     sc.text = text
-    if p.problems:
-        raise ValidationFailed(p.problems)
+    if p.problems:  # each at its line, found from its key path (rules.book.locate)
+        raise ValidationFailed([q if q.row else q.at(row=locate(text, q.column)) for q in p.problems])
     return sc
 
 
-class _Parser:
+LOT_KEYS = {"id", "zone", "pollutant", "amount", "expires"}
+PROJECT_KEYS = {"project_id", "name", "zone", "industry", "priority", "needed_by", "must_fund", "needs", "ratios"}
+RULE_KEYS = {"non_attainment", "ratio_default", "ratio_non_attainment", "ratio_rule"}
+RATIO_RULE_KEYS = {"ratio", "pollutant", "zone", "industry"}
+CANDIDATE_KEYS = {"id", "name", "zone", "cost", "reductions"}
+TOP_KEYS = {"name", "as_of", "lots", "projects", "remove_projects", "rules", "candidates", "measures"}
+
+
+class _Parser(Checker):
     def __init__(self, source: str, book: Rulebook):
-        self.source, self.book, self.problems = source, book, []
+        super().__init__(source)
+        self.book = book
 
-    def err(self, where: str, message: str) -> None:
-        self.problems.append(Problem(self.source, 0, where, message))
-
-    def date(self, value, where: str) -> dt.date | None:
-        if value is None or value == "":
-            return None
-        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-            return value
-        try:
-            return dt.date.fromisoformat(str(value))
-        except ValueError:
-            self.err(where, f"not a date: {value!r} (use YYYY-MM-DD)")
-            return None
-
-    def amounts(self, table, where: str, zone: str, *, round_up: bool) -> dict[str, int]:
+    def amounts(self, table, where: str, *, round_up: bool) -> dict[str, int]:
+        """pollutant = amount (each amount > 0, finite, within one row's bound) as grams."""
         out = {}
-        if not isinstance(table, dict) or not table:
-            self.err(where, "must be a table of pollutant = amount")
+        if table is None or table == {}:
+            self.err(where, "missing_key")
             return out
-        for pol, raw in table.items():
-            pol = self.code(pol, f"{where}.{pol}") or pol
-            if pol not in self.book.pollutants:
-                self.err(f"{where}.{pol}", f"unknown pollutant {pol!r}")
-                continue
-            try:
-                value = units.parse_decimal(raw)
-            except units.AmountError as exc:
-                self.err(f"{where}.{pol}", str(exc))
-                continue
-            if value <= 0:
-                self.err(f"{where}.{pol}", "amount must be greater than zero")
+        if not isinstance(table, dict):
+            self.wrong(where, "table", table)
+            return out
+        for key, raw in table.items():
+            pol = self.pollutant(key, f"{where}.{key}")
+            if not pol:
                 continue
             unit = self.book.pollutants[pol].unit
-            too_big = units.check_row_g(units.grams_exact(value, unit), unit)
-            if too_big:
-                self.err(f"{where}.{pol}", f"amount {value} {too_big}")
-                continue
-            out[pol] = units.to_requirement_g(value, unit) if round_up else units.to_credit_g(value, unit)
+            value = self.amount(raw, f"{where}.{key}", unit)
+            if value is not None:
+                out[pol] = units.to_requirement_g(value, unit) if round_up else units.to_credit_g(value, unit)
         return out
 
-    def zone(self, value, where: str) -> str:
-        value = self.code(value, where) if isinstance(value, str) else value
-        if value not in self.book.zones:
-            self.err(where, f"unknown zone {value!r}")
-        return str(value)
-
-    def code(self, value, where: str, required: bool = True) -> str:
-        """An id or code by identity.code ('' and a problem if it is unfit)."""
-        if value is None or value == "":
-            if required:
-                self.err(where, "required")
-            return ""
-        if not isinstance(value, str):
-            self.err(where, f"must be a text, got {value!r}")
-            return ""
+    def amount(self, raw, where: str, unit: str):
         try:
-            return identity.code(value, where)
-        except identity.BadId as exc:
-            self.err(where, exc.reason)
-            return ""
+            value = units.parse_decimal(raw)
+        except units.AmountError as exc:
+            self.err(where, exc.code, **exc.facts)
+            return None
+        if value <= 0:
+            self.err(where, "positive_amount")
+            return None
+        too_big = units.check_row_g(units.grams_exact(value, unit), unit)
+        if too_big:
+            self.err(where, "amount_too_big", value=str(value), **too_big)
+            return None
+        return value
 
-    def free(self, value, where: str) -> str:
-        """A name by identity.free_text (no control, bidi or line-break characters)."""
-        try:
-            return identity.free_text(str(value), where)
-        except identity.BadId as exc:
-            self.err(where, exc.reason)
+    def pollutant(self, value, where: str, required: bool = True) -> str:
+        pol = self.code(value, where, required)
+        if pol and pol not in self.book.pollutants:
+            self.err(where, "unknown_pollutant", value=pol, known=sorted(self.book.pollutants))
             return ""
+        return pol
 
-    def unknown(self, table: dict, allowed: set[str], where: str) -> None:
-        for key in sorted(set(table) - allowed):
-            self.err(f"{where}.{key}", "unknown key (typo, or a top-level key placed after a [[table]]?)")
+    def zone(self, value, where: str, required: bool = True) -> str:
+        zone = self.code(value, where, required)
+        if zone and zone not in self.book.zones:
+            self.err(where, "unknown_zone", value=zone, known=sorted(self.book.zones))
+            return ""
+        return zone
+
+    def ratio(self, value, where: str) -> Decimal | None:
+        number = self.number(value, where)
+        if number is not None and not 1 <= number <= 100:
+            self.err(where, "ratio_range", value=str(number))
+            return None
+        return number
+
+    def cost(self, value, where: str) -> int | None:
+        number = self.number(value, where)
+        if number is not None and number < 0:
+            self.err(where, "not_negative", value=str(number))
+            return None
+        return None if number is None else int(number)
+
+    def unique(self, ids: list[str], what: str, where: str) -> None:
+        seen = set()
+        for i, x in enumerate(ids, 1):
+            if x and x in seen:
+                self.err(f"{where}[{i}]", "duplicate_id", what=what, value=x)
+            seen.add(x)
 
     def parse(self, data: dict) -> Scenario:
-        sc = Scenario(name=str(data.get("name", "")), as_of=self.date(data.get("as_of"), "as_of"))
-        known = {"name", "as_of", "lots", "projects", "remove_projects", "rules", "candidates", "measures"}
-        for key in sorted(set(data) - known):
-            self.err(key, "unknown key (typo?)")
-        for i, lot in enumerate(data.get("lots", []), 1):
-            w = f"lots[{i}]"
-            self.unknown(lot, {"id", "zone", "pollutant", "amount", "expires"}, w)
+        self.keys(data, TOP_KEYS)
+        sc = Scenario(name=self.free(data, "name", ""), as_of=self.date(data.get("as_of"), "as_of"))
+        for w, lot in self.tables(data.get("lots"), "lots"):
+            self.keys(lot, LOT_KEYS, w)
             zone = self.zone(lot.get("zone"), f"{w}.zone")
-            pol = self.code(lot.get("pollutant"), f"{w}.pollutant", required=False)
-            amounts = self.amounts({pol: lot.get("amount")}, w, zone, round_up=False) if pol else {}
-            if not pol:
-                self.err(f"{w}.pollutant", "required")
-            sc.lots.append(ExtraLot(self.code(lot.get("id", f"H{i}"), f"{w}.id"), zone, pol or "", amounts.get(pol, 0),
+            pol = self.pollutant(lot.get("pollutant"), f"{w}.pollutant")
+            grams = 0
+            if "amount" not in lot:
+                self.err(f"{w}.amount", "missing_key")
+            elif pol:
+                value = self.amount(lot["amount"], f"{w}.amount", self.book.pollutants[pol].unit)
+                grams = 0 if value is None else units.to_credit_g(value, self.book.pollutants[pol].unit)
+            sc.lots.append(ExtraLot(self.code(lot.get("id", f"H{len(sc.lots) + 1}"), f"{w}.id"), zone, pol, grams,
                                     self.date(lot.get("expires"), f"{w}.expires")))
-        for i, pr in enumerate(data.get("projects", []), 1):
-            w = f"projects[{i}]"
-            self.unknown(pr, {"project_id", "name", "zone", "industry", "priority", "needed_by", "must_fund",
-                              "needs", "ratios"}, w)
+        self.unique([lot.lot_id for lot in sc.lots], "lot", "lots")
+        for w, pr in self.tables(data.get("projects"), "projects"):
+            self.keys(pr, PROJECT_KEYS, w)
             pid = self.code(pr.get("project_id"), f"{w}.project_id")
             zone = self.zone(pr.get("zone"), f"{w}.zone")
             ratios = {}
-            for pol, r in (pr.get("ratios") or {}).items():
-                pol = self.code(pol, f"{w}.ratios.{pol}") or pol
-                r = Decimal(r) if isinstance(r, int) and not isinstance(r, bool) else r
-                if not isinstance(r, Decimal) or not (1 <= r <= 100):
-                    self.err(f"{w}.ratios.{pol}", "ratio must be from 1 to 100")
-                else:
-                    ratios[pol] = r
-            priority = pr.get("priority", 1)
-            if not isinstance(priority, int) or priority < 1:
-                self.err(f"{w}.priority", "must be a whole number >= 1")
-                priority = 1
-            sc.projects.append(ExtraProject(pid, self.free(pr.get("name", ""), f"{w}.name"), zone,
-                                            str(pr.get("industry", "")), priority,
-                                            self.date(pr.get("needed_by"), f"{w}.needed_by"),
-                                            bool(pr.get("must_fund", False)),
-                                            self.amounts(pr.get("needs"), f"{w}.needs", zone, round_up=True), ratios))
+            for key, r in self.table(pr.get("ratios"), f"{w}.ratios").items():
+                pol = self.pollutant(key, f"{w}.ratios.{key}")
+                value = self.ratio(r, f"{w}.ratios.{key}")
+                if pol and value is not None:
+                    ratios[pol] = value
+            priority = self.integer(pr.get("priority", 1), f"{w}.priority", 1, 1_000_000, 1)
+            sc.projects.append(ExtraProject(pid, self.free(pr, "name", w), zone, self.free(pr, "industry", w),
+                                            priority, self.date(pr.get("needed_by"), f"{w}.needed_by"),
+                                            self.boolean(pr, "must_fund", w),
+                                            self.amounts(pr.get("needs"), f"{w}.needs", round_up=True), ratios))
+        self.unique([p.project_id for p in sc.projects], "project", "projects")
         sc.remove_projects = [self.code(x, f"remove_projects[{i}]")
-                              for i, x in enumerate(data.get("remove_projects", []), 1)]
-        rules = data.get("rules", {})
-        self.unknown(rules, {"non_attainment", "ratio_default", "ratio_non_attainment", "ratio_rule"}, "rules")
-        for zone, media in (rules.get("non_attainment") or {}).items():
-            zone = self.zone(zone, f"rules.non_attainment.{zone}")
-            if not isinstance(media, list) or any(m not in MEDIA for m in media):
-                self.err(f"rules.non_attainment.{zone}", f"must be a list of media from {', '.join(MEDIA)}")
-            else:
-                sc.non_attainment[zone] = tuple(sorted(media))
+                              for i, x in enumerate(self.strings(data.get("remove_projects"), "remove_projects"), 1)]
+        rules = self.table(data.get("rules"), "rules")
+        self.keys(rules, RULE_KEYS, "rules")
+        for key, media in self.table(rules.get("non_attainment"), "rules.non_attainment").items():
+            zone = self.zone(key, f"rules.non_attainment.{key}")
+            media = self.strings(media, f"rules.non_attainment.{key}")
+            if any(m not in MEDIA for m in media):
+                self.err(f"rules.non_attainment.{key}", "unknown_medium",
+                         value=", ".join(m for m in media if m not in MEDIA), known=list(MEDIA))
+            elif zone:
+                sc.non_attainment[zone] = tuple(sorted(set(media)))
         for key in ("ratio_default", "ratio_non_attainment"):
             if key in rules:
-                value = Decimal(rules[key]) if isinstance(rules[key], int) else rules[key]
-                if not isinstance(value, Decimal) or not (1 <= value <= 100):
-                    self.err(f"rules.{key}", "ratio must be from 1 to 100")
-                else:
-                    setattr(sc, key, value)
-        for i, r in enumerate(rules.get("ratio_rule", []), 1):
-            value = Decimal(r.get("ratio", 0)) if isinstance(r.get("ratio"), int) else r.get("ratio")
-            if not isinstance(value, Decimal) or not (1 <= value <= 100):
-                self.err(f"rules.ratio_rule[{i}].ratio", "ratio must be from 1 to 100")
+                setattr(sc, key, self.ratio(rules[key], f"rules.{key}"))
+        for w, r in self.tables(rules.get("ratio_rule"), "rules.ratio_rule"):
+            self.keys(r, RATIO_RULE_KEYS, w)
+            if "ratio" not in r:
+                self.err(f"{w}.ratio", "missing_key")
                 continue
-            pol = self.code(r.get("pollutant"), f"rules.ratio_rule[{i}].pollutant", required=False) or None
-            if pol and pol not in self.book.pollutants:
-                self.err(f"rules.ratio_rule[{i}].pollutant", f"unknown pollutant {pol!r}")
-            zone = self.zone(r["zone"], f"rules.ratio_rule[{i}].zone") if r.get("zone") else None
-            sc.ratio_rules.append(RatioRule(value, pol, r.get("industry"), zone))
-        for i, c in enumerate(data.get("candidates", []), 1):
-            w = f"candidates[{i}]"
-            self.unknown(c, {"id", "name", "zone", "cost", "reductions"}, w)
+            value = self.ratio(r["ratio"], f"{w}.ratio")
+            pol = self.pollutant(r.get("pollutant"), f"{w}.pollutant", required=False) or None
+            zone = self.zone(r.get("zone"), f"{w}.zone", required=False) or None
+            industry = self.string(r, "industry", w, required=False) or None
+            if value is not None:
+                sc.ratio_rules.append(RatioRule(value, pol, industry, zone))
+        for w, c in self.tables(data.get("candidates"), "candidates"):
+            self.keys(c, CANDIDATE_KEYS, w)
             zone = self.zone(c.get("zone"), f"{w}.zone")
-            cost = c.get("cost", 0)
-            if isinstance(cost, Decimal):
-                cost = int(cost)
-            if not isinstance(cost, int) or cost < 0:
-                self.err(f"{w}.cost", "must be a non-negative number")
-                cost = 0
-            sc.candidates.append(Candidate(self.code(c.get("id", f"C{i}"), f"{w}.id"),
-                                           self.free(c.get("name", ""), f"{w}.name"), zone, cost,
-                                           self.amounts(c.get("reductions"), f"{w}.reductions", zone,
-                                                        round_up=False)))
-        measures = data.get("measures", {})
-        self.unknown(measures, {"mode", "budget"}, "measures")
-        sc.mode = measures.get("mode", "priority")
+            cost = self.cost(c.get("cost", 0), f"{w}.cost")
+            sc.candidates.append(Candidate(self.code(c.get("id", f"C{len(sc.candidates) + 1}"), f"{w}.id"),
+                                           self.free(c, "name", w), zone, cost or 0,
+                                           self.amounts(c.get("reductions"), f"{w}.reductions", round_up=False)))
+        self.unique([c.candidate_id for c in sc.candidates], "candidate", "candidates")
+        measures = self.table(data.get("measures"), "measures")
+        self.keys(measures, {"mode", "budget"}, "measures")
+        sc.mode = self.string(measures, "mode", "measures", required=False) or "priority"
         if sc.mode not in ("priority", "cheapest"):
-            self.err("measures.mode", "must be 'priority' (most priority within budget) or 'cheapest'")
+            self.err("measures.mode", "bad_mode", value=sc.mode)
         if "budget" in measures:
-            budget = measures["budget"]
-            sc.budget = int(budget) if isinstance(budget, (int, Decimal)) and budget >= 0 else None
-            if sc.budget is None:
-                self.err("measures.budget", "must be a non-negative number")
+            sc.budget = self.cost(measures["budget"], "measures.budget")
         return sc

@@ -1,11 +1,12 @@
 """Message catalogue: user-facing strings of the CLI and the report in English and Chinese.
 
 `t(key, lang, **params)` formats a message; `header(text, lang)` translates a table header;
-`translate_error(message, lang)` renders the library's (English) refusals in Chinese by pattern.
+`problem_text(code, facts, lang)` renders a validation finding (errors.Problem) and `refusal(code, message, facts,
+lang)` a refusal (errors.QuotaError), both from their code and facts: no message is ever read back.
 """
 from __future__ import annotations
 
-import re
+from quota.report.findings import PROBLEMS, WORDS, WORDS_ZH, problem_text, reason_text  # noqa: F401  (re-exported)
 
 LANGS = ("en", "zh")
 
@@ -15,6 +16,7 @@ MESSAGES: dict[str, dict[str, str]] = {
                       "zh": "……另有 {n} 个问题（--json 列出全部）"},
     "verify_failed": {"en": "verification FAILED: {n} problem(s)", "zh": "校验失败：{n} 个问题"},
     "error": {"en": "error", "zh": "错误"},
+    "error_prefix": {"en": "error: ", "zh": "错误："},
     "verified": {"en": "{what} verified: {txns} transactions, {posts} postings, {accts} balances; head {head} ({scheme})",
                  "zh": "{what}校验通过：{txns} 笔交易，{posts} 条分录，{accts} 个余额；链头 {head}（{scheme}）"},
     "ledger": {"en": "ledger", "zh": "台账"},
@@ -24,6 +26,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "would_credit": {"en": "{n} tallies would be credited", "zh": "将入库 {n} 条测算（试运行）"},
     "capped": {"en": "{tally}: baseline capped at upgrade {by}'s post-upgrade emissions ({amount} {unit} credited)",
                "zh": "{tally}：基准按提升改造 {by} 的改造后排放量封顶（入库 {amount} {unit}）"},
+    "read_encoding": {"en": "read {file} as {encoding} text (not UTF-8)", "zh": "已按 {encoding} 编码读取 {file}（不是 UTF-8）"},
+    "read_sheet": {"en": "read {file}: sheet '{sheet}', header on row {row}", "zh": "已读取 {file}：工作表 '{sheet}'，表头在第 {row} 行"},
     "imported_projects": {"en": "imported {n} projects ({rows} rows)", "zh": "已导入 {n} 个项目（{rows} 行）"},
     "would_import_projects": {"en": "would import {n} projects ({rows} rows)", "zh": "将导入 {n} 个项目（{rows} 行，试运行）"},
     "reserved": {"en": "reserved {project}: {n} draw(s), transaction {txn}", "zh": "已预留 {project}：{n} 笔指标，交易 {txn}"},
@@ -87,35 +91,6 @@ HEADERS: dict[str, str] = {
     "Pollutants": "污染物", "Zones": "区域",
 }
 
-# English refusals of the library -> Chinese, by pattern (named groups are carried over).
-ERROR_PATTERNS: list[tuple[str, str]] = [
-    (r"cannot reserve (?P<p>\S+): (?P<rest>.*)", "无法为 {p} 预留指标：{rest}"),
-    (r"(?P<pol>\S+) short by (?P<a>\S+) (?P<u>\S+) \((?P<g>\d+) g\) in (?P<k>\S+) \(needs (?P<n>\S+) at ratio "
-     r"(?P<r>\S+), eligible (?P<e>\S+)\)",
-     "{pol} 在 {k} 缺口 {a} {u}（{g} 克）（需 {n}，替代比例 {r}，可用 {e}）"),
-    (r"project (?P<p>\S+) is (?P<s>\S+); reserve it before approving", "项目 {p} 状态为 {s}，请先预留再核定"),
-    (r"project (?P<p>\S+) is (?P<s>\S+); only pipeline projects can be reserved", "项目 {p} 状态为 {s}，只能预留待审项目"),
-    (r"no project '(?P<p>[^']+)'", "没有项目 '{p}'"),
-    (r"no lot '(?P<p>[^']+)'", "没有指标批次 '{p}'"),
-    (r"no plan '(?P<p>[^']+)'", "没有方案 '{p}'"),
-    (r"the database has no quota schema: run `quota init --rules FILE` first", "数据库尚未初始化：请先运行 `quota init --rules 文件`"),
-    (r"required value is empty", "必填值为空"),
-    (r"required amount is empty", "必填数量为空"),
-    (r"required column is missing", "缺少必需的列"),
-    (r"unknown zone '(?P<z>[^']*)'.*", "未知区域 '{z}'"),
-    (r"unknown pollutant '(?P<z>[^']*)'.*", "未知污染物 '{z}'"),
-    (r"amount must not be negative, got (?P<v>.*)", "数量不能为负：{v}"),
-    (r"not a number: (?P<v>.*)", "不是数字：{v}"),
-    (r"not a finite number: (?P<v>.*)", "不是有限数字：{v}"),
-    (r"not a valid date (?P<v>.*) \(use YYYY-MM-DD\)", "日期无效 {v}（格式 YYYY-MM-DD）"),
-    (r"unit '(?P<u>[^']*)' is not (?P<p>\S+)'s unit '(?P<w>[^']*)'", "单位 '{u}' 不是 {p} 的单位 '{w}'"),
-    (r"this file was already imported (?P<rest>.*)", "该文件已导入 {rest}"),
-    (r"(?P<rest>.*) \(double counting(?P<more>.*)\)", "{rest}（重复计算{more}）"),
-    (r"plan (?P<p>\S+) no longer fits the ledger: (?P<rest>.*)", "方案 {p} 已与台账不符：{rest}"),
-    (r"key '(?P<k>[^']*)' was already used for a different request (?P<rest>.*)", "幂等键 '{k}' 已用于其他请求 {rest}"),
-]
-
-
 def t(key: str, lang: str = "en", **params) -> str:
     entry = MESSAGES[key]
     return entry.get(lang, entry["en"]).format(**params)
@@ -125,27 +100,20 @@ def header(text: str, lang: str = "en") -> str:
     return HEADERS.get(text, text) if lang == "zh" else text
 
 
-def translate_error(message: str, lang: str = "en") -> str:
-    """The message in `lang`; in Chinese, known refusals are rewritten, each part of a '; '-joined list."""
-    if lang != "zh":
-        return message
-    return "；".join(_one(part) for part in message.split("; "))
-
-
-def _one(message: str) -> str:
-    for pattern, template in ERROR_PATTERNS:
-        m = re.fullmatch(pattern, message)
-        if m:
-            groups = {k: _one(v) if k in ("rest",) else v for k, v in m.groupdict().items()}
-            return template.format(**groups)
-    return message
-
-
 # Refusals rendered from their code and facts (errors.QuotaError.code/.facts), never read back from a message.
-STATES_ZH = {"pipeline": "待审", "reserved": "已预留", "approved": "已批复", "cancelled": "已撤销", "scenario": "情景",
-             "revoked": "已注销", "superseded": "已被替代", "expired": "已过期", "active": "有效"}
+def _w(word: str) -> str:
+    """A word code (a state, a kind...) in Chinese."""
+    return WORDS_ZH.get(word, word)
+
+
 WHAT_ZH = {"pollutant": "污染物", "zone": "区域", "solver": "求解器", "time_limit": "时间限制", "gap": "差距",
-           "by": "分组方式", "years": "年数"}
+           "by": "分组方式", "years": "年数", "lock_timeout": "锁等待时间", "project id": "项目编号", "lot serial": "批次编号",
+           "plan id": "方案编号", "project": "项目", "lot": "指标批次", "plan": "方案", "doc": "批复文号", "memo": "说明",
+           "actor": "操作人", "date": "日期", "QUOTA_TODAY": "QUOTA_TODAY", "user": "用户"}
+
+
+def _what(word: str) -> str:
+    return WHAT_ZH.get(word, word)
 
 
 def _short_zh(facts: dict) -> str:
@@ -156,52 +124,111 @@ def _short_zh(facts: dict) -> str:
     return f"无法为 {facts['project_id']} 预留指标：" + "；".join(parts)
 
 
+def _holding_zh(facts: dict) -> str:
+    from quota.units import display, display_up
+    parts = []
+    for p in facts.get("problems", []):
+        if p["problem"] == "lot_not_eligible":
+            parts.append(f"{p['pollutant']}：{reason_text(p['reason'], 'zh')}")
+        elif p["problem"] == "not_needed":
+            parts.append(f"{p['pollutant']}：持有不需要的指标 {p['held_g']} 克")
+        else:
+            unit = p.get("unit", "")
+            held = display(p["held_g"], unit) + f" {unit}" if unit else f"{p['held_g']} 克"
+            need = display_up(p["required_g"], unit) + f" {unit}" if unit else f"{p['required_g']} 克"
+            parts.append(f"{p['pollutant']}：持有 {held}，{p['key']} 按比例 {p['ratio']} 需 {need}")
+    pid = facts["project_id"]
+    return (f"项目 {pid} 不能核定：" + ("；".join(parts) or "持有指标与现行规则下的需求不一致")
+            + f"；请先运行 `quota reserve {pid}` 补足或重新落实")
+
+
+def _plan_state_zh(f: dict) -> str:
+    why = {"applied": f"已于 {f.get('applied_at', '')} 执行", "malformed": "记录已损坏，请重新求解",
+           "infeasible": "不可行，没有可执行的内容", "scenario": "是情景方案（假设的批次、项目或规则），不能执行"}
+    return f"方案 {f['plan_id']} 不能执行：" + why.get(f.get("reason", ""), "状态不允许")
+
+
+def _bad_date_zh(f: dict) -> str:
+    if "calendar" in f:
+        return f"QUOTA_TODAY {f['value']} 晚于日历日期（{f['calendar']}）：时钟只能回拨，不能提前"
+    if "value" in f:
+        return f"{_what(f.get('what', 'date'))} {f['value']!r} 不是日期（格式 YYYY-MM-DD）"
+    if "today" in f:
+        return f"日期 {f['date']} 晚于今天 {f['today']}：台账只记录已发生的事项"
+    if "last" in f:
+        return f"日期 {f['date']} 早于台账最后一笔交易（{f['last']}）：不能倒签"
+    return f"日期 {f['date']} 无效：预留到期日须晚于预留日期"
+
+
 REFUSALS_ZH = {
     "insufficient_quota": _short_zh,
-    "holding_mismatch": lambda f: f"项目 {f['project_id']} 不能核定：持有指标与现行规则下的需求不一致，"
-                                  f"请先运行 `quota reserve {f['project_id']}` 补足或退回差额",
-    "lot_not_eligible": lambda f: f"项目 {f['project_id']} 不能核定：所持指标批次已不可用（注销、被替代、过期或匹配区域不符），"
-                                  f"请先运行 `quota reserve {f['project_id']}` 重新落实",
+    "holding_mismatch": _holding_zh,
+    "lot_not_eligible": lambda f: (_holding_zh(f) if "problems" in f else
+                                   f"无法为 {f['project_id']} 预留指标：{reason_text(f.get('reason', ''), 'zh')}"),
     "nothing_to_reserve": lambda f: f"项目 {f['project_id']} 已足额预留",
-    "project_state": lambda f: f"项目 {f['project_id']} 当前状态为{STATES_ZH.get(f['state'], f['state'])}，不能执行此操作",
+    "project_state": lambda f: f"项目 {f['project_id']} 当前状态为{_w(f['state'])}，不能执行此操作",
     "unknown_pollutant": lambda f: f"项目 {f['project_id']} 没有 {f['pollutant']} 的新增排放量",
-    "lot_state": lambda f: f"指标批次 {f['lot']} {STATES_ZH.get(f['state'], f['state'])}",
-    "plan_state": lambda f: f"方案 {f['plan_id']} 不能执行（已执行、不可行、情景方案或已损坏）",
-    "plan_stale": lambda f: f"方案 {f['plan_id']} 已与台账不符：" + "；".join(f.get("problems", [])[:5]),
-    "bad_date": lambda f: (f"日期 {f['date']} 晚于今天 {f['today']}：台账只记录已发生的事项" if "today" in f else
-                           f"日期 {f['date']} 早于台账最后一笔交易（{f['last']}）：不能倒签" if "last" in f else
-                           f"日期 {f['date']} 无效：预留到期日须晚于预留日期"),
+    "lot_state": lambda f: f"指标批次 {f['lot']} 已{_w(f['state']).lstrip('已')}",
+    "plan_state": _plan_state_zh,
+    "plan_stale": lambda f: f"方案 {f['plan_id']} 已与台账不符：" + "；".join(
+        reason_text(p, "zh") for p in f.get("problems", [])[:5])
+        + (f"（另有 {len(f['problems']) - 5} 项）" if len(f.get("problems", [])) > 5 else ""),
+    "bad_date": _bad_date_zh,
     "overdraw": lambda f: f"{f['account']}（{f['lot']}）余额将为负：{f['balance_g']} + {f['change_g']} 克",
     "missing_doc": lambda f: "核定需要批复文号（--doc）",
-    "reservation_lapsed": lambda f: f"项目 {f['project_id']} 的预留已于 {f['lapsed']} 到期，请重新预留",
+    "reservation_lapsed": lambda f: f"项目 {f['project_id']} 的预留已于 {f['lapsed']} 到期，请重新预留"
+                                    "（`quota expire` 会释放到期预留）",
     "missing_memo": lambda f: "注销需要说明原因（--memo）",
+    "bad_id": lambda f: f"{_what(f['what'])} {f.get('value', '')!r} {problem_text(f['reason'], f, 'zh')}"
+    if "reason" in f else f"{_what(f['what'])}无效",
+    "bad_text": lambda f: f"{_what(f['what'])} {problem_text(f['reason'], f, 'zh')}" if "reason" in f
+    else f"{_what(f['what'])}含有不允许的字符",
     "bad_key": lambda f: {"empty": "幂等键为空：请给出非空的 --key，或不使用该选项",
                           "too_long": f"幂等键过长（{f.get('length')} 个字符，最多 {f.get('max')} 个）",
                           "control_character": f"幂等键含控制字符（{f.get('character')}）"}[f["reason"]],
+    "key_conflict": lambda f: (f"幂等键 {f['key']!r} 由数据库用户 {f['user']} 记录，请使用新的键" if f.get("user")
+                               else f"幂等键 {f['key']!r} 已用于另一个请求，请使用新的键"),
     "output_is_database": lambda f: f"{f['path']} 是数据库文件：输出从不覆盖数据库，请换一个文件名",
     "output_kind": lambda f: f"{f['path']}：文件与文件夹不符（导出为文件时不能指向文件夹，反之亦然）",
     "output_not_ours": lambda f: f"{f['path']} 已存在，且含有本次导出不会写入的文件（{'、'.join(f['files'][:5])}）："
                                  "请换一个文件夹或先移除它",
-    "unknown_code": lambda f: f"未知{WHAT_ZH.get(f['what'], f['what'])} '{f['value']}'",
-    "bad_option": lambda f: f"选项 {WHAT_ZH.get(f['option'], f['option'])} 的值无效：{f['value']}",
+    "cannot_write": lambda f: f"无法写入 {f.get('path') or '输出文件'}：{_errno_zh(f)}；未替换任何已有文件",
+    "unknown_code": lambda f: f"未知{_what(f['what'])} '{f['value']}'",
+    "bad_option": lambda f: f"选项 {_what(f['option'])} 的值无效：{f['value']}",
     "ledger_busy": lambda f: f"台账繁忙：另一写入者一直持有写锁（已尝试 {f['attempts']} 次，每次等待 {f['lock_timeout']}），"
                              "未写入任何内容，请稍后重试",
-    "cannot_grant": lambda f: f"{f['user']} 无权在 schema {f['schema']} 上授权：请由台账所有者运行 `quota db roles`",
+    "cannot_grant": lambda f: (f"{f['user']} 无权在 schema {f['schema']} 上授权（不拥有 {'、'.join(f['not_owned'])}）："
+                               "请由台账所有者运行 `quota db roles`" if f.get("not_owned") else
+                               f"{f['user']} 不能创建角色（缺少 CREATEROLE 权限）：请由有权限的用户运行 `quota db roles`"),
+    "not_postgresql": lambda f: "角色是 PostgreSQL 的功能；SQLite 没有用户",
+    "not_found": lambda f: (f"schema {f['schema']} 中没有台账：请先运行 `quota init --rules 文件`" if "schema" in f
+                            else f"没有{_what(f.get('what') or '对象')} {f.get('value', '')!r}"),
+    "not_initialised": lambda f: "数据库尚未初始化（没有台账或规则库）：请先运行 `quota init --rules 文件`",
+    "bad_database_url": lambda f: f"不能使用数据库地址 {f.get('url', '')!r}：请使用 sqlite:///文件 "
+                                  "或 postgresql+psycopg://用户@主机/数据库",
+    "in_transaction": lambda f: "该连接已在事务中；台账操作自成一个事务（请先提交或回滚，或传入 engine）",
+    "not_fresh": lambda f: f"{f['url']} 已有台账；演示需要一个新的数据库",
+    "database_error": lambda f: f"数据库错误：{f['detail']}",
+    "internal_error": lambda f: f"内部错误（{f['kind']}：{f['detail']}）；完整的回溯信息写在 {f['file']}"
+                                "（QUOTA_DEBUG=1 可直接显示）",
+    "unreadable_export": lambda f: f"无法校验 {f['path']}：{problem_text(f['reason'], f, 'zh')}",
+    "invalid_input": lambda f: f"已拒绝：{len(f['problems'])} 个问题；未写入任何数据",
 }
+
+
+def _errno_zh(f: dict) -> str:
+    import errno
+    return {errno.ENOSPC: "磁盘空间不足", errno.EACCES: "没有权限", errno.EPERM: "没有权限", errno.ENOENT: "文件夹不存在",
+            errno.EROFS: "只读文件系统", errno.EISDIR: "是文件夹", errno.ENOTDIR: "路径中有不是文件夹的部分",
+            errno.EDQUOT: "超出磁盘配额"}.get(f.get("errno"), f.get("reason", ""))
 
 
 def refusal(code: str, message: str, facts: dict, lang: str = "en") -> str:
     """A refusal in `lang`: English is the library's message; Chinese is rendered from the code and its facts
-    (a code without a Chinese rendering falls back to the pattern translation of the message)."""
+    (every code has a Chinese rendering: tests/unit/test_catalogue.py)."""
     if lang != "zh":
         return message
-    render = REFUSALS_ZH.get(code)
-    if render is not None:
-        try:
-            return render(facts)
-        except (KeyError, TypeError):
-            pass
-    return translate_error(message, lang)
+    return REFUSALS_ZH[code](facts)
 
 
 # The web workspace (`quota serve`) and `quota user`: same catalogue, keys prefixed web_ (and user_).

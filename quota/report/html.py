@@ -13,7 +13,7 @@ from quota.store import db
 from quota.planning import plans
 from quota.rules import versions
 from quota import units
-from quota.report.catalogue import STATES_ZH, header as H, t
+from quota.report.catalogue import WORDS_ZH as STATES_ZH, header as H, t
 
 COLORS = {"available": "#2e7d32", "reserved": "#f9a825", "allocated": "#1565c0", "supply": "#2e7d32",
           "demand": "#c62828", "funded": "#1565c0", "unfunded": "#c62828"}

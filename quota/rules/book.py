@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from decimal import Decimal
 
-from quota import identity
 from quota.errors import Problem, ValidationFailed
+from quota.rules.tomlcheck import Checker
 
 MEDIA = ("water", "air", "metal")
 UNITS = ("t/a", "kg/a")
@@ -136,19 +136,10 @@ class Rulebook:
 
 
 def load_rulebook_file(path: str) -> Rulebook:
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
-        raise ValidationFailed([Problem(path, 0, "", "file not found")]) from None
-    except IsADirectoryError:
-        raise ValidationFailed([Problem(path, 0, "", "is a directory, not a rulebook file")]) from None
-    except OSError as exc:
-        raise ValidationFailed([Problem(path, 0, "", f"cannot read the file: {exc.strerror or exc}")]) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValidationFailed([Problem(path, 0, "", f"not UTF-8 text: {exc}")]) from None
+    """Read and validate a rulebook file; ValidationFailed lists every problem (a missing file, a directory, text
+    that is not UTF-8 or not TOML, and each unknown key or unfit value)."""
+    from quota.rules.tomlcheck import read_toml
+    text, _ = read_toml(path, path, Decimal)
     book, problems = parse_rulebook(text, source=path)
     if problems:
         raise ValidationFailed(problems)
@@ -157,16 +148,16 @@ def load_rulebook_file(path: str) -> Rulebook:
 
 def parse_rulebook(text: str, source: str = "rules.toml") -> tuple[Rulebook | None, list[Problem]]:
     """Parse and validate a rulebook; return (rulebook, []) or (None, problems)."""
+    from quota.rules.tomlcheck import toml_line
     try:
         data = tomllib.loads(text, parse_float=Decimal)  # stored rulebooks are re-read: keep TOML's grammar
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", 0) or _line_of(str(exc))
-        return None, [Problem(source, line, "", f"TOML syntax error: {exc}")]
+        return None, [Problem.of(source, toml_line(str(exc)), "", "toml_syntax", detail=str(exc))]
 
     v = _Validator(source)
     book = v.build(data, text)
     if v.problems:
-        return None, [Problem(p.source, p.row or locate(text, p.column), p.column, p.message) for p in v.problems]
+        return None, [p if p.row else p.at(row=locate(text, p.column)) for p in v.problems]
     return book, []
 
 
@@ -195,12 +186,15 @@ def locate(text: str, column: str) -> int:
             section, key = (".".join(parts[:-1]), parts[-1]) if key is None else (table, key)
         else:
             section = table
-        for i, line in enumerate(lines):
-            if line.strip() == f"[{section}]":
-                start = i
-                break
+        if not section:  # a top-level key: before the first table header
+            start = -1
         else:
-            return 0
+            for i, line in enumerate(lines):
+                if line.strip() == f"[{section}]":
+                    start = i
+                    break
+            else:
+                return 0
     if key is None:
         return start + 1
     for i in range(start + 1, len(lines)):
@@ -212,198 +206,136 @@ def locate(text: str, column: str) -> int:
     return start + 1
 
 
-def _line_of(message: str) -> int:
-    m = re.search(r"line (\d+)", message)
-    return int(m.group(1)) if m else 0
-
-
-class _Validator:
-    def __init__(self, source: str):
-        self.source = source
-        self.problems: list[Problem] = []
-
-    def err(self, column: str, message: str) -> None:
-        self.problems.append(Problem(self.source, 0, column, message))
-
-    def keys(self, table: dict, allowed: set[str], where: str) -> None:
-        """Refuse keys the schema does not know, with a "did you mean" when one is close (a misspelt
-        `life_year` must not silently leave lots never expiring)."""
-        import difflib
-        for key in sorted(set(table) - allowed, key=str):
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            self.err(f"{where}.{key}", "unknown key" + (f" (did you mean {close[0]!r}?)" if close else
-                                                       f" (known: {', '.join(sorted(allowed))})"))
-
-    def tables(self, items: list, where: str) -> list[tuple[str, dict]]:
-        """The entries of an array of tables, each with its path; an entry that is not a table is refused."""
-        out = []
-        for i, item in enumerate(items, 1):
-            if isinstance(item, dict):
-                out.append((f"{where}[{i}]", item))
-            else:
-                self.err(f"{where}[{i}]", f"must be a table ([[{where}]] with keys), got {item!r}")
-        return out
-
-    def _str(self, table: dict, key: str, where: str, required: bool = True) -> str:
-        value = table.get(key)
-        if value is None:
-            if required:
-                self.err(f"{where}.{key}", "required key is missing")
-            return ""
-        if not isinstance(value, str):
-            self.err(f"{where}.{key}", f"must be a string, got {value!r}")
-            return ""
-        return value.strip()
-
+class _Validator(Checker):
     def _code(self, table: dict, key: str, where: str, required: bool = True) -> str:
         """A zone or pollutant code in the normal form of every id (identity.code), so that a
         code in the rulebook and the same code typed in a file are one code."""
-        value = self._str(table, key, where, required)
-        if not value:
+        if key not in table and not required:
             return ""
-        try:
-            return identity.code(value, f"{where}.{key}")
-        except identity.BadId as exc:
-            self.err(f"{where}.{key}", exc.reason)
-            return ""
+        return self.code(table.get(key), f"{where}.{key}", required)
 
     def _ratio(self, value: object, where: str) -> Decimal:
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = Decimal(value)
-        if not isinstance(value, Decimal) or not value.is_finite() or value < 1 or value > 100:
-            self.err(where, f"ratio must be a number from 1 to 100, got {value!r}")
+        number = self.number(value, where)
+        if number is None:
             return Decimal(1)
-        return value
+        if not 1 <= number <= 100:
+            self.err(where, "ratio_range", value=str(number))
+            return Decimal(1)
+        return number
 
     def build(self, data: dict, text: str) -> Rulebook | None:
-        j = data.get("jurisdiction", {})
-        if not isinstance(j, dict):
-            self.err("jurisdiction", "must be a table")
-            j = {}
+        self.keys(data, {"jurisdiction", "pollutants", "zones", "matching", "ratios", "crediting"})
+        j = self.table(data.get("jurisdiction"), "jurisdiction")
         self.keys(j, {"code", "name", "name_zh"}, "jurisdiction")
-        code = self._str(j, "code", "jurisdiction")
+        code = self.string(j, "code", "jurisdiction")
         pollutants = self._pollutants(data.get("pollutants"))
         zones = self._zones(data.get("zones"))
-        matching = self._matching(data.get("matching", {}))
-        ratios = data.get("ratios", {})
-        if not isinstance(ratios, dict):
-            self.err("ratios", "must be a table")
-            ratios = {}
+        matching = self._matching(self.table(data.get("matching"), "matching"))
+        ratios = self.table(data.get("ratios"), "ratios")
         self.keys(ratios, {"default", "non_attainment", "rule"}, "ratios")
         rdefault = self._ratio(ratios.get("default", Decimal(1)), "ratios.default")
         rnon = self._ratio(ratios.get("non_attainment", rdefault), "ratios.non_attainment")
-        rules = self._ratio_rules(ratios.get("rule", []), pollutants, zones)
-        baseline, discount, life = self._crediting(data.get("crediting", {}))
-        known = {"jurisdiction", "pollutants", "zones", "matching", "ratios", "crediting"}
-        for key in sorted(set(data) - known):
-            self.err(key, "unknown section (typo?)")
+        rules = self._ratio_rules(ratios.get("rule"), pollutants, zones)
+        baseline, discount, life = self._crediting(self.table(data.get("crediting"), "crediting"))
         if self.problems:
             return None
-        return Rulebook(code, self._str(j, "name", "jurisdiction", False),
-                        self._str(j, "name_zh", "jurisdiction", False), pollutants, zones, matching,
-                        rdefault, rnon, rules, baseline, discount, life, text)
+        return Rulebook(code, self.free(j, "name", "jurisdiction"), self.free(j, "name_zh", "jurisdiction"),
+                        pollutants, zones, matching, rdefault, rnon, rules, baseline, discount, life, text)
 
     def _pollutants(self, items: object) -> dict[str, Pollutant]:
         out: dict[str, Pollutant] = {}
-        if not isinstance(items, list) or not items:
-            self.err("pollutants", "at least one [[pollutants]] entry is required")
+        if items is None or items == []:
+            self.err("pollutants", "need_entries", table="pollutants")
             return out
-        for where, p in self.tables(items, "pollutants"):
+        entries = self.tables(items, "pollutants")
+        for where, p in entries:
             self.keys(p, {"code", "name", "name_zh", "medium", "unit"}, where)
             code = self._code(p, "code", where)
             if code and not CODE_RE.match(code):
-                self.err(f"{where}.code", f"{code!r} must match [A-Z][A-Z0-9-]*")
+                self.err(f"{where}.code", "bad_code_pattern", value=code, pattern="[A-Z][A-Z0-9-]*")
             if code in out:
-                self.err(f"{where}.code", f"duplicate pollutant code {code!r}")
-            medium = self._str(p, "medium", where)
+                self.err(f"{where}.code", "duplicate_code", what="pollutant", value=code)
+            medium = self.string(p, "medium", where)
             if medium and medium not in MEDIA:
-                self.err(f"{where}.medium", f"unknown medium {medium!r} (expected one of {', '.join(MEDIA)})")
-            unit = self._str(p, "unit", where)
+                self.err(f"{where}.medium", "unknown_medium", value=medium, known=list(MEDIA))
+            unit = self.string(p, "unit", where)
             if unit and unit not in UNITS:
-                self.err(f"{where}.unit", f"unknown unit {unit!r} (expected one of {', '.join(UNITS)})")
-            out.setdefault(code, Pollutant(code, self._str(p, "name", where, False),
-                                           self._str(p, "name_zh", where, False), medium, unit))
+                self.err(f"{where}.unit", "unknown_unit", value=unit, known=list(UNITS))
+            out.setdefault(code, Pollutant(code, self.free(p, "name", where), self.free(p, "name_zh", where),
+                                           medium, unit))
         return out
 
     def _zones(self, items: object) -> dict[str, Zone]:
         out: dict[str, Zone] = {}
-        if not isinstance(items, list) or not items:
-            self.err("zones", "at least one [[zones]] entry is required")
+        if items is None or items == []:
+            self.err("zones", "need_entries", table="zones")
             return out
-        for where, z in self.tables(items, "zones"):
+        entries = self.tables(items, "zones")
+        for where, z in entries:
             self.keys(z, {"code", "name", "name_zh", "watershed", "airshed", "non_attainment"}, where)
             code = self._code(z, "code", where)
             if code and not ZONE_RE.match(code):
-                self.err(f"{where}.code", f"{code!r} must match [A-Z0-9][A-Z0-9-]* (ASCII, used in account names)")
+                self.err(f"{where}.code", "bad_code_pattern", value=code, pattern="[A-Z0-9][A-Z0-9-]*")
             if code in out:
-                self.err(f"{where}.code", f"duplicate zone code {code!r}")
-            watershed = self._str(z, "watershed", where)
-            airshed = self._str(z, "airshed", where)
-            non = z.get("non_attainment", [])
-            if not isinstance(non, list) or any(m not in MEDIA for m in non):
-                self.err(f"{where}.non_attainment", f"must be a list of media from {', '.join(MEDIA)}, got {non!r}")
+                self.err(f"{where}.code", "duplicate_code", what="zone", value=code)
+            watershed = self.string(z, "watershed", where)
+            airshed = self.string(z, "airshed", where)
+            non = self.strings(z.get("non_attainment"), f"{where}.non_attainment")
+            if any(m not in MEDIA for m in non):
+                self.err(f"{where}.non_attainment", "unknown_medium", value=", ".join(m for m in non if m not in MEDIA),
+                         known=list(MEDIA))
                 non = []
-            out.setdefault(code, Zone(code, self._str(z, "name", where, False),
-                                      self._str(z, "name_zh", where, False), watershed, airshed,
-                                      tuple(sorted(set(non)))))
+            out.setdefault(code, Zone(code, self.free(z, "name", where), self.free(z, "name_zh", where), watershed,
+                                      airshed, tuple(sorted(set(non)))))
         return out
 
-    def _matching(self, m: object) -> dict[str, str]:
+    def _matching(self, m: dict) -> dict[str, str]:
         defaults = {"water": "watershed", "air": "airshed", "metal": "zone"}
-        if not isinstance(m, dict):
-            self.err("matching", "must be a table")
-            return defaults
+        self.keys(m, MEDIA, "matching")
         for key, value in m.items():
             if key not in MEDIA:
-                self.err(f"matching.{key}", f"unknown medium {key!r}")
+                continue
+            if not isinstance(value, str):
+                self.wrong(f"matching.{key}", "string", value)
             elif value not in MATCH_KEYS:
-                self.err(f"matching.{key}", f"unknown matching key {value!r} (expected one of {', '.join(MATCH_KEYS)})")
+                self.err(f"matching.{key}", "unknown_match_key", value=value, known=list(MATCH_KEYS))
             else:
                 defaults[key] = value
         return defaults
 
     def _ratio_rules(self, items: object, pollutants: dict, zones: dict) -> tuple[RatioRule, ...]:
-        if not isinstance(items, list):
-            self.err("ratios.rule", "must be an array of tables [[ratios.rule]]")
-            return ()
         rules = []
         for where, r in self.tables(items, "ratios.rule"):
+            self.keys(r, {"ratio", "pollutant", "zone", "industry"}, where)
             if "ratio" not in r:
-                self.err(f"{where}.ratio", "required key is missing")
+                self.err(f"{where}.ratio", "missing_key")
                 continue
             ratio = self._ratio(r["ratio"], f"{where}.ratio")
             pol = self._code(r, "pollutant", where, False) or None
             zone = self._code(r, "zone", where, False) or None
             if pol and pol not in pollutants:
-                self.err(f"{where}.pollutant", f"unknown pollutant {pol!r}")
+                self.err(f"{where}.pollutant", "unknown_pollutant", value=pol, known=sorted(pollutants))
             if zone and zone not in zones:
-                self.err(f"{where}.zone", f"unknown zone {zone!r}")
-            self.keys(r, {"ratio", "pollutant", "zone", "industry"}, where)
-            rule = RatioRule(ratio, pol, self._str(r, "industry", where, False) or None, zone)
+                self.err(f"{where}.zone", "unknown_zone", value=zone, known=sorted(zones))
+            rule = RatioRule(ratio, pol, self.string(r, "industry", where, False) or None, zone)
             for j, other in enumerate(rules, 1):
                 if (other.pollutant, other.industry, other.zone) == (rule.pollutant, rule.industry, rule.zone) \
                         and other.ratio != rule.ratio:
-                    self.err(f"{where}.ratio", f"contradicts ratios.rule[{j}]: same pollutant/industry/zone with "
-                             f"ratio {other.ratio}, here {rule.ratio}")
+                    self.err(f"{where}.ratio", "ratio_conflict", other=f"ratios.rule[{j}]", other_ratio=str(other.ratio),
+                             ratio=str(rule.ratio))
             rules.append(rule)
         return tuple(rules)
 
-    def _crediting(self, c: object) -> tuple[str, Decimal, int]:
-        if not isinstance(c, dict):
-            self.err("crediting", "must be a table")
-            return "min_actual_permitted", Decimal(0), 0
+    def _crediting(self, c: dict) -> tuple[str, Decimal, int]:
         self.keys(c, {"baseline", "discount", "life_years"}, "crediting")
         baseline = c.get("baseline", "min_actual_permitted")
-        if baseline not in BASELINES:
-            self.err("crediting.baseline", f"must be one of {', '.join(BASELINES)}, got {baseline!r}")
-        discount = c.get("discount", Decimal(0))
-        if isinstance(discount, int) and not isinstance(discount, bool):
-            discount = Decimal(discount)
-        if not isinstance(discount, Decimal) or not discount.is_finite() or not (0 <= discount < 1):
-            self.err("crediting.discount", f"must be a number in [0, 1), got {discount!r}")
-            discount = Decimal(0)
-        life = c.get("life_years", 0)
-        if not isinstance(life, int) or isinstance(life, bool) or not (0 <= life <= 100):
-            self.err("crediting.life_years", f"must be a whole number of years from 0 to 100, got {life!r}")
-            life = 0
-        return baseline, discount, life
+        if not isinstance(baseline, str):
+            self.wrong("crediting.baseline", "string", baseline)
+        elif baseline not in BASELINES:
+            self.err("crediting.baseline", "bad_choice", options=list(BASELINES), value=baseline)
+        discount = self.number(c.get("discount", Decimal(0)), "crediting.discount")
+        if discount is not None and not 0 <= discount < 1:
+            self.err("crediting.discount", "discount_range", value=str(discount))
+            discount = None
+        life = self.integer(c.get("life_years", 0), "crediting.life_years", 0, 100, 0)
+        return baseline, discount if discount is not None else Decimal(0), life

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import NamedTuple
 
+from quota.errors import Reason
 from quota.accounts import lot_account, pool_account
 from quota.rules.book import Rulebook
 
@@ -50,21 +51,21 @@ def why_not(book: Rulebook, lot: LotFacts, pollutant: str, key: str, today: dt.d
     `now` is the clock's today: an operation dated earlier (back-dated within the rules) still cannot hold
     grams of a lot that has expired by now."""
     if lot.status != ACTIVE:
-        return f"lot {lot.serial} is {lot.status}"
+        return Reason("lot_status", lot=lot.serial, state=lot.status)
     if lot.pollutant != pollutant:
-        return f"lot {lot.serial} holds {lot.pollutant}, not {pollutant}"
+        return Reason("lot_pollutant", lot=lot.serial, held=lot.pollutant, pollutant=pollutant)
     if lot.effective > today:
-        return f"lot {lot.serial} is not effective until {lot.effective}"
+        return Reason("lot_not_effective", lot=lot.serial, date=str(lot.effective))
     until = serves_until(max(today, now) if now else today, needed_by)
     if expired_on(lot, until):
-        return (f"lot {lot.serial} expires on {lot.expires}, before {until}" if until > today
-                else f"lot {lot.serial} expired on {lot.expires}")
+        return (Reason("lot_expires_before", lot=lot.serial, expires=str(lot.expires), until=str(until))
+                if until > today else Reason("lot_expired", lot=lot.serial, expires=str(lot.expires)))
     try:
         lot_key = book.matching_key(pollutant, lot.zone)
     except KeyError:
-        return f"lot {lot.serial} is in zone {lot.zone}, which the rulebook no longer has"
+        return Reason("lot_zone_gone", lot=lot.serial, zone=lot.zone)
     if lot_key != key:
-        return f"lot {lot.serial} is in {lot_key}, the project needs {key}"
+        return Reason("lot_key", lot=lot.serial, key=lot_key, needs=key)
     return None
 
 

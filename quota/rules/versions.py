@@ -59,9 +59,9 @@ def _store(conn: Connection, book: Rulebook, path: str, actor: str) -> dict:
         "SELECT pollutant FROM lot UNION SELECT pollutant FROM project_need"))}
     used_z = {r[0] for r in conn.execute(text("SELECT zone FROM lot UNION SELECT zone FROM project"))}
     for code in sorted(used_p - set(book.pollutants)):
-        problems.append(Problem(path, 0, "pollutants", f"pollutant {code!r} is used in the ledger and cannot be dropped"))
+        problems.append(Problem.of(path, 0, "pollutants", "code_in_use", what="pollutant", value=code))
     for code in sorted(used_z - set(book.zones)):
-        problems.append(Problem(path, 0, "zones", f"zone {code!r} is used in the ledger and cannot be dropped"))
+        problems.append(Problem.of(path, 0, "zones", "code_in_use", what="zone", value=code))
     if problems:
         raise ValidationFailed(problems)
     version = (int(row[0]) if row else 0) + 1
@@ -89,7 +89,7 @@ def check_matching(conn: Connection) -> list[Problem]:
     if stored == sorted(want):
         return []
     diff = sorted(set(stored) ^ set(want))[:3]
-    return [Problem("matching", 0, "key", f"matching keys differ from the rulebooks: {diff}")]
+    return [Problem.of("matching", 0, "key", "matching_differs", rows=[" ".join(map(str, d)) for d in diff])]
 
 
 def describe(book: Rulebook) -> dict:

@@ -62,8 +62,10 @@ def make_engine(url: str = DEFAULT_URL, lock_timeout_s: float | str | None = Non
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if not (url.startswith("sqlite:///") or url == "sqlite://" or url.startswith("postgresql+psycopg://")):
-        raise BadDatabaseURL(f"cannot use the database URL {url!r}: use sqlite:///FILE (the default is "
+        exc = BadDatabaseURL(f"cannot use the database URL {url!r}: use sqlite:///FILE (the default is "
                              f"{DEFAULT_URL}) or postgresql+psycopg://user@host/dbname")
+        exc.facts = {"url": url}
+        raise exc
     if url.startswith("sqlite"):
         driver.sqlite_adapters()  # dates bound through the driver are stored as ISO text
         engine = create_engine(make_url(url).set(drivername="sqlite+quota"),
@@ -181,8 +183,8 @@ def _waited(bind: Engine | Connection) -> str:
 def _write_once(conn: Connection, fn: Callable[[Connection], T], lock: bool, reads: Sequence[driver.Query],
                 sqlite: bool) -> T:
     if conn.in_transaction():
-        raise QuotaError("this connection is already in a transaction; a ledger operation is a transaction "
-                         "of its own (commit or roll back first, or pass the engine)")
+        raise Refused("this connection is already in a transaction; a ledger operation is a transaction "
+                      "of its own (commit or roll back first, or pass the engine)", "in_transaction")
     token = driver.activate(conn)
     try:
         if sqlite:

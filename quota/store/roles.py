@@ -123,7 +123,7 @@ def create_roles(engine: Engine) -> list[str]:
     """Create the roles and grants on the database's current schema; returns the SQL run. Refused when the
     connected user cannot grant there (check_caller)."""
     if engine.dialect.name != "postgresql":
-        raise ValueError("roles are a PostgreSQL feature; SQLite has no users")
+        raise Refused("roles are a PostgreSQL feature; SQLite has no users", "not_postgresql")
     stmts = roles_sql(check_caller(engine))
     with engine.begin() as conn:
         for sql in stmts:

@@ -146,7 +146,7 @@ def disable_user(engine: Engine, name: str) -> dict:
     def work(conn) -> dict:
         row = conn.execute(text("SELECT disabled_at FROM web_user WHERE name = :n"), {"n": name}).first()
         if row is None:
-            raise NotFound(f"no user {name!r}")
+            raise NotFound(f"no user {name!r}", "user", name)
         when = row[0] or now_iso()
         conn.execute(text("UPDATE web_user SET disabled_at = :t WHERE name = :n"), {"t": when, "n": name})
         conn.execute(text("DELETE FROM web_token WHERE name = :n"), {"n": name})
@@ -231,7 +231,7 @@ def new_token(engine: Engine, name: str) -> dict:
     def work(conn) -> dict:
         row = conn.execute(text("SELECT disabled_at FROM web_user WHERE name = :n"), {"n": name}).first()
         if row is None:
-            raise NotFound(f"no user {name!r}")
+            raise NotFound(f"no user {name!r}", "user", name)
         if row[0]:
             raise Refused(f"user {name!r} is disabled", "user_disabled", name=name)
         conn.execute(text("INSERT INTO web_token (token_hash, name, created_at) VALUES (:h, :n, :t)"),

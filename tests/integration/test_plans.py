@@ -123,7 +123,7 @@ def test_bad_scenario_lists_every_problem(sample, tmp_path):
     with pytest.raises(ValidationFailed) as info:
         plans.run_plan(sample, scenario_path=str(path))
     columns = {p.column for p in info.value.problems}
-    assert {"lots[1].zone", "lots[1].XX", "measures.mode", "lots[1].remove_projects"} <= columns
+    assert {"lots[1].zone", "lots[1].pollutant", "measures.mode", "lots[1].remove_projects"} <= columns
 
 
 def test_cli_plan_run_json_is_clean_and_out_writes_files(db_url, sample, tmp_path):

@@ -75,8 +75,8 @@ def test_the_number_grammar_refuses_what_could_be_misread(typed, why):
 
 def test_the_row_bound_is_the_same_grams_in_every_unit():
     assert units.check_row_g(units.grams_exact(Decimal(1_000_000), "t/a"), "t/a") is None
-    assert "1,000,000 t/a" in units.check_row_g(units.grams_exact(Decimal("1000000.000001"), "t/a"), "t/a")
-    assert "1,000,000,000 kg/a" in units.check_row_g(units.grams_exact(Decimal("1000000001"), "kg/a"), "kg/a")
+    assert units.check_row_g(units.grams_exact(Decimal("1000000.000001"), "t/a"), "t/a")["max"] == "1,000,000"
+    assert units.check_row_g(units.grams_exact(Decimal("1000000001"), "kg/a"), "kg/a")["max"] == "1,000,000,000"
 
 
 def test_rulebook_codes_are_ids_in_the_same_normal_form():

@@ -1,0 +1,174 @@
+"""Refusals as data: every code a user can meet renders in English and Chinese from its facts, the README lists
+exactly the codes there are, and no regular expression reads a message back."""
+from __future__ import annotations
+
+import ast
+import re
+import string
+from pathlib import Path
+
+import pytest
+
+from quota.errors import Problem, Reason
+from quota.report import catalogue, findings
+
+ROOT = Path(__file__).resolve().parents[2]
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+# facts of each refusal code, as the library raises them (a code may be raised with several shapes of facts)
+REFUSAL_FACTS: dict[str, list[dict]] = {
+    "insufficient_quota": [{"project_id": "P1", "short": [{"pollutant": "COD", "key": "CDH", "required_g": 9_000_000,
+                                                          "eligible_g": 1_000_000, "short_g": 8_000_000,
+                                                          "unit": "t/a"}]}],
+    "holding_mismatch": [{"project_id": "P1", "problems": [
+        {"pollutant": "COD", "problem": "short", "held_g": 1, "required_g": 2, "key": "CDH", "ratio": "2",
+         "unit": "t/a"}, {"pollutant": "TP", "problem": "not_needed", "held_g": 5}]}],
+    "lot_not_eligible": [{"project_id": "P1", "problems": [
+        {"pollutant": "COD", "problem": "lot_not_eligible", "lot": "L1", "held_g": 1, "unit": "t/a",
+         "reason": Reason("lot_expired", lot="L1", expires="2026-01-01")}]},
+        {"project_id": "P1", "lot": "L1", "reason": Reason("lot_key", lot="L1", key="CDH", needs="TH")}],
+    "nothing_to_reserve": [{"project_id": "P1"}],
+    "project_state": [{"project_id": "P1", "state": s} for s in ("pipeline", "reserved", "approved", "cancelled")],
+    "unknown_pollutant": [{"project_id": "P1", "pollutant": "TP"}],
+    "lot_state": [{"lot": "L1", "state": s} for s in ("revoked", "superseded")],
+    "plan_state": [{"plan_id": "PLAN-0001", "reason": r, "applied_at": "2026-01-01"}
+                   for r in ("applied", "malformed", "infeasible", "scenario")],
+    "plan_stale": [{"plan_id": "PLAN-0001", "problems": [
+        Reason("plan_no_lot", lot="L1"), Reason("plan_project_state", project_id="P1", state="missing"),
+        Reason("plan_draw_refused", project_id="P1", pollutant="COD",
+               reason=Reason("lot_status", lot="L1", state="revoked"))]}],
+    "bad_date": [{"date": "2027-01-01", "today": "2026-01-01"}, {"date": "2020-01-01", "last": "2021-01-01"},
+                 {"date": "2026-01-01"}, {"what": "date", "value": "tomorrow"},
+                 {"what": "QUOTA_TODAY", "value": "2030-01-01", "calendar": "2026-01-01"}],
+    "overdraw": [{"account": "lot:L1", "lot": "L1", "balance_g": 5, "change_g": -6}],
+    "missing_doc": [{}], "missing_memo": [{}],
+    "reservation_lapsed": [{"project_id": "P1", "lapsed": "2026-01-01"}],
+    "bad_id": [{"what": "project id", "value": "P1\u200b", "reason": "char_invisible", "char": "U+200B"}],
+    "bad_text": [{"what": "memo", "reason": "char_escape", "char": "U+001B"}],
+    "bad_key": [{"reason": "empty"}, {"reason": "too_long", "length": 300, "max": 200},
+                {"reason": "control_character", "character": "U+0007"}],
+    "key_conflict": [{"key": "k1"}, {"key": "k1", "user": "clerk"}],
+    "output_is_database": [{"path": "quota.db"}], "output_kind": [{"path": "out"}],
+    "output_not_ours": [{"path": "out", "files": ["a.txt"]}],
+    "cannot_write": [{"path": "/x/y", "reason": "No space left on device", "errno": 28},
+                     {"path": "", "reason": "Read-only file system", "errno": None}],
+    "unknown_code": [{"what": "pollutant", "value": "XYZ"}, {"what": "zone", "value": "Q"}],
+    "bad_option": [{"option": o, "value": "x"} for o in ("solver", "time_limit", "gap", "by", "years",
+                                                         "lock_timeout")],
+    "ledger_busy": [{"attempts": 3, "lock_timeout": "5 s"}],
+    "cannot_grant": [{"user": "u", "schema": "public", "not_owned": ["txn"]}, {"user": "u", "schema": "public"}],
+    "not_postgresql": [{}],
+    "not_found": [{"what": w, "value": "X1"} for w in ("project", "lot", "plan", "user")] + [{"schema": "s1"}],
+    "not_initialised": [{}], "bad_database_url": [{"url": "mysql://h/d"}],
+    "in_transaction": [{}], "not_fresh": [{"url": "sqlite:///q.db"}],
+    "database_error": [{"detail": "connection refused"}],
+    "internal_error": [{"kind": "RuntimeError", "detail": "boom", "file": "/tmp/quota-crash-x.txt"}],
+    "invalid_input": [{"problems": [{"source": "t.csv", "row": 2, "column": "zone", "message": "m"}]}],
+    "bad_username": [{"name": "a b"}], "bad_role": [{"role": "boss"}], "weak_password": [{"min": 10}],
+    "user_exists": [{"name": "wang"}], "user_disabled": [{"name": "wang"}], "bad_upload": [{}],
+    "unreadable_export": [{"path": "x.jsonl", "reason": "file_not_found"}, {"path": "x.jsonl", "reason": "not_utf8",
+                                                                           "byte": 3}],
+}
+
+
+def _fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+@pytest.mark.parametrize("code", sorted(findings.PROBLEMS))
+def test_every_finding_renders_in_both_languages_from_the_same_facts(code):
+    en, zh = findings.PROBLEMS[code]
+    assert _fields(en) == _fields(zh), code  # the two languages say the same facts
+    facts = {name: f"<{name}>" for name in _fields(en)}
+    for lang in ("en", "zh"):
+        text = findings.problem_text(code, facts, lang)
+        assert all(f"<{name}>" in text for name in facts), (code, lang, text)  # every fact is shown
+    zh_text = findings.problem_text(code, facts, "zh")
+    assert CJK.search(zh_text) or zh != en, code  # Chinese words, or a Chinese layout of facts alone
+    assert not CJK.search(findings.problem_text(code, facts, "en")), code
+
+
+def test_word_facts_are_shown_in_the_language_and_lists_are_joined():
+    p = Problem.of("s.toml", 3, "projects[1].must_fund", "wrong_type", expected="boolean", got_kind="string",
+                   got='"false"')
+    assert p.message == 'must be true or false, got a string "false"'
+    assert p.text("zh") == '应为true 或 false，实际为字符串 "false"'
+    assert p.located("zh") == 's.toml:3 [projects[1].must_fund]: 应为true 或 false，实际为字符串 "false"'
+    p = Problem.of("t.csv", 2, "zone", "unknown_zone", value="Q", known=["A", "B"])
+    assert p.message.endswith("(rulebook has A, B)") and p.text("zh").endswith("（规则库中有：A、B）")
+    assert p.to_dict()["code"] == "unknown_zone" and p.to_dict()["facts"]["known"] == ["A", "B"]
+
+
+@pytest.mark.parametrize("code", sorted(REFUSAL_FACTS))
+def test_every_refusal_renders_in_chinese_from_its_facts(code):
+    for facts in REFUSAL_FACTS[code]:
+        text = catalogue.refusal(code, "english message", facts, "zh")
+        assert CJK.search(text), (code, text)
+        assert catalogue.refusal(code, "english message", facts, "en") == "english message"
+
+
+def test_states_and_plan_statuses_have_chinese_words():
+    for word in ("pipeline", "reserved", "approved", "cancelled", "revoked", "superseded", "expired", "active",
+                 "optimal", "feasible", "infeasible", "scenario"):
+        assert CJK.search(findings.WORDS_ZH[word]), word
+    assert "已批复" in catalogue.refusal("project_state", "", {"project_id": "P1", "state": "approved"}, "zh")
+
+
+def _raised_codes() -> set[str]:
+    """Every refusal code the library and the CLI raise: Refused(message, code, ...) and QuotaError classes."""
+    codes: set[str] = set()
+    for path in list((ROOT / "quota").rglob("*.py")) + list((ROOT / "cli").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
+                    "Refused", "LedgerBusy"):
+                args = [a for a in node.args[1:2] if isinstance(a, ast.Constant)]
+                args += [k.value for k in node.keywords if k.arg == "code" and isinstance(k.value, ast.Constant)]
+                codes.update(a.value for a in args)
+            if isinstance(node, ast.ClassDef):
+                for stmt in node.body:
+                    if isinstance(stmt, ast.Assign) and [getattr(t, "id", "") for t in stmt.targets] == ["code"] \
+                            and isinstance(stmt.value, ast.Constant):
+                        codes.add(stmt.value.value)
+    return codes - {"error", "refused"}  # the base classes' defaults: never raised as such
+
+
+def test_every_raised_code_has_a_chinese_rendering_and_sample_facts():
+    raised = _raised_codes()
+    assert {"insufficient_quota", "plan_stale", "unreadable_export", "database_error"} <= raised
+    assert raised <= set(catalogue.REFUSALS_ZH), raised - set(catalogue.REFUSALS_ZH)
+    assert set(catalogue.REFUSALS_ZH) == set(REFUSAL_FACTS)
+
+
+def _readme_codes(heading: str) -> set[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index(heading)
+    table = text[start:].split("\n\n")[1]
+    codes: set[str] = set()
+    for line in table.splitlines()[2:]:
+        first = line.split("|")[1]
+        codes.update(re.findall(r"`(\w+)`", first))
+    return codes
+
+
+def test_the_readme_lists_exactly_the_codes_there_are():
+    assert _readme_codes("Refusal codes") == set(catalogue.REFUSALS_ZH)
+    assert _readme_codes("Finding codes") == set(findings.PROBLEMS)
+
+
+def test_no_regular_expression_reads_a_message_back():
+    assert not hasattr(catalogue, "ERROR_PATTERNS") and not hasattr(catalogue, "translate_error")
+    for module in (catalogue, findings):
+        source = Path(module.__file__).read_text(encoding="utf-8")
+        assert not re.search(r"^import re$|\bre\.\w+\(", source, re.M), module.__name__
+
+
+def test_library_problems_carry_codes():
+    """The library builds every Problem (an input finding, a verify finding) with Problem.of (a code and facts),
+    never from a bare message."""
+    for folder in ("intake", "rules", "planning", "ledger", "audit", "store"):
+        for path in (ROOT / "quota" / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            bare = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call)
+                    and getattr(n.func, "id", "") == "Problem"]
+            assert not bare, f"{path.name}: Problem(...) without a code at lines {bare}"
