@@ -324,7 +324,7 @@ def page(request: Request, template: str, context: dict, status: int = 200) -> H
     html = env.get_template(template).render(
         request=request, user=user, lang=lang, csrf=csrf_token(request), flash=flash,
         t=lambda key, **kw: i18n.t(key, lang, **kw), h=lambda text: i18n.header(text, lang),
-        state_name=lambda s: i18n.STATES_ZH.get(s, s) if lang == "zh" else s,
+        state_name=lambda s: i18n.WORDS_ZH.get(s, s) if lang == "zh" else s,
         role_name=lambda r: i18n.ROLES_ZH.get(r, r) if lang == "zh" else r,
         can=lambda action: user is not None and users.allowed(user.role, action),
         new_key=form_key, path=request.url.path, **context)
