@@ -12,7 +12,7 @@ import math
 import random
 from collections import defaultdict
 
-from quota.planning.milp import PLot, PNeed, PProject
+from quota.planning.problem import PLot, PNeed, PProject
 
 WATER = ["COD", "NH3-N", "TP", "TN"]
 AIR = ["SO2", "NOX", "VOCS", "PM"]
@@ -60,7 +60,7 @@ def instance(projects: int = 2000, zones: int = 40, lots: int = 720, tightness: 
             expires = expires if dated else None
             llist.append(PLot(f"L{i:05d}", group[0], group[1], expires, int(total * w / sum(weights))))
     # must-fund projects must be fundable: drop the flag where they alone do not fit
-    from quota.planning.milp import build_rows, feasible
+    from quota.planning.problem import build_rows, feasible
     rows = build_rows(plist, llist, [])
     while True:
         bad = feasible(rows, {i for i, p in enumerate(plist) if p.must_fund}, set())

@@ -16,10 +16,12 @@ import time
 import pulp
 
 from bench.generate import SHAPES, describe, shape
+from quota.planning import problem
 from quota.planning import decompose
 from quota.planning import milp
 from quota.planning.decompose import cores
-from quota.planning.milp import lot_expiry, quiet
+from quota.planning.problem import lot_expiry
+from quota.planning.solvers import quiet
 
 
 def naive_model(projects, lots):
@@ -58,9 +60,9 @@ def plain(projects, lots, solver, time_limit):
     with quiet():
         prob.solve(solver(msg=False, timeLimit=time_limit))
     funded = {j for j, v in y.items() if (v.varValue or 0) > 0.5}
-    rows = milp.build_rows(projects, lots, [])
+    rows = problem.build_rows(projects, lots, [])
     must = {j for j, p in enumerate(projects) if p.must_fund}
-    ok = not milp.feasible(rows, funded, set()) and must <= funded  # else: no valid plan in time
+    ok = not problem.feasible(rows, funded, set()) and must <= funded  # else: no valid plan in time
     bound = None
     model = getattr(prob, "solverModel", None)
     if model is not None:  # HiGHS: PuLP minimises -objective
@@ -73,7 +75,7 @@ def per_component(projects, lots, time_limit):
     """Plain HiGHS on each connected component of the project-pool graph, one after another,
     each with an equal share of the time limit: (seconds, objective, valid, proven bound, components)."""
     t0 = time.perf_counter()
-    rows = milp.build_rows(projects, lots, [])
+    rows = problem.build_rows(projects, lots, [])
     parts = decompose.split(len(projects), rows, 0, couple_candidates=False, budget=False)
     value, bound, ok = 0, 0.0, True
     for part in parts:
@@ -88,7 +90,7 @@ def per_component(projects, lots, time_limit):
 
 def fund_in_order(projects, lots, order) -> int:
     """Fund projects in the given order whenever they still fit; returns the priority funded."""
-    rows = milp.build_rows(projects, lots, [])
+    rows = problem.build_rows(projects, lots, [])
     cap = [r.supply_g for r in rows]
     use = [0] * len(rows)
     rows_of = {}
@@ -150,7 +152,7 @@ def large(names, n, time_limit, seed) -> None:
         t0 = time.perf_counter()
         sol, _ = milp.solve(projects, lots, time_limit=time_limit, gap=0.0)
         secs = time.perf_counter() - t0
-        feasible = not milp.feasible(milp.build_rows(projects, lots, []), set(sol.funded), set())
+        feasible = not problem.feasible(problem.build_rows(projects, lots, []), set(sol.funded), set())
         for w in decompose.POOL.workers:  # reap the workers so their peak memory is counted
             w.kill()
         decompose.POOL.workers = []

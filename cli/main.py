@@ -164,9 +164,11 @@ def balance(ctx: typer.Context,
     if by not in ("pollutant", "zone", "lot"):
         raise typer.BadParameter("--by must be pollutant, zone or lot")
     with failures(as_json):
+        if as_json:  # written row by row as the database yields them (`--by lot` lists every lot)
+            with balances.balance_stream(ctx.obj.engine, by=by, pollutant=pollutant, zone=zone,
+                                         as_of=parse_date(as_of)) as (head, rows):
+                return render.emit_json_stream(head, "rows", rows)
         result = balances.balance(ctx.obj.engine, by=by, pollutant=pollutant, zone=zone, as_of=parse_date(as_of))
-    if as_json:
-        return render.emit_json(result)
     render.balances(result)
 
 

@@ -65,8 +65,54 @@ def table(title: str | None, headers: list[str], rows: list[list], right: set[st
     return t
 
 
+def _dumps(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, indent=2, default=str)
+
+
+_SCALAR = json.JSONEncoder(ensure_ascii=False, default=str).encode  # the C encoder: no indent
+
+
+def _item_text(item) -> str:
+    """An item of a list at depth 2, as json.dumps(indent=2) writes it. A flat dict (a balance row) is written
+    through the C encoder key by key: json's indenting encoder is pure Python, slower, and leaves a reference
+    cycle per call for the garbage collector."""
+    if not isinstance(item, (dict, list, tuple)):
+        return _SCALAR(item)
+    if isinstance(item, dict) and item and all(type(k) is str and not isinstance(v, (dict, list, tuple))
+                                               for k, v in item.items()):
+        return "{\n" + ",\n".join(f"      {_SCALAR(k)}: {_SCALAR(v)}" for k, v in item.items()) + "\n    }"
+    return _dumps(item).replace("\n", "\n    ")
+
+
 def emit_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+    """json.dumps(obj, indent=2) on stdout, byte for byte; a dict's lists are written item by item, so a result
+    listing a million lots (`tally import --json`) never becomes one string."""
+    if not isinstance(obj, dict) or not obj or any(type(k) is not str for k in obj):
+        sys.stdout.write(_dumps(obj) + "\n")
+        return
+    write = sys.stdout.write
+    for n, (key, value) in enumerate(obj.items()):
+        write(("{\n  " if n == 0 else ",\n  ") + _SCALAR(key) + ": ")
+        if isinstance(value, list) and value:
+            for i, item in enumerate(value):
+                write(("[\n    " if i == 0 else ",\n    ") + _item_text(item))
+            write("\n  ]")
+        else:
+            write(_dumps(value).replace("\n", "\n  "))
+    write("\n}\n")
+
+
+def emit_json_stream(head: dict, key: str, items) -> None:
+    """Write `{**head, key: list(items)}` exactly as emit_json would, byte for byte, one item at a time: the
+    items (e.g. a million balance rows) are never all in memory, nor is the text."""
+    write = sys.stdout.write
+    opening = _dumps(head)[:-2] if head else "{"  # '{\n  "a": 1' without its closing '\n}'
+    write(opening + ("," if head else "") + "\n  " + json.dumps(key, ensure_ascii=False) + ": ")
+    first = True
+    for item in items:
+        write(("[\n    " if first else ",\n    ") + _item_text(item))
+        first = False
+    write("[]\n}\n" if first else "\n  ]\n}\n")
 
 
 MAX_PROBLEM_LINES = 100  # a file of 10^5 bad rows is refused in a screenful; --json lists them all
@@ -120,8 +166,9 @@ def balances(result: dict) -> None:
 
 def trace(result: dict) -> None:
     from quota import units
-    out.print(f"[bold]{esc(result['project_id'])}[/] {esc(result['name'])} — zone {esc(result['zone'])}, "
-              f"industry {esc(result['industry'] or '-')}, state [bold]{esc(word(result['state']))}[/]", markup=True)
+    out.print(f"[bold]{esc(result['project_id'])}[/] {esc(result['name'])} — "
+              + esc(msg("trace_head", zone=result["zone"], industry=result["industry"] or "-",
+                        state=word(result["state"]))), markup=True)
     out.print(table(h("Requirement"), ["Pollutant", "Increment", "Ratio", "Why", "Required", "Held", "Key", "Unit"],
                     [[n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"], "; ".join(n["why"]),
                       units.display(n["required_g"], n["unit"]), units.display(n["held_g"], n["unit"]), n["key"],
@@ -140,10 +187,10 @@ def rulebook(info: dict, book) -> None:
     version = info["version"]
     out.print(f"Rulebook v{version}: {book.jurisdiction_name} {book.jurisdiction_name_zh} "
               f"({book.jurisdiction_code})")
-    out.print(table("Pollutants", ["Pollutant", "Name", "Unit", "Key"],
+    out.print(table(h("Pollutants"), ["Pollutant", "Name", "Unit", "Key"],
                            [[p["code"], f"{p['name']} {p['name_zh']}", p["unit"],
                              f"{p['medium']} -> {info['matching'][p['medium']]}"] for p in info["pollutants"]]))
-    out.print(table("Zones", ["Zone", "Name", "Key", "State"],
+    out.print(table(h("Zones"), ["Zone", "Name", "Key", "State"],
                            [[z["code"], f"{z['name']} {z['name_zh']}", f"{z['watershed']} / {z['airshed']}",
                              "non-attainment: " + ", ".join(z["non_attainment"]) if z["non_attainment"] else ""]
                             for z in info["zones"]]))
@@ -168,7 +215,7 @@ def credited(result: dict, dry_run: bool) -> None:
 def projects(rows: list[dict]) -> None:
     """`quota project list`: one line per project and pollutant."""
     from quota import units
-    out.print(table("Projects", ["Project", "Name", "Zone", "Priority", "Needed by", "State",
+    out.print(table(h("Projects"), ["Project", "Name", "Zone", "Priority", "Needed by", "State",
                                         "Pollutant", "Increment", "Ratio", "Required", "Unit"],
                            [[p["project_id"], p["name"], p["zone"], p["priority"], p["needed_by"], word(p["state"]),
                              n["pollutant"], units.display(n["increment_g"], n["unit"]), n["ratio"],
@@ -186,7 +233,7 @@ def plan(result: dict) -> None:
 
     status = result["status"]
     out.print(msg("plan_head", id=result["plan_id"], day=result["as_of"], status=word(status),
-                         obj=f"{result['objective']:g}", bound=f"{result['bound']:g}",
+                         obj=result.get("objective_exact") or f"{result['objective']:g}", bound=f"{result['bound']:g}",
                          lp=f"{result['lp_bound']:.4g}", gap=f"{100 * result['gap']:.2f}%",
                          solver=result["solver"], secs=f"{result['seconds']:.2f}")
               + (f", scenario {result['scenario']!r}" if result.get("scenario") else ""), markup=False)

@@ -10,8 +10,8 @@ class Problem:
 
     `row` is the 1-based line number in the file as a spreadsheet user sees it
     (the header is row 1, the first data row is row 2); 0 means the whole file. `code` names the rule from the
-    documented list (README, "Refusals"), `facts` are its data; the catalogue (quota.report.findings) renders the message in
-    English and Chinese from them, and `message` is the English text. Build one with `Problem.of`.
+    documented list (README, "Refusals"), `facts` are its data; the catalogue (quota.report.findings) renders the
+    message in English and Chinese from them, and `message` is the English text. Build one with `Problem.of`.
     """
 
     source: str

@@ -154,3 +154,60 @@ def toml_problem_line(text: str, exc: AmountError) -> int:
             if value in line.split("#")[0]:
                 return i
     return 0
+
+
+# Priorities (a score like 7.5, or an economic value): greater than 0, at most MAX_PRIORITY, at most
+# PRIORITY_PLACES decimal places. Stored exactly as integer ten-thousandths (project.priority_e4).
+# At most 10 significant digits each, so a priority's JSON number is its decimal text, and a total over
+# 100,000 projects has at most 15 (the float the solver carries is exact; reports sum Decimals).
+MAX_PRIORITY = Decimal(10) ** 6
+PRIORITY_PLACES = 4
+PRIORITY_SCALE = 10 ** PRIORITY_PLACES
+
+
+def parse_priority(value: object) -> int | Decimal:
+    """A priority exactly: an int when whole, else a normalised Decimal (`7.50` is 7.5). Text by the
+    one number grammar (`7,5`, `1e3`, nan refused with the grammar's codes: number_ambiguous_comma,
+    number_exponent, number_not_finite...); then greater than 0 and at most MAX_PRIORITY (else
+    priority_range), with at most PRIORITY_PLACES decimal places (else priority_places). Raises AmountError."""
+    d = parse_decimal(value)
+    shown = value if isinstance(value, str) else str(d)
+    if d <= 0 or d > MAX_PRIORITY:
+        raise AmountError("priority_range", value=shown, max=f"{MAX_PRIORITY:,}")
+    if d != d.quantize(Decimal(1).scaleb(-PRIORITY_PLACES)):
+        raise AmountError("priority_places", value=shown, places=PRIORITY_PLACES)
+    return priority_from_e4(int(d.scaleb(PRIORITY_PLACES)))
+
+
+def priority_e4(priority: int | Decimal) -> int:
+    """A valid priority in integer ten-thousandths (7.5 -> 75000), as stored."""
+    return int(Decimal(priority).scaleb(PRIORITY_PLACES))
+
+
+def priority_from_e4(e4: int) -> int | Decimal:
+    """A stored priority: an int when whole (as priorities always were), else the exact Decimal."""
+    e4 = int(e4)
+    if e4 % PRIORITY_SCALE == 0:
+        return e4 // PRIORITY_SCALE
+    return Decimal(e4).scaleb(-PRIORITY_PLACES).normalize()
+
+
+def priority_json(priority: int | Decimal) -> int | float:
+    """A priority for JSON: an int, or the float whose shortest text is the decimal itself (at most 10
+    significant digits, so `7.5` is written `7.5`; read it back with a decimal parser to keep it exact)."""
+    return priority if isinstance(priority, int) else float(priority)
+
+
+def priority_text(priority: int | Decimal) -> str:
+    """A priority as committed to the chain (`register`) and shown: `7` or `7.5`."""
+    return str(priority)
+
+
+def priority_from_json(value: int | float | str | Decimal) -> int | Decimal:
+    """A priority read back from JSON (a stored plan: a number whose text was the exact decimal)."""
+    return priority_from_e4(priority_e4(Decimal(str(value))))
+
+
+def decimal_text(d: Decimal) -> str:
+    """An exact total as plain text: `10` rather than `10.0`, `7.5` rather than `7.50`, never an exponent."""
+    return str(int(d)) if d == d.to_integral_value() else format(d.normalize(), "f")

@@ -9,6 +9,7 @@ import contextlib
 import csv
 import datetime as dt
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
@@ -17,7 +18,7 @@ from sqlalchemy import Connection, Engine, text
 from quota.audit.jsonl import unreadable
 from quota.store import db
 from quota.ledger import posting as ledger
-from quota import outfiles
+from quota import outfiles, units
 from quota.errors import Problem
 
 MANIFEST_FORMAT = "quota-tables"
@@ -46,7 +47,7 @@ TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
                  ("post", "改造后排放量"), ("unit", "单位"), ("baseline_year", "基准年"), ("effective_date", "生效日期"),
                  ("method", "测算方法"), ("assessor", "测算单位"), ("report_no", "报告编号"),
                  ("creditable_g", "可入库量(克)"), ("supersedes", "替代测算编号")]),
-    "projects": ("SELECT p.project_id, p.name, p.zone, p.industry, p.priority, p.needed_by, p.must_fund, p.state, "
+    "projects": ("SELECT p.project_id, p.name, p.zone, p.industry, p.priority_e4, p.needed_by, p.must_fund, p.state, "
                  "p.doc, n.pollutant, n.increment_g, n.ratio FROM project p JOIN project_need n "
                  "ON n.project_id = p.project_id ORDER BY p.project_id, n.pollutant",
                  [("project_id", "项目编号"), ("name", "项目名称"), ("zone", "区域"), ("industry", "行业"),
@@ -79,7 +80,10 @@ def iter_table(conn: Connection, name: str, as_of: dt.date | None) -> Iterator[t
         args["d"] = as_of
     result = conn.execution_options(stream_results=True, yield_per=5000).execute(
         text(sql.format(where=where, where_lot=where_lot, where_tally=where_tally)), args)
+    exact = [i for i, (en, _) in enumerate(TABLES[name][1]) if en == "priority"]  # stored in ten-thousandths
     for row in result:
+        if exact:
+            row = tuple(units.priority_from_e4(v) if i in exact and v is not None else v for i, v in enumerate(row))
         yield tuple(neutralise(v) for v in row)
 
 
@@ -155,7 +159,9 @@ def write_tables(engine: Engine, fmt: str, out: str, as_of: dt.date | None = Non
     return [str(path / name) for name in file_names(fmt)]
 
 
-INT_COLUMNS = {"seq", "txn_seq", "priority", "rulebook_version", "baseline_year"}
+INT_COLUMNS = {"seq", "txn_seq", "rulebook_version", "baseline_year"}
+# exact decimals: a priority (stored in ten-thousandths, exported as its value) is decimal(11, 4) in Parquet
+DECIMAL_COLUMNS = {"priority": (11, 4)}
 
 
 def _parquet(conn: Connection, name: str, as_of, target: Path, cols: list[str]) -> int:
@@ -164,13 +170,17 @@ def _parquet(conn: Connection, name: str, as_of, target: Path, cols: list[str]) 
     import pyarrow as pa
     import pyarrow.parquet as pq
     english = [en for en, _ in TABLES[name][1]]
-    types = [pa.int64() if (en.endswith("_g") or en in INT_COLUMNS) else pa.string() for en in english]
+    types = [pa.int64() if (en.endswith("_g") or en in INT_COLUMNS) else
+             pa.decimal128(*DECIMAL_COLUMNS[en]) if en in DECIMAL_COLUMNS else pa.string() for en in english]
     schema = pa.schema([pa.field(c, t) for c, t in zip(cols, types)])
 
     def arrays(batch):
         columns = list(zip(*batch)) if batch else [[] for _ in cols]
-        return [pa.array([None if v is None else (int(v) if t == pa.int64() else str(v)) for v in col], type=t)
-                for col, t in zip(columns, types)]
+        def cell(v, t):
+            if v is None:
+                return None
+            return int(v) if t == pa.int64() else Decimal(v) if pa.types.is_decimal(t) else str(v)
+        return [pa.array([cell(v, t) for v in col], type=t) for col, t in zip(columns, types)]
 
     with pq.ParquetWriter(target, schema) as writer:
         batch, n = [], 0

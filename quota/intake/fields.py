@@ -121,6 +121,19 @@ class RowReader:
             return default
         return value
 
+    def priority(self, col: str) -> int | Decimal:
+        """A priority (units.parse_priority): 1 when empty; an int when whole, else the exact Decimal. A bad one is
+        named by the number grammar's code (number_ambiguous_comma, number_exponent...) or by priority_range or
+        priority_places."""
+        raw = self.cells.get(col, "").strip()
+        if not raw:
+            return 1
+        try:
+            return units.parse_priority(raw)
+        except units.AmountError as exc:
+            self.fail(col, exc.code, **exc.facts)
+            return 1
+
     def boolean(self, col: str) -> bool:
         raw = self.raw(col).lower()
         if raw in TRUE:

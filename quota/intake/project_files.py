@@ -45,7 +45,7 @@ def validate_rows(path: str, book: Rulebook, sheet: str | None = None,
         if ratio_raw is not None and not (1 <= ratio_raw <= 100):
             r.fail("ratio", "bad_ratio", value=str(ratio_raw))
         shared = {"name": pname, "zone": zone, "industry": r.text("industry", False),
-                  "priority": r.integer("priority", 1, 1, 1_000_000),
+                  "priority": r.priority("priority"),
                   "needed_by": r.date("needed_by", required=False), "must_fund": r.boolean("must_fund")}
         if pid in projects:
             first = projects[pid]
@@ -99,10 +99,11 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
         if found:
             raise ValidationFailed(found)
         batch = batches.record(conn, "project", name, sha, summary["rows"], posting.now_iso(), actor)
-        conn.execute(text("INSERT INTO project (project_id, name, zone, industry, priority, needed_by, must_fund, "
+        conn.execute(text("INSERT INTO project (project_id, name, zone, industry, priority_e4, needed_by, must_fund, "
                           "state, import_id) VALUES (:project_id, :name, :zone, :industry, :priority, :needed_by, "
                           ":must_fund, 'pipeline', :b)"),
-                     [{k: p[k] for k in ("project_id", *SHARED)} | {"b": batch} for p in projects])
+                     [{k: p[k] for k in ("project_id", *SHARED)} | {"priority": units.priority_e4(p["priority"]),
+                                                                    "b": batch} for p in projects])
         conn.execute(text("INSERT INTO project_need (project_id, pollutant, increment_g, ratio) "
                           "VALUES (:p, :q, :g, :r)"),
                      [{"p": p["project_id"], "q": q, "g": n["increment_g"], "r": n["ratio"]}

@@ -26,21 +26,42 @@ class _Unreadable(Exception):
 HEADER_SCAN = 20  # rows of a sheet searched for the header (title rows above it are skipped)
 
 
-def _csv(path: str, info: dict):
-    """A CSV as text cells, one row per physical line (blank lines kept, so row numbers are the file's lines).
-    UTF-8 first; a file that is not UTF-8 but decodes cleanly as GB18030 (what Chinese Excel writes, a superset of
-    GBK) is read as such, and `info["encoding"]` says so."""
-    import pandas as pd
+CHUNK = 5000  # CSV rows parsed at a time: a file of any size is read in pieces of this many rows
+_CSV = dict(dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
+
+
+def _csv_encoding(path: str) -> str:
+    """UTF-8 (a BOM allowed) or, for a file that is not UTF-8 but decodes cleanly as GB18030 (what Chinese Excel
+    writes, a superset of GBK), GB18030: found by decoding the file in pieces of 1 MB, never whole."""
+    import codecs
     for encoding in ("utf-8-sig", "gb18030"):
+        decoder, offset = codecs.getincrementaldecoder(encoding)(), 0
         try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding, skipinitialspace=True,
-                                skip_blank_lines=False)
+            with open(path, "rb") as fh:
+                for piece in iter(lambda: fh.read(1 << 20), b""):
+                    decoder.decode(piece)
+                    offset += len(piece)
+                decoder.decode(b"", final=True)
         except UnicodeDecodeError as exc:
             if encoding == "gb18030":
-                raise _Unreadable("not_text", byte=exc.start) from None
+                raise _Unreadable("not_text", byte=offset + exc.start) from None
             continue
-        info["encoding"] = "utf-8" if encoding == "utf-8-sig" else encoding
-        return frame, 0
+        return encoding
+
+
+def _csv(path: str, info: dict):
+    """A CSV's header (an empty frame with its columns) and a function that yields its rows as frames of up to
+    CHUNK rows of text cells, one row per physical line (blank lines kept, so row numbers are the file's lines).
+    `info["encoding"]` says how it is read."""
+    import pandas as pd
+    encoding = _csv_encoding(path)
+    header = pd.read_csv(path, encoding=encoding, nrows=0, **_CSV)
+    info["encoding"] = "utf-8" if encoding == "utf-8-sig" else encoding
+
+    def frames():
+        with pd.read_csv(path, encoding=encoding, chunksize=CHUNK, **_CSV) as reader:
+            yield from reader
+    return header, frames, 0
 
 
 def _known_columns(cells, aliases: dict[str, str]) -> int:
@@ -67,7 +88,7 @@ def _xlsx(path: str, aliases: dict[str, str], required: list[str], sheet: str | 
                 frame.columns = [str(c) if str(c).strip() else f"Unnamed: {k}" for k, c in enumerate(raw.iloc[i])]
                 info["sheet"], info["header_row"] = str(sheet_name), i + 1
                 info["first_sheet"] = str(sheet_name) == str(next(iter(sheets)))
-                return frame, i
+                return frame, lambda: iter([frame]), i
     raise _Unreadable("no_header_row", scan=HEADER_SCAN, sheets=[str(s) for s in sheets], required=list(required))
 
 
@@ -79,29 +100,48 @@ def read_rows(path: str, aliases: dict[str, str], required: list[str], optional:
     Header names are matched case-insensitively after trimming, and Chinese aliases map to
     the canonical English names. Cell values are always read as text (never as floats). Row numbers are the
     file's own: a CSV's physical line, a sheet's row (title rows above the header included). `info` receives
-    how the file was read (`encoding` of a CSV, `sheet` of a workbook).
+    how the file was read (`encoding` of a CSV, `sheet` of a workbook). Every row at once: open_rows streams.
     """
+    problems, rows = open_rows(path, aliases, required, optional, sheet, info)
+    if problems:
+        return [], problems
+    try:
+        return list(rows()), []
+    except Exception as exc:  # a file malformed further on: reported, never a crash
+        return [], [unreadable(Path(path).name, exc)]
+
+
+def unreadable(name: str, exc: BaseException) -> Problem:
+    """The problem that says why a file cannot be read, from what reading it raised (opening it, or its rows)."""
+    if isinstance(exc, FileNotFoundError):
+        return Problem.of(name, 0, "", "file_not_found")
+    if isinstance(exc, IsADirectoryError):
+        return Problem.of(name, 0, "", "is_directory")
+    if isinstance(exc, PermissionError):
+        return Problem.of(name, 0, "", "no_permission")
+    if isinstance(exc, _Unreadable):
+        return Problem.of(name, 0, "", exc.code, **exc.facts)
+    from pandas.errors import EmptyDataError
+    return Problem.of(name, 0, "", "empty_file" if isinstance(exc, EmptyDataError) else "unreadable_file")
+
+
+def open_rows(path: str, aliases: dict[str, str], required: list[str], optional: list[str],
+              sheet: str | None = None, info: dict | None = None):
+    """(problems, rows): the file's and its header's problems, and a function that yields the rows as read_rows
+    lists them, reading a CSV CHUNK rows at a time (a fresh pass over the file on each call; a file malformed
+    further on raises while its rows are read: see `unreadable`). rows is None when there are problems."""
     info = {} if info is None else info
     name = Path(path).name
     suffix = Path(path).suffix.lower()
     try:
         if suffix in (".xlsx", ".xlsm"):
-            frame, above = _xlsx(path, aliases, required, sheet, info)
+            frame, frames, above = _xlsx(path, aliases, required, sheet, info)
         elif suffix in (".csv", ".txt", ""):
-            frame, above = _csv(path, info)
+            frame, frames, above = _csv(path, info)
         else:
-            return [], [Problem.of(name, 0, "", "unsupported_file_type", suffix=suffix)]
-    except FileNotFoundError:
-        return [], [Problem.of(name, 0, "", "file_not_found")]
-    except IsADirectoryError:
-        return [], [Problem.of(name, 0, "", "is_directory")]
-    except PermissionError:
-        return [], [Problem.of(name, 0, "", "no_permission")]
-    except _Unreadable as exc:
-        return [], [Problem.of(name, 0, "", exc.code, **exc.facts)]
+            return [Problem.of(name, 0, "", "unsupported_file_type", suffix=suffix)], None
     except Exception as exc:  # malformed CSV/XLSX of any kind: report, do not crash
-        from pandas.errors import EmptyDataError
-        return [], [Problem.of(name, 0, "", "empty_file" if isinstance(exc, EmptyDataError) else "unreadable_file")]
+        return [unreadable(name, exc)], None
     problems: list[Problem] = []
     mapping: dict[str, str] = {}
     for col in frame.columns:
@@ -120,17 +160,21 @@ def read_rows(path: str, aliases: dict[str, str], required: list[str], optional:
         if col not in mapping.values():
             problems.append(Problem.of(name, 1 + above, col, "missing_column"))
     if problems:
-        return [], problems
-    rows = []
+        return problems, None
     positions = [(list(frame.columns).index(col), canon) for col, canon in mapping.items()]
-    for i, record in enumerate(frame.to_numpy(dtype=object).tolist()):
-        row = {canon: str(record[pos]).strip() for pos, canon in positions}
-        for col in optional:
-            row.setdefault(col, "")
-        if not any(row.values()):
-            continue  # blank line
-        rows.append((i + 2 + above, row))
-    return rows, []
+
+    def rows():
+        i = 0
+        for part in frames():
+            for record in part.to_numpy(dtype=object).tolist():
+                row = {canon: str(record[pos]).strip() for pos, canon in positions}
+                for col in optional:
+                    row.setdefault(col, "")
+                i += 1
+                if not any(row.values()):
+                    continue  # blank line
+                yield i + 1 + above, row
+    return [], rows
 
 
 def alias_map(pairs: dict[str, list[str]]) -> dict[str, str]:

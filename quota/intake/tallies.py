@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+from array import array
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import Connection, Engine, bindparam, text
 
 from quota.intake import batches
@@ -24,7 +27,7 @@ from quota.errors import Problem, ValidationFailed
 from quota.intake.fields import RowReader
 from quota.rules.book import Rulebook
 from quota.intake.columns import TALLY_NAMES, TALLY_OPTIONAL, TALLY_REQUIRED
-from quota.intake.tables import alias_map, file_sha256, read_rows
+from quota.intake.tables import alias_map, file_sha256, open_rows, unreadable
 
 REQUIRED, OPTIONAL = TALLY_REQUIRED, TALLY_OPTIONAL
 ALIASES = alias_map(TALLY_NAMES)
@@ -74,62 +77,248 @@ def _credit(book: Rulebook, r: "TallyRecord", cap_g: Decimal | None) -> int:
     return creditable_g(book, r.measure, r.unit, r.baseline_actual, r.permitted, r.post, cap_g)
 
 
-def validate_rows(path: str, book: Rulebook, sheet: str | None = None,
-                  read: dict | None = None) -> tuple[list[TallyRecord], list[Problem]]:
-    """Parse and check a tally file against the rulebook alone (no database). `sheet` names the sheet of a
-    workbook; `read` receives how the file was read (tables.read_rows: encoding, sheet)."""
-    rows, problems = read_rows(path, ALIASES, REQUIRED, OPTIONAL, sheet=sheet, info=read)
-    name = Path(path).name
-    records: list[TallyRecord] = []
+# ------------------------------------------------------------------------------------------------ reading rows
+#
+# A tally file is read in passes, never held whole (DESIGN 9: under 300 MB at 10^6 lots): (1) `_scan` keeps 64-bit
+# hashes of each row's ids; the rows whose checks compare them with other rows or with the ledger (a repeated
+# hash, a source or key the ledger knows, a superseding row) are found from the hashes; (2) `_validate` checks
+# every row as before and keeps only those rows as records, in full; (3) `_write` reads the file once more and
+# writes it in batches, in one transaction. A hash only picks rows for the exact checks, which compare the ids
+# themselves, so a collision costs time, never a wrong answer.
+
+BATCH = 2000  # records written (and posted) at a time in the import's one transaction
+
+
+def _cells(r: RowReader, book: Rulebook, today: dt.date) -> tuple:
+    """One row's typed cells, checked on their own (each bad cell a problem in `r`)."""
+    tally_id = r.code("tally_id")
+    source_id = r.code("source_id")
+    source_name = r.text("source_name")
+    measure = r.choice("measure", MEASURES)
+    zone, pollutant, unit = r.zone_pollutant_unit(book)
+    actual = r.amount("baseline_actual", unit=unit)
+    permitted = r.amount("permitted", required=False, unit=unit)
+    post = r.amount("post", required=False, unit=unit)
+    year = r.integer("baseline_year", 0, 1950, 2100) or None
+    effective = r.date("effective_date")
+    if effective is not None and effective > today:
+        r.fail("effective_date", "future_tally", date=str(effective), today=str(today))
+    report_no = r.text("report_no", max_len=100)
+    distinct = r.boolean("distinct_source")
+    if measure == "closure" and post:
+        r.fail("post", "closure_post", value=str(post))
+    if measure == "upgrade" and actual is not None:
+        base = min(actual, permitted) if (permitted is not None and book.baseline == "min_actual_permitted") else actual
+        if post is None:
+            r.fail("post", "upgrade_needs_post")
+        elif post >= base:
+            r.fail("post", "post_not_below", post=str(post), base=str(base))
+    return (tally_id, source_id, source_name, measure, zone, pollutant, unit, actual, permitted, post, year,
+            effective, report_no, distinct)
+
+
+def _record(r: RowReader, cells: tuple, credit: int) -> TallyRecord:
+    (tally_id, source_id, source_name, measure, zone, pollutant, unit, actual, permitted, post, year, effective,
+     report_no, distinct) = cells
+    return TallyRecord(r.row, tally_id, source_id, source_name, measure, zone, pollutant, actual, permitted, post,
+                       unit, year, effective, r.text("method", False), r.text("assessor", False), report_no,
+                       r.code("supersedes", False), credit, distinct_source=distinct)
+
+
+@dataclass
+class _Index:
+    """Per data row, in file order, 64-bit hashes (this process's `hash`) of: the tally id, the tally it
+    supersedes (0: none), the source id, (source name, zone), (name_key, zone) as sources compares names, and
+    (source, pollutant), the key of a source's history."""
+    tally: np.ndarray
+    sup: np.ndarray
+    source: np.ndarray
+    name_zone: np.ndarray
+    look: np.ndarray
+    key: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.tally)
+
+
+def _scan(rows, name: str) -> _Index:
+    cols = {f: array("q") for f in ("tally", "sup", "source", "name_zone", "look", "key")}
+    sink: list[Problem] = []
+    for rowno, cells in rows():
+        r = RowReader(name, rowno, cells, sink)
+        t, s, nm, z, p, sup = (r.code("tally_id"), r.code("source_id"), r.text("source_name"), r.code("zone"),
+                               r.code("pollutant"), r.code("supersedes", False))
+        sink.clear()
+        cols["tally"].append(hash(t))
+        cols["sup"].append(hash(sup) if sup else 0)
+        cols["source"].append(hash(s))
+        cols["name_zone"].append(hash((nm, z)))
+        cols["look"].append(hash((identity.name_key(nm), z)))
+        cols["key"].append(hash((s, p)))
+    return _Index(**{f: np.frombuffer(a, dtype=np.int64) if len(a) else np.zeros(0, np.int64)
+                     for f, a in cols.items()})
+
+
+def _index_of(records: list[TallyRecord]) -> _Index:
+    """The index of records already read (settle_ledger's callers)."""
+    def col(values):
+        return np.fromiter(values, np.int64, len(records))
+    return _Index(col(hash(r.tally_id) for r in records), col(hash(r.supersedes) if r.supersedes else 0
+                                                              for r in records),
+                  col(hash(r.source_id) for r in records), col(hash((r.source_name, r.zone)) for r in records),
+                  col(hash((identity.name_key(r.source_name), r.zone)) for r in records),
+                  col(hash((r.source_id, r.pollutant)) for r in records))
+
+
+def _repeated(a: np.ndarray) -> np.ndarray:
+    """The values that occur more than once, sorted."""
+    s = np.sort(a)
+    return np.unique(s[1:][s[1:] == s[:-1]])
+
+
+def _spread(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The values of `a` that pair with more than one value of `b`, sorted."""
+    order = np.lexsort((b, a))
+    a_s, b_s = a[order], b[order]
+    return np.unique(a_s[1:][(a_s[1:] == a_s[:-1]) & (b_s[1:] != b_s[:-1])])
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """values[i] in sorted_set, for each i."""
+    if not len(sorted_set) or not len(values):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
+
+
+@dataclass
+class _Ledger:
+    """What the ledger holds that a file's rows may meet: exactly, every stored tally whose id or (source,
+    pollutant) a row's hashes name, every source whose id or (name, zone) they name; the ids of all superseded
+    tallies; the issued total; whether the file was imported before. Read in one streamed pass per table."""
+    prior: tuple | None
+    tallies: list[tuple]            # (source_id, pollutant, measure, tally_id, supersedes, effective_date, post, unit)
+    superseded: set[str]
+    sources: dict[str, tuple[str, str]]
+    issued: int
+    hashes: dict[str, np.ndarray]   # tally, key, source, look: sorted hashes of what is in the lists above
+
+
+def _ledger(conn: Connection, idx: _Index, sha: str) -> _Ledger:
+    ids = np.unique(np.concatenate([idx.tally, idx.sup[idx.sup != 0]]))
+    keys, srcs, looks = np.unique(idx.key), np.unique(idx.source), np.unique(idx.look)
+    prior = conn.execute(text("SELECT id, imported_at FROM import_batch WHERE kind = 'tally' AND sha256 = :s"),
+                         {"s": sha}).first()
+    tallies, superseded, h = [], set(), {"tally": [], "key": [], "source": [], "look": []}
+    stream = {"stream_results": True, "yield_per": BATCH}  # this statement's options, not the connection's
+    for part in conn.execute(text("SELECT source_id, pollutant, measure, tally_id, supersedes, effective_date, "
+                                  "post, unit FROM tally"), execution_options=stream).partitions(BATCH):
+        th = np.fromiter((hash(identity.loose(r[3])) for r in part), np.int64, len(part))
+        kh = np.fromiter((hash((identity.loose(r[0]), r[1])) for r in part), np.int64, len(part))
+        for r, keep, t, k in zip(part, _member(th, ids) | _member(kh, keys), th.tolist(), kh.tolist()):
+            if keep:
+                tallies.append(tuple(r))
+                h["tally"].append(t)
+                h["key"].append(k)
+        superseded.update(identity.loose(r[4]) for r in part if r[4])
+    sources = {}
+    for part in conn.execute(text("SELECT source_id, name, zone FROM source"), execution_options=stream).partitions(BATCH):
+        sh = np.fromiter((hash(identity.loose(r[0])) for r in part), np.int64, len(part))
+        lh = np.fromiter((hash((identity.name_key(r[1]), r[2])) for r in part), np.int64, len(part))
+        for r, keep, s, look in zip(part, _member(sh, srcs) | _member(lh, looks), sh.tolist(), lh.tolist()):
+            if keep:
+                sources[r[0]] = (r[1], r[2])
+                h["source"].append(s)
+                h["look"].append(look)
+    issued = int(conn.execute(text("SELECT COALESCE(SUM(issued_g), 0) FROM lot")).scalar_one())
+    return _Ledger(prior, tallies, superseded, sources, issued,
+                   {k: np.unique(np.array(v, dtype=np.int64)) for k, v in h.items()})
+
+
+@dataclass
+class _Plan:
+    """Which rows get which exact check, from the index (and the ledger's hashes)."""
+    tally_ids: np.ndarray     # bool per row: its tally id's hash repeats in the file
+    source_names: np.ndarray  # its source's hash has two (name, zone) hashes in the file
+    hold: np.ndarray          # kept as a record for sources.settle and the ledger's checks
+    new_source_repeats: np.ndarray  # its source's hash repeats: whether it is the first is checked exactly
+
+
+def _plan(idx: _Index, led: _Ledger | None) -> _Plan:
+    hold = (_member(idx.key, _repeated(idx.key)) | _member(idx.look, _spread(idx.look, idx.source))
+            | (idx.sup != 0))
+    if led is not None:
+        hold |= (_member(idx.tally, led.hashes["tally"]) | _member(idx.key, led.hashes["key"])
+                 | _member(idx.source, led.hashes["source"]) | _member(idx.look, led.hashes["look"]))
+    repeats = _member(idx.source, _repeated(idx.source))
+    return _Plan(_member(idx.tally, _repeated(idx.tally)), _member(idx.source, _spread(idx.source, idx.name_zone)),
+                 hold, repeats)
+
+
+@dataclass
+class _Checked:
+    """A validated file: its problems, the kept records (row index -> record) and the others' count and grams."""
+    problems: list[Problem]
+    held: dict[int, TallyRecord]
+    count: int
+    grams: dict[str, int]       # per pollutant, of the rows not held
+
+
+def _validate(rows, name: str, book: Rulebook, plan: _Plan | None) -> _Checked:
+    """Every row's checks, in file order, as a list of the file would have them; `plan` None keeps every record."""
+    problems: list[Problem] = []
+    held: dict[int, TallyRecord] = {}
+    grams: dict[str, int] = {}
     seen_ids: dict[str, int] = {}
     known: dict[str, tuple[str, str, int]] = {}
     today = clock.today()
-    for rowno, cells in rows:
+    count = n = 0
+    for i, (rowno, cells) in enumerate(rows()):
+        n += 1
         before = len(problems)
         r = RowReader(name, rowno, cells, problems)
-        tally_id = r.code("tally_id")
-        source_id = r.code("source_id")
-        source_name = r.text("source_name")
-        measure = r.choice("measure", MEASURES)
-        zone, pollutant, unit = r.zone_pollutant_unit(book)
-        actual = r.amount("baseline_actual", unit=unit)
-        permitted = r.amount("permitted", required=False, unit=unit)
-        post = r.amount("post", required=False, unit=unit)
-        year = r.integer("baseline_year", 0, 1950, 2100) or None
-        effective = r.date("effective_date")
-        if effective is not None and effective > today:
-            r.fail("effective_date", "future_tally", date=str(effective), today=str(today))
-        report_no = r.text("report_no", max_len=100)
-        distinct = r.boolean("distinct_source")
-        if measure == "closure" and post:
-            r.fail("post", "closure_post", value=str(post))
-        if measure == "upgrade" and actual is not None:
-            base = min(actual, permitted) if (permitted is not None and book.baseline == "min_actual_permitted") else actual
-            if post is None:
-                r.fail("post", "upgrade_needs_post")
-            elif post >= base:
-                r.fail("post", "post_not_below", post=str(post), base=str(base))
-        if tally_id in seen_ids:
-            r.fail("tally_id", "repeated_id", value=tally_id, first_row=seen_ids[tally_id])
-        seen_ids.setdefault(tally_id, rowno)
-        if source_id in known and known[source_id][:2] != (source_name, zone):
-            r.fail("source_id", "source_differs", source=source_id, first_row=known[source_id][2])
-        known.setdefault(source_id, (source_name, zone, rowno))
+        cells = _cells(r, book, today)
+        tally_id, source_id, source_name, zone = cells[0], cells[1], cells[2], cells[4]
+        if plan is None or plan.tally_ids[i]:
+            if tally_id in seen_ids:
+                r.fail("tally_id", "repeated_id", value=tally_id, first_row=seen_ids[tally_id])
+            seen_ids.setdefault(tally_id, rowno)
+        if plan is None or plan.source_names[i]:
+            if source_id in known and known[source_id][:2] != (source_name, zone):
+                r.fail("source_id", "source_differs", source=source_id, first_row=known[source_id][2])
+            known.setdefault(source_id, (source_name, zone, rowno))
         if len(problems) > before:
             continue
+        measure, pollutant, unit, actual, permitted, post = cells[3], cells[5], cells[6], cells[7], cells[8], cells[9]
         credit = creditable_g(book, measure, unit, actual, permitted, post)
         if credit <= 0:
             r.fail("baseline_actual", "zero_credit")
             continue
-        records.append(TallyRecord(rowno, tally_id, source_id, source_name, measure, zone, pollutant, actual,
-                                   permitted, post, unit, year, effective, r.text("method", False),
-                                   r.text("assessor", False), report_no,
-                                   r.code("supersedes", False), credit, distinct_source=distinct))
-    if not rows and not problems:
+        count += 1
+        if plan is None or plan.hold[i]:
+            held[i] = _record(r, cells, credit)
+        else:
+            grams[pollutant] = grams.get(pollutant, 0) + credit
+    if not n and not problems:
         problems.append(Problem.of(name, 0, "", "no_data_rows"))
-    # one history per source and pollutant within the file (the ledger's part: check_ledger)
-    records, found = sources.settle(name, records, book, credit=_credit)
-    return records, problems + found
+    # one history per source and pollutant within the file (the ledger's part: settle_ledger)
+    settled, found = sources.settle(name, list(held.values()), book, credit=_credit)
+    return _Checked(problems + found, dict(zip(held, settled)), count, grams)
+
+
+def validate_rows(path: str, book: Rulebook, sheet: str | None = None,
+                  read: dict | None = None) -> tuple[list[TallyRecord], list[Problem]]:
+    """Parse and check a tally file against the rulebook alone (no database); every record at once. `sheet` names
+    the sheet of a workbook; `read` receives how the file was read (tables.read_rows: encoding, sheet)."""
+    problems, rows = open_rows(path, ALIASES, REQUIRED, OPTIONAL, sheet=sheet, info=read)
+    if problems:
+        return [], problems
+    try:
+        checked = _validate(rows, Path(path).name, book, None)
+    except Exception as exc:  # noqa: BLE001 -- a malformed file: reported, never a crash
+        return [], [unreadable(Path(path).name, exc)]
+    return list(checked.held.values()), checked.problems
 
 
 def check_ledger(conn: Connection, name: str, sha: str, records: list[TallyRecord],
@@ -143,18 +332,21 @@ def settle_ledger(conn: Connection, name: str, sha: str, records: list[TallyReco
                   book: Rulebook | None = None) -> tuple[list[TallyRecord], list[Problem]]:
     """check_ledger's problems, and the records as they will be written: source and superseded
     tally ids spelled as the ledger has them, credits capped by each source's history."""
-    problems: list[Problem] = []
     if book is None:
         book = versions.current(conn)[1]
-    prior = conn.execute(text("SELECT id, imported_at FROM import_batch WHERE kind = 'tally' AND sha256 = :s"),
-                         {"s": sha}).first()
-    if prior:
-        problems.append(Problem.of(name, 0, "", "already_imported", batch=prior[0], at=str(prior[1])))
-    rows = conn.execute(text("SELECT source_id, pollutant, measure, tally_id, supersedes, effective_date, post, "
-                             "unit FROM tally")).all()
+    return _settle_ledger(_ledger(conn, _index_of(records), sha), name, records, book, 0)
+
+
+def _settle_ledger(led: _Ledger, name: str, records: list[TallyRecord], book: Rulebook,
+                   others_g: int) -> tuple[list[TallyRecord], list[Problem]]:
+    """settle_ledger on the records that can meet the ledger (`led` holds all of the ledger they can meet);
+    `others_g`: the grams of the file's other rows, for the 64-bit total."""
+    problems: list[Problem] = []
+    if led.prior:
+        problems.append(Problem.of(name, 0, "", "already_imported", batch=led.prior[0], at=str(led.prior[1])))
+    rows = led.tallies
     stored_ids = {identity.loose(r[3]): r[3] for r in rows}
-    superseded = {identity.loose(r[4]) for r in rows if r[4]}
-    current = [r for r in rows if identity.loose(r[3]) not in superseded]
+    current = [r for r in rows if identity.loose(r[3]) not in led.superseded]
     # the current tally of each (source, pollutant, measure): one that no other tally supersedes
     measures = {(identity.loose(r[0]), r[1], r[2]): r[3] for r in current}
     for r in records:
@@ -168,18 +360,27 @@ def settle_ledger(conn: Connection, name: str, sha: str, records: list[TallyReco
                                            current=now or ""))
     records = [dataclasses.replace(r, supersedes=stored_ids.get(identity.loose(r.supersedes), r.supersedes))
                if r.supersedes else r for r in records]
-    known = {r[0]: (r[1], r[2]) for r in conn.execute(text("SELECT source_id, name, zone FROM source"))}
     history = [sources.Prior(r[3], r[0], r[1], r[2], clock.as_date(r[5]),
                              units.grams_exact(Decimal(r[6]), r[7]) if r[2] == "upgrade" and r[6] else None)
                for r in current]
-    records, found = sources.settle(name, records, book, history, known, credit=_credit)
+    records, found = sources.settle(name, records, book, history, led.sources, credit=_credit)
     problems += found
-    issued = int(conn.execute(text("SELECT COALESCE(SUM(issued_g), 0) FROM lot")).scalar_one())
-    adding = sum(r.creditable_g for r in records)
-    if issued + adding > units.MAX_TOTAL_G:
-        problems.append(Problem.of(name, 0, "", "overflow", issued=f"{issued:,}", adding=f"{adding:,}",
+    adding = others_g + sum(r.creditable_g for r in records)
+    if led.issued + adding > units.MAX_TOTAL_G:
+        problems.append(Problem.of(name, 0, "", "overflow", issued=f"{led.issued:,}", adding=f"{adding:,}",
                                    limit=f"{units.MAX_TOTAL_G:,}"))
     return records, problems
+
+
+def _signature(path: str) -> tuple:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _unchanged(path: str, name: str, signature: tuple) -> None:
+    """The file is read more than once: refuse it if it changed in between (what was checked is what is written)."""
+    if _signature(path) != signature:
+        raise ValidationFailed([Problem.of(name, 0, "", "file_changed")])
 
 
 def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = None,
@@ -189,93 +390,152 @@ def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = N
     All or nothing: any problem raises ValidationFailed listing every problem, and nothing
     is written. With `dry_run`, the checks run and nothing is written either way. `sheet` names the sheet of
     a workbook (default: the first with the columns); `read` receives how the file was read (encoding, sheet),
-    also when it is refused.
+    also when it is refused. The file is read in passes (see `_scan`); memory stays flat in the number of rows
+    and of lots in the ledger.
     """
     name = Path(path).name
     with db.reading(engine) as conn:
         version, book = versions.current(conn)
     if progress:
         progress("validate", 0, 2)
-    records, problems = validate_rows(path, book, sheet, read)
-    if progress:
-        progress("validate", 1, 2)
+    problems, rows = open_rows(path, ALIASES, REQUIRED, OPTIONAL, sheet=sheet, info=read)
     if problems:
         raise ValidationFailed(problems)
+    signature = _signature(path)
+    try:
+        idx = _scan(rows, name)
+    except Exception as exc:  # noqa: BLE001 -- a file malformed further on: reported as read_rows would
+        raise ValidationFailed([unreadable(name, exc)]) from None
     sha = file_sha256(path)
+    with db.reading(engine) as conn:
+        led = _ledger(conn, idx, sha)
+    plan = _plan(idx, led)
+    checked = _validate(rows, name, book, plan)
+    if progress:
+        progress("validate", 1, 2)
+    if checked.problems:
+        raise ValidationFailed(checked.problems)
+    _unchanged(path, name, signature)
+    others_g = sum(checked.grams.values())
     if dry_run:
-        with db.reading(engine) as conn:
-            records, problems = settle_ledger(conn, name, sha, records, book)
+        held, problems = _settle_ledger(led, name, list(checked.held.values()), book, others_g)
         if problems:
             raise ValidationFailed(problems)
-        return _summary(records, book, [], dry_run=True)
+        return _summary(checked, held, book, [], dry_run=True)
 
     def work(conn: Connection) -> dict:
-        nonlocal records
-        records, found = settle_ledger(conn, name, sha, records, book)
+        nonlocal checked, plan, idx
+        if idx is None:  # a retried transaction: the index was let go before the writes
+            idx = _scan(rows, name)
+        led_now = _ledger(conn, idx, sha)  # the ledger as this transaction sees it
+        plan_now = _plan(idx, led_now)
+        idx = None  # the writes need the plan's masks only: 48 bytes a row less from here on
+        if (plan_now.hold & ~plan.hold).any():  # it met more of this file since: those rows are read again
+            plan, checked = plan_now, _validate(rows, name, book, plan_now)
+            if checked.problems:
+                raise ValidationFailed(checked.problems)
+        held, found = _settle_ledger(led_now, name, list(checked.held.values()), book,
+                                     sum(checked.grams.values()))
         if found:
             raise ValidationFailed(found)
         if progress:
             progress("validate", 2, 2)
-        return _register(conn, records, book, version, name, sha, actor, progress)
+        result = _register(conn, rows, dict(zip(checked.held, held)), checked, led_now, plan, book, version, name,
+                           sha, actor, progress)
+        _unchanged(path, name, signature)
+        return result
 
     return idempotency.run(engine, key, "tally import", {"sha256": sha}, work)
 
 
-def _register(conn: Connection, records: list[TallyRecord], book: Rulebook, version: int, name: str,
-              sha: str, actor: str, progress=None) -> dict:
+def _serial(pollutant: str, year: int, n: int) -> str:
+    """A lot's serial: its pollutant, its vintage's year and its number in the ledger (COD-2022-00001)."""
+    return f"{pollutant}-{year}-{n:05d}"
+
+
+def _register(conn: Connection, rows, held: dict[int, TallyRecord], checked: _Checked, led: _Ledger, plan: _Plan,
+              book: Rulebook, version: int, name: str, sha: str, actor: str, progress=None) -> dict:
+    """Write the file's tallies, lots and issue transactions, BATCH rows at a time, reading it once more (the kept
+    records replace their rows: they carry what settling changed)."""
     now = posting.now_iso()
-    batch = batches.record(conn, "tally", name, sha, len(records), now, actor)
-    known = {r[0] for r in conn.execute(text("SELECT source_id FROM source"))}
-    new_sources = {}
-    for r in records:
-        if r.source_id not in known:
-            new_sources.setdefault(r.source_id, {"i": r.source_id, "n": r.source_name, "z": r.zone})
-    db.insert_many(conn, "source", ["source_id", "name", "zone"],
-                   [(new_sources[k]["i"], new_sources[k]["n"], new_sources[k]["z"]) for k in sorted(new_sources)])
+    batch = batches.record(conn, "tally", name, sha, checked.count, now, actor)
     nlots = conn.execute(text("SELECT count(*) FROM lot")).scalar_one()
-    tallies, lots, specs, serials = [], [], [], []
-    revokes = _supersede(conn, records, book)
-    for n, r in enumerate(records, start=nlots + 1):
-        serial = f"{r.pollutant}-{r.effective_date.year}-{n:05d}"
-        expires = book.lot_expiry(r.effective_date)
-        spent, _, until = revokes.get(r.tally_id, (0, None, None))
-        if until is not None and (expires is None or until < expires):
-            expires = until  # the grams it corrects keep the life of the tally they were first credited under
-        amount = r.creditable_g - spent
-        if amount <= 0:
-            raise ValidationFailed([Problem.of(name, r.row, "baseline_actual", "supersede_spent",
-                                               credit_g=r.creditable_g, spent_g=revokes[r.tally_id][0])])
-        tallies.append((r.tally_id, r.source_id, r.measure, r.zone, r.pollutant, str(r.baseline_actual),
-                        None if r.permitted is None else str(r.permitted), None if r.post is None else str(r.post),
-                        r.unit, r.baseline_year, r.effective_date, r.method, r.assessor, r.report_no,
-                        r.creditable_g, r.supersedes or None, batch, r.row))
-        lots.append((serial, r.tally_id, r.pollutant, r.zone, r.effective_date, expires, amount))
-        legs = [posting.Leg(posting.lot_account(serial), serial, r.pollutant, amount, r.zone),
-                posting.Leg(pool_account("issued", r.pollutant), serial, r.pollutant, -amount, r.zone)]
-        meta = issue_meta(r, expires)
-        specs.append(posting.TxnSpec("issue", r.effective_date, legs, f"{r.measure} {r.source_name}",
-                                    r.report_no, None, meta))
-        serials.append(serial)
-    db.insert_many(conn, "tally", ["tally_id", "source_id", "measure", "zone", "pollutant", "baseline_actual",
-                                   "permitted", "post", "unit", "baseline_year", "effective_date", "method",
-                                   "assessor", "report_no", "creditable_g", "supersedes", "import_id", "row"], tallies)
-    db.insert_many(conn, "lot", ["serial", "tally_id", "pollutant", "zone", "effective_date", "expires", "issued_g"],
-                   lots)
+    revokes = _supersede(conn, [held[i] for i in sorted(held)], book)
     revoke_specs = sorted((spec for _, spec, _ in revokes.values() if spec), key=lambda spec: spec.ref)
-    all_specs = revoke_specs + specs
-    expiry = {lot[0]: lot[5] for lot in lots}  # serial -> expires, for the balance totals
-    new = set(expiry)  # the lots issued here: no balance pair holds them yet
-    step = 20_000
-    seqs: list[int] = []
-    for i in range(0, len(all_specs), step):  # batches, so progress can be shown; still one transaction
-        seqs += posting.post_many(conn, all_specs[i:i + step], actor=actor, rulebook=version, lot_expiry=expiry,
-                                 new_lots=new)
+    if revoke_specs:  # first in the chain, as before the issues; the lots they mark are stored lots
+        seqs = posting.post_many(conn, revoke_specs, actor=actor, rulebook=version)
+        for spec, seq in zip(revoke_specs, seqs):
+            driver.write(conn, ("INSERT INTO lot_status (serial, status, txn_seq) VALUES (?, ?, ?)",
+                                (spec.meta["lot"], "superseded", seq)))
+    stored = set(led.sources)
+    repeated: set[str] = set()  # sources already written here whose hash repeats in the file (checked exactly)
+    pollutants = sorted(book.pollutants)
+    lot_pollutant, lot_year = array("B"), array("H")  # the serials, 3 bytes a lot until the end (see _serials)
+    today = clock.today()
+    pending: list[tuple[TallyRecord, bool]] = []
+
+    def flush() -> None:
+        new_sources, tallies, lots, specs = [], [], [], []
+        for r, repeats in pending:
+            n = nlots + len(lot_year) + 1
+            serial = _serial(r.pollutant, r.effective_date.year, n)
+            expires = book.lot_expiry(r.effective_date)
+            spent, _, until = revokes.get(r.tally_id, (0, None, None))
+            if until is not None and (expires is None or until < expires):
+                expires = until  # the grams it corrects keep the life of the tally they were first credited under
+            amount = r.creditable_g - spent
+            if amount <= 0:
+                raise ValidationFailed([Problem.of(name, r.row, "baseline_actual", "supersede_spent",
+                                                   credit_g=r.creditable_g, spent_g=revokes[r.tally_id][0])])
+            if r.source_id not in stored and not (repeats and r.source_id in repeated):
+                new_sources.append((r.source_id, r.source_name, r.zone))  # its first row: the file's spelling
+                if repeats:
+                    repeated.add(r.source_id)
+            tallies.append((r.tally_id, r.source_id, r.measure, r.zone, r.pollutant, str(r.baseline_actual),
+                            None if r.permitted is None else str(r.permitted),
+                            None if r.post is None else str(r.post), r.unit, r.baseline_year, r.effective_date,
+                            r.method, r.assessor, r.report_no, r.creditable_g, r.supersedes or None, batch, r.row))
+            lots.append((serial, r.tally_id, r.pollutant, r.zone, r.effective_date, expires, amount))
+            legs = [posting.Leg(posting.lot_account(serial), serial, r.pollutant, amount, r.zone),
+                    posting.Leg(pool_account("issued", r.pollutant), serial, r.pollutant, -amount, r.zone)]
+            specs.append(posting.TxnSpec("issue", r.effective_date, legs, f"{r.measure} {r.source_name}",
+                                         r.report_no, None, issue_meta(r, expires)))
+            lot_pollutant.append(pollutants.index(r.pollutant))
+            lot_year.append(r.effective_date.year)
+        db.insert_many(conn, "source", ["source_id", "name", "zone"], new_sources)
+        db.insert_many(conn, "tally", ["tally_id", "source_id", "measure", "zone", "pollutant", "baseline_actual",
+                                       "permitted", "post", "unit", "baseline_year", "effective_date", "method",
+                                       "assessor", "report_no", "creditable_g", "supersedes", "import_id", "row"],
+                       tallies)
+        db.insert_many(conn, "lot", ["serial", "tally_id", "pollutant", "zone", "effective_date", "expires",
+                                     "issued_g"], lots)
+        expiry = {lot[0]: lot[5] for lot in lots}  # serial -> expires, for the balance totals
+        if specs:
+            posting.post_many(conn, specs, actor=actor, rulebook=version, lot_expiry=expiry, new_lots=set(expiry))
+        pending.clear()
         if progress:
-            progress("write", min(i + step, len(all_specs)), len(all_specs))
-    for spec, seq in zip(revoke_specs, seqs):  # queued after the transactions they cite
-        driver.write(conn, ("INSERT INTO lot_status (serial, status, txn_seq) VALUES (?, ?, ?)",
-                            (spec.meta["lot"], "superseded", seq)))
-    result = _summary(records, book, serials)
+            progress("write", len(lot_year), checked.count)
+
+    changed = ValidationFailed([Problem.of(name, 0, "", "file_changed")])
+    for i, (rowno, cells) in enumerate(rows()):
+        r = held.get(i)
+        if r is None:
+            problems: list[Problem] = []
+            reader = RowReader(name, rowno, cells, problems)
+            parsed = _cells(reader, book, today)
+            credit = creditable_g(book, parsed[3], parsed[6], parsed[7], parsed[8], parsed[9]) if not problems else 0
+            if problems or credit <= 0:
+                raise changed
+            r = _record(reader, parsed, credit)
+        pending.append((r, bool(plan.new_source_repeats[i])))
+        if len(pending) >= BATCH:
+            flush()
+    flush()
+    if len(lot_year) != checked.count:
+        raise changed
+    serials = [_serial(pollutants[p], y, n) for n, p, y in zip(range(nlots + 1, nlots + len(lot_year) + 1),
+                                                                 lot_pollutant, lot_year)]
+    result = _summary(checked, [held[i] for i in sorted(held)], book, serials)
     result["import_id"] = int(batch)
     return result
 
@@ -341,13 +601,15 @@ def _supersede(conn: Connection, records: list[TallyRecord], book: Rulebook) -> 
     return out
 
 
-def _summary(records: list[TallyRecord], book: Rulebook, serials: list[str], dry_run: bool = False) -> dict:
-    totals: dict[str, int] = {}
-    for r in records:
+def _summary(checked: _Checked, held: list[TallyRecord], book: Rulebook, serials: list[str],
+             dry_run: bool = False) -> dict:
+    """What an import credits: the kept records as settled (`held`, in file order), the others by their grams."""
+    totals = dict(checked.grams)
+    for r in held:
         totals[r.pollutant] = totals.get(r.pollutant, 0) + r.creditable_g
-    return {"tallies": len(records), "lots": serials, "dry_run": dry_run,
+    return {"tallies": checked.count, "lots": serials, "dry_run": dry_run,
             "capped": [{"tally_id": r.tally_id, "by": r.capped_by, "creditable_g": r.creditable_g,
                         "amount": units.display(r.creditable_g, book.pollutants[r.pollutant].unit),
-                        "unit": book.pollutants[r.pollutant].unit} for r in records if r.capped_by],
+                        "unit": book.pollutants[r.pollutant].unit} for r in held if r.capped_by],
             "credited": [{"pollutant": p, "amount_g": g, "unit": book.pollutants[p].unit,
                           "amount": units.display(g, book.pollutants[p].unit)} for p, g in sorted(totals.items())]}

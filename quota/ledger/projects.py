@@ -32,7 +32,7 @@ class ProjectInfo:
     name: str
     zone: str
     industry: str
-    priority: int
+    priority: int | Decimal  # units.parse_priority: an int when whole, else the exact Decimal
     needed_by: dt.date | None
     must_fund: bool
     state: str
@@ -47,9 +47,11 @@ def required_g(increment_g: int, ratio: Decimal) -> int:
 
 def register_meta(projects: list[dict]) -> dict:
     """What a `register` transaction commits about each project: its requirement facts (verify compares the
-    project and project_need rows with them)."""
+    project and project_need rows with them). A whole priority is a JSON integer, as it always was; a decimal
+    one its exact text ("7.5"), never a float in the hashed JSON."""
     return {p["project_id"]: {"name": p["name"], "zone": p["zone"], "industry": p["industry"],
-                              "priority": p["priority"],
+                              "priority": p["priority"] if isinstance(p["priority"], int)
+                              else units.priority_text(p["priority"]),
                               "needed_by": p["needed_by"].isoformat() if p["needed_by"] else None,
                               "must_fund": bool(p["must_fund"]),
                               "needs": {q: {"increment_g": n["increment_g"], "ratio": n["ratio"]}
@@ -57,7 +59,7 @@ def register_meta(projects: list[dict]) -> dict:
             for p in projects}
 
 
-PROJECT_SQL = ("SELECT p.project_id, p.name, p.zone, p.industry, p.priority, p.needed_by, p.must_fund, p.state, "
+PROJECT_SQL = ("SELECT p.project_id, p.name, p.zone, p.industry, p.priority_e4, p.needed_by, p.must_fund, p.state, "
                "n.pollutant, n.increment_g, n.ratio, p.reserved_until FROM project p "
                "LEFT JOIN project_need n ON n.project_id = p.project_id")
 
@@ -84,7 +86,8 @@ def projects_from_rows(book: Rulebook, rows) -> list[ProjectInfo]:
     for r in rows:
         info = infos.get(r[0])
         if info is None:
-            info = infos[r[0]] = ProjectInfo(r[0], r[1], r[2], r[3] or "", int(r[4]), clock.as_date(r[5]),
+            info = infos[r[0]] = ProjectInfo(r[0], r[1], r[2], r[3] or "", units.priority_from_e4(r[4]),
+                                             clock.as_date(r[5]),
                                              bool(r[6]), r[7], reserved_until=clock.as_date(r[11]))
         if r[8] is not None:
             ratio, reasons = book.ratio(r[8], info.industry, info.zone, Decimal(r[10]) if r[10] else None)
@@ -99,7 +102,8 @@ def project_rows(engine: Engine, state: str | None = None) -> list[dict]:
         _, book = versions.current(conn)
         infos = load_projects(conn, book, state=state)
     return [{"project_id": p.project_id, "name": p.name, "zone": p.zone, "industry": p.industry,
-             "priority": p.priority, "needed_by": p.needed_by.isoformat() if p.needed_by else None,
+             "priority": units.priority_json(p.priority),
+             "needed_by": p.needed_by.isoformat() if p.needed_by else None,
              "must_fund": p.must_fund, "state": p.state,
              "needs": [{"pollutant": n.pollutant, "increment_g": n.increment_g, "ratio": str(n.ratio),
                         "why": list(n.reasons), "required_g": n.required_g, "key": n.key,

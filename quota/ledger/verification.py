@@ -9,6 +9,7 @@ from sqlalchemy import Connection, text
 
 from quota.ledger import posting
 from quota.ledger.chain import ChainChecker, KeptTxn
+from quota import units
 from quota.errors import Problem, Reason
 
 TALLY_COLUMNS = [("source_id", "text"), ("measure", "text"), ("zone", "text"), ("pollutant", "text"),
@@ -18,7 +19,7 @@ TALLY_COLUMNS = [("source_id", "text"), ("measure", "text"), ("zone", "text"), (
 LOT_COLUMNS = [("tally_id", "text"), ("pollutant", "text"), ("zone", "text"), ("effective_date", "date"),
                ("expires", "date"), ("issued_g", "int")]
 SOURCE_COLUMNS = [("name", "text"), ("zone", "text")]
-PROJECT_COLUMNS = [("name", "text"), ("zone", "text"), ("industry", "text"), ("priority", "int"),
+PROJECT_COLUMNS = [("name", "text"), ("zone", "text"), ("industry", "text"), ("priority", "priority"),
                    ("needed_by", "date"), ("must_fund", "bool")]
 NEED_COLUMNS = [("increment_g", "int"), ("ratio", "text")]
 BALANCE_SQL = ("SELECT account, lot, kind, pollutant, zone, project_id, nonneg, amount_g, last_date FROM balance "
@@ -77,8 +78,8 @@ def _tables(conn: Connection, chk: ChainChecker) -> None:
     _compare(chk, "lot_status", conn.execute(text("SELECT serial, status, txn_seq FROM lot_status ORDER BY serial")),
              {serial: {"status": st, "txn_seq": seq, "seq": seq} for serial, (st, seq) in chk.lot_status.items()},
              [("status", "text"), ("txn_seq", "int")], "revoke")
-    _compare(chk, "project", conn.execute(text(
-        "SELECT project_id, name, zone, industry, priority, needed_by, must_fund FROM project ORDER BY project_id")),
+    _compare(chk, "project", ((*r[:4], units.priority_from_e4(r[4]), *r[5:]) for r in conn.execute(text(
+        "SELECT project_id, name, zone, industry, priority_e4, needed_by, must_fund FROM project ORDER BY project_id"))),
         chk.projects, PROJECT_COLUMNS, "register")
     needs = {f"{pid}/{pol}": {**n, "seq": facts["seq"]} for pid, facts in chk.projects.items()
              for pol, n in (facts.get("needs") or {}).items()}
@@ -115,6 +116,11 @@ def _norm(value, typ: str):
         return value.isoformat() if isinstance(value, dt.date) else str(value)
     if typ == "int":
         return int(value)
+    if typ == "priority":  # the column's exact value, or the chain's JSON integer or decimal text
+        try:
+            return units.priority_text(units.priority_from_json(value))
+        except (ArithmeticError, ValueError):
+            return repr(value)
     if typ == "bool":
         return value.lower() in ("1", "true", "t") if isinstance(value, str) else bool(value)
     return str(value)

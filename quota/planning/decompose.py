@@ -23,6 +23,7 @@ from pathlib import Path
 
 GRACE = 1.0    # seconds past its time limit after which a worker in its solver is presumed stuck
 MIN_MIP = 0.1  # a part offered less solver time than this keeps its LP-guided start
+END_GRACE = 0.1  # seconds past the run's deadline after which any worker still solving is killed
 
 
 @dataclass
@@ -49,10 +50,15 @@ def split(n_projects: int, rows, n_cands: int, *, couple_candidates: bool, budge
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
 
+    widest: set = set()
     for row in rows:
         first = row.terms[0][0]
-        for pi, _ in row.terms[1:]:
-            union(first, pi)
+        # a group's rows are nested (problem.build_rows: each holds the projects dated on or after its
+        # threshold) and its first row, at the earliest date, holds them all: joining that one suffices
+        if row.group not in widest:
+            widest.add(row.group)
+            for pi, _ in row.terms[1:]:
+                union(first, pi)
         if couple_candidates:
             for ci, _ in row.cand_terms:
                 union(first, n_projects + ci)
@@ -99,7 +105,10 @@ def _worker(conn) -> None:  # pragma: no cover - runs in a child process
             return
         if msg is None:
             return
-        key, limit, threads, payload = msg
+        key, limit, threads, payload, sent = msg
+        # the part's time counts from when the parent sent it (the transfer is part of it); the wall
+        # clock is the one both processes share
+        limit = max(0.0, limit - max(0.0, time.time() - sent))
         try:
             result = milp.solve_part(*payload, time_limit=limit, threads=threads,
                                         on_start=lambda start: conn.send(("start", key, start)))
@@ -186,11 +195,12 @@ def _allot(job: Job, now: float, deadline: float, width: int, pending_weight: fl
     return share if share >= MIN_MIP else 0.0
 
 
-def _kill_at(entry: tuple, solving_since: float) -> float:
+def _kill_at(entry: tuple, solving_since: float, deadline: float) -> float:
     """When a worker in its solver is presumed stuck: its time limit counts from dispatch (the
-    worker gives the solver what is left of it), plus GRACE."""
+    worker gives the solver what is left of it), plus GRACE, but never later than END_GRACE past
+    the deadline of the whole run (the plan is due then; the part keeps its start)."""
     _, started, limit = entry
-    return max(started + limit, solving_since + 0.5) + GRACE
+    return min(max(started + limit, solving_since + 0.5) + GRACE, deadline + END_GRACE)
 
 
 def run(jobs: list[Job], deadline: float, workers: int | None) -> list[Job]:
@@ -227,10 +237,10 @@ def run(jobs: list[Job], deadline: float, workers: int | None) -> list[Job]:
             if pool.workers[i].threads not in (None, threads):
                 pool.replace(i)
             pool.workers[i].threads = threads
-            pool.workers[i].send_conn.send((job.key, job.limit, threads, job.payload))
+            pool.workers[i].send_conn.send((job.key, job.limit, threads, job.payload, time.time()))
             running[i] = (job, now, job.limit)
         conns = {pool.workers[i].conn: i for i in running}
-        watch = [_kill_at(running[i], solving[i]) for i in running if i in solving]
+        watch = [_kill_at(running[i], solving[i], deadline) for i in running if i in solving]
         ready = wait(list(conns), timeout=max(0.0, min(watch) - time.perf_counter()) if watch else None)
         for conn in ready:
             i = conns[conn]
@@ -253,7 +263,7 @@ def run(jobs: list[Job], deadline: float, workers: int | None) -> list[Job]:
             free.append(i)
         now = time.perf_counter()
         for i, (job, started, limit) in list(running.items()):
-            if i in solving and now > _kill_at((job, started, limit), solving[i]):  # stuck: kill, use its start
+            if i in solving and now > _kill_at((job, started, limit), solving[i], deadline):  # stuck: kill, use its start
                 running.pop(i)
                 solving.pop(i)
                 pool.replace(i)

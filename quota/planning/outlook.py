@@ -23,6 +23,7 @@ from sqlalchemy import Engine, text
 from quota.accounts import lot_balance_join
 from quota import clock
 from quota.store import db
+from quota.planning import problem
 from quota.planning import milp
 from quota.planning import plans
 from quota.errors import Refused
@@ -43,14 +44,14 @@ def outlook(engine: Engine, *, years: int = 5, as_of: dt.date | None = None, sce
                 "LEFT JOIN lot_status s ON s.serial = l.serial WHERE b.amount_g > 0 ORDER BY l.serial")):
             effective, expires = clock.as_date(effective), clock.as_date(expires)
             if (status or "active") == "active" and effective > day and (expires is None or expires > effective):
-                later.append((effective, milp.PLot(serial, pol, book.matching_key(pol, zone), expires, int(amount))))
+                later.append((effective, problem.PLot(serial, pol, book.matching_key(pol, zone), expires, int(amount))))
     projects = [p for _, p in pairs]
     sol, _ = milp.solve(projects, lots, candidates, time_limit=time_limit, gap=gap,
                            mode=scenario.mode if scenario else "priority",
                            budget=scenario.budget if scenario else None)
     chosen = {candidates[i].candidate_id for i in sol.chosen}
     usable = [l for l in lots + [l for c in candidates for l in c.lots] if l.candidate is None or l.candidate in chosen]
-    drawn = milp.draws(projects, usable, sol.funded) if sol.status != "infeasible" else {}
+    drawn = problem.draws(projects, usable, sol.funded) if sol.status != "infeasible" else {}
     return compute(day, years, usable, later, projects, drawn, sol,
                    {c.candidate_id for c in candidates}, {p: book.pollutants[p].unit for p in book.pollutants})
 

@@ -11,13 +11,14 @@ from quota import clock
 from quota.store import db
 from quota.ledger import idempotency
 from quota.ledger import posting
+from quota.planning import problem
 from quota.planning import milp
 from quota.ledger import operations
 from quota.rules import versions
 from quota import units
 from quota.rules.eligibility import LotFacts, available_on, serves_until, why_not
 from quota.errors import NotFound, Reason, Refused
-from quota.planning.milp import PCandidate, PLot, PNeed, PProject
+from quota.planning.problem import PCandidate, PLot, PNeed, PProject
 from quota.ledger.projects import Need, ProjectInfo, load_projects, required_g
 from quota.ledger.drawing import LotAvail
 from quota.rules.book import Rulebook
@@ -141,7 +142,9 @@ def check_options(time_limit: float, gap: float, solver: str) -> None:
 
 def _result(book, infos, projects, lots, rows, sol, candidates, chosen, scenario, zones) -> dict:
     unit = {p: book.pollutants[p].unit for p in book.pollutants}
-    out = {"plan_id": None, "status": sol.status, "objective": sol.objective, "bound": sol.bound,
+    # "objective" is the contract's number; "objective_exact" the same total as exact decimal text
+    out = {"plan_id": None, "status": sol.status, "objective": sol.objective,
+           "objective_exact": units.decimal_text(problem.objective_exact(projects, sol.funded)), "bound": sol.bound,
            "lp_bound": sol.lp_bound, "gap": milp.relative_gap(sol.objective, sol.bound), "solver": sol.solver,
            "seconds": round(sol.seconds, 3), "scenario": scenario.name if scenario else None,
            "funded": [], "unfunded": [], "shadow_prices": [], "binding": [], "short": [],
@@ -157,22 +160,22 @@ def _result(book, infos, projects, lots, rows, sol, candidates, chosen, scenario
                      for g in sorted(set(supply) | set(demand))]
     if sol.status == "infeasible":
         out["short"] = [{**s, "unit": unit[s["pollutant"]], "short": units.display_up(s["short_g"], unit[s["pollutant"]])}
-                        for s in milp.must_fund_shortfalls(projects, rows, set(sol.chosen))]
-        out["unfunded"] = [{"project_id": p.project_id, "priority": p.priority, "must_fund": p.must_fund,
+                        for s in problem.must_fund_shortfalls(projects, rows, set(sol.chosen))]
+        out["unfunded"] = [{"project_id": p.project_id, "priority": units.priority_json(p.priority), "must_fund": p.must_fund,
                             "shortfall_g": {}} for p in projects]
         return out
-    drawn = milp.draws(projects, lots, sol.funded)
+    drawn = problem.draws(projects, lots, sol.funded)
     for pi in sol.funded:
         out["funded"].append({"project_id": projects[pi].project_id, "name": infos[pi].name,
-                              "priority": projects[pi].priority, "must_fund": projects[pi].must_fund,
+                              "priority": units.priority_json(projects[pi].priority), "must_fund": projects[pi].must_fund,
                               "draws": sorted(({"lot": l.serial, "pollutant": pol, "amount_g": g, "zone": zones[l.serial]}
                                                for l, pol, g in drawn.get(pi, [])),
                                               key=lambda d: (d["pollutant"], d["lot"]))})
-    short = milp.shortfalls(projects, lots, sol.funded, drawn)
+    short = problem.shortfalls(projects, lots, sol.funded, drawn)
     for pi, s in sorted(short.items()):
         out["unfunded"].append({"project_id": projects[pi].project_id, "name": infos[pi].name,
-                                "priority": projects[pi].priority, "must_fund": projects[pi].must_fund,
-                                "shortfall_g": dict(sorted(s.items()))})
+                                "priority": units.priority_json(projects[pi].priority),
+                                "must_fund": projects[pi].must_fund, "shortfall_g": dict(sorted(s.items()))})
     per_group: dict[tuple, float] = {}
     for r_i, row in enumerate(rows):
         per_group[row.group] = per_group.get(row.group, 0.0) + sol.duals.get(f"r{r_i}", 0.0)
@@ -329,15 +332,19 @@ def write_plan_files(result: dict, out_dir: str, db=None) -> list[str]:
 
     out = Path(out_dir)
     outfiles.check_folder(out, PLAN_FILES, db)
-    draws = pd.DataFrame([{"plan_id": result["plan_id"], "project_id": f["project_id"], "priority": f["priority"],
+    # priorities as exact values (an int, or a Decimal written as its text), never a float column
+    draws = pd.DataFrame([{"plan_id": result["plan_id"], "project_id": f["project_id"],
+                           "priority": units.priority_from_json(f["priority"]),
                            **d} for f in result["funded"] for d in f["draws"]],
                          columns=["plan_id", "project_id", "priority", "pollutant", "lot", "zone", "amount_g"])
-    unfunded = pd.DataFrame([{"plan_id": result["plan_id"], "project_id": u["project_id"], "priority": u["priority"],
+    unfunded = pd.DataFrame([{"plan_id": result["plan_id"], "project_id": u["project_id"],
+                              "priority": units.priority_from_json(u["priority"]),
                               "pollutant": p, "shortfall_g": g}
                              for u in result["unfunded"] for p, g in (u["shortfall_g"].items() or [("", 0)])],
                             columns=["plan_id", "project_id", "priority", "pollutant", "shortfall_g"])
     prices = pd.DataFrame(result["shadow_prices"], columns=["pollutant", "key", "value", "per"])
-    summary = pd.DataFrame([{k: result.get(k) for k in ("plan_id", "as_of", "status", "objective", "bound",
+    summary = pd.DataFrame([{k: result.get(k) for k in ("plan_id", "as_of", "status", "objective", "objective_exact",
+                                                         "bound",
                                                          "lp_bound", "gap", "solver", "seconds", "scenario")}])
     frames = {name: frame.map(neutralise)
               for name, frame in (("draws", draws), ("unfunded", unfunded), ("shadow_prices", prices),

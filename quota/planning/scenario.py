@@ -28,7 +28,7 @@ class ExtraProject:
     name: str
     zone: str
     industry: str
-    priority: int
+    priority: int | Decimal  # units.parse_priority
     needed_by: dt.date | None
     must_fund: bool
     needs: dict[str, int]               # pollutant -> increment grams
@@ -98,6 +98,17 @@ class _Parser(Checker):
     def __init__(self, source: str, book: Rulebook):
         super().__init__(source)
         self.book = book
+
+    def priority(self, value, where: str) -> int | Decimal:
+        """A project's priority (units.parse_priority): 1 and a problem when it is unfit."""
+        if isinstance(value, bool) or not isinstance(value, (int, Decimal, str)):
+            self.wrong(where, "number", value)
+            return 1
+        try:
+            return units.parse_priority(value)
+        except units.AmountError as exc:
+            self.err(where, exc.code, **exc.facts)
+            return 1
 
     def amounts(self, table, where: str, *, round_up: bool) -> dict[str, int]:
         """pollutant = amount (each amount > 0, finite, within one row's bound) as grams."""
@@ -194,7 +205,8 @@ class _Parser(Checker):
                 value = self.ratio(r, f"{w}.ratios.{key}")
                 if pol and value is not None:
                     ratios[pol] = value
-            priority = self.integer(pr.get("priority", 1), f"{w}.priority", 1, 1_000_000, 1)
+            # a TOML integer, a TOML decimal (7.5, read exactly) or a text by the number grammar ("7.5")
+            priority = self.priority(pr.get("priority", 1), f"{w}.priority")
             sc.projects.append(ExtraProject(pid, self.free(pr, "name", w), zone, self.free(pr, "industry", w),
                                             priority, self.date(pr.get("needed_by"), f"{w}.needed_by"),
                                             self.boolean(pr, "must_fund", w),

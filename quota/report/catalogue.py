@@ -44,6 +44,7 @@ MESSAGES: dict[str, dict[str, str]] = {
                         "{solver} in {secs} s",
                   "zh": "方案 {id}（截至 {day}）：{status}，目标值 {obj}（上界 {bound}，LP 上界 {lp}，差距 {gap}），"
                         "{solver} 用时 {secs} 秒"},
+    "trace_head": {"en": "zone {zone}, industry {industry}, state {state}", "zh": "区域 {zone}，行业 {industry}，状态 {state}"},
     "funded": {"en": "Funded: {n} projects", "zh": "可保障项目：{n} 个"},
     "unfunded": {"en": "Unfunded: {n} projects", "zh": "未能保障项目：{n} 个"},
     "shadow": {"en": "Shadow prices: priority one more unit of quota would add (LP relaxation)",
@@ -88,7 +89,7 @@ HEADERS: dict[str, str] = {
     "Name": "名称", "Measure": "措施", "Assessor": "测算单位", "Held": "已持有", "Why": "依据",
     "Cost": "费用", "Candidate": "候选措施", "Short": "缺口", "Supply": "供给", "Used": "已用", "Blocks": "受限项目",
     "Expires after": "到期晚于", "Value": "影子价格", "Requirement": "总量需求", "Sources of the quota": "指标来源",
-    "Pollutants": "污染物", "Zones": "区域",
+    "Pollutants": "污染物", "Zones": "区域", "Projects": "项目",
 }
 
 def t(key: str, lang: str = "en", **params) -> str:

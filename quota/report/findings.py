@@ -88,6 +88,11 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     # numbers (units.parse_decimal)
     "not_a_number": ("not a number: {value}", "不是数字：{value}"),
     "number_float": ("floating-point value given; amounts must be exact text", "给出的是浮点数；数量须为精确的文本"),
+    # priorities (units.parse_priority), after the number grammar
+    "priority_range": ("priority must be greater than 0 and at most {max}, got {value}",
+                       "优先级须大于 0 且不超过 {max}：{value}"),
+    "priority_places": ("priority must have at most {places} decimal places, got {value}",
+                        "优先级最多 {places} 位小数：{value}"),
     "number_not_finite": ("not a finite number: {value}", "不是有限数字：{value}"),
     "number_empty": ("empty amount", "数量为空"),
     "number_too_long": ("not a number: {length} characters is longer than any amount ({max} at most)",
@@ -130,6 +135,8 @@ PROBLEMS: dict[str, tuple[str, str]] = {
                                                   "（现行：{current}）"),
     "overflow": ("overflow: the ledger has issued {issued} g; {adding} g more would pass the 64-bit limit of "
                  "{limit} g", "溢出：台账已入库 {issued} 克；再加 {adding} 克将超过 64 位上限 {limit} 克"),
+    "file_changed": ("the file changed while it was being imported (it is read more than once); import it again",
+                     "导入过程中文件被修改（文件会被读取多次）；请重新导入"),
     "supersede_spent": ("superseding tally credits {credit_g} g but {spent_g} g of the tallies it replaces were "
                         "already allocated or expired", "替代测算入库 {credit_g} 克，但被替代测算已有 {spent_g} 克"
                                                         "核定或过期"),

@@ -87,7 +87,8 @@ def _plan_section(engine, plan_id, lang, unit, pname, sources) -> list[str]:
     supply = {(g["pollutant"], g["key"]): g["supply_g"] for g in plan.get("groups", [])}
     demand = {(g["pollutant"], g["key"]): g["demand_g"] for g in plan.get("groups", [])}
     out = [f"<h2>{e(t('report_plan', lang, id=plan_id))}</h2>",
-           "<p>" + e(f"{plan['status']}, objective {plan['objective']:g}, bound {plan['bound']:g}") + "</p>",
+           "<p>" + e(f"{plan['status']}, objective {plan.get('objective_exact') or format(plan['objective'], 'g')}, "
+                     f"bound {plan['bound']:g}") + "</p>",
            _legend([(t("supply", lang), COLORS["supply"]), (t("demand", lang), COLORS["demand"])]),
            _grouped_bars([(f"{pname(p)} · {k}", unit[p], supply.get((p, k), 0), demand.get((p, k), 0))
                           for p, k in sorted(set(supply) | set(demand)) if demand.get((p, k))])]

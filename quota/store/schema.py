@@ -64,7 +64,11 @@ class Project(SQLModel, table=True):
     name: str
     zone: str
     industry: str = ""
-    priority: int = 1
+    # the priority in integer ten-thousandths (7.5 -> 75000; units.parse_priority), so it is exact on both
+    # engines: 0 < priority <= 10^6 with at most 4 decimal places (migration 0013)
+    priority_e4: int = Field(default=10_000, sa_column=Column(
+        BigInteger, CheckConstraint("priority_e4 > 0 AND priority_e4 <= 10000000000", name="ck_project_priority_e4"),
+        nullable=False, server_default="10000"))
     needed_by: Optional[dt.date] = None
     must_fund: bool = False
     state: str = "pipeline"

@@ -93,10 +93,11 @@ def test_roles_made_before_an_upgrade_can_read_the_tables_it_adds(engine):
     """Roles granted at revision 0004, then `quota db upgrade`: the clerk reads the new matching table."""
     from alembic import command
     from quota.store import migrate
-    with engine.begin() as conn:
-        command.downgrade(migrate._config(conn), "0004")
+    # the data first (the library writes the current schema), then back to 0004 with it
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="admin")
     project_files.import_projects(engine, str(DATA / "projects.csv"), actor="admin")
+    with engine.begin() as conn:
+        command.downgrade(migrate._config(conn), "0004")
     with engine.begin() as conn:  # roles as an earlier quota granted them (no default privileges)
         for sql in roles.roles_sql(roles.current_schema(engine)):
             if not sql.startswith("ALTER DEFAULT"):
@@ -273,7 +274,7 @@ def test_a_clerk_cannot_move_quota_between_zones_or_stop_the_writers(pg, write_c
         "UPDATE chain_head SET id = 2": "append-only",
         "DELETE FROM chain_head": "permission denied",
         "UPDATE project SET zone = 'LY-XX'": "permission denied",
-        "UPDATE project SET industry = 'food', priority = 1": "permission denied",
+        "UPDATE project SET industry = 'food', priority_e4 = 10000": "permission denied",
         "UPDATE plan SET result = '{}'": "permission denied",
         "INSERT INTO source (source_id, name, zone) VALUES ('S99', 'x', 'JT-YT')": "permission denied",
         "INSERT INTO lot (serial, tally_id, pollutant, zone, effective_date, issued_g) "
@@ -370,10 +371,10 @@ def test_db_roles_refuses_a_caller_who_cannot_grant(pg):
 def test_grants_of_roles_made_before_0012_are_tightened_by_the_upgrade(engine):
     from alembic import command
     from quota.store import migrate
-    with engine.begin() as conn:
-        command.downgrade(migrate._config(conn), "0011")
     tallies.import_tallies(engine, str(DATA / "tallies.csv"), actor="admin")
     project_files.import_projects(engine, str(DATA / "projects.csv"), actor="admin")
+    with engine.begin() as conn:  # the data first (the library writes the current schema), then back to 0011
+        command.downgrade(migrate._config(conn), "0011")
     roles.create_roles(engine)
     with engine.begin() as conn:  # as an earlier `quota db roles` granted them
         conn.exec_driver_sql("GRANT UPDATE ON balance, balance_total, chain_head, project, plan TO quota_clerk")

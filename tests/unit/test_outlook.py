@@ -5,16 +5,17 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from quota.planning import problem
 from quota.planning import outlook
 from quota.planning import milp
-from quota.planning.milp import PLot, PNeed, PProject
+from quota.planning.problem import PLot, PNeed, PProject
 
 DAY = dt.date(2026, 3, 1)
 
 
 def run(lots, later, projects, years=3):
     sol, _ = milp.solve(projects, lots, time_limit=10, workers=0)
-    drawn = milp.draws(projects, lots, sol.funded)
+    drawn = problem.draws(projects, lots, sol.funded)
     return outlook.compute(DAY, years, lots, later, projects, drawn, sol, set(), {"COD": "t/a"}), sol, drawn
 
 

@@ -8,8 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from quota.planning import solvers
+from quota.planning import problem
 from quota.planning import milp
-from quota.planning.milp import PLot, PNeed, PProject
+from quota.planning.problem import PLot, PNeed, PProject
 
 DAY = dt.date(2026, 1, 1)
 
@@ -122,13 +124,13 @@ instances = st.builds(lambda seed, n, m: random_instance(random.Random(seed), n,
 def test_plans_never_overdraw_and_cover_every_funded_project_exactly(instance):
     projects, lots = instance
     sol, rows = milp.solve(projects, lots, time_limit=10, gap=0.0)
-    assert not milp.feasible(rows, set(sol.funded), set())
-    drawn = milp.draws(projects, lots, sol.funded)
+    assert not problem.feasible(rows, set(sol.funded), set())
+    drawn = problem.draws(projects, lots, sol.funded)
     check_draws(projects, lots, sol.funded, drawn)
     again, _ = milp.solve(projects, lots, time_limit=10, gap=0.0)
-    assert again.funded == sol.funded and milp.draws(projects, lots, again.funded) == drawn
+    assert again.funded == sol.funded and problem.draws(projects, lots, again.funded) == drawn
     # grams are conserved: what each lot gives plus what it keeps is what it had
-    short = milp.shortfalls(projects, lots, sol.funded, drawn)
+    short = problem.shortfalls(projects, lots, sol.funded, drawn)
     assert set(short) == set(range(len(projects))) - set(sol.funded)
 
 
@@ -137,7 +139,7 @@ def test_earliest_expiring_lots_are_drawn_first():
             PLot("early", "COD", "A", DAY + dt.timedelta(days=100), 5_000_000),
             PLot("never", "COD", "A", None, 5_000_000)]
     p = [PProject("P1", 1, False, DAY, (PNeed("COD", "A", 6_000_000),))]
-    drawn = milp.draws(p, lots, [0])
+    drawn = problem.draws(p, lots, [0])
     assert [(l.serial, g) for l, _, g in drawn[0]] == [("early", 5_000_000), ("late", 1_000_000)]
 
 
@@ -148,7 +150,7 @@ def test_restrictive_projects_are_served_first_so_nobody_is_stranded():
          PProject("LATE", 1, False, DAY + dt.timedelta(days=200), (PNeed("COD", "A", 1_000_000),))]
     sol, _ = milp.solve(p, lots, time_limit=5)
     assert sol.funded == [0, 1]
-    drawn = milp.draws(p, lots, sol.funded)
+    drawn = problem.draws(p, lots, sol.funded)
     assert drawn[1][0][0].serial == "long" and drawn[0][0][0].serial == "short"
 
 
@@ -158,12 +160,12 @@ def test_infeasible_must_fund_names_pollutant_key_and_amount():
          PProject("O", 5, False, DAY, (PNeed("TP", "CDH", 10_000),))]
     sol, rows = milp.solve(p, lots, time_limit=5)
     assert sol.status == "infeasible"
-    assert milp.must_fund_shortfalls(p, rows, set()) == [
+    assert problem.must_fund_shortfalls(p, rows, set()) == [
         {"pollutant": "COD", "key": "CDH", "short_g": 1}, {"pollutant": "TP", "key": "CDH", "short_g": 70_000}]
 
 
 def test_cheapest_candidates_fund_the_must_fund_projects():
-    from quota.planning.milp import PCandidate
+    from quota.planning.problem import PCandidate
     lots = [PLot("L1", "TP", "X", None, 50_000)]
     p = [PProject("M", 1, True, DAY, (PNeed("TP", "X", 120_000),))]
     cands = [PCandidate("big", 900, (PLot("c1", "TP", "X", None, 200_000, "big"),)),
@@ -201,7 +203,7 @@ def test_decomposed_solve_equals_the_monolithic_optimum(instance):
     assert whole.status == parts.status == "optimal"
     assert parts.objective == whole.objective
     assert abs(parts.lp_bound - whole.lp_bound) <= 1e-6 * max(1.0, whole.lp_bound)
-    assert not milp.feasible(rows, set(parts.funded), set())
+    assert not problem.feasible(rows, set(parts.funded), set())
     assert max_flow_feasible(projects, lots, parts.funded)
 
 
@@ -221,13 +223,13 @@ def two_markets():
 def test_independent_parts_are_solved_separately(monkeypatch):
     projects, lots = two_markets()
     built = []
-    real = milp._highs
+    real = solvers.highs_model
 
     def spy(ps, rows, *args, **kw):
         built.append(sorted(p.project_id for p in ps))
         return real(ps, rows, *args, **kw)
 
-    monkeypatch.setattr(milp, "_highs", spy)
+    monkeypatch.setattr(solvers, "highs_model", spy)
     sol, _ = milp.solve(projects, lots, time_limit=10, workers=0)
     # one model of everything for the LP bound and the shadow prices, then one MILP per part
     assert built[0] == sorted(p.project_id for p in projects)
@@ -241,8 +243,8 @@ def test_parts_that_fit_are_settled_without_a_solver(monkeypatch):
     projects, lots = two_markets()
     lots.append(PLot("LB2", "COD", "B", None, 1_000_000))  # now everything in B fits
     built = []
-    real = milp._highs
-    monkeypatch.setattr(milp, "_highs", lambda ps, *a, **kw: built.append(len(ps)) or real(ps, *a, **kw))
+    real = solvers.highs_model
+    monkeypatch.setattr(solvers, "highs_model", lambda ps, *a, **kw: built.append(len(ps)) or real(ps, *a, **kw))
     sol, _ = milp.solve(projects, lots, time_limit=10, workers=0)
     assert built == [7, 3]  # the LP of everything, then the MILP of A alone
     assert [(p["projects"], p["how"]) for p in sol.parts] == [(3, "MIP"), (4, "all fit")]
@@ -275,17 +277,40 @@ def test_decimal_priorities_match_brute_force_exactly(seed):
                 best = value
     sol, _ = milp.solve(projects, lots, time_limit=20, gap=0.0)
     assert sol.status == "optimal"
-    assert milp.objective_exact(projects, sol.funded) == best
+    assert problem.objective_exact(projects, sol.funded) == best
     assert Decimal(repr(sol.objective)) == best  # the float carried to JSON reads back exactly
 
 
 def test_priority_rule():
-    assert milp.check_priority("7.5") is None and milp.check_priority(1_000_000) is None
-    assert milp.check_priority("0.0001") is None and milp.check_priority("2.50000") is None
-    assert "at most 1,000,000" in milp.check_priority("1000000.5")
-    assert "greater than 0" in milp.check_priority("0")
-    assert "4 decimal places" in milp.check_priority("1.23456")
-    assert "a number" in milp.check_priority("high")
+    assert problem.check_priority("7.5") is None and problem.check_priority(1_000_000) is None
+    assert problem.check_priority("0.0001") is None and problem.check_priority("2.50000") is None
+    assert "at most 1,000,000" in problem.check_priority("1000000.5")
+    assert "greater than 0" in problem.check_priority("0")
+    assert "4 decimal places" in problem.check_priority("1.23456")
+    assert "a number" in problem.check_priority("high")
+
+
+def test_the_watchdog_never_waits_past_the_runs_deadline():
+    """A worker is presumed stuck GRACE after its own limit, but never later than END_GRACE past the deadline of
+    the whole solve (the plan is due: its part keeps its start)."""
+    from quota.planning import decompose
+    job = decompose.Job(0, 1.0, ())
+    # a part given 10 s from t=0, its solver started at t=1: stuck at 11 s, well before a deadline at 20 s
+    assert decompose._kill_at((job, 0.0, 10.0), 1.0, 20.0) == 10.0 + decompose.GRACE
+    # the same part when the run's deadline is 10.2 s: killed END_GRACE after it, not GRACE after its limit
+    assert decompose._kill_at((job, 0.0, 10.0), 1.0, 10.2) == pytest.approx(10.2 + decompose.END_GRACE)
+
+
+def test_a_part_sent_to_a_worker_carries_no_needs():
+    """What a worker needs of a project is its id, priority and must-fund flag (its rows carry the rest); the
+    slim form pickles small and fast, and a solve through the workers equals one in this process."""
+    import pickle
+    projects = [PProject(f"P{i}", 7.5 if i % 2 else 3, i == 0, DAY, tuple(PNeed("COD", "A", 1000 + j) for j in range(8)))
+                for i in range(200)]
+    slim = milp._slim(projects)
+    assert [(s.project_id, s.priority, s.must_fund) for s in slim] == \
+        [(p.project_id, p.priority, p.must_fund) for p in projects]
+    assert len(pickle.dumps(slim)) < len(pickle.dumps(projects)) / 3
 
 
 def test_a_worker_past_its_time_is_killed_and_its_part_keeps_its_start(monkeypatch):
@@ -299,5 +324,5 @@ def test_a_worker_past_its_time_is_killed_and_its_part_keeps_its_start(monkeypat
     assert [p["how"] for p in sol.parts] == ["fallback", "fallback"]
     # the LP-guided starts (A1; B2 and B3), not the solver's optimum of 17 (A2+A3, B1+B4)
     assert sol.status == "feasible" and sol.objective == 13 and sol.funded == [0, 4, 5]
-    assert not milp.feasible(rows, set(sol.funded), set())
+    assert not problem.feasible(rows, set(sol.funded), set())
     assert decompose.POOL.workers[0].proc.pid != before and decompose.POOL.workers[0].alive()

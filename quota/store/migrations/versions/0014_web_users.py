@@ -5,14 +5,14 @@ None of these tables is readable by the least-privilege roles of `quota db roles
 hashes and the session secret): the web server runs as the ledger's owner.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 """
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
