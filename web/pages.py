@@ -100,14 +100,13 @@ def overview(request: Request, as_of: Optional[str] = None, user=Depends(need("r
 def lots(request: Request, pollutant: Optional[str] = None, zone: Optional[str] = None, state: Optional[str] = None,
          expires_before: Optional[str] = None, page_no: int = Query(1, alias="page", ge=1),
          user=Depends(need("read_lots"))):
-    before = _day(expires_before, "expires before")
-    result = balances.balance(engine_of(request), by="lot", pollutant=_text(pollutant), zone=_text(zone))
-    rows = [r for r in result["rows"] if (not state or r["state"] == state)
-            and (before is None or (r["expires"] and r["expires"] < before.isoformat()))]
-    start = (page_no - 1) * LOTS_PER_PAGE
+    result = balances.lot_page(engine_of(request), pollutant=_text(pollutant), zone=_text(zone), state=_text(state),
+                               expires_before=_day(_text(expires_before), "expires before"),
+                               offset=(page_no - 1) * LOTS_PER_PAGE, limit=LOTS_PER_PAGE)
+    total = result["total"]
     return page(request, "lots.html", {
-        "rows": rows[start:start + LOTS_PER_PAGE], "total": len(rows), "page_no": page_no,
-        "pages": max(1, -(-len(rows) // LOTS_PER_PAGE)), "as_of": result["as_of"],
+        "rows": result["rows"], "total": total, "page_no": page_no,
+        "pages": max(1, -(-total // LOTS_PER_PAGE)), "as_of": result["as_of"],
         "f": {"pollutant": pollutant or "", "zone": zone or "", "state": state or "",
               "expires_before": expires_before or ""},
         "query": "&".join(f"{k}={quote(v)}" for k, v in (("pollutant", pollutant), ("zone", zone), ("state", state),

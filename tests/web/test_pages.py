@@ -405,3 +405,24 @@ def test_the_overviews_expiring_lots_today_match_the_replay_of_every_lot(ws):
     assert fast == replayed
     later = report.overview(engine, as_of=today - dt.timedelta(days=400))["expiring"]
     assert later != fast or not fast
+
+
+def test_lots_are_filtered_and_paged_by_the_library_and_the_pages_add_up(ws, monkeypatch):
+    engine, app = ws
+    import datetime as dt
+    from quota.ledger import balances
+    every = balances.balance(engine, by="lot")["rows"]
+    page = balances.lot_page(engine, state="active", expires_before=dt.date(2028, 1, 1), offset=0, limit=1000)
+    expected = [r for r in every if r["state"] == "active" and r["expires"] and r["expires"] < "2028-01-01"]
+    assert page["rows"] == expected and page["total"] == len(expected) and 0 < len(expected) < len(every)
+    halves = [balances.lot_page(engine, offset=o, limit=5)["rows"] for o in range(0, len(every), 5)]
+    assert [r for h in halves for r in h] == every
+    from web import pages
+    monkeypatch.setattr(pages, "LOTS_PER_PAGE", 5)
+    c = login(app, "clerk")
+    shown = []
+    for n in range(1, -(-len(every) // 5) + 1):
+        shown += re.findall(r'<tr><td><a href="/lots/([^"]+)">', c.get(f"/lots?page={n}").text)
+    assert shown == [r["lot"] for r in every]
+    filtered = c.get("/lots?state=active&expires_before=2028-01-01").text
+    assert re.findall(r'<tr><td><a href="/lots/([^"]+)">', filtered) == [r["lot"] for r in expected][:5]
