@@ -32,7 +32,7 @@ def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proje
             statement.write_statement(ctx.obj.engine, project, fmt, sys.stdout, str(out) if out else None,
                                       lang=render.LANG["lang"])
             if out:
-                render.note(f"source statement written to {out}")
+                render.note(render.msg("statement_written", path=out))
             return
         result = audit.trace(ctx.obj.engine, project)
     if as_json:
@@ -105,15 +105,16 @@ def export(ctx: typer.Context,
         if fmt == "jsonl":
             with outfiles.atomic_file(out, engine) as fh:
                 end = exp.write_jsonl(engine, fh, day, progress)
-            render.done(f"exported {end['transactions']} transactions, {end['postings']} postings to {out}")
+            render.done(render.msg("exported_jsonl", txns=end["transactions"], posts=end["postings"], path=out))
         elif fmt == "beancount":
             with outfiles.atomic_file(out, engine) as fh:
                 info = beancount_export.write_beancount(engine, fh, day)
-            render.done(f"exported {info['transactions']} transactions on {info['accounts']} accounts to {out} "
-                        f"(balance assertions dated the day after {info['date']})")
+            render.done(render.msg("exported_beancount", txns=info["transactions"], accts=info["accounts"], path=out,
+                                   day=info["date"]))
         else:
             files = table_export.write_tables(engine, fmt, str(out), day, lang=render.LANG["lang"])
-            render.done(f"exported {len(files)} file(s) to {out}" + (", with manifest.json" if fmt != "xlsx" else ""))
+            render.done(render.msg("exported_files", n=len(files), path=out)
+                        + (render.msg("with_manifest") if fmt != "xlsx" else ""))
 
 
 COMMANDS = [trace, verify, export]

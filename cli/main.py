@@ -1,6 +1,7 @@
 """The typer app: global options, and one thin command per library call."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -54,8 +55,8 @@ def init(ctx: typer.Context,
     from quota.rules import versions
     with failures():
         result = versions.init(ctx.obj.engine, str(rules), ctx.obj.actor)
-    render.done(f"initialised {ctx.obj.url}: rulebook version {result['version']}"
-                + ("" if result["changed"] else " (unchanged)"))
+    render.done(render.msg("initialised", url=ctx.obj.url, version=result["version"])
+                + ("" if result["changed"] else render.msg("unchanged")))
 
 
 @rules_app.command("show")
@@ -76,21 +77,14 @@ def rules_load(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="Ru
     from quota.rules import versions
     with failures():
         result = versions.load(ctx.obj.engine, str(file), ctx.obj.actor)
-    render.done(f"rulebook version {result['version']}" + ("" if result["changed"] else " (unchanged)"))
+    render.done(render.msg("rulebook_version", version=result["version"])
+                + ("" if result["changed"] else render.msg("unchanged")))
 
 
 # --------------------------------------------------------------------------- imports
 
 SheetOpt = Annotated[Optional[str], typer.Option("--sheet", help="The sheet of an XLSX workbook to read "
                                                  "(default: the first sheet that has the columns).")]
-
-
-def _read_note(file: Path, read: dict) -> None:
-    """Say on stderr how a file was read when it is not plain UTF-8 CSV: its encoding, or a workbook's sheet."""
-    if read.get("encoding") not in (None, "utf-8"):
-        render.note(render.msg("read_encoding", file=file.name, encoding=read["encoding"].upper()))
-    if read.get("sheet") is not None and (read.get("header_row") != 1 or not read.get("first_sheet")):
-        render.note(render.msg("read_sheet", file=file.name, sheet=read["sheet"], row=read.get("header_row", 1)))
 
 
 @tally_app.command("import", epilog=describe_columns(TALLY_REQUIRED, TALLY_OPTIONAL, TALLY_NAMES))
@@ -110,7 +104,7 @@ def tally_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="
             result = tallies.import_tallies(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key,
                                             dry_run=dry_run, progress=progress, sheet=sheet, read=read)
         finally:
-            _read_note(file, read)
+            render.read_note(file.name, read)
     if as_json:
         return render.emit_json({**result, "read": read})
     render.credited(result, dry_run)
@@ -132,7 +126,7 @@ def project_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(help
             result = project_files.import_projects(ctx.obj.engine, str(file), actor=ctx.obj.actor, key=key,
                                                    dry_run=dry_run, sheet=sheet, read=read)
         finally:
-            _read_note(file, read)
+            render.read_note(file.name, read)
     if as_json:
         return render.emit_json({**result, "read": read})
     render.done(render.msg("would_import_projects" if dry_run else "imported_projects", n=result["projects"],
@@ -283,7 +277,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     from quota.store import migrate
     with failures():
         result = migrate.upgrade(ctx.obj.engine)
-    render.done(f"schema at revision {result['to']} (was {result['from'] or 'empty'})")
+    render.done(render.msg("schema_at", to=result["to"], was=result["from"] or render.msg("schema_empty")))
 
 
 @db_app.command("roles")
@@ -301,7 +295,7 @@ def db_roles(ctx: typer.Context,
         return
     with failures():
         stmts = roles.create_roles(ctx.obj.engine)
-    render.done(f"created/granted {', '.join(roles.ROLES)} ({len(stmts)} statements)")
+    render.done(render.msg("roles_created", roles=", ".join(roles.ROLES), n=len(stmts)))
 
 
 @app.command()
@@ -337,4 +331,23 @@ app.command()(users.serve)
 
 
 def run() -> None:
-    app(prog_name="quota")
+    """The console script. Under --json a usage error (exit 2) also prints {"error": {"code": "usage", ...}} on
+    stdout, as every refusal does; the usage text stays on stderr as typer writes it."""
+    if "--json" not in sys.argv[1:]:
+        app(prog_name="quota")
+        return
+    # typer's own click (vendored or not): its usage error and base exception, found from typer.BadParameter
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    try:
+        code = app(prog_name="quota", standalone_mode=False)
+    except usage_error as exc:
+        render.emit_json({"error": {"code": "usage", "message": exc.format_message()}})
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click_exception as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -42,7 +42,7 @@ def plan_run(ctx: typer.Context,
         return render.emit_json(result)
     render.plan(result)
     if out:
-        render.note(f"plan files written to {out}")
+        render.note(render.msg("plan_files_written", path=out))
 
 
 @plan_app.command("show")

@@ -135,6 +135,15 @@ def refusal(exc) -> None:
     err.print(i18n.refusal(exc.code, str(exc), exc.facts, LANG["lang"]), markup=False, highlight=False)
 
 
+def read_note(name: str, read: dict) -> None:
+    """Say on stderr how an input file was read when it is not plain UTF-8 CSV: its encoding, or the sheet and
+    header row of a workbook (when not the first sheet's first row)."""
+    if read.get("encoding") not in (None, "utf-8"):
+        note(msg("read_encoding", file=name, encoding=read["encoding"].upper()))
+    if read.get("sheet") is not None and (read.get("header_row") != 1 or not read.get("first_sheet")):
+        note(msg("read_sheet", file=name, sheet=read["sheet"], row=read.get("header_row", 1)))
+
+
 def done(message: str) -> None:
     """A success line: stdout (diagnostics go to stderr)."""
     out.print(message, markup=False, highlight=False)

@@ -118,16 +118,7 @@ def _totals_as_of(conn: Connection, units_of: dict[str, str], by: str, pollutant
         f"SELECT {group}, x.kind, CASE WHEN x.kind = 'lot' AND l.expires <= :d THEN 1 ELSE 0 END AS lapsed, "
         f"SUM(x.amount_g) FROM ({_pairs_sql(as_of)}) x LEFT JOIN lot l ON l.serial = x.lot "
         f"{'WHERE ' + where if where else ''} GROUP BY {group}, x.kind, lapsed"), args)
-    groups: dict[tuple, dict] = {}
-    for r in rows:
-        key = tuple(r[:2]) if by == "zone" else (r[0],)
-        kind, lapsed, amount = r[-3], r[-2], int(r[-1] or 0)
-        g = groups.setdefault(key, {"available_g": 0, "reserved_g": 0, "allocated_g": 0, "lapsed_g": 0})
-        if kind == "lot":
-            g["lapsed_g" if lapsed else "available_g"] += amount
-        elif kind in ("reserved", "allocated"):
-            g[f"{kind}_g"] += amount
-    return _total_dicts(groups, by, units_of)
+    return _fold_totals(rows, by, units_of)
 
 
 def _current_totals(conn: Connection, units_of: dict[str, str], by: str, pollutant: str | None,
@@ -144,16 +135,7 @@ def _current_totals(conn: Connection, units_of: dict[str, str], by: str, polluta
     rows = conn.execute(text(
         f"SELECT {group}, b.kind, CASE WHEN b.kind = 'lot' AND b.expires <= :d THEN 1 ELSE 0 END AS lapsed, "
         f"SUM(b.amount_g) FROM balance_total b WHERE {' AND '.join(where)} GROUP BY {group}, b.kind, lapsed"), args)
-    groups: dict[tuple, dict] = {}
-    for r in rows:
-        key = tuple(r[:2]) if by == "zone" else (r[0],)
-        kind, lapsed, amount = r[-3], r[-2], int(r[-1] or 0)
-        g = groups.setdefault(key, {"available_g": 0, "reserved_g": 0, "allocated_g": 0, "lapsed_g": 0})
-        if kind == "lot":
-            g["lapsed_g" if lapsed else "available_g"] += amount
-        else:
-            g[f"{kind}_g"] += amount
-    return _total_dicts(groups, by, units_of)
+    return _fold_totals(rows, by, units_of)
 
 
 def _total_dicts(groups: dict[tuple, dict], by: str, units_of: dict[str, str]) -> list[dict]:
@@ -221,6 +203,21 @@ def _known(code: str | None, known: dict, what: str) -> str | None:
         raise Refused(f"unknown {what} {code!r} (the rulebook has {', '.join(sorted(known))})", "unknown_code",
                       what=what, value=code)
     return value
+
+
+def _fold_totals(rows, by: str, units_of: dict[str, str]) -> list[dict]:
+    """Total dicts from rows of (pollutant[, zone], kind, lapsed, grams): a lot's grams are available, or lapsed
+    once it has expired; reserved and allocated grams are the projects'."""
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        key = tuple(r[:2]) if by == "zone" else (r[0],)
+        kind, lapsed, amount = r[-3], r[-2], int(r[-1] or 0)
+        g = groups.setdefault(key, {"available_g": 0, "reserved_g": 0, "allocated_g": 0, "lapsed_g": 0})
+        if kind == "lot":
+            g["lapsed_g" if lapsed else "available_g"] += amount
+        elif kind in ("reserved", "allocated"):
+            g[f"{kind}_g"] += amount
+    return _total_dicts(groups, by, units_of)
 
 
 def expiring_lots(conn: Connection, units_of: dict[str, str], day: dt.date, until: dt.date) -> list[dict]:

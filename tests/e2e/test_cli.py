@@ -246,3 +246,20 @@ def test_verify_of_an_empty_database_says_to_init_and_success_lines_go_to_stdout
     assert r.exit_code == 0 and "initialised" in r.stdout and r.stderr == ""
     r = runner.invoke(app, ["--db", f"sqlite:///{tmp_path / 'fresh.db'}", "demo", "--data", str(tmp_path / "nowhere")])
     assert r.exit_code == 1 and "Traceback" not in r.output and "file not found" in r.stderr
+
+
+@pytest.mark.parametrize("args", [["balance", "--by", "nonsense", "--json"], ["balance", "--bogus", "--json"],
+                                  ["plan", "run", "--json", "--time-limit", "x"]])
+def test_a_usage_error_under_json_is_a_json_error_with_exit_2(tmp_path, args):
+    """The console script: --json always means JSON on stdout, usage errors (exit 2) included; the usage text
+    stays on stderr, and without --json nothing is printed on stdout."""
+    exe = Path(sys.executable).with_name("quota")
+    env = {**os.environ, "QUOTA_DB": f"sqlite:///{tmp_path / 'q.db'}"}
+    proc = subprocess.run([str(exe), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    error = json.loads(proc.stdout)["error"]
+    assert error["code"] == "usage" and error["message"] and "Usage: quota" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    plain = subprocess.run([str(exe), *[a for a in args if a != "--json"]], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 2 and plain.stdout == ""

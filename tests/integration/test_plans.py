@@ -158,3 +158,14 @@ def test_plan_list_shows_stored_plans_and_which_are_scenarios(sample, tmp_path):
     r = CliRunner().invoke(app, ["--db", url, "plan", "list", "--json"])
     assert r.exit_code == 0 and [p["plan_id"] for p in json.loads(r.stdout)["plans"]] == [first["plan_id"],
                                                                                          second["plan_id"]]
+
+
+def test_a_cbc_plan_shows_cbcs_own_bound_not_a_gap_against_the_lp_bound(db_url, sample):
+    """CBC proves the sample's plan optimal: the plan says optimal with CBC's bound (the objective), not
+    "feasible, gap 8.5%" against the LP relaxation's bound."""
+    runner = CliRunner()
+    r = runner.invoke(app, ["--db", db_url, "plan", "run", "--as-of", "2026-11-29", "--solver", "cbc", "--json"])
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.stdout)
+    assert plan["solver"] == "cbc" and plan["status"] == "optimal"
+    assert plan["bound"] == plan["objective"] == 28 and plan["gap"] == 0 and plan["lp_bound"] > 30

@@ -54,3 +54,37 @@ def test_a_file_of_many_bad_rows_prints_a_screenful(db_url, tmp_path):
     assert r.exit_code == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 102 and "1400 more problem(s)" in lines[-1]
+
+
+def test_the_cli_says_which_encoding_it_read_and_takes_a_sheet_by_name(engine, db_url, tmp_path):
+    """Through `quota tally import`: a GBK file is read and said to be GB18030 on stderr (in the user's language);
+    --sheet picks a sheet of a workbook, and an unknown sheet is refused naming the sheets there are."""
+    header = "测算编号,平衡源编号,企业名称,措施,区域,污染物,基准排放量,许可排放量,改造后排放量,单位,基准年,生效日期,测算方法,测算单位,报告编号"
+    gbk = tmp_path / "gbk.csv"
+    gbk.write_bytes((header + "\n" + "\n".join(ROWS[1:3]) + "\n").encode("gbk"))
+    r = runner.invoke(app, ["--db", db_url, "tally", "import", str(gbk), "--dry-run"])
+    assert r.exit_code == 0 and "read gbk.csv as GB18030 text (not UTF-8)" in r.stderr, r.output
+    r = runner.invoke(app, ["--db", db_url, "--lang", "zh", "tally", "import", str(gbk), "--dry-run"])
+    assert r.exit_code == 0 and "已按 GB18030 编码读取 gbk.csv" in r.stderr
+
+    import pandas as pd
+    book = tmp_path / "two.xlsx"
+    frame = pd.read_csv(DATA / "tallies.csv", dtype=str, keep_default_na=False)
+    with pd.ExcelWriter(book, engine="openpyxl") as xl:
+        frame.head(2).to_excel(xl, sheet_name="old", index=False)
+        frame.iloc[2:5].to_excel(xl, sheet_name="new", index=False, startrow=1)
+    r = runner.invoke(app, ["--db", db_url, "tally", "import", str(book), "--sheet", "nope", "--json"])
+    assert r.exit_code == 1
+    problem = __import__("json").loads(r.stdout)["error"]["problems"][0]
+    assert problem["code"] == "no_sheet" and problem["facts"]["sheets"] == ["old", "new"]
+    r = runner.invoke(app, ["--db", db_url, "tally", "import", str(book), "--sheet", "new"])
+    assert r.exit_code == 0 and "read two.xlsx: sheet 'new', header on row 2" in r.stderr, r.output
+    lots = {row["tally_id"] for row in balances.balance(engine, by="lot")["rows"]}
+    assert lots == set(frame.iloc[2:5]["tally_id"])  # the sheet named, not the first one
+
+
+def test_import_help_lists_the_columns_with_their_chinese_headers():
+    text = " ".join(runner.invoke(app, ["tally", "import", "--help"]).stdout.split())  # as wrapped for any width
+    assert "tally_id (测算编号)" in text and "baseline_actual (基准排放量 /" in text and "--sheet" in text
+    text = " ".join(runner.invoke(app, ["project", "import", "--help"]).stdout.split())
+    assert "project_id (项目编号)" in text and "must_fund (必须保障 / 必保)" in text
