@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli import audit, render
+from cli import audit, render, users
 from cli.core import DATA_DIR, DateOpt, JsonOpt, KeyOpt, State, default_actor, failures, parse_date
 from cli.plan import plan_app
 from quota.intake.columns import (PROJECT_NAMES, PROJECT_OPTIONAL, PROJECT_REQUIRED, TALLY_NAMES, TALLY_OPTIONAL,
@@ -326,6 +326,8 @@ def report(ctx: typer.Context,
 app.add_typer(plan_app, name="plan")
 for command in audit.COMMANDS:  # trace, verify, export: top-level commands
     app.command()(command)
+app.add_typer(users.user_app, name="user")
+app.command()(users.serve)
 
 
 def run() -> None:
