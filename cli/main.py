@@ -39,6 +39,7 @@ def main(
              "times out is retried, then refused as busy.")] = None,
 ) -> None:
     """Emissions-quota ledger: credit reductions, reserve and approve quota, plan, audit."""
+    lang = lang.strip().lower()  # QUOTA_LANG=ZH as well as zh
     if lang not in ("en", "zh"):
         raise typer.BadParameter("--lang must be en or zh")
     render.LANG["lang"] = lang
