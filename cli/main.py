@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli import audit, render
+from cli import audit, render, users
 from cli.core import DATA_DIR, DateOpt, JsonOpt, KeyOpt, State, default_actor, failures, parse_date
 from cli.plan import plan_app
 from quota.intake.columns import (PROJECT_NAMES, PROJECT_OPTIONAL, PROJECT_REQUIRED, TALLY_NAMES, TALLY_OPTIONAL,
@@ -39,6 +39,7 @@ def main(
              "times out is retried, then refused as busy.")] = None,
 ) -> None:
     """Emissions-quota ledger: credit reductions, reserve and approve quota, plan, audit."""
+    lang = lang.strip().lower()  # QUOTA_LANG=ZH as well as zh
     if lang not in ("en", "zh"):
         raise typer.BadParameter("--lang must be en or zh")
     render.LANG["lang"] = lang
@@ -326,6 +327,8 @@ def report(ctx: typer.Context,
 app.add_typer(plan_app, name="plan")
 for command in audit.COMMANDS:  # trace, verify, export: top-level commands
     app.command()(command)
+app.add_typer(users.user_app, name="user")
+app.command()(users.serve)
 
 
 def run() -> None:

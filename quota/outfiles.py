@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -42,8 +43,11 @@ def _db_files(db) -> set[Path]:
 
 
 def is_sqlite_file(path: Path | str) -> bool:
-    """True if the file starts with SQLite's 16-byte header."""
+    """True if the file starts with SQLite's 16-byte header (only a regular file is opened: reading a FIFO or
+    /dev/stdout would wait forever)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as fh:
             return fh.read(16) == SQLITE_MAGIC
     except OSError:
@@ -68,10 +72,31 @@ def check_target(path: Path | str, db=None, folder: bool = False) -> Path:
     else:
         if p.is_dir():
             raise Refused(f"{path} is a folder; give a file name", "output_kind", path=str(path))
+        if _special(p) or _device_path(p):  # a FIFO, /dev/stdout, /dev/null: the rename would replace it by a file
+            raise Refused(f"{path} is not a regular file (a pipe or a device); an output is written to a file, "
+                          "give a file name", "output_not_regular", path=str(path))
         if is_sqlite_file(p):
             raise Refused(f"{path} is a SQLite database; an output never overwrites a database "
                           "(choose another file name)", "output_is_database", path=str(path))
     return p
+
+
+def _special(path: Path) -> bool:
+    """True if `path` exists and is neither a regular file nor a folder (a FIFO, a device, a socket)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _device_path(path: Path) -> bool:
+    """True for a name under /dev or /proc (but /dev/shm): `/dev/stdout` is a symlink to /proc/self/fd/1, whose
+    target is a regular file when stdout is redirected to one; renaming into place would replace the symlink."""
+    for name in {os.path.abspath(path), os.path.realpath(path)}:
+        if name.startswith(("/dev/", "/proc/")) and not name.startswith("/dev/shm/"):
+            return True
+    return False
 
 
 def _mode_for(target: Path, base: int = 0o666) -> int:

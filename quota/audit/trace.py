@@ -10,7 +10,7 @@ from quota.store import db
 from quota.ledger import posting
 from quota.rules import versions
 from quota import units
-from quota.errors import Problem
+from quota.errors import NotFound, Problem
 from quota.ledger.projects import load_projects
 
 
@@ -52,6 +52,105 @@ def trace(engine: Engine, project_id: str) -> dict:
             "state": info.state, "needs": needs, "draws": draws,
             "history": [{"seq": h[0], "kind": h[1], "date": str(h[2]), "actor": h[3], "ref": h[4], "memo": h[5],
                          "hash": h[6]} for h in history]}
+
+
+def lot_detail(engine: Engine, serial: str) -> dict:
+    """A lot's page: the lot, its tally, source and report number, its balances by account kind now, and every
+    posting that moved its grams, with the transaction's kind, date, actor and project."""
+    from quota.ledger.operations import edge_id
+    serial = edge_id(serial, "lot")
+    with db.reading(engine) as conn:
+        _, book = versions.current(conn)
+        row = conn.execute(text(
+            "SELECT l.serial, l.pollutant, l.zone, l.effective_date, l.expires, l.issued_g, t.tally_id, t.measure, "
+            "t.baseline_actual, t.permitted, t.post, t.unit, t.baseline_year, t.method, t.assessor, t.report_no, "
+            "s.source_id, s.name, ls.status FROM lot l JOIN tally t ON t.tally_id = l.tally_id "
+            "JOIN source s ON s.source_id = t.source_id LEFT JOIN lot_status ls ON ls.serial = l.serial "
+            "WHERE l.serial = :s"), {"s": serial}).first()
+        if row is None:
+            raise NotFound(f"no lot {serial!r}", "lot", serial)
+        moves = conn.execute(text(
+            "SELECT x.seq, x.kind, x.effective_date, x.booked_at, x.actor, x.project_id, x.ref, x.memo, p.account, "
+            "p.amount_g FROM posting p JOIN txn x ON x.seq = p.txn_seq WHERE p.lot = :s ORDER BY x.seq, p.id"),
+            {"s": serial}).all()
+        held = conn.execute(text("SELECT kind, SUM(amount_g) FROM balance WHERE lot = :s GROUP BY kind"),
+                            {"s": serial}).all()
+    unit = book.pollutants[row[1]].unit
+    expires = clock.as_date(row[4]) if row[4] else None
+    state = row[18] or ("expired" if expires and expires <= clock.today() else "active")
+    return {"lot": row[0], "pollutant": row[1], "zone": row[2], "effective_date": str(clock.as_date(row[3])),
+            "expires": expires.isoformat() if expires else None, "issued_g": int(row[5]), "unit": unit,
+            "issued": units.display(int(row[5]), unit), "state": state,
+            "tally": {"tally_id": row[6], "measure": row[7], "baseline_actual": row[8], "permitted": row[9],
+                      "post": row[10], "unit": row[11], "baseline_year": row[12], "method": row[13],
+                      "assessor": row[14], "report_no": row[15]},
+            "source": {"source_id": row[16], "name": row[17]},
+            "balances": {k: int(v) for k, v in held},
+            "movements": [{"seq": m[0], "kind": m[1], "date": str(clock.as_date(m[2])), "booked_at": m[3],
+                           "actor": m[4], "project_id": m[5], "ref": m[6], "memo": m[7], "account": m[8],
+                           "amount_g": int(m[9]), "amount": units.display(int(m[9]), unit)} for m in moves]}
+
+
+def history(engine: Engine, *, project_id: str | None = None, lot: str | None = None,
+            since: dt.date | None = None, until: dt.date | None = None, limit: int = 100,
+            before_seq: int | None = None) -> dict:
+    """Transactions with actor and booking time, newest first, filtered by project, lot (a transaction with a
+    posting on it) and effective date; at most `limit` (1 to 1000), older pages from `before_seq`."""
+    from quota.ledger.operations import edge_id
+    limit = max(1, min(int(limit), 1000))
+    where, args = [], {"n": limit}
+    if project_id:
+        where.append("x.project_id = :p")
+        args["p"] = edge_id(project_id, "project id")
+    if lot:
+        where.append("x.seq IN (SELECT txn_seq FROM posting WHERE lot = :l)")
+        args["l"] = edge_id(lot, "lot")
+    if since:
+        where.append("x.effective_date >= :a")
+        args["a"] = since
+    if until:
+        where.append("x.effective_date <= :b")
+        args["b"] = until
+    if before_seq:
+        where.append("x.seq < :q")
+        args["q"] = int(before_seq)
+    sql = ("SELECT x.seq, x.kind, x.effective_date, x.booked_at, x.actor, x.project_id, x.ref, x.memo, x.hash "
+           "FROM txn x" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY x.seq DESC LIMIT :n")
+    with db.reading(engine) as conn:
+        rows = conn.execute(text(sql), args).all()
+    return {"transactions": [{"seq": r[0], "kind": r[1], "date": str(clock.as_date(r[2])), "booked_at": r[3],
+                              "actor": r[4], "project_id": r[5], "ref": r[6], "memo": r[7], "hash": r[8]}
+                             for r in rows]}
+
+
+def public_registry(engine: Engine) -> dict:
+    """What the bureau discloses (环境信息公开): every lot with its source, issued and available amounts and
+    expiry, and every approved allocation with its approval document, per pollutant. No actors, hashes,
+    reservations under review or the pipeline."""
+    from quota.ledger import balances
+    lots = balances.balance(engine, by="lot")
+    with db.reading(engine) as conn:
+        _, book = versions.current(conn)
+        names = dict(conn.execute(text("SELECT l.serial, s.name FROM lot l JOIN tally t ON t.tally_id = l.tally_id "
+                                       "JOIN source s ON s.source_id = t.source_id")).all())
+        rows = conn.execute(text(
+            "SELECT p.project_id, p.name, p.zone, p.doc, b.pollutant, SUM(b.amount_g) FROM project p "
+            "JOIN balance b ON b.account = 'project:' || p.project_id || :part AND b.amount_g > 0 "
+            "WHERE p.state = 'approved' GROUP BY p.project_id, p.name, p.zone, p.doc, b.pollutant "
+            "ORDER BY p.project_id, b.pollutant"), {"part": ":allocated"}).all()
+    approved: dict[str, dict] = {}
+    for pid, name, zone, doc, pol, grams in rows:
+        unit = book.pollutants[pol].unit
+        entry = approved.setdefault(pid, {"project_id": pid, "name": name, "zone": zone, "doc": doc or "",
+                                          "allocated": []})
+        entry["allocated"].append({"pollutant": pol, "amount_g": int(grams), "unit": unit,
+                                   "amount": units.display(int(grams), unit)})
+    return {"as_of": lots["as_of"],
+            "lots": [{"lot": r["lot"], "pollutant": r["pollutant"], "zone": r["zone"],
+                      "source_name": names.get(r["lot"], ""), "issued": units.display(r["issued_g"], r["unit"]),
+                      "available": r["available"], "unit": r["unit"], "expires": r["expires"], "state": r["state"]}
+                     for r in lots["rows"]],
+            "approved": list(approved.values())}
 
 
 def verify(engine: Engine, progress=None, expect_head: str | None = None) -> tuple[dict, list[Problem]]:

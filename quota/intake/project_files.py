@@ -73,10 +73,12 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
     name = Path(path).name
     with db.reading(engine) as conn:
         _, book = versions.current(conn)
+    sha = file_sha256(path) if Path(path).is_file() else ""  # (reading says what else it is)
     projects, problems = validate_rows(path, book, sheet, read)
     if problems:
         raise ValidationFailed(problems)
-    sha = file_sha256(path)
+    if file_sha256(path) != sha:  # the rows read are the content recorded under its hash
+        raise ValidationFailed([Problem.of(name, 0, "", "file_changed")])
 
     def check(conn: Connection) -> list[Problem]:
         # every stored id by its normal form: an id stored before ids were normalised still matches

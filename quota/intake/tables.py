@@ -30,23 +30,35 @@ CHUNK = 5000  # CSV rows parsed at a time: a file of any size is read in pieces 
 _CSV = dict(dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False)
 
 
-def _csv_encoding(path: str) -> str:
-    """UTF-8 (a BOM allowed) or, for a file that is not UTF-8 but decodes cleanly as GB18030 (what Chinese Excel
-    writes, a superset of GBK), GB18030: found by decoding the file in pieces of 1 MB, never whole."""
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _csv_encoding(path: str) -> tuple[str, int]:
+    """(encoding, bytes to skip): UTF-8 (a BOM allowed) or, for a file that is not UTF-8 but decodes cleanly as
+    GB18030 (what Chinese Excel writes, a superset of GBK), GB18030 after a UTF-8 BOM if there is one (an editor
+    that kept the BOM of a UTF-8 file saved as GBK: read as GB18030 it would eat the first header's first
+    letter): found by decoding the file in pieces of 1 MB, never whole."""
     import codecs
-    for encoding in ("utf-8-sig", "gb18030"):
-        decoder, offset = codecs.getincrementaldecoder(encoding)(), 0
+    with open(path, "rb") as fh:
+        bom = len(UTF8_BOM) if fh.read(len(UTF8_BOM)) == UTF8_BOM else 0
+    line = 1  # the first line that is not UTF-8: where a file that mixes both encodings changes
+    for encoding, skip in (("utf-8-sig", 0), ("gb18030", bom)):
+        decoder, offset, lines, piece = codecs.getincrementaldecoder(encoding)(), skip, 0, b""
         try:
             with open(path, "rb") as fh:
+                fh.seek(skip)
                 for piece in iter(lambda: fh.read(1 << 20), b""):
                     decoder.decode(piece)
                     offset += len(piece)
+                    lines += piece.count(b"\n")
+                piece = b""
                 decoder.decode(b"", final=True)
         except UnicodeDecodeError as exc:
             if encoding == "gb18030":
-                raise _Unreadable("not_text", byte=offset + exc.start) from None
+                raise _Unreadable("not_text", byte=offset + exc.start, line=line) from None
+            line = lines + piece[:exc.start].count(b"\n") + 1
             continue
-        return encoding
+        return encoding, skip
 
 
 def _csv(path: str, info: dict):
@@ -54,14 +66,35 @@ def _csv(path: str, info: dict):
     CHUNK rows of text cells, one row per physical line (blank lines kept, so row numbers are the file's lines).
     `info["encoding"]` says how it is read."""
     import pandas as pd
-    encoding = _csv_encoding(path)
-    header = pd.read_csv(path, encoding=encoding, nrows=0, **_CSV)
+    encoding, skip = _csv_encoding(path)
+    with open(path, "rb") as fh:
+        fh.seek(skip)
+        header = pd.read_csv(fh, encoding=encoding, nrows=0, **_CSV)
     info["encoding"] = "utf-8" if encoding == "utf-8-sig" else encoding
 
     def frames():
-        with pd.read_csv(path, encoding=encoding, chunksize=CHUNK, **_CSV) as reader:
-            yield from reader
+        with open(path, "rb") as fh:
+            fh.seek(skip)
+            with pd.read_csv(fh, encoding=encoding, chunksize=CHUNK, **_CSV) as reader:
+                yield from reader
     return header, frames, 0
+
+
+EXCEL_DIGITS = 15  # significant digits Excel shows and computes with
+
+
+def cell_text(value) -> str:
+    """A workbook cell as the text its user sees: a number cell by Excel's 15 significant digits, in plain
+    digits (0.00001, not '1e-05'; =0.1+0.2 is 0.3, not 0.30000000000000004), other cells as str."""
+    if value is None or isinstance(value, float) and value != value:
+        return ""
+    if isinstance(value, float):
+        if value in (float("inf"), float("-inf")):
+            return str(value)
+        from decimal import Context, Decimal
+        d = Context(prec=EXCEL_DIGITS).create_decimal(repr(value)).normalize()
+        return format(d, "f")
+    return str(value)
 
 
 def _known_columns(cells, aliases: dict[str, str]) -> int:
@@ -76,10 +109,11 @@ def _xlsx(path: str, aliases: dict[str, str], required: list[str], sheet: str | 
         names = [str(n) for n in book.sheet_names]
         if sheet and sheet not in names:
             raise _Unreadable("no_sheet", sheet=sheet, sheets=names)
-        sheets = pd.read_excel(book, dtype=str, keep_default_na=False, sheet_name=sheet if sheet else None,
+        sheets = pd.read_excel(book, dtype=object, keep_default_na=False, sheet_name=sheet if sheet else None,
                                header=None)
     if sheet:
         sheets = {sheet: sheets}
+    sheets = {k: v.map(cell_text) for k, v in sheets.items()}
     need = max(1, (len(required) + 1) // 2)
     for sheet_name, raw in sheets.items():
         for i in range(min(HEADER_SCAN, len(raw))):
@@ -111,6 +145,17 @@ def read_rows(path: str, aliases: dict[str, str], required: list[str], optional:
         return [], [unreadable(Path(path).name, exc)]
 
 
+def _special(path: str) -> bool:
+    """True if `path` exists and is neither a regular file nor a folder (a FIFO, a device, a socket)."""
+    import os
+    import stat
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def unreadable(name: str, exc: BaseException) -> Problem:
     """The problem that says why a file cannot be read, from what reading it raised (opening it, or its rows)."""
     if isinstance(exc, FileNotFoundError):
@@ -133,6 +178,8 @@ def open_rows(path: str, aliases: dict[str, str], required: list[str], optional:
     info = {} if info is None else info
     name = Path(path).name
     suffix = Path(path).suffix.lower()
+    if _special(path):  # a pipe (`<(cat f)`, /dev/stdin from a pipe) is empty on the second pass
+        return [Problem.of(name, 0, "", "not_regular_file")], None
     try:
         if suffix in (".xlsx", ".xlsm"):
             frame, frames, above = _xlsx(path, aliases, required, sheet, info)

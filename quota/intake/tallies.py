@@ -380,9 +380,11 @@ def _signature(path: str) -> tuple:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def _unchanged(path: str, name: str, signature: tuple) -> None:
-    """The file is read more than once: refuse it if it changed in between (what was checked is what is written)."""
-    if _signature(path) != signature:
+def _unchanged(path: str, name: str, signature: tuple, sha: str) -> None:
+    """The file is read more than once: refuse it if it changed in between (what was checked is what is written).
+    Its bytes are hashed again: a same-size rewrite keeps the signature where mtime is coarse (FAT, some shares)
+    or was set back."""
+    if _signature(path) != signature or file_sha256(path) != sha:
         raise ValidationFailed([Problem.of(name, 0, "", "file_changed")])
 
 
@@ -418,7 +420,7 @@ def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = N
         progress("validate", 1, 2)
     if checked.problems:
         raise ValidationFailed(checked.problems)
-    _unchanged(path, name, signature)
+    _unchanged(path, name, signature, sha)
     others_g = sum(checked.grams.values())
     if dry_run:
         held, problems = _settle_ledger(led, name, list(checked.held.values()), book, others_g)
@@ -445,7 +447,7 @@ def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = N
             progress("validate", 2, 2)
         result = _register(conn, rows, dict(zip(checked.held, held)), checked, led_now, plan, book, version, name,
                            sha, actor, progress)
-        _unchanged(path, name, signature)
+        _unchanged(path, name, signature, sha)
         return result
 
     return idempotency.run(engine, key, "tally import", {"sha256": sha}, work)

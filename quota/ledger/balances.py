@@ -12,6 +12,7 @@ from quota.store import db
 from quota.rules import versions
 from quota import units
 from quota.errors import Refused
+from quota.accounts import lot_balance_join
 from quota.clock import as_date as _as_date
 
 
@@ -217,3 +218,33 @@ def _fold_totals(rows, by: str, units_of: dict[str, str]) -> list[dict]:
         elif kind in ("reserved", "allocated"):
             g[f"{kind}_g"] += amount
     return _total_dicts(groups, by, units_of)
+
+
+def expiring_lots(conn: Connection, units_of: dict[str, str], day: dt.date, until: dt.date) -> list[dict]:
+    """Lots that still hold quota today and expire after `day` and no later than `until`, soonest first, from
+    the maintained balances (no replay): what the overview lists as expiring in the next 12 months."""
+    rows = conn.execute(text(
+        "SELECT l.serial, l.pollutant, l.zone, l.expires, b.amount_g FROM lot l JOIN balance b ON "
+        + lot_balance_join("b", "l.serial") + " WHERE l.expires > :d AND l.expires <= :u AND b.amount_g > 0 "
+        "ORDER BY l.expires, l.serial"), {"d": day, "u": until}).all()
+    return [{"lot": r[0], "pollutant": r[1], "zone": r[2], "expires": _as_date(r[3]).isoformat(),
+             "available_g": int(r[4]), "available": units.display(int(r[4]), units_of[r[1]]), "unit": units_of[r[1]]}
+            for r in rows]
+
+
+def lot_page(engine: Engine, *, pollutant: str | None = None, zone: str | None = None, state: str | None = None,
+             expires_before: dt.date | None = None, offset: int = 0, limit: int = 50) -> dict:
+    """One page of the lots (`--by lot` rows) filtered by pollutant, zone, state and expiry (strictly before a
+    date), with the number of lots that match: {"as_of", "total", "rows"}. Streamed: memory stays flat however
+    many lots there are."""
+    before = expires_before.isoformat() if expires_before else None
+    offset, limit = max(0, int(offset)), max(1, min(int(limit), 1000))
+    rows, total = [], 0
+    with balance_stream(engine, by="lot", pollutant=pollutant, zone=zone) as (head, stream):
+        for r in stream:
+            if (state and r["state"] != state) or (before and not (r["expires"] and r["expires"] < before)):
+                continue
+            if offset <= total < offset + limit:
+                rows.append(r)
+            total += 1
+    return {"as_of": head["as_of"], "total": total, "rows": rows}

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Engine, text
 from quota import clock
 from quota.accounts import lot_balance_join, pool_account
 from quota.ledger import drawing
-from quota.store import driver
+from quota.store import db, driver
 from quota import identity
 from quota.ledger import idempotency
 from quota.ledger import posting
@@ -56,9 +56,14 @@ def check_date(conn: Connection, day: dt.date, what: str = "date") -> None:
 
 
 def reserve(engine: Engine | Connection, project_id: str, *, actor: str, pollutant: str | None = None,
-            expires: dt.date | None = None, date: dt.date | None = None, key: str | None = None) -> dict:
+            expires: dt.date | None = None, date: dt.date | None = None, key: str | None = None,
+            dry_run: bool = False) -> dict:
     """Bring the project's reservation to its full requirement under the rulebook in force (ratio applied),
     from eligible lots, earliest expiry first; all pollutants (or the one named) or nothing.
+
+    With `dry_run` the reservation is carried out and checked in full, then rolled back: the result (with
+    "dry_run": true) shows the draws it would take now, or the refusal it would meet; nothing is written and
+    the key is neither looked up nor recorded.
 
     On a project that already holds a reservation this tops it up: grams on lots that can no longer serve it
     go back (to revoked:/superseded:/expired: or their lot, see eligibility), grams above a lowered
@@ -113,7 +118,30 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
         return post_reservation(conn, book, version, info, draws, today, expires, actor,
                                 returns=returns, known=snap.known(drawn))
 
+    if dry_run:
+        return _rolled_back(engine, work, reads_ahead(engine, project_id, today, floor))
     return idempotency.run(engine, key, "reserve", request, work, reads_ahead(engine, project_id, today, floor))
+
+
+class _Preview(Exception):
+    def __init__(self, result: dict):
+        super().__init__("preview")
+        self.result = result
+
+
+def _rolled_back(engine: Engine | Connection, work, reads) -> dict:
+    """Run a write operation's `work` in full (every check and every write, sent to the database so its
+    constraints speak too), then roll it back and return what it would have returned."""
+    def preview(conn: Connection) -> dict:
+        result = work(conn)
+        driver.flush(conn)
+        raise _Preview(result)
+
+    try:
+        db.run_write(engine, preview, reads=reads)
+    except _Preview as done:
+        return {**done.result, "dry_run": True, "replayed": False}
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class Return(NamedTuple):

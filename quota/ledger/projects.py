@@ -96,11 +96,11 @@ def projects_from_rows(book: Rulebook, rows) -> list[ProjectInfo]:
     return list(infos.values())
 
 
-def project_rows(engine: Engine) -> list[dict]:
-    """All projects with their needs as plain dicts (for `quota project list`)."""
+def project_rows(engine: Engine, state: str | None = None) -> list[dict]:
+    """All projects (or those in `state`) with their needs as plain dicts (for `quota project list`)."""
     with db.reading(engine) as conn:
         _, book = versions.current(conn)
-        infos = load_projects(conn, book)
+        infos = load_projects(conn, book, state=state)
     return [{"project_id": p.project_id, "name": p.name, "zone": p.zone, "industry": p.industry,
              "priority": units.priority_json(p.priority),
              "needed_by": p.needed_by.isoformat() if p.needed_by else None,

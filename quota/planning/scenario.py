@@ -123,6 +123,9 @@ class _Parser(Checker):
             pol = self.pollutant(key, f"{where}.{key}")
             if not pol:
                 continue
+            if pol in out:  # `cod` and `COD` name one pollutant: the second would silently replace the first
+                self.err(f"{where}.{key}", "duplicate_code", what="pollutant", value=pol)
+                continue
             unit = self.book.pollutants[pol].unit
             value = self.amount(raw, f"{where}.{key}", unit)
             if value is not None:

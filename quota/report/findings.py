@@ -33,13 +33,17 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     # reading a file
     "file_not_found": ("file not found", "文件不存在"),
     "is_directory": ("is a directory, not a file", "是文件夹，不是文件"),
+    "not_regular_file": ("is a pipe or a device, not a file (an import reads its file more than once): save it to a "
+                         "file and import that", "是管道或设备，不是文件（导入需多次读取文件）：请先保存为文件再导入"),
     "no_permission": ("cannot read the file: permission denied", "无法读取文件：没有权限"),
     "cannot_read_file": ("cannot read the file: {detail}", "无法读取文件：{detail}"),
     "not_utf8": ("not UTF-8 text (byte {byte} cannot be decoded); save it as UTF-8",
                  "不是 UTF-8 文本（第 {byte} 字节无法解码）；请另存为 UTF-8"),
     "not_utf8_line": ("not UTF-8 text (line {line} cannot be decoded)", "不是 UTF-8 文本（第 {line} 行无法解码）"),
-    "not_text": ("neither UTF-8 nor GB18030/GBK text (byte {byte} cannot be decoded); save it as CSV UTF-8",
-                 "既不是 UTF-8 也不是 GB18030/GBK 文本（第 {byte} 字节无法解码）；请另存为 CSV UTF-8"),
+    "not_text": ("neither UTF-8 nor GB18030/GBK text (line {line} is not UTF-8; byte {byte} is not GB18030: a mix of "
+                 "both?); save it as CSV UTF-8",
+                 "既不是 UTF-8 也不是 GB18030/GBK 文本（第 {line} 行不是 UTF-8；第 {byte} 字节不是 GB18030：是否两种编码混用？）；"
+                 "请另存为 CSV UTF-8"),
     "not_an_export": ("not a quota export: its first line is not the export's JSON header",
                       "不是 quota 导出文件：第一行不是导出文件的 JSON 表头"),
     "no_manifest": ("missing or unreadable: not a complete quota export folder (interrupted, or not written by "

@@ -256,3 +256,49 @@ def _outlook_section(outlook: dict, lang: str, pname) -> list[str]:
                                                                    if r["unmet_g"] > 0 else "") for r in g["years"]]
                        for g in outlook["groups"]]))
     return out
+
+
+def overview(engine: Engine, *, as_of: dt.date | None = None, lang: str = "en") -> dict:
+    """What the web workspace's overview shows (the report's first sections, as data): available / reserved /
+    allocated per pollutant and matching key with its chart (inline SVG, no script), the lots expiring in the
+    next 12 months, and the chain's head."""
+    day = as_of or clock.today()
+    with db.reading(engine) as conn:
+        _, book = versions.current(conn)
+        unit = {p: book.pollutants[p].unit for p in book.pollutants}
+        until = day + dt.timedelta(days=365)
+        if as_of is None:  # today: from the maintained balances
+            soon = balances.expiring_lots(conn, unit, day, until)
+        else:  # a past day: every lot replayed to that day
+            soon = sorted((r for r in balances.balance_rows(conn, unit, by="lot", as_of=as_of, today=day)
+                           if r["available_g"] > 0 and r["expires"]
+                           and day < dt.date.fromisoformat(r["expires"]) <= until), key=lambda r: (r["expires"], r["lot"]))
+        by_zone = balances.balance_rows(conn, unit, by="zone", as_of=as_of, today=day)
+        seq, head = db.chain_head(conn)
+    groups: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in by_zone:
+        key = book.matching_key(r["pollutant"], r["zone"]) if r["zone"] in book.zones else r["zone"]
+        for kind in ("available", "reserved", "allocated"):
+            groups[(r["pollutant"], key)][kind] += r[f"{kind}_g"]
+    rows = [{"pollutant": p, "name_zh": book.pollutants[p].name_zh if p in book.pollutants else "", "key": k,
+             "unit": unit[p], **{f"{kind}_g": v[kind] for kind in ("available", "reserved", "allocated")},
+             **{kind: units.display(v[kind], unit[p]) for kind in ("available", "reserved", "allocated")}}
+            for (p, k), v in sorted(groups.items())]
+    pname = (lambda c: f"{c} {book.pollutants[c].name_zh}") if lang == "zh" else (lambda c: c)
+    chart = _stacked_bars([(f"{pname(r['pollutant'])} · {r['key']}", r["unit"], [
+        (COLORS[kind], r[f"{kind}_g"], t({"available": "available", "reserved": "reserved_kind",
+                                          "allocated": "allocated_kind"}[kind], lang))
+        for kind in ("available", "reserved", "allocated")]) for r in rows]) if rows else ""
+    return {"as_of": day.isoformat(), "rows": rows, "chart_svg": chart, "colors": COLORS,
+            "expiring": [{k: r[k] for k in ("lot", "pollutant", "zone", "expires", "available_g", "available",
+                                            "unit")} for r in soon],
+            "head": {"seq": seq, "hash": head}}
+
+
+def plan_chart(plan: dict, lang: str = "en") -> str:
+    """The report's supply-and-demand chart of a stored plan (plans.get_plan), per pollutant and key, as inline
+    SVG (for the web workspace's plan page)."""
+    unit = plan.get("units", {})
+    groups = [g for g in plan.get("groups", []) if g["demand_g"] and g["pollutant"] in unit]
+    return _grouped_bars([(f"{g['pollutant']} · {g['key']}", unit[g["pollutant"]], g["supply_g"], g["demand_g"])
+                          for g in groups]) if groups else ""

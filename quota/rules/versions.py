@@ -107,3 +107,10 @@ def describe(book: Rulebook) -> dict:
         "crediting": {"baseline": book.baseline, "discount": str(book.discount),
                       "life_years": book.life_years},
     }
+
+
+def show(engine: Engine) -> dict:
+    """The rulebook in force as data: {"version", ...describe(book)} (what `quota rules show --json` prints)."""
+    with db.reading(engine) as conn:
+        version, book = current(conn)
+    return {"version": version, **describe(book)}

@@ -41,3 +41,19 @@ def upgrade(engine: Engine, revision: str = HEAD) -> dict:
         command.upgrade(cfg, revision)
         after = MigrationContext.configure(conn).get_current_revision()
     return {"from": before, "to": after}
+
+
+def head_revision() -> str:
+    """The newest migration this version of quota ships."""
+    from alembic.script import ScriptDirectory
+    return ScriptDirectory.from_config(_config(None)).get_current_head()
+
+
+def check_current(engine: Engine) -> None:
+    """Refuse (NotInitialised) a database without the quota schema or below the newest migration: a server
+    must not run on a schema it does not know."""
+    from . import db
+    if not db.schema_exists(engine):
+        raise db.NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
+    if current_revision(engine) != head_revision():
+        raise db.NotInitialised("the database schema is older than this version of quota: run `quota db upgrade`")

@@ -32,6 +32,7 @@ CLERK_UPDATE: dict[str, tuple[str, ...]] = {
     # SELECT ... FOR UPDATE needs UPDATE on some column; the append-only trigger refuses any actual UPDATE
     "chain_head": ("id",),
 }
+WEB_TABLES = ("web_user", "web_token", "web_setting")  # password hashes, token hashes, the session secret
 PLANNER_INSERT: dict[str, tuple[str, ...] | None] = {"plan": PLAN_COLUMNS}
 
 
@@ -54,6 +55,10 @@ def grants_sql(schema: str) -> list[str]:
             f"GRANT SELECT ON ALL TABLES IN SCHEMA {q} TO {everyone}",
             # tables that later migrations add (run by this same owner) are readable too
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q} GRANT SELECT ON TABLES TO {everyone}",
+            # the web workspace's users, tokens and session secret are the server's alone (migration 0014)
+            # (when they exist: an upgrade re-grants at migration 0012, before they do)
+            *(f"DO $$ BEGIN IF to_regclass('{q}.{t}') IS NOT NULL THEN REVOKE ALL ON {q}.{t} FROM {everyone}; "
+              f"END IF; END $$" for t in WEB_TABLES),
             *_grant("INSERT", CLERK_INSERT, q, "quota_clerk"),
             *_grant("UPDATE", CLERK_UPDATE, q, "quota_clerk"),
             *_grant("INSERT", PLANNER_INSERT, q, "quota_planner"),

@@ -219,3 +219,42 @@ class LotStatus(SQLModel, table=True):
 
 
 TABLES.append(LotStatus)
+
+
+class WebUser(SQLModel, table=True):
+    """A person who signs in to the web workspace (`quota user add`): a role, an Argon2 hash of the
+    password, and the state of failed logins (counted across every server worker). Never deleted: a
+    disabled user keeps the name recorded as actor on the ledger."""
+    __tablename__ = "web_user"
+    name: str = Field(primary_key=True)
+    role: str
+    password_hash: str
+    created_at: str
+    disabled_at: Optional[str] = None
+    failed_logins: int = 0
+    locked_until: Optional[str] = None
+
+
+TABLES.append(WebUser)
+
+
+class WebToken(SQLModel, table=True):
+    """An API token of a user (`quota user token NAME`), stored as its SHA-256 only."""
+    __tablename__ = "web_token"
+    token_hash: str = Field(primary_key=True)
+    name: str = Field(foreign_key="web_user.name", index=True)
+    created_at: str
+
+
+TABLES.append(WebToken)
+
+
+class WebSetting(SQLModel, table=True):
+    """Settings of the web workspace kept with the data: the session secret (made at the first start of
+    `quota serve`) and the last verification of the ledger."""
+    __tablename__ = "web_setting"
+    key: str = Field(primary_key=True)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+TABLES.append(WebSetting)

@@ -263,3 +263,8 @@ def test_a_usage_error_under_json_is_a_json_error_with_exit_2(tmp_path, args):
     plain = subprocess.run([str(exe), *[a for a in args if a != "--json"]], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=120)
     assert plain.returncode == 2 and plain.stdout == ""
+
+
+def test_the_language_is_read_in_any_case(engine, db_url):
+    r = runner.invoke(app, ["--db", db_url, "balance"], env={"QUOTA_LANG": "ZH"})
+    assert r.exit_code == 0 and "Usage" not in r.stderr, r.stderr

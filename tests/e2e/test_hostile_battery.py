@@ -1,4 +1,4 @@
-"""The hostile battery (issue 13): bad files, bad options, bad paths, through the CLI, in English, in Chinese and
+"""The hostile battery: bad files, bad options, bad paths, through the CLI, in English, in Chinese and
 with --json, on both engines. Each case must end with exit code 1 (a refusal) or 2 (a usage error), print no
 traceback, say a single refusal in one stderr line (in Chinese under QUOTA_LANG=zh), print the error object on
 stdout under --json, and leave the database exactly as it was."""

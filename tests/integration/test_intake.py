@@ -330,3 +330,23 @@ def test_beancount_keeps_one_account_per_distinct_project_id(sample, write_csv, 
     assert {n for _, n in held} == {1, 2, 3}
     assert beancount_export.component("金坛-01") != beancount_export.component("溧阳-01")
     assert beancount_export.component("01-U12345678") != "01-U12345678"  # a look-alike of a hashed name
+
+
+def test_a_project_file_changed_while_it_is_read_is_refused(engine, write_csv, monkeypatch):
+    """The rows imported are the content recorded under the file's hash: a file rewritten between the hash and
+    the read is refused (file_changed) and nothing is written."""
+    from quota.intake import project_files as pf
+    path = write_csv("p.csv", PROJECT_HEADER, ["P-X,甲,JT-YT,food,COD,2,t/a,1,,false,"])
+    real = pf.validate_rows
+
+    def swapped(p, *a, **kw):
+        with open(p, "a", encoding="utf-8") as fh:
+            fh.write("P-Y,乙,JT-YT,food,COD,3,t/a,1,,false,\n")
+        return real(p, *a, **kw)
+
+    monkeypatch.setattr(pf, "validate_rows", swapped)
+    before = snapshot(engine)
+    with pytest.raises(ValidationFailed) as exc:
+        pf.import_projects(engine, path, actor="clerk")
+    assert [p.code for p in exc.value.problems] == ["file_changed"]
+    assert snapshot(engine) == before

@@ -96,6 +96,41 @@ def test_an_output_over_a_database_is_refused_and_the_database_intact(ledger, en
     assert problems == [] and summary["transactions"] == n
 
 
+@pytest.mark.parametrize("command", ["jsonl", "xlsx", "report"])
+def test_an_output_to_a_pipe_is_refused_not_waited_on_nor_replaced(ledger, engine, tmp_path, command):
+    """`--out /dev/stdout` or a FIFO: the database check used to open it for reading (waiting forever on an empty
+    pipe), then the rename into place replaced the pipe (or /dev/null) by a regular file."""
+    import os
+    import stat
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    keep = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer and 16 bytes: the old code does not block here
+    os.write(keep, b"not a database!!")
+    before = snapshot(engine)
+    try:
+        args = {"report": ["report", "--html", str(fifo)]}.get(command, ["export", "--format", command, "--out",
+                                                                         str(fifo)])
+        result = quota(ledger, *args)
+        assert result.exit_code == 1, result.output
+        assert "not a regular file" in result.stderr and "Traceback" not in result.output
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+        assert leftovers(tmp_path) == []
+    finally:
+        os.close(keep)
+    assert snapshot(engine) == before
+
+
+def test_standard_streams_and_devices_are_refused_as_targets(tmp_path):
+    """`--out /dev/stdout` with stdout redirected to a file: os.stat says regular file, and the rename into place
+    replaced the /dev/stdout symlink itself by a regular file (for every later process). Checked only: writing
+    would damage the machine running the test when the check is missing."""
+    for target in ("/dev/stdout", "/dev/null", "/dev/fd/1", "/proc/self/fd/1"):
+        with pytest.raises(Refused) as info:
+            outfiles.check_target(target)
+        assert info.value.code == "output_not_regular"
+    assert outfiles.check_target(tmp_path / "plain.jsonl") == tmp_path / "plain.jsonl"
+
+
 def test_the_library_refuses_the_database_as_a_target(ledger, engine, tmp_path):
     target = sqlite_file(tmp_path / "x.sqlite")
     with pytest.raises(Refused, match="SQLite database"):

@@ -126,6 +126,21 @@ def test_bad_scenario_lists_every_problem(sample, tmp_path):
     assert {"lots[1].zone", "lots[1].pollutant", "measures.mode", "lots[1].remove_projects"} <= columns
 
 
+def test_a_pollutant_named_twice_in_a_scenario_table_is_refused_not_replaced(sample, tmp_path):
+    """`COD` and `cod` name one pollutant: the second must not silently replace the first (12 t/a planned as 1)."""
+    path = tmp_path / "twice.toml"
+    path.write_text('[[projects]]\nproject_id = "P9"\nname = "x"\nzone = "JT-XB"\n'
+                    'needs = { COD = 12.0, cod = 1.0 }\n'
+                    '[[candidates]]\nid = "C1"\nzone = "JT-XB"\ncost = 1\nreductions = { TP = 0.1, tp = 9.0 }\n',
+                    encoding="utf-8")
+    before = snapshot(sample)
+    with pytest.raises(ValidationFailed) as info:
+        plans.run_plan(sample, scenario_path=str(path))
+    found = {(p.column, p.code) for p in info.value.problems}
+    assert found == {("projects[1].needs.cod", "duplicate_code"), ("candidates[1].reductions.tp", "duplicate_code")}
+    assert snapshot(sample) == before
+
+
 def test_cli_plan_run_json_is_clean_and_out_writes_files(db_url, sample, tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["--db", db_url, "plan", "run", "--as-of", "2026-11-29", "--json", "--out",

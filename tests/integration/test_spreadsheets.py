@@ -1,11 +1,13 @@
 """Spreadsheets as bureaus make them: GBK CSV from Chinese Excel, title rows above the header, blank lines, a
 blank first sheet, and a file with thousands of bad rows."""
+from decimal import Decimal
+
 import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
 from quota.ledger import balances
-from quota.intake import tallies
+from quota.intake import project_files, tallies
 from quota.errors import ValidationFailed
 from tests.conftest import DATA, TALLY_HEADER
 
@@ -56,6 +58,58 @@ def test_a_file_of_many_bad_rows_prints_a_screenful(db_url, tmp_path):
     assert len(lines) == 102 and "1400 more problem(s)" in lines[-1]
 
 
+def test_number_cells_read_as_excel_shows_them(engine, tmp_path):
+    """A number cell is a binary float: 0.00001 typed in Excel used to be read as '1e-05' (refused: "no exponent
+    form; write the digits out") and =0.1+0.2 as 0.30000000000000004 (a requirement one gram too big)."""
+    from openpyxl import Workbook
+    from quota.intake import project_files
+    from quota.ledger import projects
+    path = tmp_path / "numbers.xlsx"
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["project_id", "name", "zone", "industry", "pollutant", "increment", "unit", "priority"])
+    sheet.append(["PX-1", "x", "JT-YT", "chemical", "COD", 0.1 + 0.2, "t/a", 7.5])
+    sheet.append(["PX-2", "y", "JT-YT", "chemical", "COD", 0.00001, "t/a", 0.0001])
+    sheet.append(["PX-3", "z", "JT-YT", "chemical", "TP", 2.0, "t/a", 1000000.0])
+    book.save(path)
+    project_files.import_projects(engine, str(path), actor="clerk")
+    from quota.rules import versions
+    with engine.connect() as conn:
+        found = {p.project_id: p for p in projects.load_projects(conn, versions.current(conn)[1])}
+    assert {k: (p.priority, {n.pollutant: n.increment_g for n in p.needs}) for k, p in found.items()} == {
+        "PX-1": (Decimal("7.5"), {"COD": 300_000}), "PX-2": (Decimal("0.0001"), {"COD": 10}),
+        "PX-3": (1_000_000, {"TP": 2_000_000})}
+
+
+def test_a_gbk_csv_that_kept_a_utf8_bom_imports(engine, tmp_path):
+    """A UTF-8 file's BOM kept when it was saved again as GBK: read as GB18030, the BOM used to eat the first
+    header's first letter ('锘縯ally_id': an unknown column and a missing one)."""
+    path = tmp_path / "gbk-bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(ROWS[:4]) + "\n").encode("gbk"))
+    read: dict = {}
+    result = tallies.import_tallies(engine, str(path), actor="clerk", read=read)
+    assert result["tallies"] == 3 and read["encoding"] == "gb18030"
+    assert {r["tally_id"] for r in balances.balance(engine, by="lot")["rows"]} == {"T2022-001", "T2022-002", "T2022-003"}
+
+
+def test_a_pipe_is_refused_as_a_pipe_not_as_an_empty_file(engine, tmp_path):
+    """`quota tally import <(iconv ... x.csv)`: a pipe is read once, so its second pass found an empty file."""
+    import os
+    from tests.conftest import snapshot
+    before = snapshot(engine)
+    for importer in (tallies.import_tallies, project_files.import_projects):
+        r, w = os.pipe()
+        os.write(w, ("\n".join(ROWS[:4]) + "\n").encode())
+        os.close(w)
+        try:
+            with pytest.raises(ValidationFailed) as info:
+                importer(engine, f"/proc/self/fd/{r}", actor="clerk")
+        finally:
+            os.close(r)
+        assert [p.code for p in info.value.problems] == ["not_regular_file"]
+    assert snapshot(engine) == before
+
+
 def test_the_cli_says_which_encoding_it_read_and_takes_a_sheet_by_name(engine, db_url, tmp_path):
     """Through `quota tally import`: a GBK file is read and said to be GB18030 on stderr (in the user's language);
     --sheet picks a sheet of a workbook, and an unknown sheet is refused naming the sheets there are."""
@@ -88,3 +142,17 @@ def test_import_help_lists_the_columns_with_their_chinese_headers():
     assert "tally_id (测算编号)" in text and "baseline_actual (基准排放量 /" in text and "--sheet" in text
     text = " ".join(runner.invoke(app, ["project", "import", "--help"]).stdout.split())
     assert "project_id (项目编号)" in text and "must_fund (必须保障 / 必保)" in text
+
+
+def test_a_csv_half_utf8_half_gbk_names_the_line_where_the_encoding_changes(engine, tmp_path):
+    """GBK rows pasted into a UTF-8 file: the refusal said only "byte 266", useless in a spreadsheet."""
+    from tests.conftest import snapshot
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(("\n".join(ROWS[:6]) + "\n").encode("utf-8") + ("\n".join(ROWS[6:9]) + "\n").encode("gbk"))
+    before = snapshot(engine)
+    with pytest.raises(ValidationFailed) as info:
+        tallies.import_tallies(engine, str(path), actor="clerk")
+    [problem] = info.value.problems
+    assert problem.code == "not_text" and problem.facts["line"] == 7 and "line 7 is not UTF-8" in problem.message
+    assert "第 7 行不是 UTF-8" in problem.text("zh")
+    assert snapshot(engine) == before

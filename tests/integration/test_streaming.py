@@ -455,3 +455,38 @@ def test_a_small_import_does_not_read_the_ledger_into_memory(engine, tmp_path, m
         peaks[n] = _peak(lambda: tallies.import_tallies(engine, str(path), actor="t"))
         monkeypatch.undo()
     assert peaks[18_000] - peaks[2000] < 1_000_000, peaks
+
+
+@pytest.mark.parametrize("how", ["rename", "rewrite", "rewrite_keeping_mtime"])
+def test_a_file_changed_between_the_passes_is_refused(engine, tmp_path, monkeypatch, how):
+    """The streamed import reads its file more than once: a file swapped between the passes is refused, also a
+    same-size rewrite whose mtime is set back (or too coarse to change: FAT, some network shares)."""
+    import os
+    from quota.errors import ValidationFailed
+    from quota.intake import tallies
+    from tests.conftest import DATA, snapshot
+    rows = (DATA / "tallies.csv").read_text(encoding="utf-8").splitlines()
+    first = "\n".join(rows[:4]) + "\n"
+    second = first.replace("18.40", "98.40")  # the same size, another credit
+    path, other = tmp_path / "t.csv", tmp_path / "other.csv"
+    path.write_text(first, encoding="utf-8")
+    other.write_text(second, encoding="utf-8")
+    ledger = tallies._ledger
+
+    def swap(conn, idx, sha):  # after the first pass
+        st = os.stat(path)
+        if how == "rename":
+            os.replace(other, path)
+        else:
+            path.write_text(second, encoding="utf-8")
+            if how == "rewrite_keeping_mtime":
+                os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        monkeypatch.setattr(tallies, "_ledger", ledger)
+        return ledger(conn, idx, sha)
+
+    monkeypatch.setattr(tallies, "_ledger", swap)
+    before = snapshot(engine)
+    with pytest.raises(ValidationFailed) as info:
+        tallies.import_tallies(engine, str(path), actor="clerk")
+    assert [p.code for p in info.value.problems] == ["file_changed"]
+    assert snapshot(engine) == before

@@ -1,0 +1,428 @@
+"""The web workspace through the ASGI test client, on both engines: sign-in, sessions, CSRF, throttling,
+reserve with preview and confirm, double submits, refusals in both languages, escaping, the API."""
+import json
+import re
+
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from cli.main import app as cli_app
+from quota.store import users
+from tests.conftest import PROJECT_HEADER, TALLY_HEADER, snapshot
+from tests.web.support import PASSWORD, client, csrf, csrf_of, key_of, login, make_app, prepare, text_of
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def ws(db_url):
+    engine = prepare(db_url)
+    yield engine, make_app(engine)
+    engine.dispose()
+
+
+def txns(engine, project, kind):
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT actor FROM txn WHERE project_id = :p AND kind = :k"),
+                            {"p": project, "k": kind}).scalars().all()
+
+
+def test_the_root_redirects_to_the_login_form_without_a_session(ws):
+    _, app = ws
+    c = client(app)
+    r = c.get("/")
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    form = c.get("/login").text
+    for field in ('name="username"', 'name="password"', 'name="csrf_token"'):
+        assert field in form
+
+
+def test_session_cookie_is_signed_httponly_strict_and_secure_over_tls(ws):
+    engine, app = ws
+    c = client(app)
+    token = csrf_of(c.get("/login").text)
+    r = c.post("/login", data={"username": "clerk", "password": PASSWORD, "csrf_token": token})
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "Secure" not in cookie
+    assert r.headers["content-security-policy"].startswith("default-src 'self'")
+    tls = __import__("fastapi.testclient", fromlist=["TestClient"]).TestClient(
+        app, base_url="https://testserver", follow_redirects=False)
+    token = csrf_of(tls.get("/login").text)
+    r = tls.post("/login", data={"username": "clerk", "password": PASSWORD, "csrf_token": token})
+    assert r.status_code == 303 and "Secure" in r.headers["set-cookie"]
+    # a tampered cookie is no session
+    forged = client(app)
+    value = c.cookies.get("quota_session")
+    forged.cookies.set("quota_session", value[:-3] + ("AAA" if not value.endswith("AAA") else "BBB"))
+    assert forged.get("/").status_code == 303
+
+
+def test_login_form_without_or_with_a_wrong_csrf_token_is_refused(ws):
+    _, app = ws
+    c = client(app)
+    c.get("/login")
+    assert c.post("/login", data={"username": "clerk", "password": PASSWORD}).status_code == 403
+    assert c.post("/login", data={"username": "clerk", "password": PASSWORD, "csrf_token": "x"}).status_code == 403
+    assert c.get("/").status_code == 303  # not signed in
+
+
+def test_a_form_without_or_with_a_wrong_csrf_token_writes_nothing(ws):
+    engine, app = ws
+    c = login(app, "clerk")
+    other = login(app, "clerk")  # another session's token is no good here either
+    before = snapshot(engine)
+    for token in (None, "", "wrong", csrf(other)):
+        data = {"key": "web-csrf", "confirm": "1", **({"csrf_token": token} if token is not None else {})}
+        r = c.post("/projects/P2026-01/reserve", data=data)
+        assert r.status_code == 403, r.text
+        assert "CSRF" in text_of(r.text)
+    assert snapshot(engine) == before
+
+
+def test_failed_logins_are_slowed_then_locked_in_the_browser_too(ws, monkeypatch):
+    engine, _ = ws
+    from web import app as webapp, pages
+    app = webapp.create_app(engine, throttle=True)
+    waits = []
+
+    async def fake_sleep(seconds):  # no real waiting in tests: record what the server would wait
+        waits.append(seconds)
+    monkeypatch.setattr(pages.asyncio, "sleep", fake_sleep)
+    c = client(app)
+    token = csrf_of(c.get("/login").text)
+    codes = [c.post("/login", data={"username": "clerk", "password": "guess", "csrf_token": token}).status_code
+             for _ in range(users.LOCK_AFTER)]
+    assert codes == [401] * (users.LOCK_AFTER - 1) + [429]
+    assert waits and waits == sorted(waits) and len(waits) >= users.LOCK_AFTER - users.SLOW_AFTER
+    r = c.post("/login", data={"username": "clerk", "password": PASSWORD, "csrf_token": token})
+    assert r.status_code == 429 and c.get("/").status_code == 303
+    assert "锁定" in text_of(r.text) or "locked" in text_of(r.text)
+    assert login(app, "planner")  # other users are not locked out
+
+
+def test_reserve_previews_then_confirms_once_with_the_clerk_as_actor(ws):
+    engine, app = ws
+    c = login(app, "clerk")
+    page = c.get("/projects/P2026-01").text
+    token, key = csrf_of(page), key_of(page)
+    before = snapshot(engine)
+    preview = c.post("/projects/P2026-01/reserve", data={"csrf_token": token, "key": key})
+    assert preview.status_code == 200
+    assert snapshot(engine) == before  # the preview wrote nothing
+    drawn = re.findall(r'<a href="/lots/([^"]+)">', preview.text.split('id="preview"')[1].split("</table>")[0])
+    assert len(drawn) >= 4  # COD, NH3-N, TP, VOCS
+    confirm = {"csrf_token": token, "key": key_of(preview.text), "confirm": "1"}
+    assert confirm["key"] == key  # the confirmation carries the form's key
+    first = c.post("/projects/P2026-01/reserve", data=confirm)
+    assert first.status_code == 303 and first.headers["location"] == "/projects/P2026-01"
+    shown = c.get("/projects/P2026-01").text
+    assert "已预留 P2026-01" in text_of(shown)
+    again = c.post("/projects/P2026-01/reserve", data=confirm)  # double click / reload of the POST
+    assert again.status_code == 303
+    assert "未写入新数据" in text_of(c.get("/projects/P2026-01").text)
+    assert txns(engine, "P2026-01", "reserve") == ["clerk"]  # posted once, by the signed-in user
+    with engine.connect() as conn:
+        held = set(conn.execute(text("SELECT lot FROM balance WHERE account = 'project:P2026-01:reserved' "
+                                     "AND amount_g > 0")).scalars())
+    assert held == set(drawn)  # the preview showed the draws the reservation took
+
+
+def test_approve_release_cancel_record_the_user(ws):
+    engine, app = ws
+    c = login(app, "clerk")
+    for project in ("P2026-01", "P2026-03"):
+        page = c.get(f"/projects/{project}").text
+        c.post(f"/projects/{project}/reserve", data={"csrf_token": csrf_of(page), "key": key_of(page), "confirm": "1"})
+    page = c.get("/projects/P2026-01").text
+    key = re.search(r'id="approve-form">.*?name="key" value="([^"]+)"', page, re.S).group(1)
+    r = c.post("/projects/P2026-01/approve", data={"csrf_token": csrf_of(page), "key": key, "doc": "金环审[2026]12号"})
+    assert r.status_code == 303
+    assert "金环审[2026]12号" in c.get("/projects/P2026-01").text
+    page = c.get("/projects/P2026-03").text
+    key = re.search(r'action="/projects/P2026-03/release".*?name="key" value="([^"]+)"', page, re.S).group(1)
+    assert c.post("/projects/P2026-03/release", data={"csrf_token": csrf_of(page), "key": key}).status_code == 303
+    page = c.get("/projects/P2026-01").text
+    key = re.search(r'action="/projects/P2026-01/cancel".*?name="key" value="([^"]+)"', page, re.S).group(1)
+    assert c.post("/projects/P2026-01/cancel", data={"csrf_token": csrf_of(page), "key": key}).status_code == 303
+    assert txns(engine, "P2026-01", "approve") == ["clerk"] and txns(engine, "P2026-01", "cancel") == ["clerk"]
+    assert txns(engine, "P2026-03", "release") == ["clerk"]
+    from quota.audit import trace as audit
+    assert audit.verify(engine)[1] == []
+
+
+@pytest.mark.parametrize("lang, headers, expected", [
+    ("zh", {}, ["无法为 P2026-09 预留指标", "VOCS 在 JTS 缺口 0.4000 t/a", "按污染物与匹配区域的缺口"]),
+    ("zh", {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}, ["无法为 P2026-09 预留指标"]),
+    ("en", {"Accept-Language": "en-US,en;q=0.9"}, ["cannot reserve P2026-09", "VOCS short by 0.4000 t/a",
+                                                    "Shortfall per pollutant and matching key"]),
+])
+def test_a_refusal_shows_the_shortfall_in_the_users_language(ws, lang, headers, expected):
+    engine, app = ws
+    c = login(app, "clerk")
+    c.headers.update(headers)
+    page = c.get("/projects/P2026-09").text
+    before = snapshot(engine)
+    r = c.post("/projects/P2026-09/reserve", data={"csrf_token": csrf_of(page), "key": key_of(page)})
+    assert r.status_code == 409
+    shown = text_of(r.text)
+    for phrase in expected:
+        assert phrase in shown, shown[-800:]
+    assert re.search(r"VOCS\s*</td><td>JTS</td><td class=\"n\">12\.0000</td><td class=\"n\">11\.6000</td>"
+                     r"<td class=\"n\">0\.4000</td>", r.text)
+    assert snapshot(engine) == before
+
+
+def test_the_language_switch_and_the_browser_language(ws):
+    _, app = ws
+    c = login(app, "clerk")
+    assert "总览" in c.get("/").text  # Chinese by default
+    c.headers["Accept-Language"] = "en-GB,en"
+    assert ">Overview<" in c.get("/").text
+    r = c.get("/lang/zh?next=/lots")
+    assert r.status_code == 303 and r.headers["location"] == "/lots"
+    assert "指标批次" in c.get("/lots").text  # the switch wins over the browser
+    assert c.get("/lang/en?next=//evil.example").headers["location"] == "/"  # no open redirect
+
+
+def test_names_are_shown_as_text_never_as_markup(db_url, write_csv):
+    engine = prepare(db_url)
+    from quota.intake import project_files as projects, tallies
+    evil = "<script>alert(1)</script>"
+    tallies.import_tallies(engine, write_csv("t.csv", TALLY_HEADER, [
+        f"T-X1,S-X1,{evil},closure,JT-YT,COD,5.0,,,t/a,2024,2026-01-15,monitoring,\"<b>Lab</b>\",R-1"]), actor="t")
+    projects.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
+        f"P-X1,{evil},JT-YT,chemical,COD,1.0,t/a,1,2027-06-30,false,"]), actor="t")
+    app = make_app(engine)
+    c = login(app, "clerk")
+    from quota.ledger import balances
+    serial = next(r["lot"] for r in balances.balance(engine, by="lot")["rows"] if r["tally_id"] == "T-X1")
+    for path in ("/projects", "/projects/P-X1", f"/lots/{serial}"):
+        body = c.get(path).text
+        assert "<script>alert" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body, path
+    page = c.get("/projects/P-X1").text
+    c.post("/projects/P-X1/reserve", data={"csrf_token": csrf_of(page), "key": key_of(page), "confirm": "1"})
+    body = c.get("/projects/P-X1").text
+    assert "<script>alert" not in body and body.count("&lt;script&gt;") >= 2  # the project and its source
+    engine.dispose()
+
+
+def test_a_disabled_users_session_ends_at_once(ws):
+    engine, app = ws
+    c = login(app, "clerk")
+    assert c.get("/").status_code == 200
+    users.disable_user(engine, "clerk")
+    assert c.get("/").status_code == 303
+
+
+def test_the_overview_numbers_are_the_balance_by_pollutant_and_key(ws, db_url):
+    engine, app = ws
+    c = login(app, "auditor")
+    page = c.get("/").text
+    rows = re.findall(r'<tr data-pollutant="([^"]+)" data-key="([^"]+)">.*?<td class="n">([^<]+)</td>'
+                      r'<td class="n">([^<]+)</td><td class="n">([^<]+)</td>', page)
+    from quota.report import html as report
+    expected = [(r["pollutant"], r["key"], r["available"], r["reserved"], r["allocated"])
+                for r in report.overview(engine)["rows"]]
+    assert rows == expected and len(rows) > 3
+    zone = json.loads(runner.invoke(cli_app, ["--db", db_url, "balance", "--json"]).stdout)["rows"]
+    for pol in {r[0] for r in rows}:  # per pollutant, the keys add up to `quota balance`
+        total = sum(r["available_g"] for r in report.overview(engine)["rows"] if r["pollutant"] == pol)
+        assert total == next(z["available_g"] for z in zone if z["pollutant"] == pol)
+    assert "<svg" in page and 'id="head"' in page
+
+
+def test_lots_filter_paginate_and_show_movements(ws):
+    engine, app = ws
+    c = login(app, "clerk")
+    page = c.get("/lots?pollutant=COD").text
+    serials = re.findall(r'<tr><td><a href="/lots/([^"]+)">', page)
+    assert serials and all(s.startswith("COD") for s in serials)
+    lot = c.get(f"/lots/{serials[0]}").text
+    assert 'id="movements"' in lot and "issue" in lot
+    assert c.get("/lots/NO-SUCH").status_code == 404
+
+
+def test_verify_from_the_workspace_is_shown_on_the_overview(ws):
+    engine, app = ws
+    c = login(app, "auditor")
+    r = c.post("/audit/verify", data={"csrf_token": csrf(c)})
+    assert r.status_code == 200 and 'id="verify-result"' in r.text
+    assert "auditor" in text_of(c.get("/").text.split('id="verified"')[1])
+    assert c.get("/audit/export.jsonl").text.count("\n") > 20
+
+
+# --------------------------------------------------------------------------- the API
+
+def api(app, engine, role):
+    c = client(app)
+    c.headers["Authorization"] = f"Bearer {users.new_token(engine, role)['token']}"
+    return c
+
+
+def test_the_api_returns_the_clis_json_shapes(ws, db_url):
+    engine, app = ws
+    c = api(app, engine, "auditor")
+    for by in ("pollutant", "zone", "lot"):
+        cli = json.loads(runner.invoke(cli_app, ["--db", db_url, "balance", "--by", by, "--json"]).stdout)
+        assert c.get(f"/api/v1/balance?by={by}").json() == cli
+    cli = json.loads(runner.invoke(cli_app, ["--db", db_url, "trace", "P2026-01", "--json"]).stdout)
+    assert c.get("/api/v1/projects/P2026-01/trace").json() == cli
+    assert c.get("/api/v1/verify").json()["ok"] is True
+    assert "/api/v1/projects/{project_id}/reserve" in client(app).get("/api/v1/openapi.json").json()["paths"]
+
+
+def test_api_writes_once_per_idempotency_key_and_refuse_as_data(ws):
+    engine, app = ws
+    c = api(app, engine, "clerk")
+    assert client(app).post("/api/v1/projects/P2026-01/reserve").status_code == 401
+    first = c.post("/api/v1/projects/P2026-01/reserve", headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 200 and first.json()["replayed"] is False
+    again = c.post("/api/v1/projects/P2026-01/reserve", headers={"Idempotency-Key": "k-1"})
+    assert again.json() == {**first.json(), "replayed": True}
+    assert txns(engine, "P2026-01", "reserve") == ["clerk"]
+    short = c.post("/api/v1/projects/P2026-09/reserve")
+    assert short.status_code == 409 and short.json()["error"]["code"] == "insufficient_quota"
+    assert short.json()["error"]["short"][0]["pollutant"] == "VOCS"
+    bad = c.post("/api/v1/projects/P2026-02/reserve", json={"expires": "31/12/2027"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_date"
+    conflict = c.post("/api/v1/projects/P2026-02/reserve", headers={"Idempotency-Key": "k-1"})
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "key_conflict"
+    assert c.post("/api/v1/projects/P2026-01/approve", json={}).status_code == 422
+    r = c.post("/api/v1/projects/P2026-01/approve", json={"doc": "D-7"}, headers={"Idempotency-Key": "k-2"})
+    assert r.status_code == 200 and txns(engine, "P2026-01", "approve") == ["clerk"]
+    assert api(app, engine, "auditor").post("/api/v1/projects/P2026-03/reserve").status_code == 403
+
+
+def test_import_shows_every_problem_then_imports_a_good_file_once(ws):
+    engine, app = ws
+    c = login(app, "clerk")
+    token = csrf(c)
+    bad = (PROJECT_HEADER + "\nP-N1,新项目,JT-YT,chemical,COD,abc,t/a,1,2027-06-30,false,\n"
+           "P-N1,新项目,NOWHERE,chemical,COD,1.0,t/a,1,2027-06-30,false,\n").encode()
+    before = snapshot(engine)
+    r = c.post("/import/projects", data={"csrf_token": token}, files={"file": ("bad.csv", bad, "text/csv")})
+    assert r.status_code == 422
+    rows = re.findall(r'<tr class="problem"><td class="n">(\d+)</td><td>([^<]*)</td>', r.text)
+    assert ("2", "increment") in rows and any(row == "3" for row, _ in rows)
+    assert 'name="upload"' not in r.text  # no confirmation for a file with problems
+    assert snapshot(engine) == before
+    good = (PROJECT_HEADER + "\nP-N1,新项目,JT-YT,chemical,COD,1.0,t/a,1,2027-06-30,false,\n").encode()
+    r = c.post("/import/projects", data={"csrf_token": token}, files={"file": ("good.csv", good, "text/csv")})
+    assert r.status_code == 200 and "P-N1" in r.text
+    assert snapshot(engine) == before  # the dry run wrote nothing
+    confirm = {"csrf_token": token, "key": key_of(r.text),
+               "upload": re.search(r'name="upload" value="([0-9a-f]{32})"', r.text).group(1)}
+    r = c.post("/import/projects/confirm", data=confirm)
+    assert r.status_code == 303 and r.headers["location"] == "/projects"
+    assert "P-N1" in c.get("/projects").text
+    again = c.post("/import/projects/confirm", data=confirm)  # the upload is gone after its import: refused
+    assert again.status_code == 422
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM project WHERE project_id = 'P-N1'")).scalar_one() == 1
+        assert conn.execute(text("SELECT actor FROM txn WHERE kind = 'register' ORDER BY seq DESC")).first()[0] \
+            == "clerk"
+    planner = login(app, "planner")
+    tallies = (TALLY_HEADER + "\nT-N1,S-N1,新关闭企业,closure,JT-YT,COD,2.0,,,t/a,2024,2026-01-15,monitoring,"
+               "Lab,R-9\n").encode()
+    r = planner.post("/import/tallies", data={"csrf_token": csrf(planner)},
+                     files={"file": ("t.csv", tallies, "text/csv")})
+    assert r.status_code == 200 and 'id="credited"' in r.text
+
+
+def test_the_public_registry_is_off_unless_asked_and_shows_no_actor(ws):
+    engine, app = ws
+    assert client(app).get("/public").status_code == 404
+    c = login(app, "clerk")
+    page = c.get("/projects/P2026-01").text
+    c.post("/projects/P2026-01/reserve", data={"csrf_token": csrf_of(page), "key": key_of(page), "confirm": "1"})
+    page = c.get("/projects/P2026-01").text
+    key = re.search(r'id="approve-form">.*?name="key" value="([^"]+)"', page, re.S).group(1)
+    c.post("/projects/P2026-01/approve", data={"csrf_token": csrf_of(page), "key": key, "doc": "金环审[2026]12号"})
+    public = client(make_app(engine, public=True))
+    r = public.get("/public")  # no sign-in
+    assert r.status_code == 200
+    assert "金环审[2026]12号" in r.text and "P2026-01" in r.text and 'id="lots"' in r.text
+    assert "clerk" not in text_of(r.text) and "P2026-02" not in r.text  # no actor, no pipeline
+    assert public.get("/").status_code == 303  # everything else still needs a sign-in
+
+
+def test_downloads_statement_plan_and_exports(ws):
+    engine, app = ws
+    from quota.planning import plans
+    plans.run_plan(engine, time_limit=5)
+    auditor = login(app, "auditor")
+    for path, start in (("/projects/P2026-01/statement.md", b"#"), ("/projects/P2026-01/statement.xlsx", b"PK"),
+                        ("/plans/PLAN-0001/plan.xlsx", b"PK"), ("/audit/export.xlsx", b"PK"),
+                        ("/audit/export.csv.zip", b"PK"), ("/audit/export.beancount", b"")):
+        r = auditor.get(path)
+        assert r.status_code == 200 and r.content.startswith(start) and "attachment" in r.headers[
+            "content-disposition"], path
+    import io
+    import zipfile
+    names = zipfile.ZipFile(io.BytesIO(auditor.get("/audit/export.csv.zip").content)).namelist()
+    assert "manifest.json" in names and "postings.csv" in names
+    assert auditor.get("/audit/export.exe").status_code == 404
+
+
+def test_a_planner_runs_a_scenario_and_a_plan_and_applies_it_once(ws):
+    engine, app = ws
+    from tests.conftest import DATA
+    planner = login(app, "planner")
+    token = csrf(planner)
+    r = planner.post("/plans", data={"csrf_token": token, "time_limit": "5"},
+                     files={"scenario": ("scenario.toml", (DATA / "scenario.toml").read_bytes(), "text/plain")})
+    assert r.status_code == 303
+    scenario = planner.get(r.headers["location"]).text
+    assert 'id="candidates"' in scenario and "<svg" in scenario and 'id="apply"' in scenario
+    r = planner.post("/plans", data={"csrf_token": token, "time_limit": "5"})
+    plan_id = r.headers["location"].rsplit("/", 1)[1]
+    page = planner.get(f"/plans/{plan_id}").text
+    assert 'id="funded"' in page and 'id="binding"' in page
+    form = {"csrf_token": token, "key": key_of(page)}
+    r = planner.post(f"/plans/{plan_id}/apply", data=form)
+    assert r.status_code == 303
+    assert planner.post(f"/plans/{plan_id}/apply", data=form).status_code == 303  # the same key: replayed
+    with engine.connect() as conn:
+        actors = conn.execute(text("SELECT DISTINCT actor FROM txn WHERE kind = 'reserve'")).scalars().all()
+    assert actors == ["planner"]
+    scenario_id = "PLAN-0001"
+    r = planner.post(f"/plans/{scenario_id}/apply", data={"csrf_token": token, "key": "web-other"})
+    assert r.status_code == 409  # a scenario plan is never applied
+
+
+def test_the_overviews_expiring_lots_today_match_the_replay_of_every_lot(ws):
+    engine, app = ws
+    c = login(app, "clerk")
+    page = c.get("/projects/P2026-01").text
+    c.post("/projects/P2026-01/reserve", data={"csrf_token": csrf_of(page), "key": key_of(page), "confirm": "1"})
+    import datetime as dt
+    from quota import clock
+    from quota.report import html as report
+    fast = report.overview(engine)["expiring"]
+    today = clock.today()
+    replayed = report.overview(engine, as_of=today)["expiring"]  # the as-of path replays every lot
+    assert fast == replayed
+    later = report.overview(engine, as_of=today - dt.timedelta(days=400))["expiring"]
+    assert later != fast or not fast
+
+
+def test_lots_are_filtered_and_paged_by_the_library_and_the_pages_add_up(ws, monkeypatch):
+    engine, app = ws
+    import datetime as dt
+    from quota.ledger import balances
+    every = balances.balance(engine, by="lot")["rows"]
+    page = balances.lot_page(engine, state="active", expires_before=dt.date(2028, 1, 1), offset=0, limit=1000)
+    expected = [r for r in every if r["state"] == "active" and r["expires"] and r["expires"] < "2028-01-01"]
+    assert page["rows"] == expected and page["total"] == len(expected) and 0 < len(expected) < len(every)
+    halves = [balances.lot_page(engine, offset=o, limit=5)["rows"] for o in range(0, len(every), 5)]
+    assert [r for h in halves for r in h] == every
+    from web import pages
+    monkeypatch.setattr(pages, "LOTS_PER_PAGE", 5)
+    c = login(app, "clerk")
+    shown = []
+    for n in range(1, -(-len(every) // 5) + 1):
+        shown += re.findall(r'<tr><td><a href="/lots/([^"]+)">', c.get(f"/lots?page={n}").text)
+    assert shown == [r["lot"] for r in every]
+    filtered = c.get("/lots?state=active&expires_before=2028-01-01").text
+    assert re.findall(r'<tr><td><a href="/lots/([^"]+)">', filtered) == [r["lot"] for r in expected][:5]

@@ -1,0 +1,337 @@
+"""The ASGI app of `quota serve`: sessions, CSRF, language, security headers, request log, refusals.
+
+A second front end over the same library calls as the CLI: every route names the action it needs
+(quota.users.ACTIONS, checked on the server by `need`), calls one library function, and renders the
+result (Jinja2 templates, autoescaped) or returns it as JSON (/api/v1, the CLI's --json shapes).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import hmac
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+
+from fastapi import FastAPI, Form, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from http.cookies import SimpleCookie
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.datastructures import MutableHeaders
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from quota import units
+from quota.report import catalogue as i18n
+from quota.store import users
+from quota.store.db import DatabaseError
+from quota.errors import NotFound, QuotaError, ValidationFailed
+
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "quota_session"
+LANG_COOKIE = "quota_lang"
+SESSION_MAX_AGE = 12 * 3600  # seconds; a session lasts a working day
+# refusal codes that mean the request itself was bad (HTTP 422); any other refusal is 409
+BAD_INPUT = {"invalid_input", "bad_upload", "bad_id", "bad_text", "bad_date", "bad_key", "bad_option", "unknown_code",
+             "missing_doc", "missing_memo", "bad_username", "bad_role", "weak_password", "bad_number"}
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+log = logging.getLogger("quota.web")
+
+
+class LoginRequired(Exception):
+    pass
+
+
+class Forbidden(Exception):
+    def __init__(self, action: str):
+        super().__init__(action)
+        self.action = action
+
+
+class CsrfFailed(Exception):
+    pass
+
+
+class Unauthorized(Exception):  # API: no or bad bearer token
+    pass
+
+
+class Session(dict):
+    """The signed cookie's content: user name ("u"), CSRF token ("csrf"), one flash message ("flash")."""
+
+    modified = False
+
+    def __setitem__(self, key, value):
+        self.modified = True
+        super().__setitem__(key, value)
+
+    def pop(self, key, default=None):
+        if key in self:
+            self.modified = True
+        return super().pop(key, default)
+
+    def clear(self):
+        self.modified = True
+        super().clear()
+
+
+class Edge:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware) at the edge of every request: the signed session
+    cookie in and out, the language, security headers, and one log line with the user."""
+
+    def __init__(self, app, signer):
+        self.app, self.signer = app, signer
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        request = Request(scope)
+        session = Session()
+        raw = request.cookies.get(SESSION_COOKIE)
+        if raw:
+            try:
+                session.update(self.signer.loads(raw, max_age=SESSION_MAX_AGE))
+            except (BadSignature, ValueError, TypeError):
+                session.modified = True  # a forged or stale cookie is replaced
+        state = scope.setdefault("state", {})
+        state.update(session=session, lang=pick_lang(request), user=None)
+        status = [0]
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                headers = MutableHeaders(scope=message)
+                if session.modified:
+                    cookie = SimpleCookie()
+                    cookie[SESSION_COOKIE] = self.signer.dumps(dict(session))
+                    morsel = cookie[SESSION_COOKIE]
+                    morsel.update({"max-age": SESSION_MAX_AGE, "path": "/", "httponly": True, "samesite": "strict"})
+                    if scope.get("scheme") == "https":
+                        morsel["secure"] = True
+                    headers.append("set-cookie", morsel.OutputString())
+                headers["content-security-policy"] = CSP
+                headers["x-content-type-options"] = "nosniff"
+                headers["referrer-policy"] = "same-origin"
+                if "cache-control" not in headers:
+                    headers["cache-control"] = "no-store"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            user = state.get("user")
+            client = scope.get("client")
+            log.info("%s %s %s %s %s %.1fms", client[0] if client else "-", scope["method"], scope["path"],
+                     status[0], user.name if user else "-", (time.perf_counter() - started) * 1000)
+
+
+def check_database(engine: Any) -> None:
+    """Refuse to serve a database without the quota schema or below the current migration."""
+    from quota.store import migrate
+    migrate.check_current(engine)
+
+
+def pick_lang(request: Request) -> str:
+    """The language cookie (the switch), else the browser's first of zh/en in Accept-Language, else Chinese."""
+    chosen = request.cookies.get(LANG_COOKIE)
+    if chosen in i18n.LANGS:
+        return chosen
+    for part in request.headers.get("accept-language", "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh"
+        if tag.startswith("en"):
+            return "en"
+    return "zh"
+
+
+def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> FastAPI:
+    """The workspace on `engine` (schema at head). `throttle=False` skips the delay after failed logins (tests
+    of everything else); the failures are still counted and the lock-out still applies."""
+    app = FastAPI(title="quota", version="1", docs_url=None, redoc_url=None, openapi_url="/api/v1/openapi.json",
+                  description="HTTP API of quota: the CLI's --json shapes; writes take an Idempotency-Key header.")
+    app.state.engine = engine
+    app.state.public = public
+    app.state.throttle = throttle
+    app.state.signer = URLSafeTimedSerializer(users.session_secret(engine), salt="quota-session")
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(display=units.display, header=i18n.header)
+    app.state.templates = env
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    app.add_middleware(Edge, signer=app.state.signer)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired):
+        if request.method == "GET":
+            return RedirectResponse("/login", status_code=303)
+        return page(request, "error.html", {"message": i18n.t("web_login_required", request.state.lang)}, 401)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden):
+        user = request.state.user
+        message = i18n.t("web_forbidden", request.state.lang, role=user.role if user else "-", action=exc.action)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": {"code": "forbidden", "message": message, "action": exc.action}}, 403)
+        return page(request, "error.html", {"message": message}, 403)
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(request: Request, exc: Unauthorized):
+        return JSONResponse({"error": {"code": "unauthorized", "message": "an API token is required: "
+                                       "Authorization: Bearer <token> (quota user token NAME)"}}, 401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(CsrfFailed)
+    async def csrf_failed(request: Request, exc: CsrfFailed):
+        return page(request, "error.html", {"message": i18n.t("web_csrf", request.state.lang)}, 403)
+
+    @app.exception_handler(QuotaError)
+    async def refused(request: Request, exc: QuotaError):
+        status = (404 if isinstance(exc, NotFound) else
+                  422 if isinstance(exc, ValidationFailed) or exc.code in BAD_INPUT else 409)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse(exc.to_dict(), status)
+        return page(request, "error.html", refusal_view(exc, request.state.lang), status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        problems = [{"where": ".".join(str(x) for x in e.get("loc", ())), "message": e.get("msg", "")}
+                    for e in exc.errors()]
+        message = "; ".join(f"{p['where']}: {p['message']}" for p in problems)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": {"code": "bad_request", "message": message, "problems": problems}}, 422)
+        return page(request, "error.html", {"message": message, "code": "bad_request"}, 422)
+
+    @app.exception_handler(DatabaseError)
+    async def database_error(request: Request, exc: DatabaseError):
+        log.exception("database error on %s", request.url.path)
+        body = {"error": {"code": "database_error", "message": "database error; nothing was written"}}
+        if request.url.path.startswith("/api/"):
+            return JSONResponse(body, 503)
+        return page(request, "error.html", {"message": i18n.t("web_database_error", request.state.lang)}, 503)
+
+    from web import api, pages
+    app.include_router(pages.router)
+    if public:
+        app.add_api_route("/public", pages.public_registry, methods=["GET"], include_in_schema=False)
+    app.include_router(api.router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app uvicorn's workers build (`quota serve` passes the database URL in QUOTA_DB)."""
+    from quota.store import db
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    engine = db.make_engine(os.environ.get("QUOTA_DB") or db.DEFAULT_URL)
+    return create_app(engine, public=os.environ.get("QUOTA_PUBLIC") == "1")
+
+
+# --------------------------------------------------------------------------- helpers for the routes
+
+def engine_of(request: Request) -> Any:
+    return request.app.state.engine
+
+
+def current_user(request: Request) -> users.User | None:
+    """The signed-in user of the session (looked up each time: a disabled user's session ends at once)."""
+    name = request.state.session.get("u")
+    if not name:
+        return None
+    user = users.get_user(engine_of(request), name)
+    if user is None:
+        request.state.session.clear()
+    request.state.user = user
+    return user
+
+
+def need(action: str):
+    """A dependency: the signed-in user, who must be allowed `action` (else 303 to /login, or 403)."""
+    def dependency(request: Request) -> users.User:
+        user = current_user(request)
+        if user is None:
+            raise LoginRequired()
+        if not users.allowed(user.role, action):
+            raise Forbidden(action)
+        return user
+    dependency.action = action
+    return dependency
+
+
+def api_need(action: str):
+    """A dependency of the API: the user of the bearer token (401 without one), allowed `action` (403)."""
+    def dependency(request: Request) -> users.User:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        user = users.user_for_token(engine_of(request), token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            raise Unauthorized()
+        request.state.user = user
+        if not users.allowed(user.role, action):
+            raise Forbidden(action)
+        return user
+    dependency.action = action
+    return dependency
+
+
+def csrf_token(request: Request) -> str:
+    session = request.state.session
+    if not session.get("csrf"):
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+async def check_csrf(request: Request, csrf_token: str = Form("")) -> None:
+    """Every form posts the session's CSRF token; a missing or wrong one is refused (403) before anything."""
+    expected = request.state.session.get("csrf")
+    if not expected or not hmac.compare_digest(str(expected), csrf_token):
+        raise CsrfFailed()
+
+
+def form_key() -> str:
+    """A fresh idempotency key for one form: submitting it twice (double click, reload) posts once."""
+    return "web-" + secrets.token_hex(16)
+
+
+def refusal_view(exc: QuotaError, lang: str) -> dict:
+    """A refusal for a page: the message in `lang` (from its code and facts), the shortfall per pollutant and
+    key when quota is short, the problems (row, column) of a refused file."""
+    view = {"message": i18n.refusal(exc.code, str(exc), exc.facts, lang), "code": exc.code, "short": [],
+            "problems": []}
+    for s in exc.facts.get("short", []) if isinstance(exc.facts, dict) else []:
+        view["short"].append({**s, "required": units.display(s["required_g"], s["unit"]),
+                              "eligible": units.display(s["eligible_g"], s["unit"]),
+                              "short_amount": units.display_up(s["short_g"], s["unit"])})
+    if isinstance(exc, ValidationFailed):
+        view["problems"] = [{"source": p.source, "row": p.row, "column": p.column,
+                             "message": p.text(lang)} for p in exc.problems]
+    project = exc.facts.get("project_id") if isinstance(exc.facts, dict) else None
+    if project:
+        view["back"] = f"/projects/{project}"
+    return view
+
+
+def page(request: Request, template: str, context: dict, status: int = 200) -> HTMLResponse:
+    """Render a template with what every page needs: user, language, catalogue, CSRF token, flash."""
+    lang = request.state.lang
+    user = request.state.user
+    env: Environment = request.app.state.templates
+    flash = request.state.session.pop("flash", None)
+    html = env.get_template(template).render(
+        request=request, user=user, lang=lang, csrf=csrf_token(request), flash=flash,
+        t=lambda key, **kw: i18n.t(key, lang, **kw), h=lambda text: i18n.header(text, lang),
+        state_name=lambda s: i18n.WORDS_ZH.get(s, s) if lang == "zh" else s,
+        role_name=lambda r: i18n.ROLES_ZH.get(r, r) if lang == "zh" else r,
+        can=lambda action: user is not None and users.allowed(user.role, action),
+        new_key=form_key, path=request.url.path, **context)
+    return HTMLResponse(html, status)
+
+
+def redirect(url: str, flash: str | None = None, request: Request | None = None) -> RedirectResponse:
+    if flash and request is not None:
+        request.state.session["flash"] = flash
+    return RedirectResponse(url, status_code=303)
