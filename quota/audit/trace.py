@@ -1,6 +1,8 @@
 """Auditor's views: source statement (trace) of a project, and verification of the ledger."""
 from __future__ import annotations
 
+import datetime as dt
+
 
 from sqlalchemy import Engine, text
 

@@ -1,6 +1,8 @@
 """Rulebook versions in the database: initialise, load a new version, read the current one."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
@@ -74,9 +76,18 @@ def _store(conn: Connection, book: Rulebook, path: str, actor: str) -> dict:
     return {"version": version, "sha256": book.sha256, "changed": True}
 
 
-def matching_rows(version: int, book: Rulebook) -> list[tuple[int, str, str, str]]:
-    """(version, pollutant, zone, matching key) for every pollutant and zone of the rulebook."""
-    return [(version, p, z, book.matching_key(p, z)) for p in sorted(book.pollutants) for z in sorted(book.zones)]
+class MatchingRow(NamedTuple):
+    """A row of the matching table: under rulebook `version`, `pollutant` in `zone` has matching key `key`."""
+    version: int
+    pollutant: str
+    zone: str
+    key: str
+
+
+def matching_rows(version: int, book: Rulebook) -> list[MatchingRow]:
+    """The matching table's rows for every pollutant and zone of the rulebook."""
+    return [MatchingRow(version, p, z, book.matching_key(p, z))
+            for p in sorted(book.pollutants) for z in sorted(book.zones)]
 
 
 def check_matching(conn: Connection) -> list[Problem]:

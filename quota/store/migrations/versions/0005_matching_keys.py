@@ -28,7 +28,7 @@ def upgrade() -> None:
     rows = []
     for version, text in op.get_bind().execute(sa.text("SELECT version, text FROM rulebook ORDER BY version")):
         book, _ = parse_rulebook(text, source=f"rulebook v{version}")
-        rows += [dict(zip(("version", "pollutant", "zone", "key"), r)) for r in matching_rows(version, book)]
+        rows += [r._asdict() for r in matching_rows(version, book)]
     if rows:
         op.bulk_insert(table, rows)
     from quota.store import db
