@@ -255,10 +255,10 @@ class _Validator(Checker):
                 self.err(f"{where}.code", "bad_code_pattern", value=code, pattern="[A-Z][A-Z0-9-]*")
             if code in out:
                 self.err(f"{where}.code", "duplicate_code", what="pollutant", value=code)
-            medium = self.string(p, "medium", where)
+            medium = self.string(p, "medium", where).strip().lower()  # any case, as the imports read units
             if medium and medium not in MEDIA:
                 self.err(f"{where}.medium", "unknown_medium", value=medium, known=list(MEDIA))
-            unit = self.string(p, "unit", where)
+            unit = self.string(p, "unit", where).strip().lower()
             if unit and unit not in UNITS:
                 self.err(f"{where}.unit", "unknown_unit", value=unit, known=list(UNITS))
             out.setdefault(code, Pollutant(code, self.free(p, "name", where), self.free(p, "name_zh", where),
@@ -280,7 +280,7 @@ class _Validator(Checker):
                 self.err(f"{where}.code", "duplicate_code", what="zone", value=code)
             watershed = self.string(z, "watershed", where)
             airshed = self.string(z, "airshed", where)
-            non = self.strings(z.get("non_attainment"), f"{where}.non_attainment")
+            non = [m.strip().lower() for m in self.strings(z.get("non_attainment"), f"{where}.non_attainment")]
             if any(m not in MEDIA for m in non):
                 self.err(f"{where}.non_attainment", "unknown_medium", value=", ".join(m for m in non if m not in MEDIA),
                          known=list(MEDIA))

@@ -140,3 +140,15 @@ def test_a_missing_rulebook_or_a_directory_is_a_problem_not_a_traceback(tmp_path
 def test_industry_matches_ratio_rules_whatever_its_case(book):
     rule = [r for r in book.ratio_rules if r.industry][0]
     assert rule.matches(rule.pollutant or "COD", rule.industry.upper(), rule.zone or "JT-YT")
+
+
+def test_units_and_media_are_read_in_any_case_as_the_imports_read_units(book):
+    """`unit = "T/A"`, `medium = "Water"` and `non_attainment = ["AIR"]` mean what their lower case means."""
+    text = (DATA / "rules.toml").read_text(encoding="utf-8")
+    shouted = (text.replace('unit = "t/a"', 'unit = "T/A"').replace('medium = "water"', 'medium = "Water"')
+               .replace('non_attainment = ["air"]', 'non_attainment = ["AIR"]'))
+    assert shouted != text and 'unit = "T/A"' in shouted and 'medium = "Water"' in shouted
+    loud, _ = parse_rulebook(shouted, source="r.toml")
+    assert {c: (p.unit, p.medium) for c, p in loud.pollutants.items()} == \
+        {c: (p.unit, p.medium) for c, p in book.pollutants.items()}
+    assert {c: z.non_attainment for c, z in loud.zones.items()} == {c: z.non_attainment for c, z in book.zones.items()}
