@@ -260,9 +260,7 @@ def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: st
     doc = edge_text(doc, "approval document number")
 
     def work(conn: Connection) -> dict:
-        check_date(conn, today)
-        version, book = versions.current(conn)
-        snap = snapshot(conn, book, project_id)
+        version, book, snap = _read_project(conn, project_id, today)
         info = snap.info
         if info.state != "reserved":
             raise Refused(f"project {project_id} is {info.state}; reserve it before approving", "project_state",
@@ -324,6 +322,14 @@ def _return_legs(snap: Snapshot, part: str, on: dt.date) -> list[posting.Leg]:
     return legs
 
 
+def _read_project(conn: Connection, project_id: str, today: dt.date) -> tuple[int, Rulebook, Snapshot]:
+    """What approve, release and cancel start with: the operation's date checked, the rulebook in force, the
+    project's snapshot."""
+    check_date(conn, today)
+    version, book = versions.current(conn)
+    return version, book, snapshot(conn, book, project_id)
+
+
 def _post_return(conn: Connection, snap: Snapshot, kind: str, legs: list[posting.Leg], on: dt.date, actor: str,
                  version: int, memo: str) -> int:
     expiry = {lot: f.expires for lot, f in snap.lot_facts().items()}
@@ -342,9 +348,7 @@ def release(engine: Engine | Connection, project_id: str, *, actor: str, date: d
     today = date or clock.today()
 
     def work(conn: Connection) -> dict:
-        check_date(conn, today)
-        version, book = versions.current(conn)
-        snap = snapshot(conn, book, project_id)
+        version, book, snap = _read_project(conn, project_id, today)
         info = snap.info
         if info.state != "reserved" or not snap.held("reserved"):
             raise Refused(f"project {project_id} is {info.state} and holds no reservation to release",
@@ -366,9 +370,7 @@ def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt
     today = date or clock.today()
 
     def work(conn: Connection) -> dict:
-        check_date(conn, today)
-        version, book = versions.current(conn)
-        snap = snapshot(conn, book, project_id)
+        version, book, snap = _read_project(conn, project_id, today)
         info = snap.info
         if info.state == "cancelled":
             raise Refused(f"project {project_id} is already cancelled", "project_state", project_id=project_id,
