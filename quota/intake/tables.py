@@ -91,7 +91,7 @@ def cell_text(value) -> str:
     if isinstance(value, float):
         if value in (float("inf"), float("-inf")):
             return str(value)
-        from decimal import Context, Decimal
+        from decimal import Context
         d = Context(prec=EXCEL_DIGITS).create_decimal(repr(value)).normalize()
         return format(d, "f")
     return str(value)
