@@ -77,11 +77,10 @@ def failures(as_json: bool = False):
         _refuse(exc, as_json)
     except db.DatabaseError as exc:  # cannot connect, permission denied, disk full, locked for too long...
         detail = " ".join(db.describe(exc).split())
-        _refuse(Refused(f"database error: {detail}", "database_error", detail=detail), as_json)
+        _refuse(Refused("database_error", detail=detail), as_json)
     except OSError as exc:  # an output cannot be written (no space, no permission): nothing was replaced
         path, reason = str(exc.filename or ""), exc.strerror or str(exc) or type(exc).__name__
-        _refuse(Refused(f"cannot write {path or 'the output'}: {reason}", "cannot_write", path=path, reason=reason,
-                        errno=exc.errno), as_json)
+        _refuse(Refused("cannot_write", path=path, reason=reason, errno=exc.errno), as_json)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
@@ -93,8 +92,7 @@ def failures(as_json: bool = False):
         with tempfile.NamedTemporaryFile("w", prefix="quota-crash-", suffix=".txt", delete=False) as fh:
             traceback.print_exc(file=fh)
         kind, detail = type(exc).__name__, " ".join(str(exc).split())
-        _refuse(Refused(f"internal error ({kind}: {detail}); the traceback is in {fh.name} (QUOTA_DEBUG=1 shows it)",
-                        "internal_error", kind=kind, detail=detail, file=fh.name), as_json)
+        _refuse(Refused("internal_error", kind=kind, detail=detail, file=fh.name), as_json)
     finally:
         retried = db.retries()
         if retried:

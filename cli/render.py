@@ -132,7 +132,7 @@ def problems(items: list[Problem], heading: str = "refused") -> None:
 def refusal(exc) -> None:
     """A library refusal (QuotaError) on stderr, in the user's language, rendered from its code and facts."""
     err.print(f"[bold red]{esc(msg('error_prefix'))}[/]", markup=True, highlight=False, end="")
-    err.print(i18n.refusal(exc.code, str(exc), exc.facts, LANG["lang"]), markup=False, highlight=False)
+    err.print(exc.text(LANG["lang"]), markup=False, highlight=False)
 
 
 def read_note(name: str, read: dict) -> None:
