@@ -123,9 +123,10 @@ def _w(word: str) -> str:
     return WORDS_ZH.get(word, word)
 
 
-WHAT_ZH = {"pollutant": "污染物", "zone": "区域", "solver": "求解器", "time_limit": "时间限制", "gap": "差距",
-           "by": "分组方式", "years": "年数", "lock_timeout": "锁等待时间", "project id": "项目编号", "lot serial": "批次编号",
-           "plan id": "方案编号", "project": "项目", "lot": "指标批次", "plan": "方案", "doc": "批复文号", "memo": "说明",
+WHAT_ZH = {"pollutant": "污染物", "zone": "区域", "solver": "求解器（--solver）", "time_limit": "时间限制（--time-limit）",
+           "gap": "差距（--gap）", "by": "分组方式（--by）", "years": "年数（--years）",
+           "lock_timeout": "锁等待时间（--lock-timeout）", "project id": "项目编号", "lot serial": "批次编号",
+           "plan id": "方案编号", "lang": "语言（--lang）", "format": "格式（--format）", "project": "项目", "lot": "指标批次", "plan": "方案", "doc": "批复文号", "memo": "说明",
            "actor": "操作人", "date": "日期", "QUOTA_TODAY": "QUOTA_TODAY", "user": "用户"}
 
 
@@ -221,7 +222,10 @@ def _bad_option_en(f: dict) -> str:
             "time_limit": f"the time limit must be a number of seconds above 0 (at most a day), got {value}",
             "gap": f"the gap must be a fraction from 0 to below 1, got {value}",
             "by": f"cannot group by {value!r}: use pollutant, zone or lot",
-            "lock_timeout": f"lock timeout {value!r} must be a number of seconds from 0 to 3600"}.get(
+            "lock_timeout": f"lock timeout {value!r} must be a number of seconds from 0 to 3600",
+            "lang": f"--lang must be en or zh, got {value!r}",
+            "format": (f"--format {value} needs --out FILE" if f.get("reason") == "needs_out" else
+                       f"--format must be one of {known}, got {value!r}")}.get(
         f["option"], f"invalid value for {f['option']}: {value}")
 
 
@@ -398,7 +402,13 @@ REFUSALS_ZH = {
                                  "请换一个文件夹或先移除它",
     "cannot_write": lambda f: f"无法写入 {f.get('path') or '输出文件'}：{_errno_zh(f)}；未替换任何已有文件",
     "unknown_code": lambda f: f"未知{_what(f['what'])} '{f['value']}'",
-    "bad_option": lambda f: f"选项 {_what(f['option'])} 的值无效：{f['value']}",
+    "bad_option": lambda f: (f"--format {f['value']} 需要 --out 文件" if f.get("reason") == "needs_out" else
+                             f"{_what(f['option'])}的值无效：{f['value']!r}"
+                             + (f"（可选：{'、'.join(f['known'])}）" if f.get("known") else
+                                {"lang": "（可选：en、zh）", "by": "（可选：pollutant、zone、lot）",
+                                 "years": "（须为 1 至 50）", "time_limit": "（须为大于 0 且不超过一天的秒数）",
+                                 "gap": "（须为 0 至 1 之间的小数，不含 1）",
+                                 "lock_timeout": "（须为 0 至 3600 秒）"}.get(f["option"], ""))),
     "ledger_busy": lambda f: f"台账繁忙：另一写入者一直持有写锁（已尝试 {f['attempts']} 次，每次等待 {f['lock_timeout']}），"
                              "未写入任何内容，请稍后重试",
     "cannot_grant": lambda f: (f"{f['user']} 无权在 schema {f['schema']} 上授权（不拥有 {'、'.join(f['not_owned'])}）："
@@ -414,8 +424,8 @@ REFUSALS_ZH = {
                                   "或 postgresql+psycopg://用户@主机/数据库",
     "in_transaction": lambda f: "该连接已在事务中；台账操作自成一个事务（请先提交或回滚，或传入 engine）",
     "not_fresh": lambda f: f"{f['url']} 已有台账；演示需要一个新的数据库",
-    "database_error": lambda f: f"数据库错误：{f['detail']}",
-    "internal_error": lambda f: f"内部错误（{f['kind']}：{f['detail']}）；完整的回溯信息写在 {f['file']}"
+    "database_error": lambda f: f"数据库错误：“{f['detail']}”",
+    "internal_error": lambda f: f"内部错误（{f['kind']}：“{f['detail']}”）；完整的回溯信息写在 {f['file']}"
                                 "（QUOTA_DEBUG=1 可直接显示）",
     "unreadable_export": lambda f: f"无法校验 {f['path']}：{problem_text(f['reason'], f, 'zh')}",
     "invalid_input": lambda f: f"已拒绝：{len(f['problems'])} 个问题；未写入任何数据",
@@ -426,7 +436,8 @@ def _errno_zh(f: dict) -> str:
     import errno
     return {errno.ENOSPC: "磁盘空间不足", errno.EACCES: "没有权限", errno.EPERM: "没有权限", errno.ENOENT: "文件夹不存在",
             errno.EROFS: "只读文件系统", errno.EISDIR: "是文件夹", errno.ENOTDIR: "路径中有不是文件夹的部分",
-            errno.EDQUOT: "超出磁盘配额"}.get(f.get("errno"), f.get("reason", ""))
+            errno.EDQUOT: "超出磁盘配额", errno.EFBIG: "文件过大", errno.EIO: "输入输出错误"}.get(
+        f.get("errno"), f"“{f.get('reason', '')}”")
 
 
 def refusal(code: str, facts: dict, lang: str = "en") -> str:

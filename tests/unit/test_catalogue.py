@@ -63,7 +63,9 @@ REFUSAL_FACTS: dict[str, list[dict]] = {
     "unknown_code": [{"what": "pollutant", "value": "XYZ", "known": ["COD", "TP"]},
                      {"what": "zone", "value": "Q", "known": ["CDH"]}],
     "bad_option": [{"option": o, "value": "x"} for o in ("time_limit", "gap", "by", "years", "lock_timeout")]
-    + [{"option": "solver", "value": "gurobi", "known": ["auto", "highs", "cbc"]}],
+    + [{"option": "solver", "value": "gurobi", "known": ["auto", "highs", "cbc"]},
+       {"option": "format", "value": "pdf", "known": ["md", "html", "xlsx"]},
+       {"option": "format", "value": "xlsx", "reason": "needs_out"}, {"option": "lang", "value": "fr"}],
     "ledger_busy": [{"attempts": 3, "lock_timeout": "5 s"}],
     "cannot_grant": [{"user": "u", "schema": "public", "not_owned": ["txn"]},
                      {"user": "u", "schema": "public", "roles": ["quota_clerk"]}],
