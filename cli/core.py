@@ -158,6 +158,15 @@ class QuotaGroup(TyperGroup):
     error is shown in the user's language (rendered from click's exception type and attributes, never from its
     text) and, under --json, as an error object on stdout too; a closed stdout pipe ends quietly with exit 0."""
 
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:  # typer would exit 1 on a closed pipe; `| head` is no error of quota's
+            if pipe_closed(exc):
+                render.stdout_gone()
+                raise typer.Exit(0) from None
+            raise
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         click = _click_exceptions()
         argv = list(sys.argv[1:] if args is None else args)

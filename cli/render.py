@@ -18,7 +18,12 @@ class _LazyConsole:
     def __getattr__(self, name):
         if self._console is None:
             from rich.console import Console
-            self._console = Console(**self._options)
+
+            class _Console(Console):
+                def on_broken_pipe(self) -> None:  # rich would exit 1: the CLI's edge ends quietly with 0
+                    self.quiet = True
+                    raise BrokenPipeError(32, "Broken pipe")
+            self._console = _Console(**self._options)
         return getattr(self._console, name)
 
 

@@ -86,12 +86,19 @@ def _special(path: Path) -> bool:
 
 
 def _device_path(path: Path) -> bool:
-    """True for a name under /dev or /proc (but /dev/shm): `/dev/stdout` is a symlink to /proc/self/fd/1, whose
-    target is a regular file when stdout is redirected to one; renaming into place would replace the symlink."""
-    for name in {os.path.abspath(path), os.path.realpath(path)}:
-        if name.startswith(("/dev/", "/proc/")) and not name.startswith("/dev/shm/"):
-            return True
-    return False
+    """True for a name under /dev or /proc (but /dev/shm), or a symlink whose chain passes through one:
+    `/dev/stdout` is a symlink to /proc/self/fd/1, whose target is a regular file when stdout is redirected to
+    one, and so is a user's own `out.jsonl -> /proc/self/fd/1`; renaming into place would replace the symlink.
+    Every hop of the chain is looked at, since the last one resolves to the file stdout happens to be."""
+    here = os.path.abspath(path)
+    names = {here, os.path.realpath(path),
+             os.path.join(os.path.realpath(os.path.dirname(here)), os.path.basename(here))}
+    hop, seen = here, set()
+    while os.path.islink(hop) and hop not in seen and len(seen) < 40:
+        seen.add(hop)
+        hop = os.path.normpath(os.path.join(os.path.dirname(hop), os.readlink(hop)))
+        names.add(hop)
+    return any(name.startswith(("/dev/", "/proc/")) and not name.startswith("/dev/shm/") for name in names)
 
 
 def _mode_for(target: Path, base: int = 0o666) -> int:
