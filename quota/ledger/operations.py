@@ -379,12 +379,13 @@ def expire(engine: Engine | Connection, as_of: dt.date, *, actor: str, key: str 
                      posting.Leg(pool_account("expired", pol), serial, pol, int(amount), zone)]
             expired.append({"lot": serial, "pollutant": pol, "amount_g": int(amount)})
         lapsed = []
+        now = max(as_of, clock.today())  # as release and cancel: a lot expired by now takes nothing back
         for (pid,) in conn.execute(text("SELECT project_id FROM project WHERE state = 'reserved' AND "
                                         "reserved_until IS NOT NULL AND reserved_until <= :d ORDER BY project_id"),
                                    {"d": as_of}).all():
             snap = snapshot(conn, book, pid)
             if snap.held("reserved"):
-                _post_return(conn, snap, "release", _return_legs(snap, "reserved", as_of), as_of, actor, version,
+                _post_return(conn, snap, "release", _return_legs(snap, "reserved", now), as_of, actor, version,
                              "reservation lapsed")
             _set_state(conn, pid, "pipeline")
             lapsed.append(pid)
