@@ -126,7 +126,9 @@ def failures(as_json: bool = False):
     finally:
         retried = db.retries()
         if retried:
-            render.note(render.msg("retried", n=len(retried), what="; ".join(retried[:3])))
+            lang = render.LANG["lang"]
+            render.note(render.msg("retried", n=len(retried), what=("；" if lang == "zh" else "; ").join(
+                r.text(lang) if hasattr(r, "text") else str(r) for r in retried[:3])))
 
 
 def _refuse(exc: QuotaError, as_json: bool):
@@ -137,7 +139,7 @@ def _refuse(exc: QuotaError, as_json: bool):
     raise typer.Exit(1) from None
 
 
-def _click_exceptions():
+def click_exceptions():
     """The module of the click exceptions typer raises (typer vendors its own click)."""
     return sys.modules[typer.BadParameter.__module__]
 
@@ -168,7 +170,7 @@ class QuotaGroup(TyperGroup):
             raise
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        click = _click_exceptions()
+        click = click_exceptions()
         argv = list(sys.argv[1:] if args is None else args)
         try:
             code = super().main(args=argv, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,

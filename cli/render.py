@@ -332,8 +332,8 @@ def usage_message(exc, lang: str) -> str:
     """A click usage error in `lang`: from its type and attributes (option name, parameter), never from its text.
     A message click (or a type converter) wrote is third-party detail: under zh it is quoted in a Chinese sentence.
     An option value quota refused (core.OptionRefused) is rendered from its refusal's code and facts."""
-    from cli.core import _click_exceptions
-    click = _click_exceptions()
+    from cli.core import click_exceptions
+    click = click_exceptions()
     refusal = getattr(exc, "refusal", None)
     if refusal is not None:
         return refusal.text(lang)

@@ -332,7 +332,8 @@ def _holding_zh(facts: dict) -> str:
         if p["problem"] == "lot_not_eligible":
             parts.append(f"{p['pollutant']}：{reason_text(p['reason'], 'zh')}")
         elif p["problem"] == "not_needed":
-            parts.append(f"{p['pollutant']}：持有不需要的指标 {p['held_g']} 克")
+            held = f"{display(p['held_g'], p['unit'])} {p['unit']}" if p.get("unit") else f"{p['held_g']} 克"
+            parts.append(f"{p['pollutant']}：持有不需要的指标 {held}")
         else:
             unit = p.get("unit", "")
             held = display(p["held_g"], unit) + f" {unit}" if unit else f"{p['held_g']} 克"
@@ -344,7 +345,7 @@ def _holding_zh(facts: dict) -> str:
 
 
 def _plan_state_zh(f: dict) -> str:
-    why = {"applied": f"已于 {f.get('applied_at', '')} 执行", "malformed": "记录已损坏，请重新求解",
+    why = {"applied": f"已于 {f.get('applied_at', '')} 执行", "malformed": f"记录已损坏（“{f.get('detail', '')}”），请重新求解",
            "infeasible": "不可行，没有可执行的内容", "scenario": "是情景方案（假设的批次、项目或规则），不能执行"}
     return f"方案 {f['plan_id']} 不能执行：" + why.get(f.get("reason", ""), "状态不允许")
 

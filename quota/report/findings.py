@@ -387,6 +387,8 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     "plan_draw_refused": ("{project_id} {pollutant}: {reason}", "{project_id} {pollutant}：{reason}"),
     "plan_need_changed": ("project {project_id} now needs {required_g} g of {pollutant}, the plan gives {got} g",
                           "项目 {project_id} 现需 {pollutant} {required_g} 克，方案给出 {got} 克"),
+    # a write retried after a transient database error (the note `quota` prints; the driver's words quoted)
+    "retry_attempt": ("attempt {attempt}: {kind}: {detail}", "第 {attempt} 次：{kind}：“{detail}”"),
 }
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import registry
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from quota.store import driver
-from quota.errors import QuotaError, Refused
+from quota.errors import QuotaError, Reason, Refused
 
 DEFAULT_URL = "sqlite:///quota.db"
 GENESIS = "0" * 64
@@ -156,8 +156,8 @@ def run_write(bind: Engine | Connection, fn: Callable[[Connection], T], attempts
                     waited = _waited(bind)
                     raise LedgerBusy(attempts=timeouts, lock_timeout=waited) from exc
             if attempt < attempts and (_transient(exc) or (not lock and isinstance(exc, IntegrityError))):
-                retries().append(f"attempt {attempt}: {type(exc.orig).__name__}: "
-                               f"{(str(exc.orig).strip().splitlines() or [''])[0][:80]}")
+                retries().append(Reason("retry_attempt", attempt=attempt, kind=type(exc.orig).__name__,
+                                        detail=(str(exc.orig).strip().splitlines() or [""])[0][:80]))
                 time.sleep(random.uniform(0.01, 0.05) * attempt)
                 continue
             raise
