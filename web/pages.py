@@ -54,17 +54,20 @@ def login_form(request: Request):
 
 @router.post("/login", dependencies=[Depends(check_csrf)])
 async def login(request: Request, username: str = Form(""), password: str = Form("")):
-    result = await run_in_threadpool(users.authenticate, engine_of(request), username, password)
+    client = request.client.host if request.client else None
+    result = await run_in_threadpool(users.authenticate, engine_of(request), username, password, None, client)
     if result.delay_s and request.app.state.throttle:
         await asyncio.sleep(result.delay_s)  # slows guessing down without holding a worker thread
     if result.user is None:
         lang = request.state.lang
         message = i18n.t(f"web_login_{result.reason}", lang, until=(result.locked_until or "")[:16].replace("T", " "))
         return page(request, "login.html", {"error": message, "username": username},
-                    429 if result.reason == "locked" else 401)
+                    429 if result.reason in ("locked", "address_locked") else 401)
+    sid = await run_in_threadpool(users.open_session, engine_of(request), result.user.name, client,
+                                  request.headers.get("user-agent"))
     session = request.state.session
     session.clear()  # a new session (and CSRF token) at sign-in: no fixation
-    session["u"] = result.user.name
+    session["s"], session["u"] = sid, result.user.name
     request.state.user = result.user
     csrf_token(request)
     return RedirectResponse("/", status_code=303)
@@ -72,6 +75,47 @@ async def login(request: Request, username: str = Form(""), password: str = Form
 
 @router.post("/logout", dependencies=[Depends(check_csrf)])
 def logout(request: Request):
+    users.end_session(engine_of(request), request.state.session.get("s") or "")
+    request.state.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+# --------------------------------------------------------------------------- your account
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+@router.get("/account")
+def account(request: Request, user=Depends(need("own_account"))):
+    """Your password and your signed-in sessions (each can be ended; or all, everywhere)."""
+    sid = request.state.session.get("s") or ""
+    return page(request, "account.html", {"sessions": users.list_sessions(engine_of(request), user.name)["sessions"],
+                                          "current": users.session_handle(sid)})
+
+
+@router.post("/account/password", dependencies=[Depends(check_csrf)])
+def change_password(request: Request, old: str = Form(""), new: str = Form(""), repeat: str = Form(""),
+                    user=Depends(need("own_account"))):
+    result = users.change_password(engine_of(request), user.name, old, new, repeat=repeat,
+                                   keep_session=request.state.session.get("s"), client=_client(request))
+    return redirect("/account", i18n.t("user_password_changed", request.state.lang, name=result["name"],
+                                       n=result["sessions_ended"]), request)
+
+
+@router.post("/account/sessions/{session_id}/end", dependencies=[Depends(check_csrf)])
+def end_session(request: Request, session_id: str, user=Depends(need("own_account"))):
+    result = users.end_sessions(engine_of(request), user.name, session_id)
+    if session_id == users.session_handle(request.state.session.get("s") or ""):
+        request.state.session.clear()  # that was this session
+        return RedirectResponse("/login", status_code=303)
+    return redirect("/account", i18n.t("user_signed_out", request.state.lang, name=result["name"],
+                                       n=result["sessions_ended"]), request)
+
+
+@router.post("/account/signout-everywhere", dependencies=[Depends(check_csrf)])
+def sign_out_everywhere(request: Request, user=Depends(need("own_account"))):
+    users.end_sessions(engine_of(request), user.name)
     request.state.session.clear()
     return RedirectResponse("/login", status_code=303)
 
@@ -310,7 +354,8 @@ def _admin_page(request: Request, token: dict | None = None):
     from quota.rules import versions
     engine = engine_of(request)
     return page(request, "admin.html", {"users": users.list_users(engine)["users"], "roles": users.ROLES,
-                                        "token": token, "rules": versions.show(engine)})
+                                        "token": token, "tokens": users.list_tokens(engine)["tokens"],
+                                        "rules": versions.show(engine)})
 
 
 @router.get("/admin")
@@ -350,8 +395,28 @@ def disable_user(request: Request, name: str, user=Depends(need("manage_users"))
 
 
 @router.post("/admin/users/{name}/token", dependencies=[Depends(check_csrf)])
-def user_token(request: Request, name: str, user=Depends(need("manage_users"))):
-    return _admin_page(request, users.new_token(engine_of(request), name))
+def user_token(request: Request, name: str, label: str = Form(""), user=Depends(need("manage_users"))):
+    return _admin_page(request, users.new_token(engine_of(request), name, label))
+
+
+@router.post("/admin/users/{name}/tokens/{token_id}/revoke", dependencies=[Depends(check_csrf)])
+def revoke_token(request: Request, name: str, token_id: str, user=Depends(need("manage_users"))):
+    result = users.revoke_token(engine_of(request), name, token_id)
+    return redirect("/admin", i18n.t("user_token_revoked", request.state.lang, **result), request)
+
+
+@router.post("/admin/users/{name}/password", dependencies=[Depends(check_csrf)])
+def reset_password(request: Request, name: str, password: str = Form(""), user=Depends(need("manage_users"))):
+    result = users.reset_password(engine_of(request), name, password)
+    return redirect("/admin", i18n.t("user_password_set", request.state.lang, name=result["name"],
+                                     n=result["sessions_ended"]), request)
+
+
+@router.post("/admin/users/{name}/signout", dependencies=[Depends(check_csrf)])
+def sign_out_user(request: Request, name: str, user=Depends(need("manage_users"))):
+    result = users.end_sessions(engine_of(request), name)
+    return redirect("/admin", i18n.t("user_signed_out", request.state.lang, name=result["name"],
+                                     n=result["sessions_ended"]), request)
 
 
 @router.post("/admin/lots/{serial}/revoke", dependencies=[Depends(check_csrf)])

@@ -125,7 +125,8 @@ def _w(word: str) -> str:
 WHAT_ZH = {"pollutant": "污染物", "zone": "区域", "solver": "求解器", "time_limit": "时间限制", "gap": "差距",
            "by": "分组方式", "years": "年数", "lock_timeout": "锁等待时间", "project id": "项目编号", "lot serial": "批次编号",
            "plan id": "方案编号", "project": "项目", "lot": "指标批次", "plan": "方案", "doc": "批复文号", "memo": "说明",
-           "actor": "操作人", "date": "日期", "QUOTA_TODAY": "QUOTA_TODAY", "user": "用户"}
+           "actor": "操作人", "date": "日期", "QUOTA_TODAY": "QUOTA_TODAY", "user": "用户",
+           "session": "会话", "token": "API 令牌", "label": "令牌用途"}
 
 
 def _what(word: str) -> str:
@@ -343,6 +344,28 @@ MESSAGES.update({
     "web_dry_run": {"en": "Check (nothing is written)", "zh": "检查（不写入）"},
     "web_confirm_import": {"en": "Import it", "zh": "确认导入"},
     "web_verify_failed": {"en": "Verification FAILED: {n} problem(s).", "zh": "校验失败：{n} 个问题。"},
+    "web_login_address_locked": {"en": "Too many failed sign-ins from your address: try again after {until} (UTC).",
+                                 "zh": "您所在地址的登录失败次数过多：请于 {until}（UTC）之后再试。"},
+    "web_account": {"en": "My account", "zh": "我的账户"},
+    "web_change_password": {"en": "Change my password", "zh": "修改密码"},
+    "web_old_password": {"en": "Current password", "zh": "当前密码"},
+    "web_new_password": {"en": "New password", "zh": "新密码"},
+    "web_repeat_password": {"en": "New password again", "zh": "再次输入新密码"},
+    "web_sessions": {"en": "Signed-in sessions", "zh": "登录会话"},
+    "web_this_session": {"en": "this session", "zh": "当前会话"},
+    "web_end_session": {"en": "Sign out", "zh": "退出"},
+    "web_signout_all": {"en": "Sign out everywhere", "zh": "退出所有会话"},
+    "web_reset_password": {"en": "Set password", "zh": "重置密码"},
+    "web_signout_user": {"en": "End sessions", "zh": "结束会话"},
+    "web_api_tokens": {"en": "API tokens", "zh": "API 令牌"},
+    "web_revoke_token": {"en": "Revoke", "zh": "吊销"},
+    "web_label": {"en": "Label (optional)", "zh": "用途（可选）"},
+    "user_password_changed": {"en": "password of {name} changed; {n} other session(s) ended",
+                              "zh": "已修改 {name} 的密码；已结束其他 {n} 个会话"},
+    "user_password_set": {"en": "password of {name} set; {n} session(s) ended",
+                          "zh": "已重置 {name} 的密码；已结束 {n} 个会话"},
+    "user_signed_out": {"en": "{n} session(s) of {name} ended", "zh": "已结束 {name} 的 {n} 个会话"},
+    "user_token_revoked": {"en": "API token {id} of {name} revoked", "zh": "已吊销 {name} 的 API 令牌 {id}"},
 })
 HEADERS.update({
     "User": "用户", "Role": "角色", "Created": "创建时间", "Disabled": "停用时间", "Tokens": "令牌数",
@@ -351,6 +374,7 @@ HEADERS.update({
     "Scenario": "情景", "Applied": "执行时间", "Industry": "行业", "Method": "测算方法", "Eligible": "可用",
     "Draws": "使用指标", "Funded": "保障", "Unfunded": "未保障", "Objective": "目标值", "Baseline": "基准排放量",
     "Permitted": "许可排放量", "Post": "改造后排放量", "Year": "基准年",
+    "Client": "地址", "Browser": "浏览器", "Label": "用途", "Id": "编号", "Sessions": "会话数",
 })
 REFUSALS_ZH.update({
     "bad_username": lambda f: f"用户名 {f['name']!r} 无效：须为 1 至 64 个字符（a-z、0-9、. _ -），以字母或数字开头",
@@ -359,5 +383,8 @@ REFUSALS_ZH.update({
     "user_exists": lambda f: f"用户 {f['name']} 已存在",
     "user_disabled": lambda f: f"用户 {f['name']} 已停用",
     "bad_upload": lambda f: "上传的文件无效或已过期，请重新上传",
+    "wrong_password": lambda f: ("当前密码错误" if f.get("reason") == "bad_credentials" else
+                                 "现在不能修改密码（登录失败次数过多，账户或地址已暂时锁定）"),
+    "password_mismatch": lambda f: "两次输入的新密码不一致",
 })
 ROLES_ZH = {"clerk": "审批科", "planner": "总量科", "auditor": "审计", "admin": "管理员"}

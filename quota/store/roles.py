@@ -32,7 +32,8 @@ CLERK_UPDATE: dict[str, tuple[str, ...]] = {
     # SELECT ... FOR UPDATE needs UPDATE on some column; the append-only trigger refuses any actual UPDATE
     "chain_head": ("id",),
 }
-WEB_TABLES = ("web_user", "web_token", "web_setting")  # password hashes, token hashes, the session secret
+WEB_TABLES = ("web_user", "web_token", "web_setting", "web_session", "web_throttle")  # password and token hashes,
+# the session secret, sessions, failed sign-ins (migrations 0014, 0015)
 PLANNER_INSERT: dict[str, tuple[str, ...] | None] = {"plan": PLAN_COLUMNS}
 
 
@@ -55,7 +56,7 @@ def grants_sql(schema: str) -> list[str]:
             f"GRANT SELECT ON ALL TABLES IN SCHEMA {q} TO {everyone}",
             # tables that later migrations add (run by this same owner) are readable too
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q} GRANT SELECT ON TABLES TO {everyone}",
-            # the web workspace's users, tokens and session secret are the server's alone (migration 0014)
+            # the web workspace's users, tokens, sessions and session secret are the server's alone
             # (when they exist: an upgrade re-grants at migration 0012, before they do)
             *(f"DO $$ BEGIN IF to_regclass('{q}.{t}') IS NOT NULL THEN REVOKE ALL ON {q}.{t} FROM {everyone}; "
               f"END IF; END $$" for t in WEB_TABLES),

@@ -244,9 +244,36 @@ class WebToken(SQLModel, table=True):
     token_hash: str = Field(primary_key=True)
     name: str = Field(foreign_key="web_user.name", index=True)
     created_at: str
+    label: Optional[str] = None  # what the token is for (`quota user token NAME --label ...`)
 
 
 TABLES.append(WebToken)
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in browser session (migration 0015): the cookie carries a random id, the server keeps its
+    SHA-256, so one session (or all of a user's) can be ended before the cookie expires."""
+    __tablename__ = "web_session"
+    sid_hash: str = Field(primary_key=True)
+    name: str = Field(foreign_key="web_user.name", index=True)
+    created_at: str
+    client: str  # the client's address at sign-in
+    agent: str  # the browser's User-Agent at sign-in (shortened)
+
+
+TABLES.append(WebSession)
+
+
+class WebThrottle(SQLModel, table=True):
+    """Failed sign-ins from one client address (any user name, known or not) in the current window."""
+    __tablename__ = "web_throttle"
+    client: str = Field(primary_key=True)
+    failures: int
+    window_start: str
+    locked_until: Optional[str] = None
+
+
+TABLES.append(WebThrottle)
 
 
 class WebSetting(SQLModel, table=True):
