@@ -86,9 +86,7 @@ def cancel(request: Request, project_id: str, key: Optional[str] = KeyHeader,
 def verify(request: Request, user=Depends(api_need("verify"))) -> dict:
     """`quota verify --json` (409 when it finds a problem)."""
     from fastapi.responses import JSONResponse
-    from quota.store import users
-    summary, problems = audit.verify(engine_of(request))
-    users.record_verification(engine_of(request), summary, not problems, user.name)
+    summary, problems = audit.verify_and_record(engine_of(request), user.name)
     body = {**summary, "problems": [p.to_dict() for p in problems]}
     return JSONResponse(body, 200 if not problems else 409)
 

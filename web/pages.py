@@ -136,7 +136,7 @@ def switch_language(request: Request, lang: str, next: str = "/"):
 def overview(request: Request, as_of: Optional[str] = None, user=Depends(need("read_balance"))):
     engine = engine_of(request)
     data = report.overview(engine, as_of=_day(as_of, "as-of date"), lang=request.state.lang)
-    return page(request, "overview.html", {"o": data, "verified": users.last_verification(engine),
+    return page(request, "overview.html", {"o": data, "verified": audit.last_verification(engine),
                                            "as_of": as_of or ""})
 
 
@@ -303,8 +303,7 @@ def history(request: Request, project: Optional[str] = None, lot: Optional[str] 
 @router.post("/audit/verify", dependencies=[Depends(check_csrf)])
 def verify(request: Request, user=Depends(need("verify"))):
     engine = engine_of(request)
-    summary, problems = audit.verify(engine)
-    users.record_verification(engine, summary, not problems, user.name)
+    summary, problems = audit.verify_and_record(engine, user.name)
     return page(request, "verify.html", {"summary": summary, "problems": [str(p) for p in problems]},
                 200 if not problems else 409)
 

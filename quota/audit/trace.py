@@ -155,6 +155,29 @@ def public_registry(engine: Engine) -> dict:
             "approved": list(approved.values())}
 
 
+def verify_and_record(engine: Engine, actor: str, progress=None, expect_head: str | None = None
+                      ) -> tuple[dict, list[Problem]]:
+    """`verify`, then record the run (time, actor, the head it reached, the outcome) in verify_run, in its own
+    small transaction: what every front end runs, so "last verified" is true whichever ran it."""
+    import secrets
+    summary, problems = verify(engine, progress, expect_head)
+    run = {"r": secrets.token_hex(8), "at": posting.now_iso(), "a": str(actor)[:200], "ok": not problems,
+           "s": int(summary.get("transactions") or 0), "h": str(summary.get("head") or ""), "p": len(problems)}
+    db.run_write(engine, lambda conn: conn.execute(text(
+        "INSERT INTO verify_run (run_id, at, actor, ok, head_seq, head_hash, problems) "
+        "VALUES (:r, :at, :a, :ok, :s, :h, :p)"), run), lock=False)
+    return summary, problems
+
+
+def last_verification(engine: Engine) -> dict | None:
+    """The latest recorded verify run: {at, actor, ok, head_seq, head_hash, problems}, or None."""
+    with db.reading(engine) as conn:
+        row = conn.execute(text("SELECT at, actor, ok, head_seq, head_hash, problems FROM verify_run "
+                                "ORDER BY at DESC, run_id DESC LIMIT 1")).first()
+    return None if row is None else {"at": row[0], "actor": row[1], "ok": bool(row[2]), "head_seq": int(row[3]),
+                                     "head_hash": row[4], "problems": int(row[5])}
+
+
 def verify(engine: Engine, progress=None, expect_head: str | None = None) -> tuple[dict, list[Problem]]:
     """Recompute the hash chain and every balance from the postings, compare the tables with what the chain
     committed, and the matching keys with the rulebooks (errors as data); with `expect_head`, the chain

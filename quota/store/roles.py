@@ -63,6 +63,9 @@ def grants_sql(schema: str) -> list[str]:
             *_grant("INSERT", CLERK_INSERT, q, "quota_clerk"),
             *_grant("UPDATE", CLERK_UPDATE, q, "quota_clerk"),
             *_grant("INSERT", PLANNER_INSERT, q, "quota_planner"),
+            # every role's verify is recorded (migration 0016; when it exists, as for the web tables above)
+            f"DO $$ BEGIN IF to_regclass('{q}.verify_run') IS NOT NULL THEN GRANT INSERT ON {q}.verify_run TO "
+            f"{everyone}; END IF; END $$",
             f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {q} TO quota_clerk"]
 
 

@@ -276,9 +276,25 @@ class WebThrottle(SQLModel, table=True):
 TABLES.append(WebThrottle)
 
 
+class VerifyRun(SQLModel, table=True):
+    """One `verify` of the database (migration 0016), whichever front end ran it: the overview's "last
+    verified"."""
+    __tablename__ = "verify_run"
+    run_id: str = Field(primary_key=True)
+    at: str = Field(index=True)
+    actor: str
+    ok: bool
+    head_seq: int
+    head_hash: str
+    problems: int
+
+
+TABLES.append(VerifyRun)
+
+
 class WebSetting(SQLModel, table=True):
     """Settings of the web workspace kept with the data: the session secret (made at the first start of
-    `quota serve`) and the last verification of the ledger."""
+    `quota serve`); the last verification is in verify_run."""
     __tablename__ = "web_setting"
     key: str = Field(primary_key=True)
     value: str = Field(sa_column=Column(Text, nullable=False))

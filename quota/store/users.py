@@ -1,6 +1,5 @@
 """People of the web workspace: users with a role, Argon2 password hashes, login throttling, API tokens, the
-role matrix (which role may do what), and the workspace's own settings (the session secret, the last
-verification).
+role matrix (which role may do what), and the workspace's own settings (the session secret).
 
 Sessions are kept on the server (web_session, by the SHA-256 of the cookie's random id), so a user can end
 one of theirs or all of them, and a password change or reset ends the others. Failed sign-ins are counted
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import re
 import secrets
 import unicodedata
@@ -504,22 +502,3 @@ def session_secret(engine: Engine) -> str:
         return db.run_write(engine, work, lock=False)
     except IntegrityError:  # pragma: no cover - another worker won every retry
         return setting(engine, "session_secret") or ""
-
-
-def record_verification(engine: Engine, summary: dict, ok: bool, actor: str) -> dict:
-    """Keep the outcome of the last `verify` run from the workspace (shown on the overview)."""
-    value = {"at": now_iso(), "ok": ok, "actor": actor, "head": summary.get("head"),
-             "transactions": summary.get("transactions")}
-
-    def work(conn) -> dict:
-        conn.execute(text("DELETE FROM web_setting WHERE key = 'last_verify'"))
-        conn.execute(text("INSERT INTO web_setting (key, value) VALUES ('last_verify', :v)"),
-                     {"v": json.dumps(value)})
-        return value
-
-    return db.run_write(engine, work, lock=False)
-
-
-def last_verification(engine: Engine) -> dict | None:
-    found = setting(engine, "last_verify")
-    return json.loads(found) if found else None

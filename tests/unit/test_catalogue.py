@@ -66,6 +66,8 @@ REFUSAL_FACTS: dict[str, list[dict]] = {
     "internal_error": [{"kind": "RuntimeError", "detail": "boom", "file": "/tmp/quota-crash-x.txt"}],
     "invalid_input": [{"problems": [{"source": "t.csv", "row": 2, "column": "zone", "message": "m"}]}],
     "bad_username": [{"name": "a b"}], "bad_role": [{"role": "boss"}], "weak_password": [{"min": 10}],
+    "wrong_password": [{"name": "wang", "reason": "bad_credentials"}, {"name": "wang", "reason": "locked"}],
+    "password_mismatch": [{"name": "wang"}],
     "user_exists": [{"name": "wang"}], "user_disabled": [{"name": "wang"}], "bad_upload": [{}],
     "unreadable_export": [{"path": "x.jsonl", "reason": "file_not_found"}, {"path": "x.jsonl", "reason": "not_utf8",
                                                                            "byte": 3}],
