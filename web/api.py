@@ -98,11 +98,13 @@ def plan_list(request: Request, user=Depends(api_need("read_plans"))) -> dict:
 
 
 @router.post("/plans")
-def plan_run(request: Request, body: Optional[PlanBody] = None, user=Depends(api_need("run_plan"))) -> dict:
-    """`quota plan run --json` (time limit at most 60 s)."""
+def plan_run(request: Request, body: Optional[PlanBody] = None, key: Optional[str] = KeyHeader,
+             user=Depends(api_need("run_plan"))) -> dict:
+    """`quota plan run --json` (time limit at most 60 s); with an Idempotency-Key, a repeat returns the plan the
+    first stored (with "replayed")."""
     body = body or PlanBody()
     return plans.run_plan(engine_of(request), as_of=_day(body.as_of, "as-of date"),
-                          time_limit=min(body.time_limit, 60.0), actor=user.name)
+                          time_limit=min(body.time_limit, 60.0), actor=user.name, key=key)
 
 
 @router.get("/plans/{plan_id}")

@@ -247,9 +247,10 @@ def plan_list(request: Request, user=Depends(need("read_plans"))):
 
 
 @router.post("/plans", dependencies=[Depends(check_csrf)])
-async def plan_run(request: Request, as_of: str = Form(""), time_limit: float = Form(10.0),
+async def plan_run(request: Request, as_of: str = Form(""), time_limit: float = Form(10.0), key: str = Form(...),
                    scenario: Optional[UploadFile] = File(None), user=Depends(need("run_plan"))):
-    """Solve a plan (time limit at most 60 s), with an optional scenario (TOML) uploaded with the form."""
+    """Solve a plan (time limit at most 60 s), with an optional scenario (TOML) uploaded with the form; the
+    form's idempotency key makes a double submit store one plan (the second is shown the first's)."""
     day = _day(_text(as_of), "as-of date")
     data = await scenario.read(MAX_UPLOAD + 1) if scenario is not None and scenario.filename else b""
     if len(data) > MAX_UPLOAD:
@@ -261,7 +262,7 @@ async def plan_run(request: Request, as_of: str = Form(""), time_limit: float = 
             path.write_bytes(data)
         result = await run_in_threadpool(lambda: plans.run_plan(engine_of(request), as_of=day, actor=user.name,
                                                                 scenario_path=str(path) if path else None,
-                                                                time_limit=min(time_limit, 60.0)))
+                                                                time_limit=min(time_limit, 60.0), key=key))
     return redirect(f"/plans/{quote(result['plan_id'])}", None, request)
 
 
@@ -341,10 +342,10 @@ def export(request: Request, fmt: str, as_of: Optional[str] = None, user=Depends
 
 # --------------------------------------------------------------------------- public registry (--public)
 
-def public_registry(request: Request):
-    """Lots and approved allocations with their approval documents: no sign-in, read-only (环境信息公开). Served
-    only when the server runs with --public."""
-    return page(request, "public.html", {"r": audit.public_registry(engine_of(request))})
+def public_registry(request: Request, page_no: int = Query(1, alias="page", ge=1, le=10**6)):
+    """Lots and approved allocations with their approval documents, a page at a time: no sign-in, read-only
+    (环境信息公开). Served only when the server runs with --public."""
+    return page(request, "public.html", {"r": audit.public_registry(engine_of(request), page_no)})
 
 
 # --------------------------------------------------------------------------- admin

@@ -66,6 +66,10 @@ def grants_sql(schema: str) -> list[str]:
             # every role's verify is recorded (migration 0016; when it exists, as for the web tables above)
             f"DO $$ BEGIN IF to_regclass('{q}.verify_run') IS NOT NULL THEN GRANT INSERT ON {q}.verify_run TO "
             f"{everyone}; END IF; END $$",
+            # a plan's idempotency key and request hash (migration 0016; when they exist)
+            f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = '{schema}' "
+            f"AND table_name = 'plan' AND column_name = 'run_key') THEN GRANT INSERT (run_key, run_request) ON "
+            f"{q}.plan TO quota_planner; END IF; END $$",
             f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {q} TO quota_clerk"]
 
 

@@ -177,6 +177,8 @@ class Plan(SQLModel, table=True):
     scenario: str = Field(default="", sa_column=Column(Text, nullable=False))
     result: str = Field(sa_column=Column(Text, nullable=False))
     applied_at: Optional[str] = None
+    run_key: Optional[str] = Field(default=None, unique=True, index=True)  # the idempotency key it was run with
+    run_request: Optional[str] = None  # the SHA-256 of that request (migration 0016)
 
 
 TABLES.append(Plan)

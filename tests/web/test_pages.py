@@ -8,6 +8,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from cli.main import app as cli_app
+from quota.planning import plans
 from quota.store import users
 from tests.conftest import PROJECT_HEADER, TALLY_HEADER, snapshot
 from tests.web.support import PASSWORD, client, csrf, csrf_of, key_of, login, make_app, prepare, text_of
@@ -347,6 +348,29 @@ def test_the_public_registry_is_off_unless_asked_and_shows_no_actor(ws):
     assert public.get("/").status_code == 303  # everything else still needs a sign-in
 
 
+def test_the_public_registry_is_paged_and_the_pages_add_up(ws, monkeypatch):
+    engine, _ = ws
+    from quota.audit import trace
+    from quota.ledger import operations
+    for pid in ("P2026-01", "P2026-03", "P2026-05"):
+        operations.reserve(engine, pid, actor="clerk")
+        operations.approve(engine, pid, doc=f"D-{pid}", actor="clerk")
+    whole = trace.public_registry(engine, 1, 1000)
+    assert whole["pages"] == 1 and len(whole["approved"]) == whole["approved_total"] == 3
+    pages = [trace.public_registry(engine, n, 2) for n in range(1, whole["pages"] + 30)]
+    assert pages[0]["pages"] == -(-whole["lots_total"] // 2)
+    assert [x for p in pages for x in p["lots"]] == whole["lots"]
+    assert [x for p in pages for x in p["approved"]] == whole["approved"]
+    monkeypatch.setattr(trace, "PUBLIC_PER_PAGE", 2)
+    monkeypatch.setattr(trace.public_registry, "__defaults__", (1, 2))
+    public = client(make_app(engine, public=True))
+    first, second = public.get("/public").text, public.get("/public?page=2").text
+    assert 'href="/public?page=2"' in first and 'href="/public?page=1"' in second
+    lots = lambda html: re.findall(r"<tr><td>([^<]+)</td>", html.split('id="lots"')[1])
+    assert lots(first) == [x["lot"] for x in pages[0]["lots"]] and lots(second) == [x["lot"] for x in pages[1]["lots"]]
+    assert public.get("/public?page=0").status_code == 422
+
+
 def test_downloads_statement_plan_and_exports(ws):
     engine, app = ws
     from quota.planning import plans
@@ -370,13 +394,17 @@ def test_a_planner_runs_a_scenario_and_a_plan_and_applies_it_once(ws):
     from tests.conftest import DATA
     planner = login(app, "planner")
     token = csrf(planner)
-    r = planner.post("/plans", data={"csrf_token": token, "time_limit": "5"},
+    r = planner.post("/plans", data={"csrf_token": token, "time_limit": "5", "key": "web-scenario"},
                      files={"scenario": ("scenario.toml", (DATA / "scenario.toml").read_bytes(), "text/plain")})
     assert r.status_code == 303
     scenario = planner.get(r.headers["location"]).text
     assert 'id="candidates"' in scenario and "<svg" in scenario and 'id="apply"' in scenario
-    r = planner.post("/plans", data={"csrf_token": token, "time_limit": "5"})
+    form = {"csrf_token": token, "time_limit": "5", "key": key_of(planner.get("/plans").text)}
+    r = planner.post("/plans", data=form)
     plan_id = r.headers["location"].rsplit("/", 1)[1]
+    again = planner.post("/plans", data=form)  # a double submit of the same form: one plan, shown again
+    assert again.headers["location"] == r.headers["location"]
+    assert [p["plan_id"] for p in plans.list_plans(engine)["plans"]] == ["PLAN-0001", plan_id]
     page = planner.get(f"/plans/{plan_id}").text
     assert 'id="funded"' in page and 'id="binding"' in page
     form = {"csrf_token": token, "key": key_of(page)}
