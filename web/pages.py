@@ -452,8 +452,9 @@ def _importer(kind: str):
 
 
 def _import_page(request: Request, kind: str, **context):
-    return page(request, "import.html", {"kind": kind, "result": None, "problems": [], "upload": "",
-                                         "name": "", **context}, context.pop("status", 200))
+    status = context.pop("status", 200)
+    return page(request, "import.html", {"kind": kind, "result": None, "problems": [], "upload": "", "name": "",
+                                         "read": {}, "sheet": "", **context}, status)
 
 
 def _stored(upload: str) -> Path:
@@ -485,9 +486,11 @@ def import_form(kind: str):
 
 
 def import_upload(kind: str):
-    async def view(request: Request, file: UploadFile = File(...), user=Depends(need(KINDS[kind]))):
+    async def view(request: Request, file: UploadFile = File(...), sheet: str = Form(""),
+                   user=Depends(need(KINDS[kind]))):
         """Save the upload under a token and run the import as a dry run: the rows it would add, or every problem
-        with its row and column; nothing is written either way."""
+        with its row and column; nothing is written either way. `sheet` picks a workbook's sheet (the CLI's
+        --sheet); how the file was read (a CSV's encoding when not UTF-8, the sheet and header row) is shown."""
         name = re.sub(r"[^\w.\-]", "_", Path(file.filename or "upload.csv").name)[-100:] or "upload.csv"
         data = await file.read(MAX_UPLOAD + 1)
         if len(data) > MAX_UPLOAD:
@@ -497,21 +500,24 @@ def import_upload(kind: str):
         folder = UPLOADS / token
         folder.mkdir(parents=True, mode=0o700)
         (folder / name).write_bytes(data)
+        read: dict = {}
         try:
-            result = await run_in_threadpool(_importer(kind), engine_of(request), str(folder / name),
-                                             actor=user.name, dry_run=True)
+            result = await run_in_threadpool(lambda: _importer(kind)(engine_of(request), str(folder / name),
+                                                                     actor=user.name, dry_run=True,
+                                                                     sheet=_text(sheet), read=read))
         except ValidationFailed as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            return _import_page(request, kind, name=name, status=422,
+            return _import_page(request, kind, name=name, status=422, read=read, sheet=sheet,
                                 problems=refusal_view(exc, request.state.lang)["problems"])
-        return _import_page(request, kind, name=name, result=result, upload=token)
+        return _import_page(request, kind, name=name, result=result, upload=token, read=read, sheet=sheet)
     return view
 
 
 def import_confirm(kind: str):
-    def view(request: Request, upload: str = Form(""), key: str = Form(...), user=Depends(need(KINDS[kind]))):
+    def view(request: Request, upload: str = Form(""), key: str = Form(...), sheet: str = Form(""),
+             user=Depends(need(KINDS[kind]))):
         path = _stored(upload)
-        result = _importer(kind)(engine_of(request), str(path), actor=user.name, key=key)
+        result = _importer(kind)(engine_of(request), str(path), actor=user.name, key=key, sheet=_text(sheet))
         shutil.rmtree(path.parent, ignore_errors=True)
         lang = request.state.lang
         if kind == "projects":

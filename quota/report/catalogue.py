@@ -349,6 +349,13 @@ MESSAGES.update({
     "web_login_address_locked": {"en": "Too many failed sign-ins from your address: try again after {until} (UTC).",
                                  "zh": "您所在地址的登录失败次数过多：请于 {until}（UTC）之后再试。"},
     "web_account": {"en": "My account", "zh": "我的账户"},
+    "web_sheet": {"en": "Sheet (XLSX, optional)", "zh": "工作表（XLSX，可选）"},
+    "web_import_hint": {"en": "A CSV in UTF-8, or in GBK/GB18030 as Chinese Excel saves it; or an XLSX workbook "
+                                "(the first sheet with the columns, or the sheet named above). Nothing is written "
+                                "until you confirm, and nothing at all when the file has any problem.",
+                        "zh": "CSV 文件可为 UTF-8 编码，或中文 Excel 保存的 GBK/GB18030 编码；也可上传 XLSX 工作簿"
+                              "（默认读取第一个含所需列的工作表，或上方指定的工作表）。确认之前不写入任何数据；"
+                              "文件有任何问题时一律不写入。"},
     "web_change_password": {"en": "Change my password", "zh": "修改密码"},
     "web_old_password": {"en": "Current password", "zh": "当前密码"},
     "web_new_password": {"en": "New password", "zh": "新密码"},

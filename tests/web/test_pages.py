@@ -304,7 +304,7 @@ def test_import_shows_every_problem_then_imports_a_good_file_once(ws):
     before = snapshot(engine)
     r = c.post("/import/projects", data={"csrf_token": token}, files={"file": ("bad.csv", bad, "text/csv")})
     assert r.status_code == 422
-    rows = re.findall(r'<tr class="problem"><td class="n">(\d+)</td><td>([^<]*)</td>', r.text)
+    rows = re.findall(r'<tr class="problem"[^>]*><td class="n">(\d+)</td><td><mark>([^<]*)</mark></td>', r.text)
     assert ("2", "increment") in rows and any(row == "3" for row, _ in rows)
     assert 'name="upload"' not in r.text  # no confirmation for a file with problems
     assert snapshot(engine) == before
@@ -329,6 +329,39 @@ def test_import_shows_every_problem_then_imports_a_good_file_once(ws):
     r = planner.post("/import/tallies", data={"csrf_token": csrf(planner)},
                      files={"file": ("t.csv", tallies, "text/csv")})
     assert r.status_code == 200 and 'id="credited"' in r.text
+
+
+def test_import_reads_a_gbk_csv_and_the_chosen_sheet_of_a_workbook_and_says_how(ws, tmp_path):
+    engine, app = ws
+    import openpyxl
+    c = login(app, "clerk")
+    token = csrf(c)
+    row = "P-G1,新项目,JT-YT,chemical,COD,1.0,t/a,1,2027-06-30,false,"
+    gbk = (PROJECT_HEADER + "\n" + row + "\n").encode("gbk")
+    r = c.post("/import/projects", data={"csrf_token": token}, files={"file": ("gbk.csv", gbk, "text/csv")})
+    assert r.status_code == 200 and 'id="read-encoding"' in r.text and "GB" in text_of(r.text).upper()
+    book = openpyxl.Workbook()
+    book.active.title = "说明"
+    book.active.append(["this sheet has no project columns"])
+    sheet = book.create_sheet("项目")
+    sheet.append(PROJECT_HEADER.split(","))
+    sheet.append(["P-X1", "表格项目", "JT-YT", "chemical", "COD", 1.5, "t/a", 1, "2027-06-30", "false", None])
+    sheet = book.create_sheet("备选")
+    sheet.append(PROJECT_HEADER.split(","))
+    sheet.append(["P-X2", "备选项目", "JT-YT", "chemical", "COD", "abc", "t/a", 1, "2027-06-30", "false", None])
+    book.save(tmp_path / "p.xlsx")
+    data = (tmp_path / "p.xlsx").read_bytes()
+    xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    before = snapshot(engine)
+    r = c.post("/import/projects", data={"csrf_token": token, "sheet": "备选"}, files={"file": ("p.xlsx", data, xlsx)})
+    assert r.status_code == 422 and 'data-column="increment"' in r.text and 'name="upload"' not in r.text
+    r = c.post("/import/projects", data={"csrf_token": token}, files={"file": ("p.xlsx", data, xlsx)})
+    assert r.status_code == 200 and "P-X1" in r.text and 'id="read-sheet"' in r.text and "项目" in r.text
+    assert snapshot(engine) == before
+    confirm = {"csrf_token": token, "key": key_of(r.text), "sheet": "",
+               "upload": re.search(r'name="upload" value="([0-9a-f]{32})"', r.text).group(1)}
+    assert c.post("/import/projects/confirm", data=confirm).status_code == 303
+    assert "P-X1" in c.get("/projects").text and "P-X2" not in c.get("/projects").text
 
 
 def test_the_public_registry_is_off_unless_asked_and_shows_no_actor(ws):
