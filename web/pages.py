@@ -268,8 +268,20 @@ async def plan_run(request: Request, as_of: str = Form(""), time_limit: float = 
 
 @router.get("/plans/{plan_id}")
 def plan(request: Request, plan_id: str, user=Depends(need("read_plans"))):
-    plan = plans.get_plan(engine_of(request), plan_id)
-    return page(request, "plan.html", {"p": plan, "chart": report.plan_chart(plan, request.state.lang)})
+    view = report.plan_view(engine_of(request), plan_id, request.state.lang)
+    return page(request, "plan.html", {"p": view["plan"], "chart": view["chart"], "flow": view["flow"]})
+
+
+@router.get("/outlook")
+async def outlook(request: Request, years: int = Query(5, ge=1, le=10), as_of: Optional[str] = None,
+                  user=Depends(need("read_plans"))):
+    """The CLI's `quota plan outlook`: year by year, the quota left at each year's end and the demand a plan
+    cannot fund, per pollutant and key (each year's solve limited to 5 s; at most 10 years)."""
+    from quota.planning import outlook as ahead
+    day = _day(_text(as_of), "as-of date")
+    result = await run_in_threadpool(lambda: ahead.outlook(engine_of(request), years=years, as_of=day, time_limit=5.0))
+    return page(request, "outlook.html", {"o": result, "chart": report.outlook_view(result, request.state.lang),
+                                          "years": years, "as_of": as_of or ""})
 
 
 @router.get("/plans/{plan_id}/plan.xlsx")

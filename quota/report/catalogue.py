@@ -349,6 +349,9 @@ MESSAGES.update({
     "web_login_address_locked": {"en": "Too many failed sign-ins from your address: try again after {until} (UTC).",
                                  "zh": "您所在地址的登录失败次数过多：请于 {until}（UTC）之后再试。"},
     "web_account": {"en": "My account", "zh": "我的账户"},
+    "web_outlook": {"en": "Outlook: quota left and demand unfunded, year by year",
+                    "zh": "展望：逐年剩余指标与未保障需求"},
+    "web_years": {"en": "Years", "zh": "年数"},
     "web_sheet": {"en": "Sheet (XLSX, optional)", "zh": "工作表（XLSX，可选）"},
     "web_import_hint": {"en": "A CSV in UTF-8, or in GBK/GB18030 as Chinese Excel saves it; or an XLSX workbook "
                                 "(the first sheet with the columns, or the sheet named above). Nothing is written "

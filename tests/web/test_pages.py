@@ -452,6 +452,25 @@ def test_a_planner_runs_a_scenario_and_a_plan_and_applies_it_once(ws):
     assert r.status_code == 409  # a scenario plan is never applied
 
 
+def test_the_plan_page_shows_where_the_quota_comes_from_and_the_outlook_is_the_clis(ws, db_url):
+    engine, app = ws
+    planner = login(app, "planner")
+    plan = plans.run_plan(engine, time_limit=5)
+    page = planner.get(f"/plans/{plan['plan_id']}").text
+    flow = page.split('id="flow"')[1].split("</div>")[0]
+    lot = plan["funded"][0]["draws"][0]["lot"]
+    with engine.connect() as conn:
+        source = conn.execute(text("SELECT s.source_id FROM lot l JOIN tally t ON t.tally_id = l.tally_id JOIN source s "
+                                   "ON s.source_id = t.source_id WHERE l.serial = :l"), {"l": lot}).scalar_one()
+    assert "<svg" in flow and source in flow and plan["funded"][0]["project_id"] in flow
+    r = planner.get("/outlook?years=2")
+    assert r.status_code == 200 and "<svg" in r.text
+    cli = json.loads(runner.invoke(cli_app, ["--db", db_url, "plan", "outlook", "--years", "2", "--json"]).stdout)
+    shown = text_of(r.text.split('id="outlook"')[1])
+    assert all(g["key"] in shown for g in cli["groups"]) and [str(y) for y in cli["years"]][0] in shown
+    assert planner.get("/outlook?years=11").status_code == 422
+
+
 def test_the_overviews_expiring_lots_today_match_the_replay_of_every_lot(ws):
     engine, app = ws
     c = login(app, "clerk")

@@ -30,6 +30,7 @@ ROUTES = [
     ("GET", "/plans/{plan_id}", "/plans/PLAN-0001", "read_plans", None),
     ("GET", "/plans/{plan_id}/plan.xlsx", "/plans/PLAN-0001/plan.xlsx", "read_plans", None),
     ("POST", "/plans/{plan_id}/apply", "/plans/PLAN-0001/apply", "apply_plan", {}),
+    ("GET", "/outlook", "/outlook?years=2", "read_plans", None),
     ("GET", "/audit", "/audit?project=P2026-01", "read_history", None),
     ("POST", "/audit/verify", "/audit/verify", "verify", {}),
     ("GET", "/audit/export.{fmt}", "/audit/export.jsonl", "export", None),
