@@ -94,15 +94,14 @@ def username(name: object) -> str:
     as the actor of every transaction the user posts)."""
     value = unicodedata.normalize("NFKC", str(name)).strip().lower()
     if not _NAME.fullmatch(value):
-        raise Refused(f"user name {str(name)!r} must be 1 to 64 characters a-z, 0-9, '.', '_' or '-', starting "
-                      "with a letter or digit", "bad_username", name=str(name))
+        raise Refused("bad_username", name=str(name))
     return value
 
 
 def _role(role: str) -> str:
     value = str(role).strip().lower()
     if value not in ROLES:
-        raise Refused(f"unknown role {role!r}: use {', '.join(ROLES)}", "bad_role", role=str(role))
+        raise Refused("bad_role", role=str(role), known=list(ROLES))
     return value
 
 
@@ -116,8 +115,7 @@ def _hasher():
 
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD:
-        raise Refused(f"the password has {len(password)} characters; at least {MIN_PASSWORD} are required",
-                      "weak_password", min=MIN_PASSWORD)
+        raise Refused("weak_password", length=len(password), min=MIN_PASSWORD)
     return _hasher().hash(password)
 
 
@@ -128,7 +126,7 @@ def add_user(engine: Engine, name: str, role: str, password: str) -> dict:
 
     def work(conn) -> dict:
         if conn.execute(text("SELECT 1 FROM web_user WHERE name = :n"), {"n": name}).first():
-            raise Refused(f"user {name!r} already exists", "user_exists", name=name)
+            raise Refused("user_exists", name=name)
         conn.execute(text("INSERT INTO web_user (name, role, password_hash, created_at, failed_logins) "
                           "VALUES (:n, :r, :h, :t, 0)"), {"n": name, "r": role, "h": digest, "t": now_iso()})
         return {"name": name, "role": role}
@@ -153,7 +151,7 @@ def disable_user(engine: Engine, name: str) -> dict:
     def work(conn) -> dict:
         row = conn.execute(text("SELECT disabled_at FROM web_user WHERE name = :n"), {"n": name}).first()
         if row is None:
-            raise NotFound(f"no user {name!r}", "user", name)
+            raise NotFound(what="user", value=name)
         when = row[0] or now_iso()
         conn.execute(text("UPDATE web_user SET disabled_at = :t WHERE name = :n"), {"t": when, "n": name})
         conn.execute(text("DELETE FROM web_token WHERE name = :n"), {"n": name})
@@ -300,13 +298,11 @@ def change_password(engine: Engine, name: str, old: str, new: str, repeat: str |
     {"name", "sessions_ended"}."""
     name = username(name)
     if repeat is not None and repeat != new:
-        raise Refused("the new password and its repetition differ", "password_mismatch", name=name)
+        raise Refused("password_mismatch", name=name)
     digest = hash_password(new)
     login = authenticate(engine, name, old, client=client)
     if login.user is None or login.user.name != name:
-        raise Refused("the current password is wrong" if login.reason == "bad_credentials" else
-                      f"the password cannot be changed now ({login.reason})", "wrong_password", name=name,
-                      reason=login.reason)
+        raise Refused("wrong_password", name=name, reason=login.reason)
     return _set_password(engine, name, digest, keep_session)
 
 
@@ -319,7 +315,7 @@ def reset_password(engine: Engine, name: str, new: str) -> dict:
 def _set_password(engine: Engine, name: str, digest: str, keep_session: str | None) -> dict:
     def work(conn) -> dict:
         if conn.execute(text("SELECT 1 FROM web_user WHERE name = :n"), {"n": name}).first() is None:
-            raise NotFound(f"no user {name!r}", "user", name)
+            raise NotFound(what="user", value=name)
         conn.execute(text("UPDATE web_user SET password_hash = :h, failed_logins = 0, locked_until = NULL "
                           "WHERE name = :n"), {"h": digest, "n": name})
         ended = conn.execute(text("DELETE FROM web_session WHERE name = :n AND sid_hash <> :k"),
@@ -382,7 +378,7 @@ def end_sessions(engine: Engine, name: str, session_id: str | None = None) -> di
     `session_id`, all of them (sign out everywhere). {"name", "sessions_ended"}."""
     name = username(name)
     if session_id is not None and not _HANDLE.fullmatch(session_id):
-        raise NotFound(f"no session {session_id!r} of {name}", "session", str(session_id)[:40])
+        raise NotFound(what="session", value=str(session_id)[:40])
 
     def work(conn) -> dict:
         if session_id is None:
@@ -391,7 +387,7 @@ def end_sessions(engine: Engine, name: str, session_id: str | None = None) -> di
             ended = conn.execute(text("DELETE FROM web_session WHERE name = :n AND sid_hash LIKE :p"),
                                  {"n": name, "p": session_id + "%"}).rowcount
             if not ended:
-                raise NotFound(f"no session {session_id!r} of {name}", "session", session_id)
+                raise NotFound(what="session", value=session_id)
         return {"name": name, "sessions_ended": int(ended)}
 
     return db.run_write(engine, work, lock=False, attempts=1)
@@ -419,9 +415,9 @@ def new_token(engine: Engine, name: str, label: str | None = None) -> dict:
     def work(conn) -> dict:
         row = conn.execute(text("SELECT disabled_at FROM web_user WHERE name = :n"), {"n": name}).first()
         if row is None:
-            raise NotFound(f"no user {name!r}", "user", name)
+            raise NotFound(what="user", value=name)
         if row[0]:
-            raise Refused(f"user {name!r} is disabled", "user_disabled", name=name)
+            raise Refused("user_disabled", name=name)
         conn.execute(text("INSERT INTO web_token (token_hash, name, created_at, label) VALUES (:h, :n, :t, :l)"),
                      {"h": _token_hash(token), "n": name, "t": now_iso(), "l": label})
         return {"name": name, "id": _token_hash(token)[:12], "label": label, "token": token}
@@ -430,11 +426,12 @@ def new_token(engine: Engine, name: str, label: str | None = None) -> dict:
 
 
 def _label(label: str | None) -> str | None:
-    value = unicodedata.normalize("NFKC", str(label or "")).strip()
-    if len(value) > 100 or any(unicodedata.category(c).startswith("C") for c in value):
-        raise Refused("a token label has at most 100 characters and no control characters", "bad_text",
-                      what="label")
-    return value or None
+    """What a token is for: free text (no control characters), at most 100 characters; empty is none."""
+    from quota import identity
+    try:
+        return identity.free_text(unicodedata.normalize("NFKC", str(label or "")), "label", max_len=100) or None
+    except identity.BadId as exc:
+        raise Refused("bad_text", what="label", value=exc.text, reason=exc.code, **exc.facts) from None
 
 
 def list_tokens(engine: Engine, name: str | None = None) -> dict:
@@ -452,13 +449,13 @@ def revoke_token(engine: Engine, name: str, token_id: str) -> dict:
     """Revoke one API token of a user by its id (list_tokens): it stops working at once. {"name", "id"}."""
     name = username(name)
     if not _HANDLE.fullmatch(str(token_id)):
-        raise NotFound(f"no API token {str(token_id)[:40]!r} of {name}", "token", str(token_id)[:40])
+        raise NotFound(what="API token", value=str(token_id)[:40])
 
     def work(conn) -> dict:
         gone = conn.execute(text("DELETE FROM web_token WHERE name = :n AND token_hash LIKE :p"),
                             {"n": name, "p": token_id + "%"}).rowcount
         if not gone:
-            raise NotFound(f"no API token {token_id!r} of {name}", "token", token_id)
+            raise NotFound(what="API token", value=token_id)
         return {"name": name, "id": token_id}
 
     return db.run_write(engine, work, lock=False, attempts=1)
