@@ -364,6 +364,25 @@ def test_import_reads_a_gbk_csv_and_the_chosen_sheet_of_a_workbook_and_says_how(
     assert "P-X1" in c.get("/projects").text and "P-X2" not in c.get("/projects").text
 
 
+def test_confirm_writes_nothing_when_the_file_has_a_problem_by_then(ws, write_csv):
+    engine, app = ws
+    c = login(app, "clerk")
+    token = csrf(c)
+    good = (PROJECT_HEADER + "\nP-C1,新项目,JT-YT,chemical,COD,1.0,t/a,1,2027-06-30,false,\n").encode()
+    r = c.post("/import/projects", data={"csrf_token": token}, files={"file": ("good.csv", good, "text/csv")})
+    assert r.status_code == 200
+    confirm = {"csrf_token": token, "key": key_of(r.text),
+               "upload": re.search(r'name="upload" value="([0-9a-f]{32})"', r.text).group(1)}
+    from quota.intake import project_files
+    project_files.import_projects(engine, write_csv("same.csv", PROJECT_HEADER,
+                                                    ["P-C1,新项目,JT-YT,chemical,COD,1.0,t/a,1,2027-06-30,false,"]),
+                                  actor="someone else")  # meanwhile P-C1 was imported
+    before = snapshot(engine)
+    r = c.post("/import/projects/confirm", data=confirm)
+    assert r.status_code == 422 and 'class="problem"' in r.text and "P-C1" in text_of(r.text)
+    assert snapshot(engine) == before
+
+
 def test_the_public_registry_is_off_unless_asked_and_shows_no_actor(ws):
     engine, app = ws
     assert client(app).get("/public").status_code == 404
