@@ -161,3 +161,10 @@ def test_an_auditor_sees_no_write_buttons(workspace):
         assert button not in page
     assert 'id="no-actions"' in page
     assert 'id="run"' not in c.get("/plans").text and 'id="apply"' not in c.get("/plans/PLAN-0001").text
+    import re
+    for path in ("/", "/lots", f"/lots/{workspace['lot']}", "/projects", "/projects/P2026-01", "/plans",
+                 "/plans/PLAN-0001", "/audit", "/outlook?years=1"):
+        html = c.get(path).text
+        assert 'href="/import/' not in html and 'href="/admin"' not in html, path
+        posts = set(re.findall(r'<form method="post" action="([^"]+)"', html))
+        assert posts <= {"/logout", "/audit/verify"}, (path, posts)  # signing out and verifying write no ledger
