@@ -90,6 +90,8 @@ def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str
             "scenario": Path(scenario_path).read_text(encoding="utf-8", errors="replace") if scenario_path else None})
         done = _plan_of_key(engine, key, digest)
         if done is not None:
+            if out:  # the files of the plan the key stored (a repeat with --out writes them again)
+                write_plan_files(done, out, engine)
             return done
     with db.reading(engine) as conn:
         version, book, scenario, day = planning_inputs(conn, as_of, scenario_path)
@@ -127,7 +129,10 @@ def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str
     try:
         return {**db.run_write(engine, store, lock=False), "replayed": False}
     except _KeyTaken:
-        return _plan_of_key(engine, key, digest)
+        done = _plan_of_key(engine, key, digest)
+        if out:
+            write_plan_files(done, out, engine)
+        return done
 
 
 class _KeyTaken(Exception):

@@ -29,6 +29,20 @@ def test_a_plan_run_with_a_key_stores_one_plan_and_replays_it(book, monkeypatch)
     assert [p["plan_id"] for p in plans.list_plans(book)["plans"]] == [first["plan_id"]]
 
 
+def test_plan_run_key_from_the_cli_replays_and_writes_the_first_plans_files(book, db_url, tmp_path):
+    import json
+    from typer.testing import CliRunner
+    from cli.main import app
+    runner = CliRunner()
+    args = ["--db", db_url, "plan", "run", "--time-limit", "5", "--key", "cli-1", "--json"]
+    first = json.loads(runner.invoke(app, args).stdout)
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "again")])
+    again = json.loads(r.stdout)
+    assert again["replayed"] is True and again["plan_id"] == first["plan_id"]
+    assert (tmp_path / "again" / "plan.xlsx").exists()
+    assert len(plans.list_plans(book)["plans"]) == 1
+
+
 @pytest.mark.skipif("postgresql" not in ENGINES, reason="PostgreSQL skipped")
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_the_planner_role_runs_a_plan_with_a_key(book):
