@@ -67,7 +67,7 @@ def verify(ctx: typer.Context,
         elif export is not None:
             summary, problems = exp.verify_export(str(export), progress, expect_head)
         else:
-            summary, problems = audit.verify(ctx.obj.engine, progress, expect_head)
+            summary, problems = audit.verify_and_record(ctx.obj.engine, ctx.obj.actor, progress, expect_head)
     if as_json:
         render.emit_json({**summary, "problems": [p.to_dict() for p in problems]})
     if problems:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from cli import render
-from cli.core import failures, parse_date
+from cli.core import KeyOpt, failures, parse_date
 
 plan_app = typer.Typer(no_args_is_help=True, help="Allocation plans: solve, show, apply.")
 
@@ -22,6 +22,7 @@ def plan_run(ctx: typer.Context,
              gap: Annotated[float, typer.Option(help="Relative MIP gap at which to stop (0 = prove optimal).")] = 0.0,
              solver: Annotated[str, typer.Option(help="auto (HiGHS if installed), highs or cbc.")] = "auto",
              out: Annotated[Optional[Path], typer.Option(help="Write the plan as CSV and XLSX files here.")] = None,
+             key: KeyOpt = None,
              as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False) -> None:
     """Solve the allocation of pooled credits to all pipeline projects, and store the plan.
 
@@ -37,7 +38,7 @@ def plan_run(ctx: typer.Context,
             progress(f"solving (up to {time_limit:g} s)", 0, None)
         result = plans.run_plan(ctx.obj.engine, as_of=parse_date(as_of), scenario_path=str(scenario) if scenario else None,
                                 time_limit=time_limit, gap=gap, actor=ctx.obj.actor, solver=solver,
-                                out=str(out) if out else None)
+                                out=str(out) if out else None, key=key)
     if as_json:
         return render.emit_json(result)
     render.plan(result)

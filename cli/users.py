@@ -10,7 +10,7 @@ from cli import render
 from cli.core import JsonOpt, failures
 
 user_app = typer.Typer(no_args_is_help=True, help="Users of the web workspace (quota serve): add, list, disable, "
-                                                  "API tokens.")
+                                                  "passwords, sessions, API tokens.")
 
 
 @user_app.command("add")
@@ -22,10 +22,7 @@ def user_add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login
     """Add a user; the password (at least 10 characters) is asked twice, or read from stdin, and stored as an
     Argon2 hash.  Example: quota user add wang --role clerk"""
     from quota.store import users
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _password(password_stdin)
     with failures(as_json):
         result = users.add_user(ctx.obj.engine, name, role, password)
     if as_json:
@@ -58,16 +55,79 @@ def user_disable(ctx: typer.Context, name: Annotated[str, typer.Argument(help="L
     render.done(render.msg("user_disabled", name=result["name"]))
 
 
-@user_app.command("token")
-def user_token(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login name.")],
-               as_json: JsonOpt = False) -> None:
-    """Print a new API token for the user, once (only its hash is kept).  Example: quota user token wang"""
+def _password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@user_app.command("password")
+def user_password(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login name.")],
+                  password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from "
+                                                               "the first line of stdin instead of a prompt.")] = False,
+                  as_json: JsonOpt = False) -> None:
+    """Set a user's password (asked twice, or read from stdin): the lock-out after failed sign-ins is lifted and
+    every session of the user ends.  Example: quota user password wang"""
+    from quota.store import users
+    password = _password(password_stdin)
+    with failures(as_json):
+        result = users.reset_password(ctx.obj.engine, name, password)
+    if as_json:
+        return render.emit_json(result)
+    render.done(render.msg("user_password_set", name=result["name"], n=result["sessions_ended"]))
+
+
+@user_app.command("signout")
+def user_signout(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login name.")],
+                 as_json: JsonOpt = False) -> None:
+    """End every signed-in session of a user (sign out everywhere).  Example: quota user signout wang"""
     from quota.store import users
     with failures(as_json):
-        result = users.new_token(ctx.obj.engine, name)
+        result = users.end_sessions(ctx.obj.engine, name)
+    if as_json:
+        return render.emit_json(result)
+    render.done(render.msg("user_signed_out", name=result["name"], n=result["sessions_ended"]))
+
+
+@user_app.command("token")
+def user_token(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login name.")],
+               label: Annotated[Optional[str], typer.Option("--label", help="What the token is for (shown by "
+                                                                  "`quota user tokens`).")] = None,
+               as_json: JsonOpt = False) -> None:
+    """Print a new API token for the user, once (only its hash is kept).  Example: quota user token wang --label nightly"""
+    from quota.store import users
+    with failures(as_json):
+        result = users.new_token(ctx.obj.engine, name, label)
     if as_json:
         return render.emit_json(result)
     render.done(result["token"])
+
+
+@user_app.command("tokens")
+def user_tokens(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument(help="Login name (default: "
+                                                                                  "every user's).")] = None,
+                as_json: JsonOpt = False) -> None:
+    """List API tokens: id, user, label, created (never the token).  Example: quota user tokens wang"""
+    from quota.store import users
+    with failures(as_json):
+        result = users.list_tokens(ctx.obj.engine, name)
+    if as_json:
+        return render.emit_json(result)
+    render.out.print(render.table(None, ["Id", "User", "Label", "Created"],
+                                  [[k["id"], k["name"], k["label"] or "", k["created_at"]] for k in result["tokens"]]))
+
+
+@user_app.command("revoke-token")
+def user_revoke_token(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login name.")],
+                      token_id: Annotated[str, typer.Argument(help="The token's id (quota user tokens).")],
+                      as_json: JsonOpt = False) -> None:
+    """Revoke one API token of a user; it stops working at once.  Example: quota user revoke-token wang 3f2a9c01b7d4"""
+    from quota.store import users
+    with failures(as_json):
+        result = users.revoke_token(ctx.obj.engine, name, token_id)
+    if as_json:
+        return render.emit_json(result)
+    render.done(render.msg("user_token_revoked", name=result["name"], id=result["id"]))
 
 
 def serve(ctx: typer.Context,

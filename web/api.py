@@ -86,9 +86,7 @@ def cancel(request: Request, project_id: str, key: Optional[str] = KeyHeader,
 def verify(request: Request, user=Depends(api_need("verify"))) -> dict:
     """`quota verify --json` (409 when it finds a problem)."""
     from fastapi.responses import JSONResponse
-    from quota.store import users
-    summary, problems = audit.verify(engine_of(request))
-    users.record_verification(engine_of(request), summary, not problems, user.name)
+    summary, problems = audit.verify_and_record(engine_of(request), user.name)
     body = {**summary, "problems": [p.to_dict() for p in problems]}
     return JSONResponse(body, 200 if not problems else 409)
 
@@ -100,11 +98,13 @@ def plan_list(request: Request, user=Depends(api_need("read_plans"))) -> dict:
 
 
 @router.post("/plans")
-def plan_run(request: Request, body: Optional[PlanBody] = None, user=Depends(api_need("run_plan"))) -> dict:
-    """`quota plan run --json` (time limit at most 60 s)."""
+def plan_run(request: Request, body: Optional[PlanBody] = None, key: Optional[str] = KeyHeader,
+             user=Depends(api_need("run_plan"))) -> dict:
+    """`quota plan run --json` (time limit at most 60 s); with an Idempotency-Key, a repeat returns the plan the
+    first stored (with "replayed")."""
     body = body or PlanBody()
     return plans.run_plan(engine_of(request), as_of=_day(body.as_of, "as-of date"),
-                          time_limit=min(body.time_limit, 60.0), actor=user.name)
+                          time_limit=min(body.time_limit, 60.0), actor=user.name, key=key)
 
 
 @router.get("/plans/{plan_id}")

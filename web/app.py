@@ -61,7 +61,8 @@ class Unauthorized(Exception):  # API: no or bad bearer token
 
 
 class Session(dict):
-    """The signed cookie's content: user name ("u"), CSRF token ("csrf"), one flash message ("flash")."""
+    """The signed cookie's content: the session's random id ("s", kept hashed in web_session), the user name
+    ("u", for the log), CSRF token ("csrf"), one flash message ("flash")."""
 
     modified = False
 
@@ -239,11 +240,12 @@ def engine_of(request: Request) -> Any:
 
 
 def current_user(request: Request) -> users.User | None:
-    """The signed-in user of the session (looked up each time: a disabled user's session ends at once)."""
-    name = request.state.session.get("u")
-    if not name:
+    """The signed-in user of the session (looked up each time: a session ended elsewhere, or of a user since
+    disabled, ends at once)."""
+    sid = request.state.session.get("s")
+    if not sid:
         return None
-    user = users.get_user(engine_of(request), name)
+    user = users.session_user(engine_of(request), sid)
     if user is None:
         request.state.session.clear()
     request.state.user = user

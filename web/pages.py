@@ -54,17 +54,20 @@ def login_form(request: Request):
 
 @router.post("/login", dependencies=[Depends(check_csrf)])
 async def login(request: Request, username: str = Form(""), password: str = Form("")):
-    result = await run_in_threadpool(users.authenticate, engine_of(request), username, password)
+    client = request.client.host if request.client else None
+    result = await run_in_threadpool(users.authenticate, engine_of(request), username, password, None, client)
     if result.delay_s and request.app.state.throttle:
         await asyncio.sleep(result.delay_s)  # slows guessing down without holding a worker thread
     if result.user is None:
         lang = request.state.lang
         message = i18n.t(f"web_login_{result.reason}", lang, until=(result.locked_until or "")[:16].replace("T", " "))
         return page(request, "login.html", {"error": message, "username": username},
-                    429 if result.reason == "locked" else 401)
+                    429 if result.reason in ("locked", "address_locked") else 401)
+    sid = await run_in_threadpool(users.open_session, engine_of(request), result.user.name, client,
+                                  request.headers.get("user-agent"))
     session = request.state.session
     session.clear()  # a new session (and CSRF token) at sign-in: no fixation
-    session["u"] = result.user.name
+    session["s"], session["u"] = sid, result.user.name
     request.state.user = result.user
     csrf_token(request)
     return RedirectResponse("/", status_code=303)
@@ -72,6 +75,47 @@ async def login(request: Request, username: str = Form(""), password: str = Form
 
 @router.post("/logout", dependencies=[Depends(check_csrf)])
 def logout(request: Request):
+    users.end_session(engine_of(request), request.state.session.get("s") or "")
+    request.state.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+# --------------------------------------------------------------------------- your account
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+@router.get("/account")
+def account(request: Request, user=Depends(need("own_account"))):
+    """Your password and your signed-in sessions (each can be ended; or all, everywhere)."""
+    sid = request.state.session.get("s") or ""
+    return page(request, "account.html", {"sessions": users.list_sessions(engine_of(request), user.name)["sessions"],
+                                          "current": users.session_handle(sid)})
+
+
+@router.post("/account/password", dependencies=[Depends(check_csrf)])
+def change_password(request: Request, old: str = Form(""), new: str = Form(""), repeat: str = Form(""),
+                    user=Depends(need("own_account"))):
+    result = users.change_password(engine_of(request), user.name, old, new, repeat=repeat,
+                                   keep_session=request.state.session.get("s"), client=_client(request))
+    return redirect("/account", i18n.t("user_password_changed", request.state.lang, name=result["name"],
+                                       n=result["sessions_ended"]), request)
+
+
+@router.post("/account/sessions/{session_id}/end", dependencies=[Depends(check_csrf)])
+def end_session(request: Request, session_id: str, user=Depends(need("own_account"))):
+    result = users.end_sessions(engine_of(request), user.name, session_id)
+    if session_id == users.session_handle(request.state.session.get("s") or ""):
+        request.state.session.clear()  # that was this session
+        return RedirectResponse("/login", status_code=303)
+    return redirect("/account", i18n.t("user_signed_out", request.state.lang, name=result["name"],
+                                       n=result["sessions_ended"]), request)
+
+
+@router.post("/account/signout-everywhere", dependencies=[Depends(check_csrf)])
+def sign_out_everywhere(request: Request, user=Depends(need("own_account"))):
+    users.end_sessions(engine_of(request), user.name)
     request.state.session.clear()
     return RedirectResponse("/login", status_code=303)
 
@@ -92,7 +136,7 @@ def switch_language(request: Request, lang: str, next: str = "/"):
 def overview(request: Request, as_of: Optional[str] = None, user=Depends(need("read_balance"))):
     engine = engine_of(request)
     data = report.overview(engine, as_of=_day(as_of, "as-of date"), lang=request.state.lang)
-    return page(request, "overview.html", {"o": data, "verified": users.last_verification(engine),
+    return page(request, "overview.html", {"o": data, "verified": audit.last_verification(engine),
                                            "as_of": as_of or ""})
 
 
@@ -203,9 +247,10 @@ def plan_list(request: Request, user=Depends(need("read_plans"))):
 
 
 @router.post("/plans", dependencies=[Depends(check_csrf)])
-async def plan_run(request: Request, as_of: str = Form(""), time_limit: float = Form(10.0),
+async def plan_run(request: Request, as_of: str = Form(""), time_limit: float = Form(10.0), key: str = Form(...),
                    scenario: Optional[UploadFile] = File(None), user=Depends(need("run_plan"))):
-    """Solve a plan (time limit at most 60 s), with an optional scenario (TOML) uploaded with the form."""
+    """Solve a plan (time limit at most 60 s), with an optional scenario (TOML) uploaded with the form; the
+    form's idempotency key makes a double submit store one plan (the second is shown the first's)."""
     day = _day(_text(as_of), "as-of date")
     data = await scenario.read(MAX_UPLOAD + 1) if scenario is not None and scenario.filename else b""
     if len(data) > MAX_UPLOAD:
@@ -217,14 +262,26 @@ async def plan_run(request: Request, as_of: str = Form(""), time_limit: float = 
             path.write_bytes(data)
         result = await run_in_threadpool(lambda: plans.run_plan(engine_of(request), as_of=day, actor=user.name,
                                                                 scenario_path=str(path) if path else None,
-                                                                time_limit=min(time_limit, 60.0)))
+                                                                time_limit=min(time_limit, 60.0), key=key))
     return redirect(f"/plans/{quote(result['plan_id'])}", None, request)
 
 
 @router.get("/plans/{plan_id}")
 def plan(request: Request, plan_id: str, user=Depends(need("read_plans"))):
-    plan = plans.get_plan(engine_of(request), plan_id)
-    return page(request, "plan.html", {"p": plan, "chart": report.plan_chart(plan, request.state.lang)})
+    view = report.plan_view(engine_of(request), plan_id, request.state.lang)
+    return page(request, "plan.html", {"p": view["plan"], "chart": view["chart"], "flow": view["flow"]})
+
+
+@router.get("/outlook")
+async def outlook(request: Request, years: int = Query(5, ge=1, le=10), as_of: Optional[str] = None,
+                  user=Depends(need("read_plans"))):
+    """The CLI's `quota plan outlook`: year by year, the quota left at each year's end and the demand a plan
+    cannot fund, per pollutant and key (each year's solve limited to 5 s; at most 10 years)."""
+    from quota.planning import outlook as ahead
+    day = _day(_text(as_of), "as-of date")
+    result = await run_in_threadpool(lambda: ahead.outlook(engine_of(request), years=years, as_of=day, time_limit=5.0))
+    return page(request, "outlook.html", {"o": result, "chart": report.outlook_view(result, request.state.lang),
+                                          "years": years, "as_of": as_of or ""})
 
 
 @router.get("/plans/{plan_id}/plan.xlsx")
@@ -259,8 +316,7 @@ def history(request: Request, project: Optional[str] = None, lot: Optional[str] 
 @router.post("/audit/verify", dependencies=[Depends(check_csrf)])
 def verify(request: Request, user=Depends(need("verify"))):
     engine = engine_of(request)
-    summary, problems = audit.verify(engine)
-    users.record_verification(engine, summary, not problems, user.name)
+    summary, problems = audit.verify_and_record(engine, user.name)
     return page(request, "verify.html", {"summary": summary, "problems": [str(p) for p in problems]},
                 200 if not problems else 409)
 
@@ -298,10 +354,10 @@ def export(request: Request, fmt: str, as_of: Optional[str] = None, user=Depends
 
 # --------------------------------------------------------------------------- public registry (--public)
 
-def public_registry(request: Request):
-    """Lots and approved allocations with their approval documents: no sign-in, read-only (环境信息公开). Served
-    only when the server runs with --public."""
-    return page(request, "public.html", {"r": audit.public_registry(engine_of(request))})
+def public_registry(request: Request, page_no: int = Query(1, alias="page", ge=1, le=10**6)):
+    """Lots and approved allocations with their approval documents, a page at a time: no sign-in, read-only
+    (环境信息公开). Served only when the server runs with --public."""
+    return page(request, "public.html", {"r": audit.public_registry(engine_of(request), page_no)})
 
 
 # --------------------------------------------------------------------------- admin
@@ -310,7 +366,8 @@ def _admin_page(request: Request, token: dict | None = None):
     from quota.rules import versions
     engine = engine_of(request)
     return page(request, "admin.html", {"users": users.list_users(engine)["users"], "roles": users.ROLES,
-                                        "token": token, "rules": versions.show(engine)})
+                                        "token": token, "tokens": users.list_tokens(engine)["tokens"],
+                                        "rules": versions.show(engine)})
 
 
 @router.get("/admin")
@@ -350,8 +407,28 @@ def disable_user(request: Request, name: str, user=Depends(need("manage_users"))
 
 
 @router.post("/admin/users/{name}/token", dependencies=[Depends(check_csrf)])
-def user_token(request: Request, name: str, user=Depends(need("manage_users"))):
-    return _admin_page(request, users.new_token(engine_of(request), name))
+def user_token(request: Request, name: str, label: str = Form(""), user=Depends(need("manage_users"))):
+    return _admin_page(request, users.new_token(engine_of(request), name, label))
+
+
+@router.post("/admin/users/{name}/tokens/{token_id}/revoke", dependencies=[Depends(check_csrf)])
+def revoke_token(request: Request, name: str, token_id: str, user=Depends(need("manage_users"))):
+    result = users.revoke_token(engine_of(request), name, token_id)
+    return redirect("/admin", i18n.t("user_token_revoked", request.state.lang, **result), request)
+
+
+@router.post("/admin/users/{name}/password", dependencies=[Depends(check_csrf)])
+def reset_password(request: Request, name: str, password: str = Form(""), user=Depends(need("manage_users"))):
+    result = users.reset_password(engine_of(request), name, password)
+    return redirect("/admin", i18n.t("user_password_set", request.state.lang, name=result["name"],
+                                     n=result["sessions_ended"]), request)
+
+
+@router.post("/admin/users/{name}/signout", dependencies=[Depends(check_csrf)])
+def sign_out_user(request: Request, name: str, user=Depends(need("manage_users"))):
+    result = users.end_sessions(engine_of(request), name)
+    return redirect("/admin", i18n.t("user_signed_out", request.state.lang, name=result["name"],
+                                     n=result["sessions_ended"]), request)
 
 
 @router.post("/admin/lots/{serial}/revoke", dependencies=[Depends(check_csrf)])
@@ -387,8 +464,9 @@ def _importer(kind: str):
 
 
 def _import_page(request: Request, kind: str, **context):
-    return page(request, "import.html", {"kind": kind, "result": None, "problems": [], "upload": "",
-                                         "name": "", **context}, context.pop("status", 200))
+    status = context.pop("status", 200)
+    return page(request, "import.html", {"kind": kind, "result": None, "problems": [], "upload": "", "name": "",
+                                         "read": {}, "sheet": "", **context}, status)
 
 
 def _stored(upload: str) -> Path:
@@ -420,9 +498,11 @@ def import_form(kind: str):
 
 
 def import_upload(kind: str):
-    async def view(request: Request, file: UploadFile = File(...), user=Depends(need(KINDS[kind]))):
+    async def view(request: Request, file: UploadFile = File(...), sheet: str = Form(""),
+                   user=Depends(need(KINDS[kind]))):
         """Save the upload under a token and run the import as a dry run: the rows it would add, or every problem
-        with its row and column; nothing is written either way."""
+        with its row and column; nothing is written either way. `sheet` picks a workbook's sheet (the CLI's
+        --sheet); how the file was read (a CSV's encoding when not UTF-8, the sheet and header row) is shown."""
         name = re.sub(r"[^\w.\-]", "_", Path(file.filename or "upload.csv").name)[-100:] or "upload.csv"
         data = await file.read(MAX_UPLOAD + 1)
         if len(data) > MAX_UPLOAD:
@@ -432,21 +512,24 @@ def import_upload(kind: str):
         folder = UPLOADS / token
         folder.mkdir(parents=True, mode=0o700)
         (folder / name).write_bytes(data)
+        read: dict = {}
         try:
-            result = await run_in_threadpool(_importer(kind), engine_of(request), str(folder / name),
-                                             actor=user.name, dry_run=True)
+            result = await run_in_threadpool(lambda: _importer(kind)(engine_of(request), str(folder / name),
+                                                                     actor=user.name, dry_run=True,
+                                                                     sheet=_text(sheet), read=read))
         except ValidationFailed as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            return _import_page(request, kind, name=name, status=422,
+            return _import_page(request, kind, name=name, status=422, read=read, sheet=sheet,
                                 problems=refusal_view(exc, request.state.lang)["problems"])
-        return _import_page(request, kind, name=name, result=result, upload=token)
+        return _import_page(request, kind, name=name, result=result, upload=token, read=read, sheet=sheet)
     return view
 
 
 def import_confirm(kind: str):
-    def view(request: Request, upload: str = Form(""), key: str = Form(...), user=Depends(need(KINDS[kind]))):
+    def view(request: Request, upload: str = Form(""), key: str = Form(...), sheet: str = Form(""),
+             user=Depends(need(KINDS[kind]))):
         path = _stored(upload)
-        result = _importer(kind)(engine_of(request), str(path), actor=user.name, key=key)
+        result = _importer(kind)(engine_of(request), str(path), actor=user.name, key=key, sheet=_text(sheet))
         shutil.rmtree(path.parent, ignore_errors=True)
         lang = request.state.lang
         if kind == "projects":

@@ -125,21 +125,36 @@ def history(engine: Engine, *, project_id: str | None = None, lot: str | None = 
                              for r in rows]}
 
 
-def public_registry(engine: Engine) -> dict:
-    """What the bureau discloses (环境信息公开): every lot with its source, issued and available amounts and
-    expiry, and every approved allocation with its approval document, per pollutant. No actors, hashes,
-    reservations under review or the pipeline."""
+PUBLIC_PER_PAGE = 50
+
+
+def public_registry(engine: Engine, page: int = 1, per_page: int = PUBLIC_PER_PAGE) -> dict:
+    """What the bureau discloses (环境信息公开): the lots with their source, issued and available amounts and
+    expiry, and the approved allocations with their approval document, per pollutant. No actors, hashes,
+    reservations under review or the pipeline. Paged: page `page` (from 1) holds up to `per_page` lots (by
+    serial) and up to `per_page` approved projects (by id); "lots_total", "approved_total" and "pages" say
+    how many there are."""
+    from sqlalchemy import bindparam
     from quota.ledger import balances
-    lots = balances.balance(engine, by="lot")
+    page, per_page = max(1, int(page)), max(1, min(int(per_page), 1000))
+    offset = (page - 1) * per_page
+    lots = balances.lot_page(engine, offset=offset, limit=per_page)
+    serials = [r["lot"] for r in lots["rows"]]
     with db.reading(engine) as conn:
         _, book = versions.current(conn)
-        names = dict(conn.execute(text("SELECT l.serial, s.name FROM lot l JOIN tally t ON t.tally_id = l.tally_id "
-                                       "JOIN source s ON s.source_id = t.source_id")).all())
+        names = dict(conn.execute(text(
+            "SELECT l.serial, s.name FROM lot l JOIN tally t ON t.tally_id = l.tally_id "
+            "JOIN source s ON s.source_id = t.source_id WHERE l.serial IN :s").bindparams(
+            bindparam("s", expanding=True)), {"s": serials}).all()) if serials else {}
+        approved_total = int(conn.execute(text("SELECT count(*) FROM project WHERE state = 'approved'")).scalar_one())
+        ids = conn.execute(text("SELECT project_id FROM project WHERE state = 'approved' ORDER BY project_id "
+                                "LIMIT :n OFFSET :o"), {"n": per_page, "o": offset}).scalars().all()
         rows = conn.execute(text(
             "SELECT p.project_id, p.name, p.zone, p.doc, b.pollutant, SUM(b.amount_g) FROM project p "
             "JOIN balance b ON b.account = 'project:' || p.project_id || :part AND b.amount_g > 0 "
-            "WHERE p.state = 'approved' GROUP BY p.project_id, p.name, p.zone, p.doc, b.pollutant "
-            "ORDER BY p.project_id, b.pollutant"), {"part": ":allocated"}).all()
+            "WHERE p.state = 'approved' AND p.project_id IN :ids GROUP BY p.project_id, p.name, p.zone, p.doc, "
+            "b.pollutant ORDER BY p.project_id, b.pollutant").bindparams(bindparam("ids", expanding=True)),
+            {"part": ":allocated", "ids": list(ids)}).all() if ids else []
     approved: dict[str, dict] = {}
     for pid, name, zone, doc, pol, grams in rows:
         unit = book.pollutants[pol].unit
@@ -147,12 +162,37 @@ def public_registry(engine: Engine) -> dict:
                                           "allocated": []})
         entry["allocated"].append({"pollutant": pol, "amount_g": int(grams), "unit": unit,
                                    "amount": units.display(int(grams), unit)})
-    return {"as_of": lots["as_of"],
+    return {"as_of": lots["as_of"], "page": page, "per_page": per_page, "lots_total": lots["total"],
+            "approved_total": approved_total,
+            "pages": max(1, -(-max(lots["total"], approved_total) // per_page)),
             "lots": [{"lot": r["lot"], "pollutant": r["pollutant"], "zone": r["zone"],
                       "source_name": names.get(r["lot"], ""), "issued": units.display(r["issued_g"], r["unit"]),
                       "available": r["available"], "unit": r["unit"], "expires": r["expires"], "state": r["state"]}
                      for r in lots["rows"]],
             "approved": list(approved.values())}
+
+
+def verify_and_record(engine: Engine, actor: str, progress=None, expect_head: str | None = None
+                      ) -> tuple[dict, list[Problem]]:
+    """`verify`, then record the run (time, actor, the head it reached, the outcome) in verify_run, in its own
+    small transaction: what every front end runs, so "last verified" is true whichever ran it."""
+    import secrets
+    summary, problems = verify(engine, progress, expect_head)
+    run = {"r": secrets.token_hex(8), "at": posting.now_iso(), "a": str(actor)[:200], "ok": not problems,
+           "s": int(summary.get("transactions") or 0), "h": str(summary.get("head") or ""), "p": len(problems)}
+    db.run_write(engine, lambda conn: conn.execute(text(
+        "INSERT INTO verify_run (run_id, at, actor, ok, head_seq, head_hash, problems) "
+        "VALUES (:r, :at, :a, :ok, :s, :h, :p)"), run), lock=False)
+    return summary, problems
+
+
+def last_verification(engine: Engine) -> dict | None:
+    """The latest recorded verify run: {at, actor, ok, head_seq, head_hash, problems}, or None."""
+    with db.reading(engine) as conn:
+        row = conn.execute(text("SELECT at, actor, ok, head_seq, head_hash, problems FROM verify_run "
+                                "ORDER BY at DESC, run_id DESC LIMIT 1")).first()
+    return None if row is None else {"at": row[0], "actor": row[1], "ok": bool(row[2]), "head_seq": int(row[3]),
+                                     "head_hash": row[4], "problems": int(row[5])}
 
 
 def verify(engine: Engine, progress=None, expect_head: str | None = None) -> tuple[dict, list[Problem]]:

@@ -75,11 +75,24 @@ def gather(conn: Connection, book: Rulebook, as_of: dt.date, scenario: Scenario 
 
 def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str | None = None,
              time_limit: float = 10.0, gap: float = 0.0, actor: str = "planner", solver: str = "auto",
-             out: str | None = None) -> dict:
+             out: str | None = None, key: str | None = None) -> dict:
     """Solve the allocation for all pipeline projects; store and return the plan (the shape of docs/design.md,
     JSON shapes). With `out`, the plan's files are written (write_plan_files) inside the transaction that stores
-    it: a folder that cannot be written stores no plan."""
+    it: a folder that cannot be written stores no plan. With `key` (a form's idempotency key, --key), a repeat
+    of the same request returns the plan the first stored, without solving again, with "replayed"."""
     check_options(time_limit, gap, solver)
+    digest = None
+    if key is not None:
+        idempotency.check_key(key)
+        from pathlib import Path
+        digest = idempotency.request_hash("plan run", {
+            "as_of": as_of.isoformat() if as_of else None, "time_limit": time_limit, "gap": gap, "solver": solver,
+            "scenario": Path(scenario_path).read_text(encoding="utf-8", errors="replace") if scenario_path else None})
+        done = _plan_of_key(engine, key, digest)
+        if done is not None:
+            if out:  # the files of the plan the key stored (a repeat with --out writes them again)
+                write_plan_files(done, out, engine)
+            return done
     with db.reading(engine) as conn:
         version, book, scenario, day = planning_inputs(conn, as_of, scenario_path)
         lots, pairs, candidates, zones = gather(conn, book, day, scenario)
@@ -96,19 +109,47 @@ def run_plan(engine: Engine, *, as_of: dt.date | None = None, scenario_path: str
     result.update({"as_of": day.isoformat(), "rulebook_version": version, "ledger_seq": int(head)})
 
     def store(conn: Connection) -> dict:
+        if key and conn.execute(text("SELECT 1 FROM plan WHERE run_key = :k"), {"k": key}).first():
+            raise _KeyTaken()  # a racing request with the same key stored its plan first
         n = conn.execute(text("SELECT count(*) FROM plan")).scalar_one() + 1
         plan_id = f"PLAN-{n:04d}"
         result["plan_id"] = plan_id
         conn.execute(text("INSERT INTO plan (plan_id, created_at, actor, as_of, status, rulebook_version, head_seq, "
-                          "scenario_name, scenario, result) VALUES (:i, :c, :a, :d, :s, :v, :h, :n, :t, :r)"),
+                          "scenario_name, scenario, result" + (", run_key, run_request" if key else "") + ") "
+                          "VALUES (:i, :c, :a, :d, :s, :v, :h, :n, :t, :r" + (", :k, :q" if key else "") + ")"),
                      {"i": plan_id, "c": posting.now_iso(), "a": actor, "d": day, "s": sol.status, "v": version,
                       "h": int(head), "n": scenario.name if scenario else "", "t": scenario.text if scenario else "",
-                      "r": json.dumps(result, ensure_ascii=False)})
+                      "r": json.dumps(result, ensure_ascii=False), "k": key, "q": digest})
         if out:
             write_plan_files(result, out, engine)
         return result
 
-    return db.run_write(engine, store, lock=False)  # not a ledger write; a clashing id is retried
+    if key is None:
+        return db.run_write(engine, store, lock=False)  # not a ledger write; a clashing id is retried
+    try:
+        return {**db.run_write(engine, store, lock=False), "replayed": False}
+    except _KeyTaken:
+        done = _plan_of_key(engine, key, digest)
+        if out:
+            write_plan_files(done, out, engine)
+        return done
+
+
+class _KeyTaken(Exception):
+    pass
+
+
+def _plan_of_key(engine: Engine, key: str, digest: str) -> dict | None:
+    """The plan stored under an idempotency key, with "replayed" (None when there is none); the same key for
+    another request is refused (IdempotencyConflict)."""
+    from quota.errors import IdempotencyConflict
+    with db.reading(engine) as conn:
+        row = conn.execute(text("SELECT plan_id, run_request FROM plan WHERE run_key = :k"), {"k": key}).first()
+    if row is None:
+        return None
+    if row[1] != digest:
+        raise IdempotencyConflict(key=key, command="plan run")
+    return {**get_plan(engine, row[0]), "replayed": True}
 
 
 def planning_inputs(conn: Connection, as_of: dt.date | None, scenario_path: str | None

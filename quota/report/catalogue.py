@@ -127,7 +127,8 @@ WHAT_ZH = {"pollutant": "污染物", "zone": "区域", "solver": "求解器（--
            "gap": "差距（--gap）", "by": "分组方式（--by）", "years": "年数（--years）",
            "lock_timeout": "锁等待时间（--lock-timeout）", "project id": "项目编号", "lot serial": "批次编号",
            "plan id": "方案编号", "lang": "语言（--lang）", "format": "格式（--format）", "project": "项目", "lot": "指标批次", "plan": "方案", "doc": "批复文号", "memo": "说明",
-           "actor": "操作人", "date": "日期", "QUOTA_TODAY": "QUOTA_TODAY", "user": "用户"}
+           "actor": "操作人", "date": "日期", "QUOTA_TODAY": "QUOTA_TODAY", "user": "用户",
+           "session": "会话", "API token": "API 令牌", "label": "令牌用途"}
 
 
 def _what(word: str) -> str:
@@ -483,8 +484,10 @@ MESSAGES.update({
     "web_filter": {"en": "Filter", "zh": "筛选"},
     "web_all": {"en": "all", "zh": "全部"},
     "web_chain_head": {"en": "Chain head: transaction {seq}, hash {hash}", "zh": "链头：第 {seq} 笔交易，哈希 {hash}"},
-    "web_last_verified": {"en": "Last verified {at} by {actor}: {result}", "zh": "最近一次校验：{at}，{actor}，{result}"},
-    "web_never_verified": {"en": "Not verified from the workspace yet.", "zh": "尚未在平台上校验过。"},
+    "web_last_verified": {"en": "Last verified {at} (UTC) by {actor}, up to transaction {seq}: {result}",
+                          "zh": "最近一次校验：{at}（UTC），{actor}，至第 {seq} 笔交易，{result}"},
+    "web_never_verified": {"en": "Not verified yet (quota verify, or Audit → Verify).",
+                           "zh": "尚未校验（quota verify，或 审计 → 校验台账）。"},
     "web_ok": {"en": "passed", "zh": "通过"},
     "web_failed": {"en": "FAILED", "zh": "未通过"},
     "web_page": {"en": "Page {n} of {of} ({total} lots)", "zh": "第 {n} / {of} 页（共 {total} 个批次）"},
@@ -542,6 +545,38 @@ MESSAGES.update({
     "web_dry_run": {"en": "Check (nothing is written)", "zh": "检查（不写入）"},
     "web_confirm_import": {"en": "Import it", "zh": "确认导入"},
     "web_verify_failed": {"en": "Verification FAILED: {n} problem(s).", "zh": "校验失败：{n} 个问题。"},
+    "web_login_address_locked": {"en": "Too many failed sign-ins from your address: try again after {until} (UTC).",
+                                 "zh": "您所在地址的登录失败次数过多：请于 {until}（UTC）之后再试。"},
+    "web_account": {"en": "My account", "zh": "我的账户"},
+    "web_outlook": {"en": "Outlook: quota left and demand unfunded, year by year",
+                    "zh": "展望：逐年剩余指标与未保障需求"},
+    "web_years": {"en": "Years", "zh": "年数"},
+    "web_sheet": {"en": "Sheet (XLSX, optional)", "zh": "工作表（XLSX，可选）"},
+    "web_import_hint": {"en": "A CSV in UTF-8, or in GBK/GB18030 as Chinese Excel saves it; or an XLSX workbook "
+                                "(the first sheet with the columns, or the sheet named above). Nothing is written "
+                                "until you confirm, and nothing at all when the file has any problem.",
+                        "zh": "CSV 文件可为 UTF-8 编码，或中文 Excel 保存的 GBK/GB18030 编码；也可上传 XLSX 工作簿"
+                              "（默认读取第一个含所需列的工作表，或上方指定的工作表）。确认之前不写入任何数据；"
+                              "文件有任何问题时一律不写入。"},
+    "web_change_password": {"en": "Change my password", "zh": "修改密码"},
+    "web_old_password": {"en": "Current password", "zh": "当前密码"},
+    "web_new_password": {"en": "New password", "zh": "新密码"},
+    "web_repeat_password": {"en": "New password again", "zh": "再次输入新密码"},
+    "web_sessions": {"en": "Signed-in sessions", "zh": "登录会话"},
+    "web_this_session": {"en": "this session", "zh": "当前会话"},
+    "web_end_session": {"en": "Sign out", "zh": "退出"},
+    "web_signout_all": {"en": "Sign out everywhere", "zh": "退出所有会话"},
+    "web_reset_password": {"en": "Set password", "zh": "重置密码"},
+    "web_signout_user": {"en": "End sessions", "zh": "结束会话"},
+    "web_api_tokens": {"en": "API tokens", "zh": "API 令牌"},
+    "web_revoke_token": {"en": "Revoke", "zh": "吊销"},
+    "web_label": {"en": "Label (optional)", "zh": "用途（可选）"},
+    "user_password_changed": {"en": "password of {name} changed; {n} other session(s) ended",
+                              "zh": "已修改 {name} 的密码；已结束其他 {n} 个会话"},
+    "user_password_set": {"en": "password of {name} set; {n} session(s) ended",
+                          "zh": "已重置 {name} 的密码；已结束 {n} 个会话"},
+    "user_signed_out": {"en": "{n} session(s) of {name} ended", "zh": "已结束 {name} 的 {n} 个会话"},
+    "user_token_revoked": {"en": "API token {id} of {name} revoked", "zh": "已吊销 {name} 的 API 令牌 {id}"},
 })
 HEADERS.update({
     "User": "用户", "Role": "角色", "Created": "创建时间", "Disabled": "停用时间", "Tokens": "令牌数",
@@ -550,6 +585,7 @@ HEADERS.update({
     "Scenario": "情景", "Applied": "执行时间", "Industry": "行业", "Method": "测算方法", "Eligible": "可用",
     "Draws": "使用指标", "Funded": "保障", "Unfunded": "未保障", "Objective": "目标值", "Baseline": "基准排放量",
     "Permitted": "许可排放量", "Post": "改造后排放量", "Year": "基准年",
+    "Client": "地址", "Browser": "浏览器", "Label": "用途", "Id": "编号", "Sessions": "会话数",
 })
 REFUSALS_ZH.update({
     "bad_username": lambda f: f"用户名 {f['name']!r} 无效：须为 1 至 64 个字符（a-z、0-9、. _ -），以字母或数字开头",
@@ -560,6 +596,9 @@ REFUSALS_ZH.update({
     "bad_upload": lambda f: {"too_large": f"文件大于 {f.get('max_mb')} MB",
                              "unknown": "未知的上传，请重新上传文件"}.get(
         f.get("reason", ""), "上传的文件已不存在（上传文件保留一天），请重新上传"),
+    "wrong_password": lambda f: ("当前密码错误" if f.get("reason") == "bad_credentials" else
+                                 "现在不能修改密码（登录失败次数过多，账户或地址已暂时锁定）"),
+    "password_mismatch": lambda f: "两次输入的新密码不一致",
 })
 REFUSALS_EN.update({
     "bad_username": lambda f: f"user name {f['name']!r} must be 1 to 64 characters a-z, 0-9, '.', '_' or '-', "
@@ -571,5 +610,9 @@ REFUSALS_EN.update({
     "bad_upload": lambda f: {"too_large": f"the file is larger than {f.get('max_mb')} MB",
                              "unknown": "unknown upload; upload the file again"}.get(
         f.get("reason", ""), "the uploaded file is gone (uploads are kept for a day); upload it again"),
+    "wrong_password": lambda f: ("the current password is wrong" if f.get("reason") == "bad_credentials" else
+                                 f"the password cannot be changed now ({f.get('reason')}: too many failed "
+                                 "sign-ins; try again later)"),
+    "password_mismatch": lambda f: "the new password and its repetition differ",
 })
 ROLES_ZH = {"clerk": "审批科", "planner": "总量科", "auditor": "审计", "admin": "管理员"}

@@ -295,6 +295,32 @@ def overview(engine: Engine, *, as_of: dt.date | None = None, lang: str = "en") 
             "head": {"seq": seq, "hash": head}}
 
 
+def plan_view(engine: Engine, plan_id: str, lang: str = "en") -> dict:
+    """What the web workspace's plan page shows: the stored plan (plans.get_plan), its supply-and-demand chart
+    and the report's flow chart (sources on the left, the projects they fund on the right), as inline SVG."""
+    plan = plans.get_plan(engine, plan_id)
+    lots = sorted({d["lot"] for f in plan["funded"] for d in f["draws"]})
+    sources: dict[str, tuple[str, str]] = {}
+    if lots:
+        from sqlalchemy import bindparam
+        with db.reading(engine) as conn:
+            sources = {r[0]: (r[1], r[2]) for r in conn.execute(text(
+                "SELECT l.serial, s.source_id, s.name FROM lot l JOIN tally t ON t.tally_id = l.tally_id "
+                "JOIN source s ON s.source_id = t.source_id WHERE l.serial IN :lots").bindparams(
+                bindparam("lots", expanding=True)), {"lots": lots})}
+    links: dict[tuple[str, str], int] = defaultdict(int)
+    for f in plan["funded"]:
+        for d in f["draws"]:
+            src = sources.get(d["lot"], (d["lot"], d["lot"]))
+            links[(f"{src[0]} {src[1]}", f["project_id"])] += 1
+    return {"plan": plan, "chart": plan_chart(plan, lang), "flow": _flow(links)}
+
+
+def outlook_view(outlook: dict, lang: str = "en") -> str:
+    """The report's outlook section (chart and table) for the web workspace's outlook page."""
+    return "".join(_outlook_section(outlook, lang, lambda code: code))
+
+
 def plan_chart(plan: dict, lang: str = "en") -> str:
     """The report's supply-and-demand chart of a stored plan (plans.get_plan), per pollutant and key, as inline
     SVG (for the web workspace's plan page)."""

@@ -32,7 +32,8 @@ CLERK_UPDATE: dict[str, tuple[str, ...]] = {
     # SELECT ... FOR UPDATE needs UPDATE on some column; the append-only trigger refuses any actual UPDATE
     "chain_head": ("id",),
 }
-WEB_TABLES = ("web_user", "web_token", "web_setting")  # password hashes, token hashes, the session secret
+WEB_TABLES = ("web_user", "web_token", "web_setting", "web_session", "web_throttle")  # password and token hashes,
+# the session secret, sessions, failed sign-ins (migrations 0014, 0015)
 PLANNER_INSERT: dict[str, tuple[str, ...] | None] = {"plan": PLAN_COLUMNS}
 
 
@@ -55,13 +56,20 @@ def grants_sql(schema: str) -> list[str]:
             f"GRANT SELECT ON ALL TABLES IN SCHEMA {q} TO {everyone}",
             # tables that later migrations add (run by this same owner) are readable too
             f"ALTER DEFAULT PRIVILEGES IN SCHEMA {q} GRANT SELECT ON TABLES TO {everyone}",
-            # the web workspace's users, tokens and session secret are the server's alone (migration 0014)
+            # the web workspace's users, tokens, sessions and session secret are the server's alone
             # (when they exist: an upgrade re-grants at migration 0012, before they do)
             *(f"DO $$ BEGIN IF to_regclass('{q}.{t}') IS NOT NULL THEN REVOKE ALL ON {q}.{t} FROM {everyone}; "
               f"END IF; END $$" for t in WEB_TABLES),
             *_grant("INSERT", CLERK_INSERT, q, "quota_clerk"),
             *_grant("UPDATE", CLERK_UPDATE, q, "quota_clerk"),
             *_grant("INSERT", PLANNER_INSERT, q, "quota_planner"),
+            # every role's verify is recorded (migration 0016; when it exists, as for the web tables above)
+            f"DO $$ BEGIN IF to_regclass('{q}.verify_run') IS NOT NULL THEN GRANT INSERT ON {q}.verify_run TO "
+            f"{everyone}; END IF; END $$",
+            # a plan's idempotency key and request hash (migration 0016; when they exist)
+            f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = '{schema}' "
+            f"AND table_name = 'plan' AND column_name = 'run_key') THEN GRANT INSERT (run_key, run_request) ON "
+            f"{q}.plan TO quota_planner; END IF; END $$",
             f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {q} TO quota_clerk"]
 
 

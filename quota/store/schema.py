@@ -177,6 +177,8 @@ class Plan(SQLModel, table=True):
     scenario: str = Field(default="", sa_column=Column(Text, nullable=False))
     result: str = Field(sa_column=Column(Text, nullable=False))
     applied_at: Optional[str] = None
+    run_key: Optional[str] = Field(default=None, unique=True, index=True)  # the idempotency key it was run with
+    run_request: Optional[str] = None  # the SHA-256 of that request (migration 0016)
 
 
 TABLES.append(Plan)
@@ -244,14 +246,57 @@ class WebToken(SQLModel, table=True):
     token_hash: str = Field(primary_key=True)
     name: str = Field(foreign_key="web_user.name", index=True)
     created_at: str
+    label: Optional[str] = None  # what the token is for (`quota user token NAME --label ...`)
 
 
 TABLES.append(WebToken)
 
 
+class WebSession(SQLModel, table=True):
+    """A signed-in browser session (migration 0015): the cookie carries a random id, the server keeps its
+    SHA-256, so one session (or all of a user's) can be ended before the cookie expires."""
+    __tablename__ = "web_session"
+    sid_hash: str = Field(primary_key=True)
+    name: str = Field(foreign_key="web_user.name", index=True)
+    created_at: str
+    client: str  # the client's address at sign-in
+    agent: str  # the browser's User-Agent at sign-in (shortened)
+
+
+TABLES.append(WebSession)
+
+
+class WebThrottle(SQLModel, table=True):
+    """Failed sign-ins from one client address (any user name, known or not) in the current window."""
+    __tablename__ = "web_throttle"
+    client: str = Field(primary_key=True)
+    failures: int
+    window_start: str
+    locked_until: Optional[str] = None
+
+
+TABLES.append(WebThrottle)
+
+
+class VerifyRun(SQLModel, table=True):
+    """One `verify` of the database (migration 0016), whichever front end ran it: the overview's "last
+    verified"."""
+    __tablename__ = "verify_run"
+    run_id: str = Field(primary_key=True)
+    at: str = Field(index=True)
+    actor: str
+    ok: bool
+    head_seq: int
+    head_hash: str
+    problems: int
+
+
+TABLES.append(VerifyRun)
+
+
 class WebSetting(SQLModel, table=True):
     """Settings of the web workspace kept with the data: the session secret (made at the first start of
-    `quota serve`) and the last verification of the ledger."""
+    `quota serve`); the last verification is in verify_run."""
     __tablename__ = "web_setting"
     key: str = Field(primary_key=True)
     value: str = Field(sa_column=Column(Text, nullable=False))

@@ -1,6 +1,9 @@
 """People of the web workspace: users with a role, Argon2 password hashes, login throttling, API tokens, the
-role matrix (which role may do what), and the workspace's own settings (the session secret, the last
-verification).
+role matrix (which role may do what), and the workspace's own settings (the session secret).
+
+Sessions are kept on the server (web_session, by the SHA-256 of the cookie's random id), so a user can end
+one of theirs or all of them, and a password change or reset ends the others. Failed sign-ins are counted
+per account and per client address (web_throttle), both shared by every server worker.
 
 The role matrix is data: ACTIONS maps every action a front end offers to the roles that may take it, and
 `allowed(role, action)` is the one check. Users are never deleted (their names stay on the ledger as
@@ -10,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import re
 import secrets
 import unicodedata
@@ -45,6 +47,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "read_history": frozenset({"auditor", "admin"}),
     "verify": frozenset({"auditor", "admin"}),
     "export": frozenset({"auditor", "admin"}),
+    "own_account": _READERS,  # change one's own password, see and end one's own sessions (not a ledger write)
     "manage_users": frozenset({"admin"}),
     "load_rules": frozenset({"admin"}),
     "revoke": frozenset({"admin"}),
@@ -56,7 +59,11 @@ SLOW_AFTER = 3  # failed logins in a row before each further attempt is slowed d
 LOCK_AFTER = 10  # failed logins in a row before the account refuses every login for LOCK_MINUTES
 LOCK_MINUTES = 15
 MAX_DELAY_S = 8.0
+ADDRESS_SLOW_AFTER = 5  # failed sign-ins from one client address (any names) before its answers are slowed down
+ADDRESS_LOCK_AFTER = 30  # ... within LOCK_MINUTES, before that address is refused for LOCK_MINUTES
+SESSION_HOURS = 12  # a session lasts a working day (the cookie's max-age says the same)
 TOKEN_PREFIX = "qt_"
+_HANDLE = re.compile(r"[0-9a-f]{12}")  # the public id of a session or token: the start of its SHA-256
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -148,6 +155,7 @@ def disable_user(engine: Engine, name: str) -> dict:
         when = row[0] or now_iso()
         conn.execute(text("UPDATE web_user SET disabled_at = :t WHERE name = :n"), {"t": when, "n": name})
         conn.execute(text("DELETE FROM web_token WHERE name = :n"), {"n": name})
+        conn.execute(text("DELETE FROM web_session WHERE name = :n"), {"n": name})
         return {"name": name, "disabled_at": when}
 
     return db.run_write(engine, work, lock=False, attempts=1)
@@ -164,12 +172,76 @@ def get_user(engine: Engine, name: str) -> User | None:
 _DUMMY: list[str] = []  # a hash to verify against for unknown names, so they take as long as known ones
 
 
-def authenticate(engine: Engine, name: str, password: str, now: dt.datetime | None = None) -> Login:
-    """Check a login. Failed attempts in a row are counted on the user (shared by every server worker): after
-    SLOW_AFTER the answer is delayed (delay_s doubles, at most MAX_DELAY_S), after LOCK_AFTER the account
-    refuses every login, the right password included, for LOCK_MINUTES. Success resets the count."""
-    from argon2.exceptions import InvalidHashError, VerificationError
+def _stamp(when: dt.datetime) -> str:
+    """A UTC time in the booking-time form (now_iso): such strings compare in time order."""
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _client(client: str | None) -> str | None:
+    value = str(client or "").strip()[:100]
+    return value or None
+
+
+def _address_lock(engine: Engine, client: str, now: dt.datetime) -> str | None:
+    with db.reading(engine) as conn:
+        until = conn.execute(text("SELECT locked_until FROM web_throttle WHERE client = :c"), {"c": client}).scalar()
+    return until if until and until > _stamp(now) else None
+
+
+def _address_failed(engine: Engine, client: str, now: dt.datetime) -> tuple[float, str | None]:
+    """Count a failed sign-in from `client` in the current window (LOCK_MINUTES from its first failure):
+    (the delay its answers get, the time its lock ends when this failure locked it)."""
+    stamp = _stamp(now)
+    window = _stamp(now - dt.timedelta(minutes=LOCK_MINUTES))
+
+    def work(conn) -> tuple[int, str | None]:
+        row = conn.execute(text("SELECT failures, window_start FROM web_throttle WHERE client = :c"),
+                           {"c": client}).first()
+        n = 1 if row is None or row[1] < window else int(row[0]) + 1
+        start = stamp if row is None or row[1] < window else row[1]
+        until = _stamp(now + dt.timedelta(minutes=LOCK_MINUTES)) if n >= ADDRESS_LOCK_AFTER else None
+        params = {"c": client, "f": 0 if until else n, "w": stamp if until else start, "u": until}
+        if row is None:
+            conn.execute(text("INSERT INTO web_throttle (client, failures, window_start, locked_until) "
+                              "VALUES (:c, :f, :w, :u)"), params)
+        else:
+            conn.execute(text("UPDATE web_throttle SET failures = :f, window_start = :w, locked_until = :u "
+                              "WHERE client = :c"), params)
+        return n, until
+
+    n, until = db.run_write(engine, work, lock=False)
+    if until:
+        return MAX_DELAY_S, until
+    return (min(2.0 ** (n - ADDRESS_SLOW_AFTER), MAX_DELAY_S) if n >= ADDRESS_SLOW_AFTER else 0.0), None
+
+
+def authenticate(engine: Engine, name: str, password: str, now: dt.datetime | None = None,
+                 client: str | None = None) -> Login:
+    """Check a login. Failed attempts are counted on the user and on the client address (both shared by every
+    server worker). On the user, in a row: after SLOW_AFTER the answer is delayed (delay_s doubles, at most
+    MAX_DELAY_S), after LOCK_AFTER the account refuses every login, the right password included, for
+    LOCK_MINUTES; success resets the count. On the address (any name, known or not, within LOCK_MINUTES):
+    after ADDRESS_SLOW_AFTER the answers are delayed, after ADDRESS_LOCK_AFTER the address is refused
+    (reason "address_locked") for LOCK_MINUTES; a success does not reset it (a guesser with an account of
+    their own cannot wipe the count)."""
     now = now or dt.datetime.now(dt.timezone.utc)
+    client = _client(client)
+    if client:
+        until = _address_lock(engine, client, now)
+        if until:
+            return Login(None, "address_locked", MAX_DELAY_S, until)
+    login = _check_account(engine, name, password, now)
+    if login.user is not None or login.reason == "disabled" or not client:
+        return login
+    delay, until = _address_failed(engine, client, now)
+    if until:
+        return Login(None, "address_locked", MAX_DELAY_S, until)
+    return Login(None, login.reason, max(delay, login.delay_s), login.locked_until)
+
+
+def _check_account(engine: Engine, name: str, password: str, now: dt.datetime) -> Login:
+    """The account's part of `authenticate` (the password, the account's count and lock-out)."""
+    from argon2.exceptions import InvalidHashError, VerificationError
     try:
         name = username(name)
     except Refused:
@@ -216,14 +288,128 @@ def authenticate(engine: Engine, name: str, password: str, now: dt.datetime | No
     return Login(None, "bad_credentials", delay)
 
 
+# --------------------------------------------------------------------------- passwords
+
+def change_password(engine: Engine, name: str, old: str, new: str, repeat: str | None = None,
+                    keep_session: str | None = None, client: str | None = None) -> dict:
+    """A user changes their own password: the old one must be right (a wrong one counts as a failed sign-in,
+    throttled and locked out alike), `repeat` (when given: a form's second field) must equal `new`; every
+    other session of theirs ends (`keep_session`, the cookie id of the session asking, stays).
+    {"name", "sessions_ended"}."""
+    name = username(name)
+    if repeat is not None and repeat != new:
+        raise Refused("password_mismatch", name=name)
+    digest = hash_password(new)
+    login = authenticate(engine, name, old, client=client)
+    if login.user is None or login.user.name != name:
+        raise Refused("wrong_password", name=name, reason=login.reason)
+    return _set_password(engine, name, digest, keep_session)
+
+
+def reset_password(engine: Engine, name: str, new: str) -> dict:
+    """An administrator sets a user's password (`quota user password NAME`, the admin page): the lock-out is
+    lifted and every session of the user ends. {"name", "sessions_ended"}."""
+    return _set_password(engine, username(name), hash_password(new), None)
+
+
+def _set_password(engine: Engine, name: str, digest: str, keep_session: str | None) -> dict:
+    def work(conn) -> dict:
+        if conn.execute(text("SELECT 1 FROM web_user WHERE name = :n"), {"n": name}).first() is None:
+            raise NotFound(what="user", value=name)
+        conn.execute(text("UPDATE web_user SET password_hash = :h, failed_logins = 0, locked_until = NULL "
+                          "WHERE name = :n"), {"h": digest, "n": name})
+        ended = conn.execute(text("DELETE FROM web_session WHERE name = :n AND sid_hash <> :k"),
+                             {"n": name, "k": _token_hash(keep_session) if keep_session else ""}).rowcount
+        return {"name": name, "sessions_ended": int(ended)}
+
+    return db.run_write(engine, work, lock=False, attempts=1)
+
+
+# --------------------------------------------------------------------------- sessions
+
+def open_session(engine: Engine, name: str, client: str | None = None, agent: str | None = None,
+                 now: dt.datetime | None = None) -> str:
+    """A new session of a signed-in user: returns its random id (for the signed cookie); the server keeps
+    its SHA-256 with the time, client address and browser. Sessions older than SESSION_HOURS are dropped."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    sid = secrets.token_urlsafe(32)
+
+    def work(conn) -> None:
+        conn.execute(text("DELETE FROM web_session WHERE created_at < :c"),
+                     {"c": _stamp(now - dt.timedelta(hours=SESSION_HOURS))})
+        conn.execute(text("INSERT INTO web_session (sid_hash, name, created_at, client, agent) "
+                          "VALUES (:h, :n, :t, :c, :a)"),
+                     {"h": _token_hash(sid), "n": username(name), "t": _stamp(now), "c": _client(client) or "",
+                      "a": str(agent or "")[:200]})
+
+    db.run_write(engine, work, lock=False)
+    return sid
+
+
+def session_user(engine: Engine, sid: str, now: dt.datetime | None = None) -> User | None:
+    """The enabled user of a live session, or None (ended, older than SESSION_HOURS, user disabled)."""
+    if not sid or len(sid) > 100:
+        return None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    with db.reading(engine) as conn:
+        row = conn.execute(text("SELECT u.name, u.role FROM web_session s JOIN web_user u ON u.name = s.name "
+                                "WHERE s.sid_hash = :h AND s.created_at >= :c AND u.disabled_at IS NULL"),
+                           {"h": _token_hash(sid), "c": _stamp(now - dt.timedelta(hours=SESSION_HOURS))}).first()
+    return User(row[0], row[1]) if row else None
+
+
+def session_handle(sid: str) -> str:
+    """The public id of a session (shown in lists; it does not let anyone use the session)."""
+    return _token_hash(sid)[:12]
+
+
+def list_sessions(engine: Engine, name: str) -> dict:
+    """{"name", "sessions": [{id, created_at, client, agent}]}, oldest first."""
+    name = username(name)
+    with db.reading(engine) as conn:
+        rows = conn.execute(text("SELECT sid_hash, created_at, client, agent FROM web_session WHERE name = :n "
+                                 "ORDER BY created_at, sid_hash"), {"n": name}).all()
+    return {"name": name, "sessions": [{"id": r[0][:12], "created_at": r[1], "client": r[2], "agent": r[3]}
+                                       for r in rows]}
+
+
+def end_sessions(engine: Engine, name: str, session_id: str | None = None) -> dict:
+    """End one session of a user (by its id from list_sessions; NotFound when it is not theirs) or, without
+    `session_id`, all of them (sign out everywhere). {"name", "sessions_ended"}."""
+    name = username(name)
+    if session_id is not None and not _HANDLE.fullmatch(session_id):
+        raise NotFound(what="session", value=str(session_id)[:40])
+
+    def work(conn) -> dict:
+        if session_id is None:
+            ended = conn.execute(text("DELETE FROM web_session WHERE name = :n"), {"n": name}).rowcount
+        else:
+            ended = conn.execute(text("DELETE FROM web_session WHERE name = :n AND sid_hash LIKE :p"),
+                                 {"n": name, "p": session_id + "%"}).rowcount
+            if not ended:
+                raise NotFound(what="session", value=session_id)
+        return {"name": name, "sessions_ended": int(ended)}
+
+    return db.run_write(engine, work, lock=False, attempts=1)
+
+
+def end_session(engine: Engine, sid: str) -> None:
+    """Sign out: the session of this cookie id ends (nothing happens for an unknown id)."""
+    if sid and len(sid) <= 100:
+        db.run_write(engine, lambda conn: conn.execute(text("DELETE FROM web_session WHERE sid_hash = :h"),
+                                                       {"h": _token_hash(sid)}), lock=False)
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_token(engine: Engine, name: str) -> dict:
-    """A new API token for an enabled user: {"name", "token"}. Only its SHA-256 is stored; the token itself is
-    shown this once (a 256-bit random value needs no slow hash)."""
+def new_token(engine: Engine, name: str, label: str | None = None) -> dict:
+    """A new API token for an enabled user: {"name", "id", "label", "token"}. Only its SHA-256 is stored (the
+    id is its first 12 hex digits); the token itself is shown this once (a 256-bit random value needs no
+    slow hash). `label` says what it is for (a script, a machine)."""
     name = username(name)
+    label = _label(label)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
 
     def work(conn) -> dict:
@@ -232,9 +418,45 @@ def new_token(engine: Engine, name: str) -> dict:
             raise NotFound(what="user", value=name)
         if row[0]:
             raise Refused("user_disabled", name=name)
-        conn.execute(text("INSERT INTO web_token (token_hash, name, created_at) VALUES (:h, :n, :t)"),
-                     {"h": _token_hash(token), "n": name, "t": now_iso()})
-        return {"name": name, "token": token}
+        conn.execute(text("INSERT INTO web_token (token_hash, name, created_at, label) VALUES (:h, :n, :t, :l)"),
+                     {"h": _token_hash(token), "n": name, "t": now_iso(), "l": label})
+        return {"name": name, "id": _token_hash(token)[:12], "label": label, "token": token}
+
+    return db.run_write(engine, work, lock=False, attempts=1)
+
+
+def _label(label: str | None) -> str | None:
+    """What a token is for: free text (no control characters), at most 100 characters; empty is none."""
+    from quota import identity
+    try:
+        return identity.free_text(unicodedata.normalize("NFKC", str(label or "")), "label", max_len=100) or None
+    except identity.BadId as exc:
+        raise Refused("bad_text", what="label", value=exc.text, reason=exc.code, **exc.facts) from None
+
+
+def list_tokens(engine: Engine, name: str | None = None) -> dict:
+    """{"tokens": [{id, name, label, created_at}]}: every API token (or a user's), by user and age; never
+    the token or its hash."""
+    name = username(name) if name is not None else None
+    with db.reading(engine) as conn:
+        rows = conn.execute(text("SELECT token_hash, name, label, created_at FROM web_token "
+                                 + ("WHERE name = :n " if name else "") + "ORDER BY name, created_at, token_hash"),
+                            {"n": name}).all()
+    return {"tokens": [{"id": r[0][:12], "name": r[1], "label": r[2], "created_at": r[3]} for r in rows]}
+
+
+def revoke_token(engine: Engine, name: str, token_id: str) -> dict:
+    """Revoke one API token of a user by its id (list_tokens): it stops working at once. {"name", "id"}."""
+    name = username(name)
+    if not _HANDLE.fullmatch(str(token_id)):
+        raise NotFound(what="API token", value=str(token_id)[:40])
+
+    def work(conn) -> dict:
+        gone = conn.execute(text("DELETE FROM web_token WHERE name = :n AND token_hash LIKE :p"),
+                            {"n": name, "p": token_id + "%"}).rowcount
+        if not gone:
+            raise NotFound(what="API token", value=token_id)
+        return {"name": name, "id": token_id}
 
     return db.run_write(engine, work, lock=False, attempts=1)
 
@@ -277,22 +499,3 @@ def session_secret(engine: Engine) -> str:
         return db.run_write(engine, work, lock=False)
     except IntegrityError:  # pragma: no cover - another worker won every retry
         return setting(engine, "session_secret") or ""
-
-
-def record_verification(engine: Engine, summary: dict, ok: bool, actor: str) -> dict:
-    """Keep the outcome of the last `verify` run from the workspace (shown on the overview)."""
-    value = {"at": now_iso(), "ok": ok, "actor": actor, "head": summary.get("head"),
-             "transactions": summary.get("transactions")}
-
-    def work(conn) -> dict:
-        conn.execute(text("DELETE FROM web_setting WHERE key = 'last_verify'"))
-        conn.execute(text("INSERT INTO web_setting (key, value) VALUES ('last_verify', :v)"),
-                     {"v": json.dumps(value)})
-        return value
-
-    return db.run_write(engine, work, lock=False)
-
-
-def last_verification(engine: Engine) -> dict | None:
-    found = setting(engine, "last_verify")
-    return json.loads(found) if found else None

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -29,20 +30,23 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(db_url, tmp_path):
-    """`quota serve` on a fresh database with the sample data, a clerk and an auditor; stopped afterwards."""
+def server(db_url, tmp_path, request):
+    """`quota serve` on a fresh database with the sample data, a clerk, an auditor, a planner and an admin;
+    stopped afterwards. `@pytest.mark.serve_args(...)` adds options (--public)."""
+    marker = request.node.get_closest_marker("serve_args")
+    extra = list(marker.args) if marker else []
     for args in (["init", "--rules", str(DATA / "rules.toml")], ["tally", "import", str(DATA / "tallies.csv")],
                  ["project", "import", str(DATA / "projects.csv")]):
         r = runner.invoke(app, ["--db", db_url, *args])
         assert r.exit_code == 0, r.output
-    for name, role in (("wang", "clerk"), ("zhao", "auditor"), ("li", "planner")):
+    for name, role in (("wang", "clerk"), ("zhao", "auditor"), ("li", "planner"), ("root", "admin")):
         r = runner.invoke(app, ["--db", db_url, "user", "add", name, "--role", role, "--password-stdin"],
                           input=PASSWORD + "\n")
         assert r.exit_code == 0, r.output
     port = free_port()
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "cli", "--db", db_url, "serve", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                             "--port", str(port), *extra], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -96,11 +100,11 @@ def pytest_runtest_makereport(item, call):  # pragma: no cover - lets the fixtur
     setattr(item, "rep_" + rep.when, rep)
 
 
-def sign_in(page, base, name):
+def sign_in(page, base, name, password=PASSWORD):
     page.goto(base + "/")
     assert page.url.endswith("/login")
     page.fill("input[name=username]", name)
-    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=password]", password)
     page.click("#login")
     page.wait_for_url(base + "/")
 
@@ -190,3 +194,90 @@ def test_a_planner_uploads_a_bad_then_a_good_tally_file_runs_a_plan_and_applies_
     plans = json.loads(runner.invoke(app, ["--db", db_url, "plan", "list", "--json"]).stdout)["plans"]
     assert plans[-1]["applied_at"] and plans[-1]["actor"] == "li"
     assert [e for e in errors if "422" not in e] == []  # the refused file's page is a 422, on purpose
+
+
+def test_an_admin_adds_a_user_makes_and_revokes_a_token_and_resets_a_password(server, browser_page):
+    base, db_url = server
+    page, errors = browser_page
+    sign_in(page, base, "root")
+    page.click("nav a[href='/admin']")
+    page.wait_for_selector("#users")
+    page.fill("form[action='/admin/users'] input[name=name]", "chen")
+    page.select_option("form[action='/admin/users'] select[name=role]", "planner")
+    page.fill("form[action='/admin/users'] input[name=password]", "chen's long password")
+    page.click("form[action='/admin/users'] button")
+    page.wait_for_selector("#flash")
+    assert "chen" in page.inner_text("#flash") and "chen" in page.inner_text("#users")
+    # a token for wang, labelled; shown once, listed without the token, then revoked
+    page.fill("form[action='/admin/users/wang/token'] input[name=label]", "夜间导出")
+    page.click("form[action='/admin/users/wang/token'] button")
+    page.wait_for_selector("#token")
+    token = page.inner_text("#token code")
+    assert token.startswith("qt_") and "夜间导出" in page.inner_text("#tokens")
+    request = urllib.request.Request(base + "/api/v1/balance", headers={"Authorization": f"Bearer {token}"})
+    assert urllib.request.urlopen(request, timeout=10).status == 200
+    page.goto(base + "/admin")
+    assert token not in page.content()
+    page.click("#tokens button.revoke-token")
+    page.wait_for_selector("#flash")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+    # wang's password is reset: wang signs in with the new one only
+    page.fill("form[action='/admin/users/wang/password'] input[name=password]", "wang's new password")
+    page.click("form[action='/admin/users/wang/password'] button")
+    page.wait_for_selector("#flash")
+    assert "wang" in page.inner_text("#flash")
+    page.click("form[action='/logout'] button")
+    page.wait_for_url(base + "/login")
+    sign_in(page, base, "wang", "wang's new password")
+    assert page.locator("nav a[href='/admin']").count() == 0
+    assert page.goto(base + "/admin").status == 403
+    assert errors == [e for e in errors if "403" in e]  # the refused admin page only
+
+
+def test_my_account_changes_my_password_and_signs_out_everywhere(server, browser_page):
+    base, db_url = server
+    page, errors = browser_page
+    sign_in(page, base, "zhao")
+    other = page.context.browser.new_context(locale="en-GB").new_page()  # zhao at a second desk
+    sign_in(other, base, "zhao")
+    assert "Overview" in other.content()
+    page.click("#who")
+    page.wait_for_selector("#sessions")
+    assert page.locator("#sessions tr[data-session]").count() == 2
+    page.fill("#password-form input[name=old]", PASSWORD)
+    page.fill("#password-form input[name=new]", "zhao's new password")
+    page.fill("#password-form input[name=repeat]", "zhao's new password")
+    page.click("#change-password")
+    page.wait_for_selector("#flash")
+    assert "1" in page.inner_text("#flash") and page.locator("#sessions tr[data-session]").count() == 1
+    other.goto(base + "/")
+    assert other.url.endswith("/login")  # the other desk's session ended
+    sign_in(other, base, "zhao", "zhao's new password")
+    page.click("#signout-everywhere")
+    page.wait_for_url(base + "/login")
+    other.goto(base + "/")
+    assert other.url.endswith("/login")
+    other.context.close()
+    assert errors == []
+
+
+@pytest.mark.serve_args("--public")
+def test_the_public_registry_needs_no_sign_in_and_shows_approved_documents(server, browser_page):
+    base, db_url = server
+    page, errors = browser_page
+    for args in (["reserve", "P2026-08"], ["approve", "P2026-08", "--doc", "金环审〔2026〕31号"]):
+        r = runner.invoke(app, ["--db", db_url, *args])
+        assert r.exit_code == 0, r.output
+    page.goto(base + "/login")
+    page.click("a[href='/public']")
+    page.wait_for_selector("#approved")
+    assert "金环审〔2026〕31号" in page.inner_text("#approved") and "P2026-08" in page.inner_text("#approved")
+    lots = json.loads(runner.invoke(app, ["--db", db_url, "balance", "--by", "lot", "--json"]).stdout)["rows"]
+    assert page.locator("#lots tr").count() == 1 + min(len(lots), 50)
+    assert "1 / 1" in page.inner_text(".pager") and page.locator(".pager a.next").count() == 0
+    assert "wang" not in page.content() and "P2026-01" not in page.inner_text("#approved")
+    page.goto(base + "/")
+    assert page.url.endswith("/login")  # everything else needs a sign-in
+    assert errors == []

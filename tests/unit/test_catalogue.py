@@ -79,6 +79,8 @@ REFUSAL_FACTS: dict[str, list[dict]] = {
     "invalid_input": [{"problems": [{"source": "t.csv", "row": 2, "column": "zone", "message": "m"}]}],
     "bad_username": [{"name": "a b"}], "bad_role": [{"role": "boss", "known": ["clerk", "admin"]}],
     "weak_password": [{"length": 3, "min": 10}],
+    "wrong_password": [{"name": "wang", "reason": "bad_credentials"}, {"name": "wang", "reason": "locked"}],
+    "password_mismatch": [{"name": "wang"}],
     "user_exists": [{"name": "wang"}], "user_disabled": [{"name": "wang"}],
     "bad_upload": [{"reason": "too_large", "max_mb": 20}, {"reason": "unknown"}, {"reason": "gone"}],
     "unreadable_export": [{"path": "x.jsonl", "reason": "file_not_found"}, {"path": "x.jsonl", "reason": "not_utf8",

@@ -8,6 +8,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from cli.main import app as cli_app
+from quota.planning import plans
 from quota.store import users
 from tests.conftest import PROJECT_HEADER, TALLY_HEADER, snapshot
 from tests.web.support import PASSWORD, client, csrf, csrf_of, key_of, login, make_app, prepare, text_of
@@ -303,7 +304,7 @@ def test_import_shows_every_problem_then_imports_a_good_file_once(ws):
     before = snapshot(engine)
     r = c.post("/import/projects", data={"csrf_token": token}, files={"file": ("bad.csv", bad, "text/csv")})
     assert r.status_code == 422
-    rows = re.findall(r'<tr class="problem"><td class="n">(\d+)</td><td>([^<]*)</td>', r.text)
+    rows = re.findall(r'<tr class="problem"[^>]*><td class="n">(\d+)</td><td><mark>([^<]*)</mark></td>', r.text)
     assert ("2", "increment") in rows and any(row == "3" for row, _ in rows)
     assert 'name="upload"' not in r.text  # no confirmation for a file with problems
     assert snapshot(engine) == before
@@ -330,6 +331,58 @@ def test_import_shows_every_problem_then_imports_a_good_file_once(ws):
     assert r.status_code == 200 and 'id="credited"' in r.text
 
 
+def test_import_reads_a_gbk_csv_and_the_chosen_sheet_of_a_workbook_and_says_how(ws, tmp_path):
+    engine, app = ws
+    import openpyxl
+    c = login(app, "clerk")
+    token = csrf(c)
+    row = "P-G1,新项目,JT-YT,chemical,COD,1.0,t/a,1,2027-06-30,false,"
+    gbk = (PROJECT_HEADER + "\n" + row + "\n").encode("gbk")
+    r = c.post("/import/projects", data={"csrf_token": token}, files={"file": ("gbk.csv", gbk, "text/csv")})
+    assert r.status_code == 200 and 'id="read-encoding"' in r.text and "GB" in text_of(r.text).upper()
+    book = openpyxl.Workbook()
+    book.active.title = "说明"
+    book.active.append(["this sheet has no project columns"])
+    sheet = book.create_sheet("项目")
+    sheet.append(PROJECT_HEADER.split(","))
+    sheet.append(["P-X1", "表格项目", "JT-YT", "chemical", "COD", 1.5, "t/a", 1, "2027-06-30", "false", None])
+    sheet = book.create_sheet("备选")
+    sheet.append(PROJECT_HEADER.split(","))
+    sheet.append(["P-X2", "备选项目", "JT-YT", "chemical", "COD", "abc", "t/a", 1, "2027-06-30", "false", None])
+    book.save(tmp_path / "p.xlsx")
+    data = (tmp_path / "p.xlsx").read_bytes()
+    xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    before = snapshot(engine)
+    r = c.post("/import/projects", data={"csrf_token": token, "sheet": "备选"}, files={"file": ("p.xlsx", data, xlsx)})
+    assert r.status_code == 422 and 'data-column="increment"' in r.text and 'name="upload"' not in r.text
+    r = c.post("/import/projects", data={"csrf_token": token}, files={"file": ("p.xlsx", data, xlsx)})
+    assert r.status_code == 200 and "P-X1" in r.text and 'id="read-sheet"' in r.text and "项目" in r.text
+    assert snapshot(engine) == before
+    confirm = {"csrf_token": token, "key": key_of(r.text), "sheet": "",
+               "upload": re.search(r'name="upload" value="([0-9a-f]{32})"', r.text).group(1)}
+    assert c.post("/import/projects/confirm", data=confirm).status_code == 303
+    assert "P-X1" in c.get("/projects").text and "P-X2" not in c.get("/projects").text
+
+
+def test_confirm_writes_nothing_when_the_file_has_a_problem_by_then(ws, write_csv):
+    engine, app = ws
+    c = login(app, "clerk")
+    token = csrf(c)
+    good = (PROJECT_HEADER + "\nP-C1,新项目,JT-YT,chemical,COD,1.0,t/a,1,2027-06-30,false,\n").encode()
+    r = c.post("/import/projects", data={"csrf_token": token}, files={"file": ("good.csv", good, "text/csv")})
+    assert r.status_code == 200
+    confirm = {"csrf_token": token, "key": key_of(r.text),
+               "upload": re.search(r'name="upload" value="([0-9a-f]{32})"', r.text).group(1)}
+    from quota.intake import project_files
+    project_files.import_projects(engine, write_csv("same.csv", PROJECT_HEADER,
+                                                    ["P-C1,新项目,JT-YT,chemical,COD,1.0,t/a,1,2027-06-30,false,"]),
+                                  actor="someone else")  # meanwhile P-C1 was imported
+    before = snapshot(engine)
+    r = c.post("/import/projects/confirm", data=confirm)
+    assert r.status_code == 422 and 'class="problem"' in r.text and "P-C1" in text_of(r.text)
+    assert snapshot(engine) == before
+
+
 def test_the_public_registry_is_off_unless_asked_and_shows_no_actor(ws):
     engine, app = ws
     assert client(app).get("/public").status_code == 404
@@ -345,6 +398,29 @@ def test_the_public_registry_is_off_unless_asked_and_shows_no_actor(ws):
     assert "金环审[2026]12号" in r.text and "P2026-01" in r.text and 'id="lots"' in r.text
     assert "clerk" not in text_of(r.text) and "P2026-02" not in r.text  # no actor, no pipeline
     assert public.get("/").status_code == 303  # everything else still needs a sign-in
+
+
+def test_the_public_registry_is_paged_and_the_pages_add_up(ws, monkeypatch):
+    engine, _ = ws
+    from quota.audit import trace
+    from quota.ledger import operations
+    for pid in ("P2026-01", "P2026-03", "P2026-05"):
+        operations.reserve(engine, pid, actor="clerk")
+        operations.approve(engine, pid, doc=f"D-{pid}", actor="clerk")
+    whole = trace.public_registry(engine, 1, 1000)
+    assert whole["pages"] == 1 and len(whole["approved"]) == whole["approved_total"] == 3
+    pages = [trace.public_registry(engine, n, 2) for n in range(1, whole["pages"] + 30)]
+    assert pages[0]["pages"] == -(-whole["lots_total"] // 2)
+    assert [x for p in pages for x in p["lots"]] == whole["lots"]
+    assert [x for p in pages for x in p["approved"]] == whole["approved"]
+    monkeypatch.setattr(trace, "PUBLIC_PER_PAGE", 2)
+    monkeypatch.setattr(trace.public_registry, "__defaults__", (1, 2))
+    public = client(make_app(engine, public=True))
+    first, second = public.get("/public").text, public.get("/public?page=2").text
+    assert 'href="/public?page=2"' in first and 'href="/public?page=1"' in second
+    lots = lambda html: re.findall(r"<tr><td>([^<]+)</td>", html.split('id="lots"')[1])
+    assert lots(first) == [x["lot"] for x in pages[0]["lots"]] and lots(second) == [x["lot"] for x in pages[1]["lots"]]
+    assert public.get("/public?page=0").status_code == 422
 
 
 def test_downloads_statement_plan_and_exports(ws):
@@ -370,13 +446,17 @@ def test_a_planner_runs_a_scenario_and_a_plan_and_applies_it_once(ws):
     from tests.conftest import DATA
     planner = login(app, "planner")
     token = csrf(planner)
-    r = planner.post("/plans", data={"csrf_token": token, "time_limit": "5"},
+    r = planner.post("/plans", data={"csrf_token": token, "time_limit": "5", "key": "web-scenario"},
                      files={"scenario": ("scenario.toml", (DATA / "scenario.toml").read_bytes(), "text/plain")})
     assert r.status_code == 303
     scenario = planner.get(r.headers["location"]).text
     assert 'id="candidates"' in scenario and "<svg" in scenario and 'id="apply"' in scenario
-    r = planner.post("/plans", data={"csrf_token": token, "time_limit": "5"})
+    form = {"csrf_token": token, "time_limit": "5", "key": key_of(planner.get("/plans").text)}
+    r = planner.post("/plans", data=form)
     plan_id = r.headers["location"].rsplit("/", 1)[1]
+    again = planner.post("/plans", data=form)  # a double submit of the same form: one plan, shown again
+    assert again.headers["location"] == r.headers["location"]
+    assert [p["plan_id"] for p in plans.list_plans(engine)["plans"]] == ["PLAN-0001", plan_id]
     page = planner.get(f"/plans/{plan_id}").text
     assert 'id="funded"' in page and 'id="binding"' in page
     form = {"csrf_token": token, "key": key_of(page)}
@@ -389,6 +469,25 @@ def test_a_planner_runs_a_scenario_and_a_plan_and_applies_it_once(ws):
     scenario_id = "PLAN-0001"
     r = planner.post(f"/plans/{scenario_id}/apply", data={"csrf_token": token, "key": "web-other"})
     assert r.status_code == 409  # a scenario plan is never applied
+
+
+def test_the_plan_page_shows_where_the_quota_comes_from_and_the_outlook_is_the_clis(ws, db_url):
+    engine, app = ws
+    planner = login(app, "planner")
+    plan = plans.run_plan(engine, time_limit=5)
+    page = planner.get(f"/plans/{plan['plan_id']}").text
+    flow = page.split('id="flow"')[1].split("</div>")[0]
+    lot = plan["funded"][0]["draws"][0]["lot"]
+    with engine.connect() as conn:
+        source = conn.execute(text("SELECT s.source_id FROM lot l JOIN tally t ON t.tally_id = l.tally_id JOIN source s "
+                                   "ON s.source_id = t.source_id WHERE l.serial = :l"), {"l": lot}).scalar_one()
+    assert "<svg" in flow and source in flow and plan["funded"][0]["project_id"] in flow
+    r = planner.get("/outlook?years=2")
+    assert r.status_code == 200 and "<svg" in r.text
+    cli = json.loads(runner.invoke(cli_app, ["--db", db_url, "plan", "outlook", "--years", "2", "--json"]).stdout)
+    shown = text_of(r.text.split('id="outlook"')[1])
+    assert all(g["key"] in shown for g in cli["groups"]) and [str(y) for y in cli["years"]][0] in shown
+    assert planner.get("/outlook?years=11").status_code == 422
 
 
 def test_the_overviews_expiring_lots_today_match_the_replay_of_every_lot(ws):

@@ -30,6 +30,7 @@ ROUTES = [
     ("GET", "/plans/{plan_id}", "/plans/PLAN-0001", "read_plans", None),
     ("GET", "/plans/{plan_id}/plan.xlsx", "/plans/PLAN-0001/plan.xlsx", "read_plans", None),
     ("POST", "/plans/{plan_id}/apply", "/plans/PLAN-0001/apply", "apply_plan", {}),
+    ("GET", "/outlook", "/outlook?years=2", "read_plans", None),
     ("GET", "/audit", "/audit?project=P2026-01", "read_history", None),
     ("POST", "/audit/verify", "/audit/verify", "verify", {}),
     ("GET", "/audit/export.{fmt}", "/audit/export.jsonl", "export", None),
@@ -37,7 +38,17 @@ ROUTES = [
     ("POST", "/admin/users", "/admin/users", "manage_users", {"name": "new{n}", "role": "clerk",
                                                               "password": "another long password"}),
     ("POST", "/admin/users/{name}/disable", "/admin/users/victim1/disable", "manage_users", {}),
-    ("POST", "/admin/users/{name}/token", "/admin/users/victim2/token", "manage_users", {}),
+    ("POST", "/admin/users/{name}/token", "/admin/users/victim2/token", "manage_users", {"label": "matrix"}),
+    ("POST", "/admin/users/{name}/tokens/{token_id}/revoke", "/admin/users/victim2/tokens/{token}/revoke",
+     "manage_users", {}),
+    ("POST", "/admin/users/{name}/password", "/admin/users/victim2/password", "manage_users",
+     {"password": "reset password {n}"}),
+    ("POST", "/admin/users/{name}/signout", "/admin/users/victim2/signout", "manage_users", {}),
+    ("GET", "/account", "/account", "own_account", None),
+    ("POST", "/account/password", "/account/password", "own_account",
+     {"old": "wrong password", "new": "another long password", "repeat": "another long password"}),
+    ("POST", "/account/sessions/{session_id}/end", "/account/sessions/0123456789ab/end", "own_account", {}),
+    ("POST", "/account/signout-everywhere", "/account/signout-everywhere", "own_account", {}),
     ("POST", "/admin/rules", "/admin/rules", "load_rules", "rules"),
     ("POST", "/admin/lots/{serial}/revoke", "/admin/lots/{lot}/revoke", "revoke", {"memo": "report withdrawn"}),
     ("POST", "/admin/expire", "/admin/expire", "expire", {}),
@@ -105,7 +116,8 @@ def test_every_action_of_the_matrix_is_used_by_a_route_or_reserved_for_a_later_p
 def test_role_matrix(workspace, route, who):
     method, _, path, action, body = route
     n = next(COUNTER)
-    path = path.format(lot=workspace["lot"], n=n)
+    token = users.new_token(workspace["engine"], "victim2")["id"] if "{token}" in path else ""
+    path = path.format(lot=workspace["lot"], n=n, token=token)
     c = workspace["clients"][who]
     api = path.startswith("/api/")
     headers = {}
@@ -128,6 +140,9 @@ def test_role_matrix(workspace, route, who):
     if allowed:
         assert r.status_code not in (401, 403), (r.status_code, r.text[:500])
         assert r.status_code < 500
+        if path == "/account/signout-everywhere":  # it did: sign the shared client in again
+            assert r.status_code == 303 and c.get("/").status_code == 303
+            workspace["clients"][who] = login(workspace["app"], who)
         return
     if who == "nobody":
         expected = {401} if api else ({303} if method == "GET" else {401, 403})
@@ -146,3 +161,10 @@ def test_an_auditor_sees_no_write_buttons(workspace):
         assert button not in page
     assert 'id="no-actions"' in page
     assert 'id="run"' not in c.get("/plans").text and 'id="apply"' not in c.get("/plans/PLAN-0001").text
+    import re
+    for path in ("/", "/lots", f"/lots/{workspace['lot']}", "/projects", "/projects/P2026-01", "/plans",
+                 "/plans/PLAN-0001", "/audit", "/outlook?years=1"):
+        html = c.get(path).text
+        assert 'href="/import/' not in html and 'href="/admin"' not in html, path
+        posts = set(re.findall(r'<form method="post" action="([^"]+)"', html))
+        assert posts <= {"/logout", "/audit/verify"}, (path, posts)  # signing out and verifying write no ledger

@@ -165,7 +165,7 @@ def test_the_database_roles_cannot_read_password_hashes_tokens_or_the_session_se
         other = as_role(engine, role)
         with other.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM rulebook").scalar() == 1  # reads the ledger
-        for table in ("web_user", "web_token", "web_setting"):
+        for table in roles.WEB_TABLES:
             with other.connect() as conn, pytest.raises(Exception, match="permission denied"):
                 conn.exec_driver_sql(f"SELECT * FROM {table}").all()
         other.dispose()
