@@ -255,7 +255,7 @@ def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: st
     project_id, actor = edge_id(project_id, "project id"), edge_text(actor, "actor")
     now = clock.today()
     today = date or now
-    if not doc.strip():
+    if identity.blank(doc):
         raise Refused("an approval needs the approval document number (--doc)", "missing_doc")
     doc = edge_text(doc, "approval document number")
 
@@ -430,7 +430,7 @@ def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, d
     approved (re-reserve); allocations already made stay and are flagged in trace and statements."""
     serial, actor = edge_id(serial, "lot"), edge_text(actor, "actor")
     today = date or clock.today()
-    if not memo.strip():
+    if identity.blank(memo):
         raise Refused("a revocation needs its reason (--memo)", "missing_memo")
     memo = edge_text(memo, "memo")
 

@@ -6,7 +6,12 @@ import datetime as dt
 import threading
 import time
 
+import pytest
+from sqlalchemy import text
+
 from quota.store import users
+from tests.conftest import snapshot
+from tests.web.support import client, csrf_of, key_of, login, make_app, prepare, text_of
 
 PASSWORD = "correct horse battery"
 
@@ -49,3 +54,44 @@ def test_concurrent_guesses_cannot_outrun_the_lock_out(engine, monkeypatch):
     assert len(answers) == 30 and all(a.user is None for a in answers)
     assert slow.verified <= users.LOCK_AFTER
     assert users.authenticate(engine, "wang", PASSWORD, now + dt.timedelta(minutes=1)).reason == "locked"
+
+
+@pytest.fixture
+def ws(db_url):
+    engine = prepare(db_url)
+    yield engine, make_app(engine)
+    engine.dispose()
+
+
+def _reserve(c, project):
+    page = c.get(f"/projects/{project}").text
+    r = c.post(f"/projects/{project}/reserve", data={"csrf_token": csrf_of(page), "key": key_of(page), "confirm": "1"})
+    assert r.status_code == 303, r.text
+
+
+@pytest.mark.parametrize("doc", ["\u200b", " \u2060\u200b ", "\ufeff"])
+def test_an_invisible_approval_document_number_is_no_document_number(ws, doc):
+    """An approval cites its document; one made only of zero-width characters shows as nothing on every page,
+    statement and export, so it is refused like an empty one (it was accepted and approved the project)."""
+    engine, app = ws
+    c = login(app, "clerk")
+    _reserve(c, "P2026-01")
+    token = users.new_token(engine, "clerk")["token"]
+    before = snapshot(engine)
+    page = c.get("/projects/P2026-01").text
+    r = c.post("/projects/P2026-01/approve", data={"csrf_token": csrf_of(page), "key": "approve-1", "doc": doc})
+    assert r.status_code == 422 and "需要批复文号" in text_of(r.text)
+    api = client(app).post("/api/v1/projects/P2026-01/approve", json={"doc": doc},
+                           headers={"Authorization": f"Bearer {token}"})
+    assert api.status_code == 422 and api.json()["error"]["code"] == "missing_doc"
+    admin = login(app, "admin")
+    lot = next(iter(_lots(engine)))
+    page = admin.get(f"/lots/{lot}").text
+    r = admin.post(f"/admin/lots/{lot}/revoke", data={"csrf_token": csrf_of(page), "key": "revoke-1", "memo": doc})
+    assert r.status_code == 422
+    assert snapshot(engine) == before
+
+
+def _lots(engine):
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT serial FROM lot ORDER BY serial")).scalars().all()
