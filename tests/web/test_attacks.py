@@ -95,3 +95,13 @@ def test_an_invisible_approval_document_number_is_no_document_number(ws, doc):
 def _lots(engine):
     with engine.connect() as conn:
         return conn.execute(text("SELECT serial FROM lot ORDER BY serial")).scalars().all()
+
+
+def test_an_as_of_date_at_the_end_of_the_calendar_is_answered_not_a_500(ws):
+    """The overview looks 12 months past its as-of date: 9999-12-31 ran off the calendar (OverflowError, 500)."""
+    engine, app = ws
+    c = login(app, "auditor")
+    for day in ("9999-12-31", "9999-06-01", "0001-01-01"):
+        r = c.get("/", params={"as_of": day})
+        assert r.status_code == 200, (day, r.status_code)
+        assert day in r.text
