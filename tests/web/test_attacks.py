@@ -105,3 +105,14 @@ def test_an_as_of_date_at_the_end_of_the_calendar_is_answered_not_a_500(ws):
         r = c.get("/", params={"as_of": day})
         assert r.status_code == 200, (day, r.status_code)
         assert day in r.text
+
+
+@pytest.mark.parametrize("before", [2**63, 2**70, 10**30])
+def test_a_history_page_before_a_huge_sequence_number_is_the_newest_page_not_a_500(ws, before):
+    """`/audit?before=` beyond the database's integers was an OverflowError (SQLite) or a DataError (PostgreSQL):
+    every transaction is before it, so it is the first page."""
+    engine, app = ws
+    c = login(app, "auditor")
+    newest = c.get("/audit").text
+    r = c.get("/audit", params={"before": before})
+    assert r.status_code == 200 and r.text.count("<tr") == newest.count("<tr") > 1
