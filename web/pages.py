@@ -326,7 +326,7 @@ async def load_rules(request: Request, file: UploadFile = File(...), user=Depend
     data = await file.read(MAX_UPLOAD + 1)
     if len(data) > MAX_UPLOAD:
         raise Refused(f"the file is larger than {MAX_UPLOAD // 2**20} MB", "bad_upload")
-    name = re.sub(r"[^\w.\-]", "_", Path(file.filename or "rules.toml").name)[-100:] or "rules.toml"
+    name = _upload_name(file.filename, "rules.toml")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / name).write_bytes(data)
         result = await run_in_threadpool(versions.load, engine_of(request), str(Path(tmp) / name), user.name)
@@ -378,6 +378,13 @@ MAX_UPLOAD = 50 * 1024 * 1024  # bytes
 KINDS = {"projects": "import_projects", "tallies": "import_tallies"}
 
 
+def _upload_name(filename: str | None, default: str) -> str:
+    """The name an upload is saved under in its own folder: its last part, letters, digits, '.', '_' and '-'
+    only, never '.' or '..' (which name a folder), at most 100 characters; else `default`."""
+    name = re.sub(r"[^\w.\-]", "_", Path(filename or default).name)[-100:]
+    return default if name.strip(".") == "" else name
+
+
 def _importer(kind: str):
     if kind == "projects":
         from quota.intake import project_files
@@ -423,7 +430,7 @@ def import_upload(kind: str):
     async def view(request: Request, file: UploadFile = File(...), user=Depends(need(KINDS[kind]))):
         """Save the upload under a token and run the import as a dry run: the rows it would add, or every problem
         with its row and column; nothing is written either way."""
-        name = re.sub(r"[^\w.\-]", "_", Path(file.filename or "upload.csv").name)[-100:] or "upload.csv"
+        name = _upload_name(file.filename, "upload.csv")
         data = await file.read(MAX_UPLOAD + 1)
         if len(data) > MAX_UPLOAD:
             raise Refused(f"the file is larger than {MAX_UPLOAD // 2**20} MB", "bad_upload")

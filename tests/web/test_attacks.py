@@ -116,3 +116,20 @@ def test_a_history_page_before_a_huge_sequence_number_is_the_newest_page_not_a_5
     newest = c.get("/audit").text
     r = c.get("/audit", params={"before": before})
     assert r.status_code == 200 and r.text.count("<tr") == newest.count("<tr") > 1
+
+
+@pytest.mark.parametrize("name", ["..", "...", "../..", "/"])
+def test_an_upload_named_dot_dot_is_read_under_a_name_of_its_own_not_a_500(ws, name):
+    """The upload is saved under its own file name in a folder of its own: `..` named the folder's parent (an
+    IsADirectoryError, a 500, for an import and for a rulebook)."""
+    engine, app = ws
+    before = snapshot(engine)
+    c = login(app, "clerk")
+    page = c.get("/import/projects").text
+    r = c.post("/import/projects", data={"csrf_token": csrf_of(page)}, files={"file": (name, b"x,y\n1,2\n", "text/csv")})
+    assert r.status_code == 422 and "问题" in r.text
+    admin = login(app, "admin")
+    page = admin.get("/admin").text
+    r = admin.post("/admin/rules", data={"csrf_token": csrf_of(page)}, files={"file": (name, b"x = 1\n", "text/plain")})
+    assert r.status_code == 422
+    assert snapshot(engine) == before
