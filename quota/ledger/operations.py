@@ -120,7 +120,8 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
 
     if dry_run:
         return _rolled_back(engine, work, reads_ahead(engine, project_id, today, floor))
-    return idempotency.run(engine, key, "reserve", request, work, reads_ahead(engine, project_id, today, floor))
+    return idempotency.run(engine, key, "reserve", request, work, reads_ahead(engine, project_id, today, floor),
+                           actor=actor)
 
 
 class _Preview(Exception):
@@ -286,7 +287,7 @@ def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: st
         return {"project_id": project_id, "txn": seq, "state": "approved", "doc": doc}
 
     return idempotency.run(engine, key, "approve", {"project": project_id, "doc": doc, "date": str(today)}, work,
-                           reads_ahead(engine, project_id))
+                           reads_ahead(engine, project_id), actor=actor)
 
 
 def _holding_text(book: Rulebook, p: dict) -> str:
@@ -359,7 +360,7 @@ def release(engine: Engine | Connection, project_id: str, *, actor: str, date: d
         return {"project_id": project_id, "txn": seq, "state": "pipeline"}
 
     return idempotency.run(engine, key, "release", {"project": project_id, "date": str(today)}, work,
-                           reads_ahead(engine, project_id))
+                           reads_ahead(engine, project_id), actor=actor)
 
 
 def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt.date | None = None,
@@ -384,7 +385,7 @@ def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt
         return {"project_id": project_id, "txn": seq, "state": "cancelled"}
 
     return idempotency.run(engine, key, "cancel", {"project": project_id, "date": str(today)}, work,
-                           reads_ahead(engine, project_id))
+                           reads_ahead(engine, project_id), actor=actor)
 
 
 def expire(engine: Engine | Connection, as_of: dt.date, *, actor: str, key: str | None = None) -> dict:
@@ -420,7 +421,7 @@ def expire(engine: Engine | Connection, as_of: dt.date, *, actor: str, key: str 
                               memo=f"lots expired by {as_of}")
         return {"as_of": as_of.isoformat(), "txn": seq, "expired": expired, "lapsed_reservations": lapsed}
 
-    return idempotency.run(engine, key, "expire", {"as_of": str(as_of)}, work)
+    return idempotency.run(engine, key, "expire", {"as_of": str(as_of)}, work, actor=actor)
 
 
 def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, date: dt.date | None = None,
@@ -451,7 +452,8 @@ def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, d
         mark_lot(conn, serial, "revoked", seq)
         return {"lot": serial, "txn": seq, "revoked_g": amount}
 
-    return idempotency.run(engine, key, "revoke", {"lot": serial, "memo": memo, "date": str(today)}, work)
+    return idempotency.run(engine, key, "revoke", {"lot": serial, "memo": memo, "date": str(today)}, work,
+                           actor=actor)
 
 
 def mark_lot(conn: Connection, serial: str, status: str, seq: int) -> None:

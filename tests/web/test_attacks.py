@@ -133,3 +133,24 @@ def test_an_upload_named_dot_dot_is_read_under_a_name_of_its_own_not_a_500(ws, n
     r = admin.post("/admin/rules", data={"csrf_token": csrf_of(page)}, files={"file": (name, b"x = 1\n", "text/plain")})
     assert r.status_code == 422
     assert snapshot(engine) == before
+
+
+def test_an_idempotency_key_of_one_user_is_not_replayed_to_another(ws):
+    """Two clerks' scripts that happen to use the same Idempotency-Key: the second is refused (key_conflict),
+    never told "done" with the first one's result. On PostgreSQL the database user already scopes a key; every
+    web user shares the server's database user, so the key is scoped by the actor as well."""
+    engine, app = ws
+    users.add_user(engine, "li", "clerk", "another long password")
+    wang, li = (users.new_token(engine, n)["token"] for n in ("clerk", "li"))
+    c = client(app)
+    first = c.post("/api/v1/projects/P2026-01/reserve", headers={"Authorization": f"Bearer {wang}",
+                                                                  "Idempotency-Key": "reserve-P2026-01"})
+    assert first.status_code == 200 and first.json()["replayed"] is False
+    again = c.post("/api/v1/projects/P2026-01/reserve", headers={"Authorization": f"Bearer {wang}",
+                                                                  "Idempotency-Key": "reserve-P2026-01"})
+    assert again.status_code == 200 and again.json()["replayed"] is True  # the same user's retry: one effect
+    before = snapshot(engine)
+    other = c.post("/api/v1/projects/P2026-01/reserve", headers={"Authorization": f"Bearer {li}",
+                                                                  "Idempotency-Key": "reserve-P2026-01"})
+    assert other.status_code == 409 and other.json()["error"]["code"] == "key_conflict"
+    assert snapshot(engine) == before
