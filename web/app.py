@@ -61,7 +61,8 @@ class Unauthorized(Exception):  # API: no or bad bearer token
 
 
 class Session(dict):
-    """The signed cookie's content: user name ("u"), CSRF token ("csrf"), one flash message ("flash")."""
+    """The signed cookie's content: user name ("u"), session id ("sid", given at sign-in, ended on the server at
+    sign-out), CSRF token ("csrf"), one flash message ("flash")."""
 
     modified = False
 
@@ -239,11 +240,12 @@ def engine_of(request: Request) -> Any:
 
 
 def current_user(request: Request) -> users.User | None:
-    """The signed-in user of the session (looked up each time: a disabled user's session ends at once)."""
-    name = request.state.session.get("u")
-    if not name:
+    """The signed-in user of the session (looked up each time: a disabled user's session, and a signed-out one
+    replayed from a copy of its cookie, end at once)."""
+    name, sid = request.state.session.get("u"), request.state.session.get("sid")
+    if not name or not sid:  # a session is made by signing in, which gives it its id
         return None
-    user = users.get_user(engine_of(request), name)
+    user = users.get_user(engine_of(request), name, sid)
     if user is None:
         request.state.session.clear()
     request.state.user = user

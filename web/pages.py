@@ -27,7 +27,7 @@ from quota.report import catalogue as i18n, html as report
 from quota.store import users
 from quota.clock import parse_day
 from quota.errors import Refused, ValidationFailed
-from web.app import check_csrf, current_user, csrf_token, engine_of, need, page, redirect, refusal_view
+from web.app import SESSION_MAX_AGE, check_csrf, current_user, csrf_token, engine_of, need, page, redirect, refusal_view
 
 router = APIRouter(include_in_schema=False)
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -65,6 +65,7 @@ async def login(request: Request, username: str = Form(""), password: str = Form
     session = request.state.session
     session.clear()  # a new session (and CSRF token) at sign-in: no fixation
     session["u"] = result.user.name
+    session["sid"] = secrets.token_urlsafe(18)  # signing out ends this id on the server (users.end_session)
     request.state.user = result.user
     csrf_token(request)
     return RedirectResponse("/", status_code=303)
@@ -72,6 +73,9 @@ async def login(request: Request, username: str = Form(""), password: str = Form
 
 @router.post("/logout", dependencies=[Depends(check_csrf)])
 def logout(request: Request):
+    sid = request.state.session.get("sid")
+    if sid:
+        users.end_session(engine_of(request), str(sid), SESSION_MAX_AGE)
     request.state.session.clear()
     return RedirectResponse("/login", status_code=303)
 

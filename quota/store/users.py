@@ -155,12 +155,36 @@ def disable_user(engine: Engine, name: str) -> dict:
     return db.run_write(engine, work, lock=False, attempts=1)
 
 
-def get_user(engine: Engine, name: str) -> User | None:
-    """The enabled user of that name, or None (a session of a disabled or unknown user is no session)."""
+def get_user(engine: Engine, name: str, session: str | None = None) -> User | None:
+    """The enabled user of that name, or None (a session of a disabled or unknown user is no session). With
+    `session` (the id a sign-in gave the session), None as well once that session was signed out."""
+    sql = "SELECT name, role FROM web_user WHERE name = :n AND disabled_at IS NULL"
+    args = {"n": name}
+    if session is not None:
+        sql += " AND NOT EXISTS (SELECT 1 FROM web_setting WHERE key = :s)"
+        args["s"] = SIGNED_OUT + session
     with db.reading(engine) as conn:
-        row = conn.execute(text("SELECT name, role FROM web_user WHERE name = :n AND disabled_at IS NULL"),
-                           {"n": name}).first()
+        row = conn.execute(text(sql), args).first()
     return User(row[0], row[1]) if row else None
+
+
+SIGNED_OUT = "signed_out:"  # web_setting key prefix: a signed-out session's id -> when (kept while it could live)
+
+
+def end_session(engine: Engine, session: str, max_age_s: int) -> None:
+    """Sign a session out for good: its cookie, even a copy of it, is no session any more. Sessions signed out
+    longer ago than `max_age_s` (when their cookie has expired anyway) are forgotten."""
+    now = dt.datetime.now(dt.timezone.utc)
+    stale = (now - dt.timedelta(seconds=max_age_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def work(conn) -> None:
+        conn.execute(text("DELETE FROM web_setting WHERE key LIKE :p AND value < :t"),
+                     {"p": SIGNED_OUT + "%", "t": stale})
+        conn.execute(text("DELETE FROM web_setting WHERE key = :k"), {"k": SIGNED_OUT + session})
+        conn.execute(text("INSERT INTO web_setting (key, value) VALUES (:k, :v)"),
+                     {"k": SIGNED_OUT + session, "v": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")})
+
+    db.run_write(engine, work, lock=False)
 
 
 _DUMMY: list[str] = []  # a hash to verify against for unknown names, so they take as long as known ones

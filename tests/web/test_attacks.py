@@ -154,3 +154,24 @@ def test_an_idempotency_key_of_one_user_is_not_replayed_to_another(ws):
                                                                   "Idempotency-Key": "reserve-P2026-01"})
     assert other.status_code == 409 and other.json()["error"]["code"] == "key_conflict"
     assert snapshot(engine) == before
+
+
+def test_a_session_cookie_copied_before_sign_out_is_dead_after_it(ws):
+    """Sign-out ends the session on the server, not only in the browser: the cookie as it was before (kept by an
+    attacker, a proxy log, a shared machine's backup) no longer reads nor writes. Another session of the same
+    user (another desk) goes on."""
+    engine, app = ws
+    c = login(app, "clerk")
+    desk2 = login(app, "clerk")
+    stolen = c.cookies.get("quota_session")
+    page = c.get("/projects/P2026-01").text
+    token, key = csrf_of(page), key_of(page)
+    assert c.post("/logout", data={"csrf_token": token}).status_code == 303
+    thief = client(app)
+    thief.cookies.set("quota_session", stolen)
+    assert thief.get("/projects").status_code == 303  # to the sign-in form
+    before = snapshot(engine)
+    r = thief.post("/projects/P2026-01/reserve", data={"csrf_token": token, "key": key, "confirm": "1"})
+    assert r.status_code in (401, 403)
+    assert snapshot(engine) == before
+    assert desk2.get("/projects").status_code == 200
