@@ -175,3 +175,49 @@ def test_a_session_cookie_copied_before_sign_out_is_dead_after_it(ws):
     assert r.status_code in (401, 403)
     assert snapshot(engine) == before
     assert desk2.get("/projects").status_code == 200
+
+
+def _workbook_bomb(unpacked_mb: int) -> bytes:
+    """A project workbook whose sheet unpacks to `unpacked_mb` MB of identical rows (it packs about 300 to 1)."""
+    import io
+    import zipfile
+
+    import openpyxl
+    book = openpyxl.Workbook()
+    book.active.append(["project_id", "name", "zone", "industry", "pollutant", "increment", "unit"])
+    plain = io.BytesIO()
+    book.save(plain)
+    src = zipfile.ZipFile(io.BytesIO(plain.getvalue()))
+    row = b"<row>" + b'<c t="inlineStr"><is><t>x</t></is></c>' * 11 + b"</row>"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for item in src.infolist():
+            if item.filename != "xl/worksheets/sheet1.xml":
+                bomb.writestr(item, src.read(item.filename))
+                continue
+            with bomb.open(item.filename, "w", force_zip64=True) as sheet:
+                sheet.write(b'<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/'
+                            b'spreadsheetml/2006/main"><sheetData>')
+                chunk = row * 2000
+                for _ in range(unpacked_mb * 2**20 // len(chunk)):
+                    sheet.write(chunk)
+                sheet.write(b"</sheetData></worksheet>")
+    return out.getvalue()
+
+
+def test_a_workbook_that_unpacks_far_beyond_its_upload_is_refused_before_it_is_parsed(ws):
+    """A 150 kB upload that unpacks to 48 MB of cells kept a server thread (and a core) parsing for about a
+    minute, and 50 MB of it for hours: a workbook is refused, with nothing written, when it unpacks to more than
+    tables.MAX_UNPACKED_MB."""
+    from quota.intake import tables
+    engine, app = ws
+    data = _workbook_bomb(tables.MAX_UNPACKED_MB + 16)
+    assert len(data) < 1_000_000
+    before = snapshot(engine)
+    c = login(app, "clerk")
+    page = c.get("/import/projects").text
+    started = time.monotonic()
+    r = c.post("/import/projects", data={"csrf_token": csrf_of(page)}, files={"file": ("bomb.xlsx", data, "application/zip")})
+    assert r.status_code == 422 and "解压后" in text_of(r.text)
+    assert time.monotonic() - started < 10
+    assert snapshot(engine) == before
