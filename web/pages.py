@@ -140,17 +140,18 @@ def project(request: Request, project_id: str, user=Depends(need("read_projects"
 
 @router.post("/projects/{project_id}/reserve", dependencies=[Depends(check_csrf)])
 def reserve(request: Request, project_id: str, key: str = Form(...), pollutant: str = Form(""),
-            expires: str = Form(""), confirm: str = Form(""), user=Depends(need("reserve"))):
-    """Without `confirm`: the draws the reservation would take (dry run), and a form to confirm them (same key).
-    With `confirm`: the reservation, once per key."""
+            expires: str = Form(""), confirm: str = Form(""), shown: str = Form(""), user=Depends(need("reserve"))):
+    """Without `confirm`: the draws the reservation would take (dry run), and a form to confirm them (same key,
+    and the draws' digest: if the ledger changed meanwhile so that other draws would be taken, the confirmation
+    is refused). With `confirm`: the reservation, once per key."""
     engine = engine_of(request)
     args = dict(actor=user.name, pollutant=_text(pollutant), expires=_day(_text(expires), "lapse date"))
     if not confirm:
         preview = quota_ops.reserve(engine, project_id, dry_run=True, **args)
         return page(request, "reserve_preview.html", {
             "p": audit.trace(engine, project_id), "preview": preview, "key": key, "pollutant": pollutant,
-            "expires": expires})
-    result = quota_ops.reserve(engine, project_id, key=key, **args)
+            "expires": expires, "shown": quota_ops.movements_digest(preview)})
+    result = quota_ops.reserve(engine, project_id, key=key, shown=_text(shown), **args)
     message = i18n.t("reserved", request.state.lang, project=result["project_id"], n=len(result["draws"]),
                      txn=result["txn"]) + (i18n.t("replayed", request.state.lang) if result["replayed"] else "")
     return redirect(f"/projects/{quote(result['project_id'])}", message, request)

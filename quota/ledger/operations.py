@@ -55,15 +55,25 @@ def check_date(conn: Connection, day: dt.date, what: str = "date") -> None:
                       "back-dated", "bad_date", date=day.isoformat(), last=last.isoformat())
 
 
+def movements_digest(result: dict) -> str:
+    """A short fingerprint of the grams a reservation (or its dry run) moves: its draws and returns."""
+    import hashlib
+    import json
+    moves = sorted((d["lot"], d["pollutant"], int(d["amount_g"])) for d in result.get("draws", []))
+    back = sorted((r["lot"], r["pollutant"], int(r["amount_g"]), str(r.get("to"))) for r in result.get("returned", []))
+    return hashlib.sha256(json.dumps([moves, back]).encode()).hexdigest()[:32]
+
+
 def reserve(engine: Engine | Connection, project_id: str, *, actor: str, pollutant: str | None = None,
             expires: dt.date | None = None, date: dt.date | None = None, key: str | None = None,
-            dry_run: bool = False) -> dict:
+            dry_run: bool = False, shown: str | None = None) -> dict:
     """Bring the project's reservation to its full requirement under the rulebook in force (ratio applied),
     from eligible lots, earliest expiry first; all pollutants (or the one named) or nothing.
 
     With `dry_run` the reservation is carried out and checked in full, then rolled back: the result (with
     "dry_run": true) shows the draws it would take now, or the refusal it would meet; nothing is written and
-    the key is neither looked up nor recorded.
+    the key is neither looked up nor recorded. `shown` is the movements_digest of such a dry run shown to the
+    user: the reservation is refused (preview_changed, nothing written) if it would now move other grams.
 
     On a project that already holds a reservation this tops it up: grams on lots that can no longer serve it
     go back (to revoked:/superseded:/expired: or their lot, see eligibility), grams above a lowered
@@ -115,8 +125,13 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
                 if reason:
                     raise Refused(f"cannot reserve {project_id}: {reason}", "lot_not_eligible", project_id=project_id,
                                   lot=lot.serial, reason=reason)
-        return post_reservation(conn, book, version, info, draws, today, expires, actor,
-                                returns=returns, known=snap.known(drawn))
+        result = post_reservation(conn, book, version, info, draws, today, expires, actor,
+                                  returns=returns, known=snap.known(drawn))
+        if shown is not None and movements_digest(result) != shown:
+            raise Refused(f"the reservation of {project_id} would now take other draws than the ones shown (the "
+                          "ledger or the rulebook changed meanwhile); nothing was written: review them again",
+                          "preview_changed", project_id=project_id)
+        return result
 
     if dry_run:
         return _rolled_back(engine, work, reads_ahead(engine, project_id, today, floor))

@@ -182,6 +182,7 @@ REFUSALS_ZH = {
     "lot_not_eligible": lambda f: (_holding_zh(f) if "problems" in f else
                                    f"无法为 {f['project_id']} 预留指标：{reason_text(f.get('reason', ''), 'zh')}"),
     "nothing_to_reserve": lambda f: f"项目 {f['project_id']} 已足额预留",
+    "preview_changed": lambda f: f"{f['project_id']} 的预留方案已变化（台账或规则已更新），未写入任何数据；请重新查看后再确认",
     "project_state": lambda f: f"项目 {f['project_id']} 当前状态为{_w(f['state'])}，不能执行此操作",
     "unknown_pollutant": lambda f: f"项目 {f['project_id']} 没有 {f['pollutant']} 的新增排放量",
     "lot_state": lambda f: f"指标批次 {f['lot']} 已{_w(f['state']).lstrip('已')}",

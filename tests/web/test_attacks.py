@@ -3,6 +3,7 @@ test is one attack that the workspace must now refuse (or answer without a 500),
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 import time
 
@@ -221,3 +222,31 @@ def test_a_workbook_that_unpacks_far_beyond_its_upload_is_refused_before_it_is_p
     assert r.status_code == 422 and "解压后" in text_of(r.text)
     assert time.monotonic() - started < 10
     assert snapshot(engine) == before
+
+
+def test_a_reservation_confirmed_after_its_preview_went_stale_is_refused_not_made_with_other_draws(ws):
+    """The clerk is shown the lots a reservation would take, then confirms. An admin revoking one of those lots in
+    between made the confirmation silently draw other lots than the ones confirmed: it is refused
+    (preview_changed, nothing written), and shown again it confirms the new draws."""
+    engine, app = ws
+    c = login(app, "clerk")
+    page = c.get("/projects/P2026-08").text
+    token, key = csrf_of(page), key_of(page)
+    preview = c.post("/projects/P2026-08/reserve", data={"csrf_token": token, "key": key})
+    shown = re.findall(r'<a href="/lots/([^"]+)">', preview.text.split('id="preview"')[1].split("</table>")[0])
+    assert shown[:2] == ["NOX-2023-00013", "NOX-2024-00020"]  # the first has 3.9 t, the second the rest of 45 t
+    admin = login(app, "admin")
+    page = admin.get(f"/lots/{shown[0]}").text
+    r = admin.post(f"/admin/lots/{shown[0]}/revoke", data={"csrf_token": csrf_of(page), "key": "revoke-1",
+                                                           "memo": "report withdrawn"})
+    assert r.status_code == 303
+    before = snapshot(engine)
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"',
+                           preview.text.split('id="confirm-form"')[1].split("</form>")[0]))
+    r = c.post("/projects/P2026-08/reserve", data=form)
+    assert r.status_code == 409 and "预留方案已变化" in text_of(r.text)
+    assert snapshot(engine) == before
+    again = c.post("/projects/P2026-08/reserve", data={"csrf_token": token, "key": key})  # shown anew
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"',
+                           again.text.split('id="confirm-form"')[1].split("</form>")[0]))
+    assert c.post("/projects/P2026-08/reserve", data=form).status_code == 303
