@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Form, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from http.cookies import SimpleCookie
@@ -199,6 +200,20 @@ def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> F
         if request.url.path.startswith("/api/"):
             return JSONResponse(exc.to_dict(), status)
         return page(request, "error.html", refusal_view(exc, request.state.lang), status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        """No such route (404) or method (405): the API's error object, or an error page; never FastAPI's own
+        `{"detail": ...}`."""
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = {404: "no such page or API route", 405: f"method {request.method} is not allowed here"}.get(
+            exc.status_code, str(exc.detail))
+        headers = getattr(exc, "headers", None)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": {"code": code, "message": message}}, exc.status_code, headers=headers)
+        if exc.status_code == 404:
+            message = i18n.t("web_not_found", request.state.lang)
+        return page(request, "error.html", {"message": message, "code": code}, exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):

@@ -270,6 +270,7 @@ MESSAGES.update({
                          "zh": "登录失败次数过多：该账户已锁定至 {until}（UTC）。"},
     "web_login_disabled": {"en": "This account is disabled.", "zh": "该账户已停用。"},
     "web_login_required": {"en": "Please sign in.", "zh": "请先登录。"},
+    "web_not_found": {"en": "There is no such page.", "zh": "没有这个页面。"},
     "web_forbidden": {"en": "Your role ({role}) may not do this ({action}).",
                       "zh": "您的角色（{role}）无权执行此操作（{action}）。"},
     "web_csrf": {"en": "The form has expired or did not come from this site (CSRF token missing or wrong). "

@@ -250,3 +250,21 @@ def test_a_reservation_confirmed_after_its_preview_went_stale_is_refused_not_mad
     form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"',
                            again.text.split('id="confirm-form"')[1].split("</form>")[0]))
     assert c.post("/projects/P2026-08/reserve", data=form).status_code == 303
+
+
+def test_an_unknown_api_route_or_method_answers_with_the_error_object(ws):
+    """Scripts read `{"error": {"code", "message"}}` from every API failure: an unknown route or a wrong method
+    answered FastAPI's own `{"detail": "Not Found"}`, and a page's 404 was JSON instead of a page."""
+    engine, app = ws
+    token = users.new_token(engine, "auditor")["token"]
+    c = client(app)
+    auth = {"Authorization": f"Bearer {token}"}
+    for method, path, status, code in [("GET", "/api/v1/nothing", 404, "not_found"),
+                                       ("GET", "/api/v1/projects/P2026-01/statement", 404, "not_found"),
+                                       ("DELETE", "/api/v1/balance", 405, "method_not_allowed"),
+                                       ("PUT", "/api/v1/projects/P2026-01/reserve", 405, "method_not_allowed")]:
+        r = c.request(method, path, headers=auth)
+        assert r.status_code == status and r.json()["error"]["code"] == code, (method, path, r.text)
+        assert r.json()["error"]["message"]
+    page = login(app, "auditor").get("/no-such-page")
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
