@@ -157,6 +157,7 @@ def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> F
     of everything else); the failures are still counted and the lock-out still applies."""
     app = FastAPI(title="quota", version="1", docs_url=None, redoc_url=None, openapi_url="/api/v1/openapi.json",
                   description="HTTP API of quota: the CLI's --json shapes; writes take an Idempotency-Key header.")
+    app.router.redirect_slashes = False  # its redirect names the request's Host header: a forged one led elsewhere
     app.state.engine = engine
     app.state.public = public
     app.state.throttle = throttle

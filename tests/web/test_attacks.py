@@ -268,3 +268,13 @@ def test_an_unknown_api_route_or_method_answers_with_the_error_object(ws):
         assert r.json()["error"]["message"]
     page = login(app, "auditor").get("/no-such-page")
     assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+
+
+def test_a_trailing_slash_never_redirects_to_the_host_the_request_named(ws):
+    """`/projects/` was answered with a redirect to `http://<Host header>/projects`: a forged Host (passed on by
+    a proxy, or cached) sent the user to another site. A path with a trailing slash is now simply not found."""
+    engine, app = ws
+    c = login(app, "clerk")
+    for path in ("/projects/", "/api/v1/balance/", "/lots/"):
+        r = c.get(path, headers={"Host": "evil.example"})
+        assert r.status_code == 404 and "evil.example" not in r.headers.get("location", ""), (path, r.headers)
