@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -41,6 +42,12 @@ BAD_INPUT = {"invalid_input", "bad_upload", "bad_id", "bad_text", "bad_date", "b
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 log = logging.getLogger("quota.web")
+API_BODY_MAX = 2**20  # bytes: an API request body (a few small JSON fields)
+FORM_BODY_MAX = 50 * 2**20 + 2**20  # bytes: a form, the largest upload (pages.MAX_UPLOAD) and its envelope
+
+
+class BodyTooLarge(Exception):
+    pass
 
 
 class LoginRequired(Exception):
@@ -92,6 +99,21 @@ class Edge:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
+        limit = API_BODY_MAX if scope["path"].startswith("/api/") else FORM_BODY_MAX
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > limit:  # refused before a byte of it is read
+            return await _too_large(scope, send, limit)
+        received, overflow = [0], [False]
+
+        async def limited_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                received[0] += len(message.get("body", b""))
+                if received[0] > limit:  # a streamed body: cut off as soon as it passes the limit
+                    overflow[0] = True
+                    raise BodyTooLarge()
+            return message
+
         request = Request(scope)
         session = Session()
         raw = request.cookies.get(SESSION_COOKIE)
@@ -105,6 +127,8 @@ class Edge:
         status = [0]
 
         async def send_with_headers(message):
+            if overflow[0]:  # the app's answer to a body cut short is replaced by the 413 below
+                return
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 headers = MutableHeaders(scope=message)
@@ -124,12 +148,31 @@ class Edge:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            try:
+                await self.app(scope, limited_receive, send_with_headers)
+            except Exception:
+                if not overflow[0]:
+                    raise
+            if overflow[0]:
+                status[0] = 413
+                await _too_large(scope, send, limit)
         finally:
             user = state.get("user")
             client = scope.get("client")
             log.info("%s %s %s %s %s %.1fms", client[0] if client else "-", scope["method"], scope["path"],
                      status[0], user.name if user else "-", (time.perf_counter() - started) * 1000)
+
+
+async def _too_large(scope, send, limit: int) -> None:
+    """413 for a request body over `limit` bytes: the API's error object, or a line of text."""
+    message = f"the request body is larger than {limit // 2**20} MB; nothing was read or written"
+    api = scope["path"].startswith("/api/")
+    body = (json.dumps({"error": {"code": "bad_upload", "message": message}}) if api else message).encode()
+    await send({"type": "http.response.start", "status": 413, "headers": [
+        (b"content-type", b"application/json" if api else b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()), (b"connection", b"close"),
+        (b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def check_database(engine: Any) -> None:

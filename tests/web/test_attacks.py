@@ -278,3 +278,33 @@ def test_a_trailing_slash_never_redirects_to_the_host_the_request_named(ws):
     for path in ("/projects/", "/api/v1/balance/", "/lots/"):
         r = c.get(path, headers={"Host": "evil.example"})
         assert r.status_code == 404 and "evil.example" not in r.headers.get("location", ""), (path, r.headers)
+
+
+def test_a_huge_body_is_refused_before_it_is_read_even_without_signing_in(ws):
+    """Anyone who could reach the server sent a 300 MB JSON body to an API route: it was read into memory in
+    full (the server grew by 540 MB) before the 401; a multipart body was spooled to disk in full before the CSRF
+    check. A body over the limit (1 MB for the API, the upload limit and a little for forms) is answered 413 as it
+    arrives, whether its length is declared or it is streamed."""
+    from web.app import API_BODY_MAX, FORM_BODY_MAX
+    engine, app = ws
+    c = client(app)
+    sent = []
+
+    def stream(total):
+        chunk = b"A" * 2**16
+        for _ in range(total // len(chunk) + 1):
+            sent.append(len(chunk))
+            yield chunk
+
+    r = c.post("/api/v1/projects/P2026-01/reserve", content=stream(API_BODY_MAX * 4),
+               headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "bad_upload"
+    r = c.post("/api/v1/projects/P2026-01/reserve", content=b"{}",
+               headers={"content-type": "application/json", "content-length": str(API_BODY_MAX + 1)})
+    assert r.status_code == 413
+    r = c.post("/import/projects", headers={"content-type": "multipart/form-data; boundary=x",
+                                            "content-length": str(FORM_BODY_MAX + 1)}, content=b"--x--")
+    assert r.status_code == 413
+    token = users.new_token(engine, "clerk")["token"]
+    small = c.post("/api/v1/projects/P2026-01/reserve", json={}, headers={"Authorization": f"Bearer {token}"})
+    assert small.status_code == 200  # an ordinary body is read as before
