@@ -32,10 +32,15 @@ def edge_id(text: str, what: str) -> str:
         raise Refused(str(exc), "bad_id", what=what, value=exc.text, reason=exc.code, **exc.facts) from None
 
 
-def edge_text(text: str, what: str) -> str:
-    """Free text typed by a user (--doc, --memo, the actor): kept as typed, refused with control characters."""
+TEXT_MAX = 200  # characters of a document number or actor (as the imports' names); a memo may have MEMO_MAX
+MEMO_MAX = 1000
+
+
+def edge_text(text: str, what: str, max_len: int = TEXT_MAX) -> str:
+    """Free text typed by a user (--doc, --memo, the actor): kept as typed, refused with control characters or
+    over `max_len` characters (it goes into the append-only chain for good)."""
     try:
-        return identity.free_text(text, what)
+        return identity.free_text(text, what, max_len=max_len)
     except identity.BadId as exc:
         raise Refused(str(exc), "bad_text", what=what, reason=exc.code, **exc.facts) from None
 
@@ -448,7 +453,7 @@ def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, d
     today = date or clock.today()
     if identity.blank(memo):
         raise Refused("a revocation needs its reason (--memo)", "missing_memo")
-    memo = edge_text(memo, "memo")
+    memo = edge_text(memo, "memo", MEMO_MAX)
 
     def work(conn: Connection) -> dict:
         check_date(conn, today)

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from quota.store import users
 from tests.conftest import snapshot
-from tests.web.support import client, csrf_of, key_of, login, make_app, prepare, text_of
+from tests.web.support import client, csrf, csrf_of, key_of, login, make_app, prepare, text_of
 
 PASSWORD = "correct horse battery"
 
@@ -308,3 +308,27 @@ def test_a_huge_body_is_refused_before_it_is_read_even_without_signing_in(ws):
     token = users.new_token(engine, "clerk")["token"]
     small = c.post("/api/v1/projects/P2026-01/reserve", json={}, headers={"Authorization": f"Bearer {token}"})
     assert small.status_code == 200  # an ordinary body is read as before
+
+
+def test_a_document_number_or_memo_as_long_as_a_book_is_refused(ws):
+    """The approval document number and the revocation memo go into the append-only chain for good; a form
+    accepted 10 MB of either (imports cap a report number at 100 characters and a name at 200)."""
+    engine, app = ws
+    c = login(app, "clerk")
+    _reserve(c, "P2026-01")
+    before = snapshot(engine)
+    page = c.get("/projects/P2026-01").text
+    r = c.post("/projects/P2026-01/approve", data={"csrf_token": csrf_of(page), "key": "approve-1", "doc": "金" * 201})
+    assert r.status_code == 422 and "200" in text_of(r.text)
+    admin = login(app, "admin")
+    lot = _lots(engine)[0]
+    page = admin.get(f"/lots/{lot}").text
+    r = admin.post(f"/admin/lots/{lot}/revoke", data={"csrf_token": csrf_of(page), "key": "revoke-1",
+                                                      "memo": "x" * 1001})
+    assert r.status_code == 422
+    r = admin.post(f"/admin/lots/{lot}/revoke", data={"csrf_token": csrf_of(page), "key": "revoke-2",
+                                                      "memo": "withdrawn " * 200_000})
+    assert r.status_code in (400, 422)  # a form field over 1 MB is refused by the form parser itself
+    assert snapshot(engine) == before
+    r = c.post("/projects/P2026-01/approve", data={"csrf_token": csrf(c), "key": "approve-2", "doc": "金" * 200})
+    assert r.status_code == 303  # 200 characters are enough for any document number
