@@ -301,9 +301,9 @@ def engine_of(request: Request) -> Any:
 def current_user(request: Request) -> users.User | None:
     """The signed-in user of the session (looked up each time: a disabled user's session, and a signed-out one
     replayed from a copy of its cookie, end at once)."""
-    name, sid = request.state.session.get("u"), request.state.session.get("sid")
-    if not name or not sid:  # a session is made by signing in, which gives it its id
-        return None
+    name, sid, since = (request.state.session.get(k) for k in ("u", "sid", "t"))
+    if not name or not sid or not isinstance(since, int) or time.time() - since > SESSION_MAX_AGE:
+        return None  # a session is made by signing in (its id and time), and lasts SESSION_MAX_AGE from then
     user = users.get_user(engine_of(request), name, sid)
     if user is None:
         request.state.session.clear()

@@ -66,6 +66,7 @@ async def login(request: Request, username: str = Form(""), password: str = Form
     session.clear()  # a new session (and CSRF token) at sign-in: no fixation
     session["u"] = result.user.name
     session["sid"] = secrets.token_urlsafe(18)  # signing out ends this id on the server (users.end_session)
+    session["t"] = int(time.time())  # the session ends SESSION_MAX_AGE after this, however often it is re-signed
     request.state.user = result.user
     csrf_token(request)
     return RedirectResponse("/", status_code=303)

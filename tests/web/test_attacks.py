@@ -332,3 +332,18 @@ def test_a_document_number_or_memo_as_long_as_a_book_is_refused(ws):
     assert snapshot(engine) == before
     r = c.post("/projects/P2026-01/approve", data={"csrf_token": csrf(c), "key": "approve-2", "doc": "金" * 200})
     assert r.status_code == 303  # 200 characters are enough for any document number
+
+
+def test_a_session_lasts_twelve_hours_from_sign_in_however_busy(ws, monkeypatch):
+    """The cookie is signed anew whenever the session changes (each action's message), and its age was counted
+    from the last signing: a session in use never ended. It now ends 12 hours after its sign-in."""
+    import web.app
+    engine, app = ws
+    real, offset = time.time, [0.0]
+    monkeypatch.setattr(time, "time", lambda: real() + offset[0])
+    c = login(app, "clerk")
+    offset[0] = 11 * 3600
+    _reserve(c, "P2026-01")  # an action: its message re-signs the cookie at +11 h
+    assert c.get("/projects").status_code == 200
+    offset[0] = web.app.SESSION_MAX_AGE + 60
+    assert c.get("/projects").status_code == 303  # to the sign-in form
