@@ -74,6 +74,16 @@ def _refused_char(text: str, free: bool, multiline: bool) -> tuple[str, dict] | 
     return None
 
 
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")  # Hangul fillers, the blank Braille pattern
+
+
+def blank(text: object) -> bool:
+    """True if `text` shows nothing: only spaces, format characters (zero-width space, joiners, BOM) and
+    letters drawn as blanks. A required document number or memo like that is missing, not given."""
+    return all(ch.isspace() or unicodedata.category(ch) == "Cf" or ch in BLANK_LETTERS
+               for ch in ("" if text is None else str(text)))
+
+
 def code(text: object, what: str = "id", max_len: int = 64) -> str:
     """The normal form of an id or code (NFKC, trimmed, one space inside, upper-case); BadId if unfit."""
     raw = "" if text is None else str(text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Form, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from http.cookies import SimpleCookie
@@ -40,6 +42,12 @@ BAD_INPUT = {"invalid_input", "bad_upload", "bad_id", "bad_text", "bad_date", "b
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 log = logging.getLogger("quota.web")
+API_BODY_MAX = 2**20  # bytes: an API request body (a few small JSON fields)
+FORM_BODY_MAX = 50 * 2**20 + 2**20  # bytes: a form, the largest upload (pages.MAX_UPLOAD) and its envelope
+
+
+class BodyTooLarge(Exception):
+    pass
 
 
 class LoginRequired(Exception):
@@ -91,6 +99,21 @@ class Edge:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
+        limit = API_BODY_MAX if scope["path"].startswith("/api/") else FORM_BODY_MAX
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > limit:  # refused before a byte of it is read
+            return await _too_large(scope, send, limit)
+        received, overflow = [0], [False]
+
+        async def limited_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                received[0] += len(message.get("body", b""))
+                if received[0] > limit:  # a streamed body: cut off as soon as it passes the limit
+                    overflow[0] = True
+                    raise BodyTooLarge()
+            return message
+
         request = Request(scope)
         session = Session()
         raw = request.cookies.get(SESSION_COOKIE)
@@ -104,6 +127,8 @@ class Edge:
         status = [0]
 
         async def send_with_headers(message):
+            if overflow[0]:  # the app's answer to a body cut short is replaced by the 413 below
+                return
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 headers = MutableHeaders(scope=message)
@@ -123,12 +148,31 @@ class Edge:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            try:
+                await self.app(scope, limited_receive, send_with_headers)
+            except Exception:
+                if not overflow[0]:
+                    raise
+            if overflow[0]:
+                status[0] = 413
+                await _too_large(scope, send, limit)
         finally:
             user = state.get("user")
             client = scope.get("client")
             log.info("%s %s %s %s %s %.1fms", client[0] if client else "-", scope["method"], scope["path"],
                      status[0], user.name if user else "-", (time.perf_counter() - started) * 1000)
+
+
+async def _too_large(scope, send, limit: int) -> None:
+    """413 for a request body over `limit` bytes: the API's error object, or a line of text."""
+    message = f"the request body is larger than {limit // 2**20} MB; nothing was read or written"
+    api = scope["path"].startswith("/api/")
+    body = (json.dumps({"error": {"code": "bad_upload", "message": message}}) if api else message).encode()
+    await send({"type": "http.response.start", "status": 413, "headers": [
+        (b"content-type", b"application/json" if api else b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()), (b"connection", b"close"),
+        (b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def check_database(engine: Any) -> None:
@@ -156,6 +200,7 @@ def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> F
     of everything else); the failures are still counted and the lock-out still applies."""
     app = FastAPI(title="quota", version="1", docs_url=None, redoc_url=None, openapi_url="/api/v1/openapi.json",
                   description="HTTP API of quota: the CLI's --json shapes; writes take an Idempotency-Key header.")
+    app.router.redirect_slashes = False  # its redirect names the request's Host header: a forged one led elsewhere
     app.state.engine = engine
     app.state.public = public
     app.state.throttle = throttle
@@ -199,6 +244,20 @@ def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> F
         if request.url.path.startswith("/api/"):
             return JSONResponse(exc.to_dict(), status)
         return page(request, "error.html", refusal_view(exc, request.state.lang), status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        """No such route (404) or method (405): the API's error object, or an error page; never FastAPI's own
+        `{"detail": ...}`."""
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = {404: "no such page or API route", 405: f"method {request.method} is not allowed here"}.get(
+            exc.status_code, str(exc.detail))
+        headers = getattr(exc, "headers", None)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": {"code": code, "message": message}}, exc.status_code, headers=headers)
+        if exc.status_code == 404:
+            message = i18n.t("web_not_found", request.state.lang)
+        return page(request, "error.html", {"message": message, "code": code}, exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):

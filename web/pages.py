@@ -180,17 +180,18 @@ def project(request: Request, project_id: str, user=Depends(need("read_projects"
 
 @router.post("/projects/{project_id}/reserve", dependencies=[Depends(check_csrf)])
 def reserve(request: Request, project_id: str, key: str = Form(...), pollutant: str = Form(""),
-            expires: str = Form(""), confirm: str = Form(""), user=Depends(need("reserve"))):
-    """Without `confirm`: the draws the reservation would take (dry run), and a form to confirm them (same key).
-    With `confirm`: the reservation, once per key."""
+            expires: str = Form(""), confirm: str = Form(""), shown: str = Form(""), user=Depends(need("reserve"))):
+    """Without `confirm`: the draws the reservation would take (dry run), and a form to confirm them (same key,
+    and the draws' digest: if the ledger changed meanwhile so that other draws would be taken, the confirmation
+    is refused). With `confirm`: the reservation, once per key."""
     engine = engine_of(request)
     args = dict(actor=user.name, pollutant=_text(pollutant), expires=_day(_text(expires), "lapse date"))
     if not confirm:
         preview = quota_ops.reserve(engine, project_id, dry_run=True, **args)
         return page(request, "reserve_preview.html", {
             "p": audit.trace(engine, project_id), "preview": preview, "key": key, "pollutant": pollutant,
-            "expires": expires})
-    result = quota_ops.reserve(engine, project_id, key=key, **args)
+            "expires": expires, "shown": quota_ops.movements_digest(preview)})
+    result = quota_ops.reserve(engine, project_id, key=key, shown=_text(shown), **args)
     message = i18n.t("reserved", request.state.lang, project=result["project_id"], n=len(result["draws"]),
                      txn=result["txn"]) + (i18n.t("replayed", request.state.lang) if result["replayed"] else "")
     return redirect(f"/projects/{quote(result['project_id'])}", message, request)
@@ -383,7 +384,7 @@ async def load_rules(request: Request, file: UploadFile = File(...), user=Depend
     data = await file.read(MAX_UPLOAD + 1)
     if len(data) > MAX_UPLOAD:
         raise Refused("bad_upload", reason="too_large", max_mb=MAX_UPLOAD // 2**20)
-    name = re.sub(r"[^\w.\-]", "_", Path(file.filename or "rules.toml").name)[-100:] or "rules.toml"
+    name = _upload_name(file.filename, "rules.toml")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / name).write_bytes(data)
         result = await run_in_threadpool(versions.load, engine_of(request), str(Path(tmp) / name), user.name)
@@ -455,6 +456,13 @@ MAX_UPLOAD = 50 * 1024 * 1024  # bytes
 KINDS = {"projects": "import_projects", "tallies": "import_tallies"}
 
 
+def _upload_name(filename: str | None, default: str) -> str:
+    """The name an upload is saved under in its own folder: its last part, letters, digits, '.', '_' and '-'
+    only, never '.' or '..' (which name a folder), at most 100 characters; else `default`."""
+    name = re.sub(r"[^\w.\-]", "_", Path(filename or default).name)[-100:]
+    return default if name.strip(".") == "" else name
+
+
 def _importer(kind: str):
     if kind == "projects":
         from quota.intake import project_files
@@ -503,7 +511,7 @@ def import_upload(kind: str):
         """Save the upload under a token and run the import as a dry run: the rows it would add, or every problem
         with its row and column; nothing is written either way. `sheet` picks a workbook's sheet (the CLI's
         --sheet); how the file was read (a CSV's encoding when not UTF-8, the sheet and header row) is shown."""
-        name = re.sub(r"[^\w.\-]", "_", Path(file.filename or "upload.csv").name)[-100:] or "upload.csv"
+        name = _upload_name(file.filename, "upload.csv")
         data = await file.read(MAX_UPLOAD + 1)
         if len(data) > MAX_UPLOAD:
             raise Refused("bad_upload", reason="too_large", max_mb=MAX_UPLOAD // 2**20)

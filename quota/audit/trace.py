@@ -115,7 +115,7 @@ def history(engine: Engine, *, project_id: str | None = None, lot: str | None = 
         args["b"] = until
     if before_seq:
         where.append("x.seq < :q")
-        args["q"] = int(before_seq)
+        args["q"] = min(int(before_seq), 2**63 - 1)  # every sequence number is below it
     sql = ("SELECT x.seq, x.kind, x.effective_date, x.booked_at, x.actor, x.project_id, x.ref, x.memo, x.hash "
            "FROM txn x" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY x.seq DESC LIMIT :n")
     with db.reading(engine) as conn:

@@ -117,4 +117,4 @@ def import_projects(engine: Engine, path: str, *, actor: str, key: str | None = 
                                actor=actor, rulebook=version)[0]
         return {**summary, "import_id": int(batch), "txn": seq}
 
-    return idempotency.run(engine, key, "project import", {"sha256": sha}, work)
+    return idempotency.run(engine, key, "project import", {"sha256": sha}, work, actor=actor)

@@ -101,10 +101,28 @@ def _known_columns(cells, aliases: dict[str, str]) -> int:
     return len({aliases.get(str(c).strip()) or aliases.get(str(c).strip().lower()) for c in cells} - {None})
 
 
+MAX_UNPACKED_MB = 32  # a workbook unpacking to more is refused before it is parsed (minutes of CPU per 50 MB)
+
+
+def _check_unpacked(path: str) -> None:
+    """Refuse a workbook whose parts unpack to more than MAX_UNPACKED_MB, as their sizes in the zip directory say
+    (a zip bomb: a small upload of identical rows that would keep a core parsing for hours). A size the directory
+    understates only makes the read fail further on: zipfile stops at the size it was told."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as book:
+            unpacked = sum(max(0, item.file_size) for item in book.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip at all: openpyxl says so in its own words
+    if unpacked > MAX_UNPACKED_MB * 2**20:
+        raise _Unreadable("workbook_too_big", size=round(unpacked / 2**20), max=MAX_UNPACKED_MB)
+
+
 def _xlsx(path: str, aliases: dict[str, str], required: list[str], sheet: str | None, info: dict):
     """The sheet (`sheet`, or the first that has the columns) as text cells under its header row: the first of
     its first HEADER_SCAN rows that names most of the required columns. Returns (frame, rows above the header)."""
     import pandas as pd
+    _check_unpacked(path)
     with pd.ExcelFile(path, engine="openpyxl") as book:
         names = [str(n) for n in book.sheet_names]
         if sheet and sheet not in names:

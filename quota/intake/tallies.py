@@ -450,7 +450,7 @@ def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = N
         _unchanged(path, name, signature, sha)
         return result
 
-    return idempotency.run(engine, key, "tally import", {"sha256": sha}, work)
+    return idempotency.run(engine, key, "tally import", {"sha256": sha}, work, actor=actor)
 
 
 def _serial(pollutant: str, year: int, n: int) -> str:

@@ -42,15 +42,18 @@ LOOKUP_SQLITE = "SELECT command, request_hash, result, NULL, NULL FROM operation
 
 
 def run(engine: Engine | Connection, key: str | None, command: str, request: dict,
-        fn: Callable[[Connection], dict], reads: Sequence[driver.Query] = ()) -> dict:
+        fn: Callable[[Connection], dict], reads: Sequence[driver.Query] = (), *, actor: str | None = None) -> dict:
     """Run `fn` as one write transaction, recording `key`; replay the stored result on repeat.
 
     The check and the record happen inside the same transaction as the effect, so a client
     that retries after a timeout gets exactly one effect whether or not the first attempt
     committed. The same key with different content raises IdempotencyConflict. `reads` are
-    the queries `fn` will make (see db.run_write).
+    the queries `fn` will make (see db.run_write). `actor` is part of the content: one user's key is never
+    replayed to another (web users share one database user, so the PostgreSQL check below cannot tell them apart).
     """
     check_key(key)
+    if actor is not None:
+        request = {**request, "actor": actor}
     if key is None:  # nothing to look up or record
         return db.run_write(engine, lambda conn: {**fn(conn), "replayed": False}, reads=reads)
     digest = request_hash(command, request)

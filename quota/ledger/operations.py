@@ -31,10 +31,15 @@ def edge_id(text: str, what: str) -> str:
         raise Refused("bad_id", what=what, value=exc.text, reason=exc.code, **exc.facts) from None
 
 
-def edge_text(text: str, what: str) -> str:
-    """Free text typed by a user (--doc, --memo, the actor): kept as typed, refused with control characters."""
+TEXT_MAX = 200  # characters of a document number or actor (as the imports' names); a memo may have MEMO_MAX
+MEMO_MAX = 1000
+
+
+def edge_text(text: str, what: str, max_len: int = TEXT_MAX) -> str:
+    """Free text typed by a user (--doc, --memo, the actor): kept as typed, refused with control characters or
+    over `max_len` characters (it goes into the append-only chain for good)."""
     try:
-        return identity.free_text(text, what)
+        return identity.free_text(text, what, max_len=max_len)
     except identity.BadId as exc:
         raise Refused("bad_text", what=what, value=exc.text, reason=exc.code, **exc.facts) from None
 
@@ -52,15 +57,25 @@ def check_date(conn: Connection, day: dt.date, what: str = "date") -> None:
         raise Refused("bad_date", reason="backdated", what=what, date=day.isoformat(), last=last.isoformat())
 
 
+def movements_digest(result: dict) -> str:
+    """A short fingerprint of the grams a reservation (or its dry run) moves: its draws and returns."""
+    import hashlib
+    import json
+    moves = sorted((d["lot"], d["pollutant"], int(d["amount_g"])) for d in result.get("draws", []))
+    back = sorted((r["lot"], r["pollutant"], int(r["amount_g"]), str(r.get("to"))) for r in result.get("returned", []))
+    return hashlib.sha256(json.dumps([moves, back]).encode()).hexdigest()[:32]
+
+
 def reserve(engine: Engine | Connection, project_id: str, *, actor: str, pollutant: str | None = None,
             expires: dt.date | None = None, date: dt.date | None = None, key: str | None = None,
-            dry_run: bool = False) -> dict:
+            dry_run: bool = False, shown: str | None = None) -> dict:
     """Bring the project's reservation to its full requirement under the rulebook in force (ratio applied),
     from eligible lots, earliest expiry first; all pollutants (or the one named) or nothing.
 
     With `dry_run` the reservation is carried out and checked in full, then rolled back: the result (with
     "dry_run": true) shows the draws it would take now, or the refusal it would meet; nothing is written and
-    the key is neither looked up nor recorded.
+    the key is neither looked up nor recorded. `shown` is the movements_digest of such a dry run shown to the
+    user: the reservation is refused (preview_changed, nothing written) if it would now move other grams.
 
     On a project that already holds a reservation this tops it up: grams on lots that can no longer serve it
     go back (to revoked:/superseded:/expired: or their lot, see eligibility), grams above a lowered
@@ -106,12 +121,16 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
                 reason = why_not(book, lot.facts(), need.pollutant, need.key, today, info.needed_by, now)
                 if reason:
                     raise Refused("lot_not_eligible", project_id=project_id, lot=lot.serial, reason=reason)
-        return post_reservation(conn, book, version, info, draws, today, expires, actor,
-                                returns=returns, known=snap.known(drawn))
+        result = post_reservation(conn, book, version, info, draws, today, expires, actor,
+                                  returns=returns, known=snap.known(drawn))
+        if shown is not None and movements_digest(result) != shown:
+            raise Refused("preview_changed", project_id=project_id)
+        return result
 
     if dry_run:
         return _rolled_back(engine, work, reads_ahead(engine, project_id, today, floor))
-    return idempotency.run(engine, key, "reserve", request, work, reads_ahead(engine, project_id, today, floor))
+    return idempotency.run(engine, key, "reserve", request, work, reads_ahead(engine, project_id, today, floor),
+                           actor=actor)
 
 
 class _Preview(Exception):
@@ -247,7 +266,7 @@ def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: st
     project_id, actor = edge_id(project_id, "project id"), edge_text(actor, "actor")
     now = clock.today()
     today = date or now
-    if not doc.strip():
+    if identity.blank(doc):
         raise Refused("missing_doc")
     doc = edge_text(doc, "approval document number")
 
@@ -272,7 +291,7 @@ def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: st
         return {"project_id": project_id, "txn": seq, "state": "approved", "doc": doc}
 
     return idempotency.run(engine, key, "approve", {"project": project_id, "doc": doc, "date": str(today)}, work,
-                           reads_ahead(engine, project_id))
+                           reads_ahead(engine, project_id), actor=actor)
 
 
 def _move(held: dict[str, dict[str, int]], info: ProjectInfo, src: str, dst: str) -> list[posting.Leg]:
@@ -334,7 +353,7 @@ def release(engine: Engine | Connection, project_id: str, *, actor: str, date: d
         return {"project_id": project_id, "txn": seq, "state": "pipeline"}
 
     return idempotency.run(engine, key, "release", {"project": project_id, "date": str(today)}, work,
-                           reads_ahead(engine, project_id))
+                           reads_ahead(engine, project_id), actor=actor)
 
 
 def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt.date | None = None,
@@ -358,7 +377,7 @@ def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt
         return {"project_id": project_id, "txn": seq, "state": "cancelled"}
 
     return idempotency.run(engine, key, "cancel", {"project": project_id, "date": str(today)}, work,
-                           reads_ahead(engine, project_id))
+                           reads_ahead(engine, project_id), actor=actor)
 
 
 def expire(engine: Engine | Connection, as_of: dt.date, *, actor: str, key: str | None = None) -> dict:
@@ -395,7 +414,7 @@ def expire(engine: Engine | Connection, as_of: dt.date, *, actor: str, key: str 
                               memo=f"lots expired by {as_of}")
         return {"as_of": as_of.isoformat(), "txn": seq, "expired": expired, "lapsed_reservations": lapsed}
 
-    return idempotency.run(engine, key, "expire", {"as_of": str(as_of)}, work)
+    return idempotency.run(engine, key, "expire", {"as_of": str(as_of)}, work, actor=actor)
 
 
 def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, date: dt.date | None = None,
@@ -405,9 +424,9 @@ def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, d
     approved (re-reserve); allocations already made stay and are flagged in trace and statements."""
     serial, actor = edge_id(serial, "lot"), edge_text(actor, "actor")
     today = date or clock.today()
-    if not memo.strip():
+    if identity.blank(memo):
         raise Refused("missing_memo")
-    memo = edge_text(memo, "memo")
+    memo = edge_text(memo, "memo", MEMO_MAX)
 
     def work(conn: Connection) -> dict:
         check_date(conn, today)
@@ -426,7 +445,8 @@ def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, d
         mark_lot(conn, serial, "revoked", seq)
         return {"lot": serial, "txn": seq, "revoked_g": amount}
 
-    return idempotency.run(engine, key, "revoke", {"lot": serial, "memo": memo, "date": str(today)}, work)
+    return idempotency.run(engine, key, "revoke", {"lot": serial, "memo": memo, "date": str(today)}, work,
+                           actor=actor)
 
 
 def mark_lot(conn: Connection, serial: str, status: str, seq: int) -> None:

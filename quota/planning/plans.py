@@ -346,7 +346,7 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
         conn.execute(text("UPDATE plan SET applied_at = :t WHERE plan_id = :p"), {"t": posting.now_iso(), "p": plan_id})
         return {"plan_id": plan_id, "reserved": [p for p, _ in funded], "txns": txns}
 
-    return idempotency.run(engine, key, "plan apply", {"plan": plan_id, "date": str(today)}, work)
+    return idempotency.run(engine, key, "plan apply", {"plan": plan_id, "date": str(today)}, work, actor=actor)
 
 
 PLAN_FILES = ("draws.csv", "unfunded.csv", "shadow_prices.csv", "summary.csv", "plan.xlsx")

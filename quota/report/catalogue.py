@@ -257,6 +257,9 @@ REFUSALS_EN = {
     "holding_mismatch": _holding_en,
     "lot_not_eligible": lambda f: (_holding_en(f) if "problems" in f else
                                    f"cannot reserve {f['project_id']}: {reason_text(f.get('reason', ''), 'en')}"),
+    "preview_changed": lambda f: (f"the reservation of {f['project_id']} would now take other draws than the ones "
+                                  "shown (the ledger or the rulebook changed meanwhile); nothing was written: review "
+                                  "them again"),
     "nothing_to_reserve": lambda f: f"project {f['project_id']} is already reserved in full for "
                                     + ", ".join(f.get("pollutants") or ["its pollutants"]),
     "project_state": _project_state_en,
@@ -372,6 +375,7 @@ REFUSALS_ZH = {
     "lot_not_eligible": lambda f: (_holding_zh(f) if "problems" in f else
                                    f"无法为 {f['project_id']} 预留指标：{reason_text(f.get('reason', ''), 'zh')}"),
     "nothing_to_reserve": lambda f: f"项目 {f['project_id']} 已足额预留",
+    "preview_changed": lambda f: f"{f['project_id']} 的预留方案已变化（台账或规则已更新），未写入任何数据；请重新查看后再确认",
     "project_state": lambda f: f"项目 {f['project_id']} 当前状态为{_w(f['state'])}，" + {
         "reserve": "只有待审项目可以预留", "approve": "请先预留再核定", "release": "没有可释放的预留",
         "cancel": "不能再次撤销"}.get(f.get("action", ""), "不能执行此操作"),
@@ -469,6 +473,7 @@ MESSAGES.update({
                          "zh": "登录失败次数过多：该账户已锁定至 {until}（UTC）。"},
     "web_login_disabled": {"en": "This account is disabled.", "zh": "该账户已停用。"},
     "web_login_required": {"en": "Please sign in.", "zh": "请先登录。"},
+    "web_not_found": {"en": "There is no such page.", "zh": "没有这个页面。"},
     "web_forbidden": {"en": "Your role ({role}) may not do this ({action}).",
                       "zh": "您的角色（{role}）无权执行此操作（{action}）。"},
     "web_csrf": {"en": "The form has expired or did not come from this site (CSRF token missing or wrong). "

@@ -53,6 +53,8 @@ PROBLEMS: dict[str, tuple[str, str]] = {
                               "不支持的文件类型 {suffix!r}（请使用 .csv 或 .xlsx）"),
     "empty_file": ("cannot read file: empty file", "无法读取文件：文件为空"),
     "unreadable_file": ("cannot read file: not a readable CSV or XLSX file", "无法读取文件：不是可读的 CSV 或 XLSX 文件"),
+    "workbook_too_big": ("the workbook unpacks to {size} MB, more than the {max} MB a workbook may hold here "
+                         "(save it as CSV, or split it)", "工作簿解压后为 {size} MB，超过允许的 {max} MB（请另存为 CSV 或拆分）"),
     "no_sheet": ("no sheet named {sheet!r} (sheets: {sheets})", "没有名为 {sheet!r} 的工作表（现有：{sheets}）"),
     "no_header_row": ("no sheet has a header row naming the required columns in its first {scan} rows "
                       "(sheets: {sheets}; required: {required})",

@@ -266,7 +266,7 @@ def overview(engine: Engine, *, as_of: dt.date | None = None, lang: str = "en") 
     with db.reading(engine) as conn:
         _, book = versions.current(conn)
         unit = {p: book.pollutants[p].unit for p in book.pollutants}
-        until = day + dt.timedelta(days=365)
+        until = day + dt.timedelta(days=365) if day <= dt.date.max - dt.timedelta(days=365) else dt.date.max
         if as_of is None:  # today: from the maintained balances
             soon = balances.expiring_lots(conn, unit, day, until)
         else:  # a past day: every lot replayed to that day

@@ -246,11 +246,24 @@ def _check_account(engine: Engine, name: str, password: str, now: dt.datetime) -
         name = username(name)
     except Refused:
         return Login(None, "bad_credentials")
-    with db.reading(engine) as conn:
-        row = conn.execute(text("SELECT role, password_hash, disabled_at, failed_logins, locked_until FROM web_user "
-                                "WHERE name = :n"), {"n": name}).first()
     hasher = _hasher()
-    if row is None:
+
+    def claim(conn):
+        row = conn.execute(text("SELECT role, password_hash, disabled_at, failed_logins, locked_until FROM web_user "
+                                "WHERE name = :n" + ("" if db.is_sqlite(conn) else " FOR UPDATE")), {"n": name}).first()
+        if row is None:
+            return None
+        locked_until = row[4]
+        if locked_until and dt.datetime.fromisoformat(locked_until) > now:
+            return row, 0, locked_until
+        n = int(row[3] or 0) + 1
+        until = (now + dt.timedelta(minutes=LOCK_MINUTES)).isoformat() if n >= LOCK_AFTER else None
+        conn.execute(text("UPDATE web_user SET failed_logins = :f, locked_until = :u WHERE name = :n"),
+                     {"f": 0 if until else n, "u": until, "n": name})
+        return row, n, until
+
+    claimed = db.run_write(engine, claim, lock=False)
+    if claimed is None:
         if not _DUMMY:
             _DUMMY.append(hasher.hash(secrets.token_hex(16)))
         try:
@@ -258,30 +271,17 @@ def _check_account(engine: Engine, name: str, password: str, now: dt.datetime) -
         except VerificationError:
             pass
         return Login(None, "bad_credentials")
-    role, digest, disabled_at, failed, locked_until = row[0], row[1], row[2], int(row[3] or 0), row[4]
-    if locked_until and dt.datetime.fromisoformat(locked_until) > now:
-        return Login(None, "locked", MAX_DELAY_S, locked_until)
+    (role, digest, disabled_at, _, _), n, until = claimed
+    if n == 0:  # locked before this attempt: the password is not even checked
+        return Login(None, "locked", MAX_DELAY_S, until)
     try:
         good = hasher.verify(digest, password)
     except (VerificationError, InvalidHashError):
         good = False
-    if good and not disabled_at:
-        if failed or locked_until:
-            db.run_write(engine, lambda conn: conn.execute(text(
-                "UPDATE web_user SET failed_logins = 0, locked_until = NULL WHERE name = :n"), {"n": name}),
-                lock=False)
-        return Login(User(name, role))
-    if good:  # the right password of a disabled user: say so (it is not a guess)
-        return Login(None, "disabled")
-
-    def count(conn) -> tuple[int, str | None]:
-        n = int(conn.execute(text("SELECT failed_logins FROM web_user WHERE name = :n"), {"n": name}).scalar_one()) + 1
-        until = (now + dt.timedelta(minutes=LOCK_MINUTES)).isoformat() if n >= LOCK_AFTER else None
-        conn.execute(text("UPDATE web_user SET failed_logins = :f, locked_until = :u WHERE name = :n"),
-                     {"f": 0 if until else n, "u": until, "n": name})
-        return n, until
-
-    n, until = db.run_write(engine, count, lock=False)
+    if good:  # not a guess: the count (and a lock this attempt set) is undone
+        db.run_write(engine, lambda conn: conn.execute(text(
+            "UPDATE web_user SET failed_logins = 0, locked_until = NULL WHERE name = :n"), {"n": name}), lock=False)
+        return Login(User(name, role)) if not disabled_at else Login(None, "disabled")
     if until:
         return Login(None, "locked", MAX_DELAY_S, until)
     delay = min(2.0 ** (n - SLOW_AFTER), MAX_DELAY_S) if n >= SLOW_AFTER else 0.0

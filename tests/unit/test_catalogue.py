@@ -28,6 +28,7 @@ REFUSAL_FACTS: dict[str, list[dict]] = {
          "reason": Reason("lot_expired", lot="L1", expires="2026-01-01")}]},
         {"project_id": "P1", "lot": "L1", "reason": Reason("lot_key", lot="L1", key="CDH", needs="TH")}],
     "nothing_to_reserve": [{"project_id": "P1", "pollutants": ["COD", "TP"]}],
+    "preview_changed": [{"project_id": "P1"}],
     "project_state": [{"project_id": "P1", "state": s, "action": a} for s, a in (
         ("reserved", "reserve"), ("pipeline", "approve"), ("approved", "release"), ("cancelled", "cancel"))],
     "unknown_pollutant": [{"project_id": "P1", "pollutant": "TP"}],
