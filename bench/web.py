@@ -5,11 +5,14 @@ prints figures, asserts nothing (the checks after the run are printed as ok/FAIL
         [--workers 2] [--write-seconds 15]
 
 For each engine and client count: a fresh database (600 tallies, 12,000 small projects), `quota serve
---workers N` on 127.0.0.1, and N concurrent clients (asyncio, httpx, keep-alive) for --seconds: 90% reads
-(half the overview page with a session, half GET /api/v1/balance), 10% writes through the API (reserve or
-release of a random project from a shared pool of 200, so clients overlap; 409 refusals are correct answers,
-not errors). Printed: requests/s, p50/p95/p99 per route, 5xx count. Then the checks: `verify` passes, no
-lot is overdrawn, and every reservation the API acknowledged is one reserve transaction in the ledger.
+--workers N` on 127.0.0.1, and N concurrent clients (asyncio, one keep-alive HTTP/1.1 connection each, see
+Conn; signed in through the login form before the clock starts) for --seconds: 90% reads (half the overview
+page with a session, half GET /api/v1/balance), 10% writes through the API (reserve or release of a random
+project from a shared pool of 200, so clients overlap; 409 refusals are correct answers, not errors).
+Printed: requests/s, p50/p95/p99 per route, 5xx count, the CPU the server (all its processes) and the load
+generator used while the clock ran (they share the machine's cores) and the load average. Then the checks:
+`verify` passes, no lot is overdrawn, and every reservation the API acknowledged is one reserve transaction in
+the ledger.
 
 Then reservations alone, --write-seconds each: through the API (N clients, each reserving fresh projects)
 and through the library directly (N processes, one engine each, same operation and keys), in the same run;
