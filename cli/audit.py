@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from cli import render
-from cli.core import JsonOpt, failures, parse_date
+from cli.core import JsonOpt, OptionRefused, failures, parse_date
+from quota.errors import Refused
 
 FORMATS = ("jsonl", "csv", "xlsx", "parquet", "beancount")
 
@@ -24,9 +25,9 @@ def trace(ctx: typer.Context, project: Annotated[str, typer.Argument(help="Proje
     from quota.audit import trace as audit
     from quota.audit import statement
     if fmt is not None and fmt not in ("md", "html", "xlsx"):
-        raise typer.BadParameter("--format must be md, html or xlsx")
+        raise OptionRefused(Refused("bad_option", option="format", value=fmt, known=["md", "html", "xlsx"]))
     if fmt == "xlsx" and out is None:
-        raise typer.BadParameter("--format xlsx needs --out FILE")
+        raise OptionRefused(Refused("bad_option", option="format", value=fmt, reason="needs_out"))
     with failures(as_json):
         if fmt:
             statement.write_statement(ctx.obj.engine, project, fmt, sys.stdout, str(out) if out else None,
@@ -91,7 +92,7 @@ def export(ctx: typer.Context,
            ) -> None:
     """Export the ledger for auditors.  Example: quota export --format jsonl --out ledger.jsonl"""
     if fmt not in FORMATS:
-        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
+        raise OptionRefused(Refused("bad_option", option="format", value=fmt, known=list(FORMATS)))
     from quota.audit import beancount_export
     from quota.audit import jsonl as exp
     from quota.audit import table_export

@@ -50,7 +50,7 @@ def _run(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) 
         _fresh_sqlite(url)
     engine = db.make_engine(url)
     if db.schema_exists(engine):
-        raise Refused(f"{url} already holds a quota ledger; the demo needs a fresh database", "not_fresh", url=url)
+        raise Refused("not_fresh", url=url)
     render.out.rule(f"quota demo — {url}, today {today}")
     version = versions.init(engine, str(data / "rules.toml"), actor)["version"]
     render.out.print(f"$ quota init --rules {data / 'rules.toml'}   → rulebook v{version}")

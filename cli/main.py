@@ -1,25 +1,26 @@
 """The typer app: global options, and one thin command per library call."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from cli import audit, render, users
-from cli.core import DATA_DIR, DateOpt, JsonOpt, KeyOpt, State, default_actor, failures, parse_date
+from cli.core import (DATA_DIR, DateOpt, JsonOpt, KeyOpt, OptionRefused, QuotaGroup, State, default_actor, failures,
+                      parse_date)
 from cli.plan import plan_app
 from quota.intake.columns import (PROJECT_NAMES, PROJECT_OPTIONAL, PROJECT_REQUIRED, TALLY_NAMES, TALLY_OPTIONAL,
                                   TALLY_REQUIRED, describe as describe_columns)
+from quota.errors import Refused
 from quota.store import db
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+app = typer.Typer(cls=QuotaGroup, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   pretty_exceptions_show_locals=False,
                   help="quota: emissions-quota ledger and environmental-capacity planner.")
-rules_app = typer.Typer(no_args_is_help=True, help="Show or load the rulebook.")
-tally_app = typer.Typer(no_args_is_help=True, help="Import third-party tallies (credits).")
-project_app = typer.Typer(no_args_is_help=True, help="Import and list incoming projects.")
+rules_app = typer.Typer(cls=QuotaGroup, no_args_is_help=True, help="Show or load the rulebook.")
+tally_app = typer.Typer(cls=QuotaGroup, no_args_is_help=True, help="Import third-party tallies (credits).")
+project_app = typer.Typer(cls=QuotaGroup, no_args_is_help=True, help="Import and list incoming projects.")
 app.add_typer(rules_app, name="rules")
 app.add_typer(tally_app, name="tally")
 app.add_typer(project_app, name="project")
@@ -41,7 +42,7 @@ def main(
     """Emissions-quota ledger: credit reductions, reserve and approve quota, plan, audit."""
     lang = lang.strip().lower()  # QUOTA_LANG=ZH as well as zh
     if lang not in ("en", "zh"):
-        raise typer.BadParameter("--lang must be en or zh")
+        raise OptionRefused(Refused("bad_option", option="lang", value=lang))
     render.LANG["lang"] = lang
     url = url or db.DEFAULT_URL
     ctx.obj = State(url, actor or default_actor(url), url != db.DEFAULT_URL, lock_timeout)
@@ -157,7 +158,7 @@ def balance(ctx: typer.Context,
     """Available, reserved and allocated quota.  Example: quota balance --by zone --pollutant COD"""
     from quota.ledger import balances
     if by not in ("pollutant", "zone", "lot"):
-        raise typer.BadParameter("--by must be pollutant, zone or lot")
+        raise OptionRefused(Refused("bad_option", option="by", value=by))
     with failures(as_json):
         if as_json:  # written row by row as the database yields them (`--by lot` lists every lot)
             with balances.balance_stream(ctx.obj.engine, by=by, pollutant=pollutant, zone=zone,
@@ -268,7 +269,7 @@ def demo(ctx: typer.Context,
                  fresh_default=not ctx.obj.url_given)
 
 
-db_app = typer.Typer(no_args_is_help=True, help="Database administration: migrations and roles.")
+db_app = typer.Typer(cls=QuotaGroup, no_args_is_help=True, help="Database administration: migrations and roles.")
 app.add_typer(db_app, name="db")
 
 
@@ -332,23 +333,5 @@ app.command()(users.serve)
 
 
 def run() -> None:
-    """The console script. Under --json a usage error (exit 2) also prints {"error": {"code": "usage", ...}} on
-    stdout, as every refusal does; the usage text stays on stderr as typer writes it."""
-    if "--json" not in sys.argv[1:]:
-        app(prog_name="quota")
-        return
-    # typer's own click (vendored or not): its usage error and base exception, found from typer.BadParameter
-    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-    click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-    try:
-        code = app(prog_name="quota", standalone_mode=False)
-    except usage_error as exc:
-        render.emit_json({"error": {"code": "usage", "message": exc.format_message()}})
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click_exception as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+    """The console script: the app's group (core.QuotaGroup) handles usage errors, --json and closed pipes."""
+    app(prog_name="quota")

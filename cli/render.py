@@ -18,7 +18,12 @@ class _LazyConsole:
     def __getattr__(self, name):
         if self._console is None:
             from rich.console import Console
-            self._console = Console(**self._options)
+
+            class _Console(Console):
+                def on_broken_pipe(self) -> None:  # rich would exit 1: the CLI's edge ends quietly with 0
+                    self.quiet = True
+                    raise BrokenPipeError(32, "Broken pipe")
+            self._console = _Console(**self._options)
         return getattr(self._console, name)
 
 
@@ -132,7 +137,7 @@ def problems(items: list[Problem], heading: str = "refused") -> None:
 def refusal(exc) -> None:
     """A library refusal (QuotaError) on stderr, in the user's language, rendered from its code and facts."""
     err.print(f"[bold red]{esc(msg('error_prefix'))}[/]", markup=True, highlight=False, end="")
-    err.print(i18n.refusal(exc.code, str(exc), exc.facts, LANG["lang"]), markup=False, highlight=False)
+    err.print(exc.text(LANG["lang"]), markup=False, highlight=False)
 
 
 def read_note(name: str, read: dict) -> None:
@@ -309,3 +314,67 @@ def outlook(result: dict) -> None:
         out.print(table("Candidate measures", ["Candidate", "Chosen", "Tally by"],
                                [[c["candidate_id"], "yes" if c["chosen"] else "", c["tally_by"] or "-"]
                                 for c in result["candidates"]]))
+
+
+def stdout_gone() -> None:
+    """The reader of stdout went away (`quota ... | head`): point stdout at /dev/null, so nothing more is written
+    and the final flush does not fail."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def usage_message(exc, lang: str) -> str:
+    """A click usage error in `lang`: from its type and attributes (option name, parameter), never from its text.
+    A message click (or a type converter) wrote is third-party detail: under zh it is quoted in a Chinese sentence.
+    An option value quota refused (core.OptionRefused) is rendered from its refusal's code and facts."""
+    from cli.core import click_exceptions
+    click = click_exceptions()
+    refusal = getattr(exc, "refusal", None)
+    if refusal is not None:
+        return refusal.text(lang)
+    if lang != "zh":
+        return exc.format_message()
+
+    def name_of(param) -> tuple[str, str]:
+        if param is None:
+            return "参数", exc.param_hint or ""
+        if getattr(param, "param_type_name", "") == "option":
+            return "选项", " / ".join(param.opts)
+        return "参数", param.name or exc.param_hint or ""
+
+    if isinstance(exc, click.MissingParameter):
+        kind, name = name_of(exc.param)
+        return f"缺少{kind} {name}".rstrip()
+    if isinstance(exc, click.BadParameter):
+        kind, name = name_of(exc.param)
+        return f"{kind} {name} 的值无效：“{exc.message}”"
+    if isinstance(exc, click.NoSuchOption):
+        maybe = f"（是否要用 {'、'.join(sorted(exc.possibilities))}？）" if exc.possibilities else ""
+        return f"没有选项 {exc.option_name}{maybe}"
+    if isinstance(exc, click.BadOptionUsage):
+        return f"选项 {exc.option_name} 用法有误：“{exc.message}”"
+    if isinstance(exc, click.BadArgumentUsage):
+        return f"参数用法有误：“{exc.message}”"
+    return f"命令行有误：“{exc.message}”"
+
+
+def usage_error(exc, lang: str) -> None:
+    """A usage error on stderr as click lays it out (usage, hint, error), in `lang`; exit code 2 is the caller's."""
+    ctx = exc.ctx
+    if lang != "zh":
+        exc.show()
+        return
+    lines = []
+    if ctx is not None:
+        pieces = " ".join(ctx.command.collect_usage_pieces(ctx))
+        lines.append(f"用法：{ctx.command_path} {pieces}".rstrip())
+        if ctx.command.get_help_option(ctx) is not None:
+            lines.append(f"运行 '{ctx.command_path} {ctx.help_option_names[0]}' 查看帮助。")
+        lines.append("")
+    lines.append(f"错误：{usage_message(exc, lang)}")
+    sys.stderr.write("\n".join(lines) + "\n")

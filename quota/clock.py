@@ -15,10 +15,6 @@ _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 class ClockError(QuotaError):
     code = "bad_date"
 
-    def __init__(self, message: str, **facts):
-        super().__init__(message)
-        self.facts = facts
-
 
 def parse_day(text: str, what: str = "date") -> dt.date:
     """A date written YYYY-MM-DD, and only so (Python's fromisoformat also takes '20261130' and week dates)."""
@@ -28,7 +24,7 @@ def parse_day(text: str, what: str = "date") -> dt.date:
             raise ValueError
         return dt.date.fromisoformat(value)
     except ValueError:
-        raise ClockError(f"{what} {text!r} is not a date (use YYYY-MM-DD)", what=what, value=str(text)) from None
+        raise ClockError(reason="not_a_date", what=what, value=str(text)) from None
 
 
 def as_date(value) -> dt.date | None:
@@ -45,6 +41,5 @@ def today() -> dt.date:
         return calendar
     day = parse_day(pinned, "QUOTA_TODAY")
     if day > calendar:
-        raise ClockError(f"QUOTA_TODAY {day} is after the calendar's date ({calendar}): the clock may be pinned "
-                         "back, never ahead", what="QUOTA_TODAY", value=str(day), calendar=str(calendar))
+        raise ClockError(reason="clock_ahead", what="QUOTA_TODAY", value=str(day), calendar=str(calendar))
     return day

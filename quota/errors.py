@@ -76,10 +76,24 @@ class Reason(str):
 
 class QuotaError(Exception):
     """Base of every error the library raises; the CLI turns it into exit code 1. `code` names it from a
-    finite list (README, "Refusals"); `facts` carry its data."""
+    finite list (README, "Refusals"); `facts` carry its data. The message is never written where the error is
+    raised: `str(exc)` is its English rendering and `text(lang)` its rendering in `lang`, both from the
+    catalogue (quota.report.catalogue.refusal) over the code and the facts. Raise one as `Refused(code, **facts)`
+    (or a subclass with its own code: `NotFound(what=..., value=...)`)."""
 
     code = "error"
     facts: dict = {}
+
+    def __init__(self, code: str | None = None, /, **facts):
+        if code is not None:
+            self.code = code
+        self.facts = facts
+        super().__init__(self.text("en"))
+
+    def text(self, lang: str = "en") -> str:
+        """The refusal in `lang` (en, zh), rendered from its code and facts."""
+        from quota.report.catalogue import refusal
+        return refusal(self.code, self.facts, lang)
 
     def to_dict(self) -> dict:
         """The refusal as data: {"error": {"code", "message", ...facts}} (what `--json` prints)."""
@@ -89,13 +103,11 @@ class QuotaError(Exception):
 class ValidationFailed(QuotaError):
     """Input was refused; `problems` lists every finding. Nothing was written."""
 
+    code = "invalid_input"
+
     def __init__(self, problems: list[Problem]):
         self.problems = sorted(problems)
-        first = "; ".join(str(p) for p in self.problems[:3])
-        more = f" (+{len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
-        super().__init__(f"{len(self.problems)} problem(s): {first}{more}")
-
-    code = "invalid_input"
+        Exception.__init__(self, self.text("en"))
 
     @property
     def facts(self) -> dict:
@@ -103,32 +115,20 @@ class ValidationFailed(QuotaError):
 
 
 class Refused(QuotaError):
-    """A ledger operation cannot be carried out (short quota, wrong state...).
+    """A ledger operation cannot be carried out (short quota, wrong state...): `Refused(code, **facts)`.
 
     `code` names the refusal from a finite list (see README, "Refusals"), `facts` are its data
-    (pollutant, key, grams, lot...), so front ends can render it without reading the message back."""
-
-    def __init__(self, message: str, code: str = "refused", **facts):
-        super().__init__(message)
-        self.code = code
-        self.facts = facts
+    (pollutant, key, grams, lot...), so front ends render it without reading a message back."""
 
 
 class NotFound(QuotaError):
-    """A project, lot or plan named by the user does not exist."""
+    """A project, lot or plan named by the user does not exist: `NotFound(what=..., value=...)`."""
 
     code = "not_found"
 
-    def __init__(self, message: str, what: str = "", value: str = ""):
-        super().__init__(message)
-        self.facts = {"what": what, "value": value}
-
 
 class IdempotencyConflict(QuotaError):
-    """The same --key was used before with different content."""
+    """The same --key was used before with different content: `IdempotencyConflict(key=..., command=...)`, or
+    by another database user: `IdempotencyConflict(key=..., user=who_recorded_it, by=who_asks)`."""
 
     code = "key_conflict"
-
-    def __init__(self, message: str, key: str = "", user: str = ""):
-        super().__init__(message)
-        self.facts = {"key": key, **({"user": user} if user else {})}

@@ -58,26 +58,21 @@ def check_target(path: Path | str, db=None, folder: bool = False) -> Path:
     """Refuse a target that is the ledger's database, any SQLite database, or of the wrong kind."""
     p = Path(path)
     if p.expanduser().resolve() in _db_files(db):
-        raise Refused(f"{path} is the ledger's database file; an output never overwrites the database "
-                      "(choose another file name)", "output_is_database", path=str(path))
+        raise Refused("output_is_database", path=str(path), reason="ledger")
     if folder:
         if p.exists() and not p.is_dir():
-            raise Refused(f"{path} exists and is not a folder; this export writes a folder", "output_kind",
-                          path=str(path))
+            raise Refused("output_kind", path=str(path), reason="not_folder")
         if p.is_dir():
             for child in sorted(p.iterdir()):
                 if is_sqlite_file(child) or child.expanduser().resolve() in _db_files(db):
-                    raise Refused(f"{path} holds a SQLite database ({child.name}); an output never replaces a "
-                                  "database", "output_is_database", path=str(child))
+                    raise Refused("output_is_database", path=str(child), reason="in_folder")
     else:
         if p.is_dir():
-            raise Refused(f"{path} is a folder; give a file name", "output_kind", path=str(path))
+            raise Refused("output_kind", path=str(path), reason="is_folder")
         if _special(p) or _device_path(p):  # a FIFO, /dev/stdout, /dev/null: the rename would replace it by a file
-            raise Refused(f"{path} is not a regular file (a pipe or a device); an output is written to a file, "
-                          "give a file name", "output_not_regular", path=str(path))
+            raise Refused("output_not_regular", path=str(path))
         if is_sqlite_file(p):
-            raise Refused(f"{path} is a SQLite database; an output never overwrites a database "
-                          "(choose another file name)", "output_is_database", path=str(path))
+            raise Refused("output_is_database", path=str(path), reason="sqlite")
     return p
 
 
@@ -91,12 +86,19 @@ def _special(path: Path) -> bool:
 
 
 def _device_path(path: Path) -> bool:
-    """True for a name under /dev or /proc (but /dev/shm): `/dev/stdout` is a symlink to /proc/self/fd/1, whose
-    target is a regular file when stdout is redirected to one; renaming into place would replace the symlink."""
-    for name in {os.path.abspath(path), os.path.realpath(path)}:
-        if name.startswith(("/dev/", "/proc/")) and not name.startswith("/dev/shm/"):
-            return True
-    return False
+    """True for a name under /dev or /proc (but /dev/shm), or a symlink whose chain passes through one:
+    `/dev/stdout` is a symlink to /proc/self/fd/1, whose target is a regular file when stdout is redirected to
+    one, and so is a user's own `out.jsonl -> /proc/self/fd/1`; renaming into place would replace the symlink.
+    Every hop of the chain is looked at, since the last one resolves to the file stdout happens to be."""
+    here = os.path.abspath(path)
+    names = {here, os.path.realpath(path),
+             os.path.join(os.path.realpath(os.path.dirname(here)), os.path.basename(here))}
+    hop, seen = here, set()
+    while os.path.islink(hop) and hop not in seen and len(seen) < 40:
+        seen.add(hop)
+        hop = os.path.normpath(os.path.join(os.path.dirname(hop), os.readlink(hop)))
+        names.add(hop)
+    return any(name.startswith(("/dev/", "/proc/")) and not name.startswith("/dev/shm/") for name in names)
 
 
 def _mode_for(target: Path, base: int = 0o666) -> int:
@@ -225,9 +227,7 @@ def check_folder(target: Path | str, names: Iterable[str], db=None) -> None:
     if target.is_dir():
         foreign = sorted(c.name for c in target.iterdir() if c.name not in names | {MANIFEST} or not c.is_file())
         if foreign:
-            raise Refused(f"{target} exists and holds files this export does not write ({', '.join(foreign[:5])}"
-                          f"{' …' if len(foreign) > 5 else ''}); choose a new folder or remove it first",
-                          "output_not_ours", path=str(target), files=foreign)
+            raise Refused("output_not_ours", path=str(target), files=foreign)
 
 
 @contextlib.contextmanager

@@ -324,7 +324,7 @@ def form_key() -> str:
 def refusal_view(exc: QuotaError, lang: str) -> dict:
     """A refusal for a page: the message in `lang` (from its code and facts), the shortfall per pollutant and
     key when quota is short, the problems (row, column) of a refused file."""
-    view = {"message": i18n.refusal(exc.code, str(exc), exc.facts, lang), "code": exc.code, "short": [],
+    view = {"message": exc.text(lang), "code": exc.code, "short": [],
             "problems": []}
     for s in exc.facts.get("short", []) if isinstance(exc.facts, dict) else []:
         view["short"].append({**s, "required": units.display(s["required_g"], s["unit"]),

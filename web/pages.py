@@ -209,7 +209,7 @@ async def plan_run(request: Request, as_of: str = Form(""), time_limit: float = 
     day = _day(_text(as_of), "as-of date")
     data = await scenario.read(MAX_UPLOAD + 1) if scenario is not None and scenario.filename else b""
     if len(data) > MAX_UPLOAD:
-        raise Refused(f"the file is larger than {MAX_UPLOAD // 2**20} MB", "bad_upload")
+        raise Refused("bad_upload", reason="too_large", max_mb=MAX_UPLOAD // 2**20)
     with tempfile.TemporaryDirectory() as tmp:
         path = None
         if data:
@@ -325,7 +325,7 @@ async def load_rules(request: Request, file: UploadFile = File(...), user=Depend
     from quota.rules import versions
     data = await file.read(MAX_UPLOAD + 1)
     if len(data) > MAX_UPLOAD:
-        raise Refused(f"the file is larger than {MAX_UPLOAD // 2**20} MB", "bad_upload")
+        raise Refused("bad_upload", reason="too_large", max_mb=MAX_UPLOAD // 2**20)
     name = re.sub(r"[^\w.\-]", "_", Path(file.filename or "rules.toml").name)[-100:] or "rules.toml"
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / name).write_bytes(data)
@@ -394,11 +394,11 @@ def _import_page(request: Request, kind: str, **context):
 def _stored(upload: str) -> Path:
     """The file saved under an upload token (a random name the server chose); anything else is refused."""
     if not re.fullmatch(r"[0-9a-f]{32}", upload or ""):
-        raise Refused("unknown upload; upload the file again", "bad_upload")
+        raise Refused("bad_upload", reason="unknown")
     folder = UPLOADS / upload
     files = sorted(folder.glob("*")) if folder.is_dir() else []
     if not files:
-        raise Refused("the uploaded file is gone (uploads are kept for a day); upload it again", "bad_upload")
+        raise Refused("bad_upload", reason="gone")
     return files[0]
 
 
@@ -426,7 +426,7 @@ def import_upload(kind: str):
         name = re.sub(r"[^\w.\-]", "_", Path(file.filename or "upload.csv").name)[-100:] or "upload.csv"
         data = await file.read(MAX_UPLOAD + 1)
         if len(data) > MAX_UPLOAD:
-            raise Refused(f"the file is larger than {MAX_UPLOAD // 2**20} MB", "bad_upload")
+            raise Refused("bad_upload", reason="too_large", max_mb=MAX_UPLOAD // 2**20)
         await run_in_threadpool(_purge_old_uploads)
         token = secrets.token_hex(16)
         folder = UPLOADS / token

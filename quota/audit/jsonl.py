@@ -109,9 +109,7 @@ def write_jsonl(engine: Engine, out: IO[str], as_of: dt.date | None = None, prog
 def unreadable(path: str, reason: str, **facts) -> Refused:
     """The refusal of an export that cannot be verified at all (missing, a folder, not UTF-8, not an export):
     one line, exit 1; `reason` is a finding code of the catalogue (quota.report.findings)."""
-    from quota.report.findings import problem_text
-    return Refused(f"cannot verify {path}: {problem_text(reason, facts)}", "unreadable_export", path=path,
-                   reason=reason, **facts)
+    return Refused("unreadable_export", path=path, reason=reason, **facts)
 
 
 def _open(path: str, mode: str = "r"):

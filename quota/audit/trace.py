@@ -70,7 +70,7 @@ def lot_detail(engine: Engine, serial: str) -> dict:
             "JOIN source s ON s.source_id = t.source_id LEFT JOIN lot_status ls ON ls.serial = l.serial "
             "WHERE l.serial = :s"), {"s": serial}).first()
         if row is None:
-            raise NotFound(f"no lot {serial!r}", "lot", serial)
+            raise NotFound(what="lot", value=serial)
         moves = conn.execute(text(
             "SELECT x.seq, x.kind, x.effective_date, x.booked_at, x.actor, x.project_id, x.ref, x.memo, p.account, "
             "p.amount_g FROM posting p JOIN txn x ON x.seq = p.txn_seq WHERE p.lot = :s ORDER BY x.seq, p.id"),
@@ -160,7 +160,7 @@ def verify(engine: Engine, progress=None, expect_head: str | None = None) -> tup
     committed, and the matching keys with the rulebooks (errors as data); with `expect_head`, the chain
     must end at that hash."""
     if not db.schema_exists(engine):
-        raise db.NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
+        raise db.NotInitialised(reason="no_schema")
     with db.reading(engine) as conn:
         summary, problems = posting.verify(conn, progress, expect_head)
         problems += versions.check_matching(conn)

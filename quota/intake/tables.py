@@ -178,8 +178,8 @@ def open_rows(path: str, aliases: dict[str, str], required: list[str], optional:
     info = {} if info is None else info
     name = Path(path).name
     suffix = Path(path).suffix.lower()
-    if _special(path):  # a pipe (`<(cat f)`, /dev/stdin from a pipe) is empty on the second pass
-        return [Problem.of(name, 0, "", "not_regular_file")], None
+    if _special(path):  # a pipe (`<(cat f)`, /dev/stdin from a pipe) is empty on the second pass; named as given
+        return [Problem.of(str(path), 0, "", "not_regular_file")], None  # (/dev/fd/63, not "63")
     try:
         if suffix in (".xlsx", ".xlsm"):
             frame, frames, above = _xlsx(path, aliases, required, sheet, info)

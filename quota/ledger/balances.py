@@ -179,7 +179,7 @@ def balance_stream(engine: Engine, *, by: str = "pollutant", pollutant: str | No
     that writes each row as it comes (`quota balance --by lot --json`) holds one batch, not the ledger.
     Refusals (an unknown code or grouping) are raised on entering, before any row."""
     if by not in ("pollutant", "zone", "lot"):
-        raise Refused(f"cannot group by {by!r}: use pollutant, zone or lot", "bad_option", option="by", value=by)
+        raise Refused("bad_option", option="by", value=by)
     with db.reading(engine) as conn:
         _, book = versions.current(conn)
         unit_of = {p.code: p.unit for p in book.pollutants.values()}
@@ -200,8 +200,7 @@ def _known(code: str | None, known: dict, what: str) -> str | None:
         return None
     value = code.strip().upper()
     if value not in known:
-        raise Refused(f"unknown {what} {code!r} (the rulebook has {', '.join(sorted(known))})", "unknown_code",
-                      what=what, value=code)
+        raise Refused("unknown_code", what=what, value=code, known=sorted(known))
     return value
 
 

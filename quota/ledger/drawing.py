@@ -12,7 +12,6 @@ from quota import clock
 from quota.accounts import lot_balance_join, project_account
 from quota.store import driver
 from quota.ledger import posting
-from quota import units
 from quota.rules.eligibility import LotFacts
 from quota.errors import NotFound
 from quota.ledger.projects import PROJECT_SQL, Need, ProjectInfo, projects_from_rows
@@ -180,7 +179,7 @@ def snapshot(conn: Connection, book: Rulebook, project_id: str) -> Snapshot:
     found = driver.select(conn, *snapshot_reads(project_id))
     infos = projects_from_rows(book, found[0])
     if not infos:
-        raise NotFound(f"no project {project_id!r}", "project", project_id)
+        raise NotFound(what="project", value=project_id)
     return Snapshot(infos[0], [HeldRow(*r) for r in found[1]])
 
 
@@ -211,17 +210,6 @@ def as_lots(rows: list[tuple]) -> Iterator[LotAvail]:
     for serial, zone, expires, amount, pollutant, last, effective in rows:
         yield LotAvail(serial, zone, clock.as_date(expires), int(amount), clock.as_date(last), pollutant,
                        clock.as_date(effective))
-
-
-def shortfall_message(book: Rulebook, short: list[tuple[Need, int]]) -> str:
-    """One clause per short need: pollutant, grams missing, matching key, requirement and ratio."""
-    parts = []
-    for need, missing in short:
-        unit = book.pollutants[need.pollutant].unit
-        parts.append(f"{need.pollutant} short by {units.display_up(missing, unit)} {unit} ({missing} g) in "
-                     f"{need.key} (needs {units.display_up(need.required_g, unit)} at ratio {need.ratio}, eligible "
-                     f"{units.display(need.required_g - missing, unit)})")
-    return "; ".join(parts)
 
 
 Draws = dict[str, list[tuple[LotAvail, int]]]

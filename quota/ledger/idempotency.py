@@ -23,16 +23,12 @@ def check_key(key: str | None) -> None:
     if key is None:
         return
     if not isinstance(key, str) or key == "":
-        raise Refused("the idempotency key is empty; give a non-empty --key or leave it out", "bad_key",
-                      reason="empty")
+        raise Refused("bad_key", reason="empty")
     if len(key) > KEY_MAX:
-        raise Refused(f"the idempotency key has {len(key)} characters; at most {KEY_MAX} are allowed", "bad_key",
-                      reason="too_long", length=len(key), max=KEY_MAX)
+        raise Refused("bad_key", reason="too_long", length=len(key), max=KEY_MAX)
     bad = next((c for c in key if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs")), None)
     if bad is not None:
-        raise Refused(f"the idempotency key holds a control character (U+{ord(bad):04X}); "
-                      "use letters, digits and punctuation", "bad_key", reason="control_character",
-                      character=f"U+{ord(bad):04X}")
+        raise Refused("bad_key", reason="control_character", character=f"U+{ord(bad):04X}")
 
 
 def request_hash(command: str, request: dict) -> str:
@@ -65,11 +61,9 @@ def run(engine: Engine | Connection, key: str | None, command: str, request: dic
         if rows:
             command_was, digest_was, result_was, user_was, user = rows[0]
             if user_was is not None and user_was != user:  # PostgreSQL: another user's row is never reported
-                raise IdempotencyConflict(f"key {key!r} was recorded by database user {user_was}, not {user}; "
-                                          "use a new key", key, user_was)
+                raise IdempotencyConflict(key=key, user=user_was, by=user)
             if command_was != command or digest_was != digest:
-                raise IdempotencyConflict(
-                    f"key {key!r} was already used for a different request ({command_was}); use a new key", key)
+                raise IdempotencyConflict(key=key, command=command_was)
             return {**json.loads(result_was), "replayed": True}
         result = fn(conn)
         driver.write(conn, ("INSERT INTO operation (key, command, request_hash, result, created_at) "

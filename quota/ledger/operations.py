@@ -15,8 +15,7 @@ from quota import identity
 from quota.ledger import idempotency
 from quota.ledger import posting
 from quota.rules import versions
-from quota import units
-from quota.ledger.drawing import (NO_LIMIT, Snapshot, candidate_lots, plan_draws, reads_ahead, shortfall_message, snapshot)
+from quota.ledger.drawing import (NO_LIMIT, Snapshot, candidate_lots, plan_draws, reads_ahead, snapshot)
 from quota.rules.eligibility import return_account, serves_until, why_not
 from quota.errors import NotFound, Refused
 from quota.ledger.projects import Need, ProjectInfo
@@ -29,7 +28,7 @@ def edge_id(text: str, what: str) -> str:
     try:
         return identity.code(text, what)
     except identity.BadId as exc:
-        raise Refused(str(exc), "bad_id", what=what, value=exc.text, reason=exc.code, **exc.facts) from None
+        raise Refused("bad_id", what=what, value=exc.text, reason=exc.code, **exc.facts) from None
 
 
 def edge_text(text: str, what: str) -> str:
@@ -37,7 +36,7 @@ def edge_text(text: str, what: str) -> str:
     try:
         return identity.free_text(text, what)
     except identity.BadId as exc:
-        raise Refused(str(exc), "bad_text", what=what, reason=exc.code, **exc.facts) from None
+        raise Refused("bad_text", what=what, value=exc.text, reason=exc.code, **exc.facts) from None
 
 
 def check_date(conn: Connection, day: dt.date, what: str = "date") -> None:
@@ -46,13 +45,11 @@ def check_date(conn: Connection, day: dt.date, what: str = "date") -> None:
     the one exception to the second part: a lot is booked at its vintage (see tallies)."""
     today = clock.today()
     if day > today:
-        raise Refused(f"{what} {day} is after today ({today}); the ledger records what has happened",
-                      "bad_date", date=day.isoformat(), today=today.isoformat())
+        raise Refused("bad_date", reason="future", what=what, date=day.isoformat(), today=today.isoformat())
     rows = driver.select(conn, drawing.LAST_DATE)[0]  # read ahead with the lock on PostgreSQL
     last = clock.as_date(rows[0][0]) if rows else None  # operations' dates never decrease along the chain
     if last is not None and day < last:
-        raise Refused(f"{what} {day} is before the ledger's last transaction ({last}); mutations cannot be "
-                      "back-dated", "bad_date", date=day.isoformat(), last=last.isoformat())
+        raise Refused("bad_date", reason="backdated", what=what, date=day.isoformat(), last=last.isoformat())
 
 
 def reserve(engine: Engine | Connection, project_id: str, *, actor: str, pollutant: str | None = None,
@@ -79,23 +76,19 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
     def work(conn: Connection) -> dict:
         check_date(conn, today)
         if expires is not None and expires <= today:
-            raise Refused(f"the reservation's lapse date {expires} must be after its date {today}", "bad_date",
-                          date=expires.isoformat())
+            raise Refused("bad_date", reason="lapse", date=expires.isoformat(), today=today.isoformat())
         version, book = versions.current(conn)
         snap = snapshot(conn, book, project_id)
         info = snap.info
         if info.state not in ("pipeline", "reserved"):
-            raise Refused(f"project {project_id} is {info.state}; only pipeline projects can be reserved",
-                          "project_state", project_id=project_id, state=info.state)
+            raise Refused("project_state", project_id=project_id, state=info.state, action="reserve")
         if pollutant is not None and pollutant not in {n.pollutant for n in info.needs}:
-            raise Refused(f"project {project_id} has no {pollutant} increment", "unknown_pollutant",
-                          project_id=project_id, pollutant=pollutant)
+            raise Refused("unknown_pollutant", project_id=project_id, pollutant=pollutant)
         needs = [n for n in info.needs if pollutant is None or n.pollutant == pollutant]
         returns, missing = rebalance(book, snap, needs, today, now)
         if not returns and not missing:
-            raise Refused(f"project {project_id} is already reserved in full for "
-                          f"{pollutant or ', '.join(n.pollutant for n in needs)}", "nothing_to_reserve",
-                          project_id=project_id)
+            raise Refused("nothing_to_reserve", project_id=project_id,
+                          pollutants=[pollutant] if pollutant else [n.pollutant for n in needs])
         draws: drawing.Draws = {}
         if missing:
             on = serves_until(floor, info.needed_by)
@@ -106,15 +99,13 @@ def reserve(engine: Engine | Connection, project_id: str, *, actor: str, polluta
                                            NO_LIMIT, floor))
                 draws, short = plan_draws(missing, lots)
             if short:
-                raise Refused(f"cannot reserve {info.project_id}: " + shortfall_message(book, short),
-                              "insufficient_quota", project_id=project_id, short=shortfall_facts(book, short))
+                raise Refused("insufficient_quota", project_id=project_id, short=shortfall_facts(book, short))
         drawn = [lot for picks in draws.values() for lot, _ in picks]
         for need in missing:  # the SQL walk encodes the rule; the rule itself has the last word
             for lot, _ in draws.get(need.pollutant, []):
                 reason = why_not(book, lot.facts(), need.pollutant, need.key, today, info.needed_by, now)
                 if reason:
-                    raise Refused(f"cannot reserve {project_id}: {reason}", "lot_not_eligible", project_id=project_id,
-                                  lot=lot.serial, reason=reason)
+                    raise Refused("lot_not_eligible", project_id=project_id, lot=lot.serial, reason=reason)
         return post_reservation(conn, book, version, info, draws, today, expires, actor,
                                 returns=returns, known=snap.known(drawn))
 
@@ -185,7 +176,7 @@ def rebalance(book: Rulebook, snap: Snapshot, needs: list[Need], today: dt.date,
 def shortfall_facts(book: Rulebook, short: list[tuple[Need, int]]) -> list[dict]:
     """The facts of an insufficient_quota refusal, one per short need."""
     return [{"pollutant": n.pollutant, "key": n.key, "required_g": n.required_g, "eligible_g": n.required_g - m,
-             "short_g": m, "unit": book.pollutants[n.pollutant].unit} for n, m in short]
+             "short_g": m, "unit": book.pollutants[n.pollutant].unit, "ratio": str(n.ratio)} for n, m in short]
 
 
 def post_reservation(conn: Connection, book: Rulebook, version: int, info: ProjectInfo, draws: drawing.Draws,
@@ -232,7 +223,8 @@ def holding_problems(book: Rulebook, snap: Snapshot, today: dt.date, now: dt.dat
     out = []
     needs = {n.pollutant: n for n in info.needs}
     for pol in sorted(set(held) - set(needs)):
-        out.append({"pollutant": pol, "problem": "not_needed", "held_g": sum(held[pol].values())})
+        out.append({"pollutant": pol, "problem": "not_needed", "held_g": sum(held[pol].values()),
+                    "unit": book.pollutants[pol].unit if pol in book.pollutants else "t/a"})
     for pol, need in sorted(needs.items()):
         lots = held.get(pol, {})
         for lot, grams in sorted(lots.items()):
@@ -256,26 +248,20 @@ def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: st
     now = clock.today()
     today = date or now
     if not doc.strip():
-        raise Refused("an approval needs the approval document number (--doc)", "missing_doc")
+        raise Refused("missing_doc")
     doc = edge_text(doc, "approval document number")
 
     def work(conn: Connection) -> dict:
         version, book, snap = _read_project(conn, project_id, today)
         info = snap.info
         if info.state != "reserved":
-            raise Refused(f"project {project_id} is {info.state}; reserve it before approving", "project_state",
-                          project_id=project_id, state=info.state)
+            raise Refused("project_state", project_id=project_id, state=info.state, action="approve")
         lapse = info.reserved_until
         if lapse is not None and lapse <= max(today, now):
-            raise Refused(f"the reservation of {project_id} lapsed on {lapse}; reserve it again (`quota expire` "
-                          "releases lapsed reservations)", "reservation_lapsed", project_id=project_id,
-                          lapsed=lapse.isoformat())
+            raise Refused("reservation_lapsed", project_id=project_id, lapsed=lapse.isoformat())
         problems = holding_problems(book, snap, today, now)
         if problems:
-            raise Refused(f"project {project_id} cannot be approved: " + "; ".join(_holding_text(book, p)
-                                                                                   for p in problems)
-                          + f"; run `quota reserve {project_id}` to bring it to the requirement",
-                          "lot_not_eligible" if any(p["problem"] == "lot_not_eligible" for p in problems)
+            raise Refused("lot_not_eligible" if any(p["problem"] == "lot_not_eligible" for p in problems)
                           else "holding_mismatch", project_id=project_id, problems=problems)
         legs = _move(snap.held("reserved"), info, "reserved", "allocated")
         seq = posting.post_many(conn, [posting.TxnSpec("approve", today, legs, f"approved {info.name}", doc,
@@ -287,16 +273,6 @@ def approve(engine: Engine | Connection, project_id: str, *, doc: str, actor: st
 
     return idempotency.run(engine, key, "approve", {"project": project_id, "doc": doc, "date": str(today)}, work,
                            reads_ahead(engine, project_id))
-
-
-def _holding_text(book: Rulebook, p: dict) -> str:
-    if p["problem"] == "lot_not_eligible":
-        return f"{p['pollutant']}: {p['reason']}"
-    unit = book.pollutants[p["pollutant"]].unit if p["pollutant"] in book.pollutants else "t/a"
-    if p["problem"] == "not_needed":
-        return f"{p['pollutant']}: holds {units.display(p['held_g'], unit)} {unit} it does not need"
-    return (f"{p['pollutant']}: holds {units.display(p['held_g'], unit)} of the {units.display_up(p['required_g'], unit)} "
-            f"{unit} required in {p['key']} at ratio {p['ratio']}")
 
 
 def _move(held: dict[str, dict[str, int]], info: ProjectInfo, src: str, dst: str) -> list[posting.Leg]:
@@ -351,8 +327,7 @@ def release(engine: Engine | Connection, project_id: str, *, actor: str, date: d
         version, book, snap = _read_project(conn, project_id, today)
         info = snap.info
         if info.state != "reserved" or not snap.held("reserved"):
-            raise Refused(f"project {project_id} is {info.state} and holds no reservation to release",
-                          "project_state", project_id=project_id, state=info.state)
+            raise Refused("project_state", project_id=project_id, state=info.state, action="release")
         legs = _return_legs(snap, "reserved", max(today, clock.today()))  # as reserve: an expired lot takes nothing back
         seq = _post_return(conn, snap, "release", legs, today, actor, version, f"release {info.name}")
         _set_state(conn, project_id, "pipeline")
@@ -373,8 +348,7 @@ def cancel(engine: Engine | Connection, project_id: str, *, actor: str, date: dt
         version, book, snap = _read_project(conn, project_id, today)
         info = snap.info
         if info.state == "cancelled":
-            raise Refused(f"project {project_id} is already cancelled", "project_state", project_id=project_id,
-                          state=info.state)
+            raise Refused("project_state", project_id=project_id, state=info.state, action="cancel")
         now = max(today, clock.today())  # as reserve: a lot expired by now takes nothing back
         legs = _return_legs(snap, "reserved", now) + _return_legs(snap, "allocated", now)
         seq = None
@@ -405,12 +379,13 @@ def expire(engine: Engine | Connection, as_of: dt.date, *, actor: str, key: str 
                      posting.Leg(pool_account("expired", pol), serial, pol, int(amount), zone)]
             expired.append({"lot": serial, "pollutant": pol, "amount_g": int(amount)})
         lapsed = []
+        now = max(as_of, clock.today())  # as release and cancel: a lot expired by now takes nothing back
         for (pid,) in conn.execute(text("SELECT project_id FROM project WHERE state = 'reserved' AND "
                                         "reserved_until IS NOT NULL AND reserved_until <= :d ORDER BY project_id"),
                                    {"d": as_of}).all():
             snap = snapshot(conn, book, pid)
             if snap.held("reserved"):
-                _post_return(conn, snap, "release", _return_legs(snap, "reserved", as_of), as_of, actor, version,
+                _post_return(conn, snap, "release", _return_legs(snap, "reserved", now), as_of, actor, version,
                              "reservation lapsed")
             _set_state(conn, pid, "pipeline")
             lapsed.append(pid)
@@ -431,7 +406,7 @@ def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, d
     serial, actor = edge_id(serial, "lot"), edge_text(actor, "actor")
     today = date or clock.today()
     if not memo.strip():
-        raise Refused("a revocation needs its reason (--memo)", "missing_memo")
+        raise Refused("missing_memo")
     memo = edge_text(memo, "memo")
 
     def work(conn: Connection) -> dict:
@@ -441,10 +416,10 @@ def revoke(engine: Engine | Connection, serial: str, *, actor: str, memo: str, d
                                 + lot_balance_join("b", "l.serial") + " LEFT JOIN lot_status s "
                                 "ON s.serial = l.serial WHERE l.serial = :s"), {"s": serial}).first()
         if row is None:
-            raise NotFound(f"no lot {serial!r}", "lot", serial)
+            raise NotFound(what="lot", value=serial)
         pol, zone, amount, status = row[0], row[1], int(row[2]), row[3]
         if status:
-            raise Refused(f"lot {serial} is already {status}", "lot_state", lot=serial, state=status)
+            raise Refused("lot_state", lot=serial, state=status)
         legs = [posting.Leg(posting.lot_account(serial), serial, pol, -amount, zone),
                 posting.Leg(pool_account("revoked", pol), serial, pol, amount, zone)] if amount > 0 else []
         seq = posting.post(conn, "revoke", today, legs, actor=actor, rulebook=version, memo=memo, meta={"lot": serial})

@@ -278,12 +278,10 @@ def _check_and_apply(pairs: dict[tuple[str, str], _Pair], spec: TxnSpec) -> None
     for key in sorted(delta):
         pair, d = pairs[key], delta[key]
         if pair.last and effective < pair.last:
-            raise Refused(f"effective date {effective} is before the last posting on {key[0]} "
-                          f"({key[1]}) dated {pair.last}; ledger history cannot be rewritten", "bad_date",
-                          account=key[0], lot=key[1], last=str(pair.last))
+            raise Refused("bad_date", reason="before_posting", date=str(effective), account=key[0], lot=key[1],
+                          last=str(pair.last))
         if pair.amount + d < 0 and account_kind(key[0]) in NONNEG_KINDS:
-            raise Refused(f"{key[0]} ({key[1]}) would go negative: {pair.amount} + {d} g", "overdraw",
-                          account=key[0], lot=key[1], balance_g=pair.amount, change_g=d)
+            raise Refused("overdraw", account=key[0], lot=key[1], balance_g=pair.amount, change_g=d)
     for key, d in delta.items():
         pair = pairs[key]
         pair.amount += d

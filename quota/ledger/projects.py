@@ -76,7 +76,7 @@ def load_projects(conn: Connection, book: Rulebook, *, project_id: str | None = 
         args["s"] = state
     infos = projects_from_rows(book, conn.execute(text(sql + " ORDER BY p.project_id, n.pollutant"), args))
     if project_id is not None and not infos:
-        raise NotFound(f"no project {project_id!r}", "project", project_id)
+        raise NotFound(what="project", value=project_id)
     return infos
 
 

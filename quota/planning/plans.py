@@ -130,14 +130,11 @@ def check_options(time_limit: float, gap: float, solver: str) -> None:
     """The solver options a user gives: a known solver, a positive finite time limit, a gap in [0, 1)."""
     import math
     if solver not in SOLVERS:
-        raise Refused(f"unknown solver {solver!r} (use {', '.join(SOLVERS)})", "bad_option", option="solver",
-                      value=solver)
+        raise Refused("bad_option", option="solver", value=solver, known=list(SOLVERS))
     if not (isinstance(time_limit, (int, float)) and math.isfinite(time_limit) and 0 < time_limit <= 86_400):
-        raise Refused(f"the time limit must be a number of seconds above 0 (at most a day), got {time_limit}",
-                      "bad_option", option="time_limit", value=str(time_limit))
+        raise Refused("bad_option", option="time_limit", value=str(time_limit))
     if not (isinstance(gap, (int, float)) and math.isfinite(gap) and 0 <= gap < 1):
-        raise Refused(f"the gap must be a fraction from 0 to below 1, got {gap}", "bad_option", option="gap",
-                      value=str(gap))
+        raise Refused("bad_option", option="gap", value=str(gap))
 
 
 def _result(book, infos, projects, lots, rows, sol, candidates, chosen, scenario, zones) -> dict:
@@ -215,7 +212,7 @@ def get_plan(engine: Engine, plan_id: str) -> dict:
     with db.reading(engine) as conn:
         row = conn.execute(text("SELECT result, applied_at FROM plan WHERE plan_id = :p"), {"p": plan_id}).first()
     if row is None:
-        raise NotFound(f"no plan {plan_id!r}", "plan", plan_id)
+        raise NotFound(what="plan", value=plan_id)
     return {**json.loads(row[0]), "applied_at": row[1]}
 
 
@@ -234,23 +231,19 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
         row = conn.execute(text("SELECT result, applied_at, scenario_name, scenario FROM plan WHERE plan_id = :p"),
                            {"p": plan_id}).first()
         if row is None:
-            raise NotFound(f"no plan {plan_id!r}", "plan", plan_id)
+            raise NotFound(what="plan", value=plan_id)
         if row[1]:
-            raise Refused(f"plan {plan_id} was already applied at {row[1]}", "plan_state", plan_id=plan_id,
-                          reason="applied", applied_at=str(row[1]))
+            raise Refused("plan_state", plan_id=plan_id, reason="applied", applied_at=str(row[1]))
         try:
             plan = json.loads(row[0])
             funded = [(str(f["project_id"]), [(str(d["lot"]), str(d["pollutant"]), d["amount_g"]) for d in f["draws"]])
                       for f in plan["funded"]]
         except (ValueError, KeyError, TypeError) as exc:
-            raise Refused(f"plan {plan_id} is malformed ({exc}); run the plan again", "plan_state",
-                          plan_id=plan_id, reason="malformed") from None
+            raise Refused("plan_state", plan_id=plan_id, reason="malformed", detail=str(exc)) from None
         if plan.get("status") == "infeasible":
-            raise Refused(f"plan {plan_id} is infeasible; there is nothing to apply", "plan_state", plan_id=plan_id,
-                          reason="infeasible")
+            raise Refused("plan_state", plan_id=plan_id, reason="infeasible")
         if row[2] or row[3] or plan.get("scenario"):
-            raise Refused(f"plan {plan_id} is a scenario (hypothetical lots, projects or rules); it cannot be applied",
-                          "plan_state", plan_id=plan_id, reason="scenario")
+            raise Refused("plan_state", plan_id=plan_id, reason="scenario")
         version, book = versions.current(conn)
         problems: list[Reason] = []
         lots = {r[0]: (LotFacts(r[0], r[1], r[2], clock.as_date(r[3]), clock.as_date(r[4]), r[5] or "active"),
@@ -303,9 +296,7 @@ def apply_plan(engine: Engine, plan_id: str, *, actor: str, date: dt.date | None
                                            pollutant=pol, got=got))
             posted.append((info, per_pol))
         if problems:
-            raise Refused(f"plan {plan_id} no longer fits the ledger: " + "; ".join(problems[:5]) +
-                          (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""), "plan_stale",
-                          plan_id=plan_id, problems=problems)
+            raise Refused("plan_stale", plan_id=plan_id, problems=problems)
         txns = []
         for info, per_pol in posted:
             r = operations.post_reservation(conn, book, version, info, per_pol, today, None, actor,

@@ -1,8 +1,9 @@
 """Message catalogue: user-facing strings of the CLI and the report in English and Chinese.
 
 `t(key, lang, **params)` formats a message; `header(text, lang)` translates a table header;
-`problem_text(code, facts, lang)` renders a validation finding (errors.Problem) and `refusal(code, message, facts,
-lang)` a refusal (errors.QuotaError), both from their code and facts: no message is ever read back.
+`problem_text(code, facts, lang)` renders a validation finding (errors.Problem) and `refusal(code, facts, lang)` a
+refusal (errors.QuotaError), both from their code and facts: no message is ever read back, and none is written
+where a refusal is raised.
 """
 from __future__ import annotations
 
@@ -122,14 +123,198 @@ def _w(word: str) -> str:
     return WORDS_ZH.get(word, word)
 
 
-WHAT_ZH = {"pollutant": "污染物", "zone": "区域", "solver": "求解器", "time_limit": "时间限制", "gap": "差距",
-           "by": "分组方式", "years": "年数", "lock_timeout": "锁等待时间", "project id": "项目编号", "lot serial": "批次编号",
-           "plan id": "方案编号", "project": "项目", "lot": "指标批次", "plan": "方案", "doc": "批复文号", "memo": "说明",
+WHAT_ZH = {"pollutant": "污染物", "zone": "区域", "solver": "求解器（--solver）", "time_limit": "时间限制（--time-limit）",
+           "gap": "差距（--gap）", "by": "分组方式（--by）", "years": "年数（--years）",
+           "lock_timeout": "锁等待时间（--lock-timeout）", "project id": "项目编号", "lot serial": "批次编号",
+           "plan id": "方案编号", "lang": "语言（--lang）", "format": "格式（--format）", "project": "项目", "lot": "指标批次", "plan": "方案", "doc": "批复文号", "memo": "说明",
            "actor": "操作人", "date": "日期", "QUOTA_TODAY": "QUOTA_TODAY", "user": "用户"}
 
 
 def _what(word: str) -> str:
     return WHAT_ZH.get(word, word)
+
+
+# English renderings of the refusals, from the same facts as the Chinese (REFUSALS_ZH below): no message is
+# written where a refusal is raised (tests/unit/test_catalogue.py walks every raise site).
+def _short_en(f: dict) -> str:
+    from quota.units import display, display_up
+    parts = [f"{s['pollutant']} short by {display_up(s['short_g'], s['unit'])} {s['unit']} ({s['short_g']} g) in "
+             f"{s['key']} (needs {display_up(s['required_g'], s['unit'])} at ratio {s.get('ratio', '?')}, eligible "
+             f"{display(s['eligible_g'], s['unit'])})" for s in f.get("short", [])]
+    return f"cannot reserve {f['project_id']}: " + "; ".join(parts)
+
+
+def _holding_en(f: dict) -> str:
+    from quota.units import display, display_up
+    parts = []
+    for p in f.get("problems", []):
+        unit = p.get("unit") or "t/a"
+        if p["problem"] == "lot_not_eligible":
+            parts.append(f"{p['pollutant']}: {reason_text(p['reason'], 'en')}")
+        elif p["problem"] == "not_needed":
+            parts.append(f"{p['pollutant']}: holds {display(p['held_g'], unit)} {unit} it does not need")
+        else:
+            parts.append(f"{p['pollutant']}: holds {display(p['held_g'], unit)} of the "
+                         f"{display_up(p['required_g'], unit)} {unit} required in {p['key']} at ratio {p['ratio']}")
+    pid = f["project_id"]
+    return (f"project {pid} cannot be approved: " + ("; ".join(parts) or "its holding does not match the rules in "
+                                                                      "force")
+            + f"; run `quota reserve {pid}` to bring it to the requirement")
+
+
+def _project_state_en(f: dict) -> str:
+    pid, state = f["project_id"], f["state"]
+    return {"reserve": f"project {pid} is {state}; only pipeline projects can be reserved",
+            "approve": f"project {pid} is {state}; reserve it before approving",
+            "release": f"project {pid} is {state} and holds no reservation to release",
+            "cancel": f"project {pid} is already {state}"}.get(
+        f.get("action", ""), f"project {pid} is {state}; this operation is not allowed in that state")
+
+
+def _plan_state_en(f: dict) -> str:
+    pid = f["plan_id"]
+    return {"applied": f"plan {pid} was already applied at {f.get('applied_at', '')}",
+            "malformed": f"plan {pid} is malformed ({f.get('detail', '')}); run the plan again",
+            "infeasible": f"plan {pid} is infeasible; there is nothing to apply",
+            "scenario": f"plan {pid} is a scenario (hypothetical lots, projects or rules); it cannot be applied"}.get(
+        f.get("reason", ""), f"plan {pid} cannot be applied in its state")
+
+
+def _plan_stale_en(f: dict) -> str:
+    problems = f.get("problems", [])
+    return (f"plan {f['plan_id']} no longer fits the ledger: " + "; ".join(reason_text(p, "en") for p in problems[:5])
+            + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
+
+
+def _bad_date_en(f: dict) -> str:
+    what, reason = f.get("what", "date"), f.get("reason", "")
+    if reason == "clock_ahead" or "calendar" in f:
+        return (f"QUOTA_TODAY {f['value']} is after the calendar's date ({f['calendar']}): the clock may be pinned "
+                "back, never ahead")
+    if reason == "not_a_date" or "value" in f:
+        return f"{what} {f['value']!r} is not a date (use YYYY-MM-DD)"
+    if reason == "before_posting":
+        return (f"effective date {f['date']} is before the last posting on {f['account']} ({f['lot']}) dated "
+                f"{f['last']}; ledger history cannot be rewritten")
+    if reason == "future" or "today" in f and "last" not in f and reason != "lapse":
+        return f"{what} {f['date']} is after today ({f['today']}); the ledger records what has happened"
+    if reason == "backdated" or "last" in f:
+        return (f"{what} {f['date']} is before the ledger's last transaction ({f['last']}); mutations cannot be "
+                "back-dated")
+    return f"the reservation's lapse date {f['date']} must be after its date {f.get('today', '?')}"
+
+
+def _output_is_database_en(f: dict) -> str:
+    from pathlib import PurePath
+    if f.get("reason") == "ledger":
+        return (f"{f['path']} is the ledger's database file; an output never overwrites the database "
+                "(choose another file name)")
+    if f.get("reason") == "in_folder":
+        path = PurePath(f["path"])
+        return f"{path.parent} holds a SQLite database ({path.name}); an output never replaces a database"
+    return f"{f['path']} is a SQLite database; an output never overwrites a database (choose another file name)"
+
+
+def _bad_option_en(f: dict) -> str:
+    value, known = f["value"], ", ".join(f.get("known", []))
+    return {"years": f"years must be between 1 and 50, got {value}",
+            "solver": f"unknown solver {value!r} (use {known})",
+            "time_limit": f"the time limit must be a number of seconds above 0 (at most a day), got {value}",
+            "gap": f"the gap must be a fraction from 0 to below 1, got {value}",
+            "by": f"cannot group by {value!r}: use pollutant, zone or lot",
+            "lock_timeout": f"lock timeout {value!r} must be a number of seconds from 0 to 3600",
+            "lang": f"--lang must be en or zh, got {value!r}",
+            "format": (f"--format {value} needs --out FILE" if f.get("reason") == "needs_out" else
+                       f"--format must be one of {known}, got {value!r}")}.get(
+        f["option"], f"invalid value for {f['option']}: {value}")
+
+
+def _not_found_en(f: dict) -> str:
+    if "schema" in f:
+        return f"schema {f['schema']!r} has no quota ledger: run `quota init --rules FILE` first"
+    return f"no {f.get('what') or 'such thing'} {f.get('value', '')!r}"
+
+
+def _not_initialised_en(f: dict) -> str:
+    return {"no_rulebook": "no rulebook loaded: run `quota init --rules FILE` first",
+            "old_schema": "the database schema is older than this version of quota: run `quota db upgrade`"}.get(
+        f.get("reason", ""), "the database has no quota schema: run `quota init --rules FILE` first")
+
+
+def _invalid_input_en(f: dict) -> str:
+    problems = f.get("problems", [])
+
+    def located(p: dict) -> str:
+        where = p.get("source", "") + (f":{p['row']}" if p.get("row") else "")
+        return where + (f" [{p['column']}]" if p.get("column") else "") + f": {p.get('message', '')}"
+    more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+    return f"{len(problems)} problem(s): " + "; ".join(located(p) for p in problems[:3]) + more
+
+
+REFUSALS_EN = {
+    "insufficient_quota": _short_en,
+    "holding_mismatch": _holding_en,
+    "lot_not_eligible": lambda f: (_holding_en(f) if "problems" in f else
+                                   f"cannot reserve {f['project_id']}: {reason_text(f.get('reason', ''), 'en')}"),
+    "nothing_to_reserve": lambda f: f"project {f['project_id']} is already reserved in full for "
+                                    + ", ".join(f.get("pollutants") or ["its pollutants"]),
+    "project_state": _project_state_en,
+    "unknown_pollutant": lambda f: f"project {f['project_id']} has no {f['pollutant']} increment",
+    "lot_state": lambda f: f"lot {f['lot']} is already {f['state']}",
+    "plan_state": _plan_state_en,
+    "plan_stale": _plan_stale_en,
+    "bad_date": _bad_date_en,
+    "overdraw": lambda f: f"{f['account']} ({f['lot']}) would go negative: {f['balance_g']} + {f['change_g']} g",
+    "missing_doc": lambda f: "an approval needs the approval document number (--doc)",
+    "reservation_lapsed": lambda f: f"the reservation of {f['project_id']} lapsed on {f['lapsed']}; reserve it again "
+                                    "(`quota expire` releases lapsed reservations)",
+    "missing_memo": lambda f: "a revocation needs its reason (--memo)",
+    "bad_id": lambda f: f"{f['what']} {f.get('value', '')!r} {problem_text(f['reason'], f, 'en')}",
+    "bad_text": lambda f: f"{f['what']} {f.get('value', '')!r} {problem_text(f['reason'], f, 'en')}",
+    "bad_key": lambda f: {"empty": "the idempotency key is empty; give a non-empty --key or leave it out",
+                          "too_long": f"the idempotency key has {f.get('length')} characters; at most {f.get('max')} "
+                                      "are allowed",
+                          "control_character": f"the idempotency key holds a control character ({f.get('character')});"
+                                               " use letters, digits and punctuation"}[f["reason"]],
+    "key_conflict": lambda f: (f"key {f['key']!r} was recorded by database user {f['user']}, not {f.get('by', '?')}; "
+                               "use a new key" if f.get("user") else
+                               f"key {f['key']!r} was already used for a different request ({f.get('command', '?')}); "
+                               "use a new key"),
+    "output_is_database": _output_is_database_en,
+    "output_kind": lambda f: (f"{f['path']} exists and is not a folder; this export writes a folder"
+                              if f.get("reason") == "not_folder" else f"{f['path']} is a folder; give a file name"),
+    "output_not_regular": lambda f: f"{f['path']} is not a regular file (a pipe or a device); an output is written to "
+                                    "a file, give a file name",
+    "output_not_ours": lambda f: f"{f['path']} exists and holds files this export does not write "
+                                 f"({', '.join(f['files'][:5])}{' …' if len(f['files']) > 5 else ''}); choose a new "
+                                 "folder or remove it first",
+    "cannot_write": lambda f: f"cannot write {f.get('path') or 'the output'}: {f.get('reason', '')}",
+    "unknown_code": lambda f: f"unknown {f['what']} {f['value']!r}"
+                              + (f" (the rulebook has {', '.join(f['known'])})" if f.get("known") else ""),
+    "bad_option": _bad_option_en,
+    "ledger_busy": lambda f: f"the ledger is busy: another writer held its lock through {f['attempts']} attempt(s) of "
+                             f"{f['lock_timeout']} each; nothing was written, try again later (QUOTA_LOCK_TIMEOUT "
+                             "sets the wait)",
+    "cannot_grant": lambda f: (f"{f['user']} cannot grant on schema {f['schema']!r}: it does not own "
+                               f"{', '.join(f['not_owned'])}. Run `quota db roles` as the ledger's owner (the user "
+                               f"that ran `quota init`), or give them the SQL of `quota db roles --print --schema "
+                               f"{f['schema']}`" if f.get("not_owned") else
+                               f"{f['user']} cannot create roles (it lacks CREATEROLE): run `quota db roles` as a "
+                               f"user who can, or have the roles {', '.join(f.get('roles', []))} created first"),
+    "not_postgresql": lambda f: "roles are a PostgreSQL feature; SQLite has no users",
+    "not_found": _not_found_en,
+    "not_initialised": _not_initialised_en,
+    "bad_database_url": lambda f: f"cannot use the database URL {f.get('url', '')!r}: use sqlite:///FILE (the "
+                                  "default is sqlite:///quota.db) or postgresql+psycopg://user@host/dbname",
+    "in_transaction": lambda f: "this connection is already in a transaction; a ledger operation is a transaction "
+                                "of its own (commit or roll back first, or pass the engine)",
+    "not_fresh": lambda f: f"{f['url']} already holds a quota ledger; the demo needs a fresh database",
+    "database_error": lambda f: f"database error: {f['detail']}",
+    "internal_error": lambda f: f"internal error ({f['kind']}: {f['detail']}); the traceback is in {f['file']} "
+                                "(QUOTA_DEBUG=1 shows it)",
+    "unreadable_export": lambda f: f"cannot verify {f['path']}: {problem_text(f['reason'], f, 'en')}",
+    "invalid_input": _invalid_input_en,
+}
 
 
 def _short_zh(facts: dict) -> str:
@@ -147,7 +332,8 @@ def _holding_zh(facts: dict) -> str:
         if p["problem"] == "lot_not_eligible":
             parts.append(f"{p['pollutant']}：{reason_text(p['reason'], 'zh')}")
         elif p["problem"] == "not_needed":
-            parts.append(f"{p['pollutant']}：持有不需要的指标 {p['held_g']} 克")
+            held = f"{display(p['held_g'], p['unit'])} {p['unit']}" if p.get("unit") else f"{p['held_g']} 克"
+            parts.append(f"{p['pollutant']}：持有不需要的指标 {held}")
         else:
             unit = p.get("unit", "")
             held = display(p["held_g"], unit) + f" {unit}" if unit else f"{p['held_g']} 克"
@@ -159,7 +345,7 @@ def _holding_zh(facts: dict) -> str:
 
 
 def _plan_state_zh(f: dict) -> str:
-    why = {"applied": f"已于 {f.get('applied_at', '')} 执行", "malformed": "记录已损坏，请重新求解",
+    why = {"applied": f"已于 {f.get('applied_at', '')} 执行", "malformed": f"记录已损坏（“{f.get('detail', '')}”），请重新求解",
            "infeasible": "不可行，没有可执行的内容", "scenario": "是情景方案（假设的批次、项目或规则），不能执行"}
     return f"方案 {f['plan_id']} 不能执行：" + why.get(f.get("reason", ""), "状态不允许")
 
@@ -169,11 +355,14 @@ def _bad_date_zh(f: dict) -> str:
         return f"QUOTA_TODAY {f['value']} 晚于日历日期（{f['calendar']}）：时钟只能回拨，不能提前"
     if "value" in f:
         return f"{_what(f.get('what', 'date'))} {f['value']!r} 不是日期（格式 YYYY-MM-DD）"
-    if "today" in f:
-        return f"日期 {f['date']} 晚于今天 {f['today']}：台账只记录已发生的事项"
-    if "last" in f:
-        return f"日期 {f['date']} 早于台账最后一笔交易（{f['last']}）：不能倒签"
-    return f"日期 {f['date']} 无效：预留到期日须晚于预留日期"
+    reason = f.get("reason", "")
+    if reason == "before_posting":
+        return f"生效日期 {f['date']} 早于 {f['account']}（{f['lot']}）的最后一笔记账（{f['last']}）：台账历史不能改写"
+    if reason == "future" or "today" in f and "last" not in f and reason != "lapse":
+        return f"{_what(f.get('what', 'date'))} {f['date']} 晚于今天 {f['today']}：台账只记录已发生的事项"
+    if reason == "backdated" or "last" in f:
+        return f"{_what(f.get('what', 'date'))} {f['date']} 早于台账最后一笔交易（{f['last']}）：不能倒签"
+    return f"预留到期日 {f['date']} 无效：须晚于预留日期 {f.get('today', '?')}"
 
 
 REFUSALS_ZH = {
@@ -182,7 +371,9 @@ REFUSALS_ZH = {
     "lot_not_eligible": lambda f: (_holding_zh(f) if "problems" in f else
                                    f"无法为 {f['project_id']} 预留指标：{reason_text(f.get('reason', ''), 'zh')}"),
     "nothing_to_reserve": lambda f: f"项目 {f['project_id']} 已足额预留",
-    "project_state": lambda f: f"项目 {f['project_id']} 当前状态为{_w(f['state'])}，不能执行此操作",
+    "project_state": lambda f: f"项目 {f['project_id']} 当前状态为{_w(f['state'])}，" + {
+        "reserve": "只有待审项目可以预留", "approve": "请先预留再核定", "release": "没有可释放的预留",
+        "cancel": "不能再次撤销"}.get(f.get("action", ""), "不能执行此操作"),
     "unknown_pollutant": lambda f: f"项目 {f['project_id']} 没有 {f['pollutant']} 的新增排放量",
     "lot_state": lambda f: f"指标批次 {f['lot']} 已{_w(f['state']).lstrip('已')}",
     "plan_state": _plan_state_zh,
@@ -205,13 +396,20 @@ REFUSALS_ZH = {
     "key_conflict": lambda f: (f"幂等键 {f['key']!r} 由数据库用户 {f['user']} 记录，请使用新的键" if f.get("user")
                                else f"幂等键 {f['key']!r} 已用于另一个请求，请使用新的键"),
     "output_is_database": lambda f: f"{f['path']} 是数据库文件：输出从不覆盖数据库，请换一个文件名",
-    "output_kind": lambda f: f"{f['path']}：文件与文件夹不符（导出为文件时不能指向文件夹，反之亦然）",
+    "output_kind": lambda f: (f"{f['path']} 已存在且不是文件夹：此导出写入一个文件夹" if f.get("reason") == "not_folder"
+                             else f"{f['path']} 是文件夹：请给出文件名"),
     "output_not_regular": lambda f: f"{f['path']} 不是普通文件（是管道或设备）：输出只写入文件，请给出文件名",
     "output_not_ours": lambda f: f"{f['path']} 已存在，且含有本次导出不会写入的文件（{'、'.join(f['files'][:5])}）："
                                  "请换一个文件夹或先移除它",
     "cannot_write": lambda f: f"无法写入 {f.get('path') or '输出文件'}：{_errno_zh(f)}；未替换任何已有文件",
     "unknown_code": lambda f: f"未知{_what(f['what'])} '{f['value']}'",
-    "bad_option": lambda f: f"选项 {_what(f['option'])} 的值无效：{f['value']}",
+    "bad_option": lambda f: (f"--format {f['value']} 需要 --out 文件" if f.get("reason") == "needs_out" else
+                             f"{_what(f['option'])}的值无效：{f['value']!r}"
+                             + (f"（可选：{'、'.join(f['known'])}）" if f.get("known") else
+                                {"lang": "（可选：en、zh）", "by": "（可选：pollutant、zone、lot）",
+                                 "years": "（须为 1 至 50）", "time_limit": "（须为大于 0 且不超过一天的秒数）",
+                                 "gap": "（须为 0 至 1 之间的小数，不含 1）",
+                                 "lock_timeout": "（须为 0 至 3600 秒）"}.get(f["option"], ""))),
     "ledger_busy": lambda f: f"台账繁忙：另一写入者一直持有写锁（已尝试 {f['attempts']} 次，每次等待 {f['lock_timeout']}），"
                              "未写入任何内容，请稍后重试",
     "cannot_grant": lambda f: (f"{f['user']} 无权在 schema {f['schema']} 上授权（不拥有 {'、'.join(f['not_owned'])}）："
@@ -220,13 +418,15 @@ REFUSALS_ZH = {
     "not_postgresql": lambda f: "角色是 PostgreSQL 的功能；SQLite 没有用户",
     "not_found": lambda f: (f"schema {f['schema']} 中没有台账：请先运行 `quota init --rules 文件`" if "schema" in f
                             else f"没有{_what(f.get('what') or '对象')} {f.get('value', '')!r}"),
-    "not_initialised": lambda f: "数据库尚未初始化（没有台账或规则库）：请先运行 `quota init --rules 文件`",
+    "not_initialised": lambda f: {"no_rulebook": "尚未加载规则库：请先运行 `quota init --rules 文件`",
+                                  "old_schema": "数据库结构早于此版本的 quota：请运行 `quota db upgrade`"}.get(
+        f.get("reason", ""), "数据库尚未初始化（没有台账）：请先运行 `quota init --rules 文件`"),
     "bad_database_url": lambda f: f"不能使用数据库地址 {f.get('url', '')!r}：请使用 sqlite:///文件 "
                                   "或 postgresql+psycopg://用户@主机/数据库",
     "in_transaction": lambda f: "该连接已在事务中；台账操作自成一个事务（请先提交或回滚，或传入 engine）",
     "not_fresh": lambda f: f"{f['url']} 已有台账；演示需要一个新的数据库",
-    "database_error": lambda f: f"数据库错误：{f['detail']}",
-    "internal_error": lambda f: f"内部错误（{f['kind']}：{f['detail']}）；完整的回溯信息写在 {f['file']}"
+    "database_error": lambda f: f"数据库错误：“{f['detail']}”",
+    "internal_error": lambda f: f"内部错误（{f['kind']}：“{f['detail']}”）；完整的回溯信息写在 {f['file']}"
                                 "（QUOTA_DEBUG=1 可直接显示）",
     "unreadable_export": lambda f: f"无法校验 {f['path']}：{problem_text(f['reason'], f, 'zh')}",
     "invalid_input": lambda f: f"已拒绝：{len(f['problems'])} 个问题；未写入任何数据",
@@ -237,15 +437,14 @@ def _errno_zh(f: dict) -> str:
     import errno
     return {errno.ENOSPC: "磁盘空间不足", errno.EACCES: "没有权限", errno.EPERM: "没有权限", errno.ENOENT: "文件夹不存在",
             errno.EROFS: "只读文件系统", errno.EISDIR: "是文件夹", errno.ENOTDIR: "路径中有不是文件夹的部分",
-            errno.EDQUOT: "超出磁盘配额"}.get(f.get("errno"), f.get("reason", ""))
+            errno.EDQUOT: "超出磁盘配额", errno.EFBIG: "文件过大", errno.EIO: "输入输出错误"}.get(
+        f.get("errno"), f"“{f.get('reason', '')}”")
 
 
-def refusal(code: str, message: str, facts: dict, lang: str = "en") -> str:
-    """A refusal in `lang`: English is the library's message; Chinese is rendered from the code and its facts
-    (every code has a Chinese rendering: tests/unit/test_catalogue.py)."""
-    if lang != "zh":
-        return message
-    return REFUSALS_ZH[code](facts)
+def refusal(code: str, facts: dict, lang: str = "en") -> str:
+    """A refusal (errors.QuotaError) in `lang`, rendered from its code and facts; every code has an English and a
+    Chinese rendering (tests/unit/test_catalogue.py walks every raise site)."""
+    return (REFUSALS_ZH if lang == "zh" else REFUSALS_EN)[code](facts)
 
 
 # The web workspace (`quota serve`) and `quota user`: same catalogue, keys prefixed web_ (and user_).
@@ -358,6 +557,19 @@ REFUSALS_ZH.update({
     "weak_password": lambda f: f"密码过短：至少 {f['min']} 个字符",
     "user_exists": lambda f: f"用户 {f['name']} 已存在",
     "user_disabled": lambda f: f"用户 {f['name']} 已停用",
-    "bad_upload": lambda f: "上传的文件无效或已过期，请重新上传",
+    "bad_upload": lambda f: {"too_large": f"文件大于 {f.get('max_mb')} MB",
+                             "unknown": "未知的上传，请重新上传文件"}.get(
+        f.get("reason", ""), "上传的文件已不存在（上传文件保留一天），请重新上传"),
+})
+REFUSALS_EN.update({
+    "bad_username": lambda f: f"user name {f['name']!r} must be 1 to 64 characters a-z, 0-9, '.', '_' or '-', "
+                              "starting with a letter or digit",
+    "bad_role": lambda f: f"unknown role {f['role']!r}: use {', '.join(f.get('known', []))}",
+    "weak_password": lambda f: f"the password has {f['length']} characters; at least {f['min']} are required",
+    "user_exists": lambda f: f"user {f['name']!r} already exists",
+    "user_disabled": lambda f: f"user {f['name']!r} is disabled",
+    "bad_upload": lambda f: {"too_large": f"the file is larger than {f.get('max_mb')} MB",
+                             "unknown": "unknown upload; upload the file again"}.get(
+        f.get("reason", ""), "the uploaded file is gone (uploads are kept for a day); upload it again"),
 })
 ROLES_ZH = {"clerk": "审批科", "planner": "总量科", "auditor": "审计", "admin": "管理员"}

@@ -36,7 +36,7 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     "not_regular_file": ("is a pipe or a device, not a file (an import reads its file more than once): save it to a "
                          "file and import that", "是管道或设备，不是文件（导入需多次读取文件）：请先保存为文件再导入"),
     "no_permission": ("cannot read the file: permission denied", "无法读取文件：没有权限"),
-    "cannot_read_file": ("cannot read the file: {detail}", "无法读取文件：{detail}"),
+    "cannot_read_file": ("cannot read the file: {detail}", "无法读取文件：“{detail}”"),
     "not_utf8": ("not UTF-8 text (byte {byte} cannot be decoded); save it as UTF-8",
                  "不是 UTF-8 文本（第 {byte} 字节无法解码）；请另存为 UTF-8"),
     "not_utf8_line": ("not UTF-8 text (line {line} cannot be decoded)", "不是 UTF-8 文本（第 {line} 行无法解码）"),
@@ -174,7 +174,8 @@ PROBLEMS: dict[str, tuple[str, str]] = {
                       "项目 {project_id} 已在第 {first_row} 行列出 {pollutant}"),
     "project_exists": ("project {project_id!r} is already registered", "项目 {project_id!r} 已登记"),
     # rulebook and scenario files (TOML)
-    "toml_syntax": ("TOML syntax error: {detail}", "TOML 语法错误：{detail}"),
+    "toml_syntax": ("TOML syntax error at line {line}, column {column}: {detail}",
+                    "TOML 语法错误（第 {line} 行第 {column} 列）：“{detail}”"),
     "unknown_key": ("unknown key (did you mean {suggestion!r}?)", "未知的键（是否应为 {suggestion!r}？）"),
     "unknown_key_known": ("unknown key (known: {known})", "未知的键（可用的键：{known}）"),
     "missing_key": ("required key is missing", "缺少必需的键"),
@@ -350,7 +351,7 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     "header_counts": ("the header's counts do not match the transactions in the file", "表头计数与文件中的交易不符"),
     "header_counts_to": ("the header counts {counts} up to transaction {final}; the file holds {want} up to transaction "
                          "{seq}", "表头计数为 {counts}（至交易 {final}）；文件中为 {want}（至交易 {seq}）"),
-    "bean_check": ("{detail}", "bean-check：{detail}"),
+    "bean_check": ("{detail}", "bean-check 报告：“{detail}”"),
     "end_records": ("the file must end with one {type!r} record; found {n} (truncated?)",
                     "文件必须以一条 {type!r} 记录结束；实际有 {n} 条（被截断？）"),
     "end_incomplete": ("the file does not end with its complete {type!r} record (truncated or edited?)",
@@ -364,7 +365,7 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     "listed_missing": ("missing (the manifest lists it)", "缺失（清单中列有此文件）"),
     "sha_mismatch": ("does not match the manifest ({size} bytes, the manifest states {stated}: truncated or edited?)",
                      "与清单不符（{size} 字节，清单为 {stated}：被截断或修改？）"),
-    "unreadable_table": ("unreadable: {detail}", "无法读取：{detail}"),
+    "unreadable_table": ("unreadable: {detail}", "无法读取：“{detail}”"),
     "rows_stated": ("{n} rows, the manifest states {stated}", "{n} 行，清单为 {stated}"),
     "not_manifest_head": ("the last transaction is not the chain head the manifest states", "最后一笔交易不是清单所列的链头"),
     # why a lot cannot serve a project (eligibility.why_not), and why a stored plan no longer fits (plan apply)
@@ -386,6 +387,8 @@ PROBLEMS: dict[str, tuple[str, str]] = {
     "plan_draw_refused": ("{project_id} {pollutant}: {reason}", "{project_id} {pollutant}：{reason}"),
     "plan_need_changed": ("project {project_id} now needs {required_g} g of {pollutant}, the plan gives {got} g",
                           "项目 {project_id} 现需 {pollutant} {required_g} 克，方案给出 {got} 克"),
+    # a write retried after a transient database error (the note `quota` prints; the driver's words quoted)
+    "retry_attempt": ("attempt {attempt}: {kind}: {detail}", "第 {attempt} 次：{kind}：“{detail}”"),
 }
 
 

@@ -148,11 +148,11 @@ def load_rulebook_file(path: str) -> Rulebook:
 
 def parse_rulebook(text: str, source: str = "rules.toml") -> tuple[Rulebook | None, list[Problem]]:
     """Parse and validate a rulebook; return (rulebook, []) or (None, problems)."""
-    from quota.rules.tomlcheck import toml_line
+    from quota.rules.tomlcheck import toml_problem
     try:
         data = tomllib.loads(text, parse_float=Decimal)  # stored rulebooks are re-read: keep TOML's grammar
     except tomllib.TOMLDecodeError as exc:
-        return None, [Problem.of(source, toml_line(str(exc)), "", "toml_syntax", detail=str(exc))]
+        return None, [toml_problem(source, text, exc)]
 
     v = _Validator(source)
     book = v.build(data, text)

@@ -40,16 +40,34 @@ def read_toml(path: str, shown: str, parse_float) -> tuple[str, dict]:
     except units.AmountError as exc:
         refuse(exc.code, units.toml_problem_line(text, exc), **exc.facts)
     except tomllib.TOMLDecodeError as exc:
-        refuse("toml_syntax", toml_line(str(exc)), detail=str(exc))
+        raise ValidationFailed([toml_problem(shown, text, exc)]) from None
 
 
 def toml_line(message: str) -> int:
     """The line tomllib names in its error ("... (at line 3, column 5)"), or 0: tomllib gives no attribute."""
-    at = message.rfind("(at line ")
+    return _toml_position(message)[1]
+
+
+def _toml_position(message: str) -> tuple[str, int, int]:
+    """(tomllib's own sentence, line, column) from its error "... (at line 3, column 5)"; line 0 when it names
+    none ("(at end of document)"). tomllib (before Python 3.14) gives no attributes, only this text."""
+    at = message.rfind(" (at ")
     if at < 0:
-        return 0
-    digits = message[at + 9:].split(",")[0].rstrip(")")
-    return int(digits) if digits.isdigit() else 0
+        return message, 0, 0
+    where = message[at + 5:].rstrip(")").replace("line ", "").replace("column ", "").split(", ")
+    if len(where) == 2 and all(w.isdigit() for w in where):
+        return message[:at], int(where[0]), int(where[1])
+    return message[:at], 0, 0
+
+
+def toml_problem(source: str, text: str, exc: Exception) -> Problem:
+    """The finding of a TOML syntax error: its line and column (the end of the document when tomllib names no
+    line), and tomllib's own sentence as third-party detail (quoted as such in Chinese)."""
+    detail, line, column = _toml_position(str(exc))
+    if not line:
+        lines = text.split("\n")
+        line, column = len(lines), len(lines[-1]) + 1
+    return Problem.of(source, line, "", "toml_syntax", line=line, column=column, detail=detail)
 
 
 def kind_of(value) -> str:

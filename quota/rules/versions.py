@@ -27,10 +27,10 @@ def current(conn: Connection) -> tuple[int, Rulebook]:
         row = conn.execute(text("SELECT version, text, sha256 FROM rulebook ORDER BY version DESC LIMIT 1")).first()
     except DBAPIError as exc:
         if not db.schema_exists(conn.engine):
-            raise db.NotInitialised("the database has no quota schema: run `quota init --rules FILE` first") from None
+            raise db.NotInitialised(reason="no_schema") from None
         raise exc
     if row is None:
-        raise db.NotInitialised("no rulebook loaded: run `quota init --rules FILE` first")
+        raise db.NotInitialised(reason="no_rulebook")
     book, problems = parse_rulebook(row[1], source=f"rulebook v{row[0]}")
     if problems:  # pragma: no cover - it was validated when loaded
         raise ValidationFailed(problems)

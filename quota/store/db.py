@@ -13,7 +13,7 @@ from sqlalchemy.dialects import registry
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from quota.store import driver
-from quota.errors import QuotaError, Refused
+from quota.errors import QuotaError, Reason, Refused
 
 DEFAULT_URL = "sqlite:///quota.db"
 GENESIS = "0" * 64
@@ -39,6 +39,8 @@ LOCK_ATTEMPTS = 3  # a write that timed out waiting for the ledger's lock is tri
 class LedgerBusy(Refused):
     """The ledger's write lock stayed held by another writer through every attempt."""
 
+    code = "ledger_busy"
+
 
 def lock_timeout(value: float | str | None = None) -> float:
     """Seconds a PostgreSQL statement may wait for a lock: `value`, else $QUOTA_LOCK_TIMEOUT, else
@@ -50,8 +52,7 @@ def lock_timeout(value: float | str | None = None) -> float:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds <= 3600:  # NaN fails too
-        raise Refused(f"lock timeout {value!r} must be a number of seconds from 0 to 3600", "bad_option",
-                      option="lock_timeout", value=str(value))
+        raise Refused("bad_option", option="lock_timeout", value=str(value))
     return seconds
 
 
@@ -65,10 +66,7 @@ def make_engine(url: str = DEFAULT_URL, lock_timeout_s: float | str | None = Non
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if not (url.startswith("sqlite:///") or url == "sqlite://" or url.startswith("postgresql+psycopg://")):
-        exc = BadDatabaseURL(f"cannot use the database URL {url!r}: use sqlite:///FILE (the default is "
-                             f"{DEFAULT_URL}) or postgresql+psycopg://user@host/dbname")
-        exc.facts = {"url": url}
-        raise exc
+        raise BadDatabaseURL(url=url)
     pool = {"pool_size": pool_size, "max_overflow": pool_size // 4} if pool_size and url != "sqlite://" else {}
     if url.startswith("sqlite"):
         driver.sqlite_adapters()  # dates bound through the driver are stored as ISO text
@@ -160,13 +158,10 @@ def run_write(bind: Engine | Connection, fn: Callable[[Connection], T], attempts
                 timeouts += 1
                 if timeouts >= LOCK_ATTEMPTS or attempt == attempts:
                     waited = _waited(bind)
-                    raise LedgerBusy(
-                        f"the ledger is busy: another writer held its lock through {timeouts} attempt(s) of "
-                        f"{waited} each; nothing was written, try again later (QUOTA_LOCK_TIMEOUT sets the "
-                        f"wait)", "ledger_busy", attempts=timeouts, lock_timeout=waited) from exc
+                    raise LedgerBusy(attempts=timeouts, lock_timeout=waited) from exc
             if attempt < attempts and (_transient(exc) or (not lock and isinstance(exc, IntegrityError))):
-                retries().append(f"attempt {attempt}: {type(exc.orig).__name__}: "
-                               f"{(str(exc.orig).strip().splitlines() or [''])[0][:80]}")
+                retries().append(Reason("retry_attempt", attempt=attempt, kind=type(exc.orig).__name__,
+                                        detail=(str(exc.orig).strip().splitlines() or [""])[0][:80]))
                 time.sleep(random.uniform(0.01, 0.05) * attempt)
                 continue
             raise
@@ -187,8 +182,7 @@ def _waited(bind: Engine | Connection) -> str:
 def _write_once(conn: Connection, fn: Callable[[Connection], T], lock: bool, reads: Sequence[driver.Query],
                 sqlite: bool) -> T:
     if conn.in_transaction():
-        raise Refused("this connection is already in a transaction; a ledger operation is a transaction "
-                      "of its own (commit or roll back first, or pass the engine)", "in_transaction")
+        raise Refused("in_transaction")
     token = driver.activate(conn)
     try:
         if sqlite:
@@ -275,10 +269,10 @@ def lock_head(conn: Connection, reads: Sequence[driver.Query] = ()) -> tuple[int
     except DBAPIError as exc:
         message = str(exc.orig).lower()
         if "no such table" in message or "does not exist" in message:
-            raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first") from exc
+            raise NotInitialised(reason="no_schema") from exc
         raise
     if not found[0]:
-        raise NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
+        raise NotInitialised(reason="no_schema")
     seq, digest, version, sha = found[-1][0]
     if version is not None:
         driver.state(conn).rulebook = (int(version), sha)

@@ -54,6 +54,6 @@ def check_current(engine: Engine) -> None:
     must not run on a schema it does not know."""
     from . import db
     if not db.schema_exists(engine):
-        raise db.NotInitialised("the database has no quota schema: run `quota init --rules FILE` first")
+        raise db.NotInitialised(reason="no_schema")
     if current_revision(engine) != head_revision():
-        raise db.NotInitialised("the database schema is older than this version of quota: run `quota db upgrade`")
+        raise db.NotInitialised(reason="old_schema")

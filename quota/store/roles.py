@@ -105,17 +105,11 @@ def check_caller(engine: Engine) -> str:
     with engine.connect() as conn:
         user, schema, can_create, existing, initialised, not_owned = conn.execute(text(_CALLER_SQL)).one()
     if not initialised:
-        raise Refused(f"schema {schema!r} has no quota ledger: run `quota init --rules FILE` first", "not_found",
-                      schema=schema)
+        raise Refused("not_found", schema=schema)
     if not_owned:
-        raise Refused(f"{user} cannot grant on schema {schema!r}: it does not own {not_owned}. Run "
-                      f"`quota db roles` as the ledger's owner (the user that ran `quota init`), or give them "
-                      f"the SQL of `quota db roles --print --schema {schema}`", "cannot_grant", user=user,
-                      schema=schema, not_owned=not_owned.split(", "))
+        raise Refused("cannot_grant", user=user, schema=schema, not_owned=not_owned.split(", "))
     if existing < len(ROLES) and not can_create:
-        raise Refused(f"{user} cannot create roles (it lacks CREATEROLE): run `quota db roles` as a user "
-                      f"who can, or have the roles {', '.join(ROLES)} created first", "cannot_grant", user=user,
-                      schema=schema)
+        raise Refused("cannot_grant", user=user, schema=schema, roles=list(ROLES))
     return schema
 
 
@@ -123,7 +117,7 @@ def create_roles(engine: Engine) -> list[str]:
     """Create the roles and grants on the database's current schema; returns the SQL run. Refused when the
     connected user cannot grant there (check_caller)."""
     if engine.dialect.name != "postgresql":
-        raise Refused("roles are a PostgreSQL feature; SQLite has no users", "not_postgresql")
+        raise Refused("not_postgresql")
     stmts = roles_sql(check_caller(engine))
     with engine.begin() as conn:
         for sql in stmts:

@@ -87,15 +87,14 @@ def username(name: object) -> str:
     as the actor of every transaction the user posts)."""
     value = unicodedata.normalize("NFKC", str(name)).strip().lower()
     if not _NAME.fullmatch(value):
-        raise Refused(f"user name {str(name)!r} must be 1 to 64 characters a-z, 0-9, '.', '_' or '-', starting "
-                      "with a letter or digit", "bad_username", name=str(name))
+        raise Refused("bad_username", name=str(name))
     return value
 
 
 def _role(role: str) -> str:
     value = str(role).strip().lower()
     if value not in ROLES:
-        raise Refused(f"unknown role {role!r}: use {', '.join(ROLES)}", "bad_role", role=str(role))
+        raise Refused("bad_role", role=str(role), known=list(ROLES))
     return value
 
 
@@ -109,8 +108,7 @@ def _hasher():
 
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD:
-        raise Refused(f"the password has {len(password)} characters; at least {MIN_PASSWORD} are required",
-                      "weak_password", min=MIN_PASSWORD)
+        raise Refused("weak_password", length=len(password), min=MIN_PASSWORD)
     return _hasher().hash(password)
 
 
@@ -121,7 +119,7 @@ def add_user(engine: Engine, name: str, role: str, password: str) -> dict:
 
     def work(conn) -> dict:
         if conn.execute(text("SELECT 1 FROM web_user WHERE name = :n"), {"n": name}).first():
-            raise Refused(f"user {name!r} already exists", "user_exists", name=name)
+            raise Refused("user_exists", name=name)
         conn.execute(text("INSERT INTO web_user (name, role, password_hash, created_at, failed_logins) "
                           "VALUES (:n, :r, :h, :t, 0)"), {"n": name, "r": role, "h": digest, "t": now_iso()})
         return {"name": name, "role": role}
@@ -146,7 +144,7 @@ def disable_user(engine: Engine, name: str) -> dict:
     def work(conn) -> dict:
         row = conn.execute(text("SELECT disabled_at FROM web_user WHERE name = :n"), {"n": name}).first()
         if row is None:
-            raise NotFound(f"no user {name!r}", "user", name)
+            raise NotFound(what="user", value=name)
         when = row[0] or now_iso()
         conn.execute(text("UPDATE web_user SET disabled_at = :t WHERE name = :n"), {"t": when, "n": name})
         conn.execute(text("DELETE FROM web_token WHERE name = :n"), {"n": name})
@@ -229,9 +227,9 @@ def new_token(engine: Engine, name: str) -> dict:
     def work(conn) -> dict:
         row = conn.execute(text("SELECT disabled_at FROM web_user WHERE name = :n"), {"n": name}).first()
         if row is None:
-            raise NotFound(f"no user {name!r}", "user", name)
+            raise NotFound(what="user", value=name)
         if row[0]:
-            raise Refused(f"user {name!r} is disabled", "user_disabled", name=name)
+            raise Refused("user_disabled", name=name)
         conn.execute(text("INSERT INTO web_token (token_hash, name, created_at) VALUES (:h, :n, :t)"),
                      {"h": _token_hash(token), "n": name, "t": now_iso()})
         return {"name": name, "token": token}

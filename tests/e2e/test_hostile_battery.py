@@ -133,8 +133,33 @@ def _cases(f: dict[str, str]) -> list[list[str]]:
         *[["tally", "import", f[n]] for n in f if n.startswith("t_") or n == "t.ods"],
         ["tally", "import", f["t.xlsx"], "--sheet", "NOPE"], ["tally", "import", f["t.xlsx"]],
         ["project", "import", f["p_bad.csv"]], ["project", "import", missing + ".csv"],
+        # usage errors (exit 2): click's exception types and quota's own option checks
+        ["balance", "--nope"], ["reserve"], ["plan", "run", "--time-limit", "abc"], ["--actor"],
+        ["nosuchcmd"], ["balance", "extra"], ["trace", "P2026-01", "--format", "pdf"],
+        ["trace", "P2026-01", "--format", "xlsx"], ["export", "--format", "pdf", "--out", missing],
+        ["--lock-timeout", "abc", "balance"], ["balance", "--by", "colour", "--json"],
+        # a database that does not answer: the driver's own text is third-party detail
+        ["--db", "postgresql+psycopg://nobody@127.0.0.1:1/none", "balance"],
+        ["--db", "sqlite:///" + missing + "/q.db", "balance"],
     ]
     return cases
+
+
+QUOTED = re.compile(r"“[^”]*”|'[^']*'|`[^`]*`|\"[^\"]*\"")
+WORD = r"[A-Za-z]*[a-z][A-Za-z]*"  # a word with a lower-case letter: not OPTIONS, nor a character's Unicode name
+ENGLISH = re.compile(rf"{WORD}(?:[ ,;:]+{WORD}){{2,}}")
+
+
+def _english_left(line: str) -> str:
+    """English words left in a line of Chinese output once quoted third-party detail (“…”, '…', `…`), a path and
+    the usage syntax (用法：quota plan run [OPTIONS]) are taken out: three English words in a row is a sentence.
+    (Under zh, quota's own words are Chinese; what stays English is a third-party's text, shown quoted.)"""
+    if line.startswith("用法："):
+        return ""
+    text = QUOTED.sub("", line)
+    text = " ".join(w for w in text.split() if "/" not in w)
+    found = ENGLISH.search(text)
+    return found.group(0) if found else ""
 
 
 def _one_case(url: str, args: list[str], mode: str) -> list[str]:
@@ -151,8 +176,11 @@ def _one_case(url: str, args: list[str], mode: str) -> list[str]:
         wrong.append(f"{where}: a traceback or an internal error: {err.strip()[:300]}")
     if result.exit_code not in (1, 2):
         wrong.append(f"{where}: exit code {result.exit_code}")
+    if mode == "zh":
+        wrong += [f"{where}: English in Chinese output: {line!r}" for line in (out + err).splitlines()
+                  if _english_left(line)]
     if result.exit_code != 1:
-        return wrong  # a usage error is typer's (exit 2, its usage text)
+        return wrong  # a usage error: its usage text (checked above under zh)
     # the diagnostics of how a file was read (encoding, sheet) are not the refusal
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("read ", "已按", "已读取"))]
     code = None

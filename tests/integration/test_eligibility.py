@@ -332,20 +332,26 @@ def test_the_report_flags_quota_held_from_a_lot_revoked_later(book):
     assert new in html.build(book, lang="zh").split("来自已注销或已被替代批次的指标")[1].split("<h2>")[0]
 
 
-@pytest.mark.parametrize("op", ["release", "cancel"])
+@pytest.mark.parametrize("op", ["release", "cancel", "expire"])
 def test_a_back_dated_return_goes_where_reserve_would_send_it_today(engine, pin_today, write_csv, op):
-    """release and cancel choose where grams go as reserve does, on the later of the operation's date and the
-    clock's today: a lot that expired after the back-dated day but before today takes nothing back."""
+    """release, cancel and the release of a lapsed reservation by `expire --as-of` choose where grams go as
+    reserve does, on the later of the operation's date and the clock's today: a lot that expired after the
+    back-dated day but before today takes nothing back (docs/design.md, "Grams never return to a lot that
+    cannot serve")."""
     pin_today(D(2026, 11, 30))
     tallies.import_tallies(engine, write_csv("t.csv", TALLY_HEADER, [
         "T-SOON,S-SOON,将到期厂,closure,JT-YT,COD,10,,,t/a,2020,2021-12-10,m,a,R-SOON"]), actor="clerk")
     project_files.import_projects(engine, write_csv("p.csv", PROJECT_HEADER, [
         "P-A,甲,JT-YT,food,COD,2,t/a,1,,false,"]), actor="clerk")
     pin_today(D(2026, 12, 1))
-    operations.reserve(engine, "P-A", actor="c", date=D(2026, 12, 1))
+    operations.reserve(engine, "P-A", actor="c", date=D(2026, 12, 1), expires=D(2026, 12, 3))  # lapses 12-03
     assert lots(engine)["T-SOON"]["expires"] == "2026-12-10"
     pin_today(D(2026, 12, 20))  # the lot has expired by now
-    getattr(operations, op)(engine, "P-A", actor="c", date=D(2026, 12, 5))
+    if op == "expire":  # back-dated to before the lot's expiry: the lot itself is not expired by this run
+        result = operations.expire(engine, D(2026, 12, 5), actor="c")
+        assert result["lapsed_reservations"] == ["P-A"] and result["expired"] == []
+    else:
+        getattr(operations, op)(engine, "P-A", actor="c", date=D(2026, 12, 5))
     assert account(engine, "expired:COD") == 2_000_000
     serial = lots(engine)["T-SOON"]["lot"]
     assert account(engine, f"lot:{serial}") == 8_000_000  # the 2 t did not go back to the expired lot

@@ -124,11 +124,45 @@ def test_standard_streams_and_devices_are_refused_as_targets(tmp_path):
     """`--out /dev/stdout` with stdout redirected to a file: os.stat says regular file, and the rename into place
     replaced the /dev/stdout symlink itself by a regular file (for every later process). Checked only: writing
     would damage the machine running the test when the check is missing."""
-    for target in ("/dev/stdout", "/dev/null", "/dev/fd/1", "/proc/self/fd/1"):
+    import os
+    (tmp_path / "mine.jsonl").symlink_to("/proc/self/fd/1")  # a user's own link to stdout (a file under pytest)
+    (tmp_path / "chain.jsonl").symlink_to(tmp_path / "mine.jsonl")  # a link to that link
+    (tmp_path / "fds").symlink_to("/proc/self/fd")  # a folder link: fds/1 is stdout
+    assert os.path.isfile(tmp_path / "mine.jsonl")  # what the check saw when it resolved the link to its end only
+    for target in ("/dev/stdout", "/dev/null", "/dev/fd/1", "/proc/self/fd/1", tmp_path / "mine.jsonl",
+                   tmp_path / "chain.jsonl", tmp_path / "fds" / "1"):
         with pytest.raises(Refused) as info:
             outfiles.check_target(target)
         assert info.value.code == "output_not_regular"
+        assert info.value.facts["path"] == str(target)  # the name the user gave
     assert outfiles.check_target(tmp_path / "plain.jsonl") == tmp_path / "plain.jsonl"
+    (tmp_path / "real.jsonl").write_text("", encoding="utf-8")
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "real.jsonl")  # a link to a plain file stays allowed
+    assert outfiles.check_target(tmp_path / "link.jsonl") == tmp_path / "link.jsonl"
+
+
+@pytest.mark.parametrize("args", [["balance", "--by", "lot", "--json"], ["balance", "--by", "lot"]])
+def test_a_closed_stdout_pipe_ends_quietly_with_exit_0(ledger, args):
+    """`quota balance --by lot --json | head -c 100`: the reader goes away; quota stops quietly with exit 0 on
+    both engines (it used to report the broken pipe as a refusal, exit 1). A real pipe, closed before quota
+    writes, so the write fails every time."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "--db", ledger, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "", err
+
+
+def test_a_pipe_given_as_an_input_file_is_named_as_given(ledger, engine, tmp_path):
+    """`quota tally import <(cat f)` names /dev/fd/63, not "63"."""
+    import os
+    fifo = tmp_path / "feed.csv"
+    os.mkfifo(fifo)
+    for command in (["tally", "import"], ["project", "import"]):
+        result = quota(ledger, *command, str(fifo))
+        assert result.exit_code == 1 and f"{fifo}: is a pipe or a device" in result.stderr, result.stderr
 
 
 def test_the_library_refuses_the_database_as_a_target(ledger, engine, tmp_path):
