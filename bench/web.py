@@ -5,11 +5,14 @@ prints figures, asserts nothing (the checks after the run are printed as ok/FAIL
         [--workers 2] [--write-seconds 15]
 
 For each engine and client count: a fresh database (600 tallies, 12,000 small projects), `quota serve
---workers N` on 127.0.0.1, and N concurrent clients (asyncio, httpx, keep-alive) for --seconds: 90% reads
-(half the overview page with a session, half GET /api/v1/balance), 10% writes through the API (reserve or
-release of a random project from a shared pool of 200, so clients overlap; 409 refusals are correct answers,
-not errors). Printed: requests/s, p50/p95/p99 per route, 5xx count. Then the checks: `verify` passes, no
-lot is overdrawn, and every reservation the API acknowledged is one reserve transaction in the ledger.
+--workers N` on 127.0.0.1, and N concurrent clients (asyncio, one keep-alive HTTP/1.1 connection each, see
+Conn; signed in through the login form before the clock starts) for --seconds: 90% reads (half the overview
+page with a session, half GET /api/v1/balance), 10% writes through the API (reserve or release of a random
+project from a shared pool of 200, so clients overlap; 409 refusals are correct answers, not errors).
+Printed: requests/s, p50/p95/p99 per route, 5xx count, the CPU the server (all its processes) and the load
+generator used while the clock ran (they share the machine's cores) and the load average. Then the checks:
+`verify` passes, no lot is overdrawn, and every reservation the API acknowledged is one reserve transaction in
+the ledger.
 
 Then reservations alone, --write-seconds each: through the API (N clients, each reserving fresh projects)
 and through the library directly (N processes, one engine each, same operation and keys), in the same run;
@@ -83,19 +86,70 @@ def start_server(url: str, workers: int, log: Path) -> tuple[subprocess.Popen, s
     raise SystemExit("quota serve did not start: " + log.read_text()[-2000:])
 
 
-async def signed_in(base: str):
+class Conn:
+    """One keep-alive HTTP/1.1 connection, written by hand on asyncio streams: the load generator shares the
+    server's 2 cores, and httpx spends about 4 ms of CPU per request there (more than the server's own work),
+    this about 0.1 ms. It reads Content-Length bodies (every answer of the app has one) and keeps the session
+    cookie up to date from Set-Cookie."""
+
+    def __init__(self, base: str, headers: dict[str, str] | None = None):
+        self.host, self.port = base.removeprefix("http://").split(":")
+        self.headers = dict(headers or {})
+        self.reader = self.writer = None
+
+    async def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, int(self.port))
+        head = {"Host": f"{self.host}:{self.port}", **self.headers, **(headers or {})}
+        if method == "POST":
+            head["Content-Length"] = "0"
+        self.writer.write((f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in head.items())
+                           + "\r\n").encode("latin-1"))
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status, length, close = int(lines[0].split(" ", 2)[1]), 0, False
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            name, value = name.strip().lower(), value.strip()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding":
+                raise RuntimeError("chunked answers are not read by this client")
+            elif name == "connection" and value.lower() == "close":
+                close = True
+            elif name == "set-cookie" and value.startswith(SESSION + "="):
+                self.headers["Cookie"] = value.split(";", 1)[0]
+        body = await self.reader.readexactly(length)
+        if close:
+            await self.aclose()
+        return status, body
+
+    async def aclose(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+SESSION = "quota_session"
+
+
+async def signed_in(base: str) -> Conn:
+    """A connection with a clerk's session cookie (signed in through httpx: not timed)."""
     import httpx
-    c = httpx.AsyncClient(base_url=base, timeout=60, follow_redirects=False)
-    page = (await c.get("/login")).text
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    r = await c.post("/login", data={"username": "bench-clerk", "password": PASSWORD, "csrf_token": token})
-    assert r.status_code == 303, r.text[:300]
-    return c
+    async with httpx.AsyncClient(base_url=base, timeout=60, follow_redirects=False) as c:
+        page = (await c.get("/login")).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        r = await c.post("/login", data={"username": "bench-clerk", "password": PASSWORD, "csrf_token": token})
+        assert r.status_code == 303, r.text[:300]
+        return Conn(base, {"Cookie": f"{SESSION}={c.cookies[SESSION]}"})
 
 
-async def mixed(base: str, token: str, clients: int, seconds: float, pool: list[str]) -> dict:
+async def sign_in(base: str, clients: int) -> list[Conn]:
+    return [await signed_in(base) for _ in range(clients)]
+
+
+async def mixed(base: str, token: str, sessions: list[Conn], seconds: float, pool: list[str]) -> dict:
     """The 90/10 run: returns {route: [latencies]}, status counts and acknowledged reservations."""
-    sessions = [await signed_in(base) for _ in range(clients)]
     lat: dict[str, list[float]] = {}
     status: dict[int, int] = {}
     reserved_ok = [0]
@@ -103,49 +157,51 @@ async def mixed(base: str, token: str, clients: int, seconds: float, pool: list[
     stop = time.monotonic() + seconds
     rng = random.Random(7)
 
-    async def one(c):
+    async def one(c: Conn):
         while time.monotonic() < stop:
             x = rng.random()
             started = time.perf_counter()
             if x < 0.45:
-                route, r = "GET /", await c.get("/")
+                route, (code, _) = "GET /", await c.request("GET", "/")
             elif x < 0.90:
-                route, r = "GET /api/v1/balance", await c.get("/api/v1/balance", headers=auth)
+                route, (code, _) = "GET /api/v1/balance", await c.request("GET", "/api/v1/balance", auth)
             elif x < 0.95:
                 route = "POST reserve"
-                r = await c.post(f"/api/v1/projects/{rng.choice(pool)}/reserve",
-                                 headers={**auth, "Idempotency-Key": uuid.uuid4().hex})
-                if r.status_code == 200:
+                code, _ = await c.request("POST", f"/api/v1/projects/{rng.choice(pool)}/reserve",
+                                          {**auth, "Idempotency-Key": uuid.uuid4().hex})
+                if code == 200:
                     reserved_ok[0] += 1
             else:
                 route = "POST release"
-                r = await c.post(f"/api/v1/projects/{rng.choice(pool)}/release",
-                                 headers={**auth, "Idempotency-Key": uuid.uuid4().hex})
+                code, _ = await c.request("POST", f"/api/v1/projects/{rng.choice(pool)}/release",
+                                          {**auth, "Idempotency-Key": uuid.uuid4().hex})
             lat.setdefault(route, []).append(time.perf_counter() - started)
-            status[r.status_code] = status.get(r.status_code, 0) + 1
+            status[code] = status.get(code, 0) + 1
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(c) for c in sessions))
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     for c in sessions:
         await c.aclose()
-    return {"lat": lat, "status": status, "wall": wall, "reserved_ok": reserved_ok[0]}
+    return {"lat": lat, "status": status, "wall": wall, "reserved_ok": reserved_ok[0], "client_cpu": cpu}
 
 
 async def api_writes(base: str, token: str, clients: int, seconds: float, ids: list[list[str]]) -> tuple[int, float]:
-    import httpx
     auth = {"Authorization": f"Bearer {token}"}
     stop = time.monotonic() + seconds
     done = [0]
 
     async def one(mine: list[str]):
-        async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+        c = Conn(base, auth)
+        try:
             for pid in mine:
                 if time.monotonic() >= stop:
                     return
-                r = await c.post(f"/api/v1/projects/{pid}/reserve", headers={**auth, "Idempotency-Key": "a" + pid})
-                if r.status_code == 200:
+                code, _ = await c.request("POST", f"/api/v1/projects/{pid}/reserve", {"Idempotency-Key": "a" + pid})
+                if code == 200:
                     done[0] += 1
+        finally:
+            await c.aclose()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(m) for m in ids))
@@ -202,6 +258,19 @@ def checks(url: str, acknowledged: int) -> list[str]:
     return out
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of the server process and its workers, from /proc (Linux; 0 elsewhere)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        total = 0
+        for p in [str(pid), *kids]:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return 0.0
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] * 1000
@@ -214,11 +283,17 @@ def run(kind: str, clients: int, seconds: float, workers: int, write_seconds: fl
         proc, base = start_server(url, workers, tmp / "server.log")
         try:
             pool = [f"P{i:06d}" for i in range(200)]
-            result = asyncio.run(mixed(base, token, clients, seconds, pool))
+            sessions = asyncio.run(sign_in(base, clients))
+            cpu0 = server_cpu(proc.pid)
+            result = asyncio.run(mixed(base, token, sessions, seconds, pool))
+            cpu = server_cpu(proc.pid) - cpu0
             total = sum(result["status"].values())
             fivexx = sum(v for k, v in result["status"].items() if k >= 500)
             print(f"\n{kind}, {clients} clients, {workers} workers, {seconds:.0f} s: {total / result['wall']:.0f} "
                   f"requests/s, status {dict(sorted(result['status'].items()))}, 5xx: {fivexx}")
+            print(f"  CPU: server {cpu / result['wall']:.2f} cores ({cpu / total * 1000:.1f} ms a request), load "
+                  f"generator {result['client_cpu'] / result['wall']:.2f} cores; load average "
+                  f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             print(f"  {'route':24} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
             for route, values in sorted(result["lat"].items()):
                 print(f"  {route:24} {len(values):6d} {pct(values, 50):8.1f} {pct(values, 95):8.1f} "

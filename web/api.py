@@ -12,7 +12,7 @@ from quota.audit import trace as audit
 from quota.ledger import balances, operations as quota_ops, projects
 from quota.planning import plans
 from quota.clock import parse_day
-from web.app import api_need, engine_of
+from web.app import api_need, cached, engine_of, on_db
 
 router = APIRouter(prefix="/api/v1")
 KeyHeader = Header(None, alias="Idempotency-Key", description="Same semantics as the CLI's --key.")
@@ -37,11 +37,11 @@ class PlanBody(BaseModel):
 
 
 @router.get("/balance")
-def balance(request: Request, by: str = "pollutant", pollutant: Optional[str] = None, zone: Optional[str] = None,
+async def balance(request: Request, by: str = "pollutant", pollutant: Optional[str] = None, zone: Optional[str] = None,
             as_of: Optional[str] = None, user=Depends(api_need("read_balance"))) -> dict:
     """`quota balance --json`."""
-    return balances.balance(engine_of(request), by=by, pollutant=pollutant or None, zone=zone or None,
-                         as_of=_day(as_of, "as-of date"))
+    return await on_db(request, cached, request, balances.balance, by=by, pollutant=pollutant or None,
+                       zone=zone or None, as_of=_day(as_of, "as-of date"))
 
 
 @router.get("/projects")

@@ -27,7 +27,7 @@ from quota.report import catalogue as i18n, html as report
 from quota.store import users
 from quota.clock import parse_day
 from quota.errors import Refused, ValidationFailed
-from web.app import check_csrf, current_user, csrf_token, engine_of, need, page, redirect, refusal_view
+from web.app import cached, check_csrf, current_user, csrf_token, engine_of, need, on_db, page, redirect, refusal_view
 
 router = APIRouter(include_in_schema=False)
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -133,11 +133,11 @@ def switch_language(request: Request, lang: str, next: str = "/"):
 # --------------------------------------------------------------------------- overview, lots
 
 @router.get("/")
-def overview(request: Request, as_of: Optional[str] = None, user=Depends(need("read_balance"))):
-    engine = engine_of(request)
-    data = report.overview(engine, as_of=_day(as_of, "as-of date"), lang=request.state.lang)
-    return page(request, "overview.html", {"o": data, "verified": audit.last_verification(engine),
-                                           "as_of": as_of or ""})
+async def overview(request: Request, as_of: Optional[str] = None, user=Depends(need("read_balance"))):
+    engine, day = engine_of(request), _day(as_of, "as-of date")
+    data, verified = await on_db(request, lambda: (cached(request, report.overview, as_of=day, lang=request.state.lang),
+                                                   audit.last_verification(engine)))
+    return page(request, "overview.html", {"o": data, "verified": verified, "as_of": as_of or ""})
 
 
 @router.get("/lots")

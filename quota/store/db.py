@@ -56,17 +56,21 @@ def lock_timeout(value: float | str | None = None) -> float:
     return seconds
 
 
-def make_engine(url: str = DEFAULT_URL, lock_timeout_s: float | str | None = None) -> Engine:
+def make_engine(url: str = DEFAULT_URL, lock_timeout_s: float | str | None = None, pool_size: int | None = None
+                ) -> Engine:
     """An engine for SQLite (WAL, BEGIN IMMEDIATE for writers) or PostgreSQL (psycopg; every statement
     waits at most `lock_timeout_s` for a lock, see `lock_timeout`, set once per connection); any other URL
-    is refused (BadDatabaseURL) before anything is opened."""
+    is refused (BadDatabaseURL) before anything is opened. `pool_size`: the connections kept open for reuse
+    (a server: about one per request it serves at once; SQLAlchemy's default is 5, and a connection made
+    beyond them is closed after use, so a busier server would connect again and again)."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if not (url.startswith("sqlite:///") or url == "sqlite://" or url.startswith("postgresql+psycopg://")):
         raise BadDatabaseURL(url=url)
+    pool = {"pool_size": pool_size, "max_overflow": pool_size // 4} if pool_size and url != "sqlite://" else {}
     if url.startswith("sqlite"):
         driver.sqlite_adapters()  # dates bound through the driver are stored as ISO text
-        engine = create_engine(make_url(url).set(drivername="sqlite+quota"),
+        engine = create_engine(make_url(url).set(drivername="sqlite+quota"), **pool,
                                connect_args={"timeout": 60, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -85,7 +89,7 @@ def make_engine(url: str = DEFAULT_URL, lock_timeout_s: float | str | None = Non
         options = " ".join(options) if isinstance(options, tuple) else options
         millis = round(lock_timeout(lock_timeout_s) * 1000)
         # in the connection's startup packet: no statement, no round trip
-        engine = create_engine(parsed, connect_args={"options": f"{options} -c lock_timeout={millis}".strip()})
+        engine = create_engine(parsed, **pool, connect_args={"options": f"{options} -c lock_timeout={millis}".strip()})
         driver.install(engine)
     return engine
 
@@ -221,6 +225,35 @@ def reading(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn:
         with conn.begin():
             yield conn
+
+
+def read_one(engine: Engine, sql: str, params: Sequence = ()) -> tuple | None:
+    """The first row of one SELECT (`?` placeholders), or None, outside any transaction: a statement is its
+    own snapshot, so a one-statement read needs no BEGIN and COMMIT around it (on PostgreSQL three round
+    trips become one; on SQLite, two statements and SQLAlchemy's connection and result objects go). For the
+    reads a long-running server makes on every request (the user of a session or token, the ledger's state).
+    Driver errors are raised as DatabaseError, as through SQLAlchemy."""
+    sqlite = is_sqlite(engine)
+    raw = engine.raw_connection()  # from the pool: no connection is opened per call
+    try:
+        dbapi = raw.driver_connection
+        if not sqlite:
+            dbapi.autocommit = True  # psycopg: a client-side flag, no round trip (the pool hands out idle connections)
+        try:
+            cur = dbapi.cursor()
+            try:
+                cur.execute(sql if sqlite else sql.replace("?", "%s"), tuple(params))
+                return cur.fetchone()
+            finally:
+                cur.close()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raw.invalidate()  # whatever went wrong, the connection is not handed out again
+            raise DBAPIError.instance(sql, params, exc, engine.dialect.loaded_dbapi.Error) from exc
+        finally:
+            if not sqlite and raw.is_valid:
+                dbapi.autocommit = False
+    finally:
+        raw.close()
 
 
 def lock_head(conn: Connection, reads: Sequence[driver.Query] = ()) -> tuple[int, str]:

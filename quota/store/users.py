@@ -163,9 +163,7 @@ def disable_user(engine: Engine, name: str) -> dict:
 
 def get_user(engine: Engine, name: str) -> User | None:
     """The enabled user of that name, or None (a session of a disabled or unknown user is no session)."""
-    with db.reading(engine) as conn:
-        row = conn.execute(text("SELECT name, role FROM web_user WHERE name = :n AND disabled_at IS NULL"),
-                           {"n": name}).first()
+    row = db.read_one(engine, "SELECT name, role FROM web_user WHERE name = ? AND disabled_at IS NULL", (name,))
     return User(row[0], row[1]) if row else None
 
 
@@ -351,10 +349,9 @@ def session_user(engine: Engine, sid: str, now: dt.datetime | None = None) -> Us
     if not sid or len(sid) > 100:
         return None
     now = now or dt.datetime.now(dt.timezone.utc)
-    with db.reading(engine) as conn:
-        row = conn.execute(text("SELECT u.name, u.role FROM web_session s JOIN web_user u ON u.name = s.name "
-                                "WHERE s.sid_hash = :h AND s.created_at >= :c AND u.disabled_at IS NULL"),
-                           {"h": _token_hash(sid), "c": _stamp(now - dt.timedelta(hours=SESSION_HOURS))}).first()
+    row = db.read_one(engine, "SELECT u.name, u.role FROM web_session s JOIN web_user u ON u.name = s.name "
+                              "WHERE s.sid_hash = ? AND s.created_at >= ? AND u.disabled_at IS NULL",
+                      (_token_hash(sid), _stamp(now - dt.timedelta(hours=SESSION_HOURS))))
     return User(row[0], row[1]) if row else None
 
 
@@ -465,18 +462,16 @@ def user_for_token(engine: Engine, token: str) -> User | None:
     """The enabled user an API token belongs to, or None."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
         return None
-    with db.reading(engine) as conn:
-        row = conn.execute(text("SELECT u.name, u.role FROM web_token t JOIN web_user u ON u.name = t.name "
-                                "WHERE t.token_hash = :h AND u.disabled_at IS NULL"),
-                           {"h": _token_hash(token)}).first()
+    row = db.read_one(engine, "SELECT u.name, u.role FROM web_token t JOIN web_user u ON u.name = t.name "
+                              "WHERE t.token_hash = ? AND u.disabled_at IS NULL", (_token_hash(token),))
     return User(row[0], row[1]) if row else None
 
 
 # --------------------------------------------------------------------------- settings
 
 def setting(engine: Engine, key: str) -> str | None:
-    with db.reading(engine) as conn:
-        return conn.execute(text("SELECT value FROM web_setting WHERE key = :k"), {"k": key}).scalar()
+    row = db.read_one(engine, "SELECT value FROM web_setting WHERE key = ?", (key,))
+    return row[0] if row else None
 
 
 def session_secret(engine: Engine) -> str:
