@@ -274,7 +274,9 @@ def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> F
         message = "; ".join(f"{p['where']}: {p['message']}" for p in problems)
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": {"code": "bad_request", "message": message, "problems": problems}}, 422)
-        return page(request, "error.html", {"message": message, "code": "bad_request"}, 422)
+        fields = "、".join(sorted({p["where"].split(".")[-1] for p in problems if p["where"]}))
+        shown = i18n.t("web_bad_request", request.state.lang, fields=fields, detail=message)
+        return page(request, "error.html", {"message": shown, "code": "bad_request"}, 422)
 
     @app.exception_handler(DatabaseError)
     async def database_error(request: Request, exc: DatabaseError):

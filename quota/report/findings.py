@@ -22,6 +22,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "pipeline": ("pipeline", "待审"), "reserved": ("reserved", "已预留"), "approved": ("approved", "已批复"),
     "cancelled": ("cancelled", "已撤销"), "scenario": ("scenario", "情景"), "revoked": ("revoked", "已注销"),
     "superseded": ("superseded", "已被替代"), "expired": ("expired", "已过期"), "active": ("active", "有效"),
+    "exhausted": ("exhausted", "已用尽"),
     "missing": ("missing", "不存在"), "optimal": ("optimal", "最优"), "feasible": ("feasible", "可行"),
     "infeasible": ("infeasible", "不可行"), "time_limit": ("stopped at the time limit", "达到时间限制"),
 }

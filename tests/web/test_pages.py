@@ -525,3 +525,23 @@ def test_lots_are_filtered_and_paged_by_the_library_and_the_pages_add_up(ws, mon
     assert shown == [r["lot"] for r in every]
     filtered = c.get("/lots?state=active&expires_before=2028-01-01").text
     assert re.findall(r'<tr><td><a href="/lots/([^"]+)">', filtered) == [r["lot"] for r in expected][:5]
+
+
+def test_a_malformed_form_field_is_refused_in_the_users_language_and_every_lot_state_is_named(ws):
+    """FastAPI's own validation text ("Input should be a valid number...") is quoted inside a sentence of the
+    user's language, naming the field; the lots filter names every state in Chinese (exhausted was English)."""
+    engine, app = ws
+    planner = login(app, "planner")
+    before = snapshot(engine)
+    r = planner.post("/plans", data={"csrf_token": csrf(planner), "time_limit": "abc", "key": "web-bad"})
+    assert r.status_code == 422
+    shown = text_of(r.text)
+    assert "请求无效（time_limit）：“" in shown
+    assert shown.index("Input should be") > shown.index("“")  # the library's words only inside the quotes
+    assert {k: v for k, v in snapshot(engine).items() if k not in ("web_session", "web_throttle")} == \
+        {k: v for k, v in before.items() if k not in ("web_session", "web_throttle")}
+    lots = text_of(planner.get("/lots").text)
+    assert all(word in lots for word in ("有效", "已用尽", "已过期", "已注销", "已被替代")) and "exhausted" not in lots
+    planner.get("/lang/en?next=/lots")
+    r = planner.post("/plans", data={"csrf_token": csrf(planner), "time_limit": "abc", "key": "web-bad-2"})
+    assert r.status_code == 422 and "the request is not valid: " in text_of(r.text)
