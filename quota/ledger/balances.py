@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Engine, text
 from quota import clock
 from quota.store import db
 from quota.rules import versions
-from quota import units
+from quota import identity, units
 from quota.errors import Refused
 from quota.accounts import lot_balance_join
 from quota.clock import as_date as _as_date
@@ -198,7 +198,10 @@ def balance_stream(engine: Engine, *, by: str = "pollutant", pollutant: str | No
 def _known(code: str | None, known: dict, what: str) -> str | None:
     if code is None:
         return None
-    value = code.strip().upper()
+    try:
+        value = identity.code(code, what)  # the one normal form of every code typed by a user (ＮＯＸ is NOX)
+    except identity.BadId:
+        value = None
     if value not in known:
         raise Refused("unknown_code", what=what, value=code, known=sorted(known))
     return value

@@ -218,6 +218,11 @@ def test_codes_in_filters_are_case_insensitive_like_the_imports(loaded):
     upper = json.loads(quota(loaded, "balance", "--pollutant", "NOX", "--zone", "JT-ZL", "--by", "zone",
                              "--json").stdout)["rows"]
     assert lower == upper and lower and lower[0]["zone"] == "JT-ZL"
+    wide = json.loads(quota(loaded, "balance", "--pollutant", "ＮＯＸ", "--zone", " ｊｔ-ｚｌ ", "--by", "zone",
+                            "--json").stdout)["rows"]
+    assert wide == upper  # full-width, as reserve and the imports read them (NFKC): one normal form of a code
+    r = quota(loaded, "balance", "--pollutant", "NO\u200bX", "--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["error"]["code"] == "unknown_code"
 
 
 def test_refusals_in_chinese_are_rendered_from_their_code_and_facts(loaded):
