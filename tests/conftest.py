@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from quota.store import db
 from quota.rules import versions
-from tests.databases import fresh_url
+from tests.databases import fresh_url, vacuum_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
@@ -20,6 +20,16 @@ if os.environ.get("QUOTA_SKIP_PG") == "1":  # for a quick local run only; CI run
 TALLY_HEADER = ("tally_id,source_id,source_name,measure,zone,pollutant,baseline_actual,permitted,post,unit,"
                 "baseline_year,effective_date,method,assessor,report_no")
 PROJECT_HEADER = "project_id,name,zone,industry,pollutant,increment,unit,priority,needed_by,must_fund,ratio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _catalog_kept_small():
+    """PostgreSQL's catalogs vacuumed before and after the run (tests/databases.py, vacuum_catalog)."""
+    if "postgresql" in ENGINES:
+        vacuum_catalog()
+    yield
+    if "postgresql" in ENGINES:
+        vacuum_catalog()
 
 
 @pytest.fixture(params=ENGINES)
