@@ -17,7 +17,7 @@ MESSAGES: dict[str, dict[str, str]] = {
                       "zh": "……另有 {n} 个问题（--json 列出全部）"},
     "verify_failed": {"en": "verification FAILED: {n} problem(s)", "zh": "校验失败：{n} 个问题"},
     "error": {"en": "error", "zh": "错误"},
-    "web_bad_request": {"en": "the request is not valid: {detail}", "zh": "请求无效（{fields}）：“{detail}”"},
+    "web_bad_request": {"en": "the request is not valid ({fields}): {detail}", "zh": "请求无效（{fields}）：“{detail}”"},
     "error_prefix": {"en": "error: ", "zh": "错误："},
     "verified": {"en": "{what} verified: {txns} transactions, {posts} postings, {accts} balances; head {head} ({scheme})",
                  "zh": "{what}校验通过：{txns} 笔交易，{posts} 条分录，{accts} 个余额；链头 {head}（{scheme}）"},

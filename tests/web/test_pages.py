@@ -544,4 +544,4 @@ def test_a_malformed_form_field_is_refused_in_the_users_language_and_every_lot_s
     assert all(word in lots for word in ("有效", "已用尽", "已过期", "已注销", "已被替代")) and "exhausted" not in lots
     planner.get("/lang/en?next=/lots")
     r = planner.post("/plans", data={"csrf_token": csrf(planner), "time_limit": "abc", "key": "web-bad-2"})
-    assert r.status_code == 422 and "the request is not valid: " in text_of(r.text)
+    assert r.status_code == 422 and "the request is not valid (time_limit): " in text_of(r.text)
