@@ -161,12 +161,6 @@ def disable_user(engine: Engine, name: str) -> dict:
     return db.run_write(engine, work, lock=False, attempts=1)
 
 
-def get_user(engine: Engine, name: str) -> User | None:
-    """The enabled user of that name, or None (a session of a disabled or unknown user is no session)."""
-    row = db.read_one(engine, "SELECT name, role FROM web_user WHERE name = ? AND disabled_at IS NULL", (name,))
-    return User(row[0], row[1]) if row else None
-
-
 _DUMMY: list[str] = []  # a hash to verify against for unknown names, so they take as long as known ones
 
 

@@ -105,11 +105,15 @@ def test_a_disabled_user_cannot_sign_in_and_loses_tokens(engine):
     token = users.new_token(engine, "wang")["token"]
     assert users.user_for_token(engine, token) == users.User("wang", "clerk")
     assert users.user_for_token(engine, token + "x") is None
-    assert users.get_user(engine, "wang") is not None
+    sid = users.open_session(engine, "wang")
+    assert users.session_user(engine, sid) == users.User("wang", "clerk")  # what the app asks of each request
     users.disable_user(engine, "wang")
     assert users.authenticate(engine, "wang", PASSWORD).reason == "disabled"
     assert users.user_for_token(engine, token) is None
-    assert users.get_user(engine, "wang") is None
+    assert users.session_user(engine, sid) is None
+    # a session row left behind (say, opened while the disable was committing) is still no session
+    assert users.session_user(engine, users.open_session(engine, "wang")) is None
+    assert [(u["name"], u["disabled_at"] is not None) for u in users.list_users(engine)["users"]] == [("wang", True)]
     with pytest.raises(Refused):
         users.new_token(engine, "wang")
 
