@@ -463,18 +463,40 @@ def _upload_name(filename: str | None, default: str) -> str:
     return default if name.strip(".") == "" else name
 
 
-def _importer(kind: str):
+def _intake(kind: str):
+    """The library module of an import: project_files or tallies."""
     if kind == "projects":
         from quota.intake import project_files
-        return project_files.import_projects
+        return project_files
     from quota.intake import tallies
-    return tallies.import_tallies
+    return tallies
+
+
+def _importer(kind: str):
+    module = _intake(kind)
+    return module.import_projects if kind == "projects" else module.import_tallies
+
+
+def _preview_view(preview: dict | None, problems: list[dict]) -> dict | None:
+    """The rows of a refused file (the library's preview) with each problem on its cell: the cell's messages
+    (a problem of a column the file has not, on the row number). None when there is no preview."""
+    if preview is None:
+        return None
+    keys = [canon for _, canon in preview["columns"]]
+    notes: dict[tuple, list[str]] = {}
+    for p in problems:
+        notes.setdefault((p["row"], p["column"] if p["column"] in keys else ""), []).append(p["message"])
+    return {"headers": [text for text, _ in preview["columns"]], "total": preview["total"],
+            "first": preview["first"], "left_out": preview["left_out"],
+            "rows": [{"row": r["row"], "bad": "; ".join(notes.get((r["row"], ""), [])),
+                      "cells": [{"column": k, "text": v, "bad": "; ".join(notes.get((r["row"], k), []))}
+                                for k, v in zip(keys, r["cells"])]} for r in preview["rows"]]}
 
 
 def _import_page(request: Request, kind: str, **context):
     status = context.pop("status", 200)
     return page(request, "import.html", {"kind": kind, "result": None, "problems": [], "upload": "", "name": "",
-                                         "read": {}, "sheet": "", **context}, status)
+                                         "read": {}, "sheet": "", "preview": None, **context}, status)
 
 
 def _stored(upload: str) -> Path:
@@ -526,9 +548,13 @@ def import_upload(kind: str):
                                                                      actor=user.name, dry_run=True,
                                                                      sheet=_text(sheet), read=read))
         except ValidationFailed as exc:
+            marked = {p.row for p in exc.problems if p.row > 0}  # a problem of a row, not of the whole file
+            preview = await run_in_threadpool(_intake(kind).preview, str(folder / name), _text(sheet), marked) \
+                if marked else None
             shutil.rmtree(folder, ignore_errors=True)
-            return _import_page(request, kind, name=name, status=422, read=read, sheet=sheet,
-                                problems=refusal_view(exc, request.state.lang)["problems"])
+            problems = refusal_view(exc, request.state.lang)["problems"]
+            return _import_page(request, kind, name=name, status=422, read=read, sheet=sheet, problems=problems,
+                                preview=_preview_view(preview, problems))
         return _import_page(request, kind, name=name, result=result, upload=token, read=read, sheet=sheet)
     return view
 
