@@ -32,6 +32,7 @@ from web.app import cached, check_csrf, current_user, csrf_token, engine_of, nee
 router = APIRouter(include_in_schema=False)
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 LOTS_PER_PAGE = 50
+OUTLOOK_SECONDS = 5.0  # the solver's time limit for one view of /outlook (the whole horizon is one solve)
 
 
 def _day(value: Optional[str], what: str = "date") -> Optional[dt.date]:
@@ -277,10 +278,13 @@ def plan(request: Request, plan_id: str, user=Depends(need("read_plans"))):
 async def outlook(request: Request, years: int = Query(5, ge=1, le=10), as_of: Optional[str] = None,
                   user=Depends(need("read_plans"))):
     """The CLI's `quota plan outlook`: year by year, the quota left at each year's end and the demand a plan
-    cannot fund, per pollutant and key (each year's solve limited to 5 s; at most 10 years)."""
+    cannot fund, per pollutant and key (at most 10 years; one solve for the whole horizon, limited to
+    OUTLOOK_SECONDS). Kept in the app's read cache by the ledger's state: the same view again before the next
+    write is not solved again."""
     from quota.planning import outlook as ahead
     day = _day(_text(as_of), "as-of date")
-    result = await run_in_threadpool(lambda: ahead.outlook(engine_of(request), years=years, as_of=day, time_limit=5.0))
+    result = await run_in_threadpool(cached, request, ahead.outlook, years=years, as_of=day,
+                                     time_limit=OUTLOOK_SECONDS)
     return page(request, "outlook.html", {"o": result, "chart": report.outlook_view(result, request.state.lang),
                                           "years": years, "as_of": as_of or ""})
 

@@ -619,3 +619,29 @@ def test_a_file_refused_as_a_whole_has_no_preview(ws):
     r = c.post("/import/projects", data={"csrf_token": csrf(c)},
                files={"file": ("bad.csv", b"project_id,nonsense\nP-1,x\n", "text/csv")})
     assert r.status_code == 422 and 'id="problems"' in r.text and 'id="preview"' not in r.text
+
+
+def test_a_second_outlook_view_at_the_same_ledger_state_is_not_solved_again(ws, monkeypatch):
+    from quota.ledger import operations
+    from quota.planning import milp
+    engine, app = ws
+    solves = []
+    real = milp.solve
+
+    def counted(*args, **kwargs):
+        solves.append(kwargs.get("time_limit"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(milp, "solve", counted)
+    planner = login(app, "planner")
+    first = planner.get("/outlook?years=2")
+    assert first.status_code == 200 and solves == [5.0]  # one solve for the whole horizon, at the page's limit
+    again = planner.get("/outlook?years=2")
+    assert again.status_code == 200 and solves == [5.0] and again.text == first.text  # from the cache
+    assert login(app, "clerk").get("/outlook?years=2").status_code == 403 and len(solves) == 1
+    assert planner.get("/outlook?years=3").status_code == 200 and len(solves) == 2  # another view: solved
+    assert planner.get("/outlook?years=2&as_of=2026-06-01").status_code == 200 and len(solves) == 3
+    operations.reserve(engine, "P2026-01", actor="tester")  # a write moves the ledger's head: solved anew
+    after = planner.get("/outlook?years=2")
+    assert after.status_code == 200 and len(solves) == 4
+    assert planner.get("/outlook?years=2").text == after.text and len(solves) == 4
