@@ -491,7 +491,7 @@ def _preview_view(preview: dict | None, problems: list[dict]) -> dict | None:
     for p in problems:
         notes.setdefault((p["row"], p["column"] if p["column"] in keys else ""), []).append(p["message"])
     return {"headers": [text for text, _ in preview["columns"]], "total": preview["total"],
-            "first": preview["first"], "left_out": preview["left_out"],
+            "first": preview["first"], "most": preview["most"], "left_out": preview["left_out"],
             "rows": [{"row": r["row"], "bad": "; ".join(notes.get((r["row"], ""), [])),
                       "cells": [{"column": k, "text": v, "bad": "; ".join(notes.get((r["row"], k), []))}
                                 for k, v in zip(keys, r["cells"])]} for r in preview["rows"]]}

@@ -245,30 +245,35 @@ def open_rows(path: str, aliases: dict[str, str], required: list[str], optional:
     return [], rows
 
 
-PREVIEW_ROWS = 200  # rows a preview shows from the top of a file (rows with a problem are shown wherever they are)
+PREVIEW_ROWS = 200  # rows a preview shows from the top of a file
+PREVIEW_MARKED = 1000  # rows with a problem a preview shows below those (the first in the file): a file of a
+# million bad rows is previewed in a page of at most 1,200 rows, not one of a million
 
 
 def preview_rows(path: str, aliases: dict[str, str], required: list[str], optional: list[str],
-                 sheet: str | None = None, marked=(), first: int = PREVIEW_ROWS) -> dict | None:
+                 sheet: str | None = None, marked=(), first: int = PREVIEW_ROWS,
+                 most: int = PREVIEW_MARKED) -> dict | None:
     """The rows of a file as open_rows reads them (the same reading an import makes), to show beside its
     problems: {"columns": [[header text, canonical name]], "rows": [{"row": the file's row number, "cells":
-    [text per column]}], "total": data rows read, "first": `first`, "left_out": rows read but not returned}. Returns the first
-    `first` rows and every row whose number is in `marked`; one pass, one row at a time. None when the file or
+    [text per column]}], "total": data rows read, "first": `first`, "most": `most`, "left_out": rows read but
+    not returned}. Returns the first `first` rows and, below them, the first `most` rows whose number is in
+    `marked`; one pass, one row at a time, so its size is bounded whatever the file's. None when the file or
     its header cannot be read (its problems say why)."""
     columns: list = []
     problems, rows = open_rows(path, aliases, required, optional, sheet, columns=columns)
     if problems:
         return None
     marked, keys = set(marked), [canon for _, canon in columns]
-    kept, total = [], 0
+    kept, total, below = [], 0, 0
     try:
         for number, cells in rows():
             total += 1
-            if total <= first or number in marked:
+            if total <= first or (number in marked and below < most):
+                below += total > first
                 kept.append({"row": number, "cells": [cells[k] for k in keys]})
     except Exception:  # noqa: BLE001 -- a file malformed further on: its problem says so
         return None
-    return {"columns": [list(c) for c in columns], "rows": kept, "total": total, "first": first,
+    return {"columns": [list(c) for c in columns], "rows": kept, "total": total, "first": first, "most": most,
             "left_out": total - len(kept)}
 
 

@@ -20,3 +20,13 @@ def test_the_preview_is_the_imports_own_reading_bounded_to_the_first_rows_and_th
                                   marked={9, 11, 99}, first=3)
     assert [r["row"] for r in bounded["rows"]] == [2, 3, 4, 9, 11] and bounded["left_out"] == 5
     assert project_files.preview(write_csv("h.csv", "project_id,nonsense", ["P-1,x"])) is None  # header refused
+
+
+def test_the_rows_with_a_problem_below_the_first_are_bounded_too(write_csv):
+    rows = [f"P-{i},项目{i},JT-YT,,COD,1.0,t/a,,,," for i in range(1, 21)]  # lines 2-21
+    path = write_csv("p.csv", PROJECT_HEADER, rows)
+    some = tables.preview_rows(path, project_files.ALIASES, project_files.REQUIRED, project_files.OPTIONAL,
+                               marked=set(range(2, 22)), first=3, most=4)
+    assert [r["row"] for r in some["rows"]] == [2, 3, 4, 5, 6, 7, 8] and some["left_out"] == 13
+    assert (some["first"], some["most"]) == (3, 4)
+    assert project_files.preview(path, marked=set(range(2, 22)))["most"] == tables.PREVIEW_MARKED

@@ -579,7 +579,7 @@ def test_a_refused_import_previews_its_rows_with_each_problem_cell_marked(ws, tm
     shown = re.findall(r'<tr data-row="(\d+)">', r.text.split('id="preview"')[1])
     assert shown == [str(n) for n in range(2, 202)] + ["240", "246"]  # the first 200 rows and the rows with problems
     left_out = re.search(r'id="preview-left-out">([^<]*)<', r.text).group(1)
-    assert re.findall(r"\d+", left_out) == ["250", "48", "200"]  # of 250 rows, 48 not shown (Chinese: the default)
+    assert re.findall(r"\d+", left_out) == ["250", "48", "200", "1000"]  # of 250, 48 not shown (Chinese: the default)
     english = c.post("/import/projects", data={"csrf_token": token}, headers={"Accept-Language": "en"},
                      files={"file": ("bad.csv", bad, "text/csv")}).text
     assert "48 of the 250 rows are not shown" in english
@@ -645,3 +645,20 @@ def test_a_second_outlook_view_at_the_same_ledger_state_is_not_solved_again(ws, 
     after = planner.get("/outlook?years=2")
     assert after.status_code == 200 and len(solves) == 4
     assert planner.get("/outlook?years=2").text == after.text and len(solves) == 4
+
+
+def test_the_preview_of_a_file_with_a_problem_on_every_row_stays_bounded(ws):
+    """Every row of a large file refused: every problem is listed, but the preview shows the first 200 rows and
+    the first 1,000 rows with a problem below them, not every row of the file (a 50 MB file of bad rows made a
+    page of hundreds of megabytes)."""
+    from quota.intake import tables
+    engine, app = ws
+    c = login(app, "clerk")
+    n = tables.PREVIEW_ROWS + tables.PREVIEW_MARKED + 100
+    rows = [f"P-B{i},项目{i},JT-YT,chemical,COD,abc,t/a,1,2027-06-30,false," for i in range(1, n + 1)]  # lines 2..
+    r = c.post("/import/projects", data={"csrf_token": csrf(c)}, headers={"Accept-Language": "en"},
+               files={"file": ("bad.csv", (PROJECT_HEADER + "\n" + "\n".join(rows) + "\n").encode(), "text/csv")})
+    assert r.status_code == 422 and r.text.count('<tr class="problem"') == n  # the list: every problem
+    shown = re.findall(r'<tr data-row="(\d+)">', r.text.split('id="preview"')[1])
+    assert shown == [str(line) for line in range(2, n + 2 - 100)]  # lines 2.. of the first 1,200 rows
+    assert "100 of the 1300 rows are not shown (shown: the first 200, and below them the first 1000 rows" in r.text
