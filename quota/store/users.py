@@ -329,8 +329,9 @@ def open_session(engine: Engine, name: str, client: str | None = None, agent: st
     def work(conn) -> None:
         conn.execute(text("DELETE FROM web_session WHERE created_at < :c"),
                      {"c": _stamp(now - dt.timedelta(hours=SESSION_HOURS))})
+        # of an enabled user only: one disabled between its password check and this write gets no session
         conn.execute(text("INSERT INTO web_session (sid_hash, name, created_at, client, agent) "
-                          "VALUES (:h, :n, :t, :c, :a)"),
+                          "SELECT :h, name, :t, :c, :a FROM web_user WHERE name = :n AND disabled_at IS NULL"),
                      {"h": _token_hash(sid), "n": username(name), "t": _stamp(now), "c": _client(client) or "",
                       "a": str(agent or "")[:200]})
 
@@ -362,11 +363,13 @@ def list_sessions(engine: Engine, name: str, now: dt.datetime | None = None) -> 
     name = username(name)
     now = now or dt.datetime.now(dt.timezone.utc)
     with db.reading(engine) as conn:
-        if conn.execute(text("SELECT 1 FROM web_user WHERE name = :n"), {"n": name}).first() is None:
+        user = conn.execute(text("SELECT disabled_at FROM web_user WHERE name = :n"), {"n": name}).first()
+        if user is None:
             raise NotFound(what="user", value=name)
-        rows = conn.execute(text("SELECT sid_hash, created_at, client, agent FROM web_session WHERE name = :n "
-                                 "AND created_at >= :c ORDER BY created_at, sid_hash"),
-                            {"n": name, "c": _stamp(now - dt.timedelta(hours=SESSION_HOURS))}).all()
+        rows = [] if user[0] is not None else conn.execute(  # a disabled user's sessions do not work
+            text("SELECT sid_hash, created_at, client, agent FROM web_session WHERE name = :n "
+                 "AND created_at >= :c ORDER BY created_at, sid_hash"),
+            {"n": name, "c": _stamp(now - dt.timedelta(hours=SESSION_HOURS))}).all()
     return {"name": name, "sessions": [
         {"id": r[0][:12], "created_at": r[1], "expires_at": _expiry(r[1]), "client": r[2], "agent": r[3]}
         for r in rows]}

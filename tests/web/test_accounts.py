@@ -269,3 +269,26 @@ def test_failed_sign_ins_from_one_address_are_refused_for_a_while_in_the_browser
     assert codes == [401] * (users.ADDRESS_LOCK_AFTER - 1) + [429]
     r = c.post("/login", data={"username": "clerk", "password": PASSWORD, "csrf_token": token})
     assert r.status_code == 429 and "地址" in text_of(r.text)
+
+
+def test_a_user_disabled_while_signing_in_gets_no_session_and_none_is_listed(ws, db_url, monkeypatch):
+    """The admin disables wang between the check of wang's password and the opening of the session: no session
+    is kept, none is listed (as live) by `quota user sessions`, and the cookie signs nobody in."""
+    engine, app = ws
+    checked = users.authenticate
+
+    def then_disabled(*args, **kwargs):
+        result = checked(*args, **kwargs)
+        users.disable_user(engine, "clerk")
+        return result
+
+    monkeypatch.setattr(users, "authenticate", then_disabled)
+    c = client(app)
+    r = c.post("/login", data={"username": "clerk", "password": PASSWORD, "csrf_token": csrf_of(c.get("/login").text)})
+    assert r.status_code == 303
+    assert c.get("/").headers["location"] == "/login"
+    assert users.list_sessions(engine, "clerk")["sessions"] == []
+    r = cli(db_url, "user", "sessions", "clerk", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"name": "clerk", "sessions": []}
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM web_session WHERE name = 'clerk'").scalar() == 0
