@@ -339,10 +339,11 @@ async def on_db(request: Request, fn, *args, **kwargs):
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
-def cached(request: Request, fn, **kwargs):
+def cached(request: Request, fn, keep=None, **kwargs):
     """`fn(engine, **kwargs)`, a library read, answered from the app's cache when the ledger has not changed
-    since the same read was made (a write is seen by the next read: see quota/store/readcache.py)."""
-    return request.app.state.reads.get(engine_of(request), fn, **kwargs)
+    since the same read was made (a write is seen by the next read: see quota/store/readcache.py); one that
+    `keep` refuses is not kept."""
+    return request.app.state.reads.get(engine_of(request), fn, keep=keep, **kwargs)
 
 
 def current_user(request: Request) -> users.User | None:

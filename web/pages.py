@@ -280,10 +280,10 @@ async def outlook(request: Request, years: int = Query(5, ge=1, le=10), as_of: O
     """The CLI's `quota plan outlook`: year by year, the quota left at each year's end and the demand a plan
     cannot fund, per pollutant and key (at most 10 years; one solve for the whole horizon, limited to
     OUTLOOK_SECONDS). Kept in the app's read cache by the ledger's state: the same view again before the next
-    write is not solved again."""
+    write is not solved again; one whose solve the time limit stopped (outlook.settled) is solved again."""
     from quota.planning import outlook as ahead
     day = _day(_text(as_of), "as-of date")
-    result = await run_in_threadpool(cached, request, ahead.outlook, years=years, as_of=day,
+    result = await run_in_threadpool(cached, request, ahead.outlook, keep=ahead.settled, years=years, as_of=day,
                                      time_limit=OUTLOOK_SECONDS)
     return page(request, "outlook.html", {"o": result, "chart": report.outlook_view(result, request.state.lang),
                                           "years": years, "as_of": as_of or ""})

@@ -56,6 +56,13 @@ def outlook(engine: Engine, *, years: int = 5, as_of: dt.date | None = None, sce
                    {c.candidate_id for c in candidates}, {p: book.pollutants[p].unit for p in book.pollutants})
 
 
+def settled(result: dict) -> bool:
+    """True when an outlook does not depend on how fast it was solved: its plan was proved optimal (or
+    infeasible); False when the time limit stopped the solve with the best found so far ("feasible"), which a
+    solve on a less busy machine may better (a cache must not keep it)."""
+    return result["plan"]["status"] != "feasible"
+
+
 def compute(day: dt.date, years: int, lots, later, projects, drawn, sol, candidate_ids, unit) -> dict:
     """The outlook from plain data (see the module's docstring); `later` is [(effective date, PLot)]."""
     span = list(range(day.year, day.year + years))

@@ -36,8 +36,10 @@ class ReadCache:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def get(self, engine: Engine, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        """`fn(engine, **kwargs)` as of the ledger's current state (kwargs must be hashable)."""
+    def get(self, engine: Engine, fn: Callable[..., Any], keep: Callable[[Any], bool] | None = None,
+            **kwargs: Any) -> Any:
+        """`fn(engine, **kwargs)` as of the ledger's current state (kwargs must be hashable). `keep(value)` false:
+        the value is returned but not kept (a solve stopped by its time limit: the next may do better)."""
         key = (ledger_state(engine), clock.today(), fn.__module__, fn.__qualname__, tuple(sorted(kwargs.items())))
         with self._lock:
             if key in self._values:
@@ -47,6 +49,8 @@ class ReadCache:
         value = fn(engine, **kwargs)  # refusals propagate and are not kept
         with self._lock:
             self.misses += 1
+            if keep is not None and not keep(value):
+                return value
             self._values[key] = value
             while len(self._values) > self.size:
                 self._values.popitem(last=False)

@@ -662,3 +662,27 @@ def test_the_preview_of_a_file_with_a_problem_on_every_row_stays_bounded(ws):
     shown = re.findall(r'<tr data-row="(\d+)">', r.text.split('id="preview"')[1])
     assert shown == [str(line) for line in range(2, n + 2 - 100)]  # lines 2.. of the first 1,200 rows
     assert "100 of the 1300 rows are not shown (shown: the first 200, and below them the first 1000 rows" in r.text
+
+
+def test_an_outlook_the_time_limit_cut_short_is_not_kept(ws, monkeypatch):
+    """A solve stopped by its time limit (status feasible: the best found so far, on a busy server) is shown but
+    not kept: the next view solves again (a proved answer is then kept), rather than the cut-short one being
+    shown until the next write."""
+    import dataclasses
+    from quota.planning import milp, outlook
+    engine, app = ws
+    solves, real, cut = [], milp.solve, [True]
+
+    def timed_out(*args, **kwargs):
+        sol, *rest = real(*args, **kwargs)
+        solves.append(sol.status)
+        return (dataclasses.replace(sol, status="feasible") if cut[0] else sol, *rest)
+
+    monkeypatch.setattr(milp, "solve", timed_out)
+    planner = login(app, "planner")
+    assert planner.get("/outlook?years=2").status_code == 200 and len(solves) == 1
+    assert planner.get("/outlook?years=2").status_code == 200 and len(solves) == 2  # solved again
+    cut[0] = False
+    assert planner.get("/outlook?years=2").status_code == 200 and len(solves) == 3
+    assert planner.get("/outlook?years=2").status_code == 200 and len(solves) == 3  # proved: kept
+    assert outlook.settled({"plan": {"status": "optimal"}}) and not outlook.settled({"plan": {"status": "feasible"}})
