@@ -219,11 +219,15 @@ def _allot(job: Job, now: float, deadline: float, width: int, pending_weight: fl
     return share if share >= MIN_MIP else 0.0
 
 
-def _kill_at(entry: tuple, solving_since: float, deadline: float) -> float:
+def _kill_at(entry: tuple, solving_since: float | None, deadline: float) -> float:
     """When a worker in its solver is presumed stuck: its time limit counts from dispatch (the
     worker gives the solver what is left of it), plus GRACE, but never later than END_GRACE past
-    the deadline of the whole run (the plan is due then; the part keeps its start)."""
+    the deadline of the whole run (the plan is due then; the part keeps its start). A worker whose
+    solver has not started (`solving_since` None: still building its model or its start) has until
+    that end too: one stuck there was waited for without end, past the plan's time limit."""
     _, started, limit = entry
+    if solving_since is None:
+        return deadline + END_GRACE
     return min(max(started + limit, solving_since + 0.5) + GRACE, deadline + END_GRACE)
 
 
@@ -275,7 +279,7 @@ def _dispatch(order: list[Job], deadline: float, width: int, threads: int, procs
             procs[i].send_conn.send((job.key, job.limit, threads, job.payload, time.time()))
             running[i] = (job, now, job.limit)
         conns = {procs[i].conn: i for i in running}
-        watch = [_kill_at(running[i], solving[i], deadline) for i in running if i in solving]
+        watch = [_kill_at(running[i], solving.get(i), deadline) for i in running]
         ready = wait(list(conns), timeout=max(0.0, min(watch) - time.perf_counter()) if watch else None)
         for conn in ready:
             i = conns[conn]
@@ -298,9 +302,9 @@ def _dispatch(order: list[Job], deadline: float, width: int, threads: int, procs
             free.append(i)
         now = time.perf_counter()
         for i, (job, started, limit) in list(running.items()):
-            if i in solving and now > _kill_at((job, started, limit), solving[i], deadline):  # stuck: kill, use its start
+            if now > _kill_at((job, started, limit), solving.get(i), deadline):  # stuck: kill, use its start
                 running.pop(i)
-                solving.pop(i)
+                solving.pop(i, None)
                 _replace(procs, i)
                 job.result, job.seconds = None, now - started
                 free.append(i)

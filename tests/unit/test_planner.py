@@ -388,3 +388,32 @@ def test_quiet_in_overlapping_threads_gives_stdout_back():
         t.join(20)
     after = os.fstat(1)
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+def test_a_worker_stuck_before_its_solver_starts_is_killed_at_the_runs_end():
+    """A worker that never reports its solver's start (stopped here with SIGSTOP: as one stuck building its model)
+    was waited for without end, whatever the time limit; it is killed at the run's end and its part falls back
+    to a plan made here."""
+    import os
+    import signal
+    import threading
+    from quota.planning import decompose
+    projects, lots = two_markets()
+    for w in decompose.POOL.take(len(decompose.POOL.workers)):  # idle workers of earlier tests: ended
+        w.kill()
+    decompose.POOL.ensure(1)  # the one the run takes (a fresh worker: no solve yet, any thread count)
+    stuck = decompose.POOL.workers[0]
+    os.kill(stuck.proc.pid, signal.SIGSTOP)
+    got = []
+    solve = threading.Thread(target=lambda: got.append(milp.solve(projects, lots, time_limit=2, workers=1)))
+    solve.start()
+    solve.join(120)  # a guard against a hang, not a timing assert: the run has 2 s
+    hung = solve.is_alive()
+    if hung:  # let the run finish before failing, so no stopped worker is left behind
+        os.kill(stuck.proc.pid, signal.SIGKILL)
+        solve.join(60)
+    assert not hung and got and stuck.proc.poll() is not None
+    sol, rows = got[0]
+    assert sol.status == "feasible" and "fallback" in [p["how"] for p in sol.parts]
+    assert not problem.feasible(rows, set(sol.funded), set())
+    assert all(w.alive() for w in decompose.POOL.workers) and stuck not in decompose.POOL.workers
