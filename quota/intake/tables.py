@@ -76,7 +76,14 @@ def _csv(path: str, info: dict):
         with open(path, "rb") as fh:
             fh.seek(skip)
             with pd.read_csv(fh, encoding=encoding, chunksize=CHUNK, **_CSV) as reader:
-                yield from reader
+                for part in reader:
+                    # a first row with more cells than the header names: pandas takes its first cells as the
+                    # rows' index and reads every row's cells under the wrong columns (a trailing comma shifted
+                    # a whole file by one column); refused, never read shifted
+                    if not isinstance(part.index, pd.RangeIndex):
+                        raise _Unreadable("extra_cells", header=len(header.columns),
+                                          cells=len(header.columns) + part.index.nlevels)
+                    yield part
     return header, frames, 0
 
 

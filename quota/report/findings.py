@@ -54,6 +54,9 @@ PROBLEMS: dict[str, tuple[str, str]] = {
                               "不支持的文件类型 {suffix!r}（请使用 .csv 或 .xlsx）"),
     "empty_file": ("cannot read file: empty file", "无法读取文件：文件为空"),
     "unreadable_file": ("cannot read file: not a readable CSV or XLSX file", "无法读取文件：不是可读的 CSV 或 XLSX 文件"),
+    "extra_cells": ("the first data row has {cells} cells but the header names {header} columns (a trailing comma?): "
+                    "its columns would be misread; remove the extra cells or name them in the header",
+                    "第一行数据有 {cells} 个单元格，但表头只列出 {header} 列（行尾多了逗号？）：各列会被错位读取；请删除多余的单元格或在表头中命名"),
     "workbook_too_big": ("the workbook unpacks to {size} MB, more than the {max} MB a workbook may hold here "
                          "(save it as CSV, or split it)", "工作簿解压后为 {size} MB，超过允许的 {max} MB（请另存为 CSV 或拆分）"),
     "no_sheet": ("no sheet named {sheet!r} (sheets: {sheets})", "没有名为 {sheet!r} 的工作表（现有：{sheets}）"),
