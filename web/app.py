@@ -286,7 +286,9 @@ def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> F
             return JSONResponse({"error": {"code": code, "message": message}}, exc.status_code, headers=headers)
         if exc.status_code == 404:
             message = i18n.t("web_not_found", request.state.lang)
-        return page(request, "error.html", {"message": message, "code": code}, exc.status_code)
+        response = page(request, "error.html", {"message": message, "code": code}, exc.status_code)
+        response.headers.update(headers or {})  # a 405's Allow, as the API's has it
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):

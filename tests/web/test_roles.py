@@ -202,3 +202,12 @@ def test_head_of_the_overview_and_admin_as_a_clerk_and_without_a_session(workspa
     assert nobody.head("/api/v1/balance").status_code == 401
     assert clerk.head("/no-such-page").status_code == 404
     assert clerk.head("/logout").status_code == clerk.get("/logout").status_code == 405  # POST only, as GET
+
+
+def test_a_page_routes_405_names_the_methods_it_allows_for_get_and_head(workspace):
+    """A GET or HEAD of a POST-only page (sign-out, verify) is 405 with Allow: POST, as the API's 405 is."""
+    clerk = workspace["clients"]["clerk"]
+    for path in ("/logout", "/audit/verify", "/api/v1/projects/P-1/reserve"):
+        for method in ("GET", "HEAD"):
+            r = clerk.request(method, path)
+            assert r.status_code == 405 and r.headers.get("allow") == "POST", (method, path, r.headers)
