@@ -164,11 +164,16 @@ class _Pool:
     workers it needs and gives them back: two solves at once in one process (the web workspace serves requests
     in threads) each have their own, never share a pipe (they did, and read each other's results: a view
     waited without end). A stuck worker, or one whose thread count does not suit the next job, is killed and
-    replaced by the run holding it; at most cores() idle workers are kept."""
+    replaced by the run holding it; at most cores() idle workers are kept. At most `limit` workers are held by
+    runs at once: a run that would pass it waits for another's to come back, until its own deadline (without
+    the bound, 40 views of /outlook at once started 80 worker processes, each solving on a share of 2 cores)."""
 
     def __init__(self):
         self.workers: list[_Proc] = []  # idle, the next to be taken first
         self._lock = threading.Lock()
+        self._back = threading.Condition(self._lock)  # a run's workers came back
+        self.held = 0  # workers held by runs now
+        self.limit = max(4, 2 * cores())
 
     def ensure(self, size: int) -> None:
         """At least `size` idle workers (started now, for the run about to take them)."""
@@ -176,21 +181,36 @@ class _Pool:
             self.workers = [w for w in self.workers if w.alive()]
             self.workers += [_Proc() for _ in range(max(0, size - len(self.workers)))]
 
-    def take(self, size: int) -> list[_Proc]:
-        """`size` workers for one run alone: idle ones first, new ones when another run holds the rest."""
-        with self._lock:
+    def take(self, size: int, timeout: float | None = None) -> list[_Proc] | None:
+        """min(`size`, limit) workers for one run alone: idle ones first, new ones when another run holds the rest;
+        None when other runs hold too many of them for `timeout` seconds. Give them back (give or drop)."""
+        size = min(size, self.limit)
+        with self._back:
+            if not self._back.wait_for(lambda: self.held + size <= self.limit, timeout):
+                return None
+            self.held += size
             alive = [w for w in self.workers if w.alive()]
             taken, self.workers = alive[:size], alive[size:]
         return taken + [_Proc() for _ in range(size - len(taken))]
 
     def give(self, workers: list[_Proc]) -> None:
         """A run's workers back, idle (each has answered every job it was sent); beyond cores() idle, ended."""
-        with self._lock:
+        with self._back:
             kept = [w for w in workers if w.alive()][:max(0, cores() - len(self.workers))]
             self.workers = kept + self.workers
+            self.held -= len(workers)
+            self._back.notify_all()
         for w in workers:
             if w not in kept:
                 w.kill()
+
+    def drop(self, workers: list[_Proc]) -> None:
+        """A run's workers ended (it failed: one may still be solving for it), none kept idle."""
+        for w in workers:
+            w.kill()
+        with self._back:
+            self.held -= len(workers)
+            self._back.notify_all()
 
 
 def _replace(procs: list[_Proc], i: int) -> None:
@@ -245,13 +265,15 @@ def run(jobs: list[Job], deadline: float, workers: int | None) -> list[Job]:
             job.start = job.result.get("funded")
             job.seconds = time.perf_counter() - now
         return jobs
+    procs = POOL.take(width, timeout=max(0.0, deadline - time.perf_counter()))
+    if procs is None:  # other runs held the workers past this one's deadline: each part falls back (milp)
+        return jobs
+    width = len(procs)
     threads = max(1, cores() // width)  # one hard part alone gets HiGHS's own parallel search
-    procs = POOL.take(width)
     try:
         _dispatch(order, deadline, width, threads, procs)
     except BaseException:  # a worker may still be solving for this run: none of them goes back idle
-        for w in procs:
-            w.kill()
+        POOL.drop(procs)
         raise
     POOL.give(procs)
     return jobs

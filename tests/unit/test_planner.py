@@ -399,8 +399,7 @@ def test_a_worker_stuck_before_its_solver_starts_is_killed_at_the_runs_end():
     import threading
     from quota.planning import decompose
     projects, lots = two_markets()
-    for w in decompose.POOL.take(len(decompose.POOL.workers)):  # idle workers of earlier tests: ended
-        w.kill()
+    decompose.POOL.drop(decompose.POOL.take(len(decompose.POOL.workers)))  # idle workers of earlier tests: ended
     decompose.POOL.ensure(1)  # the one the run takes (a fresh worker: no solve yet, any thread count)
     stuck = decompose.POOL.workers[0]
     os.kill(stuck.proc.pid, signal.SIGSTOP)
@@ -417,3 +416,42 @@ def test_a_worker_stuck_before_its_solver_starts_is_killed_at_the_runs_end():
     assert sol.status == "feasible" and "fallback" in [p["how"] for p in sol.parts]
     assert not problem.feasible(rows, set(sol.funded), set())
     assert all(w.alive() for w in decompose.POOL.workers) and stuck not in decompose.POOL.workers
+
+
+def test_solves_at_once_hold_no_more_workers_than_the_pools_limit(monkeypatch):
+    """Each solve at once took workers of its own, without bound (40 /outlook views at once: 80 processes on
+    2 cores). Runs past the limit wait for workers to come back (until their deadline: then their parts fall
+    back), and every solve still gets the same plan."""
+    import threading
+    from quota.planning import decompose
+    projects, lots = two_markets()
+    alone, _ = milp.solve(projects, lots, time_limit=30, workers=2)
+    monkeypatch.setattr(decompose.POOL, "limit", 2)
+    held, peak, lock, real = [0], [0], threading.Lock(), decompose._dispatch
+
+    def counted(order, deadline, width, threads, procs):
+        with lock:
+            held[0] += len(procs)
+            peak[0] = max(peak[0], held[0])
+        try:
+            return real(order, deadline, width, threads, procs)
+        finally:
+            with lock:
+                held[0] -= len(procs)
+
+    monkeypatch.setattr(decompose, "_dispatch", counted)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(milp.solve(projects, lots, time_limit=30, workers=2)[0]))
+               for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)  # a guard against a hang, not a timing assert
+    assert not any(t.is_alive() for t in threads) and len(got) == 6
+    assert peak[0] == 2 and decompose.POOL.held == 0  # one run's two workers at a time; all given back
+    assert {(s.status, tuple(s.funded), s.objective) for s in got} == {(alone.status, tuple(alone.funded),
+                                                                        alone.objective)}
+    taken = decompose.POOL.take(2, timeout=0)
+    assert taken is not None and decompose.POOL.take(1, timeout=0) is None  # at the limit: none, not a wait
+    decompose.POOL.give(taken)
+    assert decompose.POOL.held == 0
