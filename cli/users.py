@@ -89,6 +89,21 @@ def user_signout(ctx: typer.Context, name: Annotated[str, typer.Argument(help="L
     render.done(render.msg("user_signed_out", name=result["name"], n=result["sessions_ended"]))
 
 
+@user_app.command("sessions")
+def user_sessions(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login name.")],
+                  as_json: JsonOpt = False) -> None:
+    """List a user's live web sessions: id, signed in, expires, address, browser (never the cookie).
+    Example: quota user sessions wang"""
+    from quota.store import users
+    with failures(as_json):
+        result = users.list_sessions(ctx.obj.engine, name)
+    if as_json:
+        return render.emit_json(result)
+    render.out.print(render.table(None, ["Id", "Created", "Expires", "Client", "Browser"],
+                                  [[s["id"], s["created_at"], s["expires_at"], s["client"], s["agent"]]
+                                   for s in result["sessions"]]))
+
+
 @user_app.command("token")
 def user_token(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Login name.")],
                label: Annotated[Optional[str], typer.Option("--label", help="What the token is for (shown by "

@@ -169,6 +169,26 @@ class Edge:
                      status[0], user.name if user else "-", (time.perf_counter() - started) * 1000)
 
 
+class HeadAsGet:
+    """HEAD answered as GET, for every page and GET route at once: the request goes through the app as a GET
+    (the same dependencies, role checks, redirects and status) and the response keeps its status and headers
+    (content-length included) but loses its body. FastAPI's routes answer only the methods they name."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def without_body(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
 async def _too_large(scope, send, limit: int) -> None:
     """413 for a request body over `limit` bytes: the API's error object, or a line of text."""
     message = f"the request body is larger than {limit // 2**20} MB; nothing was read or written"
@@ -219,6 +239,7 @@ def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> F
     app.state.templates = env
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
+    app.add_middleware(HeadAsGet)  # inside Edge: the log line says HEAD
     app.add_middleware(Edge, signer=app.state.signer)
 
     @app.exception_handler(LoginRequired)

@@ -32,6 +32,7 @@ from web.app import cached, check_csrf, current_user, csrf_token, engine_of, nee
 router = APIRouter(include_in_schema=False)
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 LOTS_PER_PAGE = 50
+OUTLOOK_SECONDS = 5.0  # the solver's time limit for one view of /outlook (the whole horizon is one solve)
 
 
 def _day(value: Optional[str], what: str = "date") -> Optional[dt.date]:
@@ -277,10 +278,13 @@ def plan(request: Request, plan_id: str, user=Depends(need("read_plans"))):
 async def outlook(request: Request, years: int = Query(5, ge=1, le=10), as_of: Optional[str] = None,
                   user=Depends(need("read_plans"))):
     """The CLI's `quota plan outlook`: year by year, the quota left at each year's end and the demand a plan
-    cannot fund, per pollutant and key (each year's solve limited to 5 s; at most 10 years)."""
+    cannot fund, per pollutant and key (at most 10 years; one solve for the whole horizon, limited to
+    OUTLOOK_SECONDS). Kept in the app's read cache by the ledger's state: the same view again before the next
+    write is not solved again."""
     from quota.planning import outlook as ahead
     day = _day(_text(as_of), "as-of date")
-    result = await run_in_threadpool(lambda: ahead.outlook(engine_of(request), years=years, as_of=day, time_limit=5.0))
+    result = await run_in_threadpool(cached, request, ahead.outlook, years=years, as_of=day,
+                                     time_limit=OUTLOOK_SECONDS)
     return page(request, "outlook.html", {"o": result, "chart": report.outlook_view(result, request.state.lang),
                                           "years": years, "as_of": as_of or ""})
 
@@ -463,18 +467,40 @@ def _upload_name(filename: str | None, default: str) -> str:
     return default if name.strip(".") == "" else name
 
 
-def _importer(kind: str):
+def _intake(kind: str):
+    """The library module of an import: project_files or tallies."""
     if kind == "projects":
         from quota.intake import project_files
-        return project_files.import_projects
+        return project_files
     from quota.intake import tallies
-    return tallies.import_tallies
+    return tallies
+
+
+def _importer(kind: str):
+    module = _intake(kind)
+    return module.import_projects if kind == "projects" else module.import_tallies
+
+
+def _preview_view(preview: dict | None, problems: list[dict]) -> dict | None:
+    """The rows of a refused file (the library's preview) with each problem on its cell: the cell's messages
+    (a problem of a column the file has not, on the row number). None when there is no preview."""
+    if preview is None:
+        return None
+    keys = [canon for _, canon in preview["columns"]]
+    notes: dict[tuple, list[str]] = {}
+    for p in problems:
+        notes.setdefault((p["row"], p["column"] if p["column"] in keys else ""), []).append(p["message"])
+    return {"headers": [text for text, _ in preview["columns"]], "total": preview["total"],
+            "first": preview["first"], "left_out": preview["left_out"],
+            "rows": [{"row": r["row"], "bad": "; ".join(notes.get((r["row"], ""), [])),
+                      "cells": [{"column": k, "text": v, "bad": "; ".join(notes.get((r["row"], k), []))}
+                                for k, v in zip(keys, r["cells"])]} for r in preview["rows"]]}
 
 
 def _import_page(request: Request, kind: str, **context):
     status = context.pop("status", 200)
     return page(request, "import.html", {"kind": kind, "result": None, "problems": [], "upload": "", "name": "",
-                                         "read": {}, "sheet": "", **context}, status)
+                                         "read": {}, "sheet": "", "preview": None, **context}, status)
 
 
 def _stored(upload: str) -> Path:
@@ -526,9 +552,13 @@ def import_upload(kind: str):
                                                                      actor=user.name, dry_run=True,
                                                                      sheet=_text(sheet), read=read))
         except ValidationFailed as exc:
+            marked = {p.row for p in exc.problems if p.row > 0}  # a problem of a row, not of the whole file
+            preview = await run_in_threadpool(_intake(kind).preview, str(folder / name), _text(sheet), marked) \
+                if marked else None
             shutil.rmtree(folder, ignore_errors=True)
-            return _import_page(request, kind, name=name, status=422, read=read, sheet=sheet,
-                                problems=refusal_view(exc, request.state.lang)["problems"])
+            problems = refusal_view(exc, request.state.lang)["problems"]
+            return _import_page(request, kind, name=name, status=422, read=read, sheet=sheet, problems=problems,
+                                preview=_preview_view(preview, problems))
         return _import_page(request, kind, name=name, result=result, upload=token, read=read, sheet=sheet)
     return view
 

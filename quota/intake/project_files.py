@@ -18,11 +18,16 @@ from quota.intake.fields import RowReader
 from quota.rules.book import Rulebook
 from quota.ledger.projects import register_meta
 from quota.intake.columns import PROJECT_NAMES, PROJECT_OPTIONAL, PROJECT_REQUIRED
-from quota.intake.tables import alias_map, file_sha256, read_rows
+from quota.intake.tables import alias_map, file_sha256, preview_rows, read_rows
 
 REQUIRED, OPTIONAL = PROJECT_REQUIRED, PROJECT_OPTIONAL
 ALIASES = alias_map(PROJECT_NAMES)
 SHARED = ("name", "zone", "industry", "priority", "needed_by", "must_fund")
+
+
+def preview(path: str, sheet: str | None = None, marked=()) -> dict | None:
+    """The file's rows as an import reads them, for a preview beside its problems (tables.preview_rows)."""
+    return preview_rows(path, ALIASES, REQUIRED, OPTIONAL, sheet, marked)
 
 
 def validate_rows(path: str, book: Rulebook, sheet: str | None = None,

@@ -189,10 +189,11 @@ def unreadable(name: str, exc: BaseException) -> Problem:
 
 
 def open_rows(path: str, aliases: dict[str, str], required: list[str], optional: list[str],
-              sheet: str | None = None, info: dict | None = None):
+              sheet: str | None = None, info: dict | None = None, columns: list | None = None):
     """(problems, rows): the file's and its header's problems, and a function that yields the rows as read_rows
     lists them, reading a CSV CHUNK rows at a time (a fresh pass over the file on each call; a file malformed
-    further on raises while its rows are read: see `unreadable`). rows is None when there are problems."""
+    further on raises while its rows are read: see `unreadable`). rows is None when there are problems.
+    `columns` (a list) receives the columns read, in the file's order: (its header text, canonical name)."""
     info = {} if info is None else info
     name = Path(path).name
     suffix = Path(path).suffix.lower()
@@ -227,6 +228,8 @@ def open_rows(path: str, aliases: dict[str, str], required: list[str], optional:
     if problems:
         return problems, None
     positions = [(list(frame.columns).index(col), canon) for col, canon in mapping.items()]
+    if columns is not None:
+        columns.extend((str(col).strip().lstrip("\ufeff"), canon) for col, canon in mapping.items())
 
     def rows():
         i = 0
@@ -240,6 +243,33 @@ def open_rows(path: str, aliases: dict[str, str], required: list[str], optional:
                     continue  # blank line
                 yield i + 1 + above, row
     return [], rows
+
+
+PREVIEW_ROWS = 200  # rows a preview shows from the top of a file (rows with a problem are shown wherever they are)
+
+
+def preview_rows(path: str, aliases: dict[str, str], required: list[str], optional: list[str],
+                 sheet: str | None = None, marked=(), first: int = PREVIEW_ROWS) -> dict | None:
+    """The rows of a file as open_rows reads them (the same reading an import makes), to show beside its
+    problems: {"columns": [[header text, canonical name]], "rows": [{"row": the file's row number, "cells":
+    [text per column]}], "total": data rows read, "first": `first`, "left_out": rows read but not returned}. Returns the first
+    `first` rows and every row whose number is in `marked`; one pass, one row at a time. None when the file or
+    its header cannot be read (its problems say why)."""
+    columns: list = []
+    problems, rows = open_rows(path, aliases, required, optional, sheet, columns=columns)
+    if problems:
+        return None
+    marked, keys = set(marked), [canon for _, canon in columns]
+    kept, total = [], 0
+    try:
+        for number, cells in rows():
+            total += 1
+            if total <= first or number in marked:
+                kept.append({"row": number, "cells": [cells[k] for k in keys]})
+    except Exception:  # noqa: BLE001 -- a file malformed further on: its problem says so
+        return None
+    return {"columns": [list(c) for c in columns], "rows": kept, "total": total, "first": first,
+            "left_out": total - len(kept)}
 
 
 def alias_map(pairs: dict[str, list[str]]) -> dict[str, str]:

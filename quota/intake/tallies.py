@@ -27,7 +27,7 @@ from quota.errors import Problem, ValidationFailed
 from quota.intake.fields import RowReader
 from quota.rules.book import Rulebook
 from quota.intake.columns import TALLY_NAMES, TALLY_OPTIONAL, TALLY_REQUIRED
-from quota.intake.tables import alias_map, file_sha256, open_rows, unreadable
+from quota.intake.tables import alias_map, file_sha256, open_rows, preview_rows, unreadable
 
 REQUIRED, OPTIONAL = TALLY_REQUIRED, TALLY_OPTIONAL
 ALIASES = alias_map(TALLY_NAMES)
@@ -308,6 +308,11 @@ def _validate(rows, name: str, book: Rulebook, plan: _Plan | None) -> _Checked:
     # one history per source and pollutant within the file (the ledger's part: settle_ledger)
     settled, found = sources.settle(name, list(held.values()), book, credit=_credit)
     return _Checked(problems + found, dict(zip(held, settled)), count, grams)
+
+
+def preview(path: str, sheet: str | None = None, marked=()) -> dict | None:
+    """The file's rows as an import reads them, for a preview beside its problems (tables.preview_rows)."""
+    return preview_rows(path, ALIASES, REQUIRED, OPTIONAL, sheet, marked)
 
 
 def validate_rows(path: str, book: Rulebook, sheet: str | None = None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -159,19 +160,42 @@ class _Proc:
 
 
 class _Pool:
-    """Worker processes, started early (the solver's import overlaps the model build); a stuck
-    worker, or one whose thread count does not suit the next job, is killed and replaced."""
+    """Idle worker processes, started early (the solver's import overlaps the model build). A run takes the
+    workers it needs and gives them back: two solves at once in one process (the web workspace serves requests
+    in threads) each have their own, never share a pipe (they did, and read each other's results: a view
+    waited without end). A stuck worker, or one whose thread count does not suit the next job, is killed and
+    replaced by the run holding it; at most cores() idle workers are kept."""
 
     def __init__(self):
-        self.workers: list[_Proc] = []
+        self.workers: list[_Proc] = []  # idle, the next to be taken first
+        self._lock = threading.Lock()
 
     def ensure(self, size: int) -> None:
-        self.workers = [w for w in self.workers if w.alive()] + \
-            [_Proc() for _ in range(max(0, size - sum(w.alive() for w in self.workers)))]
+        """At least `size` idle workers (started now, for the run about to take them)."""
+        with self._lock:
+            self.workers = [w for w in self.workers if w.alive()]
+            self.workers += [_Proc() for _ in range(max(0, size - len(self.workers)))]
 
-    def replace(self, i: int) -> None:
-        self.workers[i].kill()
-        self.workers[i] = _Proc()
+    def take(self, size: int) -> list[_Proc]:
+        """`size` workers for one run alone: idle ones first, new ones when another run holds the rest."""
+        with self._lock:
+            alive = [w for w in self.workers if w.alive()]
+            taken, self.workers = alive[:size], alive[size:]
+        return taken + [_Proc() for _ in range(size - len(taken))]
+
+    def give(self, workers: list[_Proc]) -> None:
+        """A run's workers back, idle (each has answered every job it was sent); beyond cores() idle, ended."""
+        with self._lock:
+            kept = [w for w in workers if w.alive()][:max(0, cores() - len(self.workers))]
+            self.workers = kept + self.workers
+        for w in workers:
+            if w not in kept:
+                w.kill()
+
+
+def _replace(procs: list[_Proc], i: int) -> None:
+    procs[i].kill()
+    procs[i] = _Proc()
 
 
 POOL = _Pool()
@@ -218,8 +242,19 @@ def run(jobs: list[Job], deadline: float, workers: int | None) -> list[Job]:
             job.seconds = time.perf_counter() - now
         return jobs
     threads = max(1, cores() // width)  # one hard part alone gets HiGHS's own parallel search
-    pool = POOL
-    pool.ensure(width)
+    procs = POOL.take(width)
+    try:
+        _dispatch(order, deadline, width, threads, procs)
+    except BaseException:  # a worker may still be solving for this run: none of them goes back idle
+        for w in procs:
+            w.kill()
+        raise
+    POOL.give(procs)
+    return jobs
+
+
+def _dispatch(order: list[Job], deadline: float, width: int, threads: int, procs: list[_Proc]) -> None:
+    """run's loop: the jobs on this run's own workers `procs`, the watchdog, the results."""
     pending = list(order)
     running: dict[int, tuple[Job, float, float]] = {}  # worker index -> (job, started, time limit)
     solving: dict[int, float] = {}  # worker index -> when its solver started (the watchdog's clock)
@@ -234,12 +269,12 @@ def run(jobs: list[Job], deadline: float, workers: int | None) -> list[Job]:
             job.limit = _allot(job, now, deadline, width, job.weight + sum(j.weight for j in pending), busy,
                                ov * (len(pending) + 1))
             i = free.pop(0)
-            if pool.workers[i].threads not in (None, threads):
-                pool.replace(i)
-            pool.workers[i].threads = threads
-            pool.workers[i].send_conn.send((job.key, job.limit, threads, job.payload, time.time()))
+            if procs[i].threads not in (None, threads):
+                _replace(procs, i)
+            procs[i].threads = threads
+            procs[i].send_conn.send((job.key, job.limit, threads, job.payload, time.time()))
             running[i] = (job, now, job.limit)
-        conns = {pool.workers[i].conn: i for i in running}
+        conns = {procs[i].conn: i for i in running}
         watch = [_kill_at(running[i], solving[i], deadline) for i in running if i in solving]
         ready = wait(list(conns), timeout=max(0.0, min(watch) - time.perf_counter()) if watch else None)
         for conn in ready:
@@ -249,7 +284,7 @@ def run(jobs: list[Job], deadline: float, workers: int | None) -> list[Job]:
                 msg = conn.recv()
             except (EOFError, OSError):  # the worker died
                 msg = (job.key, None)
-                pool.replace(i)
+                _replace(procs, i)
             if msg[0] == "start":  # the solver starts now; the start is kept in case it then overruns
                 job.start = msg[2]
                 solving[i] = time.perf_counter()
@@ -266,11 +301,10 @@ def run(jobs: list[Job], deadline: float, workers: int | None) -> list[Job]:
             if i in solving and now > _kill_at((job, started, limit), solving[i], deadline):  # stuck: kill, use its start
                 running.pop(i)
                 solving.pop(i)
-                pool.replace(i)
+                _replace(procs, i)
                 job.result, job.seconds = None, now - started
                 free.append(i)
         free.sort()
-    return jobs
 
 
 if __name__ == "__main__":  # pragma: no cover - a worker process (see _Proc)

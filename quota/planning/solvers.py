@@ -7,29 +7,48 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 
 from quota.planning.problem import SCALE
+
+
+_QUIET = threading.Lock()
+_quieted = {"depth": 0, "saved": None}  # solves inside quiet() now, and the real stdout kept while they run
 
 
 @contextlib.contextmanager
 def quiet():
     """Silence what the solver libraries print (HiGHS prints a banner even with output off),
-    so stdout stays clean for --json and stderr for diagnostics."""
+    so stdout stays clean for --json and stderr for diagnostics. File descriptor 1 belongs to the whole
+    process: with solves in several threads at once (the web workspace), the first in sends it to /dev/null
+    and the last out restores it (each saving and restoring it alone left it on /dev/null for good)."""
+    with _QUIET:
+        if _quieted["depth"] == 0:
+            try:
+                sys.stdout.flush()
+                saved = os.dup(1)
+            except (OSError, ValueError):  # no real stdout (e.g. captured by a test runner)
+                saved = None
+            if saved is not None:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.close(devnull)
+            _quieted["saved"] = saved
+        _quieted["depth"] += 1
     try:
-        sys.stdout.flush()
-        saved = os.dup(1)
-    except (OSError, ValueError):  # no real stdout (e.g. captured by a test runner)
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
         yield
     finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
+        with _QUIET:
+            _quieted["depth"] -= 1
+            saved = _quieted["saved"]
+            if _quieted["depth"] == 0 and saved is not None:
+                try:
+                    sys.stdout.flush()
+                except (OSError, ValueError):
+                    pass
+                os.dup2(saved, 1)
+                os.close(saved)
+                _quieted["saved"] = None
 
 
 def use_highs(solver: str) -> bool:

@@ -558,6 +558,11 @@ MESSAGES.update({
                     "zh": "展望：逐年剩余指标与未保障需求"},
     "web_years": {"en": "Years", "zh": "年数"},
     "web_sheet": {"en": "Sheet (XLSX, optional)", "zh": "工作表（XLSX，可选）"},
+    "web_preview": {"en": "The file as it was read: each cell with a problem is marked (its message shows on hover)",
+                    "zh": "读取到的文件内容：有问题的单元格已标出（鼠标悬停显示说明）"},
+    "web_preview_left_out": {"en": "{n} of the {total} rows are not shown (shown: the first {first} and every row "
+                                   "with a problem).",
+                             "zh": "共 {total} 行，其中 {n} 行未显示（已显示前 {first} 行及所有有问题的行）。"},
     "web_import_hint": {"en": "A CSV in UTF-8, or in GBK/GB18030 as Chinese Excel saves it; or an XLSX workbook "
                                 "(the first sheet with the columns, or the sheet named above). Nothing is written "
                                 "until you confirm, and nothing at all when the file has any problem.",

@@ -161,12 +161,6 @@ def disable_user(engine: Engine, name: str) -> dict:
     return db.run_write(engine, work, lock=False, attempts=1)
 
 
-def get_user(engine: Engine, name: str) -> User | None:
-    """The enabled user of that name, or None (a session of a disabled or unknown user is no session)."""
-    row = db.read_one(engine, "SELECT name, role FROM web_user WHERE name = ? AND disabled_at IS NULL", (name,))
-    return User(row[0], row[1]) if row else None
-
-
 _DUMMY: list[str] = []  # a hash to verify against for unknown names, so they take as long as known ones
 
 
@@ -360,14 +354,28 @@ def session_handle(sid: str) -> str:
     return _token_hash(sid)[:12]
 
 
-def list_sessions(engine: Engine, name: str) -> dict:
-    """{"name", "sessions": [{id, created_at, client, agent}]}, oldest first."""
+def list_sessions(engine: Engine, name: str, now: dt.datetime | None = None) -> dict:
+    """The user's live sessions (those `session_user` would accept), oldest first: {"name", "sessions":
+    [{id, created_at, expires_at, client, agent}]}. Sessions last SESSION_HOURS from sign-in, however busy, so
+    `expires_at` follows from `created_at`; no "last seen" is kept (it would be a write on every request).
+    NotFound for an unknown user."""
     name = username(name)
+    now = now or dt.datetime.now(dt.timezone.utc)
     with db.reading(engine) as conn:
+        if conn.execute(text("SELECT 1 FROM web_user WHERE name = :n"), {"n": name}).first() is None:
+            raise NotFound(what="user", value=name)
         rows = conn.execute(text("SELECT sid_hash, created_at, client, agent FROM web_session WHERE name = :n "
-                                 "ORDER BY created_at, sid_hash"), {"n": name}).all()
-    return {"name": name, "sessions": [{"id": r[0][:12], "created_at": r[1], "client": r[2], "agent": r[3]}
-                                       for r in rows]}
+                                 "AND created_at >= :c ORDER BY created_at, sid_hash"),
+                            {"n": name, "c": _stamp(now - dt.timedelta(hours=SESSION_HOURS))}).all()
+    return {"name": name, "sessions": [
+        {"id": r[0][:12], "created_at": r[1], "expires_at": _expiry(r[1]), "client": r[2], "agent": r[3]}
+        for r in rows]}
+
+
+def _expiry(created_at: str) -> str:
+    """When a session made at `created_at` (a _stamp) stops being accepted."""
+    made = dt.datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+    return _stamp(made + dt.timedelta(hours=SESSION_HOURS))
 
 
 def end_sessions(engine: Engine, name: str, session_id: str | None = None) -> dict:

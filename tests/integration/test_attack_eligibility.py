@@ -13,7 +13,10 @@ from quota.ledger import operations
 from quota.intake import tallies
 from quota.errors import Refused, ValidationFailed
 from tests.conftest import TALLY_HEADER, snapshot
-from tests.integration.test_eligibility import D, TODAY, account, book, cli, lots  # noqa: F401 (book: fixture)
+from tests.integration import test_eligibility
+from tests.integration.test_eligibility import D, TODAY, account, cli, lots
+
+book = test_eligibility.book  # the fixture, shared with test_eligibility
 
 SUPERSEDING = TALLY_HEADER + ",supersedes"
 

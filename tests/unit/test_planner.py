@@ -326,3 +326,65 @@ def test_a_worker_past_its_time_is_killed_and_its_part_keeps_its_start(monkeypat
     assert sol.status == "feasible" and sol.objective == 13 and sol.funded == [0, 4, 5]
     assert not problem.feasible(rows, set(sol.funded), set())
     assert decompose.POOL.workers[0].proc.pid != before and decompose.POOL.workers[0].alive()
+
+
+def test_solves_in_several_threads_at_once_each_use_their_own_workers():
+    """The web serves requests in threads: solves at once in one process shared the worker pool's pipes and
+    read each other's results (an IndexError, or a view waiting without end)."""
+    import threading
+    from quota.planning import decompose
+    projects, lots = two_markets()
+    alone, _ = milp.solve(projects, lots, time_limit=10, workers=2)
+    assert alone.status == "optimal" and len(alone.parts) == 2  # two parts, each sent to a worker
+    got, errors = {}, []
+
+    def one(i):
+        try:
+            for k in range(3):
+                got[i, k] = milp.solve(projects, lots, time_limit=10, workers=2)[0]
+        except Exception as exc:  # noqa: BLE001 -- reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)  # a guard against a hang, not a timing assert: each solve has 10 s
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert [(s.status, s.funded, s.objective) for s in got.values()] == [(alone.status, alone.funded,
+                                                                          alone.objective)] * 12
+    assert len(decompose.POOL.workers) <= decompose.cores() and all(w.alive() for w in decompose.POOL.workers)
+    first, second = decompose.POOL.take(2), decompose.POOL.take(2)  # two runs at once: never the same worker
+    assert not {w.proc.pid for w in first} & {w.proc.pid for w in second}
+    decompose.POOL.give(first)
+    decompose.POOL.give(second)
+    assert len(decompose.POOL.workers) == min(4, decompose.cores())  # the rest ended
+    assert sum(w.alive() for w in first + second) == len(decompose.POOL.workers)
+
+
+def test_quiet_in_overlapping_threads_gives_stdout_back():
+    """The first solve in silences fd 1, the last out restores it, whatever the order they leave in."""
+    import os
+    import threading
+    before = os.fstat(1)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def a():
+        with solvers.quiet():
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def b():
+        a_in.wait(10)
+        with solvers.quiet():
+            b_in.set()
+            a_out.wait(10)  # A leaves first: it must not restore fd 1 while B still solves
+            assert os.fstat(1).st_ino != before.st_ino
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    after = os.fstat(1)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)

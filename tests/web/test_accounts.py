@@ -36,7 +36,7 @@ def test_sessions_are_kept_on_the_server_and_end_one_by_one_or_all(engine):
     first = users.open_session(engine, "wang", "10.0.0.1", "Firefox", now=NOW)
     second = users.open_session(engine, "wang", "10.0.0.2", "Chromium", now=NOW + dt.timedelta(minutes=1))
     assert users.session_user(engine, first, now=NOW) == users.User("wang", "clerk")
-    listed = users.list_sessions(engine, "wang")["sessions"]
+    listed = users.list_sessions(engine, "wang", now=NOW)["sessions"]
     assert [(s["client"], s["agent"]) for s in listed] == [("10.0.0.1", "Firefox"), ("10.0.0.2", "Chromium")]
     assert [s["id"] for s in listed] == [users.session_handle(first), users.session_handle(second)]
     assert all(first not in str(s) and second not in str(s) for s in listed)  # the list never holds a session
@@ -49,7 +49,7 @@ def test_sessions_are_kept_on_the_server_and_end_one_by_one_or_all(engine):
         users.end_sessions(engine, "wang", "'; DROP TABLE web_session; --")
     users.open_session(engine, "wang", now=NOW)
     assert users.end_sessions(engine, "wang")["sessions_ended"] == 2  # sign out everywhere
-    assert users.list_sessions(engine, "wang")["sessions"] == []
+    assert users.list_sessions(engine, "wang", now=NOW)["sessions"] == []
 
 
 def test_a_session_lasts_a_working_day_and_ends_with_a_disabled_user(engine):
@@ -57,8 +57,13 @@ def test_a_session_lasts_a_working_day_and_ends_with_a_disabled_user(engine):
     sid = users.open_session(engine, "wang", now=NOW)
     assert users.session_user(engine, sid, now=NOW + dt.timedelta(hours=users.SESSION_HOURS - 1)) is not None
     assert users.session_user(engine, sid, now=NOW + dt.timedelta(hours=users.SESSION_HOURS + 1)) is None
+    # listed while it lasts (and with its end), not after: the list is of the sessions that still work
+    assert [s["expires_at"] for s in users.list_sessions(engine, "wang", now=NOW)["sessions"]] == [
+        (NOW + dt.timedelta(hours=users.SESSION_HOURS)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")]
+    assert users.list_sessions(engine, "wang", now=NOW + dt.timedelta(hours=users.SESSION_HOURS + 1))["sessions"] == []
     users.disable_user(engine, "wang")
-    assert users.session_user(engine, sid, now=NOW) is None and users.list_sessions(engine, "wang")["sessions"] == []
+    assert users.session_user(engine, sid, now=NOW) is None
+    assert users.list_sessions(engine, "wang", now=NOW)["sessions"] == []
 
 
 def test_a_password_is_changed_with_the_old_one_and_other_sessions_end(engine):

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from cli.main import app as cli_app
 from quota.planning import plans
 from quota.store import users
-from tests.conftest import PROJECT_HEADER, TALLY_HEADER, snapshot
+from tests.conftest import DATA, PROJECT_HEADER, TALLY_HEADER, snapshot
 from tests.web.support import PASSWORD, client, csrf, csrf_of, key_of, login, make_app, prepare, text_of
 
 runner = CliRunner()
@@ -545,3 +545,103 @@ def test_a_malformed_form_field_is_refused_in_the_users_language_and_every_lot_s
     planner.get("/lang/en?next=/lots")
     r = planner.post("/plans", data={"csrf_token": csrf(planner), "time_limit": "abc", "key": "web-bad-2"})
     assert r.status_code == 422 and "the request is not valid (time_limit): " in text_of(r.text)
+
+
+def _marked_cells(html: str) -> set[tuple[str, str]]:
+    """(row, column) of each cell the preview marks, from the rows of table#preview."""
+    table = html.split('id="preview"')[1].split("</table>")[0]
+    marked = set()
+    for row, cells in re.findall(r'<tr data-row="(\d+)">(.*?)</tr>', table, re.S):
+        for cell in re.findall(r"<td[^>]*>", cells):
+            if "bad" in cell:
+                column = re.search(r'data-column="([^"]*)"', cell)
+                marked.add((row, column.group(1) if column else "#"))
+                assert 'title="' in cell and 'title=""' not in cell, cell  # the message is on the cell
+    return marked
+
+
+def test_a_refused_import_previews_its_rows_with_each_problem_cell_marked(ws, tmp_path):
+    import openpyxl
+    engine, app = ws
+    c = login(app, "clerk")
+    token = csrf(c)
+    rows = [f"P-V{i},项目{i},JT-YT,chemical,COD,1.0,t/a,1,2027-06-30,false," for i in range(1, 251)]  # lines 2-251
+    rows[3] = rows[3].replace(",1.0,", ",abc,")                           # line 5: increment
+    rows[238] = rows[238].replace("JT-YT", "NOWHERE")                     # line 240: zone
+    rows[244] = rows[244].replace(",1.0,", ",<script>alert(1)</script>,")  # line 246: increment, markup in it
+    bad = (PROJECT_HEADER + "\n" + "\n".join(rows) + "\n").encode()
+    before = snapshot(engine)
+    r = c.post("/import/projects", data={"csrf_token": token}, files={"file": ("bad.csv", bad, "text/csv")})
+    assert r.status_code == 422 and snapshot(engine) == before
+    listed = set(re.findall(r'<tr class="problem" data-row="(\d+)" data-column="([^"]*)"', r.text))
+    assert listed == {("5", "increment"), ("240", "zone"), ("246", "increment")}
+    assert _marked_cells(r.text) == listed  # the right cell of the right row, and no other
+    shown = re.findall(r'<tr data-row="(\d+)">', r.text.split('id="preview"')[1])
+    assert shown == [str(n) for n in range(2, 202)] + ["240", "246"]  # the first 200 rows and the rows with problems
+    left_out = re.search(r'id="preview-left-out">([^<]*)<', r.text).group(1)
+    assert re.findall(r"\d+", left_out) == ["250", "48", "200"]  # of 250 rows, 48 not shown (Chinese: the default)
+    english = c.post("/import/projects", data={"csrf_token": token}, headers={"Accept-Language": "en"},
+                     files={"file": ("bad.csv", bad, "text/csv")}).text
+    assert "48 of the 250 rows are not shown" in english
+    assert "<script>alert(1)</script>" not in r.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text
+    cell = re.search(r'<tr data-row="5">.*?<td data-column="increment" class="bad" title="([^"]+)">abc</td>', r.text)
+    assert cell and cell.group(1) in r.text.split('id="problems"')[1].split("</table>")[0]  # the list's message
+    # a workbook with a title row above its (Chinese) header: the sheet's own row numbers and headers
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["2026年新增项目"])
+    sheet.append(["项目编号", "项目名称", "区域", "污染物", "新增排放量", "单位"])
+    sheet.append(["P-W1", "甲", "JT-YT", "COD", 1.0, "t/a"])            # row 3
+    sheet.append(["P-W2", "<b>乙</b>", "JT-YT", "XYZ", 2.0, "t/a"])     # row 4: pollutant
+    sheet.append(["P-W3", "丙", "JT-YT", "COD", 3.0, "t/a"])            # row 5
+    book.save(tmp_path / "p.xlsx")
+    xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    r = c.post("/import/projects", data={"csrf_token": token},
+               files={"file": ("p.xlsx", (tmp_path / "p.xlsx").read_bytes(), xlsx)})
+    assert r.status_code == 422
+    listed = set(re.findall(r'<tr class="problem" data-row="(\d+)" data-column="([^"]*)"', r.text))
+    assert listed == {("4", "pollutant")} and _marked_cells(r.text) == listed
+    header = r.text.split('id="preview"')[1].split("</tr>")[0]
+    assert re.findall(r"<th>([^<]*)</th>", header)[1:] == ["项目编号", "项目名称", "区域", "污染物", "新增排放量", "单位"]
+    assert re.findall(r'<tr data-row="(\d+)">', r.text.split('id="preview"')[1]) == ["3", "4", "5"]
+    assert "&lt;b&gt;乙&lt;/b&gt;" in r.text and 'id="preview-left-out"' not in r.text
+    planner = login(app, "planner")  # tallies too: two problems on one row, each on its cell, both listed
+    r = planner.post("/import/tallies", data={"csrf_token": csrf(planner)},
+                     files={"file": ("bad-tallies.csv", (DATA / "bad-tallies.csv").read_bytes(), "text/csv")})
+    assert r.status_code == 422
+    listed = set(re.findall(r'<tr class="problem" data-row="(\d+)" data-column="([^"]*)"', r.text))
+    assert {("2", "post"), ("3", "effective_date"), ("3", "post")} <= listed and _marked_cells(r.text) == listed
+
+
+def test_a_file_refused_as_a_whole_has_no_preview(ws):
+    engine, app = ws
+    c = login(app, "clerk")
+    r = c.post("/import/projects", data={"csrf_token": csrf(c)},
+               files={"file": ("bad.csv", b"project_id,nonsense\nP-1,x\n", "text/csv")})
+    assert r.status_code == 422 and 'id="problems"' in r.text and 'id="preview"' not in r.text
+
+
+def test_a_second_outlook_view_at_the_same_ledger_state_is_not_solved_again(ws, monkeypatch):
+    from quota.ledger import operations
+    from quota.planning import milp
+    engine, app = ws
+    solves = []
+    real = milp.solve
+
+    def counted(*args, **kwargs):
+        solves.append(kwargs.get("time_limit"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(milp, "solve", counted)
+    planner = login(app, "planner")
+    first = planner.get("/outlook?years=2")
+    assert first.status_code == 200 and solves == [5.0]  # one solve for the whole horizon, at the page's limit
+    again = planner.get("/outlook?years=2")
+    assert again.status_code == 200 and solves == [5.0] and again.text == first.text  # from the cache
+    assert login(app, "clerk").get("/outlook?years=2").status_code == 403 and len(solves) == 1
+    assert planner.get("/outlook?years=3").status_code == 200 and len(solves) == 2  # another view: solved
+    assert planner.get("/outlook?years=2&as_of=2026-06-01").status_code == 200 and len(solves) == 3
+    operations.reserve(engine, "P2026-01", actor="tester")  # a write moves the ledger's head: solved anew
+    after = planner.get("/outlook?years=2")
+    assert after.status_code == 200 and len(solves) == 4
+    assert planner.get("/outlook?years=2").text == after.text and len(solves) == 4

@@ -168,3 +168,37 @@ def test_an_auditor_sees_no_write_buttons(workspace):
         assert 'href="/import/' not in html and 'href="/admin"' not in html, path
         posts = set(re.findall(r'<form method="post" action="([^"]+)"', html))
         assert posts <= {"/logout", "/audit/verify"}, (path, posts)  # signing out and verifying write no ledger
+
+
+GETS = [r for r in ROUTES if r[0] == "GET" and r[3] is not None]
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_head_answers_as_get_with_the_same_role_checks_and_no_body(workspace, who):
+    """HEAD on every page and GET API route: GET's status and headers, an empty body; a HEAD the role may not
+    GET is refused as the GET is (403, 401, or 303 to the sign-in form)."""
+    c = workspace["clients"][who]
+    headers = {"Authorization": f"Bearer {workspace['tokens'][who]}"} if who != "nobody" else {}
+    for _, _, path, action, _ in GETS + [("GET", "/login", "/login", None, None)]:
+        path = path.format(lot=workspace["lot"])
+        got, head = c.get(path, headers=headers), c.head(path, headers=headers)
+        assert head.status_code == got.status_code, (path, head.status_code, got.status_code)
+        assert head.content == b"", path
+        for name in ("content-type", "location", "cache-control", "content-security-policy", "www-authenticate"):
+            assert head.headers.get(name) == got.headers.get(name), (path, name)
+        assert head.headers["content-length"] == got.headers["content-length"], path  # the GET's body length
+        if who != "nobody" and action is not None:
+            assert head.status_code == (200 if users.allowed(who, action) else 403), (path, head.status_code)
+
+
+def test_head_of_the_overview_and_admin_as_a_clerk_and_without_a_session(workspace):
+    clerk, nobody = workspace["clients"]["clerk"], workspace["clients"]["nobody"]
+    r = clerk.head("/")
+    assert r.status_code == 200 and r.content == b"" and r.headers["content-type"].startswith("text/html")
+    assert int(r.headers["content-length"]) == len(clerk.get("/").content)
+    assert clerk.head("/admin").status_code == 403 and clerk.head("/admin").content == b""
+    r = nobody.head("/")
+    assert (r.status_code, r.headers["location"]) == (303, "/login")
+    assert nobody.head("/api/v1/balance").status_code == 401
+    assert clerk.head("/no-such-page").status_code == 404
+    assert clerk.head("/logout").status_code == clerk.get("/logout").status_code == 405  # POST only, as GET

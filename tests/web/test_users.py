@@ -105,11 +105,15 @@ def test_a_disabled_user_cannot_sign_in_and_loses_tokens(engine):
     token = users.new_token(engine, "wang")["token"]
     assert users.user_for_token(engine, token) == users.User("wang", "clerk")
     assert users.user_for_token(engine, token + "x") is None
-    assert users.get_user(engine, "wang") is not None
+    sid = users.open_session(engine, "wang")
+    assert users.session_user(engine, sid) == users.User("wang", "clerk")  # what the app asks of each request
     users.disable_user(engine, "wang")
     assert users.authenticate(engine, "wang", PASSWORD).reason == "disabled"
     assert users.user_for_token(engine, token) is None
-    assert users.get_user(engine, "wang") is None
+    assert users.session_user(engine, sid) is None
+    # a session row left behind (say, opened while the disable was committing) is still no session
+    assert users.session_user(engine, users.open_session(engine, "wang")) is None
+    assert [(u["name"], u["disabled_at"] is not None) for u in users.list_users(engine)["users"]] == [("wang", True)]
     with pytest.raises(Refused):
         users.new_token(engine, "wang")
 
@@ -179,3 +183,45 @@ def test_the_database_roles_cannot_read_password_hashes_tokens_or_the_session_se
     with clerk.connect() as conn, pytest.raises(Exception, match="permission denied"):
         conn.exec_driver_sql("SELECT * FROM web_user").all()
     clerk.dispose()
+
+
+def test_user_sessions_lists_the_live_sessions_as_the_library_does(url):
+    from quota.store import db
+    engine = db.make_engine(url)
+    assert cli(url, "user", "add", "wang", "--role", "clerk", "--password-stdin", input=PASSWORD).exit_code == 0
+    assert cli(url, "user", "add", "li", "--role", "clerk", "--password-stdin", input=PASSWORD).exit_code == 0
+    now = dt.datetime.now(dt.timezone.utc)
+    users.open_session(engine, "wang", "10.0.0.1", "[bold]Firefox[/bold]", now - dt.timedelta(hours=2))
+    users.open_session(engine, "wang", "10.0.0.2", "Chrome", now - dt.timedelta(minutes=5))
+    stale = users.open_session(engine, "wang", "10.0.0.3", "Old", now - dt.timedelta(hours=users.SESSION_HOURS + 1))
+    users.open_session(engine, "li", "10.0.0.9", "Edge")  # another user's: not listed
+    listed = users.list_sessions(engine, "wang")
+    assert users.session_user(engine, stale) is None
+    assert [(s["client"], s["agent"]) for s in listed["sessions"]] == [("10.0.0.1", "[bold]Firefox[/bold]"),
+                                                                       ("10.0.0.2", "Chrome")]
+    for s in listed["sessions"]:
+        made = dt.datetime.fromisoformat(s["created_at"].replace("Z", "+00:00"))
+        assert s["expires_at"] == (made + dt.timedelta(hours=users.SESSION_HOURS)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    r = cli(url, "user", "sessions", "WANG", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == listed
+    r = cli(url, "user", "sessions", "wang")
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.stdout.splitlines() if "10.0.0." in line]
+    assert len(lines) == 2 and "10.0.0.3" not in r.stdout and "10.0.0.9" not in r.stdout
+    for line, s in zip(lines, listed["sessions"]):
+        assert s["id"] in line and s["client"] in line and s["expires_at"][:19] in line
+    assert "[bold]Firefox[/bold]" in r.stdout  # a browser's name is printed as it is, not read as markup
+    assert "Expires" in r.stdout and "到期" in cli(url, "--lang", "zh", "user", "sessions", "wang").stdout
+    r = cli(url, "user", "sessions", "nobody")
+    assert r.exit_code == 1 and "no user 'nobody'" in r.output
+    r = cli(url, "--lang", "zh", "user", "sessions", "nobody")
+    assert r.exit_code == 1 and "没有用户 'nobody'" in r.output
+    r = runner.invoke(app, ["--db", url, "user", "sessions", "nobody"], env={"QUOTA_LANG": "zh"})
+    assert r.exit_code == 1 and "没有用户 'nobody'" in r.output
+    r = cli(url, "user", "sessions", "nobody", "--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["error"] == {
+        "code": "not_found", "message": "no user 'nobody'", "what": "user", "value": "nobody"}
+    with pytest.raises(NotFound):
+        users.list_sessions(engine, "nobody")
+    engine.dispose()
