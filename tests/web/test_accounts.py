@@ -190,6 +190,8 @@ def test_my_account_lists_my_sessions_and_ends_one_or_all(ws):
     here, there = login(app, "clerk"), login(app, "clerk")
     page = here.get("/account").text
     assert page.count("data-session=") == 2 and "当前会话" in page
+    for s in users.list_sessions(engine, "clerk")["sessions"]:  # each row shows when that session stops working
+        assert f'<td class="expires">{s["expires_at"][:19].replace("T", " ")}</td>' in page
     other = [s["id"] for s in users.list_sessions(engine, "clerk")["sessions"]
              if s["id"] != users.session_handle(_sid(here))][0]
     r = here.post(f"/account/sessions/{other}/end", data={"csrf_token": csrf(here)})
