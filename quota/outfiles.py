@@ -8,8 +8,8 @@ nothing at all. A folder (CSV/Parquet export, plan files) is written as a tempor
 target and renamed into place, with a manifest.json (each file's rows and sha256) that
 `quota verify --export FOLDER` checks. An existing target folder is replaced only when it holds
 nothing but files the export itself writes (an earlier export); otherwise the export is refused and
-nothing is deleted. A target that is the ledger's own database file (or its -wal/-shm/-journal), or
-any SQLite database, is refused.
+nothing is deleted. A target that is the ledger's own database file (or its -wal/-shm/-journal/-writer.lock),
+or any SQLite database, is refused.
 """
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def _db_files(db) -> set[Path]:
     if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
         return set()
     base = Path(url.database).expanduser().resolve()
-    return {Path(str(base) + s) for s in ("", "-wal", "-shm", "-journal")}
+    from quota.store.db import WRITER_LOCK_SUFFIX  # the writers' lock file: replaced, it would split the queue
+    return {Path(str(base) + s) for s in ("", "-wal", "-shm", "-journal", WRITER_LOCK_SUFFIX)}
 
 
 def is_sqlite_file(path: Path | str) -> bool:

@@ -188,9 +188,8 @@ def verify_and_record(engine: Engine, actor: str, progress=None, expect_head: st
 
 def last_verification(engine: Engine) -> dict | None:
     """The latest recorded verify run: {at, actor, ok, head_seq, head_hash, problems}, or None."""
-    with db.reading(engine) as conn:
-        row = conn.execute(text("SELECT at, actor, ok, head_seq, head_hash, problems FROM verify_run "
-                                "ORDER BY at DESC, run_id DESC LIMIT 1")).first()
+    row = db.read_one(engine, "SELECT at, actor, ok, head_seq, head_hash, problems FROM verify_run "
+                              "ORDER BY at DESC, run_id DESC LIMIT 1")  # one statement: no BEGIN/COMMIT
     return None if row is None else {"at": row[0], "actor": row[1], "ok": bool(row[2]), "head_seq": int(row[3]),
                                      "head_hash": row[4], "problems": int(row[5])}
 

@@ -5,6 +5,7 @@ import contextlib
 import contextvars
 import os
 import random
+import threading
 import time
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -14,6 +15,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from quota.store import driver
 from quota.errors import QuotaError, Reason, Refused
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: SQLite's own lock alone
+    fcntl = None
 
 DEFAULT_URL = "sqlite:///quota.db"
 GENESIS = "0" * 64
@@ -197,7 +203,60 @@ def _write_once(conn: Connection, fn: Callable[[Connection], T], lock: bool, rea
         driver.deactivate(conn, token)
 
 
+WRITER_LOCK_SUFFIX = "-writer.lock"  # SQLite: the writers' lock file beside the database (see writer_lock)
+_WRITER = threading.local()  # whether this thread holds the writers' lock file (a nested write does not wait on it)
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}  # lock file path -> the lock this process's threads queue on first
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def writer_lock_path(engine: Engine) -> str | None:
+    """SQLite: the path of the writers' lock file of the database, None in memory (or on PostgreSQL)."""
+    path = engine.url.database if is_sqlite(engine) else None
+    return None if not path or path == ":memory:" else path + WRITER_LOCK_SUFFIX
+
+
+@contextlib.contextmanager
+def writer_lock(engine: Engine) -> Iterator[None]:
+    """SQLite: hold the writers' lock file (an exclusive flock, released by the kernel when its holder closes it
+    or exits) around one write transaction. Every write of the library (run_write: the CLI, the web's workers,
+    any process) takes it before BEGIN IMMEDIATE, so writers queue in the kernel and the next wakes the moment
+    the last commits; SQLite's busy handler alone has each waiter poll with sleeps of up to 100 ms. SQLite's own
+    lock still decides (a writer outside the library only makes the lock holder wait in the busy handler, as
+    before). A process's threads queue on a lock of the process first, so one of them at a time waits on the
+    file (a release wakes every waiter of a file lock). Without a writable directory or POSIX flock: SQLite's
+    lock alone."""
+    path = writer_lock_path(engine)
+    if path is None or fcntl is None or getattr(_WRITER, "held", False):
+        yield
+        return
+    with _PROCESS_LOCKS_GUARD:
+        in_process = _PROCESS_LOCKS.setdefault(path, threading.Lock())
+    with in_process:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            fd = None
+        if fd is None:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits without the GIL
+            _WRITER.held = True
+            try:
+                yield
+            finally:
+                _WRITER.held = False
+        finally:
+            os.close(fd)  # releases the lock
+
+
 def _sqlite_write(conn: Connection, fn: Callable[[Connection], T], lock: bool, reads: Sequence[driver.Query]) -> T:
+    with writer_lock(conn.engine):
+        return _sqlite_write_locked(conn, fn, lock, reads)
+
+
+def _sqlite_write_locked(conn: Connection, fn: Callable[[Connection], T], lock: bool,
+                         reads: Sequence[driver.Query]) -> T:
     """SQLite: BEGIN IMMEDIATE (the writers' lock, waiting up to busy_timeout) and COMMIT or ROLLBACK
     through the driver. An operation that stays on the driver (reserve, approve, release, cancel) then
     skips SQLAlchemy's transaction objects; one that runs SQLAlchemy statements makes SQLAlchemy begin

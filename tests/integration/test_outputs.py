@@ -20,6 +20,7 @@ from quota.ledger import operations
 from quota.audit import table_export
 from quota.intake import tallies
 from quota.errors import Refused
+from quota.store import db
 from tests.conftest import DATA, TALLY_HEADER, snapshot
 
 D = dt.date
@@ -174,7 +175,7 @@ def test_the_library_refuses_the_database_as_a_target(ledger, engine, tmp_path):
             fh.write("x")
     if ledger.startswith("sqlite"):
         db_file = ledger.removeprefix("sqlite:///")
-        for name in (db_file, db_file + "-wal"):
+        for name in (db_file, db_file + "-wal", db_file + db.WRITER_LOCK_SUFFIX):
             with pytest.raises(Refused, match="the ledger's database file"):
                 outfiles.check_target(name, engine)
 

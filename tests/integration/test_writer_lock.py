@@ -1,0 +1,113 @@
+"""SQLite: every writer of the library takes the writers' lock file beside the database (db.writer_lock) before
+BEGIN IMMEDIATE, whichever front end and process it runs in: the CLI, the library called directly, the web's
+API. While another process holds that file, a write waits and writes nothing; it goes through once the file is
+released. (PostgreSQL has no such file: its writers queue on the chain head's row.)"""
+import os
+import subprocess
+import sys
+import threading
+
+from quota.ledger import balances, operations
+from quota.store import db, users
+from tests.conftest import ROOT
+from tests.web.support import client, make_app, prepare
+
+HOLD = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()")
+WAIT_S = 1.5  # how long a writer is given to (wrongly) get through while the file is held
+
+
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'quota.db'}"
+
+
+class Holder:
+    """Another process holding the writers' lock file of a database until `release`."""
+
+    def __init__(self, engine):
+        self.proc = subprocess.Popen([sys.executable, "-c", HOLD, db.writer_lock_path(engine)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "held"
+
+    def release(self) -> None:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def waits_for_the_file(engine, write) -> object:
+    """Run `write()` while another process holds the lock file: it must not finish (nor write) until the file
+    is released, then it must. Returns what `write` returned."""
+    before = balances.balance(engine)
+    holder = Holder(engine)
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("value", write()))
+    try:
+        worker.start()
+        worker.join(WAIT_S)
+        assert worker.is_alive(), "the write went through while another process held the writers' lock file"
+        assert balances.balance(engine) == before
+    finally:
+        holder.release()
+    worker.join(60)
+    assert not worker.is_alive() and "value" in result
+    assert balances.balance(engine) != before
+    return result["value"]
+
+
+def test_the_lock_file_lies_beside_the_database_and_only_there(tmp_path):
+    engine = db.make_engine(sqlite_url(tmp_path))
+    assert db.writer_lock_path(engine) == str(tmp_path / "quota.db") + db.WRITER_LOCK_SUFFIX
+    assert db.writer_lock_path(db.make_engine("sqlite://")) is None
+    engine.dispose()
+
+
+def test_a_library_write_holds_the_lock_file_through_its_transaction(tmp_path):
+    engine = prepare(sqlite_url(tmp_path))
+    seen = []
+
+    def probe(conn):  # inside the write transaction: another open file description cannot take the lock
+        import fcntl
+        fd = os.open(db.writer_lock_path(engine), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            seen.append("free")
+        except BlockingIOError:
+            seen.append("held")
+        finally:
+            os.close(fd)
+
+    db.run_write(engine, probe, lock=False)
+    assert seen == ["held"]
+    engine.dispose()
+
+
+def test_a_library_writer_waits_for_the_lock_file_held_by_another_process(tmp_path):
+    engine = prepare(sqlite_url(tmp_path))
+    r = waits_for_the_file(engine, lambda: operations.reserve(engine, "P2026-01", actor="clerk", key="w-1"))
+    assert r["draws"]
+    engine.dispose()
+
+
+def test_an_api_writer_waits_for_the_lock_file_held_by_another_process(tmp_path):
+    engine = prepare(sqlite_url(tmp_path))
+    c = client(make_app(engine))
+    c.headers["Authorization"] = f"Bearer {users.new_token(engine, 'clerk')['token']}"
+    response = waits_for_the_file(engine, lambda: c.post("/api/v1/projects/P2026-01/reserve",
+                                                         headers={"Idempotency-Key": "w-2"}))
+    assert response.status_code == 200 and response.json()["draws"]
+    engine.dispose()
+
+
+def test_the_cli_waits_for_the_lock_file_held_by_another_process(tmp_path):
+    url = sqlite_url(tmp_path)
+    engine = prepare(url)
+
+    def cli():
+        return subprocess.run([sys.executable, "-m", "cli", "--db", url, "reserve", "P2026-01"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    done = waits_for_the_file(engine, cli)
+    assert done.returncode == 0, done.stderr
+    engine.dispose()
