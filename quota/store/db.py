@@ -203,6 +203,7 @@ def _write_once(conn: Connection, fn: Callable[[Connection], T], lock: bool, rea
         driver.deactivate(conn, token)
 
 
+WRITER_WAIT_S = 60.0  # the longest a writer waits for the lock file (as SQLite's busy_timeout); then SQLite decides
 WRITER_LOCK_SUFFIX = "-writer.lock"  # SQLite: the writers' lock file beside the database (see writer_lock)
 _WRITER = threading.local()  # whether this thread holds the writers' lock file (a nested write does not wait on it)
 _PROCESS_LOCKS: dict[str, threading.Lock] = {}  # lock file path -> the lock this process's threads queue on first
@@ -223,31 +224,52 @@ def writer_lock(engine: Engine) -> Iterator[None]:
     the last commits; SQLite's busy handler alone has each waiter poll with sleeps of up to 100 ms. SQLite's own
     lock still decides (a writer outside the library only makes the lock holder wait in the busy handler, as
     before). A process's threads queue on a lock of the process first, so one of them at a time waits on the
-    file (a release wakes every waiter of a file lock). Without a writable directory or POSIX flock: SQLite's
-    lock alone."""
+    file (a release wakes every waiter of a file lock). The wait is bounded: after WRITER_WAIT_S (a holder
+    stopped or stuck), the writer goes on to SQLite's own lock, which refuses it as busy as before the file
+    existed. Without a writable directory or POSIX flock: SQLite's lock alone."""
     path = writer_lock_path(engine)
     if path is None or fcntl is None or getattr(_WRITER, "held", False):
         yield
         return
+    deadline = time.monotonic() + WRITER_WAIT_S
     with _PROCESS_LOCKS_GUARD:
         in_process = _PROCESS_LOCKS.setdefault(path, threading.Lock())
-    with in_process:
+    if not in_process.acquire(timeout=WRITER_WAIT_S):  # a thread of this process is stuck in its write
+        yield  # SQLite's lock decides (its busy handler, then "locked": retried, then refused)
+        return
+    try:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
             fd = None
-        if fd is None:
+        if fd is None or not _flock_until(fd, deadline):
             yield
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # waits without the GIL
             _WRITER.held = True
-            try:
-                yield
-            finally:
-                _WRITER.held = False
+            yield
         finally:
-            os.close(fd)  # releases the lock
+            _WRITER.held = False
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the file's lock
+        in_process.release()
+
+
+def _flock_until(fd: int, deadline: float) -> bool:
+    """Take the exclusive lock of `fd`, trying until `deadline` (time.monotonic): True when taken. The kernel's
+    blocking wait cannot be given a time limit from a thread, so a waiter tries again after 0.5 ms, doubling up
+    to 5 ms (SQLite's busy handler sleeps up to 100 ms); one thread of a process at a time waits here."""
+    pause = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
 
 
 def _sqlite_write(conn: Connection, fn: Callable[[Connection], T], lock: bool, reads: Sequence[driver.Query]) -> T:

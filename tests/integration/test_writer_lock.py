@@ -111,3 +111,22 @@ def test_the_cli_waits_for_the_lock_file_held_by_another_process(tmp_path):
     done = waits_for_the_file(engine, cli)
     assert done.returncode == 0, done.stderr
     engine.dispose()
+
+
+def test_a_writer_waits_for_the_lock_file_only_so_long_then_sqlite_decides(tmp_path, monkeypatch):
+    """A holder of the file that never lets go (a stopped process) does not stop the ledger for good: after
+    WRITER_WAIT_S the writer goes on to SQLite's own lock, here free, and writes."""
+    engine = prepare(sqlite_url(tmp_path))
+    monkeypatch.setattr(db, "WRITER_WAIT_S", 0.3)
+    holder = Holder(engine)
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault(
+        "value", operations.reserve(engine, "P2026-01", actor="clerk", key="w-3")))
+    try:
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "the write waited on the lock file without end"
+        assert result["value"]["draws"]
+    finally:
+        holder.release()
+    engine.dispose()
