@@ -151,7 +151,9 @@ def serve(ctx: typer.Context,
           host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only; put a "
                                                  "reverse proxy with TLS in front for a bureau).")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="Port.")] = 8000,
-          workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+          workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes, each listening on a socket of "
+                                                "its own (SO_REUSEPORT: the kernel spreads new connections over "
+                                                "them).")] = 1,
           public: Annotated[bool, typer.Option("--public", help="Also serve the public registry page (no login, "
                                                                 "read-only).")] = False) -> None:
     """Run the web workspace (quota serve).  Example: quota --db postgresql+psycopg://quota@db/quota serve --workers 2"""
@@ -163,6 +165,6 @@ def serve(ctx: typer.Context,
         check_database(db.make_engine(url) if url != ctx.obj.url else ctx.obj.engine)  # refused before listening
     os.environ["QUOTA_DB"] = url
     os.environ["QUOTA_PUBLIC"] = "1" if public else ""
-    import uvicorn
-    uvicorn.run("web.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+    from web import serving
+    serving.run("web.app:app_from_env", host=host, port=port, workers=workers,
                 proxy_headers=True, forwarded_allow_ips="127.0.0.1", access_log=False, log_level="info")
