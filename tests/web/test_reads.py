@@ -90,3 +90,26 @@ def test_a_refusal_is_not_kept(db_url):
         assert app.state.reads.misses == 0
     finally:
         engine.dispose()
+
+
+def test_a_verify_run_elsewhere_is_seen_by_the_next_overview_though_no_balance_changed(db_url):
+    """The overview's "last verified" is kept in the cache with its balances: a `verify` run by another process
+    (no ledger write) moves the cache's state, so the next overview shows it."""
+    from quota.audit import trace as audit
+    engine = prepare(db_url)
+    other = db.make_engine(db_url)
+    try:
+        app = make_app(engine)
+        page = login(app, "clerk")
+
+        def verified() -> str:
+            return page.get("/").text.split('id="verified">')[1].split("</p>")[0]
+        never = verified()
+        assert verified() == never  # answered from the cache
+        audit.verify_and_record(other, actor="auditor-elsewhere")
+        shown = verified()
+        assert shown != never and "auditor-elsewhere" in shown
+        audit.verify_and_record(other, actor="auditor-again")
+        assert "auditor-again" in verified()
+    finally:
+        other.dispose()
