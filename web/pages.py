@@ -135,14 +135,10 @@ def switch_language(request: Request, lang: str, next: str = "/"):
 
 @router.get("/")
 async def overview(request: Request, as_of: Optional[str] = None, user=Depends(need("read_balance"))):
-    day = _day(as_of, "as-of date")
-    data, verified = await on_db(request, cached, request, overview_reads, as_of=day, lang=request.state.lang)
+    engine, day = engine_of(request), _day(as_of, "as-of date")
+    data, verified = await on_db(request, lambda: (cached(request, report.overview, as_of=day, lang=request.state.lang),
+                                                   audit.last_verification(engine)))
     return page(request, "overview.html", {"o": data, "verified": verified, "as_of": as_of or ""})
-
-
-def overview_reads(engine, *, as_of, lang) -> tuple:
-    """The overview's two reads, kept together in the read cache (its state includes the latest verify run)."""
-    return report.overview(engine, as_of=as_of, lang=lang), audit.last_verification(engine)
 
 
 @router.get("/lots")

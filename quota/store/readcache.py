@@ -3,8 +3,8 @@ where the same balance is asked for many times between two writes.
 
 Every change to what a balance shows is a ledger transaction (the ledger is append-only; lots, postings and
 lot statuses are written with their transaction) or a new rulebook version (units, names, matching keys). So
-the chain's head (seq, hash), the rulebook's (version, sha256), the latest `verify` run and the library's
-today identify the state a read sees. `ReadCache.get` reads that state first (one statement, each part a probe of a primary key), then
+the chain's head (seq, hash), the rulebook's (version, sha256) and the library's today identify the state a
+read sees. `ReadCache.get` reads that state first (one statement, each part a probe of a primary key), then
 answers from the cache if a read of the same call was made at the same state, else makes the read and keeps it
 under the state read *before* it: the read sees that state or a later one, never an earlier one. A write
 committed before the request began has moved the head, so it is always seen (no stale answer is possible).
@@ -21,13 +21,9 @@ from quota import clock
 from quota.store import db
 
 
-STATE_SQL = db.HEAD_SQL + ", (SELECT run_id FROM verify_run ORDER BY at DESC, run_id DESC LIMIT 1)"
-
-
 def ledger_state(engine: Engine) -> tuple:
-    """(seq, hash, rulebook version, rulebook sha256, latest verify run) as of now (no lock taken): the last
-    `verify` is part of what a read may show (the overview's "last verified"), though it changes no balance."""
-    return tuple(db.read_one(engine, STATE_SQL))
+    """(seq, hash, rulebook version, rulebook sha256) as of now (no lock taken)."""
+    return tuple(db.read_one(engine, db.HEAD_SQL))
 
 
 class ReadCache:
