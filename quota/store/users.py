@@ -169,6 +169,11 @@ def _stamp(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _live_since(now: dt.datetime) -> str:
+    """The oldest sign-in time (a _stamp) of a session still live at `now`: it lasts SESSION_HOURS."""
+    return _stamp(now - dt.timedelta(hours=SESSION_HOURS))
+
+
 def _client(client: str | None) -> str | None:
     value = str(client or "").strip()[:100]
     return value or None
@@ -328,7 +333,7 @@ def open_session(engine: Engine, name: str, client: str | None = None, agent: st
 
     def work(conn) -> None:
         conn.execute(text("DELETE FROM web_session WHERE created_at < :c"),
-                     {"c": _stamp(now - dt.timedelta(hours=SESSION_HOURS))})
+                     {"c": _live_since(now)})
         # of an enabled user only: one disabled between its password check and this write gets no session
         conn.execute(text("INSERT INTO web_session (sid_hash, name, created_at, client, agent) "
                           "SELECT :h, name, :t, :c, :a FROM web_user WHERE name = :n AND disabled_at IS NULL"),
@@ -346,7 +351,7 @@ def session_user(engine: Engine, sid: str, now: dt.datetime | None = None) -> Us
     now = now or dt.datetime.now(dt.timezone.utc)
     row = db.read_one(engine, "SELECT u.name, u.role FROM web_session s JOIN web_user u ON u.name = s.name "
                               "WHERE s.sid_hash = ? AND s.created_at >= ? AND u.disabled_at IS NULL",
-                      (_token_hash(sid), _stamp(now - dt.timedelta(hours=SESSION_HOURS))))
+                      (_token_hash(sid), _live_since(now)))
     return User(row[0], row[1]) if row else None
 
 
@@ -369,7 +374,7 @@ def list_sessions(engine: Engine, name: str, now: dt.datetime | None = None) -> 
         rows = [] if user[0] is not None else conn.execute(  # a disabled user's sessions do not work
             text("SELECT sid_hash, created_at, client, agent FROM web_session WHERE name = :n "
                  "AND created_at >= :c ORDER BY created_at, sid_hash"),
-            {"n": name, "c": _stamp(now - dt.timedelta(hours=SESSION_HOURS))}).all()
+            {"n": name, "c": _live_since(now)}).all()
     return {"name": name, "sessions": [
         {"id": r[0][:12], "created_at": r[1], "expires_at": _expiry(r[1]), "client": r[2], "agent": r[3]}
         for r in rows]}
