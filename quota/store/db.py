@@ -220,11 +220,10 @@ def writer_lock_path(engine: Engine) -> str | None:
 def writer_lock(engine: Engine) -> Iterator[None]:
     """SQLite: hold the writers' lock file (an exclusive flock, released by the kernel when its holder closes it
     or exits) around one write transaction. Every write of the library (run_write: the CLI, the web's workers,
-    any process) takes it before BEGIN IMMEDIATE, so writers queue in the kernel and the next wakes the moment
-    the last commits; SQLite's busy handler alone has each waiter poll with sleeps of up to 100 ms. SQLite's own
-    lock still decides (a writer outside the library only makes the lock holder wait in the busy handler, as
-    before). A process's threads queue on a lock of the process first, so one of them at a time waits on the
-    file (a release wakes every waiter of a file lock). The wait is bounded: after WRITER_WAIT_S (a holder
+    any process) takes it before BEGIN IMMEDIATE, trying again every 0.5 to 5 ms (_flock_until), where SQLite's
+    busy handler alone has each waiter poll with sleeps of up to 100 ms. SQLite's own lock still decides (a
+    writer outside the library only makes the lock holder wait in the busy handler, as before). A process's
+    threads queue on a lock of the process first, so one of them at a time tries the file. The wait is bounded: after WRITER_WAIT_S (a holder
     stopped or stuck), the writer goes on to SQLite's own lock, which refuses it as busy as before the file
     existed. Without a writable directory or POSIX flock: SQLite's lock alone."""
     path = writer_lock_path(engine)
