@@ -14,6 +14,7 @@ or any SQLite database, is refused.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from typing import Iterable, Iterator
 from quota.errors import Refused
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+XLSX_TIME = dt.datetime(2000, 1, 1)  # an xlsx file's created/modified properties (steady_workbook)
 MANIFEST = "manifest.json"
 
 
@@ -266,6 +268,20 @@ def atomic_dir(path: Path | str, names: Iterable[str], db=None) -> Iterator[Path
 
 
 # --------------------------------------------------------------------------- manifests
+
+def save_xlsx(book, path: Path | str) -> None:
+    """Save an openpyxl workbook with XLSX_TIME as its created and modified properties, where openpyxl's own
+    save stamps the time of writing: the same content makes the same file and size (a download's HEAD and GET
+    agree on its length; a file written twice compares equal). When it was written is the ledger's and the
+    manifest's to say. openpyxl's save_workbook, less the stamp."""
+    from zipfile import ZIP_DEFLATED, ZipFile
+
+    from openpyxl.writer.excel import ExcelWriter
+    if book.write_only and not book.worksheets:
+        book.create_sheet()
+    book.properties.created = book.properties.modified = XLSX_TIME
+    ExcelWriter(book, ZipFile(path, "w", ZIP_DEFLATED, allowZip64=True)).save()  # closes the archive
+
 
 def sha256_file(path: Path | str) -> str:
     h = hashlib.sha256()

@@ -127,7 +127,7 @@ def to_xlsx(s: dict, path: str) -> None:
         ws.append(header)
         for row in rows:
             ws.append([neutralise(v) for v in row])
-    wb.save(path)
+    outfiles.save_xlsx(wb, path)
 
 
 def write_statement(engine: Engine, project_id: str, fmt: str, out: IO[str] | None, path: str | None,

@@ -131,7 +131,7 @@ def write_tables(engine: Engine, fmt: str, out: str, as_of: dt.date | None = Non
                         ws.append(list(row))
                 with outfiles.atomic_path(path, engine) as tmp:  # an unwritable target fails here, before saving
                     saving = True
-                    wb.save(tmp)
+                    outfiles.save_xlsx(wb, tmp)
             except BaseException:
                 if not saving:
                     for ws in wb.worksheets:  # close the sheets' temporary files

@@ -359,6 +359,8 @@ def write_plan_files(result: dict, out_dir: str, db=None) -> list[str]:
     import pandas as pd
     from pathlib import Path
 
+    from openpyxl import Workbook
+
     from quota import outfiles
     from quota.audit.table_export import neutralise
 
@@ -386,9 +388,14 @@ def write_plan_files(result: dict, out_dir: str, db=None) -> list[str]:
         for name, frame in frames.items():
             frame.to_csv(tmp / f"{name}.csv", index=False)
             rows[f"{name}.csv"] = len(frame)
-        with pd.ExcelWriter(tmp / "plan.xlsx", engine="openpyxl") as xl:
-            for name in ("summary", "draws", "unfunded", "shadow_prices"):
-                frames[name].to_excel(xl, sheet_name=name, index=False)
+        book = Workbook()
+        book.remove(book.active)
+        for name in ("summary", "draws", "unfunded", "shadow_prices"):
+            sheet, frame = book.create_sheet(name), frames[name]
+            sheet.append(list(frame.columns))
+            for row in frame.astype(object).where(frame.notna(), None).itertuples(index=False):
+                sheet.append(list(row))
+        outfiles.save_xlsx(book, tmp / "plan.xlsx")
         rows["plan.xlsx"] = sum(len(f) for f in frames.values())
         outfiles.write_manifest(tmp, "quota-plan", rows, plan_id=result["plan_id"])
     return [str(out / name) for name in PLAN_FILES]

@@ -246,3 +246,23 @@ def test_beancount_export_names_a_lot_issued_while_the_export_starts(busy, tmp_p
     assert "UNKNOWN" not in written and f"Assets:Lots:JT-ZL:{serial}" in written
     assert '"迟到源"' in written  # the issue transaction's payee: the new lot's source
     assert bean_check(path).returncode == 0
+
+
+def test_every_xlsx_file_is_the_same_whenever_it_is_written(busy, tmp_path):
+    """The ledger's tables, a source statement and a plan's workbook carry XLSX_TIME as their created and
+    modified properties, not the time of writing: the same content is the same file, so a download's HEAD and
+    GET agree on its length (they did not when the clock's second turned between them)."""
+    import zipfile
+
+    from openpyxl import load_workbook
+    from quota import outfiles
+    from quota.planning import plans
+    statement.write_statement(busy, "P2026-08", "xlsx", None, str(tmp_path / "s.xlsx"), "en")
+    table_export.write_tables(busy, "xlsx", str(tmp_path / "t.xlsx"))
+    plans.write_plan_files(plans.run_plan(busy, time_limit=5), str(tmp_path / "plan"))
+    for path in (tmp_path / "s.xlsx", tmp_path / "t.xlsx", tmp_path / "plan" / "plan.xlsx"):
+        props = load_workbook(path).properties
+        assert (props.created, props.modified) == (outfiles.XLSX_TIME, outfiles.XLSX_TIME), path
+    first = zipfile.ZipFile(tmp_path / "s.xlsx").read("docProps/core.xml")
+    statement.write_statement(busy, "P2026-08", "xlsx", None, str(tmp_path / "s2.xlsx"), "en")
+    assert zipfile.ZipFile(tmp_path / "s2.xlsx").read("docProps/core.xml") == first
