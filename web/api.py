@@ -12,7 +12,7 @@ from quota.audit import trace as audit
 from quota.ledger import balances, operations as quota_ops, projects
 from quota.planning import plans
 from quota.clock import parse_day
-from web.app import api_need, cached, engine_of, on_db
+from web.app import api_need, cached_read, engine_of, write
 
 router = APIRouter(prefix="/api/v1")
 KeyHeader = Header(None, alias="Idempotency-Key", description="Same semantics as the CLI's --key.")
@@ -40,8 +40,8 @@ class PlanBody(BaseModel):
 async def balance(request: Request, by: str = "pollutant", pollutant: Optional[str] = None, zone: Optional[str] = None,
             as_of: Optional[str] = None, user=Depends(api_need("read_balance"))) -> dict:
     """`quota balance --json`."""
-    return await on_db(request, cached, request, balances.balance, by=by, pollutant=pollutant or None,
-                       zone=zone or None, as_of=_day(as_of, "as-of date"))
+    return await cached_read(request, balances.balance, by=by, pollutant=pollutant or None, zone=zone or None,
+                             as_of=_day(as_of, "as-of date"))
 
 
 @router.get("/projects")
@@ -57,29 +57,30 @@ def trace(request: Request, project_id: str, user=Depends(api_need("read_stateme
 
 
 @router.post("/projects/{project_id}/reserve")
-def reserve(request: Request, project_id: str, body: Optional[ReserveBody] = None, key: Optional[str] = KeyHeader,
-            user=Depends(api_need("reserve"))) -> dict:
+async def reserve(request: Request, project_id: str, body: Optional[ReserveBody] = None,
+                  key: Optional[str] = KeyHeader, user=Depends(api_need("reserve"))) -> dict:
     body = body or ReserveBody()
-    return quota_ops.reserve(engine_of(request), project_id, actor=user.name, pollutant=body.pollutant,
-                             expires=_day(body.expires, "lapse date"), key=key)
+    return await write(request, quota_ops.reserve, engine_of(request), project_id, actor=user.name,
+                       pollutant=body.pollutant, expires=_day(body.expires, "lapse date"), key=key)
 
 
 @router.post("/projects/{project_id}/approve")
-def approve(request: Request, project_id: str, body: ApproveBody, key: Optional[str] = KeyHeader,
-            user=Depends(api_need("approve"))) -> dict:
-    return quota_ops.approve(engine_of(request), project_id, doc=body.doc, actor=user.name, key=key)
+async def approve(request: Request, project_id: str, body: ApproveBody, key: Optional[str] = KeyHeader,
+                  user=Depends(api_need("approve"))) -> dict:
+    return await write(request, quota_ops.approve, engine_of(request), project_id, doc=body.doc, actor=user.name,
+                       key=key)
 
 
 @router.post("/projects/{project_id}/release")
-def release(request: Request, project_id: str, key: Optional[str] = KeyHeader,
-            user=Depends(api_need("release"))) -> dict:
-    return quota_ops.release(engine_of(request), project_id, actor=user.name, key=key)
+async def release(request: Request, project_id: str, key: Optional[str] = KeyHeader,
+                  user=Depends(api_need("release"))) -> dict:
+    return await write(request, quota_ops.release, engine_of(request), project_id, actor=user.name, key=key)
 
 
 @router.post("/projects/{project_id}/cancel")
-def cancel(request: Request, project_id: str, key: Optional[str] = KeyHeader,
-           user=Depends(api_need("cancel"))) -> dict:
-    return quota_ops.cancel(engine_of(request), project_id, actor=user.name, key=key)
+async def cancel(request: Request, project_id: str, key: Optional[str] = KeyHeader,
+                 user=Depends(api_need("cancel"))) -> dict:
+    return await write(request, quota_ops.cancel, engine_of(request), project_id, actor=user.name, key=key)
 
 
 @router.get("/verify")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -29,10 +31,11 @@ from starlette.datastructures import MutableHeaders
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from quota import units
 from quota.report import catalogue as i18n
-from quota.store import users
+from quota.store import db, users
 from quota.store.readcache import ReadCache
 from quota.store.db import DatabaseError
 from quota.errors import NotFound, QuotaError, ValidationFailed
+from web import pgreads
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "quota_session"
@@ -221,10 +224,18 @@ def pick_lang(request: Request) -> str:
     return "zh"
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI):
+    yield
+    if app.state.pg is not None:  # the worker is stopping: its loop's connections close with it
+        await app.state.pg.aclose()
+
+
 def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> FastAPI:
     """The workspace on `engine` (schema at head). `throttle=False` skips the delay after failed logins (tests
     of everything else); the failures are still counted and the lock-out still applies."""
     app = FastAPI(title="quota", version="1", docs_url=None, redoc_url=None, openapi_url="/api/v1/openapi.json",
+                  lifespan=_lifespan,
                   description="HTTP API of quota: the CLI's --json shapes; writes take an Idempotency-Key header.")
     app.router.redirect_slashes = False  # its redirect names the request's Host header: a forged one led elsewhere
     app.state.engine = engine
@@ -232,6 +243,7 @@ def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> F
     app.state.throttle = throttle
     app.state.reads = ReadCache()  # balances kept by the ledger's state (quota/store/readcache.py)
     app.state.inline_reads = engine.dialect.name == "sqlite"  # see on_db
+    app.state.pg = pgreads.create(engine)  # PostgreSQL: the hot one-statement reads from the loop (read_row)
     app.state.signer = URLSafeTimedSerializer(users.session_secret(engine), salt="quota-session")
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True)
@@ -341,6 +353,27 @@ async def on_db(request: Request, fn, *args, **kwargs):
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
+async def read_row(request: Request, sql: str, params: tuple = ()) -> tuple | None:
+    """The first row of one SELECT of the library (db.read_one's contract), for a coroutine route or dependency:
+    on SQLite in the loop's own thread (see on_db), on PostgreSQL sent from the loop on its own connections
+    (web/pgreads.py: no thread hand-off, which costs more than the statement)."""
+    if request.app.state.pg is None:
+        return db.read_one(engine_of(request), sql, params)
+    return await request.app.state.pg.one(sql, params)
+
+
+async def write(request: Request, fn, *args, **kwargs):
+    """`fn(*args, **kwargs)`, a short library write (reserve, approve, release, cancel) of a coroutine route: on
+    SQLite made in the loop's own thread once the writers' lock file is had, waiting for it without blocking the
+    loop (db.write_in_turn); on PostgreSQL, or without the lock file, in the thread pool (round trips must not
+    hold the loop). Measured in docs/performance.md, Web workspace."""
+    if request.app.state.inline_reads:
+        made, value = await db.write_in_turn(engine_of(request), functools.partial(fn, *args, **kwargs))
+        if made:
+            return value
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
 def cached(request: Request, fn, keep=None, **kwargs):
     """`fn(engine, **kwargs)`, a library read, answered from the app's cache when the ledger has not changed
     since the same read was made (a write is seen by the next read: see quota/store/readcache.py); one that
@@ -348,15 +381,32 @@ def cached(request: Request, fn, keep=None, **kwargs):
     return request.app.state.reads.get(engine_of(request), fn, keep=keep, **kwargs)
 
 
+async def cached_read(request: Request, fn, **kwargs):
+    """`cached` for a coroutine route: the ledger's state read with read_row, then the cache's answer in the loop,
+    or on a miss the read made (on_db) and kept under that state, read before it."""
+    state = await read_row(request, db.HEAD_SQL)
+    found, value = request.app.state.reads.peek(state, fn, **kwargs)
+    if found:
+        return value
+    return await on_db(request, cached, request, fn, at=state, **kwargs)
+
+
 def current_user(request: Request) -> users.User | None:
     """The signed-in user of the session (looked up each time: a session ended elsewhere, or of a user since
-    disabled, ends at once)."""
+    disabled, ends at once), for a plain-function route."""
     sid = request.state.session.get("s")
-    if not sid:
-        return None
-    user = users.session_user(engine_of(request), sid)
-    if user is None:
-        request.state.session.clear()
+    return _signed_in(request, users.session_user(engine_of(request), sid) if sid else None)
+
+
+async def session_user(request: Request) -> users.User | None:
+    """current_user, for a coroutine (the statement through read_row)."""
+    query = users.session_query(request.state.session.get("s"))
+    return _signed_in(request, users.user_of(await read_row(request, *query)) if query else None)
+
+
+def _signed_in(request: Request, user: users.User | None) -> users.User | None:
+    if user is None and request.state.session.get("s"):
+        request.state.session.clear()  # ended, expired or of a disabled user: the cookie is replaced
     request.state.user = user
     return user
 
@@ -364,7 +414,7 @@ def current_user(request: Request) -> users.User | None:
 def need(action: str):
     """A dependency: the signed-in user, who must be allowed `action` (else 303 to /login, or 403)."""
     async def dependency(request: Request) -> users.User:
-        user = await on_db(request, current_user, request)
+        user = await session_user(request)
         if user is None:
             raise LoginRequired()
         if not users.allowed(user.role, action):
@@ -378,8 +428,8 @@ def api_need(action: str):
     """A dependency of the API: the user of the bearer token (401 without one), allowed `action` (403)."""
     async def dependency(request: Request) -> users.User:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        user = await on_db(request, users.user_for_token, engine_of(request), token.strip()) \
-            if scheme.lower() == "bearer" else None
+        query = users.token_query(token.strip()) if scheme.lower() == "bearer" else None
+        user = users.user_of(await read_row(request, *query)) if query else None
         if user is None:
             raise Unauthorized()
         request.state.user = user

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
+from markupsafe import Markup
 
 from quota.audit import trace as audit
 from quota.ledger import balances, operations as quota_ops, projects
@@ -27,7 +28,7 @@ from quota.report import catalogue as i18n, html as report
 from quota.store import users
 from quota.clock import parse_day
 from quota.errors import Refused, ValidationFailed
-from web.app import cached, check_csrf, current_user, csrf_token, engine_of, need, on_db, page, redirect, refusal_view
+from web.app import cached, cached_read, check_csrf, current_user, csrf_token, engine_of, need, page, read_row, redirect, refusal_view
 
 router = APIRouter(include_in_schema=False)
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -135,10 +136,19 @@ def switch_language(request: Request, lang: str, next: str = "/"):
 
 @router.get("/")
 async def overview(request: Request, as_of: Optional[str] = None, user=Depends(need("read_balance"))):
-    engine, day = engine_of(request), _day(as_of, "as-of date")
-    data, verified = await on_db(request, lambda: (cached(request, report.overview, as_of=day, lang=request.state.lang),
-                                                   audit.last_verification(engine)))
-    return page(request, "overview.html", {"o": data, "verified": verified, "as_of": as_of or ""})
+    ledger = await cached_read(request, _overview_ledger, as_of=_day(as_of, "as-of date"), lang=request.state.lang,
+                               templates=request.app.state.templates)
+    verified = audit.verification_of(await read_row(request, audit.LAST_VERIFICATION_SQL))
+    return page(request, "overview.html", {"ledger": ledger, "verified": verified, "as_of": as_of or ""})
+
+
+def _overview_ledger(engine, *, as_of: Optional[dt.date], lang: str, templates) -> Markup:
+    """The overview's ledger part (report.overview: balances and their chart, lots expiring, the chain head) as
+    HTML, made once per ledger state, as-of date and language and kept in the read cache: most of a view's work
+    was rendering it (about 180 numbers and the chart), the same for every user until the next write."""
+    o = report.overview(engine, as_of=as_of, lang=lang)
+    return Markup(templates.get_template("overview_ledger.html").render(
+        o=o, lang=lang, t=lambda key, **kw: i18n.t(key, lang, **kw), h=lambda text: i18n.header(text, lang)))
 
 
 @router.get("/lots")

@@ -186,12 +186,19 @@ def verify_and_record(engine: Engine, actor: str, progress=None, expect_head: st
     return summary, problems
 
 
-def last_verification(engine: Engine) -> dict | None:
-    """The latest recorded verify run: {at, actor, ok, head_seq, head_hash, problems}, or None."""
-    row = db.read_one(engine, "SELECT at, actor, ok, head_seq, head_hash, problems FROM verify_run "
-                              "ORDER BY at DESC, run_id DESC LIMIT 1")  # one statement: no BEGIN/COMMIT
+LAST_VERIFICATION_SQL = ("SELECT at, actor, ok, head_seq, head_hash, problems FROM verify_run "
+                         "ORDER BY at DESC, run_id DESC LIMIT 1")
+
+
+def verification_of(row) -> dict | None:
+    """A row of LAST_VERIFICATION_SQL as {at, actor, ok, head_seq, head_hash, problems}, or None for no row."""
     return None if row is None else {"at": row[0], "actor": row[1], "ok": bool(row[2]), "head_seq": int(row[3]),
                                      "head_hash": row[4], "problems": int(row[5])}
+
+
+def last_verification(engine: Engine) -> dict | None:
+    """The latest recorded verify run: {at, actor, ok, head_seq, head_hash, problems}, or None."""
+    return verification_of(db.read_one(engine, LAST_VERIFICATION_SQL))  # one statement: no BEGIN/COMMIT
 
 
 def verify(engine: Engine, progress=None, expect_head: str | None = None) -> tuple[dict, list[Problem]]:

@@ -7,6 +7,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
@@ -95,9 +96,22 @@ def make_engine(url: str = DEFAULT_URL, lock_timeout_s: float | str | None = Non
         options = " ".join(options) if isinstance(options, tuple) else options
         millis = round(lock_timeout(lock_timeout_s) * 1000)
         # in the connection's startup packet: no statement, no round trip
-        engine = create_engine(parsed, **pool, connect_args={"options": f"{options} -c lock_timeout={millis}".strip()})
+        connect = {"options": f"{options} -c lock_timeout={millis}".strip()}
+        engine = create_engine(parsed, **pool, connect_args=connect)
+        _PG_CONNECT[engine] = connect
         driver.install(engine)
     return engine
+
+
+_PG_CONNECT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> what make_engine adds to its URL
+
+
+def connect_params(engine: Engine) -> dict:
+    """PostgreSQL: psycopg.connect's keyword arguments for a connection like the engine's own (its URL's, and
+    the options make_engine adds), for a caller that connects without the engine (the web's async reads)."""
+    _, params = engine.dialect.create_connect_args(engine.url)
+    params = {k: v for k, v in params.items() if k != "context"}  # SQLAlchemy's type adapters: not for plain reads
+    return {**params, **_PG_CONNECT.get(engine, {})}
 
 
 def is_sqlite(conn_or_engine) -> bool:
@@ -252,6 +266,54 @@ def writer_lock(engine: Engine) -> Iterator[None]:
     finally:
         if fd is not None:
             os.close(fd)  # releases the file's lock
+        in_process.release()
+
+
+async def write_in_turn(engine: Engine, call: Callable[[], T]) -> tuple[bool, T | None]:
+    """SQLite, for a server's event loop: wait for the writers' lock file without blocking the loop (the same
+    tries as writer_lock, with asyncio's sleep between them), then make the write `call()` (a library operation)
+    in the loop's own thread while holding it, so that the holder is not slowed by the other requests its
+    process serves meanwhile (a write in the thread pool held the lock three times as long, waiting for the
+    interpreter while the loop served reads). Returns (True, what `call()` returned), or (False, None) without
+    calling when there is no lock file to take (PostgreSQL, an in-memory database) or it could not be had within
+    WRITER_WAIT_S: the caller then makes the write the ordinary way (run_write's own wait, in a thread)."""
+    import asyncio
+    path = writer_lock_path(engine)
+    if path is None or fcntl is None:
+        return False, None
+    deadline = time.monotonic() + WRITER_WAIT_S
+    with _PROCESS_LOCKS_GUARD:
+        in_process = _PROCESS_LOCKS.setdefault(path, threading.Lock())
+    pause = 0.0005
+    while not in_process.acquire(blocking=False):
+        if time.monotonic() >= deadline:
+            return False, None
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.005)
+    fd = None
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return False, None
+        pause = 0.0005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False, None
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.005)
+        _WRITER.held = True  # no await from here to the end: no other request of this loop runs in between
+        try:
+            return True, call()
+        finally:
+            _WRITER.held = False
+    finally:
+        if fd is not None:
+            os.close(fd)
         in_process.release()
 
 

@@ -37,15 +37,14 @@ class ReadCache:
         self.hits = self.misses = 0
 
     def get(self, engine: Engine, fn: Callable[..., Any], keep: Callable[[Any], bool] | None = None,
-            **kwargs: Any) -> Any:
+            at: tuple | None = None, **kwargs: Any) -> Any:
         """`fn(engine, **kwargs)` as of the ledger's current state (kwargs must be hashable). `keep(value)` false:
-        the value is returned but not kept (a solve stopped by its time limit: the next may do better)."""
-        key = (ledger_state(engine), clock.today(), fn.__module__, fn.__qualname__, tuple(sorted(kwargs.items())))
-        with self._lock:
-            if key in self._values:
-                self._values.move_to_end(key)
-                self.hits += 1
-                return self._values[key]
+        the value is returned but not kept (a solve stopped by its time limit: the next may do better). `at`: the
+        state as the caller read it just before (a row of db.HEAD_SQL), instead of reading it here."""
+        key = self._key(tuple(ledger_state(engine) if at is None else at), fn, kwargs)
+        found, value = self._find(key)
+        if found:
+            return value
         value = fn(engine, **kwargs)  # refusals propagate and are not kept
         with self._lock:
             self.misses += 1
@@ -55,3 +54,20 @@ class ReadCache:
             while len(self._values) > self.size:
                 self._values.popitem(last=False)
         return value
+
+    def peek(self, at: tuple, fn: Callable[..., Any], **kwargs: Any) -> tuple[bool, Any]:
+        """(True, value) when `fn(engine, **kwargs)` was kept at state `at` (a row of db.HEAD_SQL), else (False,
+        None): a caller that read the state itself answers from the cache without handing the call elsewhere."""
+        return self._find(self._key(tuple(at), fn, kwargs))
+
+    @staticmethod
+    def _key(state: tuple, fn: Callable[..., Any], kwargs: dict) -> tuple:
+        return (state, clock.today(), fn.__module__, fn.__qualname__, tuple(sorted(kwargs.items())))
+
+    def _find(self, key: tuple) -> tuple[bool, Any]:
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                self.hits += 1
+                return True, self._values[key]
+        return False, None

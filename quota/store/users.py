@@ -17,6 +17,7 @@ import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
+from typing import Sequence
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
@@ -344,15 +345,26 @@ def open_session(engine: Engine, name: str, client: str | None = None, agent: st
     return sid
 
 
-def session_user(engine: Engine, sid: str, now: dt.datetime | None = None) -> User | None:
-    """The enabled user of a live session, or None (ended, older than SESSION_HOURS, user disabled)."""
+def session_query(sid: str, now: dt.datetime | None = None) -> tuple[str, tuple] | None:
+    """The one statement (`?` placeholders, parameters) that finds the enabled user of a live session, or None
+    when `sid` cannot be one. Its row is read by `user_of`; `session_user` runs it, and the web's event loop
+    runs the same statement on its own connections (web/pgreads.py)."""
     if not sid or len(sid) > 100:
         return None
     now = now or dt.datetime.now(dt.timezone.utc)
-    row = db.read_one(engine, "SELECT u.name, u.role FROM web_session s JOIN web_user u ON u.name = s.name "
-                              "WHERE s.sid_hash = ? AND s.created_at >= ? AND u.disabled_at IS NULL",
-                      (_token_hash(sid), _live_since(now)))
+    return ("SELECT u.name, u.role FROM web_session s JOIN web_user u ON u.name = s.name "
+            "WHERE s.sid_hash = ? AND s.created_at >= ? AND u.disabled_at IS NULL", (_token_hash(sid), _live_since(now)))
+
+
+def user_of(row: Sequence | None) -> User | None:
+    """The user a row of `session_query` or `token_query` names, or None for no row."""
     return User(row[0], row[1]) if row else None
+
+
+def session_user(engine: Engine, sid: str, now: dt.datetime | None = None) -> User | None:
+    """The enabled user of a live session, or None (ended, older than SESSION_HOURS, user disabled)."""
+    query = session_query(sid, now)
+    return user_of(db.read_one(engine, *query)) if query else None
 
 
 def session_handle(sid: str) -> str:
@@ -474,13 +486,19 @@ def revoke_token(engine: Engine, name: str, token_id: str) -> dict:
     return db.run_write(engine, work, lock=False, attempts=1)
 
 
-def user_for_token(engine: Engine, token: str) -> User | None:
-    """The enabled user an API token belongs to, or None."""
+def token_query(token: str) -> tuple[str, tuple] | None:
+    """The one statement that finds the enabled user of an API token (read by `user_of`), or None when `token`
+    cannot be one."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
         return None
-    row = db.read_one(engine, "SELECT u.name, u.role FROM web_token t JOIN web_user u ON u.name = t.name "
-                              "WHERE t.token_hash = ? AND u.disabled_at IS NULL", (_token_hash(token),))
-    return User(row[0], row[1]) if row else None
+    return ("SELECT u.name, u.role FROM web_token t JOIN web_user u ON u.name = t.name "
+            "WHERE t.token_hash = ? AND u.disabled_at IS NULL", (_token_hash(token),))
+
+
+def user_for_token(engine: Engine, token: str) -> User | None:
+    """The enabled user an API token belongs to, or None."""
+    query = token_query(token)
+    return user_of(db.read_one(engine, *query)) if query else None
 
 
 # --------------------------------------------------------------------------- settings

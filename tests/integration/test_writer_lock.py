@@ -130,3 +130,93 @@ def test_a_writer_waits_for_the_lock_file_only_so_long_then_sqlite_decides(tmp_p
     finally:
         holder.release()
     engine.dispose()
+
+
+# --------------------------------------------------------------------------- the web's writes in the event loop
+
+def _api_in_one_loop(engine, scenario):
+    """Run `scenario(c)` with an async client of the app on one event loop (as a server's worker has)."""
+    import asyncio
+    import httpx
+    app = make_app(engine)
+    token = users.new_token(engine, "clerk")["token"]
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
+                                     headers={"Authorization": f"Bearer {token}"}) as c:
+            return await scenario(c)
+    return asyncio.run(main())
+
+
+def test_an_api_write_waits_for_the_lock_file_without_stopping_the_loops_reads(tmp_path):
+    """While another process holds the file, an API reservation waits (db.write_in_turn, asyncio's sleep
+    between tries), and the same loop goes on answering reads; once released, the reservation is made."""
+    import asyncio
+    engine = prepare(sqlite_url(tmp_path))
+    before = balances.balance(engine)
+
+    async def scenario(c):
+        holder = Holder(engine)
+        try:
+            pending = asyncio.ensure_future(c.post("/api/v1/projects/P2026-01/reserve",
+                                                   headers={"Idempotency-Key": "w-4"}))
+            await asyncio.sleep(WAIT_S)
+            assert not pending.done(), "the API write went through while another process held the lock file"
+            read = await asyncio.wait_for(c.get("/api/v1/balance"), 5)  # the loop is not blocked by the wait
+            assert read.status_code == 200 and read.json() == before
+        finally:
+            holder.release()
+        return await asyncio.wait_for(pending, 30)
+
+    response = _api_in_one_loop(engine, scenario)
+    assert response.status_code == 200 and response.json()["draws"]
+    assert balances.balance(engine) != before
+    engine.dispose()
+
+
+def test_an_api_write_is_made_in_the_loops_thread_on_sqlite_and_refusals_still_answer(tmp_path, monkeypatch):
+    """The write itself runs in the event loop's thread once the file is had (no hand-off to the thread pool,
+    whose threads competed with the loop for the interpreter while holding the lock); a refusal inside it is
+    the API's usual answer, and a nested write does not wait on the file its own thread holds."""
+    from web import api as web_api
+    engine = prepare(sqlite_url(tmp_path))
+    threads = []
+    real = operations.reserve
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(web_api.quota_ops, "reserve", spy)
+
+    async def scenario(c):
+        ok = await c.post("/api/v1/projects/P2026-01/reserve", headers={"Idempotency-Key": "w-5"})
+        again = await c.post("/api/v1/projects/P2026-01/reserve", headers={"Idempotency-Key": "w-5"})
+        refused = await c.post("/api/v1/projects/NO-SUCH/reserve", headers={"Idempotency-Key": "w-6"})
+        return ok, again, refused, threading.current_thread()
+
+    ok, again, refused, loop_thread = _api_in_one_loop(engine, scenario)
+    assert ok.status_code == 200 and again.json()["replayed"] and again.json()["txn"] == ok.json()["txn"]
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
+    assert threads == [loop_thread] * 3
+    engine.dispose()
+
+
+def test_an_api_write_that_cannot_have_the_file_in_time_is_made_the_ordinary_way(tmp_path, monkeypatch):
+    """A holder that never lets go: after WRITER_WAIT_S the API write goes to the thread pool (run_write's own
+    wait, then SQLite's lock, here free) rather than waiting without end."""
+    import asyncio
+    engine = prepare(sqlite_url(tmp_path))
+    monkeypatch.setattr(db, "WRITER_WAIT_S", 0.3)
+
+    async def scenario(c):
+        holder = Holder(engine)
+        try:
+            return await asyncio.wait_for(c.post("/api/v1/projects/P2026-01/reserve",
+                                                 headers={"Idempotency-Key": "w-7"}), 30)
+        finally:
+            holder.release()
+
+    response = _api_in_one_loop(engine, scenario)
+    assert response.status_code == 200 and response.json()["draws"]
+    engine.dispose()

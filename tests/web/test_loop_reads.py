@@ -1,0 +1,134 @@
+"""The reads every request makes are answered in the worker's event loop (web/app.py read_row, cached_read; on
+PostgreSQL through web/pgreads.py): no thread hand-off on the overview's and the balance API's path between
+writes, on both engines; and on PostgreSQL the loop's connections survive what can happen to them (a backend
+killed, a statement cut short, more requests than connections, a new event loop)."""
+import asyncio
+
+import pytest
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy import text
+
+from quota.ledger import balances
+from quota.store import db, users
+from tests.conftest import ENGINES
+from tests.databases import fresh_url
+from tests.web.support import client, login, make_app, prepare
+from web import app as webapp, pgreads
+
+
+def test_the_hot_reads_take_no_thread_hand_off_between_writes(db_url, monkeypatch):
+    engine = prepare(db_url)
+    app = make_app(engine)
+    page = login(app, "clerk")
+    api = client(app)
+    api.headers["Authorization"] = f"Bearer {users.new_token(engine, 'clerk')['token']}"
+    first = page.get("/").text
+    assert api.get("/api/v1/balance").json() == balances.balance(engine)  # both kept in the read cache
+
+    def no_hand_off(*args, **kwargs):
+        raise AssertionError("handed to the thread pool")
+
+    monkeypatch.setattr(webapp, "run_in_threadpool", no_hand_off)
+    assert page.get("/").text == first
+    assert api.get("/api/v1/balance").json() == balances.balance(engine)
+    assert client(app).get("/").status_code == 303  # a request without a session: to the sign-in page
+    engine.dispose()
+
+
+def test_the_overview_rendered_once_per_language(db_url):
+    engine = prepare(db_url)
+    app = make_app(engine)
+    page = login(app, "clerk")
+    zh = page.get("/").text
+    page.cookies.set("quota_lang", "en")
+    en = page.get("/").text
+    assert "可用" in zh and "Available" not in zh.split('<table id="balance">')[1].split("</table>")[0]
+    assert "<th>Available</th>" in en and "可用" not in en.split('<table id="balance">')[1].split("</table>")[0]
+    page.cookies.set("quota_lang", "zh")
+    assert page.get("/").text.replace(_csrf(zh), "") == zh.replace(_csrf(zh), "")
+    engine.dispose()
+
+
+def _csrf(html: str) -> str:
+    return html.split('name="csrf_token" value="')[1].split('"')[0]
+
+
+# --------------------------------------------------------------------------- PostgreSQL: the loop's connections
+
+pg = pytest.mark.skipif("postgresql" not in ENGINES, reason="PostgreSQL skipped")
+
+
+@pytest.fixture
+def pg_engine(tmp_path):
+    url, drop = fresh_url("postgresql", tmp_path)
+    engine = prepare(url)
+    yield engine
+    engine.dispose()
+    drop()
+
+
+@pg
+def test_a_killed_connection_is_not_handed_out_again(pg_engine):
+    app = make_app(pg_engine)
+    with client(app) as c:  # one event loop for every request, as in a server's worker
+        c.headers["Authorization"] = f"Bearer {users.new_token(pg_engine, 'clerk')['token']}"
+        assert c.get("/api/v1/balance").status_code == 200
+        reads = app.state.pg
+        pids = _loop_pids(c, reads)
+        assert pids
+        with pg_engine.connect() as conn:  # the server side ends them (a restart, an administrator)
+            for pid in pids:
+                conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        statuses = [c.get("/api/v1/balance").status_code for _ in range(4)]
+        # a dead connection fails its statement once (503: database error, nothing written), then is gone
+        assert set(statuses) <= {200, 503} and statuses[-2:] == [200, 200]
+        assert c.get("/api/v1/balance").json() == balances.balance(pg_engine)
+
+
+def _loop_pids(c, reads) -> list[int]:
+    """The backend pids of the loop's idle connections (asked through each of them)."""
+    async def ask():
+        pool = reads._pool()
+        return [conn.info.backend_pid for conn in pool.idle]
+    return c.portal.call(ask)
+
+
+@pg
+def test_a_statement_cut_short_closes_its_connection_and_more_requests_than_connections_wait(pg_engine):
+    reads = pgreads.AsyncReads(pg_engine, size=3)
+
+    async def scenario():
+        slow = asyncio.ensure_future(reads.one("SELECT pg_sleep(5)"))
+        await asyncio.sleep(0.2)
+        slow.cancel()  # a client gone mid-request
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        pool = reads._pool()
+        assert pool.count == 0 and not pool.idle  # closed, not kept with a statement still running
+        rows = await asyncio.gather(*(reads.one("SELECT ?::int, pg_sleep(0.02)", (i,)) for i in range(20)))
+        assert [r[0] for r in rows] == list(range(20))
+        assert pool.count == 3 and len(pool.idle) == 3  # never more than `size` connections
+        with pytest.raises(DBAPIError):
+            await reads.one("SELECT no_such_column FROM txn")
+        assert pool.count == 2  # the failed one closed
+        assert (await reads.one("SELECT count(*) FROM web_user"))[0] == 4
+        await reads.aclose()
+
+    asyncio.run(scenario())
+
+
+@pg
+def test_each_event_loop_has_its_own_connections_and_a_closed_loops_are_closed(pg_engine):
+    reads = pgreads.AsyncReads(pg_engine)
+
+    async def ask():
+        return (await reads.one(db.HEAD_SQL)), reads._pool()
+
+    first, old = asyncio.run(ask())
+    assert first == tuple(db.read_one(pg_engine, db.HEAD_SQL))
+    kept = list(old.idle)
+    assert kept and not any(conn.closed for conn in kept)
+    second, new = asyncio.run(ask())  # the test client starts a loop per request
+    assert second == first and new is not old
+    assert all(conn.closed for conn in kept)  # the closed loop's connections were closed with it
+    asyncio.run(reads.aclose())

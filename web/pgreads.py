@@ -1,0 +1,130 @@
+"""One-statement reads from a worker's event loop on PostgreSQL, on psycopg's async connections.
+
+The reads every request makes (the user of its session or token, the ledger's state that guards the read cache,
+the last verification) are one statement each. Through the library's engine each must go to the thread pool and
+back, which costs a worker more CPU than the statement itself (measured in docs/performance.md, Web workspace);
+here the loop sends the statement and serves other requests until the answer comes. The statements are the
+library's own (`users.session_query`, `db.HEAD_SQL`, ...): nothing is decided here.
+
+A small pool of autocommit connections per event loop (a server has one loop per worker; the test client starts
+a loop per request, and a loop's connections are closed once it has closed). A connection that failed, or whose
+statement was cut short (a client gone mid-request), is closed, never handed out again. Driver errors are raised
+as the library's DatabaseError (the app answers 503, as for any database error).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from typing import Sequence
+
+import psycopg
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from quota.store import db
+
+SIZE = 8  # connections a worker's loop keeps: a statement takes about 0.2 ms, so 8 serve far more than 32 clients
+
+
+class _LoopPool:
+    """The connections of one event loop: idle ones, how many exist, the requests waiting for one."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.idle: list[psycopg.AsyncConnection] = []
+        self.count = 0
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    def finish(self) -> None:
+        """Close the idle connections without the loop (it may be closed already)."""
+        for conn in self.idle:
+            conn.pgconn.finish()
+        self.idle.clear()
+
+
+class AsyncReads:
+    def __init__(self, engine: Engine, size: int = SIZE):
+        self.params = db.connect_params(engine)
+        self.size = size
+        self._pools: dict[int, _LoopPool] = {}
+        self._guard = threading.Lock()
+
+    async def one(self, sql: str, params: Sequence = ()) -> tuple | None:
+        """The first row of one SELECT (`?` placeholders), or None, outside any transaction (db.read_one's
+        contract, from the event loop)."""
+        pool = self._pool()
+        conn = await self._take(pool)
+        ok = False
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(sql.replace("?", "%s"), tuple(params))
+                row = await cur.fetchone()
+            ok = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            return row
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
+        finally:
+            self._give(pool, conn, ok)
+
+    async def aclose(self) -> None:
+        """Close the current loop's idle connections (the server's shutdown)."""
+        pool = self._pool()
+        while pool.idle:
+            await pool.idle.pop().close()
+
+    def _pool(self) -> _LoopPool:
+        loop = asyncio.get_running_loop()
+        with self._guard:
+            pool = self._pools.get(id(loop))
+            if pool is None or pool.loop is not loop:
+                for key, old in list(self._pools.items()):  # connections of loops that have closed
+                    if old.loop.is_closed() or key == id(loop):
+                        old.finish()
+                        del self._pools[key]
+                pool = self._pools[id(loop)] = _LoopPool(loop)
+            return pool
+
+    async def _take(self, pool: _LoopPool) -> psycopg.AsyncConnection:
+        if pool.idle:
+            return pool.idle.pop()
+        if pool.count >= self.size:
+            waiter = pool.loop.create_future()
+            pool.waiters.append(waiter)
+            try:
+                conn = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # handed one just as it was cancelled: pass it on
+                    self._give(pool, waiter.result(), True)
+                raise
+            if conn is not None:
+                return conn
+        pool.count += 1  # a new connection (None from _give: one was closed, so there is room)
+        try:
+            return await psycopg.AsyncConnection.connect(autocommit=True, **self.params)
+        except BaseException as exc:
+            pool.count -= 1
+            self._give(pool, None, False)
+            if isinstance(exc, psycopg.Error):
+                raise DBAPIError.instance("connect", (), exc, psycopg.Error) from exc
+            raise
+
+    def _give(self, pool: _LoopPool, conn: psycopg.AsyncConnection | None, ok: bool) -> None:
+        """Back to the pool, or to the first waiter; a connection not `ok` is closed and the waiter makes one."""
+        if conn is not None and not ok:
+            conn.pgconn.finish()
+            pool.count -= 1
+            conn = None
+        while pool.waiters:
+            waiter = pool.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if conn is not None:
+            pool.idle.append(conn)
+
+
+def create(engine: Engine) -> AsyncReads | None:
+    """The app's async reads: on PostgreSQL only (SQLite reads a local file in the loop's own thread)."""
+    return None if db.is_sqlite(engine) else AsyncReads(engine)
+
