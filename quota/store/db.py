@@ -39,6 +39,7 @@ class BadDatabaseURL(QuotaError):
 registry.register("sqlite.quota", "quota.store.sqlite_dialect", "SQLiteDialect")
 
 
+BUSY_TIMEOUT_MS = 60000  # SQLite: the longest a writer waits in SQLite's busy handler for its write lock
 LOCK_TIMEOUT_S = 5.0  # PostgreSQL: the longest a statement waits for a lock (QUOTA_LOCK_TIMEOUT, --lock-timeout)
 LOCK_ATTEMPTS = 3  # a write that timed out waiting for the ledger's lock is tried this many times in all
 
@@ -87,7 +88,7 @@ def make_engine(url: str = DEFAULT_URL, lock_timeout_s: float | str | None = Non
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")  # a ledger: every commit is durable
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cur.close()
     else:
         # no pool_pre_ping: each command is a short process, and a ping costs a round trip per operation
@@ -276,7 +277,8 @@ async def write_in_turn(engine: Engine, call: Callable[[], T]) -> tuple[bool, T 
     process serves meanwhile (a write in the thread pool held the lock three times as long, waiting for the
     interpreter while the loop served reads). Returns (True, what `call()` returned), or (False, None) without
     calling when there is no lock file to take (PostgreSQL, an in-memory database) or it could not be had within
-    WRITER_WAIT_S: the caller then makes the write the ordinary way (run_write's own wait, in a thread)."""
+    WRITER_WAIT_S, or when a writer outside quota holds SQLite's own lock (InLoopBusy: the loop must not wait in
+    SQLite's busy handler): the caller then makes the write the ordinary way (run_write's own wait, in a thread)."""
     import asyncio
     path = writer_lock_path(engine)
     if path is None or fcntl is None:
@@ -306,11 +308,13 @@ async def write_in_turn(engine: Engine, call: Callable[[], T]) -> tuple[bool, T 
                     return False, None
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.005)
-        _WRITER.held = True  # no await from here to the end: no other request of this loop runs in between
+        _WRITER.held = _WRITER.in_loop = True  # no await from here to the end: no other request of this loop runs
         try:
             return True, call()
+        except InLoopBusy:  # a writer outside quota holds SQLite's lock: run_write waits for it in a thread
+            return False, None
         finally:
-            _WRITER.held = False
+            _WRITER.held = _WRITER.in_loop = False
     finally:
         if fd is not None:
             os.close(fd)
@@ -344,7 +348,10 @@ def _sqlite_write_locked(conn: Connection, fn: Callable[[Connection], T], lock: 
     through the driver. An operation that stays on the driver (reserve, approve, release, cancel) then
     skips SQLAlchemy's transaction objects; one that runs SQLAlchemy statements makes SQLAlchemy begin
     its own (SQLiteDialect.do_begin sees the transaction under way), which then commits or rolls back."""
-    driver.write(conn, ("BEGIN IMMEDIATE", ()))
+    if getattr(_WRITER, "in_loop", False):
+        _begin_without_waiting(conn)
+    else:
+        driver.write(conn, ("BEGIN IMMEDIATE", ()))
     try:
         if lock:  # the locked head is kept for ledger.post_many in this transaction
             driver.state(conn).head = lock_head(conn, reads)
@@ -360,6 +367,26 @@ def _sqlite_write_locked(conn: Connection, fn: Callable[[Connection], T], lock: 
         elif driver.state(conn).raw.in_transaction:
             driver.write(conn, ("ROLLBACK", ()))
         raise
+
+
+class InLoopBusy(Exception):
+    """write_in_turn: SQLite's own write lock is held by a writer outside quota (one that takes no lock file);
+    the write is not waited for in the event loop but made in a thread."""
+
+
+def _begin_without_waiting(conn: Connection) -> None:
+    """BEGIN IMMEDIATE for a write in an event loop (write_in_turn): with the lock file held, SQLite's lock is
+    free unless a writer outside quota holds it, and then the loop must not sit in SQLite's busy handler (up to
+    busy_timeout, every request of the worker waiting): InLoopBusy at once, nothing begun."""
+    driver.write(conn, ("PRAGMA busy_timeout=0", ()))
+    try:
+        driver.write(conn, ("BEGIN IMMEDIATE", ()))
+    except OperationalError as exc:
+        if _transient(exc):
+            raise InLoopBusy() from exc
+        raise
+    finally:
+        driver.write(conn, (f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}", ()))
 
 
 @contextlib.contextmanager

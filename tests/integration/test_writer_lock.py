@@ -220,3 +220,47 @@ def test_an_api_write_that_cannot_have_the_file_in_time_is_made_the_ordinary_way
     response = _api_in_one_loop(engine, scenario)
     assert response.status_code == 200 and response.json()["draws"]
     engine.dispose()
+
+
+def test_a_writer_outside_quota_holding_sqlites_lock_does_not_stop_the_loop(tmp_path):
+    """A writer that takes no lock file (the sqlite3 shell, say) holds SQLite's own write lock: the API's
+    write does not wait for it in the event loop (SQLite's busy handler would hold every request of the worker)
+    but in a thread, while the loop answers reads; once that writer is done, the reservation is made."""
+    import asyncio
+    import sqlite3
+    engine = prepare(sqlite_url(tmp_path))
+    before = balances.balance(engine)
+    holding, done = threading.Event(), threading.Event()
+
+    def outsider():  # in a thread of its own: it lets go when told, or after 4 s
+        conn = sqlite3.connect(str(tmp_path / "quota.db"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        holding.set()
+        done.wait(4)
+        conn.rollback()
+        conn.close()
+
+    holder = threading.Thread(target=outsider)
+
+    async def scenario(c):  # the app's token is made by then: the outsider starts here
+        loop = asyncio.get_running_loop()
+        holder.start()
+        assert await asyncio.to_thread(holding.wait, 10)
+        try:
+            pending = asyncio.ensure_future(c.post("/api/v1/projects/P2026-01/reserve",
+                                                   headers={"Idempotency-Key": "w-8"}))
+            await asyncio.sleep(0.5)
+            started = loop.time()
+            read = await asyncio.wait_for(c.get("/api/v1/balance"), 10)
+            waited = loop.time() - started
+            assert waited < 1.0, f"the read waited {waited:.1f} s behind the write"  # the loop was not held
+            assert not pending.done(), "the API write went through while another writer held SQLite's lock"
+            assert read.status_code == 200 and read.json() == before
+        finally:
+            done.set()
+        return await asyncio.wait_for(pending, 30)
+
+    response = _api_in_one_loop(engine, scenario)
+    holder.join(10)
+    assert response.status_code == 200 and response.json()["draws"]
+    engine.dispose()
