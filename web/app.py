@@ -322,10 +322,10 @@ def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> F
         return page(request, "error.html", {"message": i18n.t("web_database_error", request.state.lang)}, 503)
 
     from web import api, pages
+    app.include_router(api.router)
     app.include_router(pages.router)
     if public:
         app.add_api_route("/public", pages.public_registry, methods=["GET"], include_in_schema=False)
-    app.include_router(api.router)
     return app
 
 
