@@ -71,6 +71,7 @@ class AsyncReads:
         """Close the current loop's idle connections (the server's shutdown)."""
         pool = self._pool()
         while pool.idle:
+            pool.count -= 1  # no longer one of the loop's: a read after this makes a new one
             await pool.idle.pop().close()
 
     def _pool(self) -> _LoopPool:

@@ -132,3 +132,22 @@ def test_each_event_loop_has_its_own_connections_and_a_closed_loops_are_closed(p
     assert second == first and new is not old
     assert all(conn.closed for conn in kept)  # the closed loop's connections were closed with it
     asyncio.run(reads.aclose())
+
+
+@pg
+def test_a_loop_that_goes_on_after_aclose_can_still_read(pg_engine):
+    """aclose (the app's shutdown) closes the loop's idle connections; they no longer count against the pool's
+    size, so the same loop reading again (an app's lifespan run again on one loop) is not left waiting for
+    connections that no longer exist."""
+    reads = pgreads.AsyncReads(pg_engine, size=2)
+
+    async def scenario():
+        await asyncio.gather(*(reads.one("SELECT pg_sleep(0.05)") for _ in range(2)))
+        await reads.aclose()
+        pool = reads._pool()
+        assert pool.count == 0 and not pool.idle
+        rows = await asyncio.wait_for(asyncio.gather(*(reads.one("SELECT ?::int", (i,)) for i in range(3))), 10)
+        assert [r[0] for r in rows] == [0, 1, 2]
+        await reads.aclose()
+
+    asyncio.run(scenario())
