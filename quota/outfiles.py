@@ -21,6 +21,7 @@ import os
 import shutil
 import stat
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -274,13 +275,32 @@ def save_xlsx(book, path: Path | str) -> None:
     save stamps the time of writing: the same content makes the same file and size (a download's HEAD and GET
     agree on its length; a file written twice compares equal). When it was written is the ledger's and the
     manifest's to say. openpyxl's save_workbook, less the stamp."""
-    from zipfile import ZIP_DEFLATED, ZipFile
-
     from openpyxl.writer.excel import ExcelWriter
     if book.write_only and not book.worksheets:
         book.create_sheet()
     book.properties.created = book.properties.modified = XLSX_TIME
-    ExcelWriter(book, ZipFile(path, "w", ZIP_DEFLATED, allowZip64=True)).save()  # closes the archive
+    ExcelWriter(book, _SteadyZip(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True)).save()  # closes the archive
+
+
+class _SteadyZip(zipfile.ZipFile):
+    """A zip archive whose members carry XLSX_TIME, where zipfile stamps each with the clock (writestr) or its
+    source file's time (write: openpyxl's sheets go through temporary files): part of save_xlsx's same bytes."""
+
+    def _info(self, name: str) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, date_time=XLSX_TIME.timetuple()[:6])
+        info.compress_type, info.external_attr = self.compression, 0o600 << 16
+        return info
+
+    def writestr(self, zinfo_or_arcname, data, *args, **kwargs):
+        if not isinstance(zinfo_or_arcname, zipfile.ZipInfo):
+            zinfo_or_arcname = self._info(zinfo_or_arcname)
+        super().writestr(zinfo_or_arcname, data, *args, **kwargs)
+
+    def write(self, filename, arcname=None, *args, **kwargs):
+        info = self._info(arcname or os.path.basename(filename))
+        info.file_size = os.path.getsize(filename)  # zipfile decides on Zip64 from it, as its own write does
+        with open(filename, "rb") as src, self.open(info, "w") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def sha256_file(path: Path | str) -> str:

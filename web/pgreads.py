@@ -8,7 +8,9 @@ library's own (`users.session_query`, `db.HEAD_SQL`, ...): nothing is decided he
 
 A small pool of autocommit connections per event loop (a server has one loop per worker; the test client starts
 a loop per request, and a loop's connections are closed once it has closed). A connection that failed, or whose
-statement was cut short (a client gone mid-request), is closed, never handed out again. Driver errors are raised
+statement was cut short (a client gone mid-request), is closed, never handed out again; one the server cut (a
+restart) takes the loop's other idle ones with it, and the statement is sent once more on a new connection (a
+read: nothing to undo), so a database that is back fails no request. Driver errors are raised
 as the library's DatabaseError (the app answers 503, as for any database error).
 """
 from __future__ import annotations
@@ -36,6 +38,11 @@ class _LoopPool:
         self.count = 0
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
 
+    def drop_idle(self) -> None:
+        """Close the idle connections (made before one found cut: as likely cut too), in the loop."""
+        self.count -= len(self.idle)
+        self.finish()
+
     def finish(self) -> None:
         """Close the idle connections without the loop (it may be closed already)."""
         for conn in self.idle:
@@ -54,23 +61,29 @@ class AsyncReads:
         """The first row of one SELECT (`?` placeholders), or None, outside any transaction (db.read_one's
         contract, from the event loop)."""
         pool = self._pool()
-        conn = await self._take(pool)
-        ok = False
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(sql.replace("?", "%s"), tuple(params))
-                row = await cur.fetchone()
-            ok = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-            return row
-        except psycopg.Error as exc:
-            raise DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
-        finally:
-            self._give(pool, conn, ok)
+        for again in (True, False):
+            conn = await self._take(pool)
+            ok = False
+            try:
+                async with conn.cursor() as cur:
+                    await cur.execute(sql.replace("?", "%s"), tuple(params))
+                    row = await cur.fetchone()
+                ok = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+                return row
+            except psycopg.Error as exc:
+                if again and conn.broken:  # the server cut it (a restart): so too the others it kept
+                    pool.drop_idle()
+                    continue  # one statement, reading only: asked once more on a new connection
+                raise DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
+            finally:
+                self._give(pool, conn, ok)
+        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         """Close the current loop's idle connections (the server's shutdown)."""
         pool = self._pool()
         while pool.idle:
+            pool.count -= 1  # no longer one of the loop's: a read after this makes a new one
             await pool.idle.pop().close()
 
     def _pool(self) -> _LoopPool:

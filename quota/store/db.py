@@ -172,8 +172,11 @@ def run_write(bind: Engine | Connection, fn: Callable[[Connection], T], attempts
         try:
             if isinstance(bind, Connection):
                 return _write_once(bind, fn, lock, reads, sqlite)
-            with bind.connect() as conn:
-                return _write_once(conn, fn, lock, reads, sqlite)
+            # SQLite: the writers' lock file before a connection of the pool, so that a writer waiting for the
+            # file holds none (its holder must get one: in an event loop, db.write_in_turn, a wait would block
+            # the loop while the waiters wait for it)
+            with writer_lock(bind) if sqlite else contextlib.nullcontext(), bind.connect() as conn:
+                return _write_once(conn, fn, lock, reads, sqlite, file_taken=sqlite)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
                 timeouts += 1
@@ -201,12 +204,14 @@ def _waited(bind: Engine | Connection) -> str:
 
 
 def _write_once(conn: Connection, fn: Callable[[Connection], T], lock: bool, reads: Sequence[driver.Query],
-                sqlite: bool) -> T:
+                sqlite: bool, file_taken: bool = False) -> T:
     if conn.in_transaction():
         raise Refused("in_transaction")
     token = driver.activate(conn)
     try:
         if sqlite:
+            if file_taken:  # run_write waited for the lock file (had or not) before the connection
+                return _sqlite_write_locked(conn, fn, lock, reads)
             return _sqlite_write(conn, fn, lock, reads)
         with conn.begin():
             if lock:  # the locked head is kept for ledger.post_many in this transaction

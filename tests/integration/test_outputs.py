@@ -437,3 +437,25 @@ def test_a_killed_folder_export_leaves_the_old_set_whole(ledger, tmp_path, fmt):
         proc.wait(timeout=30)
     assert digest(target) == before
     assert quota(ledger, "verify", "--export", str(target)).exit_code == 0
+
+
+def test_an_xlsx_file_written_again_later_is_the_same_file(tmp_path):
+    """outfiles.save_xlsx: the same content makes the same bytes whenever it is written (a normal and a
+    write-only workbook): not only the created/modified properties, but the archive's own time of each part,
+    which zipfile takes from the clock (and from the sheets' temporary files), are fixed."""
+    import time
+
+    from openpyxl import Workbook
+    from quota import outfiles
+
+    def write(path, write_only):
+        book = Workbook(write_only=write_only)
+        sheet = book.create_sheet("t") if write_only else book.active
+        sheet.append(["name", "amount"])
+        sheet.append(["甲", 12])
+        outfiles.save_xlsx(book, path)
+        return path.read_bytes()
+
+    first = [write(tmp_path / f"a{w}.xlsx", w) for w in (False, True)]
+    time.sleep(2.1)  # the zip format keeps times in 2 s steps
+    assert [write(tmp_path / f"b{w}.xlsx", w) for w in (False, True)] == first

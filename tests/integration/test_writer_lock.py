@@ -264,3 +264,30 @@ def test_a_writer_outside_quota_holding_sqlites_lock_does_not_stop_the_loop(tmp_
     holder.join(10)
     assert response.status_code == 200 and response.json()["draws"]
     engine.dispose()
+
+
+def test_writers_waiting_for_the_file_hold_none_of_the_pools_connections(tmp_path):
+    """A write in the event loop holds the lock file while it takes a connection of the engine's pool (in the
+    loop's thread). Writers of the thread pool (the pages' POSTs) waiting for that file must not hold the pool's
+    connections meanwhile: with every connection held by such a waiter, the loop blocked in the pool's checkout
+    (every request of the worker with it) until the pool's timeout, while the waiters waited for the loop."""
+    import asyncio
+    import time
+    prepare(sqlite_url(tmp_path)).dispose()
+    engine = db.make_engine(sqlite_url(tmp_path), pool_size=1)  # one connection, no overflow: a busy server's 40
+    engine.pool._timeout = 3.0
+    made = []
+
+    def in_loop():
+        waiter = threading.Thread(target=lambda: made.append(db.run_write(engine, lambda c: "thread", lock=False)))
+        waiter.start()  # a page's write in the thread pool: it must wait for the file this thread holds
+        time.sleep(0.3)
+        started = time.monotonic()
+        value = db.run_write(engine, lambda c: "loop", lock=False)
+        return value, time.monotonic() - started, waiter
+
+    done, (value, took, waiter) = asyncio.run(db.write_in_turn(engine, in_loop))
+    waiter.join(30)
+    assert done and value == "loop" and made == ["thread"]
+    assert took < 1.0, f"the write holding the file waited {took:.1f} s for a connection of the pool"
+    engine.dispose()

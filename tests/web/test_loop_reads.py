@@ -132,3 +132,46 @@ def test_each_event_loop_has_its_own_connections_and_a_closed_loops_are_closed(p
     assert second == first and new is not old
     assert all(conn.closed for conn in kept)  # the closed loop's connections were closed with it
     asyncio.run(reads.aclose())
+
+
+@pg
+def test_a_loop_that_goes_on_after_aclose_can_still_read(pg_engine):
+    """aclose (the app's shutdown) closes the loop's idle connections; they no longer count against the pool's
+    size, so the same loop reading again (an app's lifespan run again on one loop) is not left waiting for
+    connections that no longer exist."""
+    reads = pgreads.AsyncReads(pg_engine, size=2)
+
+    async def scenario():
+        await asyncio.gather(*(reads.one("SELECT pg_sleep(0.05)") for _ in range(2)))
+        await reads.aclose()
+        pool = reads._pool()
+        assert pool.count == 0 and not pool.idle
+        rows = await asyncio.wait_for(asyncio.gather(*(reads.one("SELECT ?::int", (i,)) for i in range(3))), 10)
+        assert [r[0] for r in rows] == [0, 1, 2]
+        await reads.aclose()
+
+    asyncio.run(scenario())
+
+
+@pg
+def test_after_the_database_restarts_no_request_fails_on_the_loops_dead_connections(pg_engine):
+    """Every connection a loop kept is cut when the server restarts (here: all its backends terminated). A
+    one-statement read that meets a dead one is read again on a new connection, and the loop's other idle
+    ones (made before, as dead) are closed with it: no request answers 503 for a database that is back (each
+    dead connection failed one request, up to SIZE in a row per worker)."""
+    app = make_app(pg_engine)
+    with client(app) as c:  # one event loop, as in a server's worker
+        c.headers["Authorization"] = f"Bearer {users.new_token(pg_engine, 'clerk')['token']}"
+        reads = app.state.pg
+
+        async def fill():
+            await asyncio.gather(*(reads.one("SELECT pg_sleep(0.05)") for _ in range(4)))
+        c.portal.call(fill)
+        pids = _loop_pids(c, reads)
+        assert len(pids) == 4
+        with pg_engine.connect() as conn:
+            for pid in pids:
+                conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        statuses = [c.get("/api/v1/balance").status_code for _ in range(6)]
+        assert statuses == [200] * 6
+        assert c.get("/api/v1/balance").json() == balances.balance(pg_engine)
