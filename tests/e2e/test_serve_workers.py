@@ -75,6 +75,18 @@ def spread(port: int, workers: list[int], count: int = 16) -> dict[int, int]:
             c.close()
 
 
+def shared(port: int, workers: list[int], tries: int = 3) -> dict[int, int]:
+    """`spread` until all 16 connections are counted and each worker has some, at most `tries` times: on a slow,
+    busy machine a first burst at a worker still starting may outlast uvicorn's keep-alive (5 s), and an idle
+    connection closed before it is counted. With one worker taking every connection (uvicorn's shared socket),
+    every try fails; by chance, 16 connections all land on one of two sockets once in 2**15 tries."""
+    for _ in range(tries):
+        counts = spread(port, workers)
+        if sum(counts.values()) == 16 and min(counts.values()) >= 1:
+            break
+    return counts
+
+
 def wait_for(predicate, seconds: float = 30):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -103,7 +115,7 @@ def test_two_workers_share_a_burst_of_connections_and_a_killed_one_comes_back(db
         wait_for(answers)
         workers = children(server.pid)
         assert len(workers) == 2
-        counts = spread(port, workers)
+        counts = shared(port, workers)
         assert sum(counts.values()) == 16 and min(counts.values()) >= 1, counts  # both workers took some
 
         os.kill(workers[0], signal.SIGKILL)  # a worker dies: the supervisor starts another on its socket
@@ -111,7 +123,7 @@ def test_two_workers_share_a_burst_of_connections_and_a_killed_one_comes_back(db
                             and kids)
         wait_for(answers)
         time.sleep(1.0)  # the new worker serving
-        counts = spread(port, replaced)
+        counts = shared(port, replaced)
         assert sum(counts.values()) == 16 and min(counts.values()) >= 1, counts
     finally:
         server.send_signal(signal.SIGTERM)
