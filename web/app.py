@@ -35,7 +35,7 @@ from quota.store import db, users
 from quota.store.readcache import ReadCache
 from quota.store.db import DatabaseError
 from quota.errors import NotFound, QuotaError, ValidationFailed
-from web import pgreads
+from quota.store import pgreads
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "quota_session"
@@ -354,9 +354,9 @@ async def on_db(request: Request, fn, *args, **kwargs):
 
 
 async def read_row(request: Request, sql: str, params: tuple = ()) -> tuple | None:
-    """The first row of one SELECT of the library (db.read_one's contract), for a coroutine route or dependency:
+    """The first row of one query of the library (db.read_one's contract), for a coroutine route or dependency:
     on SQLite in the loop's own thread (see on_db), on PostgreSQL sent from the loop on its own connections
-    (web/pgreads.py: no thread hand-off, which costs more than the statement)."""
+    (quota/store/pgreads.py: no thread hand-off, which costs more than the statement)."""
     if request.app.state.pg is None:
         return db.read_one(engine_of(request), sql, params)
     return await request.app.state.pg.one(sql, params)

@@ -348,7 +348,7 @@ def open_session(engine: Engine, name: str, client: str | None = None, agent: st
 def session_query(sid: str, now: dt.datetime | None = None) -> tuple[str, tuple] | None:
     """The one statement (`?` placeholders, parameters) that finds the enabled user of a live session, or None
     when `sid` cannot be one. Its row is read by `user_of`; `session_user` runs it, and the web's event loop
-    runs the same statement on its own connections (web/pgreads.py)."""
+    runs the same statement on its own connections (quota/store/pgreads.py)."""
     if not sid or len(sid) > 100:
         return None
     now = now or dt.datetime.now(dt.timezone.utc)

@@ -1,5 +1,5 @@
 """The reads every request makes are answered in the worker's event loop (web/app.py read_row, cached_read; on
-PostgreSQL through web/pgreads.py): no thread hand-off on the overview's and the balance API's path between
+PostgreSQL through quota/store/pgreads.py): no thread hand-off on the overview's and the balance API's path between
 writes, on both engines; and on PostgreSQL the loop's connections survive what can happen to them (a backend
 killed, a statement cut short, more requests than connections, a new event loop)."""
 import asyncio
@@ -13,7 +13,8 @@ from quota.store import db, users
 from tests.conftest import ENGINES
 from tests.databases import fresh_url
 from tests.web.support import client, login, make_app, prepare
-from web import app as webapp, pgreads
+from quota.store import pgreads
+from web import app as webapp
 
 
 def test_the_hot_reads_take_no_thread_hand_off_between_writes(db_url, monkeypatch):
