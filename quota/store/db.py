@@ -230,6 +230,12 @@ _PROCESS_LOCKS: dict[str, threading.Lock] = {}  # lock file path -> the lock thi
 _PROCESS_LOCKS_GUARD = threading.Lock()
 
 
+def _process_lock(path: str) -> threading.Lock:
+    """The lock this process's writers queue on before they try the lock file at `path`."""
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(path, threading.Lock())
+
+
 def writer_lock_path(engine: Engine) -> str | None:
     """SQLite: the path of the writers' lock file of the database, None in memory (or on PostgreSQL)."""
     path = engine.url.database if is_sqlite(engine) else None
@@ -251,8 +257,7 @@ def writer_lock(engine: Engine) -> Iterator[None]:
         yield
         return
     deadline = time.monotonic() + WRITER_WAIT_S
-    with _PROCESS_LOCKS_GUARD:
-        in_process = _PROCESS_LOCKS.setdefault(path, threading.Lock())
+    in_process = _process_lock(path)
     if not in_process.acquire(timeout=WRITER_WAIT_S):  # a thread of this process is stuck in its write
         yield  # SQLite's lock decides (its busy handler, then "locked": retried, then refused)
         return
@@ -289,30 +294,34 @@ async def write_in_turn(engine: Engine, call: Callable[[], T]) -> tuple[bool, T 
     if path is None or fcntl is None:
         return False, None
     deadline = time.monotonic() + WRITER_WAIT_S
-    with _PROCESS_LOCKS_GUARD:
-        in_process = _PROCESS_LOCKS.setdefault(path, threading.Lock())
-    pause = 0.0005
-    while not in_process.acquire(blocking=False):
-        if time.monotonic() >= deadline:
-            return False, None
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.005)
+    in_process = _process_lock(path)
+
+    async def tries(attempt: Callable[[], bool]) -> bool:  # _flock_until's pauses, asyncio's sleep between them
+        pause = 0.0005
+        while not attempt():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.005)
+        return True
+
+    def flock_now() -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    if not await tries(lambda: in_process.acquire(blocking=False)):
+        return False, None
     fd = None
     try:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
             return False, None
-        pause = 0.0005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    return False, None
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.005)
+        if not await tries(flock_now):
+            return False, None
         _WRITER.held = _WRITER.in_loop = True  # no await from here to the end: no other request of this loop runs
         try:
             return True, call()
