@@ -12,6 +12,7 @@ from quota.audit import trace as audit
 from quota.ledger import balances, operations as quota_ops, projects
 from quota.planning import plans
 from quota.clock import parse_day
+from quota.store import db
 from web.app import api_need, cached_read, engine_of, write
 
 router = APIRouter(prefix="/api/v1")
@@ -38,7 +39,7 @@ class PlanBody(BaseModel):
 
 @router.get("/balance")
 async def balance(request: Request, by: str = "pollutant", pollutant: Optional[str] = None, zone: Optional[str] = None,
-            as_of: Optional[str] = None, user=Depends(api_need("read_balance"))) -> dict:
+            as_of: Optional[str] = None, user=Depends(api_need("read_balance", db.HEAD_SQL))) -> dict:
     """`quota balance --json`."""
     return await cached_read(request, balances.balance, by=by, pollutant=pollutant or None, zone=zone or None,
                              as_of=_day(as_of, "as-of date"))

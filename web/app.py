@@ -132,7 +132,7 @@ class Edge:
             except (BadSignature, ValueError, TypeError):
                 session.modified = True  # a forged or stale cookie is replaced
         state = scope.setdefault("state", {})
-        state.update(session=session, lang=pick_lang(request), user=None)
+        state.update(session=session, lang=pick_lang(request), user=None, ahead={})
         status = [0]
 
         async def send_with_headers(message):
@@ -356,10 +356,28 @@ async def on_db(request: Request, fn, *args, **kwargs):
 async def read_row(request: Request, sql: str, params: tuple = ()) -> tuple | None:
     """The first row of one query of the library (db.read_one's contract), for a coroutine route or dependency:
     on SQLite in the loop's own thread (see on_db), on PostgreSQL sent from the loop on its own connections
-    (quota/store/pgreads.py: no thread hand-off, which costs more than the statement)."""
+    (quota/store/pgreads.py: no thread hand-off, which costs more than the statement). A statement the request's
+    dependency sent ahead with its own (`need(action, *reads)`) is answered from that, once."""
+    ahead = request.state.ahead
+    if not params and sql in ahead:
+        return ahead.pop(sql)
+    return (await read_rows(request, [(sql, params)]))[0]
+
+
+async def read_rows(request: Request, statements: list[tuple[str, tuple]]) -> list[tuple | None]:
+    """read_row for each (sql, params); on PostgreSQL in one round trip (pgreads.AsyncReads.many)."""
     if request.app.state.pg is None:
-        return db.read_one(engine_of(request), sql, params)
-    return await request.app.state.pg.one(sql, params)
+        return [db.read_one(engine_of(request), sql, params) for sql, params in statements]
+    return await request.app.state.pg.many(statements)
+
+
+async def _with_reads_ahead(request: Request, query: tuple[str, tuple], reads: tuple[str, ...]) -> tuple | None:
+    """The row of the dependency's own `query` (the user of a session or token), and the route's `reads` (statements
+    without parameters) sent with it in one round trip and kept for its read_row: they are read only for a request
+    that presents a session or token, and their rows are seen only once the user is let through."""
+    first, *rest = await read_rows(request, [query, *((sql, ()) for sql in reads)])
+    request.state.ahead = dict(zip(reads, rest))
+    return first
 
 
 async def write(request: Request, fn, *args, **kwargs):
@@ -398,10 +416,10 @@ def current_user(request: Request) -> users.User | None:
     return _signed_in(request, users.session_user(engine_of(request), sid) if sid else None)
 
 
-async def session_user(request: Request) -> users.User | None:
-    """current_user, for a coroutine (the statement through read_row)."""
+async def session_user(request: Request, reads: tuple[str, ...] = ()) -> users.User | None:
+    """current_user, for a coroutine (the statement through read_row, with the route's `reads` ahead)."""
     query = users.session_query(request.state.session.get("s"))
-    return _signed_in(request, users.user_of(await read_row(request, *query)) if query else None)
+    return _signed_in(request, users.user_of(await _with_reads_ahead(request, query, reads)) if query else None)
 
 
 def _signed_in(request: Request, user: users.User | None) -> users.User | None:
@@ -411,10 +429,11 @@ def _signed_in(request: Request, user: users.User | None) -> users.User | None:
     return user
 
 
-def need(action: str):
-    """A dependency: the signed-in user, who must be allowed `action` (else 303 to /login, or 403)."""
+def need(action: str, *reads: str):
+    """A dependency: the signed-in user, who must be allowed `action` (else 303 to /login, or 403); `reads`: the
+    route's own one-statement reads (no parameters), sent with the session's (see _with_reads_ahead)."""
     async def dependency(request: Request) -> users.User:
-        user = await session_user(request)
+        user = await session_user(request, reads)
         if user is None:
             raise LoginRequired()
         if not users.allowed(user.role, action):
@@ -424,12 +443,13 @@ def need(action: str):
     return dependency
 
 
-def api_need(action: str):
-    """A dependency of the API: the user of the bearer token (401 without one), allowed `action` (403)."""
+def api_need(action: str, *reads: str):
+    """A dependency of the API: the user of the bearer token (401 without one), allowed `action` (403); `reads` as
+    for need."""
     async def dependency(request: Request) -> users.User:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         query = users.token_query(token.strip()) if scheme.lower() == "bearer" else None
-        user = users.user_of(await read_row(request, *query)) if query else None
+        user = users.user_of(await _with_reads_ahead(request, query, reads)) if query else None
         if user is None:
             raise Unauthorized()
         request.state.user = user

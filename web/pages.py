@@ -25,7 +25,7 @@ from quota.audit import trace as audit
 from quota.ledger import balances, operations as quota_ops, projects
 from quota.planning import plans
 from quota.report import catalogue as i18n, html as report
-from quota.store import users
+from quota.store import db, users
 from quota.clock import parse_day
 from quota.errors import Refused, ValidationFailed
 from web.app import cached, cached_read, check_csrf, current_user, csrf_token, engine_of, need, page, read_row, redirect, refusal_view
@@ -135,7 +135,7 @@ def switch_language(request: Request, lang: str, next: str = "/"):
 # --------------------------------------------------------------------------- overview, lots
 
 @router.get("/")
-async def overview(request: Request, as_of: Optional[str] = None, user=Depends(need("read_balance"))):
+async def overview(request: Request, as_of: Optional[str] = None, user=Depends(need("read_balance", db.HEAD_SQL, audit.LAST_VERIFICATION_SQL))):
     ledger = await cached_read(request, _overview_ledger, as_of=_day(as_of, "as-of date"), lang=request.state.lang,
                                templates=request.app.state.templates)
     verified = audit.verification_of(await read_row(request, audit.LAST_VERIFICATION_SQL))

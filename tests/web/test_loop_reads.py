@@ -50,6 +50,41 @@ def test_the_overview_rendered_once_per_language(db_url):
     engine.dispose()
 
 
+def test_the_routes_reads_go_with_the_session_s_and_each_is_used_once(db_url, monkeypatch):
+    """The overview's ledger state and last verification, and the balance API's ledger state, are sent with the
+    user's statement in one call (one round trip on PostgreSQL); a verify run between two views is seen by the
+    second (the rows ahead belong to one request); a request without a session reads nothing."""
+    from quota.audit import trace
+    engine = prepare(db_url)
+    app = make_app(engine)
+    page = login(app, "auditor")
+    api = client(app)
+    token = users.new_token(engine, "clerk")["token"]
+    api.headers["Authorization"] = f"Bearer {token}"
+    page.get("/"), api.get("/api/v1/balance")  # kept in the read cache
+    sent = []
+    real = webapp.read_rows
+
+    async def counted(request, statements):
+        sent.append([sql for sql, _ in statements])
+        return await real(request, statements)
+
+    monkeypatch.setattr(webapp, "read_rows", counted)
+    before = page.get("/").text
+    assert sent == [[users.session_query("x")[0], db.HEAD_SQL, trace.LAST_VERIFICATION_SQL]]
+    sent.clear()
+    assert api.get("/api/v1/balance").json() == balances.balance(engine)
+    assert sent == [[users.token_query(token)[0], db.HEAD_SQL]]
+    trace.verify_and_record(engine, actor="auditor-cli")
+    sent.clear()
+    after = page.get("/").text
+    assert "auditor-cli" in after and "auditor-cli" not in before  # read with this request, not an earlier one
+    assert len(sent) == 1
+    sent.clear()
+    assert client(app).get("/").status_code == 303 and sent == []
+    engine.dispose()
+
+
 def _csrf(html: str) -> str:
     return html.split('name="csrf_token" value="')[1].split('"')[0]
 
@@ -176,3 +211,27 @@ def test_after_the_database_restarts_no_request_fails_on_the_loops_dead_connecti
         statuses = [c.get("/api/v1/balance").status_code for _ in range(6)]
         assert statuses == [200] * 6
         assert c.get("/api/v1/balance").json() == balances.balance(pg_engine)
+
+
+@pg
+def test_statements_sent_together_answer_in_turn_and_a_failure_or_a_cut_closes_their_connection(pg_engine):
+    reads = pgreads.AsyncReads(pg_engine, size=2)
+
+    async def scenario():
+        rows = await reads.many([("SELECT ?::int", (1,)), (db.HEAD_SQL, ()), ("SELECT 1 WHERE false", ())])
+        assert rows == [(1,), tuple(db.read_one(pg_engine, db.HEAD_SQL)), None]
+        pool = reads._pool()
+        assert pool.count == 1 and len(pool.idle) == 1
+        with pytest.raises(DBAPIError):  # the second fails: the statements after it are not answered either
+            await reads.many([("SELECT ?::int", (1,)), ("SELECT no_such_column FROM txn", ()), ("SELECT 2", ())])
+        assert pool.count == 0 and not pool.idle
+        slow = asyncio.ensure_future(reads.many([("SELECT 1", ()), ("SELECT pg_sleep(5)", ())]))
+        await asyncio.sleep(0.2)
+        slow.cancel()  # a client gone mid-request
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert pool.count == 0 and not pool.idle
+        assert await asyncio.wait_for(reads.many([("SELECT 3", ()), ("SELECT 4", ())]), 5) == [(3,), (4,)]
+        await reads.aclose()
+
+    asyncio.run(scenario())
