@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncio
 import contextlib
 import functools
 import hmac
@@ -242,6 +243,7 @@ def create_app(engine: Any, *, public: bool = False, throttle: bool = True) -> F
     app.state.public = public
     app.state.throttle = throttle
     app.state.reads = ReadCache()  # balances kept by the ledger's state (quota/store/readcache.py)
+    app.state.flights = {}  # cached_read: the reads being made, by loop, state and call
     app.state.inline_reads = engine.dialect.name == "sqlite"  # see on_db
     app.state.pg = pgreads.create(engine)  # PostgreSQL: the hot one-statement reads from the loop (read_row)
     app.state.signer = URLSafeTimedSerializer(users.session_secret(engine), salt="quota-session")
@@ -401,12 +403,30 @@ def cached(request: Request, fn, keep=None, **kwargs):
 
 async def cached_read(request: Request, fn, **kwargs):
     """`cached` for a coroutine route: the ledger's state read with read_row, then the cache's answer in the loop,
-    or on a miss the read made (on_db) and kept under that state, read before it."""
+    or on a miss the read made (on_db) and kept under that state, read before it; requests of the loop that miss
+    the same read at the same state while it is being made wait for it (after a write, every view in flight
+    missed at once and each made the same read)."""
     state = await read_row(request, db.HEAD_SQL)
     found, value = request.app.state.reads.peek(state, fn, **kwargs)
     if found:
         return value
-    return await on_db(request, cached, request, fn, at=state, **kwargs)
+    flights = request.app.state.flights
+    key = (asyncio.get_running_loop(), tuple(state), fn, tuple(sorted(kwargs.items())))
+    flight = flights.get(key)
+    if flight is not None:
+        made, value = await asyncio.shield(flight)
+        if made:
+            return value  # else it failed or its request went away: this one makes the read itself
+        return await on_db(request, cached, request, fn, at=state, **kwargs)
+    flight = flights[key] = asyncio.get_running_loop().create_future()
+    made = False
+    try:
+        value = await on_db(request, cached, request, fn, at=state, **kwargs)
+        made = True
+        return value
+    finally:
+        del flights[key]
+        flight.set_result((made, value if made else None))
 
 
 def current_user(request: Request) -> users.User | None:
