@@ -114,26 +114,28 @@ class AsyncReads:
             try:
                 conn = await waiter
             except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():  # handed one just as it was cancelled: pass it on
+                if waiter.done() and not waiter.cancelled():  # handed one (or a place) as it was cancelled: passed on
                     self._give(pool, waiter.result(), True)
                 raise
             if conn is not None:
                 return conn
-        pool.count += 1  # a new connection (None from _give: one was closed, so there is room)
+            # None from _give: a closed connection's place, still counted, kept for this request (a request that
+            # asked in between found no room: counting it only here let the loop keep more than `size`)
+        else:
+            pool.count += 1  # a new connection, in room there was
         try:
             return await psycopg.AsyncConnection.connect(autocommit=True, **self.params)
         except BaseException as exc:
-            pool.count -= 1
-            self._give(pool, None, False)
+            self._give(pool, None, True)  # the place: to the next waiter, else free
             if isinstance(exc, psycopg.Error):
                 raise DBAPIError.instance("connect", (), exc, psycopg.Error) from exc
             raise
 
     def _give(self, pool: _LoopPool, conn: psycopg.AsyncConnection | None, ok: bool) -> None:
-        """Back to the pool, or to the first waiter; a connection not `ok` is closed and the waiter makes one."""
+        """Back to the pool, or to the first waiter; a connection not `ok` is closed and its place (None: still
+        counted) goes to the first waiter, who makes a new one in it, else is freed."""
         if conn is not None and not ok:
             conn.pgconn.finish()
-            pool.count -= 1
             conn = None
         while pool.waiters:
             waiter = pool.waiters.popleft()
@@ -142,6 +144,8 @@ class AsyncReads:
                 return
         if conn is not None:
             pool.idle.append(conn)
+        else:
+            pool.count -= 1
 
 
 async def _first_row(conn: psycopg.AsyncConnection, sql: str, params: Sequence) -> list[tuple | None]:

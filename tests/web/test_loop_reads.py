@@ -3,6 +3,7 @@ PostgreSQL through quota/store/pgreads.py): no thread hand-off on the overview's
 writes, on both engines; and on PostgreSQL the loop's connections survive what can happen to them (a backend
 killed, a statement cut short, more requests than connections, a new event loop)."""
 import asyncio
+import uuid
 
 import pytest
 from sqlalchemy.exc import DBAPIError
@@ -276,6 +277,56 @@ def test_statements_sent_together_answer_in_turn_and_a_failure_or_a_cut_closes_t
             await slow
         assert pool.count == 0 and not pool.idle
         assert await asyncio.wait_for(reads.many([("SELECT 3", ()), ("SELECT 4", ())]), 5) == [(3,), (4,)]
+        await reads.aclose()
+
+    asyncio.run(scenario())
+
+
+@pg
+def test_a_closed_connections_place_goes_to_the_request_waiting_for_it_and_no_other(pg_engine):
+    """A connection closed (its statement failed, its request went away, the server cut it) leaves its place to
+    the first request waiting; a request that asks in between must wait too, or the loop keeps more than
+    `size` connections (measured before: size 1 kept 2; size 3 grew to 8 after a few backends were killed under
+    load, and stayed there)."""
+    reads = pgreads.AsyncReads(pg_engine, size=1)
+
+    async def scenario():
+        async def fails_then_reads_again():
+            with pytest.raises(DBAPIError):  # the place of the closed connection is handed to `waiting`...
+                await reads.one("SELECT 1 / (SELECT 0 FROM pg_sleep(0.2))")
+            return await reads.one("SELECT 2")  # ...and this one, asking before `waiting` ran, must not take it
+
+        first = asyncio.ensure_future(fails_then_reads_again())
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(reads.one("SELECT 3"))
+        assert await asyncio.wait_for(asyncio.gather(first, waiting), 10) == [(2,), (3,)]
+        pool = reads._pool()
+        assert pool.count == len(pool.idle) == 1
+        await reads.aclose()
+
+    asyncio.run(scenario())
+
+
+@pg
+def test_backends_killed_under_load_leave_the_pool_at_its_size(pg_engine):
+    reads = pgreads.AsyncReads(pg_engine, size=3)
+    mark = f"killed_{uuid.uuid4().hex}"  # this test's statements only (the server is shared)
+
+    def kill_sleepers():
+        with pg_engine.connect() as conn:
+            return conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> "
+                                     "pg_backend_pid() AND position(:m in query) > 0"), {"m": mark}).all()
+
+    async def scenario():
+        pool = reads._pool()
+        for _ in range(3):
+            tasks = [asyncio.ensure_future(reads.many([("SELECT ?::int", (i,)), (f"SELECT pg_sleep(0.3) AS {mark}", ())]))
+                     for i in range(12)]
+            await asyncio.sleep(0.1)
+            assert await asyncio.to_thread(kill_sleepers)
+            rows = await asyncio.wait_for(asyncio.gather(*tasks), 30)
+            assert [r[0] for r in rows] == [(i,) for i in range(12)]  # each killed read was sent again
+            assert pool.count == len(pool.idle) <= 3
         await reads.aclose()
 
     asyncio.run(scenario())
