@@ -30,7 +30,7 @@ from http.cookies import SimpleCookie
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.datastructures import MutableHeaders
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from quota import units
+from quota import clock, units
 from quota.report import catalogue as i18n
 from quota.store import db, users
 from quota.store.readcache import ReadCache
@@ -411,7 +411,8 @@ async def cached_read(request: Request, fn, **kwargs):
     if found:
         return value
     flights = request.app.state.flights
-    key = (asyncio.get_running_loop(), tuple(state), fn, tuple(sorted(kwargs.items())))
+    # the read cache's key (state, today, call: a lot lapses at midnight with no write), and the loop
+    key = (asyncio.get_running_loop(), tuple(state), clock.today(), fn, tuple(sorted(kwargs.items())))
     flight = flights.get(key)
     if flight is not None:
         made, value = await asyncio.shield(flight)

@@ -330,3 +330,39 @@ def test_backends_killed_under_load_leave_the_pool_at_its_size(pg_engine):
         await reads.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_view_does_not_wait_for_a_read_made_on_another_day(db_url, monkeypatch, pin_today):
+    """The read cache keeps a read by the ledger's state and the library's today (a lot lapses at midnight with
+    no write); so must the reads in flight: a view asked after midnight does not take the answer of a read begun
+    before it (before: it was answered with the day before's balance, a lapsed lot still available)."""
+    import datetime as dt
+    import httpx
+    import time
+    from quota import clock
+    engine = prepare(db_url)
+    app = make_app(engine)
+    token = users.new_token(engine, "clerk")["token"]
+    days = []
+    real = balances.balance
+
+    def slow(engine, **kwargs):
+        days.append(clock.today())
+        time.sleep(0.3)
+        return real(engine, **kwargs)
+
+    monkeypatch.setattr(balances, "balance", slow)
+    pin_today(dt.date(2026, 11, 30))
+
+    async def across_midnight():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
+                                     headers={"Authorization": f"Bearer {token}"}) as c:
+            before = asyncio.ensure_future(c.get("/api/v1/balance"))
+            await asyncio.sleep(0.1)
+            pin_today(dt.date(2026, 12, 1))
+            return await asyncio.gather(before, c.get("/api/v1/balance"))
+
+    answers = asyncio.run(across_midnight())
+    assert [r.status_code for r in answers] == [200, 200]
+    assert days == [dt.date(2026, 11, 30), dt.date(2026, 12, 1)]  # the second made its own read, on its day
+    engine.dispose()
