@@ -81,7 +81,7 @@ def _run(url: str, data: Path, actor: str, today: dt.date, fresh_default: bool) 
     with outfiles.atomic_file(page, engine) as fh:
         fh.write(html)
     render.out.print(f"\n$ quota report --html {page} --plan {plan_id}   → open it in a browser")
-    summary, problems = trace.verify(engine)
+    summary, problems = trace.verify_and_record(engine, actor)  # recorded, as `quota verify` records it
     status = "verified" if not problems else f"{len(problems)} PROBLEMS"
     render.out.print(f"\n$ quota verify   → {status}: {summary['transactions']} transactions, "
                      f"{summary['postings']} postings, head {summary['head'][:16]}…")

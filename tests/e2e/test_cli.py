@@ -128,6 +128,8 @@ def test_quota_demo_runs_as_a_real_process(tmp_path):
     assert len(lots) == 23
     assert audit.trace(engine, "P2026-01")["state"] == "approved"
     assert audit.verify(engine)[1] == []
+    last = audit.last_verification(engine)  # its `quota verify` recorded, as the command's is (the web's overview)
+    assert last is not None and last["ok"] and last["head_hash"] == db.read_one(engine, db.HEAD_SQL)[1]
     # a second run starts afresh rather than piling onto the first
     again = subprocess.run([str(exe), "demo", "--today", "2026-11-29"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
