@@ -510,7 +510,7 @@ def _preview_view(preview: dict | None, problems: list[dict]) -> dict | None:
 def _import_page(request: Request, kind: str, **context):
     status = context.pop("status", 200)
     return page(request, "import.html", {"kind": kind, "result": None, "problems": [], "upload": "", "name": "",
-                                         "read": {}, "sheet": "", "preview": None, **context}, status)
+                                         "read": {}, "sheet": "", "preview": None, "shown": "", **context}, status)
 
 
 def _stored(upload: str) -> Path:
@@ -569,15 +569,20 @@ def import_upload(kind: str):
             problems = refusal_view(exc, request.state.lang)["problems"]
             return _import_page(request, kind, name=name, status=422, read=read, sheet=sheet, problems=problems,
                                 preview=_preview_view(preview, problems))
-        return _import_page(request, kind, name=name, result=result, upload=token, read=read, sheet=sheet)
+        shown = _intake(kind).preview_digest(result) if kind == "tallies" else ""  # what the confirm must credit
+        return _import_page(request, kind, name=name, result=result, upload=token, read=read, sheet=sheet, shown=shown)
     return view
 
 
 def import_confirm(kind: str):
     def view(request: Request, upload: str = Form(""), key: str = Form(...), sheet: str = Form(""),
-             user=Depends(need(KINDS[kind]))):
+             shown: str = Form(""), user=Depends(need(KINDS[kind]))):
+        """The import of the file its dry run showed; a tally file only if it still credits what was shown
+        (`shown`, the dry run's preview_digest: else import_changed, nothing written)."""
         path = _stored(upload)
-        result = _importer(kind)(engine_of(request), str(path), actor=user.name, key=key, sheet=_text(sheet))
+        checked = {"shown": _text(shown) or "-"} if kind == "tallies" else {}  # a confirm without it is refused too
+        result = _importer(kind)(engine_of(request), str(path), actor=user.name, key=key, sheet=_text(sheet),
+                                 **checked)
         shutil.rmtree(path.parent, ignore_errors=True)
         lang = request.state.lang
         if kind == "projects":

@@ -23,7 +23,7 @@ from quota.ledger import posting
 from quota.rules import versions
 from quota.intake import sources
 from quota import units
-from quota.errors import Problem, ValidationFailed
+from quota.errors import Problem, Refused, ValidationFailed
 from quota.intake.fields import RowReader
 from quota.rules.book import Rulebook
 from quota.intake.columns import TALLY_NAMES, TALLY_OPTIONAL, TALLY_REQUIRED
@@ -394,14 +394,17 @@ def _unchanged(path: str, name: str, signature: tuple, sha: str) -> None:
 
 
 def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = None,
-                   dry_run: bool = False, progress=None, sheet: str | None = None, read: dict | None = None) -> dict:
+                   dry_run: bool = False, progress=None, sheet: str | None = None, read: dict | None = None,
+                   shown: str | None = None) -> dict:
     """Validate a tally file and, if every row is valid, credit each tally as a lot.
 
     All or nothing: any problem raises ValidationFailed listing every problem, and nothing
     is written. With `dry_run`, the checks run and nothing is written either way. `sheet` names the sheet of
     a workbook (default: the first with the columns); `read` receives how the file was read (encoding, sheet),
     also when it is refused. The file is read in passes (see `_scan`); memory stays flat in the number of rows
-    and of lots in the ledger.
+    and of lots in the ledger. `shown` is the preview_digest of a dry run shown to the user (the web's confirm):
+    the import is refused (import_changed, nothing written) if, under the rulebook in force and the ledger as the
+    write finds them, it would credit anything else.
     """
     name = Path(path).name
     with db.reading(engine) as conn:
@@ -431,7 +434,7 @@ def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = N
         held, problems = _settle_ledger(led, name, list(checked.held.values()), book, others_g)
         if problems:
             raise ValidationFailed(problems)
-        return _summary(checked, held, book, [], dry_run=True)
+        return _summary(checked, held, book, [], dry_run=True, version=version)
 
     def work(conn: Connection) -> dict:
         nonlocal checked, plan, idx
@@ -448,6 +451,9 @@ def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = N
                                      sum(checked.grams.values()))
         if found:
             raise ValidationFailed(found)
+        if shown is not None and preview_digest(_summary(checked, held, book, [], version=versions.current(conn)[0])) \
+                != shown:  # the rulebook (read before this transaction) or the ledger changed since the dry run
+            raise Refused("import_changed", file=name)
         if progress:
             progress("validate", 2, 2)
         result = _register(conn, rows, dict(zip(checked.held, held)), checked, led_now, plan, book, version, name,
@@ -456,6 +462,17 @@ def import_tallies(engine: Engine, path: str, *, actor: str, key: str | None = N
         return result
 
     return idempotency.run(engine, key, "tally import", {"sha256": sha}, work, actor=actor)
+
+
+def preview_digest(result: dict) -> str:
+    """A short fingerprint of what an import (or its dry run) credits: the rulebook version, the number of tallies,
+    the grams per pollutant and the capped tallies. The lots' serials are not in it (a dry run makes none)."""
+    import hashlib
+    import json
+    credited = sorted((c["pollutant"], int(c["amount_g"])) for c in result.get("credited", []))
+    capped = sorted((c["tally_id"], c["by"], int(c["creditable_g"])) for c in result.get("capped", []))
+    return hashlib.sha256(json.dumps([result.get("rulebook"), result.get("tallies"), credited, capped]).encode()
+                          ).hexdigest()[:32]
 
 
 def _serial(pollutant: str, year: int, n: int) -> str:
@@ -545,7 +562,7 @@ def _register(conn: Connection, rows, held: dict[int, TallyRecord], checked: _Ch
         raise changed
     serials = [_serial(pollutants[p], y, n) for n, p, y in zip(range(nlots + 1, nlots + len(lot_year) + 1),
                                                                  lot_pollutant, lot_year)]
-    result = _summary(checked, [held[i] for i in sorted(held)], book, serials)
+    result = _summary(checked, [held[i] for i in sorted(held)], book, serials, version=version)
     result["import_id"] = int(batch)
     return result
 
@@ -612,12 +629,13 @@ def _supersede(conn: Connection, records: list[TallyRecord], book: Rulebook) -> 
 
 
 def _summary(checked: _Checked, held: list[TallyRecord], book: Rulebook, serials: list[str],
-             dry_run: bool = False) -> dict:
-    """What an import credits: the kept records as settled (`held`, in file order), the others by their grams."""
+             dry_run: bool = False, version: int | None = None) -> dict:
+    """What an import credits: the kept records as settled (`held`, in file order), the others by their grams;
+    `version`: the rulebook version it is judged under."""
     totals = dict(checked.grams)
     for r in held:
         totals[r.pollutant] = totals.get(r.pollutant, 0) + r.creditable_g
-    return {"tallies": checked.count, "lots": serials, "dry_run": dry_run,
+    return {"tallies": checked.count, "lots": serials, "dry_run": dry_run, "rulebook": version,
             "capped": [{"tally_id": r.tally_id, "by": r.capped_by, "creditable_g": r.creditable_g,
                         "amount": units.display(r.creditable_g, book.pollutants[r.pollutant].unit),
                         "unit": book.pollutants[r.pollutant].unit} for r in held if r.capped_by],

@@ -261,6 +261,8 @@ REFUSALS_EN = {
     "preview_changed": lambda f: (f"the reservation of {f['project_id']} would now take other draws than the ones "
                                   "shown (the ledger or the rulebook changed meanwhile); nothing was written: review "
                                   "them again"),
+    "import_changed": lambda f: (f"{f['file']} would now credit other amounts than its dry run showed (the rulebook "
+                                 "or the ledger changed meanwhile); nothing was written: check the file again"),
     "nothing_to_reserve": lambda f: f"project {f['project_id']} is already reserved in full for "
                                     + ", ".join(f.get("pollutants") or ["its pollutants"]),
     "project_state": _project_state_en,
@@ -377,6 +379,7 @@ REFUSALS_ZH = {
                                    f"无法为 {f['project_id']} 预留指标：{reason_text(f.get('reason', ''), 'zh')}"),
     "nothing_to_reserve": lambda f: f"项目 {f['project_id']} 已足额预留",
     "preview_changed": lambda f: f"{f['project_id']} 的预留方案已变化（台账或规则已更新），未写入任何数据；请重新查看后再确认",
+    "import_changed": lambda f: f"{f['file']} 的入账数量已与试算结果不同（规则或台账已更新），未写入任何数据；请重新试算后再确认",
     "project_state": lambda f: f"项目 {f['project_id']} 当前状态为{_w(f['state'])}，" + {
         "reserve": "只有待审项目可以预留", "approve": "请先预留再核定", "release": "没有可释放的预留",
         "cancel": "不能再次撤销"}.get(f.get("action", ""), "不能执行此操作"),

@@ -29,6 +29,7 @@ REFUSAL_FACTS: dict[str, list[dict]] = {
         {"project_id": "P1", "lot": "L1", "reason": Reason("lot_key", lot="L1", key="CDH", needs="TH")}],
     "nothing_to_reserve": [{"project_id": "P1", "pollutants": ["COD", "TP"]}],
     "preview_changed": [{"project_id": "P1"}],
+    "import_changed": [{"file": "t.csv"}],
     "project_state": [{"project_id": "P1", "state": s, "action": a} for s, a in (
         ("reserved", "reserve"), ("pipeline", "approve"), ("approved", "release"), ("cancelled", "cancel"))],
     "unknown_pollutant": [{"project_id": "P1", "pollutant": "TP"}],

@@ -357,3 +357,38 @@ def test_a_session_lasts_twelve_hours_from_sign_in_however_busy(ws, monkeypatch)
                    - dt.timedelta(seconds=web.app.SESSION_MAX_AGE + 60)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         conn.execute(text("UPDATE web_session SET created_at = :t WHERE name = 'clerk'"), {"t": earlier})
     assert c.get("/projects").status_code == 303  # to the sign-in form
+
+
+def test_a_tally_import_confirmed_after_the_rulebook_changed_is_refused_not_credited_otherwise(ws, tmp_path):
+    """The planner's dry run says what a tally file would credit, then the planner confirms. An administrator loading
+    a rulebook with a discount in between made the confirmation credit half of what was shown (measured: shown
+    COD 2.0000 t/a, credited 1.0000 t/a, silently): it is refused (import_changed, nothing written), and checked
+    again the file imports with the amounts then shown."""
+    engine, app = ws
+    from tests.conftest import DATA
+    planner = login(app, "planner")
+    header = ("tally_id,source_id,source_name,measure,zone,pollutant,baseline_actual,permitted,post,unit,baseline_year,"
+              "effective_date,method,assessor,report_no")
+    tallies = (header + "\nT-R1,S-R1,新关闭企业,closure,JT-YT,COD,2.0,,,t/a,2024,2026-01-15,monitoring,Lab,R-9\n").encode()
+    r = planner.post("/import/tallies", data={"csrf_token": csrf(planner)}, files={"file": ("t.csv", tallies, "text/csv")})
+    assert r.status_code == 200 and "2.0000" in text_of(r.text)
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"',
+                           r.text.split('id="confirm-form"')[1].split("</form>")[0]))
+    discounted = tmp_path / "rules.toml"
+    discounted.write_text((DATA / "rules.toml").read_text(encoding="utf-8").replace("discount = 0.0", "discount = 0.5"),
+                          encoding="utf-8")
+    admin = login(app, "admin")
+    r = admin.post("/admin/rules", data={"csrf_token": csrf(admin)},
+                   files={"file": ("rules.toml", discounted.read_bytes(), "application/toml")})
+    assert r.status_code == 303
+    before = snapshot(engine)
+    r = planner.post("/import/tallies/confirm", data=form)
+    assert r.status_code == 409 and "试算" in text_of(r.text), text_of(r.text)[-400:]
+    assert snapshot(engine) == before
+    r = planner.post("/import/tallies", data={"csrf_token": csrf(planner)}, files={"file": ("t.csv", tallies, "text/csv")})
+    assert r.status_code == 200 and "1.0000" in text_of(r.text)  # shown anew, under the rulebook in force
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"',
+                           r.text.split('id="confirm-form"')[1].split("</form>")[0]))
+    assert planner.post("/import/tallies/confirm", data=form).status_code == 303
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT creditable_g FROM tally WHERE tally_id = 'T-R1'")).scalar_one() == 1_000_000
