@@ -119,7 +119,9 @@ def write_beancount(engine: Engine, out: IO[str], as_of: dt.date | None = None,
         entries.append((date, rec["seq"], "\n".join(lines)))
         n_postings, last_hash = n_postings + len(rec["postings"]), rec["hash"]
     day = as_of or max(today or clock.today(), last_date if last_date != dt.date.min else dt.date.min)
-    check_day = (day + dt.timedelta(days=1)).isoformat()
+    # the assertions are checked at the start of their day, so dated the day after; as of the calendar's last day
+    # (which has no day after) that day itself: no transaction is ever dated 9999-12-31 (none is after today)
+    check_day = (day + dt.timedelta(days=1) if day < dt.date.max else day).isoformat()
     out.write(f'option "title" {_quote("quota ledger " + header["jurisdiction"]["code"] + " " + header["jurisdiction"]["name"])}\n')
     pols = sorted(header["units"])
     if pols:

@@ -392,3 +392,20 @@ def test_a_tally_import_confirmed_after_the_rulebook_changed_is_refused_not_cred
     assert planner.post("/import/tallies/confirm", data=form).status_code == 303
     with engine.connect() as conn:
         assert conn.execute(text("SELECT creditable_g FROM tally WHERE tally_id = 'T-R1'")).scalar_one() == 1_000_000
+
+
+def test_every_export_as_of_the_last_day_of_the_calendar_is_made_not_a_500(ws, tmp_path):
+    """An auditor asking for the ledger as of 9999-12-31 (the date picker's far end): the Beancount export dated its
+    balance assertions the day after, which does not exist, and the request died with an OverflowError (the
+    connection reset; `quota export --format beancount --as-of 9999-12-31` crashed the same way). Every format is
+    answered, and the Beancount file still verifies."""
+    engine, app = ws
+    from quota.audit import beancount_export
+    c = login(app, "auditor")
+    for fmt in ("jsonl", "beancount", "xlsx", "csv.zip", "parquet.zip"):
+        r = c.get(f"/audit/export.{fmt}?as_of=9999-12-31")
+        assert r.status_code == 200, (fmt, r.status_code)
+    path = tmp_path / "ledger.beancount"
+    path.write_bytes(c.get("/audit/export.beancount?as_of=9999-12-31").content)
+    summary, problems = beancount_export.verify_beancount(str(path))
+    assert problems == [], problems
