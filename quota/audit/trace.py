@@ -113,9 +113,9 @@ def history(engine: Engine, *, project_id: str | None = None, lot: str | None = 
     if until:
         where.append("x.effective_date <= :b")
         args["b"] = until
-    if before_seq:
+    if before_seq is not None:  # 0 or below: none (every sequence number is 1 or more)
         where.append("x.seq < :q")
-        args["q"] = min(int(before_seq), 2**63 - 1)  # every sequence number is below it
+        args["q"] = max(0, min(int(before_seq), 2**63 - 1))  # within the database's integers
     sql = ("SELECT x.seq, x.kind, x.effective_date, x.booked_at, x.actor, x.project_id, x.ref, x.memo, x.hash "
            "FROM txn x" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY x.seq DESC LIMIT :n")
     with db.reading(engine) as conn:

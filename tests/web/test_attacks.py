@@ -10,6 +10,7 @@ import time
 import pytest
 from sqlalchemy import text
 
+from quota.audit import trace as audit
 from quota.store import users
 from tests.conftest import snapshot as every_row
 
@@ -123,6 +124,17 @@ def test_a_history_page_before_a_huge_sequence_number_is_the_newest_page_not_a_5
     newest = c.get("/audit").text
     r = c.get("/audit", params={"before": before})
     assert r.status_code == 200 and r.text.count("<tr") == newest.count("<tr") > 1
+
+
+@pytest.mark.parametrize("before", [0, 1, -1, -(2**70)])
+def test_a_history_page_before_the_first_sequence_number_lists_nothing(ws, before):
+    """Every transaction's sequence number is 1 or more, so none is before 1 or below: `before=0` listed every
+    transaction (0 was taken as not given) and one below the database's integers was a 500 on PostgreSQL."""
+    engine, app = ws
+    c = login(app, "auditor")
+    r = c.get("/audit", params={"before": before})
+    assert r.status_code == 200 and r.text.count("<tr") == 1  # the header row only
+    assert audit.history(engine, before_seq=before)["transactions"] == []
 
 
 @pytest.mark.parametrize("name", ["..", "...", "../..", "/"])
