@@ -313,6 +313,7 @@ def plan_xlsx(request: Request, plan_id: str, user=Depends(need("read_plans"))):
 @router.post("/plans/{plan_id}/apply", dependencies=[Depends(check_csrf)])
 def plan_apply(request: Request, plan_id: str, key: str = Form(...), user=Depends(need("apply_plan"))):
     result = plans.apply_plan(engine_of(request), plan_id, actor=user.name, key=key)
+    plan_id = result.get("plan_id", plan_id)  # as the ledger names it (the address may be a look-alike)
     message = i18n.t("applied", request.state.lang, id=plan_id, n=len(result.get("reserved", result.get("projects", []))))
     return redirect(f"/plans/{quote(plan_id)}", _replayed(message, result, request), request)
 

@@ -460,8 +460,9 @@ def test_a_planner_runs_a_scenario_and_a_plan_and_applies_it_once(ws):
     page = planner.get(f"/plans/{plan_id}").text
     assert 'id="funded"' in page and 'id="binding"' in page
     form = {"csrf_token": token, "key": key_of(page)}
-    r = planner.post(f"/plans/{plan_id}/apply", data=form)
-    assert r.status_code == 303
+    r = planner.post(f"/plans/{plan_id.lower()}/apply", data=form)  # a look-alike address: the same plan
+    assert r.status_code == 303 and r.headers["location"] == f"/plans/{plan_id}"  # named as the ledger names it
+    assert plan_id in planner.get(r.headers["location"]).text.split('id="flash">')[1].split("</p>")[0]
     assert planner.post(f"/plans/{plan_id}/apply", data=form).status_code == 303  # the same key: replayed
     with engine.connect() as conn:
         actors = conn.execute(text("SELECT DISTINCT actor FROM txn WHERE kind = 'reserve'")).scalars().all()
