@@ -60,6 +60,20 @@ def established(pid: int, port: int) -> int:
     return n
 
 
+def listening_on(port: int) -> set[str]:
+    """The addresses with a socket listening on `port` (IPv4 and IPv6), from /proc."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, _, hexport = fields[1].partition(":")
+            if fields[3] == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
 def spread(port: int, workers: list[int], count: int = 16) -> dict[int, int]:
     """Open `count` keep-alive connections at once, make a request on each, and count them per worker."""
     conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(count)]
@@ -113,6 +127,7 @@ def test_two_workers_share_a_burst_of_connections_and_a_killed_one_comes_back(db
             except OSError:
                 return False
         wait_for(answers)
+        assert listening_on(port) == {"0100007F"}  # no --host: 127.0.0.1 only (this machine), never 0.0.0.0
         workers = children(server.pid)
         assert len(workers) == 2
         counts = shared(port, workers)
