@@ -30,7 +30,7 @@ from http.cookies import SimpleCookie
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.datastructures import MutableHeaders
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from quota import clock, units
+from quota import units
 from quota.report import catalogue as i18n
 from quota.store import db, users
 from quota.store.readcache import ReadCache
@@ -407,26 +407,25 @@ async def cached_read(request: Request, fn, **kwargs):
     the same read at the same state while it is being made wait for it (after a write, every view in flight
     missed at once and each made the same read)."""
     state = await read_row(request, db.HEAD_SQL)
-    found, value = request.app.state.reads.peek(state, fn, **kwargs)
+    key = request.app.state.reads.key(state, fn, kwargs)
+    found, value = request.app.state.reads.find(key)
     if found:
         return value
+    make = functools.partial(on_db, request, cached, request, fn, at=state, **kwargs)
     flights = request.app.state.flights
-    # the read cache's key (state, today, call: a lot lapses at midnight with no write), and the loop
-    key = (asyncio.get_running_loop(), tuple(state), clock.today(), fn, tuple(sorted(kwargs.items())))
-    flight = flights.get(key)
+    in_flight = (asyncio.get_running_loop(), key)  # the cache's key (state, today, call), in this loop
+    flight = flights.get(in_flight)
     if flight is not None:
         made, value = await asyncio.shield(flight)
-        if made:
-            return value  # else it failed or its request went away: this one makes the read itself
-        return await on_db(request, cached, request, fn, at=state, **kwargs)
-    flight = flights[key] = asyncio.get_running_loop().create_future()
+        return value if made else await make()  # not made: it failed or its request went away
+    flight = flights[in_flight] = asyncio.get_running_loop().create_future()
     made = False
     try:
-        value = await on_db(request, cached, request, fn, at=state, **kwargs)
+        value = await make()
         made = True
         return value
     finally:
-        del flights[key]
+        del flights[in_flight]
         flight.set_result((made, value if made else None))
 
 

@@ -41,8 +41,8 @@ class ReadCache:
         """`fn(engine, **kwargs)` as of the ledger's current state (kwargs must be hashable). `keep(value)` false:
         the value is returned but not kept (a solve stopped by its time limit: the next may do better). `at`: the
         state as the caller read it just before (a row of db.HEAD_SQL), instead of reading it here."""
-        key = self._key(tuple(ledger_state(engine) if at is None else at), fn, kwargs)
-        found, value = self._find(key)
+        key = self.key(ledger_state(engine) if at is None else at, fn, kwargs)
+        found, value = self.find(key)
         if found:
             return value
         value = fn(engine, **kwargs)  # refusals propagate and are not kept
@@ -55,16 +55,15 @@ class ReadCache:
                 self._values.popitem(last=False)
         return value
 
-    def peek(self, at: tuple, fn: Callable[..., Any], **kwargs: Any) -> tuple[bool, Any]:
-        """(True, value) when `fn(engine, **kwargs)` was kept at state `at` (a row of db.HEAD_SQL), else (False,
-        None): a caller that read the state itself answers from the cache without handing the call elsewhere."""
-        return self._find(self._key(tuple(at), fn, kwargs))
-
     @staticmethod
-    def _key(state: tuple, fn: Callable[..., Any], kwargs: dict) -> tuple:
-        return (state, clock.today(), fn.__module__, fn.__qualname__, tuple(sorted(kwargs.items())))
+    def key(at: tuple, fn: Callable[..., Any], kwargs: dict) -> tuple:
+        """What `fn(engine, **kwargs)` read at state `at` (a row of db.HEAD_SQL) is kept under: the state, the
+        library's today (a lot lapses at midnight with no write) and the call."""
+        return (tuple(at), clock.today(), fn.__module__, fn.__qualname__, tuple(sorted(kwargs.items())))
 
-    def _find(self, key: tuple) -> tuple[bool, Any]:
+    def find(self, key: tuple) -> tuple[bool, Any]:
+        """(True, value) when a read was kept under `key`, else (False, None): a caller that read the state itself
+        answers from the cache without handing the call elsewhere."""
         with self._lock:
             if key in self._values:
                 self._values.move_to_end(key)
