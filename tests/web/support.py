@@ -32,6 +32,11 @@ def client(app) -> TestClient:
     return TestClient(app, base_url="http://testserver", follow_redirects=False)
 
 
+def bearer(engine, name: str) -> dict[str, str]:
+    """The Authorization header of a new API token of user `name`."""
+    return {"Authorization": f"Bearer {users.new_token(engine, name)['token']}"}
+
+
 def csrf_of(html: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 

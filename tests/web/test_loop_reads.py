@@ -13,7 +13,7 @@ from quota.ledger import balances
 from quota.store import db, users
 from tests.conftest import ENGINES
 from tests.databases import fresh_url
-from tests.web.support import client, login, make_app, prepare
+from tests.web.support import bearer, client, login, make_app, prepare
 from quota.store import pgreads
 from web import app as webapp
 
@@ -23,7 +23,7 @@ def test_the_hot_reads_take_no_thread_hand_off_between_writes(db_url, monkeypatc
     app = make_app(engine)
     page = login(app, "clerk")
     api = client(app)
-    api.headers["Authorization"] = f"Bearer {users.new_token(engine, 'clerk')['token']}"
+    api.headers.update(bearer(engine, "clerk"))
     first = page.get("/").text
     assert api.get("/api/v1/balance").json() == balances.balance(engine)  # both kept in the read cache
 
@@ -89,10 +89,9 @@ def test_the_routes_reads_go_with_the_session_s_and_each_is_used_once(db_url, mo
 def test_views_that_miss_together_make_the_read_once(db_url, monkeypatch):
     """After a write every view in flight misses the read cache at once; in one loop they wait for one read
     instead of each making it, and when that read fails each makes its own."""
-    import httpx
     engine = prepare(db_url)
     app = make_app(engine)
-    token = users.new_token(engine, "clerk")["token"]
+    auth = bearer(engine, "clerk")
     calls = []
     real = balances.balance
 
@@ -107,9 +106,7 @@ def test_views_that_miss_together_make_the_read_once(db_url, monkeypatch):
     monkeypatch.setattr(balances, "balance", slow)
 
     async def burst(n):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t",
-                                     headers={"Authorization": f"Bearer {token}"}) as c:
+        async with _one_loop(app, auth) as c:
             return await asyncio.gather(*(c.get("/api/v1/balance") for _ in range(n)))
 
     fail = False
@@ -128,6 +125,12 @@ def test_views_that_miss_together_make_the_read_once(db_url, monkeypatch):
     # made in the loop itself (nothing waits), and the second is kept for the other two
     assert len(calls) == (2 if db.is_sqlite(engine) else 4)
     engine.dispose()
+
+
+def _one_loop(app, headers: dict):
+    """A client whose requests all run in the caller's event loop, as a server's worker serves them."""
+    import httpx
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", headers=headers)
 
 
 def _csrf(html: str) -> str:
@@ -152,7 +155,7 @@ def pg_engine(tmp_path):
 def test_a_killed_connection_is_not_handed_out_again(pg_engine):
     app = make_app(pg_engine)
     with client(app) as c:  # one event loop for every request, as in a server's worker
-        c.headers["Authorization"] = f"Bearer {users.new_token(pg_engine, 'clerk')['token']}"
+        c.headers.update(bearer(pg_engine, "clerk"))
         assert c.get("/api/v1/balance").status_code == 200
         reads = app.state.pg
         pids = _loop_pids(c, reads)
@@ -242,7 +245,7 @@ def test_after_the_database_restarts_no_request_fails_on_the_loops_dead_connecti
     dead connection failed one request, up to SIZE in a row per worker)."""
     app = make_app(pg_engine)
     with client(app) as c:  # one event loop, as in a server's worker
-        c.headers["Authorization"] = f"Bearer {users.new_token(pg_engine, 'clerk')['token']}"
+        c.headers.update(bearer(pg_engine, "clerk"))
         reads = app.state.pg
 
         async def fill():
@@ -337,12 +340,11 @@ def test_a_view_does_not_wait_for_a_read_made_on_another_day(db_url, monkeypatch
     no write); so must the reads in flight: a view asked after midnight does not take the answer of a read begun
     before it (before: it was answered with the day before's balance, a lapsed lot still available)."""
     import datetime as dt
-    import httpx
     import time
     from quota import clock
     engine = prepare(db_url)
     app = make_app(engine)
-    token = users.new_token(engine, "clerk")["token"]
+    auth = bearer(engine, "clerk")
     days = []
     real = balances.balance
 
@@ -355,8 +357,7 @@ def test_a_view_does_not_wait_for_a_read_made_on_another_day(db_url, monkeypatch
     pin_today(dt.date(2026, 11, 30))
 
     async def across_midnight():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
-                                     headers={"Authorization": f"Bearer {token}"}) as c:
+        async with _one_loop(app, auth) as c:
             before = asyncio.ensure_future(c.get("/api/v1/balance"))
             await asyncio.sleep(0.1)
             pin_today(dt.date(2026, 12, 1))

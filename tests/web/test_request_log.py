@@ -3,8 +3,7 @@ signed-in user or the API token's (or "-"), and the time taken, for pages, the A
 import logging
 import re
 
-from quota.store import users
-from tests.web.support import client, login, make_app, prepare
+from tests.web.support import bearer, client, login, make_app, prepare
 
 LINE = re.compile(r"^(\S+) (GET|POST|HEAD) (\S+) (\d{3}) (\S+) \d+\.\dms$")
 
@@ -24,7 +23,7 @@ def test_each_request_is_one_line_naming_its_user(db_url, caplog):
     app = make_app(engine)
     clerk = login(app, "clerk")
     api = client(app)
-    api.headers["Authorization"] = f"Bearer {users.new_token(engine, 'auditor')['token']}"
+    api.headers.update(bearer(engine, "auditor"))
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="quota.web"):
         clerk.get("/")
